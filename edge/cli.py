@@ -1,0 +1,70 @@
+"""`edgeloop-agent`: the device agent's command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgeloop.contract import ContractError, TensorSpec, TrustedKeys, accept_manifest
+
+
+def _verify(args: argparse.Namespace) -> int:
+    trusted = TrustedKeys.from_pem(*(Path(k).read_bytes() for k in args.key))
+    device_input = TensorSpec(shape=(-1, args.features)) if args.features is not None else None
+    manifest = accept_manifest(
+        Path(args.manifest).read_bytes(),
+        trusted,
+        installed_version=args.installed_version,
+        device_input=device_input,
+    )
+    print(json.dumps({"model": manifest.model, "version": manifest.version, "accepted": True}))
+    return 0
+
+
+def _run(_: argparse.Namespace) -> int:
+    print(
+        "edgeloop-agent run is not built yet (the update state machine, MQTT and data path). "
+        "Nothing was started.",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeloop-agent",
+        description="Device agent: verifies, fetches and hot-swaps models, scores locally.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the agent with a config file")
+    p.add_argument("--config", required=True, help="agent.toml")
+    p.set_defaults(run=_run)
+
+    p = sub.add_parser("verify", help="make every check the agent makes on a manifest")
+    p.add_argument("manifest")
+    p.add_argument("--key", action="append", required=True, help="pinned PEM public key")
+    p.add_argument("--installed-version", type=int, default=None)
+    p.add_argument("--features", type=int, default=None, help="features this device produces")
+    p.set_defaults(run=_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except ContractError as exc:
+        print(f"refused: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""The TFLite interpreter on the device.
+
+LiteRT (`ai_edge_litert`) is preferred: it is maintained and works with NumPy 2.
+`tflite_runtime` 2.14 is the fallback for images that still pin NumPy < 2;
+it is the last release and will not load under NumPy 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+_BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+
+
+class RuntimeUnavailable(RuntimeError):
+    """No TFLite interpreter could be imported."""
+
+
+class ModelLoadError(ValueError):
+    """The bytes are not a model this interpreter can run."""
+
+
+def _interpreter_class() -> tuple[str, Any]:
+    errors = []
+    for name in _BACKENDS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            errors.append(f"{name}: {exc}")
+            continue
+        return name.split(".")[0], module.Interpreter
+    raise RuntimeUnavailable(
+        "no TFLite interpreter found ("
+        + "; ".join(errors)
+        + "). Install ai-edge-litert, or tflite-runtime==2.14.0 with numpy<2 on Python <= 3.11"
+    )
+
+
+def backend_name() -> str:
+    return _interpreter_class()[0]
+
+
+class CompiledModel:
+    """One interpreter over one model. Not thread-safe: give each thread its own."""
+
+    def __init__(self, model: bytes, num_threads: int = 1) -> None:
+        self.backend, interpreter_class = _interpreter_class()
+        # The interpreter keeps a pointer into the buffer, so hold a reference.
+        self._model = bytes(model)
+        try:
+            self._interpreter = interpreter_class(
+                model_content=self._model, num_threads=num_threads
+            )
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"model does not load in {self.backend}: {exc}") from exc
+        inputs = self._interpreter.get_input_details()
+        outputs = self._interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelLoadError(
+                f"edgeloop models have one input and one output, this one has "
+                f"{len(inputs)} and {len(outputs)}"
+            )
+        self._input = inputs[0]
+        self._output = outputs[0]
+        self._batch = int(self._input["shape"][0])
+        self.n_features = int(self._input["shape"][-1])
+
+    def predict(self, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """Run a batch (rows of raw features) and return the model's output rows."""
+        batch = np.ascontiguousarray(x, dtype=np.float32)
+        if batch.ndim == 1:
+            batch = batch[None, :]
+        if batch.ndim != 2 or batch.shape[1] != self.n_features:
+            raise ValueError(
+                f"input has shape {batch.shape}; "
+                f"this model takes rows of {self.n_features} features"
+            )
+        if batch.shape[0] != self._batch:
+            self._interpreter.resize_tensor_input(self._input["index"], list(batch.shape))
+            self._interpreter.allocate_tensors()
+            self._batch = batch.shape[0]
+        self._interpreter.set_tensor(self._input["index"], batch)
+        self._interpreter.invoke()
+        out: npt.NDArray[np.float32] = np.array(
+            self._interpreter.get_tensor(self._output["index"]), dtype=np.float32
+        )
+        return out

@@ -1,0 +1,113 @@
+"""`edgeloop`: the cloud side's command line (keys, manifests, models, patches, demo)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from edgeloop.contract import (
+    ContractError,
+    LocalSigner,
+    TrustedKeys,
+    public_key_pem,
+    sign_manifest,
+)
+from edgeloop.contract.manifest import manifest_from_json
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    private, public = out / "signing-key.pem", out / "manifest-public.pem"
+    if private.exists() and not args.force:
+        print(f"error: {private} exists; pass --force to replace it", file=sys.stderr)
+        return EXIT_USAGE
+    signer = LocalSigner.generate()
+    private.write_bytes(signer.private_pem())
+    private.chmod(0o600)
+    public.write_bytes(public_key_pem(signer.public_key()))
+    print(json.dumps({"key_id": signer.key_id, "private": str(private), "public": str(public)}))
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    signer = LocalSigner.from_pem(Path(args.key).read_bytes())
+    doc = json.loads(Path(args.manifest).read_text(encoding="utf-8"))
+    doc.pop("signature", None)
+    signed = sign_manifest(manifest_from_json(doc), signer)
+    Path(args.out).write_bytes(signed.to_bytes())
+    print(json.dumps({"key_id": signer.key_id, "out": args.out}))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    trusted = TrustedKeys.from_pem(*(Path(k).read_bytes() for k in args.key))
+    manifest = trusted.verify(Path(args.manifest).read_bytes())
+    print(json.dumps({"model": manifest.model, "version": manifest.version, "verified": True}))
+    return 0
+
+
+def _not_built(what: str, issue: str) -> Command:
+    def run(_: argparse.Namespace) -> int:
+        print(
+            f"edgeloop {what} is not built yet ({issue}). Nothing was run.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeloop",
+        description="Cloud side of edgeloop: sign manifests, train and export models, "
+        "make patches, run the local loop.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("keygen", help="make a local ECDSA P-256 manifest signing key (demo/tests)")
+    p.add_argument("--out", default=".edgeloop/keys", help="directory for the two PEM files")
+    p.add_argument("--force", action="store_true", help="replace an existing key")
+    p.set_defaults(run=_keygen)
+
+    p = sub.add_parser("sign", help="sign a manifest JSON file with a local PEM key")
+    p.add_argument("manifest")
+    p.add_argument("--key", required=True, help="PEM private key from `edgeloop keygen`")
+    p.add_argument("-o", "--out", required=True)
+    p.set_defaults(run=_sign)
+
+    p = sub.add_parser("verify", help="check a manifest's signature against pinned public keys")
+    p.add_argument("manifest")
+    p.add_argument("--key", action="append", required=True, help="PEM public key (repeatable)")
+    p.set_defaults(run=_verify)
+
+    p = sub.add_parser("demo", help="the whole loop on one machine, no AWS account")
+    p.set_defaults(run=_not_built("demo", "the local runtime and demo scenarios"))
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except ContractError as exc:
+        print(f"refused: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""The wire contract shared by the cloud functions and the device agent.
+
+Manifest, topics, signing and verification live here and nowhere else. This
+package imports neither scikit-learn nor boto3.
+"""
+
+from edgeloop.contract.errors import (
+    ContractError,
+    HashMismatch,
+    InputSpecMismatch,
+    MalformedManifest,
+    ManifestExpired,
+    SignatureInvalid,
+    SizeMismatch,
+    UnknownKey,
+    VersionNotNewer,
+)
+from edgeloop.contract.manifest import (
+    CODECS,
+    ArtifactRef,
+    DeltaRef,
+    HealthCheck,
+    Manifest,
+    Signature,
+    TensorSpec,
+    canonical_json,
+    check_blob,
+    check_fresh,
+    check_input,
+    check_newer,
+    parse_manifest,
+    sha256_hex,
+)
+from edgeloop.contract.signing import (
+    ALGORITHM,
+    KmsSigner,
+    LocalSigner,
+    Signer,
+    TrustedKeys,
+    accept_manifest,
+    key_id_of,
+    load_public_key,
+    public_key_pem,
+    sign_manifest,
+)
+from edgeloop.contract.topics import ThingTopics, announcement, thing_of
+
+__all__ = [
+    "ALGORITHM",
+    "CODECS",
+    "ArtifactRef",
+    "ContractError",
+    "DeltaRef",
+    "HashMismatch",
+    "HealthCheck",
+    "InputSpecMismatch",
+    "KmsSigner",
+    "LocalSigner",
+    "MalformedManifest",
+    "Manifest",
+    "ManifestExpired",
+    "Signature",
+    "SignatureInvalid",
+    "Signer",
+    "SizeMismatch",
+    "TensorSpec",
+    "ThingTopics",
+    "TrustedKeys",
+    "UnknownKey",
+    "VersionNotNewer",
+    "accept_manifest",
+    "announcement",
+    "canonical_json",
+    "check_blob",
+    "check_fresh",
+    "check_input",
+    "check_newer",
+    "key_id_of",
+    "load_public_key",
+    "parse_manifest",
+    "public_key_pem",
+    "sha256_hex",
+    "sign_manifest",
+    "thing_of",
+]

@@ -1,0 +1,1 @@
+"""Lambda handlers: thin Powertools handlers over plain-Python logic."""

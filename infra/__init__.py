@@ -1,0 +1,1 @@
+"""The CDK app that deploys the loop (`cdk.json` at the repository root)."""

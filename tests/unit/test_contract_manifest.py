@@ -1,0 +1,155 @@
+"""The manifest's byte form, parsing and acceptance checks."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgeloop.contract import (
+    HashMismatch,
+    InputSpecMismatch,
+    MalformedManifest,
+    Manifest,
+    ManifestExpired,
+    SizeMismatch,
+    TensorSpec,
+    VersionNotNewer,
+    canonical_json,
+    check_blob,
+    check_fresh,
+    check_input,
+    check_newer,
+    parse_manifest,
+    sha256_hex,
+)
+from tests.conftest import NOW, make_manifest
+
+
+def _shuffled(value: Any, rng: random.Random) -> Any:
+    if isinstance(value, dict):
+        items = list(value.items())
+        rng.shuffle(items)
+        return {k: _shuffled(v, rng) for k, v in items}
+    if isinstance(value, list):
+        return [_shuffled(v, rng) for v in value]
+    return value
+
+
+@given(seed=st.integers(min_value=0, max_value=2**32))
+def test_canonical_bytes_are_stable_across_dict_orderings(seed: int) -> None:
+    doc = make_manifest().to_json()
+    assert canonical_json(_shuffled(doc, random.Random(seed))) == canonical_json(doc)
+
+
+def test_canonical_bytes_have_sorted_keys_and_no_whitespace() -> None:
+    assert canonical_json({"b": 1, "a": [1, 2], "é": "ü"}) == '{"a":[1,2],"b":1,"é":"ü"}'.encode()
+
+
+def test_canonical_json_refuses_nan() -> None:
+    with pytest.raises(MalformedManifest, match="NaN"):
+        canonical_json({"x": float("nan")})
+
+
+def test_manifest_round_trips_through_its_bytes(manifest: Manifest) -> None:
+    parsed, doc = parse_manifest(manifest.to_bytes())
+    assert parsed == manifest
+    assert doc == manifest.to_json()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"[]", "must be a JSON object"),
+    ],
+)
+def test_malformed_bytes_are_refused(raw: bytes, message: str) -> None:
+    with pytest.raises(MalformedManifest, match=message):
+        parse_manifest(raw)
+
+
+@pytest.mark.parametrize(
+    "field", ["model", "version", "created_at", "expires_at", "input", "artifact", "deltas"]
+)
+def test_missing_field_is_named(manifest: Manifest, field: str) -> None:
+    doc = manifest.to_json()
+    del doc[field]
+    with pytest.raises(MalformedManifest, match=f"manifest.{field} is missing"):
+        parse_manifest(json.dumps(doc).encode())
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("version",), "3", "manifest.version must be an integer"),
+        (("version",), True, "manifest.version must be an integer"),
+        (("version",), 0, "manifest.version must be an integer >= 1"),
+        (("artifact", "sha256"), "XYZ", "manifest.artifact.sha256 must be 64"),
+        (("artifact", "size"), -1, "manifest.artifact.size must be an integer >= 1"),
+        (("artifact", "path"), "../../etc/passwd", "must be a relative path"),
+        (("artifact", "path"), "https://evil.example/m", "must be a relative path"),
+        (("expires_at",), "tomorrow", "expires_at is 'tomorrow'"),
+        (("model",), "a/b", "model name"),
+        (("metrics",), {"accuracy": "high"}, "manifest.metrics.accuracy must be a finite number"),
+    ],
+)
+def test_wrong_type_is_named(
+    manifest: Manifest, path: tuple[str, ...], value: Any, message: str
+) -> None:
+    doc = manifest.to_json()
+    target = doc
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(MalformedManifest, match=message):
+        parse_manifest(json.dumps(doc).encode())
+
+
+def test_expired_manifest_is_refused(manifest: Manifest) -> None:
+    with pytest.raises(ManifestExpired, match="expired at 2026-06-08T12:00:00Z"):
+        check_fresh(manifest, NOW + timedelta(days=8))
+    check_fresh(manifest, NOW + timedelta(days=6))
+
+
+@pytest.mark.parametrize("installed", [3, 4])
+def test_version_not_newer_is_refused(manifest: Manifest, installed: int) -> None:
+    with pytest.raises(VersionNotNewer, match=f"v{installed} is installed"):
+        check_newer(manifest, installed)
+
+
+def test_newer_version_or_nothing_installed_passes(manifest: Manifest) -> None:
+    check_newer(manifest, 2)
+    check_newer(manifest, None)
+
+
+def test_input_spec_mismatch_is_refused(manifest: Manifest) -> None:
+    with pytest.raises(InputSpecMismatch, match="this device produces"):
+        check_input(manifest, TensorSpec(shape=(-1, 9)))
+    with pytest.raises(InputSpecMismatch):
+        check_input(manifest, TensorSpec(shape=(-1, 8), dtype="int8"))
+    with pytest.raises(InputSpecMismatch):
+        check_input(manifest, TensorSpec(shape=(-1, 8), names=tuple("abcdefgh")))
+    check_input(manifest, TensorSpec(shape=(1, 8)))
+
+
+def test_blob_size_and_hash_are_checked() -> None:
+    data = b"model-bytes"
+    check_blob(data, size=len(data), sha256=sha256_hex(data), what="artifact")
+    with pytest.raises(SizeMismatch, match="12 bytes but the manifest declares 11"):
+        check_blob(data + b"!", size=len(data), sha256=sha256_hex(data), what="artifact")
+    with pytest.raises(HashMismatch, match="tampered"):
+        check_blob(b"model-bytez", size=len(data), sha256=sha256_hex(data), what="artifact")
+
+
+def test_delta_from_picks_the_smallest_patch_for_the_installed_base() -> None:
+    manifest = make_manifest()
+    base = manifest.deltas[0].from_sha256
+    assert manifest.delta_from(base) == manifest.deltas[0]
+    assert manifest.delta_from(sha256_hex(b"other")) is None

@@ -1,0 +1,37 @@
+"""The device side never pulls in the cloud stack, and no side copies the contract."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import edgeloop.contract
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_device_modules_import_without_scikit_learn_or_boto3() -> None:
+    code = (
+        "import sys\n"
+        "import edgeloop.contract, edgeloop.delta, edge.cli, edge.runtime\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('sklearn', 'boto3', 'botocore', 'scipy', 'aws_lambda_powertools'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == ""
+
+
+def test_no_package_redefines_the_contracts_public_names() -> None:
+    public = set(edgeloop.contract.__all__)
+    offenders = []
+    for package in ("edge", "functions", "infra"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name in public:
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert offenders == []
