@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole loop on one machine, no AWS account")
     p.set_defaults(run=_not_built("demo", "the local runtime and demo scenarios"))
 
+    from edgeloop import factory_cli
+
+    factory_cli.register(sub)
+
     return parser
 
 
@@ -104,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"refused: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except (OSError, ValueError) as exc:
+        # ConfigError, NoUsableData and bad files land here with their own message.
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return code

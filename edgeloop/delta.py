@@ -74,7 +74,8 @@ def apply_patch(old: bytes, patch: bytes, codec: str, max_size: int = MAX_MODEL_
             raise PatchCorrupt(
                 f"unknown patch codec {codec!r}; this agent knows {', '.join(CODECS)}"
             )
-    except (ValueError, zstandard.ZstdError, MemoryError, OverflowError) as exc:
+    # bsdiff4 reports a corrupt bzip2 stream as OSError or EOFError.
+    except (ValueError, OSError, EOFError, zstandard.ZstdError, MemoryError, OverflowError) as exc:
         raise PatchCorrupt(f"{codec} patch cannot be applied: {exc}") from exc
     if len(out) > max_size:
         raise PatchCorrupt(f"{codec} patch produces {len(out)} bytes, over the {max_size} cap")

@@ -1,0 +1,187 @@
+"""Model configs: one TOML file per model, checked strictly when loaded.
+
+A data scientist writes which algorithm, which metric and which threshold; a
+typo or a bad value is refused with the key named, before any data is read.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgeloop.contract.topics import check_model_name
+
+Kind = Literal["kmeans_anomaly", "mlp_classifier", "logistic_classifier"]
+CLASSIFIERS: tuple[Kind, ...] = ("mlp_classifier", "logistic_classifier")
+Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class ConfigError(ValueError):
+    """A model config that cannot be used, with every bad key named."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ModelSection(_Strict):
+    name: str
+    kind: Kind
+    n_features: Annotated[int, Field(ge=1, le=65536)]
+    label_column: str = "label"
+    feature_names: tuple[str, ...] = ()
+    # Declaring the classes keeps every version's output layout the same even
+    # when an early batch lacks a class; without it they come from the data.
+    classes: tuple[int, ...] = ()
+
+    @model_validator(mode="after")
+    def _names_fit(self) -> ModelSection:
+        check_model_name(self.name)
+        if self.feature_names and len(self.feature_names) != self.n_features:
+            raise ValueError(
+                f"feature_names has {len(self.feature_names)} names but n_features is "
+                f"{self.n_features}"
+            )
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError("classes has duplicates")
+        return self
+
+
+class KMeansParams(_Strict):
+    n_clusters: Annotated[int, Field(ge=2, le=256)] = 8
+    batch_size: Annotated[int, Field(ge=16)] = 1024
+    max_iter: Annotated[int, Field(ge=1)] = 100
+    n_init: Annotated[int, Field(ge=1)] = 3
+    # Alarm when the distance to the nearest centroid exceeds this quantile of
+    # the training scores.
+    score_quantile: Probability = 0.99
+    # silhouette_score is O(n^2); it is computed on at most this many rows.
+    silhouette_sample: Annotated[int, Field(ge=50, le=20000)] = 2000
+
+
+class MLPParams(_Strict):
+    hidden_layer_sizes: tuple[Annotated[int, Field(ge=1, le=4096)], ...] = (32,)
+    alpha: Annotated[float, Field(ge=0.0)] = 1e-4
+    learning_rate_init: Annotated[float, Field(gt=0.0)] = 1e-3
+    max_iter: Annotated[int, Field(ge=1)] = 300
+    # Training rounds on warm start; fewer moves the weights less (smaller patches).
+    warm_max_iter: Annotated[int, Field(ge=1)] = 100
+
+
+class LogisticParams(_Strict):
+    C: Annotated[float, Field(gt=0.0)] = 1.0
+    max_iter: Annotated[int, Field(ge=1)] = 1000
+
+
+class TrainSection(_Strict):
+    seed: Annotated[int, Field(ge=0)] = 0
+    # Share of rows held out for the gate. The split is by a hash of each row,
+    # so a row stays on its side as data accumulates and the champion never
+    # trained on the rows it is judged on.
+    holdout: Annotated[float, Field(ge=0.05, le=0.5)] = 0.2
+    warm_start: bool = True
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class GateSection(_Strict):
+    metric: Literal["silhouette", "accuracy", "f1_macro"]
+    threshold: float
+    min_improvement: Annotated[float, Field(ge=0.0)] = 0.0
+    min_rows: Annotated[int, Field(ge=1)] = 10
+
+
+class ExportSection(_Strict):
+    quantize: Literal["none", "int8"] = "none"
+
+
+class ModelConfig(_Strict):
+    model: ModelSection
+    train: TrainSection = TrainSection()
+    gate: GateSection
+    export: ExportSection = ExportSection()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        kind, metric = self.model.kind, self.gate.metric
+        if kind == "kmeans_anomaly" and metric != "silhouette":
+            raise ValueError(
+                f"gate.metric {metric!r} does not apply to kmeans_anomaly; use silhouette"
+            )
+        if kind in CLASSIFIERS and metric == "silhouette":
+            raise ValueError(
+                f"gate.metric silhouette does not apply to {kind}; use accuracy or f1_macro"
+            )
+        low, high = (-1.0, 1.0) if metric == "silhouette" else (0.0, 1.0)
+        if not low <= self.gate.threshold <= high:
+            raise ValueError(f"gate.threshold {self.gate.threshold} is outside [{low}, {high}]")
+        if kind == "kmeans_anomaly" and self.model.classes:
+            raise ValueError("model.classes applies to classifiers only")
+        return self
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.model.kind in CLASSIFIERS
+
+    def estimator_params(self) -> KMeansParams | MLPParams | LogisticParams:
+        schemas: dict[str, type[KMeansParams] | type[MLPParams] | type[LogisticParams]] = {
+            "kmeans_anomaly": KMeansParams,
+            "mlp_classifier": MLPParams,
+            "logistic_classifier": LogisticParams,
+        }
+        schema = schemas[self.model.kind]
+        try:
+            return schema.model_validate(self.train.params)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, prefix="train.params")) from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _describe(exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling against the docs)"
+        lines.append(f"{key}: {message}" if key else message)
+    return "invalid model config: " + "; ".join(lines)
+
+
+def parse_config(doc: dict[str, Any], source: str = "config") -> ModelConfig:
+    # TOML arrays arrive as lists; the strict model wants tuples for frozen fields.
+    doc = _lists_to_tuples(doc)
+    try:
+        config = ModelConfig.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    try:
+        config.estimator_params()  # refuse bad estimator parameters now, not mid-training
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    return config
+
+
+def _lists_to_tuples(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _lists_to_tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_lists_to_tuples(v) for v in value)
+    return value
+
+
+def load_config(path: str | Path) -> ModelConfig:
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the model config: {exc.strerror}") from exc
+    return parse_config(doc, str(path))

@@ -1,0 +1,274 @@
+"""Training and evaluation of the three model kinds, with warm starts.
+
+Features are standardised with a scaler learned on the first (cold) training
+and then kept: a warm-started model lives in the same feature space as its
+champion, so its weights move little and patches stay small. The scaler is
+part of the exported graph, so devices feed raw features.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score, silhouette_score
+from sklearn.neural_network import MLPClassifier
+
+from edgeloop.factory.config import KMeansParams, LogisticParams, MLPParams, ModelConfig
+from edgeloop.factory.data import Dataset
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class NotEnoughData(ValueError):
+    """Too few good rows to fit this model at all."""
+
+
+@dataclass
+class TrainedModel:
+    """A fitted model with everything export and scoring need. Saved with joblib."""
+
+    kind: str
+    n_features: int
+    mean: FloatArray
+    scale: FloatArray
+    estimator: Any
+    classes: tuple[int, ...] = ()
+    decision_threshold: float | None = None
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def scaled(self, X: FloatArray) -> FloatArray:
+        out: FloatArray = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
+        return out
+
+    def outputs(self, X: FloatArray) -> FloatArray:
+        """What the exported graph computes: anomaly score, or class probabilities."""
+        Xs = self.scaled(X)
+        if self.kind == "kmeans_anomaly":
+            out: FloatArray = self.estimator.transform(Xs).min(axis=1)
+            return out
+        proba = self.estimator.predict_proba(Xs)
+        # Lay probabilities out in the declared class order, zeros for classes the
+        # estimator has not seen.
+        full = np.zeros((Xs.shape[0], len(self.classes)))
+        for j, cls in enumerate(self.estimator.classes_):
+            full[:, self.classes.index(int(cls))] = proba[:, j]
+        return full
+
+    def predict(self, X: FloatArray) -> npt.NDArray[np.int64]:
+        classes = np.asarray(self.classes, dtype=np.int64)
+        out: npt.NDArray[np.int64] = classes[self.outputs(X).argmax(axis=1)]
+        return out
+
+
+@dataclass(frozen=True)
+class Split:
+    X_train: FloatArray
+    y_train: npt.NDArray[np.int64] | None
+    X_holdout: FloatArray
+    y_holdout: npt.NDArray[np.int64] | None
+
+
+def holdout_mask(
+    X: FloatArray, y: npt.NDArray[np.int64] | None, seed: int, share: float
+) -> npt.NDArray[np.bool_]:
+    """Which rows are held out, decided by a keyed hash of each row.
+
+    A row lands on the same side in every run, so as data accumulates the
+    champion is never judged on rows it was trained on.
+    """
+    key = seed.to_bytes(8, "little")
+    limit = int(share * 2**64)
+    rows = np.ascontiguousarray(X, dtype=np.float64)
+    labels = y if y is not None else np.zeros(len(rows), dtype=np.int64)
+    mask = np.empty(len(rows), dtype=bool)
+    for i in range(len(rows)):
+        digest = hashlib.blake2b(
+            rows[i].tobytes() + int(labels[i]).to_bytes(8, "little", signed=True),
+            digest_size=8,
+            key=key,
+        ).digest()
+        mask[i] = int.from_bytes(digest, "little") < limit
+    return mask
+
+
+def split(dataset: Dataset, config: ModelConfig) -> Split:
+    mask = holdout_mask(dataset.X, dataset.y, config.train.seed, config.train.holdout)
+    y = dataset.y
+    return Split(
+        X_train=dataset.X[~mask],
+        y_train=None if y is None else y[~mask],
+        X_holdout=dataset.X[mask],
+        y_holdout=None if y is None else y[mask],
+    )
+
+
+def _fit_scaler(X: FloatArray) -> tuple[FloatArray, FloatArray]:
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    # Constant features (a digit's always-blank corner pixel) get scale 1, as
+    # scikit-learn's StandardScaler does, instead of a division by zero.
+    scale[scale < 1e-12] = 1.0
+    return mean, scale
+
+
+@dataclass(frozen=True)
+class FitNotes:
+    warm_started: bool
+    note: str
+
+
+def fit(
+    config: ModelConfig, data: Split, champion: TrainedModel | None
+) -> tuple[TrainedModel, FitNotes]:
+    params = config.estimator_params()
+    X = data.X_train
+    if len(X) < config.gate.min_rows:
+        raise NotEnoughData(
+            f"{len(X)} training rows after the holdout split; "
+            f"gate.min_rows is {config.gate.min_rows}"
+        )
+    warm = champion if config.train.warm_start else None
+    note = "cold start" if warm is None else "warm start from the champion"
+    if warm is not None and (
+        warm.kind != config.model.kind or warm.n_features != config.model.n_features
+    ):
+        warm, note = None, "cold start: the champion is a different kind or width"
+    mean, scale = (warm.mean, warm.scale) if warm is not None else _fit_scaler(X)
+    Xs = (X - mean) / scale
+    with warnings.catch_warnings():
+        # Short warm-start rounds stop before convergence on purpose.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if isinstance(params, KMeansParams):
+            estimator, warm_used = _fit_kmeans(config, params, Xs, warm)
+            classes: tuple[int, ...] = ()
+        else:
+            assert data.y_train is not None  # classifier datasets always carry labels
+            seen = tuple(sorted(int(c) for c in np.unique(data.y_train)))
+            classes = config.model.classes or seen
+            if len(classes) < 2:
+                raise NotEnoughData(
+                    f"training labels hold {len(classes)} class; a classifier needs two"
+                )
+            estimator, warm_used = _fit_classifier(config, params, Xs, data.y_train, warm)
+    if warm is not None and not warm_used:
+        note = "cold start: the champion's classes or cluster count differ"
+    model = TrainedModel(
+        kind=config.model.kind,
+        n_features=config.model.n_features,
+        mean=mean,
+        scale=scale,
+        estimator=estimator,
+        classes=classes,
+    )
+    if isinstance(params, KMeansParams):
+        _calibrate(model, X, params)
+    return model, FitNotes(warm_started=warm is not None and warm_used, note=note)
+
+
+def _fit_kmeans(
+    config: ModelConfig, p: KMeansParams, Xs: FloatArray, warm: TrainedModel | None
+) -> tuple[MiniBatchKMeans, bool]:
+    if len(Xs) < p.n_clusters:
+        raise NotEnoughData(f"{len(Xs)} training rows for {p.n_clusters} clusters")
+    init: Any = "k-means++"
+    n_init = p.n_init
+    if warm is not None and warm.estimator.n_clusters == p.n_clusters:
+        # Start from the champion's centroids, in its order, so cluster i stays
+        # cluster i and the exported centroid tensor changes as little as it can.
+        init, n_init = warm.estimator.cluster_centers_, 1
+    km = MiniBatchKMeans(
+        n_clusters=p.n_clusters,
+        batch_size=p.batch_size,
+        max_iter=p.max_iter,
+        n_init=n_init,
+        init=init,
+        random_state=config.train.seed,
+    )
+    km.fit(Xs)
+    return km, not isinstance(init, str)
+
+
+def _fit_classifier(
+    config: ModelConfig,
+    p: MLPParams | LogisticParams,
+    Xs: FloatArray,
+    y: npt.NDArray[np.int64] | None,
+    warm: TrainedModel | None,
+) -> tuple[Any, bool]:
+    assert y is not None
+    seen = tuple(sorted(int(c) for c in np.unique(y)))
+    usable = warm is not None and tuple(int(c) for c in warm.estimator.classes_) == seen
+    estimator: Any
+    if usable:
+        assert warm is not None
+        estimator = copy.deepcopy(warm.estimator)
+        estimator.set_params(warm_start=True)
+        if isinstance(p, MLPParams):
+            estimator.set_params(max_iter=p.warm_max_iter)
+            # scikit-learn keeps the previous fit's best loss on warm start; on new,
+            # larger data that old (lower) loss makes every epoch look like no
+            # improvement and training stops after n_iter_no_change epochs.
+            estimator.best_loss_ = np.inf
+            estimator._no_improvement_count = 0
+    elif isinstance(p, MLPParams):
+        estimator = MLPClassifier(
+            hidden_layer_sizes=p.hidden_layer_sizes,
+            alpha=p.alpha,
+            learning_rate_init=p.learning_rate_init,
+            max_iter=p.max_iter,
+            random_state=config.train.seed,
+        )
+    else:
+        estimator = LogisticRegression(C=p.C, max_iter=p.max_iter)
+    estimator.fit(Xs, y)
+    return estimator, usable
+
+
+def _calibrate(model: TrainedModel, X_train: FloatArray, p: KMeansParams) -> None:
+    scores = model.outputs(X_train)
+    model.decision_threshold = float(np.quantile(scores, p.score_quantile))
+    model.stats = {
+        "score_mean": float(scores.mean()),
+        "score_std": float(scores.std()),
+        "score_p50": float(np.quantile(scores, 0.5)),
+        "score_p90": float(np.quantile(scores, 0.9)),
+        "score_p99": float(np.quantile(scores, 0.99)),
+        "alarm_rate": float((scores > model.decision_threshold).mean()),
+    }
+
+
+def evaluate(model: TrainedModel, data: Split, config: ModelConfig) -> dict[str, float]:
+    """The gate's metrics on the held-out rows (empty when there are none)."""
+    X = data.X_holdout
+    if len(X) == 0:
+        return {}
+    if model.kind == "kmeans_anomaly":
+        p = config.estimator_params()
+        assert isinstance(p, KMeansParams)
+        labels = model.estimator.predict(model.scaled(X))
+        n_labels = len(np.unique(labels))
+        if not 2 <= n_labels <= len(X) - 1:
+            # Silhouette is undefined here; a model that puts everything in one
+            # cluster separates nothing, which is the worst score.
+            return {"silhouette": -1.0, "holdout_rows": float(len(X))}
+        sample = min(len(X), p.silhouette_sample)
+        score = silhouette_score(
+            model.scaled(X), labels, sample_size=sample, random_state=config.train.seed
+        )
+        return {"silhouette": float(score), "holdout_rows": float(len(X))}
+    assert data.y_holdout is not None
+    predicted = model.predict(X)
+    return {
+        "accuracy": float(accuracy_score(data.y_holdout, predicted)),
+        "f1_macro": float(f1_score(data.y_holdout, predicted, average="macro", zero_division=0)),
+        "holdout_rows": float(len(X)),
+    }

@@ -1,0 +1,127 @@
+"""`edgeloop train | predict | delta | patch` end to end on files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from edgeloop.cli import main
+
+CONFIG = """
+[model]
+name = "digits"
+kind = "mlp_classifier"
+n_features = 64
+classes = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+
+[train]
+params = { hidden_layer_sizes = [32] }
+
+[gate]
+metric = "accuracy"
+threshold = 0.93
+min_improvement = 0.005
+"""
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    (tmp_path / "digits.toml").write_text(CONFIG)
+    X, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(X))
+    small, large = order[:180], order[180:1260]
+    np.savez(tmp_path / "batch-000.npz", X=X[small], y=y[small])
+    header = "label," + ",".join(f"p{i}" for i in range(64))
+    rows = [",".join([str(y[i])] + [str(int(v)) for v in X[i]]) for i in large]
+    (tmp_path / "batch-001.csv").write_text("\n".join([header, *rows]) + "\n")
+    (tmp_path / "broken.csv").write_text(header + "\n1,2,three\n")
+    return tmp_path
+
+
+def test_train_refuses_ten_percent_then_promotes_with_more_data(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w = workspace
+    code = main(["train", str(w / "digits.toml"), str(w / "batch-000.npz"), "--out", str(w / "r1")])
+    assert code == 3
+    run = json.loads((w / "r1" / "run.json").read_text())
+    assert run["gate"]["decision"] == "refused"
+    assert (w / "r1" / "model.tflite").exists()
+    assert (w / "r1" / "estimator.joblib").exists()
+
+    code = main(
+        [
+            "train",
+            str(w / "digits.toml"),
+            str(w / "batch-000.npz"),
+            str(w / "batch-001.csv"),
+            str(w / "broken.csv"),
+            "--out",
+            str(w / "r2"),
+            "--champion",
+            str(w / "r1"),
+            "--json",
+        ]
+    )
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["gate"]["decision"] == "promoted"
+    assert printed["start"] == "warm start from the champion"
+    assert [q["reason"] for q in printed["data"]["quarantined"]] == ["wrong_width"]
+    assert printed == json.loads((w / "r2" / "run.json").read_text())
+
+
+def test_train_with_no_usable_data_fails_clearly(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w = workspace
+    code = main(["train", str(w / "digits.toml"), str(w / "broken.csv"), "--out", str(w / "r")])
+    assert code == 1
+    assert "no usable data for model digits" in capsys.readouterr().err
+    assert json.loads((w / "r" / "run.json").read_text())["status"] == "failed"
+
+
+def test_bad_config_exits_with_the_key_named(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workspace / "bad.toml").write_text(CONFIG.replace("threshold", "treshold"))
+    code = main(
+        ["train", str(workspace / "bad.toml"), str(workspace / "batch-000.npz"), "--out", "x"]
+    )
+    assert code == 2
+    assert "gate.treshold: unknown key" in capsys.readouterr().err
+
+
+def test_predict_runs_through_the_edge_runtime(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w = workspace
+    main(["train", str(w / "digits.toml"), str(w / "batch-001.csv"), "--out", str(w / "r")])
+    capsys.readouterr()
+    assert main(["predict", str(w / "r" / "model.tflite"), str(w / "batch-000.npz"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows"] == 180
+    assert summary["accuracy"] >= 0.9
+    assert main(["predict", str(w / "r" / "model.tflite"), str(w / "batch-001.csv"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 1080
+
+
+@pytest.mark.parametrize("codec", ["bsdiff4", "zstd"])
+def test_delta_then_patch_round_trips_and_refuses_the_wrong_base(
+    workspace: Path, codec: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w = workspace
+    main(["train", str(w / "digits.toml"), str(w / "batch-000.npz"), "--out", str(w / "a")])
+    main(["train", str(w / "digits.toml"), str(w / "batch-001.csv"), "--out", str(w / "b")])
+    old, new = w / "a" / "model.tflite", w / "b" / "model.tflite"
+    assert main(["delta", str(old), str(new), "-o", str(w / "p"), "--codec", codec]) == 0
+    assert main(["patch", str(old), str(w / "p"), "-o", str(w / "out.tflite")]) == 0
+    assert (w / "out.tflite").read_bytes() == new.read_bytes()
+    capsys.readouterr()
+    assert main(["patch", str(new), str(w / "p"), "-o", str(w / "bad.tflite")]) == 1
+    assert "PatchBaseMismatch" in capsys.readouterr().err
+    assert not (w / "bad.tflite").exists()
