@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,6 +56,41 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fleet(args: argparse.Namespace) -> int:
+    import boto3
+
+    from functions.common.fleet import FleetTable
+
+    if not args.table:
+        print("error: pass --table or set EDGELOOP_FLEET_TABLE (a stack output)", file=sys.stderr)
+        return EXIT_USAGE
+    dynamodb = boto3.client("dynamodb", endpoint_url=args.endpoint_url)
+    records = FleetTable(dynamodb, args.table).for_model(args.model)
+    if args.json:
+        print(json.dumps([r.to_json() for r in records], sort_keys=True))
+        return 0
+    columns = (
+        "thing",
+        "ring",
+        "version",
+        "health",
+        "step",
+        "target_version",
+        "queue_depth",
+        "last_seen",
+    )
+    rows = [
+        [str(r.to_json()[c] if r.to_json()[c] is not None else "-") for c in columns]
+        for r in records
+    ]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
+    for row in [list(columns), *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    if not rows:
+        print(f"(no device has reported for model {args.model} yet)")
+    return 0
+
+
 def _not_built(what: str, issue: str) -> Command:
     def run(_: argparse.Namespace) -> int:
         print(
@@ -89,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest")
     p.add_argument("--key", action="append", required=True, help="PEM public key (repeatable)")
     p.set_defaults(run=_verify)
+
+    p = sub.add_parser("fleet", help="which device runs which version, healthy or not, last seen")
+    p.add_argument("--model", required=True)
+    p.add_argument(
+        "--table", default=os.environ.get("EDGELOOP_FLEET_TABLE"), help="fleet table name"
+    )
+    p.add_argument("--endpoint-url", default=None, help="AWS endpoint (moto for the local runtime)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_fleet)
 
     p = sub.add_parser("demo", help="the whole loop on one machine, no AWS account")
     p.set_defaults(run=_not_built("demo", "the local runtime and demo scenarios"))

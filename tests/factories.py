@@ -63,3 +63,22 @@ def planted_outliers(
 
 def as_dataset(X: npt.NDArray[np.float64]) -> Dataset:
     return Dataset(X=X, y=None, batches=())
+
+
+def digits_toml(threshold: float = 0.93, min_improvement: float = 0.005) -> str:
+    """The digits model config as a data scientist writes it."""
+    return f"""
+[model]
+name = "digits"
+kind = "mlp_classifier"
+n_features = 64
+classes = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+
+[train]
+params = {{ hidden_layer_sizes = [32] }}
+
+[gate]
+metric = "accuracy"
+threshold = {threshold}
+min_improvement = {min_improvement}
+"""

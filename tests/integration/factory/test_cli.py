@@ -10,22 +10,9 @@ import pytest
 from sklearn.datasets import load_digits
 
 from edgeloop.cli import main
+from tests.factories import digits_toml
 
-CONFIG = """
-[model]
-name = "digits"
-kind = "mlp_classifier"
-n_features = 64
-classes = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
-
-[train]
-params = { hidden_layer_sizes = [32] }
-
-[gate]
-metric = "accuracy"
-threshold = 0.93
-min_improvement = 0.005
-"""
+CONFIG = digits_toml(threshold=0.93, min_improvement=0.005)
 
 
 @pytest.fixture

@@ -1,0 +1,153 @@
+"""Rollouts: canary ring first, then everyone; abort when too many canaries fail.
+
+A rollout is a small state machine kept in the registry:
+    canary → all       enough canary devices report healthy on the version in time
+    canary → aborted   the failure share passes its threshold after enough reports
+    canary → stalled   the window closed without enough healthy reports
+Every transition is a conditional write, so two evaluators never both act.
+One announcement is one retained publish, whatever the fleet's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from edgeloop.contract.topics import announcement
+from functions.common.fleet import FleetTable
+from functions.common.publisher import Publisher
+from functions.common.registry import Registry, StaleWrite
+from functions.common.storage import ObjectStore
+from functions.retrain.publish import manifest_key
+
+_TIME = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _fmt(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime(_TIME)
+
+
+def _parse(text: str) -> datetime:
+    return datetime.strptime(text, _TIME).replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    healthy_needed: int
+    window: timedelta
+    abort_share: float
+    abort_min_reports: int
+
+
+@dataclass(frozen=True)
+class CanaryTally:
+    healthy: int
+    failed: int
+
+    @property
+    def reports(self) -> int:
+        return self.healthy + self.failed
+
+
+def start_rollout(
+    registry: Registry,
+    publisher: Publisher,
+    model: str,
+    version: int,
+    manifest: bytes,
+    now: datetime | None = None,
+) -> None:
+    """Announce a new version to the canary ring: one retained publish."""
+    current = registry.rollout(model)
+    previous = None
+    if current is not None:
+        # What "all" runs is the manifest canary devices fall back to on abort.
+        previous = current["version"] if current["state"] == "all" else current.get("previous")
+    registry.put_rollout(
+        model,
+        {
+            "version": version,
+            "state": "canary",
+            "started_at": _fmt(now or datetime.now(UTC)),
+            "previous": previous,
+        },
+        expect_state=None,
+    )
+    publisher.publish(announcement(model, "canary"), manifest, retain=True)
+
+
+@dataclass
+class Rollouts:
+    registry: Registry
+    fleet: FleetTable
+    publisher: Publisher
+    store: ObjectStore
+    artifact_bucket: str
+    policy: RolloutPolicy
+
+    def start(self, model: str, version: int, manifest: bytes, now: datetime | None = None) -> None:
+        start_rollout(self.registry, self.publisher, model, version, manifest, now)
+
+    def tally(self, model: str, version: int, since: datetime) -> CanaryTally:
+        healthy = failed = 0
+        for device in self.fleet.for_model(model):
+            report = device.report
+            if report.ring != "canary" or _parse(device.last_seen) < since:
+                continue
+            if report.version == version and report.health == "healthy":
+                healthy += 1
+            elif report.target_version == version and report.step in ("failed", "rolled_back"):
+                failed += 1
+        return CanaryTally(healthy, failed)
+
+    def evaluate(self, model: str, now: datetime | None = None) -> str | None:
+        """Move the model's rollout on if its canary reports say so. Returns the new state."""
+        rollout = self.registry.rollout(model)
+        if rollout is None or rollout["state"] != "canary":
+            return None
+        now = now or datetime.now(UTC)
+        version = int(rollout["version"])
+        started = _parse(rollout["started_at"])
+        tally = self.tally(model, version, started)
+        policy = self.policy
+        if (
+            tally.reports >= policy.abort_min_reports
+            and tally.failed / tally.reports > policy.abort_share
+        ):
+            return self._transition(model, rollout, "aborted", tally, now)
+        if tally.healthy >= policy.healthy_needed:
+            return self._transition(model, rollout, "all", tally, now)
+        if now - started > policy.window:
+            return self._transition(model, rollout, "stalled", tally, now)
+        return None
+
+    def _transition(
+        self, model: str, rollout: dict[str, Any], state: str, tally: CanaryTally, now: datetime
+    ) -> str | None:
+        version = int(rollout["version"])
+        doc = {
+            **rollout,
+            "state": state,
+            "decided_at": _fmt(now),
+            "healthy": tally.healthy,
+            "failed": tally.failed,
+        }
+        try:
+            self.registry.put_rollout(model, doc, expect_state="canary")
+        except StaleWrite:
+            return None  # another evaluator acted first
+        if state == "all":
+            manifest = self.store.get(self.artifact_bucket, manifest_key(model, version))
+            self.publisher.publish(announcement(model, "all"), manifest, retain=True)
+        elif state == "aborted":
+            # Canary devices that have not updated yet must stop being offered it:
+            # the canary topic goes back to what everyone else runs (or is cleared).
+            previous = rollout.get("previous")
+            payload = (
+                b""
+                if previous is None
+                else self.store.get(self.artifact_bucket, manifest_key(model, int(previous)))
+            )
+            self.publisher.publish(announcement(model, "canary"), payload, retain=True)
+        return state

@@ -1,0 +1,1 @@
+"""What the handlers share: env config, observability, and the small AWS adapters."""

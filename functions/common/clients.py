@@ -1,0 +1,33 @@
+"""boto3 clients, created once per cold start.
+
+boto3 honours AWS_ENDPOINT_URL, which is how the local runtime points every
+handler at moto's server without a code path of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30
+)
+
+
+@cache
+def client(service: str) -> Any:
+    return boto3.client(service, config=_CONFIG)
+
+
+@cache
+def iot_data_client() -> Any:
+    """The IoT data plane needs the account's own ATS endpoint in AWS."""
+    endpoint = os.environ.get("IOT_DATA_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        address = client("iot").describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
+        endpoint = f"https://{address}"
+    return boto3.client("iot-data", endpoint_url=endpoint, config=_CONFIG)

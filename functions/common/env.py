@@ -1,0 +1,92 @@
+"""Environment config for each function, checked once at cold start.
+
+A missing or malformed variable stops the function on its first invocation
+with the variable named, instead of failing somewhere in the middle of a batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class EnvError(RuntimeError):
+    """The function's environment is missing a variable or has a bad value."""
+
+
+class _Env(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+class PresignEnv(_Env):
+    data_bucket: str = Field(alias="DATA_BUCKET", min_length=3)
+    model_config_dir: Path = Field(alias="MODEL_CONFIG_DIR")
+    max_upload_bytes: Annotated[int, Field(ge=1, le=5 * 1024**3)] = Field(
+        default=16 * 1024 * 1024, alias="MAX_UPLOAD_BYTES"
+    )
+    url_ttl_seconds: Annotated[int, Field(ge=10, le=3600)] = Field(
+        default=300, alias="URL_TTL_SECONDS"
+    )
+
+
+class RetrainEnv(_Env):
+    data_bucket: str = Field(alias="DATA_BUCKET", min_length=3)
+    artifact_bucket: str = Field(alias="ARTIFACT_BUCKET", min_length=3)
+    registry_bucket: str = Field(alias="REGISTRY_BUCKET", min_length=3)
+    registry_table: str = Field(alias="REGISTRY_TABLE", min_length=3)
+    idempotency_table: str = Field(alias="IDEMPOTENCY_TABLE", min_length=3)
+    signing_key_id: str = Field(alias="SIGNING_KEY_ID", min_length=1)
+    model_config_dir: Path = Field(alias="MODEL_CONFIG_DIR")
+    delta_bases: Annotated[int, Field(ge=0, le=32)] = Field(default=3, alias="DELTA_BASES")
+    manifest_ttl_days: Annotated[int, Field(ge=1, le=365)] = Field(
+        default=30, alias="MANIFEST_TTL_DAYS"
+    )
+    max_training_bytes: Annotated[int, Field(ge=1)] = Field(
+        default=512 * 1024 * 1024, alias="MAX_TRAINING_BYTES"
+    )
+
+
+class RolloutEnv(_Env):
+    model_config_dir: Path = Field(alias="MODEL_CONFIG_DIR")
+    registry_table: str = Field(alias="REGISTRY_TABLE", min_length=3)
+    fleet_table: str = Field(alias="FLEET_TABLE", min_length=3)
+    artifact_bucket: str = Field(alias="ARTIFACT_BUCKET", min_length=3)
+    canary_healthy_count: Annotated[int, Field(ge=1)] = Field(
+        default=2, alias="CANARY_HEALTHY_COUNT"
+    )
+    canary_window_seconds: Annotated[int, Field(ge=1)] = Field(
+        default=3600, alias="CANARY_WINDOW_SECONDS"
+    )
+    abort_failure_share: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        default=0.34, alias="ABORT_FAILURE_SHARE"
+    )
+    abort_min_reports: Annotated[int, Field(ge=1)] = Field(default=3, alias="ABORT_MIN_REPORTS")
+
+
+class StatusEnv(RolloutEnv):
+    pass
+
+
+E = TypeVar("E", bound=_Env)
+
+
+def load_env(schema: type[E], environ: Mapping[str, str] | None = None) -> E:
+    source = dict(os.environ if environ is None else environ)
+    try:
+        return schema.model_validate(source)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise EnvError(f"{schema.__name__} is misconfigured: {problems}") from exc
+
+
+@cache
+def cached_env(schema: type[E]) -> E:
+    """The environment parsed once per cold start."""
+    return load_env(schema)

@@ -1,0 +1,227 @@
+"""The model registry: versions, runs, the champion, pending uploads and rollouts.
+
+One DynamoDB table, keyed by model (`pk = model#{name}`) and item kind (`sk`).
+Item bodies are canonical JSON in `doc`; the few attributes that conditions
+test (`version`, `state`) are top-level. Version numbers are claimed with a
+conditional put, so two racing retrains can never publish the same version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+VERSION_WIDTH = 10
+MAX_CLAIM_ATTEMPTS = 20
+
+
+class VersionClaimConflict(RuntimeError):
+    """Another writer kept claiming the next version number; retry later."""
+
+
+class StaleWrite(RuntimeError):
+    """A conditional update lost a race: the state changed since it was read."""
+
+
+def _pk(model: str) -> dict[str, str]:
+    return {"S": f"model#{model}"}
+
+
+def _version_sk(version: int) -> str:
+    return f"version#{version:0{VERSION_WIDTH}d}"
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return bool(exc.response["Error"]["Code"] == "ConditionalCheckFailedException")
+
+
+@dataclass(frozen=True)
+class Item:
+    sk: str
+    doc: dict[str, Any]
+
+
+class Registry:
+    def __init__(self, dynamodb_client: Any, table: str) -> None:
+        self._db = dynamodb_client
+        self._table = table
+
+    # --- low level ------------------------------------------------------------------
+
+    def _put(self, model: str, sk: str, doc: dict[str, Any], **kwargs: Any) -> None:
+        item = {"pk": _pk(model), "sk": {"S": sk}, "doc": {"S": json.dumps(doc, sort_keys=True)}}
+        item.update(kwargs.pop("attributes", {}))
+        self._db.put_item(TableName=self._table, Item=item, **kwargs)
+
+    def _get(self, model: str, sk: str) -> dict[str, Any] | None:
+        response = self._db.get_item(
+            TableName=self._table, Key={"pk": _pk(model), "sk": {"S": sk}}, ConsistentRead=True
+        )
+        item = response.get("Item")
+        return None if item is None else dict(json.loads(item["doc"]["S"]))
+
+    def _query(
+        self, model: str, prefix: str, *, newest_first: bool, limit: int | None
+    ) -> list[Item]:
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": _pk(model), ":prefix": {"S": prefix}},
+            "ScanIndexForward": not newest_first,
+            "ConsistentRead": True,
+        }
+        items: list[Item] = []
+        while True:
+            if limit is not None:
+                kwargs["Limit"] = limit - len(items)
+            response = self._db.query(**kwargs)
+            items.extend(Item(i["sk"]["S"], json.loads(i["doc"]["S"])) for i in response["Items"])
+            start = response.get("LastEvaluatedKey")
+            if start is None or (limit is not None and len(items) >= limit):
+                return items
+            kwargs["ExclusiveStartKey"] = start
+
+    # --- versions -------------------------------------------------------------------
+
+    def latest_version(self, model: str) -> int:
+        items = self._query(model, "version#", newest_first=True, limit=1)
+        return int(items[0].doc["version"]) if items else 0
+
+    def claim_next_version(self, model: str, doc: dict[str, Any]) -> int:
+        """Claim the next free version number for this model, atomically."""
+        version = self.latest_version(model) + 1
+        for _ in range(MAX_CLAIM_ATTEMPTS):
+            try:
+                self._put(
+                    model,
+                    _version_sk(version),
+                    {**doc, "version": version, "state": "claimed"},
+                    attributes={"version": {"N": str(version)}, "state": {"S": "claimed"}},
+                    ConditionExpression="attribute_not_exists(sk)",
+                )
+                return version
+            except ClientError as exc:
+                if not _conditional_failed(exc):
+                    raise
+                version += 1
+        raise VersionClaimConflict(
+            f"could not claim a version of {model} after {MAX_CLAIM_ATTEMPTS} tries"
+        )
+
+    def publish_version(self, model: str, version: int, doc: dict[str, Any]) -> None:
+        self._put(
+            model,
+            _version_sk(version),
+            {**doc, "version": version, "state": "published"},
+            attributes={"version": {"N": str(version)}, "state": {"S": "published"}},
+        )
+
+    def version(self, model: str, version: int) -> dict[str, Any] | None:
+        return self._get(model, _version_sk(version))
+
+    def published_versions(self, model: str, limit: int) -> list[dict[str, Any]]:
+        """The newest published versions, newest first (claimed-but-unpublished skipped)."""
+        found: list[dict[str, Any]] = []
+        for item in self._query(model, "version#", newest_first=True, limit=None):
+            if item.doc.get("state") == "published":
+                found.append(item.doc)
+                if len(found) >= limit:
+                    break
+        return found
+
+    # --- champion -------------------------------------------------------------------
+
+    def champion(self, model: str) -> dict[str, Any] | None:
+        return self._get(model, "champion")
+
+    def set_champion(self, model: str, version: int, doc: dict[str, Any]) -> None:
+        """Move the champion pointer forward; never backwards, even under races."""
+        try:
+            self._put(
+                model,
+                "champion",
+                {**doc, "version": version},
+                attributes={"version": {"N": str(version)}},
+                ConditionExpression="attribute_not_exists(version) OR version < :v",
+                ExpressionAttributeValues={":v": {"N": str(version)}},
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                raise StaleWrite(
+                    f"{model}: a newer champion than v{version} is already set"
+                ) from exc
+            raise
+
+    # --- runs -----------------------------------------------------------------------
+
+    def record_run(self, model: str, run_id: str, summary: dict[str, Any]) -> None:
+        self._put(model, f"run#{run_id}", {**summary, "run_id": run_id})
+
+    def runs(self, model: str, limit: int = 20) -> list[dict[str, Any]]:
+        return [i.doc for i in self._query(model, "run#", newest_first=True, limit=limit)]
+
+    # --- uploads --------------------------------------------------------------------
+
+    def register_upload(self, model: str, key: str, etag: str, size: int) -> None:
+        """Note an upload that no training run has consumed yet."""
+        self._put(model, f"pending#{key}", {"key": key, "etag": etag, "size": size})
+
+    def pending_uploads(self, model: str) -> list[str]:
+        return [
+            i.doc["key"] for i in self._query(model, "pending#", newest_first=False, limit=None)
+        ]
+
+    def mark_trained(self, model: str, keys: list[str]) -> None:
+        for key in keys:
+            self._db.delete_item(
+                TableName=self._table, Key={"pk": _pk(model), "sk": {"S": f"pending#{key}"}}
+            )
+
+    # --- rollouts -------------------------------------------------------------------
+
+    def rollout(self, model: str) -> dict[str, Any] | None:
+        return self._get(model, "rollout")
+
+    def put_rollout(self, model: str, doc: dict[str, Any], *, expect_state: str | None) -> None:
+        """Write the rollout if its state is still `expect_state` (None: no rollout yet,
+        or one for an older version being replaced)."""
+        attributes = {"state": {"S": doc["state"]}, "version": {"N": str(doc["version"])}}
+        if expect_state is None:
+            condition = "attribute_not_exists(sk) OR version < :v"
+            values = {":v": {"N": str(doc["version"])}}
+        else:
+            condition = "#state = :s AND version = :v"
+            values = {":s": {"S": expect_state}, ":v": {"N": str(doc["version"])}}
+        try:
+            self._put(
+                model,
+                "rollout",
+                doc,
+                attributes=attributes,
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                **({"ExpressionAttributeNames": {"#state": "state"}} if expect_state else {}),
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                raise StaleWrite(f"{model}: the rollout changed under us") from exc
+            raise
+
+
+def registry_table_spec(name: str) -> dict[str, Any]:
+    """The table's key schema, shared by the CDK stack, the local runtime and the tests."""
+    return {
+        "TableName": name,
+        "KeySchema": [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        "AttributeDefinitions": [
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        "BillingMode": "PAY_PER_REQUEST",
+    }

@@ -1,0 +1,46 @@
+"""IoT rule → presign: answer a device's upload request on its own response topic.
+
+The rule is `SELECT *, topic(3) AS topic_thing FROM 'edgeloop/things/+/upload/request'`,
+so the thing name comes from the topic the device was allowed to publish on.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from edgeloop.contract.manifest import canonical_json
+from edgeloop.contract.topics import ThingTopics
+from functions.common.clients import client
+from functions.common.env import PresignEnv, cached_env
+from functions.common.observability import logger, metrics, tracer
+from functions.common.publisher import Publisher, publisher_from_env
+from functions.common.rules import split_rule_event
+from functions.presign.logic import PresignRefused, presign, refusal
+
+
+@cache
+def _publisher() -> Publisher:
+    return publisher_from_env()
+
+
+@logger.inject_lambda_context(correlation_id_path="request_id")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    env = cached_env(PresignEnv)
+    thing, payload = split_rule_event(event)
+    try:
+        answer = presign(env, client("s3"), thing, payload)
+        metrics.add_metric(name="UploadUrlsGranted", unit=MetricUnit.Count, value=1)
+    except PresignRefused as exc:
+        logger.warning("upload request refused", extra={"thing": thing, "code": exc.code})
+        metrics.add_metric(name="UploadUrlsRefused", unit=MetricUnit.Count, value=1)
+        answer = refusal(payload, exc)
+        if exc.code == "bad_thing":
+            return answer  # no topic of its own to answer on
+    _publisher().publish(ThingTopics(thing).upload_response, canonical_json(answer))
+    return answer

@@ -1,0 +1,220 @@
+"""Retraining on uploads: register each upload once, then one training run per model.
+
+Records carry S3 ObjectCreated notifications. Each upload is registered as
+pending (idempotently, keyed on bucket, key and eTag). Then every model with
+pending uploads gets exactly one run over its accumulated data, however many
+files arrived. A run that fails for a transient reason leaves its uploads
+pending and reports their records for redelivery, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote_plus
+
+from edgeloop.contract.topics import check_model_name, check_thing_name
+from edgeloop.factory.config import ModelConfig
+from edgeloop.factory.data import Batch, NoUsableData, Quarantined, assemble, read_batch
+from edgeloop.factory.run import train_run
+from functions.common.ids import time_ordered_id
+from functions.common.registry import Registry
+from functions.common.storage import ObjectStore
+from functions.retrain.publish import Publication, ReleaseWriter
+
+
+class PoisonRecord(ValueError):
+    """A queue record that can never be processed (not an S3 notification we understand)."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    bucket: str
+    key: str
+    etag: str
+    size: int
+
+    @property
+    def model(self) -> str:
+        return self.key.split("/")[1]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bucket": self.bucket, "key": self.key, "etag": self.etag, "size": self.size}
+
+
+def parse_notification(body: str) -> list[Upload]:
+    """The uploads in one SQS message body (an S3 event). S3's test event has none."""
+    try:
+        doc = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise PoisonRecord(f"message body is not JSON: {exc.msg}") from exc
+    if not isinstance(doc, dict):
+        raise PoisonRecord("message body is not an S3 event object")
+    if doc.get("Event") == "s3:TestEvent":
+        return []
+    records = doc.get("Records")
+    if not isinstance(records, list):
+        raise PoisonRecord("message body has no Records list; it is not an S3 event")
+    uploads = []
+    for record in records:
+        try:
+            if not str(record["eventName"]).startswith("ObjectCreated:"):
+                continue
+            s3 = record["s3"]
+            key = unquote_plus(s3["object"]["key"])
+            upload = Upload(
+                s3["bucket"]["name"],
+                key,
+                str(s3["object"].get("eTag", "")),
+                int(s3["object"].get("size", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PoisonRecord(f"S3 record is missing {exc}") from exc
+        parts = key.split("/")
+        if len(parts) != 4 or parts[0] != "data":
+            raise PoisonRecord(f"key {key!r} is not data/{{model}}/{{thing}}/{{id}}.{{ext}}")
+        try:
+            check_model_name(parts[1])
+            check_thing_name(parts[2])
+        except ValueError as exc:
+            raise PoisonRecord(f"key {key!r}: {exc}") from exc
+        uploads.append(upload)
+    return uploads
+
+
+@dataclass
+class RunOutcome:
+    model: str
+    run_id: str
+    decision: str
+    reason: str
+    version: int | None = None
+    quarantined: int = 0
+    full_bytes: int = 0
+    patch_bytes: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Retrainer:
+    """Plain Python over the registry, the object store and the release writer."""
+
+    store: ObjectStore
+    registry: Registry
+    releases: ReleaseWriter
+    data_bucket: str
+    registry_bucket: str
+    configs: dict[str, ModelConfig]
+    max_training_bytes: int
+    announce: Callable[[str, int, bytes], None]
+
+    def register(self, upload: Upload) -> dict[str, Any]:
+        if upload.model not in self.configs:
+            raise PoisonRecord(f"model {upload.model!r} has no config in this deployment")
+        self.registry.register_upload(upload.model, upload.key, upload.etag, upload.size)
+        return {"model": upload.model, "key": upload.key}
+
+    def _read_data(self, config: ModelConfig) -> tuple[list[Batch | Quarantined], int]:
+        """Newest uploads first, up to the byte budget; bad ones moved to quarantine/."""
+        objects = sorted(
+            self.store.list(self.data_bucket, f"data/{config.model.name}/"),
+            key=lambda o: o.key.rsplit("/", 1)[-1],
+            reverse=True,
+        )
+        items: list[Batch | Quarantined] = []
+        budget = self.max_training_bytes
+        quarantined = 0
+        for obj in objects:
+            if obj.size > budget:
+                break
+            budget -= obj.size
+            item = read_batch(obj.key, self.store.get(self.data_bucket, obj.key), config)
+            if isinstance(item, Quarantined):
+                self._quarantine(item)
+                quarantined += 1
+            items.append(item)
+        return items, quarantined
+
+    def _quarantine(self, item: Quarantined) -> None:
+        target = "quarantine/" + item.key.removeprefix("data/")
+        self.store.move(self.data_bucket, item.key, target)
+        self.store.put(
+            self.data_bucket,
+            target + ".reason.json",
+            json.dumps(item.to_json(), sort_keys=True).encode(),
+            content_type="application/json",
+        )
+
+    def retrain(self, model: str) -> RunOutcome | None:
+        pending = self.registry.pending_uploads(model)
+        if not pending:
+            return None
+        config = self.configs[model]
+        run_id = time_ordered_id()
+        items, quarantined = self._read_data(config)
+        try:
+            dataset = assemble(items, config)
+        except NoUsableData as exc:
+            self.registry.record_run(
+                model, run_id, {"decision": "failed", "reason": str(exc), "at": _now()}
+            )
+            self.registry.mark_trained(model, pending)
+            return RunOutcome(model, run_id, "failed", str(exc), quarantined=quarantined)
+        champion = self.releases.champion_model(model)
+        result = train_run(config, dataset, champion)
+        outcome = RunOutcome(
+            model,
+            run_id,
+            result.record["gate"]["decision"],
+            result.record["gate"]["reason"],
+            quarantined=quarantined,
+        )
+        publication: Publication | None = None
+        if result.promoted and result.model is not None and result.tflite is not None:
+            publication = self.releases.publish(
+                config, result.tflite, result.model, result.record, run_id
+            )
+            outcome.version = publication.manifest.version
+            outcome.full_bytes = publication.plan.full_size
+            outcome.patch_bytes = [p.size for p in publication.plan.patches]
+        self.store.put(
+            self.registry_bucket,
+            f"registry/{model}/runs/{run_id}.json",
+            json.dumps(result.record, sort_keys=True).encode(),
+            content_type="application/json",
+        )
+        self.registry.record_run(
+            model,
+            run_id,
+            {
+                "at": _now(),
+                "decision": outcome.decision,
+                "reason": outcome.reason,
+                "metrics": result.record.get("metrics", {}),
+                "champion_metrics": result.record.get("champion_metrics", {}),
+                "rows": dataset.rows,
+                "quarantined": [q.to_json() for q in dataset.quarantined],
+                "version": outcome.version,
+            },
+        )
+        self.registry.mark_trained(model, pending)
+        if publication is not None:
+            self.announce(model, publication.manifest.version, publication.manifest_bytes)
+        return outcome
+
+    def rollback(self, model: str, to_version: int) -> int:
+        """Ship an earlier version's weights as a new, higher version, canary first."""
+        if model not in self.configs:
+            raise PoisonRecord(f"model {model!r} has no config in this deployment")
+        if self.registry.version(model, to_version) is None:
+            raise ValueError(f"{model} has no version {to_version} to roll back to")
+        publication = self.releases.rollback(self.configs[model], to_version, time_ordered_id())
+        version = publication.manifest.version
+        self.announce(model, version, publication.manifest_bytes)
+        return version
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

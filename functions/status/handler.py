@@ -1,0 +1,36 @@
+"""IoT rule → status: record a device's report, then move its model's rollout on.
+
+The rule is `SELECT *, topic(3) AS topic_thing FROM 'edgeloop/things/+/status'`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.announce.handler import rollouts
+from functions.common.clients import client
+from functions.common.env import RolloutEnv, cached_env
+from functions.common.fleet import FleetTable
+from functions.common.observability import logger, metrics, tracer
+from functions.common.rules import split_rule_event
+from functions.status.logic import StatusIgnored, record_status
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    env = cached_env(RolloutEnv)
+    thing, payload = split_rule_event(event)
+    try:
+        record = record_status(FleetTable(client("dynamodb"), env.fleet_table), thing, payload)
+    except StatusIgnored as exc:
+        logger.warning("status ignored", extra={"thing": thing, "reason": str(exc)})
+        metrics.add_metric(name="StatusIgnored", unit=MetricUnit.Count, value=1)
+        return {"recorded": False, "reason": str(exc)}
+    metrics.add_metric(name="StatusRecorded", unit=MetricUnit.Count, value=1)
+    state = rollouts().evaluate(record.report.model)
+    return {"recorded": True, "rollout": state}

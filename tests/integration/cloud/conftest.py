@@ -1,0 +1,223 @@
+"""A fresh local AWS (moto's server over HTTP) per test: buckets, tables, queue, KMS key.
+
+S3 notifications go to SQS inside moto exactly as they would in AWS, and the
+tests hand the received messages to the retrain handler as a Lambda SQS event.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+import requests
+
+from edgeloop.contract import TrustedKeys, load_public_key
+from functions.common.fleet import fleet_table_spec
+from functions.common.registry import registry_table_spec
+from tests.factories import digits_toml
+
+DIGITS_TOML = digits_toml(threshold=0.9, min_improvement=0.0)
+
+VIBRATION_TOML = """
+[model]
+name = "vibration"
+kind = "kmeans_anomaly"
+n_features = 8
+[train]
+params = { n_clusters = 4 }
+[gate]
+metric = "silhouette"
+threshold = 0.5
+"""
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "edgeloop-test"
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:edgeloop-test"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+@dataclass
+class LocalCloud:
+    endpoint: str
+    names: dict[str, str]
+    config_dir: Path
+    published: list[dict[str, Any]]
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint, region_name="eu-west-1")
+
+    def trusted_keys(self) -> TrustedKeys:
+        key = self.client("kms").get_public_key(KeyId=self.names["SIGNING_KEY_ID"])["PublicKey"]
+        return TrustedKeys([load_public_key(key)])
+
+    def post_upload(self, answer: dict[str, Any], data: bytes) -> requests.Response:
+        return requests.post(answer["url"], data=answer["fields"], files={"file": data}, timeout=10)
+
+    def put_batch(self, model: str, thing: str, name: str, data: bytes) -> str:
+        key = f"data/{model}/{thing}/{name}"
+        self.client("s3").put_object(Bucket=self.names["DATA_BUCKET"], Key=key, Body=data)
+        return key
+
+    def receive_event(self, expected: int) -> dict[str, Any]:
+        """Drain the queue into one Lambda SQS event, as the event source mapping would."""
+        sqs = self.client("sqs")
+        url = self.names["QUEUE_URL"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        records: list[dict[str, Any]] = []
+
+        def uploads() -> int:
+            return sum(1 for r in records if "Records" in json.loads(r["body"]))
+
+        for _ in range(100):
+            if uploads() >= expected:
+                break
+            response = sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]
+            )
+            for m in response.get("Messages", []):
+                records.append(
+                    {
+                        "messageId": m["MessageId"],
+                        "receiptHandle": m["ReceiptHandle"],
+                        "body": m["Body"],
+                        "attributes": m.get("Attributes", {}),
+                        "messageAttributes": {},
+                        "md5OfBody": m["MD5OfBody"],
+                        "eventSource": "aws:sqs",
+                        "eventSourceARN": arn,
+                        "awsRegion": "eu-west-1",
+                    }
+                )
+        # S3 also sends a test event when the notification is configured; Lambda gets it too.
+        assert uploads() == expected
+        return {"Records": records}
+
+    def announcements(self, topic: str) -> list[dict[str, Any]]:
+        return [p for p in self.published if p["topic"] == topic]
+
+
+def _clear_caches() -> None:
+    from functions.announce import handler as announce_handler
+    from functions.common import clients, env, model_configs
+    from functions.presign import handler as presign_handler
+    from functions.retrain import handler as retrain_handler
+
+    for cached in (
+        env.cached_env,
+        clients.client,
+        clients.iot_data_client,
+        model_configs.load_model_configs,
+        retrain_handler.service,
+        announce_handler.rollouts,
+        presign_handler._publisher,
+    ):
+        cached.cache_clear()
+
+
+@pytest.fixture
+def cloud(
+    moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LocalCloud]:
+    suffix = uuid.uuid4().hex[:10]
+    names = {
+        "DATA_BUCKET": f"data-{suffix}",
+        "ARTIFACT_BUCKET": f"artifacts-{suffix}",
+        "REGISTRY_BUCKET": f"registry-{suffix}",
+        "REGISTRY_TABLE": f"registry-{suffix}",
+        "FLEET_TABLE": f"fleet-{suffix}",
+        "IDEMPOTENCY_TABLE": f"idempotency-{suffix}",
+    }
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="eu-west-1")
+    ddb = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="eu-west-1")
+    sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name="eu-west-1")
+    kms = boto3.client("kms", endpoint_url=moto_endpoint, region_name="eu-west-1")
+    for bucket in ("DATA_BUCKET", "ARTIFACT_BUCKET", "REGISTRY_BUCKET"):
+        s3.create_bucket(
+            Bucket=names[bucket], CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+        )
+    ddb.create_table(**registry_table_spec(names["REGISTRY_TABLE"]))
+    ddb.create_table(**fleet_table_spec(names["FLEET_TABLE"]))
+    ddb.create_table(
+        TableName=names["IDEMPOTENCY_TABLE"],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    queue_url = sqs.create_queue(QueueName=f"uploads-{suffix}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket=names["DATA_BUCKET"],
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": queue_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "data/"}]}},
+                }
+            ]
+        },
+    )
+    key_id = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    config_dir = tmp_path / "models"
+    config_dir.mkdir()
+    (config_dir / "digits.toml").write_text(DIGITS_TOML)
+    (config_dir / "vibration.toml").write_text(VIBRATION_TOML)
+    names.update({"SIGNING_KEY_ID": key_id, "QUEUE_URL": queue_url})
+    env = {
+        **{k: v for k, v in names.items() if k != "QUEUE_URL"},
+        "MODEL_CONFIG_DIR": str(config_dir),
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "CANARY_HEALTHY_COUNT": "2",
+        "ABORT_MIN_REPORTS": "3",
+        "ABORT_FAILURE_SHARE": "0.34",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "edgeloop",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    _clear_caches()
+    published: list[dict[str, Any]] = []
+
+    from functions.common.clients import iot_data_client
+
+    def capture(request: Any, **_: Any) -> None:
+        query = dict(p.split("=", 1) for p in request.url.split("?", 1)[1].split("&"))
+        published.append(
+            {
+                "topic": request.url.split("/topics/", 1)[1].split("?", 1)[0].replace("%2F", "/"),
+                "retain": query.get("retain") == "true",
+                "qos": int(query.get("qos", "0")),
+                "payload": bytes(request.body or b""),
+            }
+        )
+
+    iot_data_client().meta.events.register("before-send.iot-data.Publish", capture)
+    yield LocalCloud(moto_endpoint, names, config_dir, published)
+    _clear_caches()
+
+
+def npz_bytes(X: np.ndarray, y: np.ndarray | None = None) -> bytes:
+    buffer = io.BytesIO()
+    if y is None:
+        np.savez(buffer, X=X)
+    else:
+        np.savez(buffer, X=X, y=y)
+    return buffer.getvalue()

@@ -1,0 +1,105 @@
+"""Presigned uploads: one exact key under the asking thing's prefix, size-capped."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import unquote_plus
+
+import numpy as np
+import pytest
+
+from edgeloop.contract import ThingTopics
+from functions.common.rules import TOPIC_THING
+from functions.presign import handler as presign
+from functions.presign.logic import policy_conditions
+from tests.integration.cloud.conftest import FakeLambdaContext, LocalCloud, npz_bytes
+
+
+def _ask(topic_thing: str, **request: object) -> dict[str, object]:
+    event = {
+        "request_id": "r-1",
+        "model": "digits",
+        "content_type": "application/x-npz",
+        "size": 4096,
+        **request,
+        TOPIC_THING: topic_thing,
+    }
+    answer: dict[str, object] = presign.handler(event, FakeLambdaContext())
+    return answer
+
+
+def test_the_answer_goes_to_the_things_own_response_topic(cloud: LocalCloud) -> None:
+    answer = _ask("pump-7")
+    [published] = cloud.announcements(ThingTopics("pump-7").upload_response)
+    assert json.loads(published["payload"]) == answer
+    assert published["retain"] is False
+    assert str(answer["key"]).startswith("data/digits/pump-7/")
+
+
+def test_the_policy_pins_the_exact_key_the_size_and_the_type(cloud: LocalCloud) -> None:
+    answer = _ask("pump-7", size=1000)
+    fields = answer["fields"]
+    assert isinstance(fields, dict)
+    conditions = policy_conditions(fields)
+    assert {"key": answer["key"]} in conditions
+    assert ["content-length-range", 1, 1000] in conditions
+    assert {"Content-Type": "application/x-npz"} in conditions
+    assert {"bucket": cloud.names["DATA_BUCKET"]} in conditions
+    # No starts-with condition: the URL cannot name any other key.
+    assert not any(isinstance(c, list) and c[0] == "starts-with" for c in conditions)
+
+
+def test_a_thing_cannot_get_a_url_for_another_things_prefix(cloud: LocalCloud) -> None:
+    answer = _ask("pump-7", thing="pump-8", key="data/digits/pump-8/evil.npz")
+    assert str(answer["key"]).startswith("data/digits/pump-7/")
+    fields = answer["fields"]
+    assert isinstance(fields, dict)
+    keys = [c["key"] for c in policy_conditions(fields) if isinstance(c, dict) and "key" in c]
+    assert keys == [answer["key"]]
+
+
+def test_the_url_uploads_for_real_and_the_notification_follows(cloud: LocalCloud) -> None:
+    data = npz_bytes(np.ones((3, 64)), np.arange(3))
+    answer = _ask("pump-7", size=len(data))
+    response = cloud.post_upload(answer, data)
+    assert response.status_code in (200, 204), response.text
+    body = (
+        cloud.client("s3")
+        .get_object(Bucket=cloud.names["DATA_BUCKET"], Key=answer["key"])["Body"]
+        .read()
+    )
+    assert body == data
+    event = cloud.receive_event(1)
+    # Notification keys are URL-encoded, as S3 sends them.
+    assert any(str(answer["key"]) in unquote_plus(r["body"]) for r in event["Records"])
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "code", "message"),
+    [
+        ({"size": 64 * 1024 * 1024}, "too_large", "over the 16777216-byte cap"),
+        ({"model": "weather"}, "unknown_model", "'weather' is not one of digits, vibration"),
+        ({"content_type": "application/zip"}, "content_type", "is not one of"),
+        ({"size": -1}, "malformed", "size must be a positive integer"),
+        ({"request_id": ""}, "malformed", "request_id"),
+    ],
+)
+def test_bad_requests_are_refused_with_a_clear_error(
+    cloud: LocalCloud, request_fields: dict[str, object], code: str, message: str
+) -> None:
+    answer = _ask("pump-7", **request_fields)
+    error = answer["error"]
+    assert isinstance(error, dict)
+    assert error["code"] == code
+    assert message in error["message"]
+    assert "url" not in answer
+    [published] = cloud.announcements(ThingTopics("pump-7").upload_response)
+    assert json.loads(published["payload"]) == answer
+
+
+def test_a_thing_name_that_could_widen_a_topic_gets_no_answer(cloud: LocalCloud) -> None:
+    answer = _ask("pump/+")
+    error = answer["error"]
+    assert isinstance(error, dict)
+    assert error["code"] == "bad_thing"
+    assert cloud.published == []

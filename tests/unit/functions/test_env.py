@@ -1,0 +1,72 @@
+"""Each function's environment is checked at cold start, with the bad variable named."""
+
+from __future__ import annotations
+
+import pytest
+
+from functions.common.env import EnvError, PresignEnv, RetrainEnv, RolloutEnv, load_env
+
+RETRAIN = {
+    "DATA_BUCKET": "data-bucket",
+    "ARTIFACT_BUCKET": "artifact-bucket",
+    "REGISTRY_BUCKET": "registry-bucket",
+    "REGISTRY_TABLE": "registry",
+    "IDEMPOTENCY_TABLE": "idempotency",
+    "SIGNING_KEY_ID": "alias/edgeloop-manifests",
+    "MODEL_CONFIG_DIR": "/var/task/models",
+}
+
+
+def test_a_complete_environment_loads_with_defaults() -> None:
+    env = load_env(RetrainEnv, RETRAIN)
+    assert env.data_bucket == "data-bucket"
+    assert env.delta_bases == 3
+    assert env.manifest_ttl_days == 30
+
+
+def test_values_are_parsed_from_strings() -> None:
+    env = load_env(RetrainEnv, {**RETRAIN, "DELTA_BASES": "5", "MANIFEST_TTL_DAYS": "7"})
+    assert (env.delta_bases, env.manifest_ttl_days) == (5, 7)
+
+
+@pytest.mark.parametrize("missing", sorted(RETRAIN))
+def test_a_missing_variable_is_named(missing: str) -> None:
+    environ = {k: v for k, v in RETRAIN.items() if k != missing}
+    with pytest.raises(EnvError, match=f"RetrainEnv is misconfigured: {missing}: Field required"):
+        load_env(RetrainEnv, environ)
+
+
+@pytest.mark.parametrize(
+    ("schema", "environ", "named"),
+    [
+        (RetrainEnv, {**RETRAIN, "DELTA_BASES": "-1"}, "DELTA_BASES"),
+        (RetrainEnv, {**RETRAIN, "DELTA_BASES": "three"}, "DELTA_BASES"),
+        (RetrainEnv, {**RETRAIN, "DATA_BUCKET": ""}, "DATA_BUCKET"),
+        (
+            PresignEnv,
+            {"DATA_BUCKET": "b" * 5, "MODEL_CONFIG_DIR": "/m", "URL_TTL_SECONDS": "86400"},
+            "URL_TTL_SECONDS",
+        ),
+        (
+            PresignEnv,
+            {"DATA_BUCKET": "b" * 5, "MODEL_CONFIG_DIR": "/m", "MAX_UPLOAD_BYTES": "0"},
+            "MAX_UPLOAD_BYTES",
+        ),
+        (
+            RolloutEnv,
+            {
+                "MODEL_CONFIG_DIR": "/m",
+                "REGISTRY_TABLE": "reg",
+                "FLEET_TABLE": "fleet",
+                "ARTIFACT_BUCKET": "art",
+                "ABORT_FAILURE_SHARE": "1.5",
+            },
+            "ABORT_FAILURE_SHARE",
+        ),
+    ],
+)
+def test_a_bad_value_is_named(
+    schema: type[RetrainEnv | PresignEnv | RolloutEnv], environ: dict[str, str], named: str
+) -> None:
+    with pytest.raises(EnvError, match=named):
+        load_env(schema, environ)
