@@ -52,7 +52,16 @@ def rollouts() -> Rollouts:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = cached_env(RolloutEnv)
     decided = {}
-    for model in sorted(load_model_configs(env.model_config_dir)):
+    models = sorted(load_model_configs(env.model_config_dir))
+    metrics.add_metric(name="RolloutEvaluations", unit=MetricUnit.Count, value=len(models))
+    for model in models:
+        announced = rollouts().ensure_announced(model)
+        if announced is not None:
+            logger.warning(
+                "champion was unannounced; announced now",
+                extra={"model": model, "version": announced},
+            )
+            metrics.add_metric(name="LateAnnouncements", unit=MetricUnit.Count, value=1)
         state = rollouts().evaluate(model)
         if state is not None:
             decided[model] = state

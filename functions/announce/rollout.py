@@ -89,6 +89,22 @@ class Rollouts:
     def start(self, model: str, version: int, manifest: bytes, now: datetime | None = None) -> None:
         start_rollout(self.registry, self.publisher, model, version, manifest, now)
 
+    def ensure_announced(self, model: str, now: datetime | None = None) -> int | None:
+        """Announce the champion if publishing it succeeded but announcing it did not."""
+        champion = self.registry.champion(model)
+        if champion is None:
+            return None
+        version = int(champion["version"])
+        rollout = self.registry.rollout(model)
+        if rollout is not None and int(rollout["version"]) >= version:
+            return None
+        manifest = self.store.get(self.artifact_bucket, manifest_key(model, version))
+        try:
+            self.start(model, version, manifest, now)
+        except StaleWrite:
+            return None  # another evaluator announced it first
+        return version
+
     def tally(self, model: str, version: int, since: datetime) -> CanaryTally:
         healthy = failed = 0
         for device in self.fleet.for_model(model):

@@ -226,3 +226,25 @@ def test_rollback_ships_old_weights_as_a_higher_version(cloud: LocalCloud) -> No
     assert v3.artifact.sha256 == v1.artifact.sha256
     assert v3.metrics["rollback_of"] == 1.0
     assert cloud.announcements(announcement("digits", "canary"))[-1]["payload"] == v3.to_bytes()
+
+
+def test_a_failed_announcement_is_made_good_by_the_schedule(
+    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions.announce import handler as announce
+
+    service = retrain.service()
+
+    def broker_down(model: str, version: int, manifest: bytes) -> None:
+        raise ConnectionError("IoT data plane unreachable")
+
+    monkeypatch.setattr(service.retrainer, "announce", broker_down)
+    event = _upload_round(cloud, _digit_batches(30, 0, 30), 1)
+    retrain.handler(event, FakeLambdaContext())
+    assert _registry(cloud).latest_version("digits") == 1
+    assert cloud.announcements(announcement("digits", "canary")) == []
+    announce.handler({}, FakeLambdaContext())
+    [announced] = cloud.announcements(announcement("digits", "canary"))
+    assert cloud.trusted_keys().verify(announced["payload"]).version == 1
+    announce.handler({}, FakeLambdaContext())
+    assert len(cloud.announcements(announcement("digits", "canary"))) == 1
