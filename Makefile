@@ -26,11 +26,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[edge,cloud,infra,dev]'
 	@touch $@
 
-# bspatch proves our BSDIFF40 patches are the classic format. Installed once per machine.
+# Debian packages the tests use: bspatch proves our BSDIFF40 patches are the
+# classic format; mosquitto is the MQTT broker the agent tests run against
+# (amqtt, embedded, is the fallback and has its own test).
 $(APT_STAMP): | $(STAMP)
-	@if ! command -v bspatch >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bsdiff >/dev/null; \
-	  else echo "bspatch missing: run 'sudo apt-get install -y bsdiff'" >&2; exit 1; fi; \
+	@missing=""; \
+	command -v bspatch >/dev/null || missing="$$missing bsdiff"; \
+	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing (sudo apt-get install -y$$missing)" >&2; exit 1; fi; \
 	fi
 	@touch $@
 
@@ -47,7 +53,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: $(STAMP) $(APT_STAMP) $(TFL214_STAMP) lint
-	EDGELOOP_TFLITE214_PYTHON=$(CURDIR)/$(TFL214)/bin/python \
+	PATH="$$PATH:/usr/sbin" EDGELOOP_TFLITE214_PYTHON=$(CURDIR)/$(TFL214)/bin/python \
 	  $(PY) -m pytest $(wildcard tests/unit tests/integration tests/infrastructure tests/e2e) $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -24,13 +24,33 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(_: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from edge.agent import Agent
+    from edge.config import load_agent_config
+
+    config = load_agent_config(args.config)
+    agent = Agent(config)
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    agent.start()
     print(
-        "edgeloop-agent run is not built yet (the update state machine, MQTT and data path). "
-        "Nothing was started.",
-        file=sys.stderr,
+        json.dumps(
+            {
+                "thing": config.device.thing,
+                "model": config.device.model,
+                "version": agent.version,
+                "broker": config.broker.url,
+            }
+        ),
+        flush=True,
     )
-    return 2
+    stopping.wait()
+    agent.stop()
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"refused: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as exc:
+        # AgentConfigError names the bad key; OSError names the file.
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return code

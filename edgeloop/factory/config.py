@@ -6,13 +6,13 @@ typo or a bad value is refused with the key named, before any data is read.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgeloop.contract.topics import check_model_name
+from edgeloop.tomlfile import read_toml
 
 Kind = Literal["kmeans_anomaly", "mlp_classifier", "logistic_classifier"]
 CLASSIFIERS: tuple[Kind, ...] = ("mlp_classifier", "logistic_classifier")
@@ -178,10 +178,4 @@ def _lists_to_tuples(value: Any) -> Any:
 
 def load_config(path: str | Path) -> ModelConfig:
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the model config: {exc.strerror}") from exc
-    return parse_config(doc, str(path))
+    return parse_config(read_toml(path, ConfigError, "model config"), str(path))

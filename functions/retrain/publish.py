@@ -16,25 +16,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from edgeloop.contract import (
-    ArtifactRef,
-    DeltaRef,
-    HealthCheck,
-    Manifest,
-    Signer,
-    TensorSpec,
-    sha256_hex,
-    sign_manifest,
-)
+from edgeloop.contract import Manifest, Signer, sign_manifest
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.deltas import DeltaPlan, plan_deltas
+from edgeloop.factory.release import build_manifest, delta_files, version_prefix
 from edgeloop.factory.training import TrainedModel
 from functions.common.registry import Registry
 from functions.common.storage import ObjectMissing, ObjectStore
-
-
-def version_prefix(model: str, version: int) -> str:
-    return f"models/{model}/{version}/"
 
 
 def manifest_key(model: str, version: int) -> str:
@@ -90,42 +78,10 @@ class ReleaseWriter:
         self.store.put(self.artifact_bucket, prefix + "model.tflite", tflite, immutable=True)
         plan = plan_deltas(tflite, self._bases(model))
         deltas = []
-        for patch in plan.patches:
-            path = f"{prefix}from-{patch.from_version}.{patch.codec}"
-            self.store.put(self.artifact_bucket, path, patch.data, immutable=True)
-            deltas.append(
-                DeltaRef(
-                    patch.from_version,
-                    patch.from_sha256,
-                    patch.codec,
-                    path,
-                    patch.sha256,
-                    patch.size,
-                )
-            )
-        health = record["health_check"]
-        outputs = record["output_names"]
-        manifest = Manifest.new(
-            model=model,
-            version=version,
-            input=TensorSpec(shape=(-1, config.model.n_features), names=config.model.feature_names),
-            output=TensorSpec(
-                shape=(-1, len(outputs)) if config.is_classifier else (-1,), names=tuple(outputs)
-            ),
-            artifact=ArtifactRef(prefix + "model.tflite", sha256_hex(tflite), len(tflite)),
-            valid_for=self.manifest_ttl,
-            deltas=tuple(deltas),
-            metrics={k: v for k, v in record["metrics"].items() if k != "holdout_rows"},
-            decision_threshold=record.get("decision_threshold"),
-            health_checks=(
-                HealthCheck(
-                    inputs=tuple(tuple(r) for r in health["inputs"]),
-                    expected=tuple(tuple(r) for r in health["expected"]),
-                    tolerance=health["tolerance"],
-                ),
-            ),
-            stats=record.get("stats") or {},
-        )
+        for ref, data in delta_files(model, version, plan):
+            self.store.put(self.artifact_bucket, ref.path, data, immutable=True)
+            deltas.append(ref)
+        manifest = build_manifest(config, version, tflite, deltas, record, self.manifest_ttl)
         signed = sign_manifest(manifest, self.signer)
         raw = signed.to_bytes()
         self.store.put(

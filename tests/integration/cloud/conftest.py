@@ -6,7 +6,6 @@ tests hand the received messages to the retrain handler as a Lambda SQS event.
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 import requests
 
+from edge.uploads import encode_batch
 from edgeloop.contract import TrustedKeys, load_public_key
 from functions.common.fleet import fleet_table_spec
 from functions.common.registry import registry_table_spec
@@ -215,9 +215,4 @@ def cloud(
 
 
 def npz_bytes(X: np.ndarray, y: np.ndarray | None = None) -> bytes:
-    buffer = io.BytesIO()
-    if y is None:
-        np.savez(buffer, X=X)
-    else:
-        np.savez(buffer, X=X, y=y)
-    return buffer.getvalue()
+    return encode_batch(X, y)

@@ -1,0 +1,87 @@
+"""Downloading artifacts from the CDN: size cap, timeouts, retries with backoff, resume.
+
+The manifest says how big every file is, so a download never reads past that:
+a server that keeps sending is cut off at the declared length. A partial file
+survives a network drop or a restart in the staging directory, and the next
+attempt asks for the rest with an HTTP Range request.
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeloop.contract import SizeMismatch
+
+CHUNK = 64 * 1024
+_TRANSIENT = (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError)
+
+
+class DownloadFailed(Exception):
+    """The file could not be fetched within the retries; the message says what happened last."""
+
+
+@dataclass(frozen=True)
+class Fetcher:
+    base_url: str
+    timeout: float
+    retries: int
+    backoff: float = 0.5
+    sleep: Callable[[float], None] = time.sleep
+
+    def fetch(self, path: str, dest: Path, size: int) -> bytes:
+        """The file's bytes, exactly `size` of them, resuming whatever `dest` already holds."""
+        url = self.base_url + path
+        last = "no attempt made"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                # Full jitter: a fleet that lost the CDN together does not retry together.
+                self.sleep(random.uniform(0, self.backoff * 2 ** (attempt - 1)))
+            try:
+                self._fetch_once(url, dest, size)
+                return dest.read_bytes()
+            except SizeMismatch:
+                dest.unlink(missing_ok=True)
+                raise
+            except _TRANSIENT as exc:
+                last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+                if isinstance(exc, urllib.error.HTTPError) and exc.code in (403, 404):
+                    break  # the CDN says it is not there; retrying will not change that
+        raise DownloadFailed(f"{url}: gave up after {attempt + 1} attempts ({last})")
+
+    def _fetch_once(self, url: str, dest: Path, size: int) -> None:
+        have = dest.stat().st_size if dest.exists() else 0
+        if have > size:
+            dest.unlink()
+            have = 0
+        if have == size:
+            return
+        request = urllib.request.Request(url)
+        if have:
+            request.add_header("Range", f"bytes={have}-")
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            if have and response.status != 206:
+                have = 0  # the server ignored the range: start over
+            with open(dest, "r+b" if have else "wb") as out:
+                out.seek(have)
+                out.truncate()
+                received = have
+                while True:
+                    chunk = response.read(min(CHUNK, size - received + 1))
+                    if not chunk:
+                        break
+                    received += len(chunk)
+                    if received > size:
+                        raise SizeMismatch(
+                            f"{url} sends more than the {size} bytes the manifest declares; "
+                            "cut off, the download is discarded"
+                        )
+                    out.write(chunk)
+        if received < size:
+            raise ConnectionError(f"connection closed after {received} of {size} bytes")

@@ -1,0 +1,173 @@
+"""The agent's MQTT connection: persistent session, QoS 1, reconnects with backoff and jitter.
+
+The link owns reconnecting. The agent reacts to its callbacks (connected,
+announcement, upload answer) and never polls the connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import secrets
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.config import BrokerSection
+from edge.uploads import UploadFailed
+from edgeloop.contract import ThingTopics, announcement
+from edgeloop.contract.manifest import canonical_json
+
+# A connection that lasted this long resets the backoff to its minimum.
+STABLE_SECONDS = 30.0
+
+
+class Link:
+    def __init__(
+        self,
+        broker: BrokerSection,
+        thing: str,
+        model: str,
+        ring: str,
+        on_announcement: Callable[[bytes], None],
+        on_connected: Callable[[], None] | None = None,
+    ) -> None:
+        self.broker = broker
+        self.topics = ThingTopics(thing)
+        self.announcements = announcement(model, ring)
+        self._on_announcement = on_announcement
+        self._on_connected = on_connected
+        # A fixed client id and clean_session=False: the broker keeps our
+        # subscriptions and queued QoS 1 messages while we are away.
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=thing,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        if broker.tls:
+            self._client.tls_set(
+                ca_certs=str(broker.ca),
+                certfile=str(broker.cert),
+                keyfile=str(broker.key),
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        self._client.on_connect = self._connected
+        self._client.on_message = self._message
+        self._client.on_disconnect = self._disconnected
+        self._stop = threading.Event()
+        self._is_connected = threading.Event()
+        self._answers: dict[str, dict[str, Any]] = {}
+        self._answer_ready = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=f"mqtt-{thing}", daemon=True)
+        self.connections = 0
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        # Already gone is fine: stopping is all that is wanted.
+        with contextlib.suppress(OSError, ValueError):
+            self._client.disconnect()
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def connected(self) -> bool:
+        return self._is_connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._is_connected.wait(timeout)
+
+    def _run(self) -> None:
+        delay = self.broker.reconnect_min
+        while not self._stop.is_set():
+            try:
+                self._client.connect(
+                    self.broker.host, self.broker.port, keepalive=self.broker.keepalive
+                )
+            except (OSError, ssl.SSLError):
+                self._stop.wait(random.uniform(0, delay))
+                delay = min(delay * 2, self.broker.reconnect_max)
+                continue
+            started = time.monotonic()
+            while not self._stop.is_set():
+                if self._client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
+                    break
+            self._is_connected.clear()
+            if time.monotonic() - started > STABLE_SECONDS:
+                delay = self.broker.reconnect_min
+            if not self._stop.is_set():
+                self._stop.wait(random.uniform(0, delay))
+                delay = min(delay * 2, self.broker.reconnect_max)
+
+    # --- callbacks -------------------------------------------------------------------
+
+    def _connected(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any = None
+    ) -> None:
+        if getattr(reason, "is_failure", False):
+            return
+        client.subscribe([(self.announcements, 1), (self.topics.upload_response, 1)])
+        self.connections += 1
+        self._is_connected.set()
+        if self._on_connected is not None:
+            self._on_connected()
+
+    def _disconnected(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any = None
+    ) -> None:
+        self._is_connected.clear()
+
+    def _message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self.announcements:
+            if message.payload:  # an empty retained message clears the announcement
+                self._on_announcement(bytes(message.payload))
+        elif message.topic == self.topics.upload_response:
+            try:
+                answer = json.loads(message.payload)
+            except ValueError:
+                return  # not ours to interpret; the request will time out and retry
+            if isinstance(answer, dict) and isinstance(answer.get("request_id"), str):
+                with self._answer_ready:
+                    self._answers[answer["request_id"]] = answer
+                    self._answer_ready.notify_all()
+
+    # --- publishing ------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """QoS 1; paho queues it while disconnected and sends it on reconnect."""
+        self._client.publish(topic, payload, qos=1)
+
+    def request_upload_url(
+        self, model: str, content_type: str, size: int, timeout: float
+    ) -> dict[str, Any]:
+        if not self.connected:
+            raise UploadFailed("not connected to the broker")
+        request_id = secrets.token_hex(8)
+        request = {
+            "request_id": request_id,
+            "model": model,
+            "content_type": content_type,
+            "size": size,
+        }
+        self.publish(self.topics.upload_request, canonical_json(request))
+        deadline = time.monotonic() + timeout
+        with self._answer_ready:
+            while request_id not in self._answers:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise UploadFailed(
+                        f"no answer to upload request {request_id} within {timeout} s"
+                    )
+                self._answer_ready.wait(remaining)
+            return self._answers.pop(request_id)

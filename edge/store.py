@@ -1,0 +1,167 @@
+"""The device's model store: crash-safe, with the previous model kept for rollback.
+
+    {state}/versions/{v}/model.tflite, manifest.json   complete versions only
+    {state}/state.json                                 which version runs, which came before
+    {state}/staging/                                   downloads in progress (resumable)
+
+A version directory is written under a temporary name, fsynced and renamed,
+so it exists whole or not at all. Then state.json is replaced atomically.
+Whatever instant the power goes, a restart finds state.json pointing at a
+complete version: the old one or the new one, never a partial file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeloop.contract import ContractError, Manifest, check_blob
+from edgeloop.contract.manifest import manifest_from_json
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp file, fsync, rename, fsync the directory."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+@dataclass(frozen=True)
+class Installed:
+    version: int
+    model: bytes
+    manifest: Manifest
+    manifest_raw: bytes
+
+
+@dataclass
+class StoreState:
+    current: int | None = None
+    previous: int | None = None
+    # Versions that failed after a swap; their retained announcement is not retried.
+    refused: list[int] = field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {"current": self.current, "previous": self.previous, "refused": self.refused},
+            sort_keys=True,
+        ).encode()
+
+
+class ModelStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.versions = root / "versions"
+        self.staging = root / "staging"
+        for d in (self.root, self.versions, self.staging):
+            d.mkdir(parents=True, exist_ok=True)
+        self.state = self._read_state()
+
+    def _read_state(self) -> StoreState:
+        path = self.root / "state.json"
+        if not path.exists():
+            return StoreState()
+        try:
+            doc: dict[str, Any] = json.loads(path.read_bytes())
+            return StoreState(doc.get("current"), doc.get("previous"), list(doc.get("refused", [])))
+        except (ValueError, TypeError):
+            # state.json is only ever replaced whole; unreadable means the disk
+            # lost it. Start without a model rather than guess.
+            return StoreState()
+
+    def _write_state(self, state: StoreState) -> None:
+        write_atomic(self.root / "state.json", state.to_bytes())
+        self.state = state
+
+    def _load(self, version: int | None) -> Installed | None:
+        if version is None:
+            return None
+        folder = self.versions / str(version)
+        try:
+            raw = (folder / "manifest.json").read_bytes()
+            manifest = manifest_from_json(json.loads(raw))
+            model = (folder / "model.tflite").read_bytes()
+            check_blob(
+                model,
+                size=manifest.artifact.size,
+                sha256=manifest.artifact.sha256,
+                what=f"stored model v{version}",
+            )
+        except (OSError, ValueError, ContractError):
+            return None
+        return Installed(version, model, manifest, raw)
+
+    def current(self) -> Installed | None:
+        """The model to run: the current version if intact, else the previous one."""
+        installed = self._load(self.state.current)
+        if installed is None and self.state.previous is not None:
+            installed = self._load(self.state.previous)
+            if installed is not None:
+                self._write_state(StoreState(installed.version, None, self.state.refused))
+        return installed
+
+    def previous(self) -> Installed | None:
+        return self._load(self.state.previous)
+
+    def stage(self, version: int, model: bytes, manifest_raw: bytes) -> None:
+        """Write a complete version directory. Fails (disk full) before any swap."""
+        final = self.versions / str(version)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp = self.versions / f".{version}.tmp-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            for name, data in (("model.tflite", model), ("manifest.json", manifest_raw)):
+                with open(tmp / name, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            fsync_dir(tmp)
+            os.replace(tmp, final)
+            fsync_dir(self.versions)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def commit(self, version: int) -> None:
+        """Make a staged version current; the one it replaces becomes previous."""
+        self._write_state(StoreState(version, self.state.current, self.state.refused))
+        self.prune()
+
+    def rollback(self, refused_version: int) -> None:
+        """Go back to the previous version and never retry the refused one."""
+        refused = sorted({*self.state.refused, refused_version})[-32:]
+        self._write_state(StoreState(self.state.previous, None, refused))
+        self.prune()
+
+    def refuse(self, version: int) -> None:
+        refused = sorted({*self.state.refused, version})[-32:]
+        self._write_state(StoreState(self.state.current, self.state.previous, refused))
+
+    def prune(self) -> None:
+        keep = {str(v) for v in (self.state.current, self.state.previous) if v is not None}
+        for entry in self.versions.iterdir():
+            if entry.name not in keep:
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def clear_staging(self) -> None:
+        for entry in self.staging.iterdir():
+            entry.unlink(missing_ok=True)

@@ -1,0 +1,56 @@
+"""An update rig: a real artifact server, real signed releases, a real store and interpreter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from edge.download import Fetcher
+from edge.scoring import Scorer
+from edge.store import ModelStore
+from edge.updater import Updater
+from edgeloop.contract import TensorSpec, TrustedKeys
+from tests.support_http import ArtifactServer, artifact_server
+from tests.support_release import Releases
+
+
+@dataclass
+class Rig:
+    root: Path
+    server: ArtifactServer
+    releases: Releases
+    store: ModelStore
+    scorer: Scorer
+    reports: list[tuple[str, int | None, str]] = field(default_factory=list)
+    crash_at: str | None = None
+    timeout: float = 2.0
+
+    def updater(self, **overrides: object) -> Updater:
+        options: dict[str, object] = {
+            "store": self.store,
+            "scorer": self.scorer,
+            "trusted": TrustedKeys([self.releases.signer.public_key()]),
+            "fetcher": Fetcher(self.server.base_url, timeout=self.timeout, retries=2, backoff=0.01),
+            "device_input": TensorSpec(shape=(-1, 8)),
+            "report": lambda step, version, detail: self.reports.append((step, version, detail)),
+            "max_bytes": 1 << 24,
+            "crash_at": self.crash_at,
+        }
+        options.update(overrides)
+        return Updater(**options)  # type: ignore[arg-type]
+
+    def steps(self) -> list[str]:
+        return [step for step, _, _ in self.reports]
+
+    def reopen(self) -> ModelStore:
+        """The store as a restarted agent finds it."""
+        return ModelStore(self.root / "models")
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    with artifact_server() as server:
+        yield Rig(tmp_path, server, Releases(server), ModelStore(tmp_path / "models"), Scorer(0.6))

@@ -1,0 +1,137 @@
+"""A real MQTT broker on loopback: mosquitto when installed, else amqtt embedded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"no broker listening on {port}")
+
+
+class Mosquitto:
+    """mosquitto with persistence, so retained messages and sessions survive a restart."""
+
+    kind = "mosquitto"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="edgeloop-mosquitto-"))
+        (self.dir / "mosquitto.conf").write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {self.dir}/\nmax_queued_messages 10000\n"
+        )
+        self._process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            ["mosquitto", "-c", str(self.dir / "mosquitto.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_listening(self.port)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+            self._process = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class EmbeddedAmqtt:
+    """amqtt's broker in a thread of this process."""
+
+    kind = "amqtt"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._broker: Any = None
+        self._thread: threading.Thread | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from amqtt.broker import Broker
+
+        loop = asyncio.new_event_loop()
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+        broker = Broker(config, loop=loop)
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(broker.start())
+            started.set()
+            loop.run_forever()
+
+        self._loop, self._broker = loop, broker
+        self._thread = threading.Thread(target=run, name="amqtt", daemon=True)
+        self._thread.start()
+        started.wait(10)
+        _wait_listening(self.port)
+
+    def stop(self) -> None:
+        loop, broker = self._loop, self._broker
+        if loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(broker.shutdown(), loop)
+        # With clients still attached shutdown may not finish; stopping the loop ends them.
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError, OSError):
+            future.result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(5)
+        self._loop = self._broker = None
+
+    def close(self) -> None:
+        self.stop()
+
+
+def start_broker(kind: str | None = None) -> Mosquitto | EmbeddedAmqtt:
+    kind = (
+        kind
+        or os.environ.get("EDGELOOP_TEST_BROKER")
+        or ("mosquitto" if shutil.which("mosquitto") else "amqtt")
+    )
+    return Mosquitto() if kind == "mosquitto" else EmbeddedAmqtt()

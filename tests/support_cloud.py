@@ -1,0 +1,94 @@
+"""The cloud side of an agent test: a presign responder and an announcer on a real broker.
+
+The responder runs the real presign logic against moto's S3, so uploads are
+real presigned POSTs over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import boto3
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edgeloop.contract import announcement
+from edgeloop.contract.manifest import canonical_json
+from edgeloop.contract.topics import ThingTopics, thing_of
+from functions.common.env import PresignEnv
+from functions.presign.logic import PresignRefused, presign, refusal
+
+
+class CloudStandIn:
+    def __init__(self, broker_url: str, moto_endpoint: str, bucket: str, config_dir: Path) -> None:
+        self.s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="eu-west-1")
+        self.s3.create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+        )
+        self.bucket = bucket
+        self.env = PresignEnv.model_validate(
+            {"DATA_BUCKET": bucket, "MODEL_CONFIG_DIR": str(config_dir)}
+        )
+        self.statuses: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        parsed = urlparse(broker_url)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cloud-stand-in")
+        self.client.on_connect = self._connected
+        self.client.on_message = self._message
+        self.client.reconnect_delay_set(1, 2)
+        self.client.connect(parsed.hostname or "127.0.0.1", parsed.port or 1883)
+        self.client.loop_start()
+
+    def _connected(self, client: mqtt.Client, *_: Any) -> None:
+        client.subscribe(
+            [
+                ("edgeloop/things/+/upload/request", 1),
+                ("edgeloop/things/+/status", 1),
+                ("edgeloop/things/+/events", 1),
+            ]
+        )
+
+    def _message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        thing = thing_of(message.topic)
+        if thing is None:
+            return
+        doc = json.loads(message.payload)
+        if message.topic.endswith("/upload/request"):
+            try:
+                answer = presign(self.env, self.s3, thing, doc)
+            except PresignRefused as exc:
+                answer = refusal(doc, exc)
+            client.publish(ThingTopics(thing).upload_response, canonical_json(answer), qos=1)
+        elif message.topic.endswith("/status"):
+            with self._lock:
+                self.statuses.append((thing, doc))
+        else:
+            with self._lock:
+                self.events.append((thing, doc))
+
+    def announce(self, model: str, ring: str, manifest: bytes) -> None:
+        deadline = time.monotonic() + 15
+        while not self.client.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.02)  # after a broker restart, paho is still reconnecting
+        self.client.publish(
+            announcement(model, ring), manifest, qos=1, retain=True
+        ).wait_for_publish(5)
+
+    def uploaded_keys(self, prefix: str = "data/") -> list[str]:
+        response = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return sorted(o["Key"] for o in response.get("Contents", []))
+
+    def last_status(self, thing: str) -> dict[str, Any] | None:
+        with self._lock:
+            mine = [doc for t, doc in self.statuses if t == thing]
+        return mine[-1] if mine else None
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
