@@ -73,7 +73,9 @@ class Fetcher:
                 out.truncate()
                 received = have
                 while True:
-                    chunk = response.read(min(CHUNK, size - received + 1))
+                    # read1 returns what has arrived, so a stalled server leaves
+                    # what it did send on disk for the next attempt to resume.
+                    chunk = response.read1(min(CHUNK, size - received + 1))
                     if not chunk:
                         break
                     received += len(chunk)
@@ -83,5 +85,6 @@ class Fetcher:
                             "cut off, the download is discarded"
                         )
                     out.write(chunk)
+                    out.flush()  # survives a killed process; the OS keeps it
         if received < size:
             raise ConnectionError(f"connection closed after {received} of {size} bytes")

@@ -296,3 +296,57 @@ def test_a_bad_agent_config_names_the_key(
         path.write_text(f"[device]\n{body}[broker]{text}")
     with pytest.raises(AgentConfigError, match=named.replace(".", r"\.")):
         load_agent_config(path)
+
+
+def test_an_agent_process_killed_mid_download_restarts_on_a_complete_model(world: World) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support_http import Fault
+
+    v1, v2, _ = vibration_runs()
+    world.cloud.announce("vibration", "canary", world.releases.release(1, v1))
+    config = world.config_file("pump-9", source="rate = 50.0\n")
+    command = [sys.executable, "-m", "edge.cli", "run", "--config", str(config)]
+
+    def launch() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+
+    first = launch()
+    try:
+        wait_for(lambda: _status(world, "pump-9").get("version") == 1, what="v1 in the process")
+        path = "models/vibration/2/model.tflite"
+        raw = world.releases.release(2, v2)
+        world.server.faults[path] = Fault(stall_after=500)
+        world.cloud.announce("vibration", "canary", raw)
+        wait_for(lambda: world.server.served(path) >= 1, what="download started")
+        wait_for(lambda: _status(world, "pump-9").get("step") == "downloading", what="downloading")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    state = world.tmp / "state-pump-9" / "models"
+    assert json.loads((state / "state.json").read_text())["current"] == 1
+    del world.server.faults[path]
+    second = launch()
+    try:
+        assert second.stdout is not None
+        started = json.loads(second.stdout.readline())
+        assert started["version"] == 1  # a complete model, before any network
+        wait_for(lambda: _status(world, "pump-9").get("version") == 2, what="v2 after restart")
+        # The restart resumed the partial download instead of starting over.
+        ranges = [r for p, r in world.server.requests if p == path]
+        assert ranges[-1] == "bytes=500-"
+    finally:
+        second.send_signal(signal.SIGTERM)
+        try:
+            second.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(second.pid, signal.SIGKILL)
+    assert json.loads((state / "state.json").read_text())["current"] == 2
