@@ -63,9 +63,16 @@ bench: $(STAMP)
 	@echo "make bench: the benchmark suite is not built yet; nothing was measured." >&2
 	@exit 2
 
-synth: $(STAMP)
-	@echo "make synth: the CDK stack in infra/ is not built yet; nothing was synthesized." >&2
-	@exit 2
+# The CDK CLI from npm, kept in the repository's own folder (no global install).
+CDK_CLI_VERSION := 2.1148.1
+CDK := .tools/node_modules/.bin/cdk
+$(CDK):
+	npm install --silent --no-audit --no-fund --prefix .tools aws-cdk@$(CDK_CLI_VERSION)
+
+# No Docker and no AWS credentials needed: the functions image is only built by `cdk deploy`.
+synth: $(STAMP) $(CDK)
+	$(CDK) synth --quiet --no-notices
+	@echo "template: cdk.out/edgeloop.template.json"
 
 clean:
-	rm -rf $(VENV) $(TFL214) cdk.out .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TFL214) .tools cdk.out .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""One construct per concern, in the order of the loop."""

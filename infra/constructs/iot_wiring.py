@@ -1,0 +1,171 @@
+"""IoT wiring: the device policy, the topic rules, rollout rings, and who may publish what."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_iot as iot
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from edgeloop.contract.topics import RINGS, ROOT
+from functions.common.rules import rule_sql
+from infra.constructs.artifact_hosting import ArtifactHosting
+from infra.constructs.data_intake import DataIntake
+from infra.constructs.training_pipeline import TrainingPipeline, tracked_function
+
+THING = "${iot:Connection.Thing.ThingName}"
+ANNOUNCEMENTS = f"{ROOT}/models/*/rings/*/manifest"
+
+
+def device_policy_document(partition: str, region: str, account: str) -> dict[str, object]:
+    """Each device connects as its own thing, publishes only on its own topics, and may
+    subscribe to its upload answers and to model announcements, nothing else."""
+    arn = f"arn:{partition}:iot:{region}:{account}"
+    own = f"{ROOT}/things/{THING}"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "iot:Connect",
+                "Resource": f"{arn}:client/{THING}",
+                "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Publish",
+                "Resource": [
+                    f"{arn}:topic/{own}/upload/request",
+                    f"{arn}:topic/{own}/status",
+                    f"{arn}:topic/{own}/events",
+                ],
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Subscribe",
+                "Resource": [
+                    f"{arn}:topicfilter/{own}/upload/response",
+                    f"{arn}:topicfilter/{ANNOUNCEMENTS}",
+                ],
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Receive",
+                "Resource": [f"{arn}:topic/{own}/upload/response", f"{arn}:topic/{ANNOUNCEMENTS}"],
+            },
+        ],
+    }
+
+
+class IotWiring(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        intake: DataIntake,
+        hosting: ArtifactHosting,
+        pipeline: TrainingPipeline,
+    ) -> None:
+        super().__init__(scope, id)
+        stack = Stack.of(self)
+        self.policy = iot.CfnPolicy(
+            self,
+            "DevicePolicy",
+            policy_name=f"{stack.stack_name}-device",
+            policy_document=device_policy_document(stack.partition, stack.region, stack.account),
+        )
+        self.rings = {
+            ring: iot.CfnThingGroup(
+                self, f"Ring{ring.capitalize()}", thing_group_name=f"{stack.stack_name}-{ring}"
+            )
+            for ring in RINGS
+        }
+        rollout_env = {
+            "REGISTRY_TABLE": pipeline.registry_table.table_name,
+            "FLEET_TABLE": pipeline.fleet_table.table_name,
+            "ARTIFACT_BUCKET": hosting.bucket.bucket_name,
+        }
+        self.presign = tracked_function(
+            self,
+            "Presign",
+            handler="functions.presign.handler.handler",
+            timeout=Duration.seconds(10),
+            memory=512,
+            environment={"DATA_BUCKET": intake.bucket.bucket_name},
+        )
+        intake.bucket.grant_put(self.presign, "data/*")
+        self.status = tracked_function(
+            self,
+            "Status",
+            handler="functions.status.handler.handler",
+            timeout=Duration.seconds(30),
+            memory=512,
+            environment=rollout_env,
+        )
+        self.announce = tracked_function(
+            self,
+            "Announce",
+            handler="functions.announce.handler.handler",
+            timeout=Duration.seconds(60),
+            memory=512,
+            environment=rollout_env,
+        )
+        for function in (self.status, self.announce):
+            pipeline.fleet_table.grant_read_write_data(function)
+            pipeline.registry_table.grant_read_write_data(function)
+            hosting.bucket.grant_read(function, "models/*")
+        pipeline.fleet_table.grant_read_write_data(self.status)
+        events.Rule(
+            self,
+            "EvaluateRollouts",
+            schedule=events.Schedule.rate(Duration.minutes(1)),
+            targets=[targets.LambdaFunction(self.announce)],
+        )
+        self._may_publish(self.presign, [f"{ROOT}/things/*/upload/response"], retain=False)
+        for function in (pipeline.retrain, self.status, self.announce):
+            self._may_publish(function, [ANNOUNCEMENTS], retain=True)
+        self.upload_rule = self._rule(
+            "UploadRequests", f"{ROOT}/things/+/upload/request", self.presign
+        )
+        self.status_rule = self._rule("StatusReports", f"{ROOT}/things/+/status", self.status)
+
+    def _may_publish(self, function: lambda_.IFunction, topics: list[str], retain: bool) -> None:
+        stack = Stack.of(self)
+        actions = ["iot:Publish", "iot:RetainPublish"] if retain else ["iot:Publish"]
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=actions,
+                resources=[
+                    f"arn:{stack.partition}:iot:{stack.region}:{stack.account}:topic/{t}"
+                    for t in topics
+                ],
+            )
+        )
+
+    def _rule(self, id: str, topic_filter: str, function: lambda_.IFunction) -> iot.CfnTopicRule:
+        rule = iot.CfnTopicRule(
+            self,
+            id,
+            topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
+                sql=rule_sql(topic_filter),
+                aws_iot_sql_version="2016-03-23",
+                rule_disabled=False,
+                actions=[
+                    iot.CfnTopicRule.ActionProperty(
+                        lambda_=iot.CfnTopicRule.LambdaActionProperty(
+                            function_arn=function.function_arn
+                        )
+                    )
+                ],
+            ),
+        )
+        function.add_permission(
+            f"{id}Invoke",
+            principal=iam.ServicePrincipal("iot.amazonaws.com"),
+            source_arn=rule.attr_arn,
+        )
+        return rule

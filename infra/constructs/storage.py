@@ -1,0 +1,45 @@
+"""The one way this stack makes a bucket or a table: private, encrypted, TLS-only, recoverable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+
+def private_bucket(
+    scope: Construct, id: str, *, access_logs: s3.IBucket, log_prefix: str, **options: Any
+) -> s3.Bucket:
+    return s3.Bucket(
+        scope,
+        id,
+        encryption=s3.BucketEncryption.S3_MANAGED,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        enforce_ssl=True,
+        server_access_logs_bucket=access_logs,
+        server_access_logs_prefix=log_prefix,
+        removal_policy=RemovalPolicy.RETAIN,
+        **options,
+    )
+
+
+def durable_table(
+    scope: Construct, id: str, *, partition_key: str, sort_key: str | None = None, **options: Any
+) -> dynamodb.TableV2:
+    """A table whose loss would lose state (registry, fleet): point-in-time recovery, retained."""
+    return dynamodb.TableV2(
+        scope,
+        id,
+        partition_key=dynamodb.Attribute(name=partition_key, type=dynamodb.AttributeType.STRING),
+        sort_key=dynamodb.Attribute(name=sort_key, type=dynamodb.AttributeType.STRING)
+        if sort_key
+        else None,
+        point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+            point_in_time_recovery_enabled=True
+        ),
+        removal_policy=RemovalPolicy.RETAIN,
+        **options,
+    )

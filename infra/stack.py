@@ -1,0 +1,79 @@
+"""The edgeloop stack, read top to bottom as the loop: intake, signing, hosting, training,
+IoT wiring, monitoring."""
+
+from __future__ import annotations
+
+from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from aws_cdk import aws_s3 as s3
+from cdk_nag import NagPackSuppression, NagSuppressions
+from constructs import Construct
+
+from infra.constructs.artifact_hosting import ArtifactHosting
+from infra.constructs.data_intake import DataIntake
+from infra.constructs.iot_wiring import IotWiring
+from infra.constructs.monitoring import Monitoring
+from infra.constructs.nag import suppress
+from infra.constructs.signing import Signing
+from infra.constructs.training_pipeline import TrainingPipeline
+
+
+class EdgeloopStack(Stack):
+    def __init__(self, scope: Construct, id: str, **kwargs: object) -> None:
+        super().__init__(scope, id, **kwargs)  # type: ignore[arg-type]
+        access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            # CloudFront standard logs are delivered with ACLs.
+            object_ownership=s3.ObjectOwnership.OBJECT_WRITER,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        suppress(
+            access_logs, "AwsSolutions-S1", "this is the access-log bucket; logging it would loop"
+        )
+        # Each function has its own role; this managed policy only lets it write its own logs.
+        NagSuppressions.add_stack_suppressions(
+            self,
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-IAM4",
+                    reason="AWSLambdaBasicExecutionRole only writes the function's own logs",
+                    applies_to=[
+                        "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+                    ],
+                )
+            ],
+        )
+        intake = DataIntake(self, "DataIntake", access_logs=access_logs)
+        signing = Signing(self, "Signing")
+        hosting = ArtifactHosting(self, "ArtifactHosting", access_logs=access_logs)
+        pipeline = TrainingPipeline(
+            self,
+            "TrainingPipeline",
+            intake=intake,
+            hosting=hosting,
+            signing=signing,
+            access_logs=access_logs,
+        )
+        iot = IotWiring(self, "IotWiring", intake=intake, hosting=hosting, pipeline=pipeline)
+        Monitoring(
+            self,
+            "Monitoring",
+            dead_letters=intake.dead_letters,
+            functions={
+                "Retrain": pipeline.retrain,
+                "Presign": iot.presign,
+                "Status": iot.status,
+                "Announce": iot.announce,
+            },
+        )
+        CfnOutput(
+            self, "CdnBaseUrl", value=f"https://{hosting.distribution.distribution_domain_name}/"
+        )
+        CfnOutput(self, "ManifestKeyArn", value=signing.key.key_arn)
+        CfnOutput(self, "DevicePolicyName", value=iot.policy.ref)
+        CfnOutput(self, "FleetTable", value=pipeline.fleet_table.table_name)
+        CfnOutput(self, "DataBucket", value=intake.bucket.bucket_name)
+        CfnOutput(self, "RetrainFunction", value=pipeline.retrain.function_name)

@@ -1,0 +1,294 @@
+"""Assertions on the synthesized CloudFormation template (no Docker, no credentials)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import Stack
+from aws_cdk.assertions import Annotations, Match, Template
+
+from infra.app import build_app
+from infra.constructs.data_intake import MAX_RECEIVES
+
+
+@pytest.fixture(scope="module")
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> tuple[Stack, Template, Path]:
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    app = build_app(str(outdir))
+    stack = app.node.children[0]
+    assert isinstance(stack, Stack)
+    template = Template.from_stack(stack)
+    app.synth()
+    return stack, template, outdir / f"{stack.stack_name}.template.json"
+
+
+@pytest.fixture(scope="module")
+def template(synthesized: tuple[Stack, Template, Path]) -> Template:
+    return synthesized[1]
+
+
+def _resources(template: Template, kind: str) -> dict[str, Any]:
+    return dict(template.find_resources(kind))
+
+
+def _logical_id(template: Template, kind: str, fragment: str) -> str:
+    [logical] = [k for k in _resources(template, kind) if fragment in k]
+    return logical
+
+
+def test_cdk_nag_finds_nothing_unexplained(synthesized: tuple[Stack, Template, Path]) -> None:
+    stack = synthesized[0]
+    annotations = Annotations.from_stack(stack)
+    errors = annotations.find_error("*", Match.string_like_regexp("AwsSolutions-.*"))
+    warnings = annotations.find_warning("*", Match.string_like_regexp("AwsSolutions-.*"))
+    assert [e.entry.data for e in errors] == []
+    assert [w.entry.data for w in warnings] == []
+
+
+def test_uploads_notify_the_queue_which_has_a_dead_letter_queue(template: Template) -> None:
+    template.has_resource_properties(
+        "Custom::S3BucketNotifications",
+        {
+            "NotificationConfiguration": {
+                "QueueConfigurations": [
+                    Match.object_like(
+                        {
+                            "Events": ["s3:ObjectCreated:*"],
+                            "Filter": {
+                                "Key": {"FilterRules": [{"Name": "prefix", "Value": "data/"}]}
+                            },
+                        }
+                    )
+                ]
+            }
+        },
+    )
+    template.has_resource_properties(
+        "AWS::SQS::Queue",
+        {
+            "RedrivePolicy": {
+                "deadLetterTargetArn": Match.any_value(),
+                "maxReceiveCount": MAX_RECEIVES,
+            }
+        },
+    )
+
+
+def test_retrain_consumes_the_queue_in_windows_with_partial_failures(template: Template) -> None:
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {
+            "BatchSize": 100,
+            "MaximumBatchingWindowInSeconds": 60,
+            "ScalingConfig": {"MaximumConcurrency": 2},
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        },
+    )
+
+
+def test_queue_visibility_is_at_least_six_times_the_retrain_timeout(template: Template) -> None:
+    functions = _resources(template, "AWS::Lambda::Function")
+    retrain = functions[_logical_id(template, "AWS::Lambda::Function", "Retrain")]["Properties"]
+    queues = _resources(template, "AWS::SQS::Queue")
+    [main] = [q for q in queues.values() if "RedrivePolicy" in q["Properties"]]
+    assert main["Properties"]["VisibilityTimeout"] >= 6 * retrain["Timeout"]
+    assert retrain["Timeout"] == 900
+
+
+def test_every_bucket_refuses_plain_http(template: Template) -> None:
+    buckets = _resources(template, "AWS::S3::Bucket")
+    policies = _resources(template, "AWS::S3::BucketPolicy")
+    covered = set()
+    for policy in policies.values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if (
+                statement["Effect"] == "Deny"
+                and statement.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport")
+                == "false"
+            ):
+                covered.add(policy["Properties"]["Bucket"]["Ref"])
+    assert covered == set(buckets)
+    for bucket in buckets.values():
+        block = bucket["Properties"]["PublicAccessBlockConfiguration"]
+        assert all(
+            block[k] is True
+            for k in (
+                "BlockPublicAcls",
+                "BlockPublicPolicy",
+                "IgnorePublicAcls",
+                "RestrictPublicBuckets",
+            )
+        )
+
+
+def test_only_cloudfront_reads_the_artifact_bucket(template: Template) -> None:
+    artifact = _logical_id(template, "AWS::S3::Bucket", "ArtifactBucket")
+    distribution = _logical_id(template, "AWS::CloudFront::Distribution", "Cdn")
+    [policy] = [
+        p
+        for p in _resources(template, "AWS::S3::BucketPolicy").values()
+        if p["Properties"]["Bucket"]["Ref"] == artifact
+    ]
+    allows = [
+        s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"
+    ]
+    assert len(allows) == 1
+    [allow] = allows
+    assert allow["Principal"] == {"Service": "cloudfront.amazonaws.com"}
+    assert allow["Action"] == "s3:GetObject"
+    source = json.dumps(allow["Condition"]["StringEquals"]["AWS:SourceArn"])
+    assert distribution in source
+    template.has_resource_properties(
+        "AWS::CloudFront::Distribution",
+        {
+            "DistributionConfig": Match.object_like(
+                {"DefaultCacheBehavior": Match.object_like({"ViewerProtocolPolicy": "https-only"})}
+            )
+        },
+    )
+
+
+def test_the_signing_key_is_p256_and_only_retrain_may_sign(template: Template) -> None:
+    template.has_resource_properties(
+        "AWS::KMS::Key", {"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY"}
+    )
+    signers = []
+    for logical, policy in _resources(template, "AWS::IAM::Policy").items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = (
+                statement["Action"]
+                if isinstance(statement["Action"], list)
+                else [statement["Action"]]
+            )
+            if any(a in ("kms:Sign", "kms:*") for a in actions):
+                signers.append(logical)
+    assert len(signers) == 1
+    assert "Retrain" in signers[0]
+    [key] = _resources(template, "AWS::KMS::Key").values()
+    for statement in key["Properties"]["KeyPolicy"]["Statement"]:
+        actions = (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+        assert "kms:Sign" not in actions or "Retrain" in json.dumps(statement["Principal"])
+
+
+def test_each_function_has_its_own_role_and_no_wildcard_data_writes(template: Template) -> None:
+    functions = _resources(template, "AWS::Lambda::Function")
+    ours = {k: v for k, v in functions.items() if "IotWiring" in k or "TrainingPipeline" in k}
+    roles = [json.dumps(f["Properties"]["Role"]) for f in ours.values()]
+    assert len(ours) == 4
+    assert len(set(roles)) == 4
+    writes = (
+        "s3:PutObject",
+        "s3:DeleteObject*",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "iot:Publish",
+    )
+    for policy in _resources(template, "AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = (
+                statement["Action"]
+                if isinstance(statement["Action"], list)
+                else [statement["Action"]]
+            )
+            if any(a in writes for a in actions):
+                resources = (
+                    statement["Resource"]
+                    if isinstance(statement["Resource"], list)
+                    else [statement["Resource"]]
+                )
+                assert "*" not in resources, statement
+
+
+def test_the_device_policy_pins_each_thing_to_its_own_topics(template: Template) -> None:
+    [policy] = _resources(template, "AWS::IoT::Policy").values()
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    by_action = {s["Action"]: s for s in statements}
+    thing = "${iot:Connection.Thing.ThingName}"
+    assert thing in json.dumps(by_action["iot:Connect"]["Resource"])
+    assert by_action["iot:Connect"]["Condition"] == {
+        "Bool": {"iot:Connection.Thing.IsAttached": "true"}
+    }
+    publish = json.dumps(by_action["iot:Publish"]["Resource"])
+    assert publish.count(f"edgeloop/things/{thing}/") == 3
+    assert "edgeloop/models" not in publish  # devices never announce models
+    subscribe = json.dumps(by_action["iot:Subscribe"]["Resource"])
+    assert f"topicfilter/edgeloop/things/{thing}/upload/response" in subscribe
+    assert "topicfilter/edgeloop/models/*/rings/*/manifest" in subscribe
+    # Nothing lets a device reach another thing's topics.
+    assert "edgeloop/things/*" not in json.dumps(statements)
+    assert "edgeloop/things/+" not in json.dumps(statements)
+
+
+def test_topic_rules_route_requests_and_status_with_the_topics_thing(template: Template) -> None:
+    rules = [
+        r["Properties"]["TopicRulePayload"]
+        for r in _resources(template, "AWS::IoT::TopicRule").values()
+    ]
+    sqls = sorted(r["Sql"] for r in rules)
+    assert sqls == [
+        "SELECT *, topic(3) AS topic_thing FROM 'edgeloop/things/+/status'",
+        "SELECT *, topic(3) AS topic_thing FROM 'edgeloop/things/+/upload/request'",
+    ]
+    permissions = _resources(template, "AWS::Lambda::Permission")
+    assert (
+        sum(1 for p in permissions.values() if p["Properties"]["Principal"] == "iot.amazonaws.com")
+        == 2
+    )
+
+
+def test_rings_are_thing_groups(template: Template) -> None:
+    names = sorted(
+        g["Properties"]["ThingGroupName"]
+        for g in _resources(template, "AWS::IoT::ThingGroup").values()
+    )
+    assert names == ["edgeloop-all", "edgeloop-canary"]
+
+
+def test_alarms_cover_the_dlq_errors_and_refused_promotions(template: Template) -> None:
+    alarms = _resources(template, "AWS::CloudWatch::Alarm")
+    metrics = sorted(a["Properties"].get("MetricName", "") for a in alarms.values())
+    assert metrics.count("Errors") == 4
+    assert "ApproximateNumberOfMessagesVisible" in metrics
+    assert "RefusedPromotions" in metrics
+    template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
+
+
+def test_the_template_passes_cfn_lint(synthesized: tuple[Stack, Template, Path]) -> None:
+    path = synthesized[2]
+    cfn_lint = Path(sys.executable).with_name("cfn-lint")
+    result = subprocess.run(
+        [str(cfn_lint), "--format", "parseable", "--", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # parseable lines: file:line:col:end_line:end_col:RULE:message; E rules are errors.
+    rules = [(line.split(":") + [""] * 6)[5] for line in result.stdout.splitlines()]
+    errors = [rule for rule in rules if rule.startswith("E")]
+    assert errors == [], result.stdout
+    assert result.returncode & 2 == 0, result.stdout + result.stderr  # bit 2: errors found
+    assert result.returncode & ~(2 | 4 | 8) == 0, result.stderr  # no crash or usage error
+
+
+def test_nag_also_passes_with_a_concrete_account_and_region(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`cdk synth` and `cdk deploy` resolve the environment; the suppressions must still match."""
+    monkeypatch.setenv("CDK_DEFAULT_ACCOUNT", "123456789012")
+    monkeypatch.setenv("CDK_DEFAULT_REGION", "eu-west-1")
+    app = build_app(str(tmp_path))
+    stack = app.node.children[0]
+    assert isinstance(stack, Stack)
+    app.synth()
+    errors = Annotations.from_stack(stack).find_error(
+        "*", Match.string_like_regexp("AwsSolutions-.*")
+    )
+    assert [e.entry.data for e in errors] == []
+    assert "eu-west-1" in json.dumps(Template.from_stack(stack).to_json())
