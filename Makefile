@@ -23,7 +23,7 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[edge,cloud,infra,dev]'
+	$(PY) -m pip install --quiet -e '.[edge,cloud,local,infra,dev]'
 	@touch $@
 
 # Debian packages the tests use: bspatch proves our BSDIFF40 patches are the
@@ -56,8 +56,9 @@ test: $(STAMP) $(APT_STAMP) $(TFL214_STAMP) lint
 	PATH="$$PATH:/usr/sbin" EDGELOOP_TFLITE214_PYTHON=$(CURDIR)/$(TFL214)/bin/python \
 	  $(PY) -m pytest $(wildcard tests/unit tests/integration tests/infrastructure tests/e2e) $(PYTEST_ARGS)
 
+# The default scenario (digits, 5 devices); the report lands in demo-report/.
 demo: $(STAMP)
-	$(VENV)/bin/edgeloop demo
+	$(VENV)/bin/edgeloop demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	@echo "make bench: the benchmark suite is not built yet; nothing was measured." >&2

@@ -51,6 +51,7 @@ def make_source(config: AgentConfig) -> Iterator[Sample]:
 @dataclass
 class Counters:
     scored: int = 0
+    scored_without_model: int = 0
     alarms: int = 0
     events: int = 0
     events_suppressed: int = 0
@@ -78,7 +79,10 @@ class Agent:
             scorer=self.scorer,
             trusted=self.trusted,
             fetcher=Fetcher(
-                config.artifacts.base_url, config.artifacts.timeout, config.artifacts.retries
+                config.artifacts.base_url,
+                config.artifacts.timeout,
+                config.artifacts.retries,
+                user_agent=f"edgeloop-agent/{d.thing}",
             ),
             device_input=TensorSpec(shape=(-1, d.n_features)),
             report=self._update_step,
@@ -142,7 +146,7 @@ class Agent:
             self._pending_ready.notify_all()
         for thread in self._threads:
             thread.join(timeout=5)
-        self._flush_batch()
+        self.flush_uploads()
         self.publish_status()
         self.link.stop()
 
@@ -210,6 +214,8 @@ class Agent:
                     self._roll_back(watch, f"{reason}: {exc}")
             scored = None
         self.counters.scored += 1
+        if scored is None:
+            self.counters.scored_without_model += 1
         alarm = False
         if scored is not None:
             alarm = bool(scored.alarms[0])
@@ -241,9 +247,9 @@ class Agent:
         else:
             self.counters.uploaded_rows_without_model += 1
         if len(self._rows) >= self.config.upload.batch_rows:
-            self._flush_batch()
+            self.flush_uploads()
 
-    def _flush_batch(self) -> None:
+    def flush_uploads(self) -> None:
         if not self._rows:
             return
         X = np.stack(self._rows).astype(np.float32)

@@ -91,15 +91,37 @@ def _fleet(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_built(what: str, issue: str) -> Command:
-    def run(_: argparse.Namespace) -> int:
-        print(
-            f"edgeloop {what} is not built yet ({issue}). Nothing was run.",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+def _demo(args: argparse.Namespace) -> int:
+    from edgeloop.demo.live import LiveView
+    from edgeloop.demo.run import DemoFailed, DemoOptions, run_demo
 
-    return run
+    if not 1 <= args.devices <= 50:
+        print("error: --devices must be between 1 and 50", file=sys.stderr)
+        return EXIT_USAGE
+    options = DemoOptions(
+        scenario=args.scenario, devices=args.devices, out=Path(args.out), broker_url=args.broker
+    )
+    view = LiveView(enabled=False if args.no_live else None)
+    try:
+        report = run_demo(options, on_change=view.update)
+    except KeyboardInterrupt:
+        view.close()
+        print("\nstopped: the local cloud, broker and devices were shut down", file=sys.stderr)
+        return 130
+    except DemoFailed as exc:
+        view.close()
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    view.close()
+    quality = ", ".join(
+        f"{k} {v:.3f}" for k, v in report["quality"].items() if isinstance(v, float)
+    )
+    print(
+        f"\n{report['scenario']}: every device on v{report['final_version']} after "
+        f"{report['elapsed_seconds']} s; {quality}\n"
+        f"report: {options.out}/report.md, report.json, report.png"
+    )
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,7 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_fleet)
 
     p = sub.add_parser("demo", help="the whole loop on one machine, no AWS account")
-    p.set_defaults(run=_not_built("demo", "the local runtime and demo scenarios"))
+    p.add_argument("--scenario", choices=("digits", "anomaly"), default="digits")
+    p.add_argument("--devices", type=int, default=5, help="simulated devices (real agents)")
+    p.add_argument("--out", default="demo-report", help="where report.json, .md and .png go")
+    p.add_argument("--broker", default=None, help="mqtt://host:port of another broker (mosquitto)")
+    p.add_argument(
+        "--no-live", action="store_true", help="plain log lines instead of the live view"
+    )
+    p.set_defaults(run=_demo)
 
     from edgeloop import factory_cli
 

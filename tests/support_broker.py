@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import threading
-import time
 from pathlib import Path
-from typing import Any
 
+from edgeloop.local.broker import EmbeddedBroker, free_port, wait_listening
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_listening(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"no broker listening on {port}")
+# The embedded broker is the local runtime's own; tests use it as it is.
+EmbeddedAmqtt = EmbeddedBroker
 
 
 class Mosquitto:
@@ -57,7 +39,7 @@ class Mosquitto:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_listening(self.port)
+        wait_listening(self.port)
 
     def stop(self) -> None:
         if self._process is not None:
@@ -70,68 +52,10 @@ class Mosquitto:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class EmbeddedAmqtt:
-    """amqtt's broker in a thread of this process."""
-
-    kind = "amqtt"
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._broker: Any = None
-        self._thread: threading.Thread | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        from amqtt.broker import Broker
-
-        loop = asyncio.new_event_loop()
-        config = {
-            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
-            "plugins": {
-                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
-            },
-        }
-        broker = Broker(config, loop=loop)
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.run_until_complete(broker.start())
-            started.set()
-            loop.run_forever()
-
-        self._loop, self._broker = loop, broker
-        self._thread = threading.Thread(target=run, name="amqtt", daemon=True)
-        self._thread.start()
-        started.wait(10)
-        _wait_listening(self.port)
-
-    def stop(self) -> None:
-        loop, broker = self._loop, self._broker
-        if loop is None:
-            return
-        future = asyncio.run_coroutine_threadsafe(broker.shutdown(), loop)
-        # With clients still attached shutdown may not finish; stopping the loop ends them.
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError, OSError):
-            future.result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(5)
-        self._loop = self._broker = None
-
-    def close(self) -> None:
-        self.stop()
-
-
-def start_broker(kind: str | None = None) -> Mosquitto | EmbeddedAmqtt:
+def start_broker(kind: str | None = None) -> Mosquitto | EmbeddedBroker:
     kind = (
         kind
         or os.environ.get("EDGELOOP_TEST_BROKER")
         or ("mosquitto" if shutil.which("mosquitto") else "amqtt")
     )
-    return Mosquitto() if kind == "mosquitto" else EmbeddedAmqtt()
+    return Mosquitto() if kind == "mosquitto" else EmbeddedBroker()

@@ -55,9 +55,13 @@ class KMeansParams(_Strict):
     batch_size: Annotated[int, Field(ge=16)] = 1024
     max_iter: Annotated[int, Field(ge=1)] = 100
     n_init: Annotated[int, Field(ge=1)] = 3
-    # Alarm when the distance to the nearest centroid exceeds this quantile of
-    # the training scores.
+    # Alarm threshold on the distance to the nearest centroid, calibrated on the
+    # training scores: "quantile" takes their score_quantile; "mad" takes
+    # median + mad_k x 1.4826 x MAD, which anomalies in the training data barely
+    # move (a quantile lands among them when they are more than 1 - quantile).
+    threshold_method: Literal["quantile", "mad"] = "quantile"
     score_quantile: Probability = 0.99
+    mad_k: Annotated[float, Field(gt=0.0)] = 5.0
     # silhouette_score is O(n^2); it is computed on at most this many rows.
     silhouette_sample: Annotated[int, Field(ge=50, le=20000)] = 2000
 
@@ -83,6 +87,9 @@ class TrainSection(_Strict):
     # trained on the rows it is judged on.
     holdout: Annotated[float, Field(ge=0.05, le=0.5)] = 0.2
     warm_start: bool = True
+    # Refit the scaler (and start cold) once the training rows reach this many
+    # times the rows the champion's scaler was fit on; 0 never refits.
+    refit_scaler_growth: Annotated[float, Field(ge=0.0)] = 4.0
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -91,6 +98,10 @@ class GateSection(_Strict):
     threshold: float
     min_improvement: Annotated[float, Field(ge=0.0)] = 0.0
     min_rows: Annotated[int, Field(ge=1)] = 10
+    # For accuracy: judge the one-sided lower confidence bound (Wilson) at this
+    # level, not the point estimate, so a lucky score on a few held-out rows
+    # does not ship. 0 judges the point estimate.
+    confidence: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
 
 
 class ExportSection(_Strict):
@@ -117,6 +128,8 @@ class ModelConfig(_Strict):
         low, high = (-1.0, 1.0) if metric == "silhouette" else (0.0, 1.0)
         if not low <= self.gate.threshold <= high:
             raise ValueError(f"gate.threshold {self.gate.threshold} is outside [{low}, {high}]")
+        if self.gate.confidence and metric != "accuracy":
+            raise ValueError(f"gate.confidence applies to accuracy only, not {metric}")
         if kind == "kmeans_anomaly" and self.model.classes:
             raise ValueError("model.classes applies to classifiers only")
         return self

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 from typing import Any
 
 from edgeloop.factory.config import GateSection
@@ -17,26 +19,60 @@ class GateDecision:
     threshold: float
     min_improvement: float
     reason: str
+    # The figure compared with the threshold: the candidate's metric, or its
+    # lower confidence bound when gate.confidence is set.
+    judged: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"decision": "promoted" if self.promoted else "refused", **asdict(self)}
 
 
-def decide(gate: GateSection, candidate: float | None, champion: float | None) -> GateDecision:
+def wilson_lower_bound(accuracy: float, rows: int, confidence: float) -> float:
+    """One-sided lower confidence bound of a proportion measured on `rows` trials."""
+    z = NormalDist().inv_cdf(confidence)
+    n = float(rows)
+    centre = accuracy + z * z / (2 * n)
+    margin = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))
+    return (centre - margin) / (1 + z * z / n)
+
+
+def decide(
+    gate: GateSection, candidate: float | None, champion: float | None, holdout_rows: int = 0
+) -> GateDecision:
     """Compare the candidate's held-out metric with the threshold and the champion's.
 
     The champion's figure is measured on the same held-out rows as the
     candidate's, so the comparison is like for like.
     """
 
+    judged = candidate
+
     def verdict(promoted: bool, reason: str) -> GateDecision:
         return GateDecision(
-            promoted, gate.metric, candidate, champion, gate.threshold, gate.min_improvement, reason
+            promoted,
+            gate.metric,
+            candidate,
+            champion,
+            gate.threshold,
+            gate.min_improvement,
+            reason,
+            judged,
         )
 
     name = gate.metric
     if candidate is None:
         return verdict(False, f"no held-out rows to measure {name} on; upload more data")
+    if gate.confidence and name == "accuracy":
+        if holdout_rows < 1:
+            return verdict(False, "no held-out rows to bound the accuracy on; upload more data")
+        lower = judged = wilson_lower_bound(candidate, holdout_rows, gate.confidence)
+        if lower < gate.threshold:
+            return verdict(
+                False,
+                f"accuracy {candidate:.4f} on {holdout_rows} held-out rows has a "
+                f"{gate.confidence:.0%} lower bound of {lower:.4f}, below the threshold "
+                f"{gate.threshold:.4f}; more data will tighten it",
+            )
     if candidate < gate.threshold:
         return verdict(False, f"{name} {candidate:.4f} is below the threshold {gate.threshold:.4f}")
     if champion is not None and candidate < champion + gate.min_improvement:

@@ -101,7 +101,10 @@ def train_run(
     ):
         champion_metrics = evaluate(champion, parts, config)
     decision = decide(
-        config.gate, metrics.get(config.gate.metric), champion_metrics.get(config.gate.metric)
+        config.gate,
+        metrics.get(config.gate.metric),
+        champion_metrics.get(config.gate.metric),
+        int(metrics.get("holdout_rows", 0)),
     )
 
     quantize = config.export.quantize

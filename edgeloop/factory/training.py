@@ -44,6 +44,9 @@ class TrainedModel:
     classes: tuple[int, ...] = ()
     decision_threshold: float | None = None
     stats: dict[str, float] = field(default_factory=dict)
+    # Training rows the scaler was fit on; warm starts keep the scaler until the
+    # data outgrows it (train.refit_scaler_growth).
+    scaler_rows: int = 0
 
     def scaled(self, X: FloatArray) -> FloatArray:
         out: FloatArray = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
@@ -142,7 +145,17 @@ def fit(
         warm.kind != config.model.kind or warm.n_features != config.model.n_features
     ):
         warm, note = None, "cold start: the champion is a different kind or width"
+    growth = config.train.refit_scaler_growth
+    if warm is not None and growth and len(X) >= growth * max(1, warm.scaler_rows):
+        # A scaler fit on a small first batch misjudges features that barely
+        # varied in it; once the data has grown enough, refit it and start over.
+        note = (
+            f"cold start: {len(X)} training rows, {len(X) / max(1, warm.scaler_rows):.1f}x the "
+            f"{warm.scaler_rows} the scaler was fit on (train.refit_scaler_growth = {growth})"
+        )
+        warm = None
     mean, scale = (warm.mean, warm.scale) if warm is not None else _fit_scaler(X)
+    scaler_rows = warm.scaler_rows if warm is not None else len(X)
     Xs = (X - mean) / scale
     with warnings.catch_warnings():
         # Short warm-start rounds stop before convergence on purpose.
@@ -168,6 +181,7 @@ def fit(
         scale=scale,
         estimator=estimator,
         classes=classes,
+        scaler_rows=scaler_rows,
     )
     if isinstance(params, KMeansParams):
         _calibrate(model, X, params)
@@ -235,7 +249,12 @@ def _fit_classifier(
 
 def _calibrate(model: TrainedModel, X_train: FloatArray, p: KMeansParams) -> None:
     scores = model.outputs(X_train)
-    model.decision_threshold = float(np.quantile(scores, p.score_quantile))
+    if p.threshold_method == "mad":
+        median = float(np.median(scores))
+        mad = float(np.median(np.abs(scores - median)))
+        model.decision_threshold = median + p.mad_k * 1.4826 * mad
+    else:
+        model.decision_threshold = float(np.quantile(scores, p.score_quantile))
     model.stats = {
         "score_mean": float(scores.mean()),
         "score_std": float(scores.std()),

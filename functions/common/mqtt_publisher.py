@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 from urllib.parse import urlparse
 
@@ -12,7 +13,9 @@ from functions.common.publisher import Publisher
 
 
 class MqttPublisher(Publisher):
-    def __init__(self, url: str, client_id: str = "edgeloop-cloud") -> None:
+    def __init__(self, url: str, client_id: str | None = None) -> None:
+        # Each publisher needs its own client id: a broker drops the older of two equal ones.
+        client_id = client_id or f"edgeloop-cloud-{secrets.token_hex(4)}"
         parsed = urlparse(url)
         if parsed.scheme != "mqtt" or not parsed.hostname:
             raise ValueError(f"broker URL {url!r} must look like mqtt://host:port")

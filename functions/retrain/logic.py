@@ -193,6 +193,7 @@ class Retrainer:
                 "decision": outcome.decision,
                 "reason": outcome.reason,
                 "metrics": result.record.get("metrics", {}),
+                "judged": result.record["gate"].get("judged"),
                 "champion_metrics": result.record.get("champion_metrics", {}),
                 "rows": dataset.rows,
                 "quarantined": [q.to_json() for q in dataset.quarantined],

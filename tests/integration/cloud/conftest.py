@@ -20,8 +20,9 @@ import requests
 
 from edge.uploads import encode_batch
 from edgeloop.contract import TrustedKeys, load_public_key
-from functions.common.fleet import fleet_table_spec
-from functions.common.registry import registry_table_spec
+from edgeloop.local.aws import provision
+from edgeloop.local.router import sqs_event
+from edgeloop.local.runtime import reset_handler_caches
 from tests.factories import digits_toml
 
 DIGITS_TOML = digits_toml(threshold=0.9, min_improvement=0.0)
@@ -90,20 +91,7 @@ class LocalCloud:
             response = sqs.receive_message(
                 QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]
             )
-            for m in response.get("Messages", []):
-                records.append(
-                    {
-                        "messageId": m["MessageId"],
-                        "receiptHandle": m["ReceiptHandle"],
-                        "body": m["Body"],
-                        "attributes": m.get("Attributes", {}),
-                        "messageAttributes": {},
-                        "md5OfBody": m["MD5OfBody"],
-                        "eventSource": "aws:sqs",
-                        "eventSourceARN": arn,
-                        "awsRegion": "eu-west-1",
-                    }
-                )
+            records.extend(sqs_event(response.get("Messages", []), arn)["Records"])
         # S3 also sends a test event when the notification is configured; Lambda gets it too.
         assert uploads() == expected
         return {"Records": records}
@@ -112,75 +100,19 @@ class LocalCloud:
         return [p for p in self.published if p["topic"] == topic]
 
 
-def _clear_caches() -> None:
-    from functions.announce import handler as announce_handler
-    from functions.common import clients, env, model_configs
-    from functions.presign import handler as presign_handler
-    from functions.retrain import handler as retrain_handler
-
-    for cached in (
-        env.cached_env,
-        clients.client,
-        clients.iot_data_client,
-        model_configs.load_model_configs,
-        retrain_handler.service,
-        announce_handler.rollouts,
-        presign_handler._publisher,
-    ):
-        cached.cache_clear()
-
-
 @pytest.fixture
 def cloud(
     moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[LocalCloud]:
-    suffix = uuid.uuid4().hex[:10]
-    names = {
-        "DATA_BUCKET": f"data-{suffix}",
-        "ARTIFACT_BUCKET": f"artifacts-{suffix}",
-        "REGISTRY_BUCKET": f"registry-{suffix}",
-        "REGISTRY_TABLE": f"registry-{suffix}",
-        "FLEET_TABLE": f"fleet-{suffix}",
-        "IDEMPOTENCY_TABLE": f"idempotency-{suffix}",
-    }
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="eu-west-1")
-    ddb = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="eu-west-1")
-    sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name="eu-west-1")
-    kms = boto3.client("kms", endpoint_url=moto_endpoint, region_name="eu-west-1")
-    for bucket in ("DATA_BUCKET", "ARTIFACT_BUCKET", "REGISTRY_BUCKET"):
-        s3.create_bucket(
-            Bucket=names[bucket], CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-        )
-    ddb.create_table(**registry_table_spec(names["REGISTRY_TABLE"]))
-    ddb.create_table(**fleet_table_spec(names["FLEET_TABLE"]))
-    ddb.create_table(
-        TableName=names["IDEMPOTENCY_TABLE"],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
+    resources = provision(
+        lambda service: boto3.client(service, endpoint_url=moto_endpoint, region_name="eu-west-1"),
+        prefix=f"test-{uuid.uuid4().hex[:6]}",
     )
-    queue_url = sqs.create_queue(QueueName=f"uploads-{suffix}")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    s3.put_bucket_notification_configuration(
-        Bucket=names["DATA_BUCKET"],
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {
-                    "QueueArn": queue_arn,
-                    "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "data/"}]}},
-                }
-            ]
-        },
-    )
-    key_id = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    names = {**resources.function_env(), "QUEUE_URL": resources.queue_url}
     config_dir = tmp_path / "models"
     config_dir.mkdir()
     (config_dir / "digits.toml").write_text(DIGITS_TOML)
     (config_dir / "vibration.toml").write_text(VIBRATION_TOML)
-    names.update({"SIGNING_KEY_ID": key_id, "QUEUE_URL": queue_url})
     env = {
         **{k: v for k, v in names.items() if k != "QUEUE_URL"},
         "MODEL_CONFIG_DIR": str(config_dir),
@@ -193,7 +125,7 @@ def cloud(
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    _clear_caches()
+    reset_handler_caches()
     published: list[dict[str, Any]] = []
 
     from functions.common.clients import iot_data_client
@@ -211,7 +143,7 @@ def cloud(
 
     iot_data_client().meta.events.register("before-send.iot-data.Publish", capture)
     yield LocalCloud(moto_endpoint, names, config_dir, published)
-    _clear_caches()
+    reset_handler_caches()
 
 
 def npz_bytes(X: np.ndarray, y: np.ndarray | None = None) -> bytes:

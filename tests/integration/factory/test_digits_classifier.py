@@ -43,7 +43,9 @@ def test_gate_refuses_ten_percent_and_promotes_seventy(
     assert "below the threshold 0.9300" in first["gate"]["reason"]
     assert second["gate"]["decision"] == "promoted"
     assert "beats the champion's" in second["gate"]["reason"]
-    assert second["start"] == "warm start from the champion"
+    # 70% is 7x the rows the 10% champion's scaler saw: the scaler is refit, cold.
+    assert second["start"].startswith("cold start: ")
+    assert "train.refit_scaler_growth = 4.0" in second["start"]
 
 
 def test_every_run_records_its_data_metrics_and_decision(
@@ -142,3 +144,15 @@ def test_declared_classes_missing_from_the_data_get_probability_zero() -> None:
     assert got.shape == (50, 10)
     assert np.all(got[:, 9] == 0.0)
     assert np.allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_warm_starts_keep_the_scaler_until_the_data_outgrows_it() -> None:
+    config = digits_config(threshold=0.5)
+    first = train_run(config, digits_share(0.3))
+    assert first.model is not None
+    grown = train_run(config, digits_share(0.5), champion=first.model)
+    assert grown.record["start"] == "warm start from the champion"
+    assert grown.model is not None
+    assert np.array_equal(grown.model.mean, first.model.mean)
+    assert grown.model.scaler_rows == first.model.scaler_rows
+    assert grown.record["metrics"]["accuracy"] >= 0.9

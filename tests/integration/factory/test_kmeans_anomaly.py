@@ -75,3 +75,30 @@ def test_warm_start_keeps_centroid_order() -> None:
     # Centroid i of the successor is the nearest one to centroid i of the champion.
     assert list(distances.argmin(axis=1)) == list(range(len(old)))
     assert np.max(np.diag(distances)) < 0.5
+
+
+def test_a_robust_threshold_ignores_anomalies_in_the_training_data() -> None:
+    """With 3% anomalies in training, a 0.99 quantile lands among them; median + k*MAD does not."""
+    from edgeloop.factory.config import parse_config
+
+    X, _ = planted_outliers(4000, seed=21, outlier_share=0.03)
+    doc = {
+        "model": {"name": "vibration", "kind": "kmeans_anomaly", "n_features": 8},
+        "train": {"params": {"n_clusters": 4}},
+        "gate": {"metric": "silhouette", "threshold": 0.3},
+    }
+    quantile = train_run(parse_config(doc), as_dataset(X)).model
+    doc["train"] = {"params": {"n_clusters": 4, "threshold_method": "mad", "mad_k": 5.0}}
+    robust = train_run(parse_config(doc), as_dataset(X)).model
+    assert quantile is not None
+    assert robust is not None
+    probe, truth = planted_outliers(3000, seed=22, outlier_share=0.03)
+    recalls = {}
+    for name, model in (("quantile", quantile), ("mad", robust)):
+        assert model.decision_threshold is not None
+        flagged = model.outputs(probe) > model.decision_threshold
+        recalls[name] = flagged[truth].mean()
+        if name == "mad":
+            assert flagged[~truth].mean() <= 0.01
+    assert recalls["mad"] >= 0.95
+    assert recalls["mad"] > recalls["quantile"] + 0.1

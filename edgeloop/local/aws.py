@@ -1,0 +1,140 @@
+"""moto's server as the local AWS, with the same resources the CDK stack creates."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+
+from functions.common.fleet import fleet_table_spec
+from functions.common.registry import registry_table_spec
+
+REGION = "eu-west-1"
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": REGION,
+}
+# Lambda's max receives before the DLQ, as in the stack.
+MAX_RECEIVES = 5
+
+
+@dataclass(frozen=True)
+class Resources:
+    data_bucket: str
+    artifact_bucket: str
+    registry_bucket: str
+    registry_table: str
+    fleet_table: str
+    idempotency_table: str
+    queue_url: str
+    queue_arn: str
+    dead_letter_url: str
+    signing_key_id: str
+
+    def function_env(self) -> dict[str, str]:
+        """The environment the stack gives its functions."""
+        return {
+            "DATA_BUCKET": self.data_bucket,
+            "ARTIFACT_BUCKET": self.artifact_bucket,
+            "REGISTRY_BUCKET": self.registry_bucket,
+            "REGISTRY_TABLE": self.registry_table,
+            "FLEET_TABLE": self.fleet_table,
+            "IDEMPOTENCY_TABLE": self.idempotency_table,
+            "SIGNING_KEY_ID": self.signing_key_id,
+        }
+
+
+def provision(
+    client: Callable[[str], Any], prefix: str = "edgeloop", visibility_timeout: int = 30
+) -> Resources:
+    """Buckets, tables, the uploads queue with its DLQ, S3 → SQS notifications, the KMS key."""
+    suffix = uuid.uuid4().hex[:8]
+    s3, ddb, sqs, kms = (client(s) for s in ("s3", "dynamodb", "sqs", "kms"))
+    buckets = {kind: f"{prefix}-{kind}-{suffix}" for kind in ("data", "artifacts", "registry")}
+    for bucket in buckets.values():
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    tables = {kind: f"{prefix}-{kind}-{suffix}" for kind in ("registry", "fleet", "idempotency")}
+    ddb.create_table(**registry_table_spec(tables["registry"]))
+    ddb.create_table(**fleet_table_spec(tables["fleet"]))
+    ddb.create_table(
+        TableName=tables["idempotency"],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dlq_url = sqs.create_queue(QueueName=f"{prefix}-uploads-dlq-{suffix}")["QueueUrl"]
+    dlq_arn = _queue_arn(sqs, dlq_url)
+    queue_url = sqs.create_queue(
+        QueueName=f"{prefix}-uploads-{suffix}",
+        Attributes={
+            "VisibilityTimeout": str(visibility_timeout),
+            "RedrivePolicy": (
+                f'{{"deadLetterTargetArn": "{dlq_arn}", "maxReceiveCount": "{MAX_RECEIVES}"}}'
+            ),
+        },
+    )["QueueUrl"]
+    queue_arn = _queue_arn(sqs, queue_url)
+    s3.put_bucket_notification_configuration(
+        Bucket=buckets["data"],
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": queue_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "data/"}]}},
+                }
+            ]
+        },
+    )
+    key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    return Resources(
+        data_bucket=buckets["data"],
+        artifact_bucket=buckets["artifacts"],
+        registry_bucket=buckets["registry"],
+        registry_table=tables["registry"],
+        fleet_table=tables["fleet"],
+        idempotency_table=tables["idempotency"],
+        queue_url=queue_url,
+        queue_arn=queue_arn,
+        dead_letter_url=dlq_url,
+        signing_key_id=key,
+    )
+
+
+def _queue_arn(sqs: Any, url: str) -> str:
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    arn: str = attributes["QueueArn"]
+    return arn
+
+
+class MotoServer:
+    """moto in server mode on a loopback port."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def provision(self, prefix: str = "edgeloop", visibility_timeout: int = 30) -> Resources:
+        return provision(self.client, prefix, visibility_timeout)
+
+    def stop(self) -> None:
+        self._server.stop()

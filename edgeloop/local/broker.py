@@ -1,0 +1,85 @@
+"""An embedded MQTT broker (amqtt) on loopback, in a thread of this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+class EmbeddedBroker:
+    kind = "amqtt"
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._broker: Any = None
+        self._thread: threading.Thread | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from amqtt.broker import Broker
+
+        loop = asyncio.new_event_loop()
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+        broker = Broker(config, loop=loop)
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(broker.start())
+            started.set()
+            loop.run_forever()
+
+        self._loop, self._broker = loop, broker
+        self._thread = threading.Thread(target=run, name="amqtt", daemon=True)
+        self._thread.start()
+        # broker.start() returns once the listener is bound; probing it with a bare
+        # TCP connection would only make amqtt log a failed session.
+        if not started.wait(10):
+            raise TimeoutError(f"amqtt did not start on 127.0.0.1:{self.port}")
+
+    def stop(self) -> None:
+        loop, broker = self._loop, self._broker
+        if loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(broker.shutdown(), loop)
+        # With clients still attached shutdown may not finish; stopping the loop ends them.
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError, OSError):
+            future.result(1)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(5)
+        self._loop = self._broker = None
+
+    def close(self) -> None:
+        self.stop()

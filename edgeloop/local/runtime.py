@@ -1,0 +1,139 @@
+"""The whole cloud side on one machine: `with LocalRuntime(...) as cloud:`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from edgeloop.contract import load_public_key, public_key_pem
+from edgeloop.local.aws import CREDENTIALS, MotoServer, Resources
+from edgeloop.local.broker import EmbeddedBroker
+from edgeloop.local.cdn import LocalCdn
+from edgeloop.local.router import EventRouter, Handler
+
+
+def reset_handler_caches() -> None:
+    """Forget every per-cold-start cache, as a new Lambda container would."""
+    from functions.announce import handler as announce_handler
+    from functions.common import clients, env, model_configs
+    from functions.presign import handler as presign_handler
+    from functions.retrain import handler as retrain_handler
+
+    for cached in (
+        env.cached_env,
+        clients.client,
+        clients.iot_data_client,
+        model_configs.load_model_configs,
+        retrain_handler.service,
+        announce_handler.rollouts,
+        presign_handler._publisher,
+    ):
+        cached.cache_clear()
+
+
+def _without_metrics(handler: Handler) -> Handler:
+    """Powertools keeps disabled metrics in memory and prints them once a metric has 100
+    values; locally nobody reads them, so they are dropped after each invocation."""
+    from functions.common.observability import metrics
+
+    def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        try:
+            return handler(event, context)
+        finally:
+            metrics.clear_metrics()
+
+    return invoke
+
+
+class LocalRuntime:
+    def __init__(
+        self,
+        model_configs: dict[str, str],
+        broker_url: str | None = None,
+        rollout: dict[str, str] | None = None,
+        batching_window: float = 1.0,
+        schedule_seconds: float = 1.0,
+    ) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="edgeloop-local-"))
+        self.config_dir = self.workdir / "models"
+        self.config_dir.mkdir()
+        for name, text in model_configs.items():
+            (self.config_dir / f"{name}.toml").write_text(text)
+        self._saved_env = dict(os.environ)
+        self.aws = MotoServer()
+        self.resources: Resources = self.aws.provision(visibility_timeout=20)
+        self.broker = None if broker_url else EmbeddedBroker()
+        self.broker_url = broker_url or self.broker.url  # type: ignore[union-attr]
+        self.cdn = LocalCdn(self.aws.client("s3"), self.resources.artifact_bucket)
+        os.environ.update(
+            {
+                **CREDENTIALS,
+                "AWS_ENDPOINT_URL": self.aws.endpoint,
+                **self.resources.function_env(),
+                "MODEL_CONFIG_DIR": str(self.config_dir),
+                "EDGELOOP_MQTT_URL": self.broker_url,
+                "POWERTOOLS_METRICS_DISABLED": "true",
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_LOG_LEVEL": "ERROR",
+                **(rollout or {}),
+            }
+        )
+        reset_handler_caches()
+        from functions.announce.handler import handler as announce
+        from functions.presign.handler import handler as presign
+        from functions.retrain.handler import handler as retrain
+        from functions.status.handler import handler as status
+
+        self.router = EventRouter(
+            self.aws.client("sqs"),
+            self.resources.queue_url,
+            self.resources.queue_arn,
+            self.broker_url,
+            {
+                name: _without_metrics(handler)
+                for name, handler in (
+                    ("retrain", retrain),
+                    ("presign", presign),
+                    ("status", status),
+                    ("announce", announce),
+                )
+            },
+            batching_window=batching_window,
+            schedule_seconds=schedule_seconds,
+        )
+        self.router.start()
+
+    def manifest_public_key(self) -> bytes:
+        der = self.aws.client("kms").get_public_key(KeyId=self.resources.signing_key_id)[
+            "PublicKey"
+        ]
+        return public_key_pem(load_public_key(der))
+
+    def client(self, service: str) -> Any:
+        return self.aws.client(service)
+
+    def close(self) -> None:
+        self.router.stop()
+        self.cdn.stop()
+        if self.broker is not None:
+            self.broker.close()
+        self.aws.stop()
+        reset_handler_caches()
+        os.environ.clear()
+        os.environ.update(self._saved_env)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> LocalRuntime:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
