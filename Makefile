@@ -54,7 +54,7 @@ lint: $(STAMP)
 
 test: $(STAMP) $(APT_STAMP) $(TFL214_STAMP) lint
 	PATH="$$PATH:/usr/sbin" EDGELOOP_TFLITE214_PYTHON=$(CURDIR)/$(TFL214)/bin/python \
-	  $(PY) -m pytest $(wildcard tests/unit tests/integration tests/infrastructure tests/e2e) $(PYTEST_ARGS)
+	  $(PY) -m pytest $(wildcard tests/unit tests/integration tests/infrastructure tests/security tests/faults tests/e2e) $(PYTEST_ARGS)
 
 # The default scenario (digits, 5 devices); the report lands in demo-report/.
 demo: $(STAMP)

@@ -100,3 +100,11 @@ _AWS_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "eu-west-1",
 }
+
+
+# Shared rigs: the local AWS (moto's server) with the stack's resources, and the
+# agent's update rig (artifact server, signed releases, store, interpreter).
+from tests.support_aws import cloud  # noqa: E402, F401
+from tests.support_infra import synthesized_template  # noqa: E402, F401
+from tests.support_rig import rig  # noqa: E402, F401
+from tests.support_world import world  # noqa: E402, F401

@@ -138,6 +138,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     with processor(records=event["Records"], handler=record_handler, lambda_context=context):
         processor.process()
     failed = {str(f["itemIdentifier"]) for f in processor.response()["batchItemFailures"]}
+    metrics.add_metric(name="FailedRecords", unit=MetricUnit.Count, value=len(failed))
 
     for model in sorted(set().union(*models_of.values())):
         try:

@@ -4,52 +4,35 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any
 
-import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 
 from edgeloop.contract import announcement
 from edgeloop.delta import PatchSpec, apply_checked
 from functions.common.registry import Registry
 from functions.retrain import handler as retrain
-from tests.integration.cloud.conftest import FakeLambdaContext, LocalCloud, npz_bytes
-
-
-def _digit_batches(count: int, start: int, rows: int) -> list[bytes]:
-    X, y = load_digits(return_X_y=True)
-    order = np.random.default_rng(0).permutation(len(X))
-    out = []
-    for i in range(count):
-        idx = order[start + i * rows : start + (i + 1) * rows]
-        out.append(npz_bytes(X[idx], y[idx]))
-    return out
-
-
-def _upload_round(cloud: LocalCloud, batches: list[bytes], round_no: int) -> dict[str, Any]:
-    for i, data in enumerate(batches):
-        cloud.put_batch("digits", f"pump-{i % 5}", f"{round_no:04d}{i:04d}.npz", data)
-    return cloud.receive_event(len(batches))
-
-
-def _registry(cloud: LocalCloud) -> Registry:
-    return Registry(cloud.client("dynamodb"), cloud.names["REGISTRY_TABLE"])
+from tests.support_aws import (
+    FakeLambdaContext,
+    LocalCloud,
+    digit_batches,
+    registry_of,
+    upload_round,
+)
 
 
 def test_fifty_uploads_for_one_model_trigger_exactly_one_run(cloud: LocalCloud) -> None:
-    event = _upload_round(cloud, _digit_batches(50, 0, 28), 1)
+    event = upload_round(cloud, digit_batches(50, 0, 28), 1)
     assert len(event["Records"]) >= 50
     response = retrain.handler(event, FakeLambdaContext())
     assert response == {"batchItemFailures": []}
-    runs = _registry(cloud).runs("digits")
+    runs = registry_of(cloud).runs("digits")
     assert len(runs) == 1
     assert runs[0]["rows"] == 50 * 28
 
 
 def test_a_promoted_model_is_published_signed_and_announced_to_canary(cloud: LocalCloud) -> None:
-    retrain.handler(_upload_round(cloud, _digit_batches(40, 0, 30), 1), FakeLambdaContext())
-    registry = _registry(cloud)
+    retrain.handler(upload_round(cloud, digit_batches(40, 0, 30), 1), FakeLambdaContext())
+    registry = registry_of(cloud)
     assert registry.runs("digits")[0]["decision"] == "promoted"
     assert registry.latest_version("digits") == 1
     s3 = cloud.client("s3")
@@ -70,8 +53,8 @@ def test_a_promoted_model_is_published_signed_and_announced_to_canary(cloud: Loc
 
 
 def test_a_second_promotion_ships_a_patch_from_the_first(cloud: LocalCloud) -> None:
-    retrain.handler(_upload_round(cloud, _digit_batches(20, 0, 30), 1), FakeLambdaContext())
-    retrain.handler(_upload_round(cloud, _digit_batches(20, 600, 40), 2), FakeLambdaContext())
+    retrain.handler(upload_round(cloud, digit_batches(20, 0, 30), 1), FakeLambdaContext())
+    retrain.handler(upload_round(cloud, digit_batches(20, 600, 40), 2), FakeLambdaContext())
     s3 = cloud.client("s3")
     bucket = cloud.names["ARTIFACT_BUCKET"]
     raw = s3.get_object(Bucket=bucket, Key="models/digits/2/manifest.json")["Body"].read()
@@ -89,83 +72,17 @@ def test_a_second_promotion_ships_a_patch_from_the_first(cloud: LocalCloud) -> N
     assert len(rebuilt) == manifest.artifact.size
 
 
-def test_redelivering_the_same_batch_changes_nothing(cloud: LocalCloud) -> None:
-    event = _upload_round(cloud, _digit_batches(30, 0, 30), 1)
-    retrain.handler(event, FakeLambdaContext())
-    published_before = len(cloud.published)
-    registry = _registry(cloud)
-    runs_before = registry.runs("digits")
-    assert registry.latest_version("digits") == 1
-    assert retrain.handler(event, FakeLambdaContext()) == {"batchItemFailures": []}
-    assert registry.latest_version("digits") == 1
-    assert registry.runs("digits") == runs_before
-    assert len(cloud.published) == published_before
-
-
-def test_a_poison_record_fails_alone(cloud: LocalCloud) -> None:
-    event = _upload_round(cloud, _digit_batches(10, 0, 30), 1)
-    poison = dict(event["Records"][0], messageId="poison-1", body="{not json")
-    foreign = dict(
-        event["Records"][0],
-        messageId="poison-2",
-        body=json.dumps(
-            {
-                "Records": [
-                    {
-                        "eventName": "ObjectCreated:Put",
-                        "s3": {
-                            "bucket": {"name": "x"},
-                            "object": {"key": "elsewhere/file.npz", "size": 1, "eTag": "e"},
-                        },
-                    }
-                ]
-            }
-        ),
-    )
-    event["Records"] = [poison, *event["Records"], foreign]
-    response = retrain.handler(event, FakeLambdaContext())
-    assert response == {
-        "batchItemFailures": [{"itemIdentifier": "poison-1"}, {"itemIdentifier": "poison-2"}]
-    }
-    assert _registry(cloud).runs("digits")[0]["rows"] == 300
-
-
-def test_malformed_uploads_are_quarantined_and_the_run_goes_on(cloud: LocalCloud) -> None:
-    good = _digit_batches(30, 0, 30)
-    bad = [npz_bytes(np.ones((5, 3)), np.ones(5)), b"not an npz file"]
-    for i, data in enumerate(good):
-        cloud.put_batch("digits", "pump-1", f"{i:08d}.npz", data)
-    for i, data in enumerate(bad):
-        cloud.put_batch("digits", "pump-2", f"9{i:07d}.npz", data)
-    response = retrain.handler(cloud.receive_event(len(good) + len(bad)), FakeLambdaContext())
-    assert response == {"batchItemFailures": []}
-    run = _registry(cloud).runs("digits")[0]
-    assert run["decision"] == "promoted"
-    assert sorted(q["reason"] for q in run["quarantined"]) == ["unreadable", "wrong_width"]
-    s3 = cloud.client("s3")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=cloud.names["DATA_BUCKET"])["Contents"]]
-    assert "quarantine/digits/pump-2/90000000.npz" in keys
-    reason = json.loads(
-        s3.get_object(
-            Bucket=cloud.names["DATA_BUCKET"],
-            Key="quarantine/digits/pump-2/90000000.npz.reason.json",
-        )["Body"].read()
-    )
-    assert reason["reason"] == "wrong_width"
-    assert "data/digits/pump-2/90000000.npz" not in keys
-
-
 def test_a_refused_gate_publishes_nothing(cloud: LocalCloud) -> None:
-    retrain.handler(_upload_round(cloud, _digit_batches(3, 0, 20), 1), FakeLambdaContext())
-    run = _registry(cloud).runs("digits")[0]
+    retrain.handler(upload_round(cloud, digit_batches(3, 0, 20), 1), FakeLambdaContext())
+    run = registry_of(cloud).runs("digits")[0]
     assert run["decision"] == "refused"
     assert "below the threshold" in run["reason"]
-    assert _registry(cloud).latest_version("digits") == 0
+    assert registry_of(cloud).latest_version("digits") == 0
     assert cloud.published == []
 
 
 def test_racing_retrains_never_claim_the_same_version(cloud: LocalCloud) -> None:
-    registry = _registry(cloud)
+    registry = registry_of(cloud)
     claimed: list[int] = []
     lock = threading.Lock()
 
@@ -189,7 +106,7 @@ def test_racing_retrains_never_claim_the_same_version(cloud: LocalCloud) -> None
 def test_a_transient_failure_sends_the_records_back_and_keeps_the_uploads(
     cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    event = _upload_round(cloud, _digit_batches(10, 0, 30), 1)
+    event = upload_round(cloud, digit_batches(10, 0, 30), 1)
     service = retrain.service()
 
     def flaky(model: str) -> None:
@@ -200,16 +117,16 @@ def test_a_transient_failure_sends_the_records_back_and_keeps_the_uploads(
     assert {f["itemIdentifier"] for f in response["batchItemFailures"]} == {
         r["messageId"] for r in event["Records"] if "Records" in json.loads(r["body"])
     }
-    assert len(_registry(cloud).pending_uploads("digits")) == 10
+    assert len(registry_of(cloud).pending_uploads("digits")) == 10
     monkeypatch.undo()
     # Redelivered: the uploads are still pending, so the run happens now.
     assert retrain.handler(event, FakeLambdaContext()) == {"batchItemFailures": []}
-    assert _registry(cloud).runs("digits")[0]["decision"] == "promoted"
+    assert registry_of(cloud).runs("digits")[0]["decision"] == "promoted"
 
 
 def test_rollback_ships_old_weights_as_a_higher_version(cloud: LocalCloud) -> None:
-    retrain.handler(_upload_round(cloud, _digit_batches(20, 0, 30), 1), FakeLambdaContext())
-    retrain.handler(_upload_round(cloud, _digit_batches(20, 600, 40), 2), FakeLambdaContext())
+    retrain.handler(upload_round(cloud, digit_batches(20, 0, 30), 1), FakeLambdaContext())
+    retrain.handler(upload_round(cloud, digit_batches(20, 600, 40), 2), FakeLambdaContext())
     result = retrain.handler(
         {"action": "rollback", "model": "digits", "to_version": 1}, FakeLambdaContext()
     )
@@ -239,9 +156,9 @@ def test_a_failed_announcement_is_made_good_by_the_schedule(
         raise ConnectionError("IoT data plane unreachable")
 
     monkeypatch.setattr(service.retrainer, "announce", broker_down)
-    event = _upload_round(cloud, _digit_batches(30, 0, 30), 1)
+    event = upload_round(cloud, digit_batches(30, 0, 30), 1)
     retrain.handler(event, FakeLambdaContext())
-    assert _registry(cloud).latest_version("digits") == 1
+    assert registry_of(cloud).latest_version("digits") == 1
     assert cloud.announcements(announcement("digits", "canary")) == []
     announce.handler({}, FakeLambdaContext())
     [announced] = cloud.announcements(announcement("digits", "canary"))

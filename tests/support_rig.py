@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge.download import Fetcher
@@ -14,7 +15,7 @@ from edge.store import ModelStore
 from edge.updater import Updater
 from edgeloop.contract import TensorSpec, TrustedKeys
 from tests.support_http import ArtifactServer, artifact_server
-from tests.support_release import Releases
+from tests.support_release import Releases, vibration_runs
 
 
 @dataclass
@@ -54,3 +55,19 @@ class Rig:
 def rig(tmp_path: Path) -> Iterator[Rig]:
     with artifact_server() as server:
         yield Rig(tmp_path, server, Releases(server), ModelStore(tmp_path / "models"), Scorer(0.6))
+
+
+def install_v1(rig: Rig) -> None:
+    v1, _, _ = vibration_runs()
+    assert rig.updater().handle(rig.releases.release(1, v1)).step == "succeeded"
+    assert rig.scorer.model is not None
+    rig.reports.clear()
+
+
+def assert_serving(rig: Rig, version: int) -> None:
+    model = rig.scorer.model
+    assert model is not None
+    assert model.version == version
+    assert rig.store.current() is not None
+    assert rig.store.current().version == version  # type: ignore[union-attr]
+    assert model.runtime.predict(np.zeros((2, 8), dtype=np.float32)).shape == (2,)

@@ -17,12 +17,18 @@ import boto3
 import numpy as np
 import pytest
 import requests
+from sklearn.datasets import load_digits
 
 from edge.uploads import encode_batch
 from edgeloop.contract import TrustedKeys, load_public_key
 from edgeloop.local.aws import provision
 from edgeloop.local.router import sqs_event
 from edgeloop.local.runtime import reset_handler_caches
+from functions.announce.rollout import start_rollout
+from functions.common.registry import Registry
+from functions.common.rules import TOPIC_THING
+from functions.presign import handler as presign
+from functions.status import handler as status
 from tests.factories import digits_toml
 
 DIGITS_TOML = digits_toml(threshold=0.9, min_improvement=0.0)
@@ -148,3 +154,70 @@ def cloud(
 
 def npz_bytes(X: np.ndarray, y: np.ndarray | None = None) -> bytes:
     return encode_batch(X, y)
+
+
+def digit_batches(count: int, start: int, rows: int) -> list[bytes]:
+    X, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(X))
+    out = []
+    for i in range(count):
+        idx = order[start + i * rows : start + (i + 1) * rows]
+        out.append(npz_bytes(X[idx], y[idx]))
+    return out
+
+
+def upload_round(cloud: LocalCloud, batches: list[bytes], round_no: int) -> dict[str, Any]:
+    for i, data in enumerate(batches):
+        cloud.put_batch("digits", f"pump-{i % 5}", f"{round_no:04d}{i:04d}.npz", data)
+    return cloud.receive_event(len(batches))
+
+
+def registry_of(cloud: LocalCloud) -> Registry:
+    return Registry(cloud.client("dynamodb"), cloud.names["REGISTRY_TABLE"])
+
+
+def report_status(topic_thing: str, **fields: Any) -> dict[str, Any]:
+    report = {"model": "vibration", "version": 2, "health": "healthy", "ring": "canary", **fields}
+    result: dict[str, Any] = status.handler(
+        {**report, TOPIC_THING: topic_thing}, FakeLambdaContext()
+    )
+    return result
+
+
+def start_test_rollout(
+    cloud: LocalCloud, version: int = 2, previous_manifest: bytes | None = None
+) -> Registry:
+    registry = Registry(cloud.client("dynamodb"), cloud.names["REGISTRY_TABLE"])
+    s3 = cloud.client("s3")
+    bucket = cloud.names["ARTIFACT_BUCKET"]
+    from functions.common.publisher import publisher_from_env
+
+    if previous_manifest is not None:
+        s3.put_object(
+            Bucket=bucket,
+            Key=f"models/vibration/{version - 1}/manifest.json",
+            Body=previous_manifest,
+        )
+        registry.put_rollout(
+            "vibration",
+            {"version": version - 1, "state": "all", "started_at": "2026-01-01T00:00:00Z"},
+            expect_state=None,
+        )
+    s3.put_object(
+        Bucket=bucket, Key=f"models/vibration/{version}/manifest.json", Body=b"manifest-v2"
+    )
+    start_rollout(registry, publisher_from_env(), "vibration", version, b"manifest-v2")
+    return registry
+
+
+def ask_presign(topic_thing: str, **request: object) -> dict[str, object]:
+    event = {
+        "request_id": "r-1",
+        "model": "digits",
+        "content_type": "application/x-npz",
+        "size": 4096,
+        **request,
+        TOPIC_THING: topic_thing,
+    }
+    answer: dict[str, object] = presign.handler(event, FakeLambdaContext())
+    return answer

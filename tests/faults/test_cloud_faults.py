@@ -1,0 +1,161 @@
+"""Faults on the cloud side: redelivered, concurrent and poison notifications; aborted rollouts.
+
+Cases from the reliability and security issue, numbered as there.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from edgeloop.contract import announcement
+from edgeloop.local.router import sqs_event
+from functions.retrain import handler as retrain
+from tests.support_aws import (
+    FakeLambdaContext,
+    LocalCloud,
+    digit_batches,
+    registry_of,
+    report_status,
+    start_test_rollout,
+    upload_round,
+)
+
+
+def test_an_aborted_rollout_leaves_devices_not_yet_updated_where_they_are(
+    cloud: LocalCloud,
+) -> None:
+    """Case 13 (and case 10's second half: rolled_back reports count as failures)."""
+    registry = start_test_rollout(cloud, previous_manifest=b"manifest-v1")
+    report_status("pump-1")
+    report_status("pump-2", version=1, step="failed", target_version=2, health="degraded")
+    assert (
+        report_status("pump-3", version=1, step="rolled_back", target_version=2)["rollout"]
+        == "aborted"
+    )
+    rollout = registry.rollout("vibration")
+    assert rollout is not None
+    assert (rollout["state"], rollout["failed"], rollout["healthy"]) == ("aborted", 2, 1)
+    assert cloud.announcements(announcement("vibration", "all")) == []
+    # Canary devices not yet updated are offered what everyone else runs again.
+    assert cloud.announcements(announcement("vibration", "canary"))[-1]["payload"] == b"manifest-v1"
+    # An aborted rollout is final: later healthy reports do not revive it.
+    report_status("pump-4")
+    report_status("pump-5")
+    assert cloud.announcements(announcement("vibration", "all")) == []
+
+
+def test_a_duplicate_s3_notification_is_a_no_op(cloud: LocalCloud) -> None:
+    """Case 14."""
+    event = upload_round(cloud, digit_batches(30, 0, 30), 1)
+    retrain.handler(event, FakeLambdaContext())
+    published_before = len(cloud.published)
+    registry = registry_of(cloud)
+    runs_before = registry.runs("digits")
+    assert registry.latest_version("digits") == 1
+    assert retrain.handler(event, FakeLambdaContext()) == {"batchItemFailures": []}
+    assert registry.latest_version("digits") == 1
+    assert registry.runs("digits") == runs_before
+    assert len(cloud.published) == published_before
+
+
+def test_a_poison_record_fails_alone_while_its_batch_mates_succeed(cloud: LocalCloud) -> None:
+    """Case 14."""
+    event = upload_round(cloud, digit_batches(10, 0, 30), 1)
+    poison = dict(event["Records"][0], messageId="poison-1", body="{not json")
+    foreign = dict(
+        event["Records"][0],
+        messageId="poison-2",
+        body=json.dumps(
+            {
+                "Records": [
+                    {
+                        "eventName": "ObjectCreated:Put",
+                        "s3": {
+                            "bucket": {"name": "x"},
+                            "object": {"key": "elsewhere/file.npz", "size": 1, "eTag": "e"},
+                        },
+                    }
+                ]
+            }
+        ),
+    )
+    event["Records"] = [poison, *event["Records"], foreign]
+    response = retrain.handler(event, FakeLambdaContext())
+    assert response == {
+        "batchItemFailures": [{"itemIdentifier": "poison-1"}, {"itemIdentifier": "poison-2"}]
+    }
+    assert registry_of(cloud).runs("digits")[0]["rows"] == 300
+
+
+def test_a_concurrent_duplicate_is_held_off_until_the_first_finishes(
+    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Case 14: the same notification in flight twice registers its upload once."""
+    event = upload_round(cloud, digit_batches(1, 0, 30), 1)
+    service = retrain.service()
+    original = service.retrainer.register
+    entered, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def slow_register(upload: Any) -> dict[str, Any]:
+        calls.append(upload.key)
+        entered.set()
+        release.wait(10)
+        return original(upload)
+
+    monkeypatch.setattr(service.retrainer, "register", slow_register)
+    first: dict[str, Any] = {}
+    worker = threading.Thread(
+        target=lambda: first.update(retrain.handler(event, FakeLambdaContext()))
+    )
+    worker.start()
+    assert entered.wait(10)
+    second = retrain.handler(event, FakeLambdaContext())
+    upload_ids = {r["messageId"] for r in event["Records"] if "Records" in json.loads(r["body"])}
+    assert {f["itemIdentifier"] for f in second["batchItemFailures"]} == upload_ids
+    release.set()
+    worker.join(30)
+    assert first == {"batchItemFailures": []}
+    assert len(calls) == 1
+    assert len(registry_of(cloud).runs("digits")) == 1
+
+
+def test_a_poison_record_ends_in_the_dead_letter_queue(cloud: LocalCloud) -> None:
+    """Case 14: redelivered until maxReceiveCount, then SQS moves it to the DLQ."""
+    sqs = cloud.client("sqs")
+    url = cloud.names["QUEUE_URL"]
+    sqs.send_message(QueueUrl=url, MessageBody="{this is not an S3 event")
+    for i, data in enumerate(digit_batches(3, 0, 30)):
+        cloud.put_batch("digits", "pump-1", f"{i:08d}.npz", data)
+    handled = 0
+    for _ in range(20):
+        response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"])
+        messages = response.get("Messages", [])
+        if not messages:
+            break
+        event = sqs_event(messages, "arn:aws:sqs:eu-west-1:123456789012:uploads")
+        failed = {
+            f["itemIdentifier"]
+            for f in retrain.handler(event, FakeLambdaContext())["batchItemFailures"]
+        }
+        handled += 1
+        for m in messages:
+            if m["MessageId"] in failed:
+                sqs.change_message_visibility(
+                    QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+                )
+            else:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    dead_url = sqs.get_queue_url(
+        QueueName=cloud.names["QUEUE_URL"].rsplit("/", 1)[1].replace("-uploads-", "-uploads-dlq-")
+    )["QueueUrl"]
+    dead = sqs.receive_message(QueueUrl=dead_url, MaxNumberOfMessages=10).get("Messages", [])
+    assert [m["Body"] for m in dead] == ["{this is not an S3 event"]
+    runs = registry_of(cloud).runs("digits")
+    assert len(runs) == 1
+    assert runs[0]["rows"] == 90
+    assert handled >= 5

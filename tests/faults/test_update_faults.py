@@ -1,0 +1,133 @@
+"""Faults on the update path: slow or lost network, power cuts, full disks, bad models.
+
+Cases from the reliability and security issue, numbered as there.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from edge.updater import UpdateAbandoned
+from tests.support_http import Fault
+from tests.support_release import vibration_runs, with_fields
+from tests.support_rig import Rig, assert_serving, install_v1
+
+
+def test_a_stalled_cdn_times_out_after_bounded_retries_and_the_old_model_serves(rig: Rig) -> None:
+    """Case 7."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    raw = rig.releases.release(2, v2)
+    rig.server.faults["models/vibration/2/model.tflite"] = Fault(stall_after=100)
+    rig.timeout = 0.3
+    result = rig.updater().handle(raw)
+    assert result.step == "failed"
+    assert "DownloadFailed" in result.detail
+    assert "gave up after 3 attempts" in result.detail
+    assert_serving(rig, 1)
+
+
+def test_network_loss_mid_download_resumes_where_it_stopped(rig: Rig) -> None:
+    """Case 8."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    raw = rig.releases.release(2, v2)
+    rig.server.faults["models/vibration/2/model.tflite"] = Fault(drop_after=1000)
+    assert rig.updater().handle(raw).step == "succeeded"
+    ranges = [r for p, r in rig.server.requests if p == "models/vibration/2/model.tflite"]
+    assert ranges == [None, "bytes=1000-"]
+    assert_serving(rig, 2)
+
+
+@pytest.mark.parametrize(
+    "step", ["received", "verified", "downloading", "patching", "checking", "swapped", "persisted"]
+)
+def test_power_loss_at_any_step_restarts_on_a_complete_model(rig: Rig, step: str) -> None:
+    """Case 9: the process stops dead at `step`; a new store is opened as on boot."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    raw = rig.releases.release(2, v2, bases=[1])
+    rig.crash_at = step
+    with pytest.raises(UpdateAbandoned):
+        rig.updater().handle(raw)
+    restarted = rig.reopen().current()
+    assert restarted is not None
+    expected = 2 if step == "persisted" else 1
+    assert restarted.version == expected
+    assert len(restarted.model) == restarted.manifest.artifact.size
+    # The restarted agent, given the retained announcement again, completes the update.
+    rig.store = rig.reopen()
+    rig.crash_at = None
+    if expected == 1:
+        from edge.runtime import CompiledModel
+        from edge.scoring import LoadedModel
+
+        rig.scorer.swap(LoadedModel(restarted.manifest, CompiledModel(restarted.model)))
+        assert rig.updater().handle(raw).step == "succeeded"
+    assert_serving(rig, 2)
+
+
+def test_the_same_version_announced_again_is_a_no_op_reported_as_installed(rig: Rig) -> None:
+    """Case 11."""
+    install_v1(rig)
+    v1, _, _ = vibration_runs()
+    result = rig.updater().handle(rig.releases.release(1, v1))
+    assert result.step == "already_installed"
+    assert rig.steps() == ["received", "already_installed"]
+    assert_serving(rig, 1)
+
+
+def test_a_full_disk_while_staging_fails_before_the_swap(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Case 12."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    raw = rig.releases.release(2, v2)
+
+    def disk_full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rig.store, "stage", disk_full)
+    result = rig.updater().handle(raw)
+    assert result.step == "failed"
+    assert "StagingFailed" in result.detail
+    assert "No space left on device" in result.detail
+    assert "swapped" not in rig.steps()
+    assert_serving(rig, 1)
+
+
+def test_a_failed_health_check_before_the_swap_is_refused(rig: Rig) -> None:
+    """Case 10 (its first half: the check runs before the swap)."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+
+    def wrong_golden(manifest):  # type: ignore[no-untyped-def]
+        check = manifest.health_checks[0]
+        bad = tuple(tuple(v + 1.0 for v in row) for row in check.expected)
+        return with_fields(health_checks=(type(check)(check.inputs, bad, check.tolerance),))(
+            manifest
+        )
+
+    result = rig.updater().handle(rig.releases.release(2, v2, mutate=wrong_golden))
+    assert result.step == "failed"
+    assert "HealthCheckFailed" in result.detail
+    assert_serving(rig, 1)
+
+
+def test_a_torn_model_file_after_power_loss_falls_back_to_the_previous_complete_model(
+    rig: Rig,
+) -> None:
+    """Case 9: the disk lost the tail of the newest model; boot runs the previous one."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    assert rig.updater().handle(rig.releases.release(2, v2, bases=[1])).step == "succeeded"
+    model_file = rig.store.versions / "2" / "model.tflite"
+    data = model_file.read_bytes()
+    model_file.write_bytes(data[: len(data) // 2])
+    restarted = rig.reopen().current()
+    assert restarted is not None
+    assert restarted.version == 1
+    assert len(restarted.model) == restarted.manifest.artifact.size

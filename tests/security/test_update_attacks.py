@@ -1,0 +1,181 @@
+"""Attacks on the update path: each refused, the old model still serving.
+
+Cases from the reliability and security issue, numbered as there.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from edgeloop.contract import DeltaRef, LocalSigner, TensorSpec, sha256_hex
+from edgeloop.delta import make_patch
+from tests.support_http import Fault
+from tests.support_release import vibration_runs, with_fields
+from tests.support_rig import Rig, assert_serving, install_v1
+
+
+@pytest.mark.parametrize("target", ["artifact", "patch"])
+def test_a_tampered_artifact_or_patch_is_rejected_and_nothing_is_cached(
+    rig: Rig, target: str
+) -> None:
+    """Case 1."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    raw = rig.releases.release(2, v2, bases=[1] if target == "patch" else [])
+    for path in [p for p in rig.server.files if p.startswith("models/vibration/2/")]:
+        data = bytearray(rig.server.files[path])
+        data[len(data) // 2] ^= 0xFF
+        rig.server.files[path] = bytes(data)
+    result = rig.updater().handle(raw)
+    assert result.step == "failed"
+    assert "HashMismatch" in result.detail
+    if target == "patch":
+        # A bad patch falls back to the full artifact, which is tampered too.
+        assert rig.server.served("models/vibration/2/model.tflite") >= 1
+    assert_serving(rig, 1)
+    assert list(rig.store.staging.iterdir()) == []
+    assert sorted(p.name for p in rig.store.versions.iterdir()) == ["1"]
+
+
+def test_endless_data_is_cut_off_at_the_declared_length(rig: Rig) -> None:
+    """Case 2."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    raw = rig.releases.release(2, v2)
+    rig.server.faults["models/vibration/2/model.tflite"] = Fault(extra=b"\0" * 10_000_000)
+    result = rig.updater().handle(raw)
+    assert result.step == "failed"
+    assert "sends more than the" in result.detail
+    assert_serving(rig, 1)
+    assert list(rig.store.staging.iterdir()) == []
+
+
+@pytest.mark.parametrize("version", [0, 1])
+def test_a_rollback_attack_with_a_lower_or_equal_version_is_refused(rig: Rig, version: int) -> None:
+    """Case 3: validly signed, but not newer than what runs."""
+    v1, _, _ = vibration_runs()
+    rig.updater().handle(rig.releases.release(2, v1))
+    rig.reports.clear()
+    result = rig.updater().handle(rig.releases.release(max(version, 1), v1))
+    assert result.step == "failed"
+    assert "VersionNotNewer" in result.detail
+    assert_serving(rig, 2)
+
+
+def test_a_freeze_attack_with_an_expired_manifest_is_refused_and_status_says_why(rig: Rig) -> None:
+    """Case 4."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    stale = datetime.now(UTC) - timedelta(days=3)
+    result = rig.updater().handle(rig.releases.release(2, v2, now=stale))
+    assert result.step == "failed"
+    assert "ManifestExpired" in result.detail
+    step, _, detail = rig.reports[-1]
+    assert step == "failed"
+    assert "expired at" in detail  # the status report says why
+    assert_serving(rig, 1)
+
+
+def test_a_manifest_signed_by_the_wrong_key_is_refused(rig: Rig) -> None:
+    """Case 5."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    result = rig.updater().handle(rig.releases.release(2, v2, signer=LocalSigner.generate()))
+    assert result.step == "failed"
+    assert "UnknownKey" in result.detail
+    assert_serving(rig, 1)
+    assert rig.server.served("models/vibration/2/model.tflite") == 0
+
+
+def test_a_model_for_other_inputs_is_refused(rig: Rig) -> None:
+    """Case 6: the input spec does not fit this device."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    raw = rig.releases.release(2, v2, mutate=with_fields(input=TensorSpec(shape=(-1, 9))))
+    result = rig.updater().handle(raw)
+    assert result.step == "failed"
+    assert "InputSpecMismatch" in result.detail
+    assert_serving(rig, 1)
+
+
+def test_an_unsigned_manifest_is_refused(rig: Rig) -> None:
+    """Case 5."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    unsigned = json.loads(rig.releases.release(2, v2))
+    del unsigned["signature"]
+    result = rig.updater().handle(json.dumps(unsigned).encode())
+    assert result.step == "failed"
+    assert "SignatureInvalid" in result.detail
+    assert "unsigned" in result.detail
+    assert_serving(rig, 1)
+
+
+def test_a_signature_over_different_bytes_is_refused(rig: Rig) -> None:
+    """Case 5: a genuine signature moved onto another manifest."""
+    install_v1(rig)
+    _, v2, v3 = vibration_runs()
+    genuine = json.loads(rig.releases.release(2, v2))
+    other = json.loads(rig.releases.release(3, v3))
+    other["signature"] = genuine["signature"]
+    result = rig.updater().handle(json.dumps(other).encode())
+    assert result.step == "failed"
+    assert "altered after signing" in result.detail
+    assert rig.server.served("models/vibration/3/model.tflite") == 0
+    assert_serving(rig, 1)
+
+
+def test_an_artifact_that_disagrees_with_the_manifest_hash_is_refused(rig: Rig) -> None:
+    """Case 6: a validly signed manifest, another (real, loadable) model at its path."""
+    install_v1(rig)
+    v1, v2, _ = vibration_runs()
+    raw = rig.releases.release(2, v2)
+    assert v1.tflite is not None
+    rig.server.files["models/vibration/2/model.tflite"] = v1.tflite
+    result = rig.updater().handle(raw)
+    assert result.step == "failed"
+    assert "HashMismatch" in result.detail or "SizeMismatch" in result.detail
+    assert_serving(rig, 1)
+
+
+def test_a_patch_made_against_another_base_falls_back_to_the_full_artifact(rig: Rig) -> None:
+    """Case 6: the delta names the installed model as its base, but was made from another."""
+    install_v1(rig)
+    _, v2, v3 = vibration_runs()
+    assert v2.tflite is not None
+    assert v3.tflite is not None
+    installed = rig.store.current()
+    assert installed is not None
+    foreign = make_patch(v3.tflite, v2.tflite, "bsdiff4")
+    path = "models/vibration/2/from-1.bsdiff4"
+    rig.server.files[path] = foreign
+    claim = DeltaRef(
+        1, installed.manifest.artifact.sha256, "bsdiff4", path, sha256_hex(foreign), len(foreign)
+    )
+    raw = rig.releases.release(2, v2, mutate=with_fields(deltas=(claim,)))
+    result = rig.updater().handle(raw)
+    assert result.step == "succeeded", result.detail
+    assert rig.server.served(path) == 1
+    assert rig.server.served("models/vibration/2/model.tflite") == 1
+    fallbacks = [d for step, _, d in rig.reports if step == "downloading" and "patch unusable" in d]
+    assert len(fallbacks) == 1
+    assert "HashMismatch" in fallbacks[0] or "patched model" in fallbacks[0]
+    assert_serving(rig, 2)
+
+
+def test_patches_only_for_bases_this_device_lacks_are_never_fetched(rig: Rig) -> None:
+    """Case 6: the wrong base is noticed before any patch byte is downloaded."""
+    install_v1(rig)
+    _, v2, v3 = vibration_runs()
+    assert v3.tflite is not None
+    rig.releases.models[7] = v3.tflite  # a version this device never had
+    raw = rig.releases.release(2, v2, bases=[7])
+    assert json.loads(raw)["deltas"]
+    result = rig.updater().handle(raw)
+    assert result.step == "succeeded", result.detail
+    assert [p for p, _ in rig.server.requests if "/from-" in p] == []
+    assert rig.server.served("models/vibration/2/model.tflite") == 1
+    assert_serving(rig, 2)
