@@ -19,6 +19,8 @@ help:
 	@echo "make bench  - benchmarks, results in bench/results/ and the README table"
 	@echo "make synth  - synthesize the CDK stack (no Docker, no AWS credentials)"
 	@echo "make lint   - ruff and mypy only"
+	@echo "make fuzz   - the fuzzing properties at a long budget"
+	@echo "make soak   - 1,000 agents through three updates and a broker restart"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -74,6 +76,15 @@ $(CDK):
 synth: $(STAMP) $(CDK)
 	$(CDK) synth --quiet --no-notices
 	@echo "template: cdk.out/edgeloop.template.json"
+
+# The fuzzing properties of tests/security at 20,000 examples each (CI runs 60).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/security/test_fuzz.py -q
+
+# 1,000 real agents, three model updates and a broker restart (not in CI).
+SOAK_AGENTS ?= 1000
+soak: $(STAMP) $(APT_STAMP)
+	PATH="$$PATH:/usr/sbin" $(PY) -m bench.soak --agents $(SOAK_AGENTS)
 
 clean:
 	rm -rf $(VENV) $(TFL214) .tools cdk.out .mypy_cache .ruff_cache .pytest_cache

@@ -35,6 +35,8 @@ from edgeloop.contract import TensorSpec, TrustedKeys
 from edgeloop.contract.status import StatusReport
 
 MAX_EVENTS_PER_SECOND = 20
+RETRY_MIN_SECONDS = 5.0
+RETRY_MAX_SECONDS = 600.0
 DRIFT_WINDOW = 1000
 
 
@@ -163,13 +165,26 @@ class Agent:
             self._pending_ready.notify_all()
 
     def _update_worker(self) -> None:
+        delay = RETRY_MIN_SECONDS
         while not self._stop.is_set():
             with self._pending_ready:
                 while self._pending is None and not self._stop.is_set():
                     self._pending_ready.wait(0.5)
                 raw, self._pending = self._pending, None
-            if raw is not None:
-                self.updater.handle(raw)
+            if raw is None:
+                continue
+            result = self.updater.handle(raw)
+            if not result.retryable:
+                delay = RETRY_MIN_SECONDS
+                continue
+            # The CDN or the disk failed: try the same announcement again after a
+            # jittered, growing pause, unless a newer one arrives first.
+            if self._stop.wait(random.uniform(delay / 2, delay)):
+                return
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+            with self._pending_ready:
+                if self._pending is None:
+                    self._pending = raw
 
     def _update_step(self, step: str, version: int | None, detail: str) -> None:
         self.step, self.target_version, self.detail = step, version, detail

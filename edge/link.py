@@ -101,7 +101,9 @@ class Link:
                 continue
             started = time.monotonic()
             while not self._stop.is_set():
-                if self._client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
+                # paho wakes the select itself when another thread publishes, so a long
+                # timeout costs nothing but keeps an idle agent from spinning.
+                if self._client.loop(timeout=1.0) != mqtt.MQTT_ERR_SUCCESS:
                     break
             self._is_connected.clear()
             if time.monotonic() - started > STABLE_SECONDS:

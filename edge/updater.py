@@ -51,6 +51,10 @@ class UpdateResult:
     step: str  # succeeded | failed | already_installed
     version: int | None
     detail: str
+    # The CDN or the disk failed, not the manifest or the model: the same
+    # announcement may succeed later. A retained announcement arrives once per
+    # subscription, so the agent retries it itself.
+    retryable: bool = False
 
 
 class Updater:
@@ -132,7 +136,9 @@ class Updater:
     def _failed(self, version: int | None, exc: BaseException) -> UpdateResult:
         detail = f"{type(exc).__name__}: {exc}"
         self.report("failed", version, detail)
-        return UpdateResult("failed", version, detail)
+        return UpdateResult(
+            "failed", version, detail, isinstance(exc, DownloadFailed | StagingFailed)
+        )
 
     def _obtain(self, manifest: Manifest, current: LoadedModel | None) -> bytes:
         """A patch against the installed model when one fits, else the full artifact."""

@@ -148,7 +148,7 @@ class Uploader:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            path = self.queue.oldest(timeout=0.2)
+            path = self.queue.oldest(timeout=1.0)
             if path is None:
                 continue
             try:

@@ -57,10 +57,28 @@ def make_patch(old: bytes, new: bytes, codec: str) -> bytes:
     raise ValueError(f"unknown patch codec {codec!r}; use one of {', '.join(CODECS)}")
 
 
+def _bsdiff_new_size(patch: bytes) -> int:
+    """The result size a BSDIFF40 header declares (sign-magnitude little-endian)."""
+    if len(patch) < 32 or patch[:8] != b"BSDIFF40":
+        raise PatchCorrupt("not a BSDIFF40 patch (bad magic or a header shorter than 32 bytes)")
+    raw = bytearray(patch[24:32])
+    negative = bool(raw[7] & 0x80)
+    raw[7] &= 0x7F
+    size = int.from_bytes(raw, "little")
+    return -size if negative else size
+
+
 def apply_patch(old: bytes, patch: bytes, codec: str, max_size: int = MAX_MODEL_BYTES) -> bytes:
     """Apply a patch; corrupt input raises PatchCorrupt, never anything else."""
     try:
         if codec == "bsdiff4":
+            # bsdiff4 allocates the declared size up front: a forged header must
+            # not make a device allocate gigabytes.
+            declared = _bsdiff_new_size(patch)
+            if not 0 <= declared <= max_size:
+                raise PatchCorrupt(
+                    f"bsdiff4 patch declares {declared} bytes, over the {max_size} cap"
+                )
             out = bytes(bsdiff4.patch(old, patch))
         elif codec == "zstd":
             dictionary = zstandard.ZstdCompressionDict(

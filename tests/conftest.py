@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import settings
 
 from edgeloop.contract import (
     ArtifactRef,
@@ -18,6 +19,11 @@ from edgeloop.contract import (
     TrustedKeys,
     sha256_hex,
 )
+
+# CI keeps fuzzing cheap; `make fuzz` selects the long profile.
+settings.register_profile("ci", max_examples=60, deadline=None)
+settings.register_profile("fuzz", max_examples=20_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 NOW = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
 

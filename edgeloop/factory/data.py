@@ -141,7 +141,10 @@ def _read_csv(data: bytes, config: ModelConfig) -> tuple[Any, Any]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise _Reject("unreadable", f"CSV is not UTF-8 (byte {exc.start})") from exc
-    rows = list(csv.reader(io.StringIO(text)))
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise _Reject("unreadable", f"not a readable CSV file: {exc}") from exc
     if not rows:
         raise _Reject("empty", "the CSV file is empty")
     header = [h.strip() for h in rows[0]]

@@ -72,7 +72,12 @@ class EventRouter:
         batching_window: float = 1.0,
         batch_size: int = 100,
         schedule_seconds: float = 2.0,
+        status_rule: bool = True,
+        rule_concurrency: int = 8,
     ) -> None:
+        self.rule_topics = [("edgeloop/things/+/upload/request", 1)]
+        if status_rule:
+            self.rule_topics.append(("edgeloop/things/+/status", 1))
         self.sqs, self.queue_url, self.queue_arn = sqs, queue_url, queue_arn
         self.handlers = handlers
         self.batching_window, self.batch_size = batching_window, batch_size
@@ -83,11 +88,9 @@ class EventRouter:
         self._stop = threading.Event()
         # One lock per event source: like separate Lambda functions, a long retrain
         # does not hold up upload requests or status reports.
-        self._busy = {
-            "sqs": threading.Lock(),
-            "rules": threading.Lock(),
-            "schedule": threading.Lock(),
-        }
+        self._busy = {"sqs": threading.Lock(), "schedule": threading.Lock()}
+        self._rules_running = 0
+        self._rules_lock = threading.Lock()
         parsed = urlparse(broker_url)
         self._mqtt = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"edgeloop-rules-{uuid.uuid4().hex[:6]}"
@@ -95,10 +98,15 @@ class EventRouter:
         self._mqtt.on_connect = self._subscribe
         self._mqtt.on_message = self._route
         self._mqtt.connect(parsed.hostname or "127.0.0.1", parsed.port or 1883)
+        # Rule actions run concurrently, as Lambda scales a function out; the SQS
+        # source stays at concurrency 1 here (the stack caps retrain at 2).
         self._threads = [
             threading.Thread(target=self._poll_queue, name="router-sqs", daemon=True),
-            threading.Thread(target=self._run_rules, name="router-rules", daemon=True),
             threading.Thread(target=self._schedule, name="router-schedule", daemon=True),
+            *(
+                threading.Thread(target=self._run_rules, name=f"router-rules-{i}", daemon=True)
+                for i in range(rule_concurrency)
+            ),
         ]
 
     def start(self) -> None:
@@ -116,7 +124,7 @@ class EventRouter:
     # --- IoT rules -------------------------------------------------------------------
 
     def _subscribe(self, client: mqtt.Client, *_: Any) -> None:
-        client.subscribe([("edgeloop/things/+/upload/request", 1), ("edgeloop/things/+/status", 1)])
+        client.subscribe(self.rule_topics)
 
     def _route(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         thing = thing_of(message.topic)
@@ -136,9 +144,14 @@ class EventRouter:
                 name, event = self._rules.get(timeout=0.2)
             except queue.Empty:
                 continue
-            with self._busy["rules"]:
+            with self._rules_lock:
+                self._rules_running += 1
+            try:
                 self._invoke(name, event)
-            self._rules.task_done()
+            finally:
+                with self._rules_lock:
+                    self._rules_running -= 1
+                self._rules.task_done()
 
     # --- SQS event source --------------------------------------------------------------
 
@@ -207,8 +220,7 @@ class EventRouter:
     def idle(self) -> bool:
         if not self._rules.empty() or self.queue_depth():
             return False
-        for lock in (self._busy["sqs"], self._busy["rules"]):
-            if not lock.acquire(blocking=False):
-                return False
-            lock.release()
-        return self._rules.empty() and self.queue_depth() == 0
+        if self._rules_running or not self._busy["sqs"].acquire(blocking=False):
+            return False
+        self._busy["sqs"].release()
+        return self._rules.empty() and not self._rules_running and self.queue_depth() == 0

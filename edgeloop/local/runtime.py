@@ -57,6 +57,7 @@ class LocalRuntime:
         rollout: dict[str, str] | None = None,
         batching_window: float = 1.0,
         schedule_seconds: float = 1.0,
+        status_rule: bool = True,
     ) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="edgeloop-local-"))
         self.config_dir = self.workdir / "models"
@@ -104,6 +105,7 @@ class LocalRuntime:
             },
             batching_window=batching_window,
             schedule_seconds=schedule_seconds,
+            status_rule=status_rule,
         )
         self.router.start()
 

@@ -5,6 +5,8 @@ Cases from the reliability and security issue, numbered as there.
 
 from __future__ import annotations
 
+import pytest
+
 from edge.sources import synthetic_vibration
 from tests.support_release import vibration_runs
 from tests.support_world import World, _status, wait_for
@@ -95,3 +97,28 @@ def test_an_agent_process_killed_mid_download_restarts_on_a_complete_model(world
         except subprocess.TimeoutExpired:
             os.kill(second.pid, signal.SIGKILL)
     assert json.loads((state / "state.json").read_text())["current"] == 2
+
+
+def test_an_update_that_failed_on_the_cdn_is_retried_until_it_succeeds(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Case 7: a retained announcement arrives once, so after a CDN failure the agent
+    retries it itself, with a growing, jittered pause."""
+    import edge.agent
+    from tests.support_http import Fault
+
+    monkeypatch.setattr(edge.agent, "RETRY_MIN_SECONDS", 0.2)
+    v1, _, _ = vibration_runs()
+    raw = world.releases.release(1, v1)
+    path = "models/vibration/1/model.tflite"
+    world.server.faults[path] = Fault(stall_after=10)
+    agent = world.agent("pump-1", source=iter(()))
+    agent.updater.fetcher = type(agent.updater.fetcher)(
+        world.server.base_url, timeout=0.2, retries=0, backoff=0.01
+    )
+    agent.start(score=False)
+    world.cloud.announce("vibration", "canary", raw)
+    wait_for(lambda: _status(world, "pump-1").get("step") == "failed", what="a failed download")
+    assert "DownloadFailed" in _status(world, "pump-1")["detail"]
+    del world.server.faults[path]
+    wait_for(lambda: agent.version == 1, what="the retry to succeed")
