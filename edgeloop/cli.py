@@ -79,10 +79,8 @@ def _fleet(args: argparse.Namespace) -> int:
         "queue_depth",
         "last_seen",
     )
-    rows = [
-        [str(r.to_json()[c] if r.to_json()[c] is not None else "-") for c in columns]
-        for r in records
-    ]
+    docs = [r.to_json() for r in records]
+    rows = [["-" if doc[c] is None else str(doc[c]) for c in columns] for doc in docs]
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
     for row in [list(columns), *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))

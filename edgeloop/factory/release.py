@@ -15,6 +15,10 @@ def version_prefix(model: str, version: int) -> str:
     return f"models/{model}/{version}/"
 
 
+def manifest_key(model: str, version: int) -> str:
+    return version_prefix(model, version) + "manifest.json"
+
+
 def delta_files(model: str, version: int, plan: DeltaPlan) -> list[tuple[DeltaRef, bytes]]:
     """Where each planned patch is published, and its bytes."""
     prefix = version_prefix(model, version)

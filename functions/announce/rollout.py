@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edgeloop.contract.topics import announcement
+from edgeloop.factory.release import manifest_key
 from functions.common.fleet import FleetTable
 from functions.common.publisher import Publisher
 from functions.common.registry import Registry, StaleWrite
 from functions.common.storage import ObjectStore
-from functions.retrain.publish import manifest_key
 
 _TIME = "%Y-%m-%dT%H:%M:%SZ"
 

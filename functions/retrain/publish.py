@@ -19,14 +19,10 @@ from typing import Any
 from edgeloop.contract import Manifest, Signer, sign_manifest
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.deltas import DeltaPlan, plan_deltas
-from edgeloop.factory.release import build_manifest, delta_files, version_prefix
+from edgeloop.factory.release import build_manifest, delta_files, manifest_key, version_prefix
 from edgeloop.factory.training import TrainedModel
 from functions.common.registry import Registry
 from functions.common.storage import ObjectMissing, ObjectStore
-
-
-def manifest_key(model: str, version: int) -> str:
-    return version_prefix(model, version) + "manifest.json"
 
 
 def estimator_key(model: str, version: int) -> str:

@@ -35,3 +35,19 @@ def test_no_package_redefines_the_contracts_public_names() -> None:
                 if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name in public:
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
     assert offenders == []
+
+
+def test_light_handlers_start_without_the_training_stack() -> None:
+    """presign, status and announce run on every device message; their cold start
+    must not pay for importing scikit-learn."""
+    code = (
+        "import sys\n"
+        "import functions.presign.handler, functions.status.handler\n"
+        "import functions.announce.handler\n"
+        "heavy = ('sklearn', 'scipy')\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == ""
