@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -90,15 +91,18 @@ class EmbeddedBroker:
         self.stop()
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGTERM the broker if this process dies first, so none is left behind."""
-    try:
-        import ctypes
+def _dying_with_parent(command: list[str]) -> list[str]:
+    """Linux: wrap `command` so it gets SIGTERM if this process dies first.
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except OSError:
-        pass  # not Linux or no libc: the broker is stopped by close() only
+    `setpriv --pdeathsig` (util-linux) sets it and then execs the broker. A
+    Python `preexec_fn` would do the same from inside the forked child, but in
+    a process with other threads (an agent fleet, a moto server) the child can
+    deadlock on a lock one of them held at fork time, and `Popen` never returns.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return command  # not Linux or no util-linux: the broker is stopped by close() only
+    return [setpriv, "--pdeathsig", "TERM", "--", *command]
 
 
 class MosquittoBroker:
@@ -112,6 +116,9 @@ class MosquittoBroker:
         (self.dir / "mosquitto.conf").write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {self.dir}/\nmax_queued_messages 10000\n"
+            # Run as root, mosquitto would switch to its own user, and changing
+            # credentials clears the parent-death signal; stay who started it.
+            f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
         )
         self._process: subprocess.Popen[bytes] | None = None
         self.start()
@@ -122,10 +129,9 @@ class MosquittoBroker:
 
     def start(self) -> None:
         self._process = subprocess.Popen(
-            ["mosquitto", "-c", str(self.dir / "mosquitto.conf")],
+            _dying_with_parent(["mosquitto", "-c", str(self.dir / "mosquitto.conf")]),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
         )
         wait_listening(self.port)
 

@@ -44,10 +44,46 @@ class CdnLog:
         return dict(totals)
 
 
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+
+
+class _ObjectCache:
+    """Artifacts live under versioned paths and never change once published,
+    so, like CloudFront with a long TTL, each is read from the bucket once.
+    Manifests (`.json`) are always read through, because a rollback rewrites them.
+    """
+
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self._s3, self._bucket = s3, bucket
+        self._objects: dict[str, bytes] = {}
+        self._fetching: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes:
+        with self._lock:
+            cached = self._objects.get(key)
+            if cached is not None:
+                return cached
+            fetching = self._fetching.setdefault(key, threading.Lock())
+        # One read from the bucket per key, however many devices ask at once: a
+        # thousand devices fetching a new patch together would otherwise be a
+        # thousand requests to the origin (the single-flight a CDN does too).
+        with fetching:
+            with self._lock:
+                cached = self._objects.get(key)
+            if cached is not None:
+                return cached
+            body: bytes = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+            if not key.endswith(".json"):
+                with self._lock:
+                    self._objects[key] = body
+            return body
+
+
 class LocalCdn:
     def __init__(self, s3: Any, bucket: str) -> None:
         self.log = CdnLog()
-        s3_client, log = s3, self.log
+        cache, log = _ObjectCache(s3, bucket), self.log
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -60,26 +96,38 @@ class LocalCdn:
                 if not key.startswith("models/") or ".." in key.split("/"):
                     self.send_error(403)
                     return
-                kwargs = {"Bucket": bucket, "Key": key}
-                requested = self.headers.get("Range")
-                if requested and re.fullmatch(r"bytes=\d+-\d*", requested):
-                    kwargs["Range"] = requested
                 try:
-                    response = s3_client.get_object(**kwargs)
+                    body = cache.get(key)
                 except ClientError as exc:
                     code = exc.response["Error"]["Code"]
                     self.send_error(404 if code in ("NoSuchKey", "404") else 502)
                     return
-                body = response["Body"].read()
-                self.send_response(206 if "ContentRange" in response else 200)
-                if "ContentRange" in response:
-                    self.send_header("Content-Range", response["ContentRange"])
-                self.send_header("Content-Length", str(len(body)))
+                match = _RANGE.fullmatch(self.headers.get("Range") or "")
+                first, last = 0, len(body) - 1
+                if match:
+                    first = int(match.group(1))
+                    if match.group(2):
+                        last = min(last, int(match.group(2)))
+                    if first > last:
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {first}-{last}/{len(body)}")
+                else:
+                    self.send_response(200)
+                part = body[first : last + 1]
+                self.send_header("Content-Length", str(len(part)))
                 self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.wfile.write(part)
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # the device gave up (timeout); it will resume with Range
                 agent = self.headers.get("User-Agent", "")
                 device = agent.split("/", 1)[1] if agent.startswith("edgeloop-agent/") else agent
-                log.add(device, key, len(body))
+                log.add(device, key, len(part))
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

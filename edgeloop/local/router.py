@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
+from botocore.exceptions import BotoCoreError, ClientError
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeloop.contract.topics import thing_of
@@ -174,21 +175,32 @@ class EventRouter:
                 }
                 done = [m for m in messages if m["MessageId"] not in failed]
                 for start in range(0, len(done), 10):
-                    self.sqs.delete_message_batch(
-                        QueueUrl=self.queue_url,
-                        Entries=[
-                            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                            for i, m in enumerate(done[start : start + 10])
-                        ],
-                    )
+                    try:
+                        self.sqs.delete_message_batch(
+                            QueueUrl=self.queue_url,
+                            Entries=[
+                                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                                for i, m in enumerate(done[start : start + 10])
+                            ],
+                        )
+                    except (BotoCoreError, ClientError) as exc:
+                        # Undeleted messages come back after the visibility timeout
+                        # and the retrain handler's idempotency makes them no-ops.
+                        self.errors.append(f"sqs delete: {type(exc).__name__}: {exc}")
 
     def _receive(self, wait: int) -> list[dict[str, Any]]:
-        response = self.sqs.receive_message(
-            QueueUrl=self.queue_url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=wait,
-            AttributeNames=["All"],
-        )
+        try:
+            response = self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=wait,
+                AttributeNames=["All"],
+            )
+        except (BotoCoreError, ClientError) as exc:
+            # Lambda's poller outlives a slow or failing SQS call; so does this one.
+            self.errors.append(f"sqs receive: {type(exc).__name__}: {exc}")
+            self._stop.wait(1.0)
+            return []
         messages: list[dict[str, Any]] = response.get("Messages", [])
         return messages
 

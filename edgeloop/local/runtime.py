@@ -58,6 +58,7 @@ class LocalRuntime:
         batching_window: float = 1.0,
         schedule_seconds: float = 1.0,
         status_rule: bool = True,
+        batch_size: int = 100,
     ) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="edgeloop-local-"))
         self.config_dir = self.workdir / "models"
@@ -104,6 +105,7 @@ class LocalRuntime:
                 )
             },
             batching_window=batching_window,
+            batch_size=batch_size,
             schedule_seconds=schedule_seconds,
             status_rule=status_rule,
         )

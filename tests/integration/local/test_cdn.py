@@ -1,0 +1,90 @@
+"""The CDN stand-in: what devices download in the demo and the soak."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+
+from edgeloop.local.cdn import LocalCdn
+from tests.support_aws import LocalCloud
+
+
+def _cdn(cloud: LocalCloud) -> tuple[LocalCdn, str]:
+    s3 = cloud.client("s3")
+    bucket = cloud.names["ARTIFACT_BUCKET"]
+    s3.put_object(Bucket=bucket, Key="models/m/1/model.tflite", Body=bytes(range(256)) * 4)
+    return LocalCdn(s3, bucket), bucket
+
+
+def test_serves_whole_objects_and_ranges_and_counts_bytes_per_device(cloud: LocalCloud) -> None:
+    cdn, _ = _cdn(cloud)
+    try:
+        url = cdn.base_url + "models/m/1/model.tflite"
+        ua = {"User-Agent": "edgeloop-agent/dev-1"}
+        whole = requests.get(url, headers=ua, timeout=5)
+        assert whole.status_code == 200
+        assert whole.content == bytes(range(256)) * 4
+        tail = requests.get(url, headers={**ua, "Range": "bytes=1000-"}, timeout=5)
+        assert tail.status_code == 206
+        assert tail.headers["Content-Range"] == "bytes 1000-1023/1024"
+        assert tail.content == (bytes(range(256)) * 4)[1000:]
+        beyond = requests.get(url, headers={**ua, "Range": "bytes=2000-"}, timeout=5)
+        assert beyond.status_code == 416
+        assert cdn.log.bytes_by_device() == {"dev-1": {"full": 1024 + 24, "patch": 0}}
+    finally:
+        cdn.stop()
+
+
+def test_refuses_paths_outside_models_and_reports_missing_objects(cloud: LocalCloud) -> None:
+    cdn, _ = _cdn(cloud)
+    try:
+        assert requests.get(cdn.base_url + "data/x", timeout=5).status_code == 403
+        assert requests.get(cdn.base_url + "models/../data/x", timeout=5).status_code == 403
+        assert requests.get(cdn.base_url + "models/m/9/model.tflite", timeout=5).status_code == 404
+    finally:
+        cdn.stop()
+
+
+def test_artifacts_are_read_once_but_manifests_always_read_through(cloud: LocalCloud) -> None:
+    cdn, bucket = _cdn(cloud)
+    s3 = cloud.client("s3")
+    s3.put_object(Bucket=bucket, Key="models/m/1/manifest.json", Body=b'{"v": 1}')
+    try:
+        for key in ("models/m/1/model.tflite", "models/m/1/manifest.json"):
+            assert requests.get(cdn.base_url + key, timeout=5).status_code == 200
+        # Published artifacts are immutable, so the stand-in (like a CDN with a
+        # long TTL) keeps serving what it read; a rewritten manifest shows at once.
+        s3.delete_object(Bucket=bucket, Key="models/m/1/model.tflite")
+        s3.put_object(Bucket=bucket, Key="models/m/1/manifest.json", Body=b'{"v": 2}')
+        assert requests.get(cdn.base_url + "models/m/1/model.tflite", timeout=5).status_code == 200
+        assert requests.get(cdn.base_url + "models/m/1/manifest.json", timeout=5).content == (
+            b'{"v": 2}'
+        )
+    finally:
+        cdn.stop()
+
+
+def test_many_devices_asking_at_once_cost_one_read_from_the_bucket(cloud: LocalCloud) -> None:
+    s3 = cloud.client("s3")
+    bucket = cloud.names["ARTIFACT_BUCKET"]
+    s3.put_object(Bucket=bucket, Key="models/m/2/from-1.zstd", Body=b"p" * 5000)
+    reads: list[str] = []
+
+    class CountingS3:
+        def get_object(self, **kwargs: Any) -> Any:
+            reads.append(kwargs["Key"])
+            time.sleep(0.3)  # a slow origin, so the requests overlap
+            return s3.get_object(**kwargs)
+
+    cdn = LocalCdn(CountingS3(), bucket)
+    try:
+        url = cdn.base_url + "models/m/2/from-1.zstd"
+        with ThreadPoolExecutor(16) as pool:
+            bodies = list(pool.map(lambda _: requests.get(url, timeout=10).content, range(32)))
+        assert bodies == [b"p" * 5000] * 32
+        assert reads == ["models/m/2/from-1.zstd"]
+    finally:
+        cdn.stop()
