@@ -18,6 +18,7 @@ from edge.runtime import CompiledModel, ModelLoadError
 from edge.scoring import HealthCheckFailed, LoadedModel, Scorer, run_health_checks
 from edge.store import ModelStore
 from edgeloop.contract import (
+    FULL_ENCODINGS,
     ContractError,
     HashMismatch,
     Manifest,
@@ -29,7 +30,7 @@ from edgeloop.contract import (
     check_blob,
 )
 from edgeloop.contract.errors import PatchBaseMismatch, PatchCorrupt
-from edgeloop.delta import PatchSpec, apply_checked
+from edgeloop.delta import PatchSpec, apply_checked, decompress_full
 
 Report = Callable[[str, int | None, str], None]  # step, target version, detail
 
@@ -180,6 +181,38 @@ class Updater:
                     manifest.version,
                     f"patch unusable ({exc}); fetching the full model",
                 )
+        compressed = manifest.artifact.compressed
+        if (
+            compressed is not None
+            and compressed.encoding in FULL_ENCODINGS
+            and compressed.size < manifest.artifact.size
+        ):
+            self._step("downloading", manifest.version, f"full artifact ({compressed.encoding})")
+            try:
+                packed = self.fetcher.fetch(
+                    compressed.path, self.store.staging / "model.tflite.zst", compressed.size
+                )
+                check_blob(
+                    packed,
+                    size=compressed.size,
+                    sha256=compressed.sha256,
+                    what=f"compressed artifact {compressed.path}",
+                )
+                data = decompress_full(packed, max_size=manifest.artifact.size)
+            except (PatchCorrupt, HashMismatch, SizeMismatch, DownloadFailed) as exc:
+                self.report(
+                    "downloading",
+                    manifest.version,
+                    f"compressed artifact unusable ({exc}); fetching it uncompressed",
+                )
+            else:
+                check_blob(
+                    data,
+                    size=manifest.artifact.size,
+                    sha256=manifest.artifact.sha256,
+                    what=f"artifact {compressed.path}, decompressed",
+                )
+                return data
         self._step("downloading", manifest.version, "full artifact")
         data = self.fetcher.fetch(
             manifest.artifact.path, self.store.staging / "model.tflite", manifest.artifact.size

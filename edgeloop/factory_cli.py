@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgeloop.contract.manifest import CODECS
+
 EXIT_PROMOTED = 0
 EXIT_FAILED = 1
 EXIT_REFUSED = 3
@@ -100,10 +102,14 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _delta(args: argparse.Namespace) -> int:
     from edgeloop.contract.manifest import sha256_hex
-    from edgeloop.delta import compress_full, make_patch
+    from edgeloop.delta import LayoutChanged, compress_full, make_patch
 
     old, new = Path(args.old).read_bytes(), Path(args.new).read_bytes()
-    patch = make_patch(old, new, args.codec)
+    try:
+        patch = make_patch(old, new, args.codec)
+    except LayoutChanged as exc:
+        print(f"edgeloop delta: {exc}", file=sys.stderr)
+        return 2
     Path(args.out).write_bytes(patch)
     meta = {
         "codec": args.codec,
@@ -156,7 +162,7 @@ def register(sub: Any) -> None:
     p.add_argument("old")
     p.add_argument("new")
     p.add_argument("-o", "--out", required=True)
-    p.add_argument("--codec", choices=("bsdiff4", "zstd"), default="bsdiff4")
+    p.add_argument("--codec", choices=CODECS, default="bsdiff4")
     p.set_defaults(run=_delta)
 
     p = sub.add_parser(

@@ -9,7 +9,7 @@ from functools import cache
 
 from edgeloop.contract import LocalSigner, Manifest, sign_manifest
 from edgeloop.factory.deltas import plan_deltas
-from edgeloop.factory.release import build_manifest, delta_files, version_prefix
+from edgeloop.factory.release import build_manifest, compressed_file, delta_files, version_prefix
 from edgeloop.factory.run import RunResult, train_run
 from tests.factories import as_dataset, kmeans_config, planted_outliers
 from tests.support_http import ArtifactServer
@@ -46,7 +46,10 @@ class Releases:
         now: datetime | None = None,
         mutate: Callable[[Manifest], Manifest] | None = None,
         signer: LocalSigner | None = None,
+        compressed: bool = False,
     ) -> bytes:
+        """Publish `run` as `version`; with `compressed`, a zstd full artifact too
+        (without it, the manifest is one from a cloud that publishes none)."""
         assert run.tflite is not None
         tflite = run.tflite
         prefix = version_prefix(CONFIG.model.name, version)
@@ -57,7 +60,13 @@ class Releases:
         for ref, data in delta_files(CONFIG.model.name, version, plan):
             self.server.files[ref.path] = data
             deltas.append(ref)
-        manifest = build_manifest(CONFIG, version, tflite, deltas, run.record, valid_for, now)
+        packed = None
+        if compressed:
+            packed, packed_data = compressed_file(CONFIG.model.name, version, plan)
+            self.server.files[packed.path] = packed_data
+        manifest = build_manifest(
+            CONFIG, version, tflite, deltas, run.record, valid_for, now, packed
+        )
         if mutate is not None:
             manifest = mutate(manifest)
         return sign_manifest(manifest, signer or self.signer).to_bytes()

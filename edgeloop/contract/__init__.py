@@ -17,7 +17,9 @@ from edgeloop.contract.errors import (
 )
 from edgeloop.contract.manifest import (
     CODECS,
+    FULL_ENCODINGS,
     ArtifactRef,
+    CompressedRef,
     DeltaRef,
     HealthCheck,
     Manifest,
@@ -48,7 +50,9 @@ from edgeloop.contract.topics import ThingTopics, announcement, thing_of
 __all__ = [
     "ALGORITHM",
     "CODECS",
+    "FULL_ENCODINGS",
     "ArtifactRef",
+    "CompressedRef",
     "ContractError",
     "DeltaRef",
     "HashMismatch",

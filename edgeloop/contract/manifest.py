@@ -25,7 +25,7 @@ from edgeloop.contract.errors import (
 )
 from edgeloop.contract.topics import check_model_name
 
-CODECS = ("bsdiff4", "zstd")
+CODECS = ("bsdiff4", "zstd", "wdiff")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -82,14 +82,40 @@ class TensorSpec:
         return not (self.names and other.names and self.names != other.names)
 
 
+# How a full artifact may also be published compressed (edgeloop.delta.compress_full).
+FULL_ENCODINGS = ("zstd",)
+
+
 @dataclass(frozen=True)
-class ArtifactRef:
+class CompressedRef:
+    """The same full artifact, compressed: what a device without a usable patch fetches."""
+
+    encoding: str
     path: str
     sha256: str
     size: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "sha256": self.sha256, "size": self.size}
+        return {
+            "encoding": self.encoding,
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+        }
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    path: str
+    sha256: str
+    size: int
+    compressed: CompressedRef | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"path": self.path, "sha256": self.sha256, "size": self.size}
+        if self.compressed is not None:
+            doc["compressed"] = self.compressed.to_json()
+        return doc
 
 
 @dataclass(frozen=True)
@@ -317,7 +343,20 @@ def _tensor_spec(f: _Fields) -> TensorSpec:
 
 
 def _artifact(f: _Fields) -> ArtifactRef:
-    return ArtifactRef(path=_path(f), sha256=f.sha256("sha256"), size=f.integer("size", 1))
+    compressed = None
+    if f.doc.get("compressed") is not None:
+        c = f.child("compressed")
+        # An unknown encoding is kept, like an unknown codec: the agent just
+        # fetches the uncompressed artifact instead.
+        compressed = CompressedRef(
+            encoding=c.text("encoding"),
+            path=_path(c),
+            sha256=c.sha256("sha256"),
+            size=c.integer("size", 1),
+        )
+    return ArtifactRef(
+        path=_path(f), sha256=f.sha256("sha256"), size=f.integer("size", 1), compressed=compressed
+    )
 
 
 def _path(f: _Fields) -> str:

@@ -6,7 +6,15 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from edgeloop.contract import ArtifactRef, DeltaRef, HealthCheck, Manifest, TensorSpec, sha256_hex
+from edgeloop.contract import (
+    ArtifactRef,
+    CompressedRef,
+    DeltaRef,
+    HealthCheck,
+    Manifest,
+    TensorSpec,
+    sha256_hex,
+)
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.deltas import DeltaPlan
 
@@ -31,6 +39,13 @@ def delta_files(model: str, version: int, plan: DeltaPlan) -> list[tuple[DeltaRe
     return files
 
 
+def compressed_file(model: str, version: int, plan: DeltaPlan) -> tuple[CompressedRef, bytes]:
+    """Where the zstd-compressed full artifact is published, and its bytes."""
+    data = plan.compressed_full
+    path = version_prefix(model, version) + "model.tflite.zst"
+    return CompressedRef("zstd", path, sha256_hex(data), len(data)), data
+
+
 def build_manifest(
     config: ModelConfig,
     version: int,
@@ -39,6 +54,7 @@ def build_manifest(
     record: dict[str, Any],
     valid_for: timedelta,
     now: datetime | None = None,
+    compressed: CompressedRef | None = None,
 ) -> Manifest:
     """What a device needs to accept, fetch, check and judge this version."""
     model = config.model.name
@@ -52,7 +68,10 @@ def build_manifest(
             shape=(-1, len(outputs)) if config.is_classifier else (-1,), names=tuple(outputs)
         ),
         artifact=ArtifactRef(
-            version_prefix(model, version) + "model.tflite", sha256_hex(tflite), len(tflite)
+            version_prefix(model, version) + "model.tflite",
+            sha256_hex(tflite),
+            len(tflite),
+            compressed,
         ),
         valid_for=valid_for,
         now=now,

@@ -19,7 +19,13 @@ from typing import Any
 from edgeloop.contract import Manifest, Signer, sign_manifest
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.deltas import DeltaPlan, plan_deltas
-from edgeloop.factory.release import build_manifest, delta_files, manifest_key, version_prefix
+from edgeloop.factory.release import (
+    build_manifest,
+    compressed_file,
+    delta_files,
+    manifest_key,
+    version_prefix,
+)
 from edgeloop.factory.training import TrainedModel
 from functions.common.registry import Registry
 from functions.common.storage import ObjectMissing, ObjectStore
@@ -77,7 +83,11 @@ class ReleaseWriter:
         for ref, data in delta_files(model, version, plan):
             self.store.put(self.artifact_bucket, ref.path, data, immutable=True)
             deltas.append(ref)
-        manifest = build_manifest(config, version, tflite, deltas, record, self.manifest_ttl)
+        compressed, compressed_data = compressed_file(model, version, plan)
+        self.store.put(self.artifact_bucket, compressed.path, compressed_data, immutable=True)
+        manifest = build_manifest(
+            config, version, tflite, deltas, record, self.manifest_ttl, compressed=compressed
+        )
         signed = sign_manifest(manifest, self.signer)
         raw = signed.to_bytes()
         self.store.put(

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from edgeloop.contract import ContractError, LocalSigner, TrustedKeys, sha256_hex, sign_manifest
 from edgeloop.contract.errors import MalformedManifest, PatchCorrupt
-from edgeloop.contract.manifest import parse_manifest
+from edgeloop.contract.manifest import CODECS, parse_manifest
 from edgeloop.delta import PatchSpec, apply_checked, apply_patch, make_patch
 from edgeloop.factory.data import Batch, Quarantined, read_batch
 from tests.conftest import make_manifest
@@ -79,7 +79,7 @@ def test_any_edit_to_a_signed_manifest_is_refused_or_changes_nothing(
     assert accepted.to_json() == SIGNED
 
 
-@given(st.sampled_from(["bsdiff4", "zstd"]), st.binary(max_size=4096))
+@given(st.sampled_from(CODECS), st.binary(max_size=4096))
 def test_arbitrary_patches_give_patch_corrupt_or_bytes(codec: str, patch: bytes) -> None:
     try:
         out = apply_patch(OLD, patch, codec, max_size=1 << 20)
@@ -88,7 +88,7 @@ def test_arbitrary_patches_give_patch_corrupt_or_bytes(codec: str, patch: bytes)
     assert len(out) <= 1 << 20
 
 
-@given(st.sampled_from(["bsdiff4", "zstd"]), st.integers(0, 4000), st.integers(0, 255))
+@given(st.sampled_from(CODECS), st.integers(0, 4000), st.integers(0, 255))
 def test_a_flipped_byte_in_a_real_patch_is_caught(codec: str, position: int, value: int) -> None:
     patch = bytearray(make_patch(OLD, NEW, codec))
     patch[position % len(patch)] = value

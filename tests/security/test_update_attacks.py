@@ -17,14 +17,16 @@ from tests.support_release import vibration_runs, with_fields
 from tests.support_rig import Rig, assert_serving, install_v1
 
 
-@pytest.mark.parametrize("target", ["artifact", "patch"])
+@pytest.mark.parametrize("target", ["artifact", "compressed artifact", "patch"])
 def test_a_tampered_artifact_or_patch_is_rejected_and_nothing_is_cached(
     rig: Rig, target: str
 ) -> None:
     """Case 1."""
     install_v1(rig)
     _, v2, _ = vibration_runs()
-    raw = rig.releases.release(2, v2, bases=[1] if target == "patch" else [])
+    raw = rig.releases.release(
+        2, v2, bases=[1] if target == "patch" else [], compressed=target != "artifact"
+    )
     for path in [p for p in rig.server.files if p.startswith("models/vibration/2/")]:
         data = bytearray(rig.server.files[path])
         data[len(data) // 2] ^= 0xFF
@@ -32,8 +34,9 @@ def test_a_tampered_artifact_or_patch_is_rejected_and_nothing_is_cached(
     result = rig.updater().handle(raw)
     assert result.step == "failed"
     assert "HashMismatch" in result.detail
-    if target == "patch":
-        # A bad patch falls back to the full artifact, which is tampered too.
+    if target != "artifact":
+        # A bad patch or compressed artifact falls back to the uncompressed
+        # artifact, which is tampered too.
         assert rig.server.served("models/vibration/2/model.tflite") >= 1
     assert_serving(rig, 1)
     assert list(rig.store.staging.iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -12,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgeloop.contract import (
+    CompressedRef,
     HashMismatch,
     InputSpecMismatch,
     MalformedManifest,
@@ -153,3 +155,28 @@ def test_delta_from_picks_the_smallest_patch_for_the_installed_base() -> None:
     base = manifest.deltas[0].from_sha256
     assert manifest.delta_from(base) == manifest.deltas[0]
     assert manifest.delta_from(sha256_hex(b"other")) is None
+
+
+def test_a_compressed_artifact_round_trips_and_an_old_manifest_has_none(
+    manifest: Manifest,
+) -> None:
+    packed = CompressedRef("zstd", "models/m/2/model.tflite.zst", "c" * 64, 700)
+    with_packed = replace(manifest, artifact=replace(manifest.artifact, compressed=packed))
+    parsed, doc = parse_manifest(with_packed.to_bytes())
+    assert parsed.artifact.compressed == packed
+    assert doc["artifact"]["compressed"]["encoding"] == "zstd"
+    # A manifest from a cloud that publishes no compressed file has no such key.
+    assert "compressed" not in manifest.to_json()["artifact"]
+    assert parse_manifest(manifest.to_bytes())[0].artifact.compressed is None
+
+
+def test_a_compressed_artifact_path_is_checked_like_any_other(manifest: Manifest) -> None:
+    doc = manifest.to_json()
+    doc["artifact"]["compressed"] = {
+        "encoding": "zstd",
+        "path": "../../etc/passwd",
+        "sha256": "c" * 64,
+        "size": 10,
+    }
+    with pytest.raises(MalformedManifest, match=r"manifest\.artifact\.compressed\.path"):
+        parse_manifest(json.dumps(doc).encode())

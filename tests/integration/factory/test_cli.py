@@ -97,7 +97,7 @@ def test_predict_runs_through_the_edge_runtime(
     assert json.loads(capsys.readouterr().out)["rows"] == 1080
 
 
-@pytest.mark.parametrize("codec", ["bsdiff4", "zstd"])
+@pytest.mark.parametrize("codec", ["bsdiff4", "zstd", "wdiff"])
 def test_delta_then_patch_round_trips_and_refuses_the_wrong_base(
     workspace: Path, codec: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -112,3 +112,14 @@ def test_delta_then_patch_round_trips_and_refuses_the_wrong_base(
     assert main(["patch", str(new), str(w / "p"), "-o", str(w / "bad.tflite")]) == 1
     assert "PatchBaseMismatch" in capsys.readouterr().err
     assert not (w / "bad.tflite").exists()
+
+
+def test_wdiff_between_models_of_another_layout_is_refused_with_the_way_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a").write_bytes(b"a" * 100)
+    (tmp_path / "b").write_bytes(b"b" * 120)
+    args = ["delta", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "p")]
+    assert main([*args, "--codec", "wdiff"]) == 2
+    assert "ship a bsdiff4 or zstd patch instead" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
