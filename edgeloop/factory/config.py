@@ -90,6 +90,9 @@ class TrainSection(_Strict):
     # Refit the scaler (and start cold) once the training rows reach this many
     # times the rows the champion's scaler was fit on; 0 never refits.
     refit_scaler_growth: Annotated[float, Field(ge=0.0)] = 4.0
+    # When warm-starting, also fit from scratch on the same rows and keep that
+    # fit if it scores higher on the held-out rows (edgeloop.factory.run._fit).
+    cold_challenger: bool = True
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -98,6 +101,9 @@ class GateSection(_Strict):
     threshold: float
     min_improvement: Annotated[float, Field(ge=0.0)] = 0.0
     min_rows: Annotated[int, Field(ge=1)] = 10
+    # A metric on a handful of held-out rows says little: silhouette on four
+    # points can be anything. Fewer held-out rows than this refuse promotion.
+    min_holdout_rows: Annotated[int, Field(ge=1)] = 20
     # For accuracy: judge the one-sided lower confidence bound (Wilson) at this
     # level, not the point estimate, so a lucky score on a few held-out rows
     # does not ship. 0 judges the point estimate.
@@ -106,6 +112,11 @@ class GateSection(_Strict):
 
 class ExportSection(_Strict):
     quantize: Literal["none", "int8"] = "none"
+    # Update sparsification (edgeloop.factory.sparsify): a warm-started model
+    # keeps the champion's value for every weight whose change is not needed to
+    # agree with the dense retrain on all but this share of the training and
+    # held-out rows. Unset: ship every change.
+    sparsify_tolerance: Annotated[float, Field(ge=0.0, le=0.05)] | None = None
 
 
 class ModelConfig(_Strict):

@@ -62,6 +62,12 @@ def decide(
     name = gate.metric
     if candidate is None:
         return verdict(False, f"no held-out rows to measure {name} on; upload more data")
+    if holdout_rows and holdout_rows < gate.min_holdout_rows:
+        return verdict(
+            False,
+            f"{name} {candidate:.4f} was measured on only {holdout_rows} held-out rows; "
+            f"gate.min_holdout_rows is {gate.min_holdout_rows}, so upload more data",
+        )
     if gate.confidence and name == "accuracy":
         if holdout_rows < 1:
             return verdict(False, "no held-out rows to bound the accuracy on; upload more data")

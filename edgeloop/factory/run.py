@@ -15,9 +15,20 @@ import numpy as np
 from edgeloop.contract.manifest import sha256_hex
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.data import Dataset
-from edgeloop.factory.export import to_tflite
+from edgeloop.factory.export import int8_scales, to_tflite
 from edgeloop.factory.gate import GateDecision, decide
-from edgeloop.factory.training import NotEnoughData, TrainedModel, evaluate, fit, split
+from edgeloop.factory.sparsify import sparsify
+from edgeloop.factory.training import (
+    NotEnoughData,
+    Split,
+    TrainedModel,
+    align,
+    evaluate,
+    fit,
+    recalibrate,
+    refiner,
+    split,
+)
 
 GOLDEN_ROWS = 8
 HEALTH_TOLERANCE = 1e-4
@@ -67,6 +78,99 @@ def _export_check(
     }
 
 
+def _fit(
+    config: ModelConfig, parts: Split, champion: TrainedModel | None, record: dict[str, Any]
+) -> tuple[TrainedModel, bool]:
+    """Fit, warm-started when possible; the bool says whether the warm start was kept.
+
+    A warm start from a champion fit on little data can stay in that fit's basin
+    (a k-means with two centroids on one mode and none on another). With
+    `train.cold_challenger`, a fit from scratch on the same rows competes on the
+    held-out rows and replaces the warm start when it scores higher.
+    """
+    candidate, notes = fit(config, parts, champion)
+    record["start"] = notes.note
+    if not (notes.warm_started and champion is not None and config.train.cold_challenger):
+        return candidate, notes.warm_started
+    cold, _ = fit(config, parts, None)
+    align(cold, champion)
+    metric = config.gate.metric
+    warm_score = evaluate(candidate, parts, config).get(metric)
+    cold_score = evaluate(cold, parts, config).get(metric)
+    verdict = {"warm": warm_score, "cold": cold_score, "kept": "warm"}
+    record["cold_challenger"] = verdict
+    if warm_score is None or cold_score is None or not _clearly_better(cold, candidate, parts):
+        return candidate, True
+    verdict["kept"] = "cold"
+    record["start"] = (
+        f"cold start: a fit from scratch scored {metric} {cold_score:.4f} on the held-out rows, "
+        f"clearly above the warm start's {warm_score:.4f}"
+    )
+    return cold, False
+
+
+# One-sided 95% for the paired test below, and the silhouette margin that counts
+# as clearly better.
+_CHALLENGER_Z = 1.645
+_SILHOUETTE_MARGIN = 0.02
+
+
+def _clearly_better(challenger: TrainedModel, incumbent: TrainedModel, parts: Split) -> bool:
+    """Whether the challenger beats the incumbent by more than held-out noise.
+
+    On a few hundred held-out rows two equally good fits differ by a row or
+    two either way; replacing a warm start on such a coin flip would ship a
+    dense update half of the time for nothing. Classifiers: a paired sign test
+    (McNemar) on the rows exactly one of them gets right. k-means: a silhouette
+    margin.
+    """
+    X, y = parts.X_holdout, parts.y_holdout
+    if challenger.kind == "kmeans_anomaly" or y is None:
+        from sklearn.metrics import silhouette_score
+
+        def silhouette(model: TrainedModel) -> float:
+            labels = model.estimator.predict(model.scaled(X))
+            if not 2 <= len(np.unique(labels)) <= len(X) - 1:
+                return -1.0
+            sample = min(len(X), 2000)
+            return float(
+                silhouette_score(model.scaled(X), labels, sample_size=sample, random_state=0)
+            )
+
+        return silhouette(challenger) > silhouette(incumbent) + _SILHOUETTE_MARGIN
+    right_c = challenger.predict(X) == y
+    right_i = incumbent.predict(X) == y
+    wins = int(np.sum(right_c & ~right_i))
+    losses = int(np.sum(right_i & ~right_c))
+    return bool(wins - losses > _CHALLENGER_Z * np.sqrt(max(1, wins + losses)))
+
+
+def _shape_update(
+    config: ModelConfig,
+    parts: Split,
+    candidate: TrainedModel,
+    champion: TrainedModel,
+    record: dict[str, Any],
+) -> TrainedModel:
+    """Make a warm-started candidate cheap to ship as a patch from the champion."""
+    tolerance = config.export.sparsify_tolerance
+    if tolerance is not None:
+        rows = np.concatenate([parts.X_train, parts.X_holdout])
+        result = sparsify(
+            candidate,
+            champion,
+            rows,
+            tolerance,
+            prepare=lambda model: recalibrate(model, parts.X_train, config),
+            refine=refiner(config, parts),
+        )
+        candidate = result.model
+        record["sparsify"] = result.to_json()
+    if config.export.quantize == "int8":
+        candidate.int8_base = int8_scales(champion)
+    return candidate
+
+
 def train_run(
     config: ModelConfig, dataset: Dataset, champion: TrainedModel | None = None
 ) -> RunResult:
@@ -79,7 +183,7 @@ def train_run(
         "split": {"train_rows": len(parts.X_train), "holdout_rows": len(parts.X_holdout)},
     }
     try:
-        candidate, notes = fit(config, parts, champion)
+        candidate, warm = _fit(config, parts, champion, record)
     except NotEnoughData as exc:
         decision = GateDecision(
             False,
@@ -92,7 +196,8 @@ def train_run(
         )
         record["gate"] = decision.to_json()
         return RunResult(decision, record)
-    record["start"] = notes.note
+    if warm and champion is not None:
+        candidate = _shape_update(config, parts, candidate, champion, record)
     metrics = evaluate(candidate, parts, config)
     champion_metrics: dict[str, float] = {}
     if champion is not None and (champion.kind, champion.n_features) == (

@@ -122,6 +122,9 @@ class Graph:
             name, arr.shape, TensorType.INT8, data=arr.tobytes(), quantization=quant
         )
 
+    def quantizations(self) -> dict[str, Quantization]:
+        return {t.name: t.quantization for t in self._tensors if t.quantization is not None}
+
     # --- ops -------------------------------------------------------------------------
 
     def _opcode(self, code: int, version: int) -> int:

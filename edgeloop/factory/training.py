@@ -9,13 +9,14 @@ part of the exported graph, so devices feed raw features.
 from __future__ import annotations
 
 import copy
-import hashlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -47,6 +48,9 @@ class TrainedModel:
     # Training rows the scaler was fit on; warm starts keep the scaler until the
     # data outgrows it (train.refit_scaler_growth).
     scaler_rows: int = 0
+    # The int8 scales of the model this one was warm-started from, by weight
+    # name: export reuses each one the new weights still fit (see quantize_int8).
+    int8_base: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def scaled(self, X: FloatArray) -> FloatArray:
         out: FloatArray = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
@@ -80,26 +84,42 @@ class Split:
     y_holdout: npt.NDArray[np.int64] | None
 
 
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix(h: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """splitmix64's finalizer: every input bit moves about half the output bits."""
+    h = (h ^ (h >> np.uint64(30))) * _MIX_1
+    h = (h ^ (h >> np.uint64(27))) * _MIX_2
+    out: npt.NDArray[np.uint64] = h ^ (h >> np.uint64(31))
+    return out
+
+
 def holdout_mask(
     X: FloatArray, y: npt.NDArray[np.int64] | None, seed: int, share: float
 ) -> npt.NDArray[np.bool_]:
-    """Which rows are held out, decided by a keyed hash of each row.
+    """Which rows are held out, decided by a seeded hash of each row's bytes.
 
     A row lands on the same side in every run, so as data accumulates the
-    champion is never judged on rows it was trained on.
+    champion is never judged on rows it was trained on. The hash is vectorised
+    (a splitmix64 chain over the row's 8-byte words and label), so the
+    streaming trainer can split millions of rows chunk by chunk.
     """
-    key = seed.to_bytes(8, "little")
-    limit = int(share * 2**64)
-    rows = np.ascontiguousarray(X, dtype=np.float64)
-    labels = y if y is not None else np.zeros(len(rows), dtype=np.int64)
-    mask = np.empty(len(rows), dtype=bool)
-    for i in range(len(rows)):
-        digest = hashlib.blake2b(
-            rows[i].tobytes() + int(labels[i]).to_bytes(8, "little", signed=True),
-            digest_size=8,
-            key=key,
-        ).digest()
-        mask[i] = int.from_bytes(digest, "little") < limit
+    rows = np.ascontiguousarray(X, dtype=np.float64).view(np.uint64)
+    labels = (
+        np.asarray(y, dtype=np.int64).view(np.uint64)
+        if y is not None
+        else np.zeros(len(rows), dtype=np.uint64)
+    )
+    with np.errstate(over="ignore"):
+        h = np.full(len(rows), _mix(np.array([seed], dtype=np.uint64))[0], dtype=np.uint64)
+        for column in range(rows.shape[1] if rows.ndim == 2 else 0):
+            h = _mix(h ^ rows[:, column])
+        h = _mix(h ^ labels)
+    # The top 53 bits as a fraction in [0, 1), compared with the share.
+    fraction = (h >> np.uint64(11)).astype(np.float64) / float(2**53)
+    mask: npt.NDArray[np.bool_] = fraction < share
     return mask
 
 
@@ -245,6 +265,52 @@ def _fit_classifier(
         estimator = LogisticRegression(C=p.C, max_iter=p.max_iter)
     estimator.fit(Xs, y)
     return estimator, usable
+
+
+REFINE_EPOCHS = 30
+
+
+def align(model: TrainedModel, champion: TrainedModel) -> None:
+    """Number a cold k-means's centroids like the champion's nearest ones.
+
+    Cluster order is arbitrary to k-means but not to a patch: matched centroids
+    sit at the same offsets as before, so the update stays small.
+    """
+    if model.kind != "kmeans_anomaly" or champion.kind != "kmeans_anomaly":
+        return
+    ours = model.estimator.cluster_centers_ * model.scale + model.mean
+    theirs = champion.estimator.cluster_centers_ * champion.scale + champion.mean
+    if ours.shape != theirs.shape:
+        return
+    cost = ((theirs[:, None, :] - ours[None, :, :]) ** 2).sum(axis=2)
+    _, order = linear_sum_assignment(cost)
+    model.estimator.cluster_centers_ = model.estimator.cluster_centers_[order]
+
+
+def refiner(
+    config: ModelConfig, data: Split
+) -> Callable[[TrainedModel, Callable[[TrainedModel], None]], None] | None:
+    """Further training for a sparse update (MLPs; other kinds have no epochs to add)."""
+    if config.model.kind != "mlp_classifier" or data.y_train is None:
+        return None
+    y = data.y_train
+
+    def refine(model: TrainedModel, project: Callable[[TrainedModel], None]) -> None:
+        Xs = model.scaled(data.X_train)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            for _ in range(REFINE_EPOCHS):
+                model.estimator.partial_fit(Xs, y)
+                project(model)
+
+    return refine
+
+
+def recalibrate(model: TrainedModel, X_train: FloatArray, config: ModelConfig) -> None:
+    """Set an anomaly model's threshold and score statistics again after its centroids moved."""
+    params = config.estimator_params()
+    if isinstance(params, KMeansParams):
+        _calibrate(model, X_train, params)
 
 
 def _calibrate(model: TrainedModel, X_train: FloatArray, p: KMeansParams) -> None:

@@ -76,7 +76,7 @@ def test_a_refused_gate_publishes_nothing(cloud: LocalCloud) -> None:
     retrain.handler(upload_round(cloud, digit_batches(3, 0, 20), 1), FakeLambdaContext())
     run = registry_of(cloud).runs("digits")[0]
     assert run["decision"] == "refused"
-    assert "below the threshold" in run["reason"]
+    assert "held-out rows" in run["reason"]  # 60 rows: too few to judge at all
     assert registry_of(cloud).latest_version("digits") == 0
     assert cloud.published == []
 
@@ -106,7 +106,7 @@ def test_racing_retrains_never_claim_the_same_version(cloud: LocalCloud) -> None
 def test_a_transient_failure_sends_the_records_back_and_keeps_the_uploads(
     cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    event = upload_round(cloud, digit_batches(10, 0, 30), 1)
+    event = upload_round(cloud, digit_batches(10, 0, 60), 1)
     service = retrain.service()
 
     def flaky(model: str) -> None:

@@ -24,14 +24,17 @@ def test_tflite_scores_match_scikit_learn_distances(quantize: str, tolerance: fl
 
 
 def test_silhouette_gate_refuses_too_few_points_and_promotes_enough() -> None:
+    """Silhouette on ten held-out points clears 0.5 about as often as not; the
+    gate does not promote on that."""
     config = kmeans_config(threshold=0.5)
     few, _ = planted_outliers(60, seed=3)
     many, _ = planted_outliers(3000, seed=3)
     refused = train_run(config, as_dataset(few))
     promoted = train_run(config, as_dataset(many))
     assert refused.record["gate"]["decision"] == "refused"
-    assert "silhouette" in refused.record["gate"]["reason"]
-    assert refused.record["metrics"]["silhouette"] < 0.5
+    reason = refused.record["gate"]["reason"]
+    assert "silhouette" in reason
+    assert "gate.min_holdout_rows is 20" in reason
     assert promoted.record["gate"]["decision"] == "promoted", promoted.record["gate"]["reason"]
 
 

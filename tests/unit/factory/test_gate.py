@@ -48,3 +48,13 @@ def test_wilson_bound_is_below_the_estimate_and_tightens_with_rows() -> None:
     assert bounds == sorted(bounds)
     assert bounds[-1] == pytest.approx(0.95, abs=0.002)
     assert wilson_lower_bound(1.0, 10, 0.95) < 1.0
+
+
+def test_a_metric_on_too_few_held_out_rows_is_not_judged() -> None:
+    gate = GateSection.model_validate(
+        {"metric": "silhouette", "threshold": 0.5, "min_holdout_rows": 20}
+    )
+    refused = decide(gate, 0.9, None, holdout_rows=19)
+    assert not refused.promoted
+    assert "only 19 held-out rows" in refused.reason
+    assert decide(gate, 0.9, None, holdout_rows=20).promoted

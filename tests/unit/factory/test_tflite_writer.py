@@ -9,7 +9,7 @@ import pytest
 import tflite as fb
 from tflite.BuiltinOperator import BuiltinOperator
 
-from edgeloop.factory.export import quantize_int8, to_tflite
+from edgeloop.factory.export import INT8_HEADROOM, quantize_int8, to_tflite
 from edgeloop.factory.run import train_run
 from tests.factories import as_dataset, digits_config, digits_share, kmeans_config, planted_outliers
 
@@ -78,10 +78,29 @@ def test_int8_weights_are_symmetric_per_channel() -> None:
     weights = np.array([[0.5, -1.0, 0.25], [0.0, 0.0, 0.0], [3.0, 1.5, -3.0]])
     q, quant = quantize_int8(weights)
     assert quant.zero_points == (0, 0, 0)
-    assert q[0].tolist() == [64, -127, 32]
-    assert q[2].tolist() == [127, 64, -127]
+    # The largest weight of a channel lands at 127 / INT8_HEADROOM, not at 127.
+    top = round(127 / INT8_HEADROOM)
+    assert top == 85
+    assert q[0].tolist() == [42, -top, 21]
+    assert q[2].tolist() == [top, 42, -top]
     restored = q * np.array(quant.scales)[:, None]
     assert np.max(np.abs(restored - weights)) <= max(quant.scales) / 2 + 1e-7
+
+
+def test_int8_reuses_old_scales_while_the_channel_still_fits_them() -> None:
+    old = np.array([[0.5, -1.0, 0.25], [3.0, 1.5, -3.0], [1.0, 1.0, 1.0]])
+    q_old, quant_old = quantize_int8(old)
+    # Channel 0 nudged by far less than a step, channel 1 grown past its headroom,
+    # channel 2 shrunk to a third (it would waste most of the int8 range).
+    new = np.array([[0.501, -1.001, 0.2501], [5.0, 1.5, -3.0], [0.3, 0.3, 0.3]])
+    q_new, quant_new = quantize_int8(new, reuse=quant_old.scales)
+    assert quant_new.scales[0] == quant_old.scales[0]
+    assert q_new[0].tolist() == q_old[0].tolist()
+    assert quant_new.scales[1] != quant_old.scales[1]
+    assert np.abs(q_new[1]).max() <= 127
+    assert quant_new.scales[2] != quant_old.scales[2]
+    restored = q_new * np.array(quant_new.scales)[:, None]
+    assert np.max(np.abs(restored - new)) <= max(quant_new.scales) / 2 + 1e-7
 
 
 def test_no_tensorflow_is_imported() -> None:
