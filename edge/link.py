@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import secrets
 import ssl
 import threading
@@ -19,6 +18,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.backoff import Backoff
 from edge.config import BrokerSection
 from edge.uploads import UploadFailed
 from edgeloop.contract import ThingTopics, announcement
@@ -89,15 +89,14 @@ class Link:
         return self._is_connected.wait(timeout)
 
     def _run(self) -> None:
-        delay = self.broker.reconnect_min
+        backoff = Backoff(self.broker.reconnect_min, self.broker.reconnect_max)
         while not self._stop.is_set():
             try:
                 self._client.connect(
                     self.broker.host, self.broker.port, keepalive=self.broker.keepalive
                 )
             except (OSError, ssl.SSLError):
-                self._stop.wait(random.uniform(0, delay))
-                delay = min(delay * 2, self.broker.reconnect_max)
+                self._stop.wait(backoff.next())
                 continue
             started = time.monotonic()
             while not self._stop.is_set():
@@ -107,10 +106,9 @@ class Link:
                     break
             self._is_connected.clear()
             if time.monotonic() - started > STABLE_SECONDS:
-                delay = self.broker.reconnect_min
+                backoff.reset()
             if not self._stop.is_set():
-                self._stop.wait(random.uniform(0, delay))
-                delay = min(delay * 2, self.broker.reconnect_max)
+                self._stop.wait(backoff.next())
 
     # --- callbacks -------------------------------------------------------------------
 

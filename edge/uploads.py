@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from edge.backoff import Backoff
 from edge.store import write_atomic
 
 
@@ -118,6 +119,9 @@ def post_multipart(url: str, fields: dict[str, str], data: bytes, timeout: float
         return int(response.status)
 
 
+UPLOAD_RETRY_MAX_SECONDS = 120.0
+
+
 @dataclass
 class Uploader:
     queue: UploadQueue
@@ -147,6 +151,9 @@ class Uploader:
             self.on_sent(self.sent)
 
     def run(self, stop: threading.Event) -> None:
+        # A thousand devices whose uploads failed together (a broker restart, a
+        # slow presign) must not retry together: the pause grows, with jitter.
+        backoff = Backoff(self.retry_seconds, max(self.retry_seconds, UPLOAD_RETRY_MAX_SECONDS))
         while not stop.is_set():
             path = self.queue.oldest(timeout=1.0)
             if path is None:
@@ -155,4 +162,6 @@ class Uploader:
                 self.send_one(path)
             except (UploadFailed, OSError, KeyError, TypeError):
                 # Kept on disk; try again after a pause (the network may be down).
-                stop.wait(self.retry_seconds)
+                stop.wait(backoff.next())
+            else:
+                backoff.reset()
