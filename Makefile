@@ -62,9 +62,10 @@ test: $(STAMP) $(APT_STAMP) $(TFL214_STAMP) lint
 demo: $(STAMP)
 	$(VENV)/bin/edgeloop demo $(DEMO_ARGS)
 
-bench: $(STAMP)
-	@echo "make bench: the benchmark suite is not built yet; nothing was measured." >&2
-	@exit 2
+# Writes bench/results/*.json and rewrites the README's benchmark table.
+bench: $(STAMP) $(APT_STAMP) $(TFL214_STAMP)
+	PATH="$$PATH:/usr/sbin" EDGELOOP_TFLITE214_PYTHON=$(CURDIR)/$(TFL214)/bin/python \
+	  $(PY) -m bench.run $(BENCH)
 
 # The CDK CLI from npm, kept in the repository's own folder (no global install).
 CDK_CLI_VERSION := 2.1148.1

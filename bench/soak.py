@@ -24,6 +24,7 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.common import wait_until
 from edge.agent import Agent
 from edge.config import parse_agent_config
 from edge.sources import synthetic_vibration
@@ -32,21 +33,17 @@ from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import parse_config
 from edgeloop.factory.data import Dataset
 from edgeloop.factory.deltas import plan_deltas
-from edgeloop.factory.release import build_manifest, delta_files, version_prefix
+from edgeloop.factory.release import (
+    build_manifest,
+    compressed_file,
+    delta_files,
+    version_prefix,
+)
 from edgeloop.factory.run import RunResult, train_run
 from edgeloop.local.broker import EmbeddedBroker, MosquittoBroker
 from edgeloop.local.runtime import LocalRuntime
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"soak: timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
-    return time.monotonic() - start
 
 
 def train_versions(count: int) -> list[RunResult]:
@@ -152,8 +149,16 @@ def main() -> int:
     (workdir / "key.pem").write_bytes(public_key_pem(signer.public_key()))
     # Uploads land in S3 but never promote a model: the soak publishes its own versions.
     never_promote = ANOMALY_TOML.replace("threshold = 0.5", "threshold = 1.0")
+    # Every retrain reads all the data so far; a thousand devices' batches retrained
+    # every second would measure the local S3 stand-in, not the fleet. One retrain
+    # a minute over up to 10,000 notifications (Lambda's SQS maximum) is how a
+    # deployment this size would be configured too.
     with LocalRuntime(
-        {"vibration": never_promote}, broker_url=broker.url, status_rule=False
+        {"vibration": never_promote},
+        broker_url=broker.url,
+        status_rule=False,
+        batching_window=60.0,
+        batch_size=10_000,
     ) as cloud:
         s3 = cloud.client("s3")
         bucket = cloud.resources.artifact_bucket
@@ -168,8 +173,10 @@ def main() -> int:
             for ref, data in delta_files("vibration", version, plan):
                 s3.put_object(Bucket=bucket, Key=ref.path, Body=data)
                 deltas.append(ref)
+            compressed, compressed_data = compressed_file("vibration", version, plan)
+            s3.put_object(Bucket=bucket, Key=compressed.path, Body=compressed_data)
             manifest = build_manifest(
-                config, version, run.tflite, deltas, run.record, timedelta(days=1)
+                config, version, run.tflite, deltas, run.record, timedelta(days=1), None, compressed
             )
             manifests.append(sign_manifest(manifest, signer).to_bytes())
             published[version] = run.tflite
@@ -222,11 +229,11 @@ def main() -> int:
             announcer.publish(
                 announcement("vibration", "all"), raw, qos=1, retain=True
             ).wait_for_publish(30)
-            took = wait_until(
-                lambda v=version: all(r["versions"] == [v] for r in ask("state")),
-                600,
-                f"every agent on v{version}",
-            )
+
+            def everyone_on(v: int = version) -> bool:
+                return all(r["versions"] == [v] for r in ask("state"))
+
+            took = wait_until(everyone_on, 600, f"every agent on v{version}")
             states = ask("state")
             figures["rounds"].append(
                 {

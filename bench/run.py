@@ -1,0 +1,217 @@
+"""`make bench`: run the benchmarks, write bench/results/*.json, rewrite the README table.
+
+    python -m bench.run                 # everything (about 10 minutes on 2 cores)
+    python -m bench.run inference swap  # some; the table keeps the others' last results
+
+Each section's figures are ratios measured side by side in one run, or counts;
+bench/results/<section>.json holds the details and the machine they ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import bytes as bytes_bench
+from bench import fanout, inference, loop, patchgen, scale, swap
+from bench.common import RESULTS, write_result
+
+README = Path(__file__).parents[1] / "README.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
+    "bytes": lambda: bytes_bench.measure(bytes_bench.VARIANTS),
+    "inference": inference.measure,
+    "swap": swap.measure,
+    "loop": loop.measure,
+    "fanout": fanout.measure,
+    "scale": scale.measure,
+    "patchgen": patchgen.measure,
+}
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _mark(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def table() -> str:
+    rows: list[tuple[str, str, str, str, str]] = []
+    b = _load("bytes")
+    if b:
+        for name, label in (
+            ("digits-int8-sparse0.01", "digits MLP, int8 + sparse updates"),
+            ("vibration-int8-dense", "k-means, int8"),
+            ("digits-none-dense", "digits MLP, float32, dense (for comparison)"),
+        ):
+            v = b["variants"].get(name)
+            if v is None:
+                continue
+            s = v["summary"]
+            goal = name != "digits-none-dense"
+            rows.append(
+                (
+                    f"bytes per update ÷ zstd full artifact: {label}",
+                    "≤ 25%, within 0.5 pt of a cold retrain, never > 100%" if goal else "-",
+                    f"median {_pct(s['median_ratio'])}, max {_pct(s['max_ratio'])}; "
+                    f"{s['mean_gap_points']:+.2f} pt vs cold (mean of "
+                    f"{b['steps']} steps × {len(b['seeds'])} seeds)",
+                    _mark(s["meets_goal"]) if goal else "-",
+                    "`python -m bench.run bytes`",
+                )
+            )
+    i = _load("inference")
+    if i:
+        for name, m in i["models"].items():
+            rows.append(
+                (
+                    f"single-sample inference vs scikit-learn: {name}",
+                    "≥ 20x",
+                    f"{m['speedup_p50']}x at p50 ({m['edge_single']['p50_us']} vs "
+                    f"{m['sklearn_single']['p50_us']} µs), {m['speedup_p99']}x at p99; "
+                    f"tflite-runtime 2.14: {m.get('speedup_p50_tflite_runtime_214', '-')}x",
+                    _mark(m["speedup_p50"] >= inference.GOAL_SPEEDUP),
+                    "`python -m bench.run inference`",
+                )
+            )
+            rows.append(
+                (
+                    f"batch throughput: {name}",
+                    "report",
+                    ", ".join(
+                        f"{int(v):,}/s at {k}" for k, v in m["edge_batch_samples_per_s"].items()
+                    ),
+                    "-",
+                    "`python -m bench.run inference`",
+                )
+            )
+    w = _load("swap")
+    if w:
+        u, base = w["with_updates"], w["without_updates"]
+        rows.append(
+            (
+                f"hot swap under {w['rate']:,} samples/s ({w['updates']} real updates)",
+                "0 dropped, < 5 ms stall",
+                f"{u['dropped']} dropped; longest stall {u['max_stall_ms']} ms "
+                f"(same loop without updates: {base['max_stall_ms']} ms)",
+                _mark(w["meets_goal"]),
+                "`python -m bench.run swap`",
+            )
+        )
+    lp = _load("loop")
+    if lp:
+        rows.append(
+            (
+                f"local loop: last upload → all {lp['devices']} devices on the new version",
+                "< 5 s",
+                ", ".join(
+                    f"v{r['version']}: {r['upload_to_all_swapped_s']} s" for r in lp["rounds"]
+                ),
+                _mark(lp["meets_goal"]),
+                "`python -m bench.run loop`",
+            )
+        )
+    f = _load("fanout")
+    if f:
+        rows.append(
+            (
+                f"fan-out: one announcement → {f['agents']:,} agents swapped",
+                "< 60 s, O(1) cloud publishes",
+                ", ".join(
+                    f"{r['shipped']}: {r['announce_to_all_swapped_s']} s" for r in f["rounds"]
+                )
+                + f"; {f['cloud_publishes_per_version']} publish per version",
+                _mark(f["meets_goal"]),
+                "`python -m bench.run fanout`",
+            )
+        )
+    sc = _load("scale")
+    if sc:
+        runs = sc["runs"]
+        rows.append(
+            (
+                "k-means retrain streamed from storage, 16 features",
+                "1M rows < 60 s, peak RSS < 1 GB, flat",
+                "; ".join(
+                    f"{int(n):,} rows: {r['seconds']} s, {r['peak_rss_mb']:.0f} MB"
+                    for n, r in runs.items()
+                ),
+                _mark(sc["meets_goal"]),
+                "`python -m bench.run scale`",
+            )
+        )
+    pg = _load("patchgen")
+    if pg:
+        for size, codecs in pg["sizes"].items():
+            rows.append(
+                (
+                    f"patch generation, {size} float32 model",
+                    "report",
+                    "; ".join(
+                        f"{c}: {r['make_s']:.2f} s, +{r['make_peak_extra_mb']:.0f} MB, "
+                        f"{_pct(r['ratio_to_model'])}"
+                        for c, r in codecs.items()
+                    ),
+                    "-",
+                    "`python -m bench.run patchgen`",
+                )
+            )
+    machine = next((r["machine"] for r in (b, i, w, lp, f, sc, pg) if r), None)
+    lines = [
+        "| figure | goal | measured | reached | reproduce |",
+        "| --- | --- | --- | --- | --- |",
+        *(f"| {' | '.join(r)} |" for r in rows),
+    ]
+    if machine:
+        lines.append("")
+        lines.append(
+            f"Machine: {machine['cpus']} CPUs, {machine['memory_gb']} GB, Python "
+            f"{machine['python']}, NumPy {machine['numpy']}, {machine['platform']}."
+        )
+    return "\n".join(lines)
+
+
+def rewrite_readme() -> None:
+    text = README.read_text()
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
+    if not pattern.search(text):
+        raise SystemExit(f"README.md has no {BEGIN} ... {END} block to rewrite")
+    README.write_text(pattern.sub(lambda _: f"{BEGIN}\n{table()}\n{END}", text))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("sections", nargs="*", choices=[*SECTIONS, []], default=[])
+    args = parser.parse_args()
+    chosen = args.sections or list(SECTIONS)
+    failed = []
+    for name in chosen:
+        start = time.monotonic()
+        print(f"== {name}", flush=True)
+        figures = SECTIONS[name]()
+        figures["seconds"] = round(time.monotonic() - start, 1)
+        path = write_result(name, figures)
+        print(f"== {name}: {figures['seconds']} s -> {path}", flush=True)
+        if figures.get("meets_goal") is False:
+            failed.append(name)
+    rewrite_readme()
+    if failed:
+        print(f"goals not reached: {', '.join(failed)} (shown as such in the README)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
