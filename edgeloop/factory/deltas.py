@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from edgeloop.contract.manifest import CODECS, sha256_hex
 from edgeloop.delta import LayoutChanged, PatchSpec, apply_checked, compress_full, make_patch
 
-# bsdiff's suffix sort grows faster than the model: `make bench` measured 44 s
-# and 244 MB to diff two 16 MB models, against 14 s for zstd, with patches no
-# smaller (bench/results/patchgen.json). Above this size it is left out.
+# bsdiff's suffix sort grows faster than the model: `make bench` measured 29 s
+# and 244 MB to diff two 16 MB models, against 10 s for zstd and 5 s for wdiff,
+# with patches no smaller (bench/results/patchgen.json). Above this size it is
+# left out.
 BSDIFF_MAX_BYTES = 4 * 2**20
 
 
