@@ -18,6 +18,7 @@ from edgeloop.factory.data import Dataset
 from edgeloop.factory.export import int8_scales, to_tflite
 from edgeloop.factory.gate import GateDecision, decide
 from edgeloop.factory.sparsify import sparsify
+from edgeloop.factory.stream import ChunkSource, fit_kmeans_streaming, sample_silhouette
 from edgeloop.factory.training import (
     NotEnoughData,
     Split,
@@ -171,6 +172,20 @@ def _shape_update(
     return candidate
 
 
+def _not_enough(config: ModelConfig, exc: NotEnoughData, record: dict[str, Any]) -> RunResult:
+    decision = GateDecision(
+        False,
+        config.gate.metric,
+        None,
+        None,
+        config.gate.threshold,
+        config.gate.min_improvement,
+        f"not enough data to train: {exc}",
+    )
+    record["gate"] = decision.to_json()
+    return RunResult(decision, record)
+
+
 def train_run(
     config: ModelConfig, dataset: Dataset, champion: TrainedModel | None = None
 ) -> RunResult:
@@ -185,17 +200,7 @@ def train_run(
     try:
         candidate, warm = _fit(config, parts, champion, record)
     except NotEnoughData as exc:
-        decision = GateDecision(
-            False,
-            config.gate.metric,
-            None,
-            None,
-            config.gate.threshold,
-            config.gate.min_improvement,
-            f"not enough data to train: {exc}",
-        )
-        record["gate"] = decision.to_json()
-        return RunResult(decision, record)
+        return _not_enough(config, exc, record)
     if warm and champion is not None:
         candidate = _shape_update(config, parts, candidate, champion, record)
     metrics = evaluate(candidate, parts, config)
@@ -205,16 +210,65 @@ def train_run(
         candidate.n_features,
     ):
         champion_metrics = evaluate(champion, parts, config)
+    check_rows = parts.X_holdout if len(parts.X_holdout) else parts.X_train
+    return _gate_and_export(config, candidate, metrics, champion_metrics, check_rows, record)
+
+
+def train_run_streamed(
+    config: ModelConfig, chunks: ChunkSource, champion: TrainedModel | None = None
+) -> RunResult:
+    """`train_run` for k-means on more rows than memory holds (factory/stream.py).
+
+    The same gate, export check, health check and record; the held-out metrics
+    and the export check run on the held-out sample. Sparsification and the
+    cold challenger are in-memory steps and are not applied here.
+    """
+    record: dict[str, Any] = {
+        "model": config.model.name,
+        "kind": config.model.kind,
+        "config": config.to_dict(),
+        "data": {},
+    }
+    try:
+        run = fit_kmeans_streaming(config, chunks, champion)
+    except NotEnoughData as exc:
+        return _not_enough(config, exc, record)
+    held = run.holdout_sample
+    record["start"] = run.note
+    record["split"] = {"train_rows": run.train_rows, "holdout_rows": run.rows - run.train_rows}
+    record["streamed"] = {"rows": run.rows, "passes": run.passes, "holdout_sample": len(held)}
+    candidate = run.model
+    champion_metrics: dict[str, float] = {}
+    if champion is not None and (champion.kind, champion.n_features) == (
+        candidate.kind,
+        candidate.n_features,
+    ):
+        champion_metrics = {
+            "silhouette": sample_silhouette(champion, held, config.train.seed),
+            "holdout_rows": run.metrics["holdout_rows"],
+        }
+        if config.export.quantize == "int8" and run.note.startswith("warm"):
+            candidate.int8_base = int8_scales(champion)
+    return _gate_and_export(config, candidate, run.metrics, champion_metrics, held, record)
+
+
+def _gate_and_export(
+    config: ModelConfig,
+    candidate: TrainedModel,
+    metrics: dict[str, float],
+    champion_metrics: dict[str, float],
+    check_rows: np.ndarray,
+    record: dict[str, Any],
+) -> RunResult:
+    """Gate, export, check the export in the device's interpreter, and record it all."""
     decision = decide(
         config.gate,
         metrics.get(config.gate.metric),
         champion_metrics.get(config.gate.metric),
         int(metrics.get("holdout_rows", 0)),
     )
-
     quantize = config.export.quantize
     tflite = to_tflite(candidate, quantize)
-    check_rows = parts.X_holdout if len(parts.X_holdout) else parts.X_train
     check = _export_check(candidate, tflite, check_rows, quantize)
     outputs = check.pop("_outputs")
     if decision.promoted and not check["ok"]:

@@ -66,6 +66,16 @@ class StreamedRun:
     train_rows: int
     passes: int
     note: str
+    # A uniform sample of the held-out rows: what the metrics and export check use.
+    holdout_sample: FloatArray
+
+
+def sample_silhouette(model: TrainedModel, X: FloatArray, seed: int) -> float:
+    """Silhouette of `model`'s clusters on `X` (-1 when it is undefined there)."""
+    labels = model.estimator.predict(model.scaled(X))
+    if not 2 <= len(np.unique(labels)) < len(X):
+        return -1.0
+    return float(silhouette_score(model.scaled(X), labels, random_state=seed))
 
 
 def _checked(chunk: Any, width: int) -> FloatArray:
@@ -147,13 +157,8 @@ def fit_kmeans_streaming(
         scaler_rows=scaler_rows,
     )
     recalibrate(model, train_sample.array(), config)
-    held = holdout_sample.array()
+    held = holdout_sample.array().copy()
     metrics: dict[str, float] = {"holdout_rows": float(holdout_sample.seen)}
     if len(held) > params.n_clusters:
-        labels = km.predict(model.scaled(held))
-        metrics["silhouette"] = (
-            float(silhouette_score(model.scaled(held), labels, random_state=seed))
-            if 2 <= len(np.unique(labels)) < len(held)
-            else -1.0
-        )
-    return StreamedRun(model, metrics, rows, count, 1 + epochs, note)
+        metrics["silhouette"] = sample_silhouette(model, held, seed)
+    return StreamedRun(model, metrics, rows, count, 1 + epochs, note, held)

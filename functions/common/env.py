@@ -49,6 +49,10 @@ class RetrainEnv(_Env):
     max_training_bytes: Annotated[int, Field(ge=1)] = Field(
         default=512 * 1024 * 1024, alias="MAX_TRAINING_BYTES"
     )
+    # k-means data above this many bytes is trained chunk by chunk from S3.
+    stream_above_bytes: Annotated[int, Field(ge=1)] = Field(
+        default=256 * 1024 * 1024, alias="STREAM_ABOVE_BYTES"
+    )
 
 
 class RolloutEnv(_Env):

@@ -73,6 +73,7 @@ def service() -> Service:
         registry_bucket=env.registry_bucket,
         configs=load_model_configs(env.model_config_dir),
         max_training_bytes=env.max_training_bytes,
+        stream_above_bytes=env.stream_above_bytes,
         announce=partial(start_rollout, registry, publisher_from_env()),
     )
     idempotency = IdempotencyConfig(

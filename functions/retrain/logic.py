@@ -10,7 +10,7 @@ pending and reports their records for redelivery, so nothing is lost.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,7 @@ from urllib.parse import unquote_plus
 from edgeloop.contract.topics import check_model_name, check_thing_name
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.data import Batch, NoUsableData, Quarantined, assemble, read_batch
-from edgeloop.factory.run import train_run
+from edgeloop.factory.run import train_run, train_run_streamed
 from functions.common.ids import time_ordered_id
 from functions.common.registry import Registry
 from functions.common.storage import ObjectStore
@@ -109,6 +109,9 @@ class Retrainer:
     configs: dict[str, ModelConfig]
     max_training_bytes: int
     announce: Callable[[str, int, bytes], None]
+    # k-means data larger than this is trained chunk by chunk from S3
+    # (edgeloop.factory.stream) instead of being loaded whole.
+    stream_above_bytes: int = 256 * 1024 * 1024
 
     def register(self, upload: Upload) -> dict[str, Any]:
         if upload.model not in self.configs:
@@ -116,26 +119,64 @@ class Retrainer:
         self.registry.register_upload(upload.model, upload.key, upload.etag, upload.size)
         return {"model": upload.model, "key": upload.key}
 
-    def _read_data(self, config: ModelConfig) -> tuple[list[Batch | Quarantined], int]:
-        """Newest uploads first, up to the byte budget; bad ones moved to quarantine/."""
+    def _select(self, config: ModelConfig) -> list[Any]:
+        """Newest uploads first, up to the byte budget."""
         objects = sorted(
             self.store.list(self.data_bucket, f"data/{config.model.name}/"),
             key=lambda o: o.key.rsplit("/", 1)[-1],
             reverse=True,
         )
-        items: list[Batch | Quarantined] = []
-        budget = self.max_training_bytes
-        quarantined = 0
+        chosen, budget = [], self.max_training_bytes
         for obj in objects:
             if obj.size > budget:
                 break
             budget -= obj.size
+            chosen.append(obj)
+        return chosen
+
+    def _read_data(
+        self, config: ModelConfig, objects: list[Any]
+    ) -> tuple[list[Batch | Quarantined], int]:
+        """Every selected upload read; bad ones moved to quarantine/."""
+        items: list[Batch | Quarantined] = []
+        quarantined = 0
+        for obj in objects:
             item = read_batch(obj.key, self.store.get(self.data_bucket, obj.key), config)
             if isinstance(item, Quarantined):
                 self._quarantine(item)
                 quarantined += 1
             items.append(item)
         return items, quarantined
+
+    def _streamed(self, config: ModelConfig, objects: list[Any]) -> tuple[Any, dict[str, Any]]:
+        """A chunk source over the uploads, one object in memory at a time.
+
+        The first pass quarantines bad batches and notes the good ones; later
+        passes read only those. The returned dict fills in as passes run.
+        """
+        seen: dict[str, Any] = {"batches": [], "quarantined": []}
+        good: list[str] | None = None
+
+        def chunks() -> Iterator[Any]:
+            nonlocal good
+            first = good is None
+            keys = [o.key for o in objects] if good is None else good
+            kept = []
+            for key in keys:
+                item = read_batch(key, self.store.get(self.data_bucket, key), config)
+                if isinstance(item, Quarantined):
+                    if first:
+                        self._quarantine(item)
+                        seen["quarantined"].append(item.to_json())
+                    continue
+                if first:
+                    kept.append(key)
+                    seen["batches"].append({"key": key, "sha256": item.sha256, "rows": item.rows})
+                yield item.X
+            if first:
+                good = kept
+
+        return chunks, seen
 
     def _quarantine(self, item: Quarantined) -> None:
         target = "quarantine/" + item.key.removeprefix("data/")
@@ -153,17 +194,31 @@ class Retrainer:
             return None
         config = self.configs[model]
         run_id = time_ordered_id()
-        items, quarantined = self._read_data(config)
-        try:
-            dataset = assemble(items, config)
-        except NoUsableData as exc:
-            self.registry.record_run(
-                model, run_id, {"decision": "failed", "reason": str(exc), "at": _now()}
-            )
-            self.registry.mark_trained(model, pending)
-            return RunOutcome(model, run_id, "failed", str(exc), quarantined=quarantined)
+        objects = self._select(config)
         champion = self.releases.champion_model(model)
-        result = train_run(config, dataset, champion)
+        if (
+            config.model.kind == "kmeans_anomaly"
+            and sum(o.size for o in objects) > self.stream_above_bytes
+        ):
+            chunks, seen = self._streamed(config, objects)
+            result = train_run_streamed(config, chunks, champion)
+            result.record["data"] = {**seen, "rows": result.record.get("streamed", {}).get("rows")}
+            quarantined = len(seen["quarantined"])
+            rows = int(result.record["data"]["rows"] or 0)
+            quarantine_log = seen["quarantined"]
+        else:
+            items, quarantined = self._read_data(config, objects)
+            try:
+                dataset = assemble(items, config)
+            except NoUsableData as exc:
+                self.registry.record_run(
+                    model, run_id, {"decision": "failed", "reason": str(exc), "at": _now()}
+                )
+                self.registry.mark_trained(model, pending)
+                return RunOutcome(model, run_id, "failed", str(exc), quarantined=quarantined)
+            result = train_run(config, dataset, champion)
+            rows = dataset.rows
+            quarantine_log = [q.to_json() for q in dataset.quarantined]
         outcome = RunOutcome(
             model,
             run_id,
@@ -195,8 +250,8 @@ class Retrainer:
                 "metrics": result.record.get("metrics", {}),
                 "judged": result.record["gate"].get("judged"),
                 "champion_metrics": result.record.get("champion_metrics", {}),
-                "rows": dataset.rows,
-                "quarantined": [q.to_json() for q in dataset.quarantined],
+                "rows": rows,
+                "quarantined": quarantine_log,
                 "version": outcome.version,
             },
         )

@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import threading
 
+import numpy as np
 import pytest
 
 from edgeloop.contract import announcement
 from edgeloop.delta import PatchSpec, apply_checked
+from functions.common.env import cached_env
 from functions.common.registry import Registry
 from functions.retrain import handler as retrain
+from tests.factories import planted_outliers
 from tests.support_aws import (
     FakeLambdaContext,
     LocalCloud,
     digit_batches,
+    npz_bytes,
     registry_of,
     upload_round,
 )
@@ -165,3 +169,36 @@ def test_a_failed_announcement_is_made_good_by_the_schedule(
     assert cloud.trusted_keys().verify(announced["payload"]).version == 1
     announce.handler({}, FakeLambdaContext())
     assert len(cloud.announcements(announcement("digits", "canary"))) == 1
+
+
+def test_kmeans_data_above_the_stream_threshold_trains_chunk_by_chunk(
+    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above STREAM_ABOVE_BYTES the retrain reads one upload at a time; a bad
+    batch is still quarantined and the run still ships a signed model."""
+    monkeypatch.setenv("STREAM_ABOVE_BYTES", "1000")
+    # A new container reads the setting; the clients (and the publish capture) stay.
+    cached_env.cache_clear()
+    retrain.service.cache_clear()
+    X, _ = planted_outliers(3000, seed=21)
+    for i in range(6):
+        cloud.put_batch("vibration", f"pump-{i}", f"0001{i:04d}.npz", npz_bytes(X[i * 500 :][:500]))
+    cloud.put_batch("vibration", "pump-9", "00019999.npz", npz_bytes(np.ones((10, 5))))
+    response = retrain.handler(cloud.receive_event(7), FakeLambdaContext())
+    assert response == {"batchItemFailures": []}
+    run = registry_of(cloud).runs("vibration")[0]
+    assert run["decision"] == "promoted", run["reason"]
+    assert run["rows"] == 3000
+    assert [q["reason"] for q in run["quarantined"]] == ["wrong_width"]
+    record = json.loads(
+        cloud.client("s3")
+        .get_object(
+            Bucket=cloud.names["REGISTRY_BUCKET"],
+            Key=f"registry/vibration/runs/{run['run_id']}.json",
+        )["Body"]
+        .read()
+    )
+    assert record["streamed"]["passes"] == 3
+    assert len(record["data"]["batches"]) == 6
+    [announced] = cloud.announcements(announcement("vibration", "canary"))
+    assert cloud.trusted_keys().verify(announced["payload"]).version == 1
