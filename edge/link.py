@@ -149,7 +149,7 @@ class Link:
         self._client.publish(topic, payload, qos=1)
 
     def request_upload_url(
-        self, model: str, content_type: str, size: int, timeout: float
+        self, model: str, content_type: str, size: int, timeout: float, batch_id: str | None = None
     ) -> dict[str, Any]:
         if not self.connected:
             raise UploadFailed("not connected to the broker")
@@ -160,6 +160,8 @@ class Link:
             "content_type": content_type,
             "size": size,
         }
+        if batch_id is not None:
+            request["batch_id"] = batch_id
         self.publish(self.topics.upload_request, canonical_json(request))
         deadline = time.monotonic() + timeout
         with self._answer_ready:

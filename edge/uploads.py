@@ -64,7 +64,9 @@ class UploadQueue:
 
     def put(self, data: bytes) -> None:
         with self._lock:
-            name = f"{time.time_ns():020d}-{secrets.token_hex(4)}.npz"
+            # Epoch microseconds and a random suffix, the shape of the cloud's upload
+            # ids, so keys sort by time whoever named them.
+            name = f"{time.time_ns() // 1000:020d}-{secrets.token_hex(4)}.npz"
             write_atomic(self.root / name, data)
             files = self._files()
             excess = len(files) - self.max_batches
@@ -90,7 +92,7 @@ class UploadQueue:
 
 class UrlSource(Protocol):
     def request_upload_url(
-        self, model: str, content_type: str, size: int, timeout: float
+        self, model: str, content_type: str, size: int, timeout: float, batch_id: str | None = None
     ) -> dict[str, Any]:
         """Ask the cloud for a presigned POST: the answer (url, fields), or UploadFailed."""
         ...
@@ -134,8 +136,10 @@ class Uploader:
 
     def send_one(self, path: Path) -> None:
         data = path.read_bytes()
+        # The queue file's name is the batch id: every attempt at this batch asks
+        # for the same key, so a retry after a lost response cannot upload it twice.
         answer = self.urls.request_upload_url(
-            self.model, "application/x-npz", len(data), self.timeout
+            self.model, "application/x-npz", len(data), self.timeout, batch_id=path.stem
         )
         if "error" in answer:
             raise UploadFailed(f"upload refused: {answer['error']}")

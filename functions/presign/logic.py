@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,12 +24,18 @@ class PresignRefused(ValueError):
         self.code = code
 
 
+# A batch id as the agent names its queued batches: 20 digits of epoch
+# microseconds, a dash, 8 hex digits (the same shape as time_ordered_id).
+BATCH_ID = re.compile(r"[0-9]{20}-[0-9a-f]{8}")
+
+
 @dataclass(frozen=True)
 class UploadRequest:
     request_id: str
     model: str
     content_type: str
     size: int
+    batch_id: str | None = None
 
     @staticmethod
     def from_json(doc: Any, max_bytes: int) -> UploadRequest:
@@ -54,11 +61,22 @@ class UploadRequest:
                 "too_large",
                 f"size {size} bytes is over the {max_bytes}-byte cap; split the batch",
             )
-        return UploadRequest(request_id, model, content_type, size)
+        batch_id = doc.get("batch_id")
+        if batch_id is not None and (
+            not isinstance(batch_id, str) or not BATCH_ID.fullmatch(batch_id)
+        ):
+            raise PresignRefused(
+                "malformed",
+                "batch_id must be 20 digits of epoch microseconds, '-', 8 hex digits",
+            )
+        return UploadRequest(request_id, model, content_type, size, batch_id)
 
 
-def upload_key(model: str, thing: str, extension: str) -> str:
-    return f"data/{model}/{thing}/{time_ordered_id()}.{extension}"
+def upload_key(model: str, thing: str, extension: str, batch_id: str | None = None) -> str:
+    """The one key a grant may write. With the agent's batch id, asking again for
+    the same batch (its answer or its POST's response was lost) names the same
+    key, so a retried upload overwrites itself instead of landing twice."""
+    return f"data/{model}/{thing}/{batch_id or time_ordered_id()}.{extension}"
 
 
 def presign(
@@ -74,7 +92,7 @@ def presign(
         model_config(env.model_config_dir, request.model)
     except UnknownModel as exc:
         raise PresignRefused("unknown_model", str(exc.args[0])) from exc
-    key = upload_key(request.model, thing, CONTENT_TYPES[request.content_type])
+    key = upload_key(request.model, thing, CONTENT_TYPES[request.content_type], request.batch_id)
     post = s3.generate_presigned_post(
         Bucket=env.data_bucket,
         Key=key,

@@ -62,6 +62,8 @@ def test_the_url_uploads_for_real_and_the_notification_follows(cloud: LocalCloud
         ({"content_type": "application/zip"}, "content_type", "is not one of"),
         ({"size": -1}, "malformed", "size must be a positive integer"),
         ({"request_id": ""}, "malformed", "request_id"),
+        ({"batch_id": "../../other-thing/x"}, "malformed", "batch_id must be"),
+        ({"batch_id": 7}, "malformed", "batch_id must be"),
     ],
 )
 def test_bad_requests_are_refused_with_a_clear_error(
@@ -83,3 +85,22 @@ def test_a_thing_name_that_could_widen_a_topic_gets_no_answer(cloud: LocalCloud)
     assert isinstance(error, dict)
     assert error["code"] == "bad_thing"
     assert cloud.published == []
+
+
+def test_asking_again_for_the_same_batch_names_the_same_key(cloud: LocalCloud) -> None:
+    """An agent whose answer or POST response was lost asks again for the same
+    batch: the retry overwrites its own object instead of adding a duplicate."""
+    batch = "00001795316000000000-0a1b2c3d"
+    first = ask_presign("pump-7", batch_id=batch)
+    again = ask_presign("pump-7", batch_id=batch)
+    assert first["key"] == again["key"] == f"data/digits/pump-7/{batch}.npz"
+    other = ask_presign("pump-8", batch_id=batch)
+    assert other["key"] == f"data/digits/pump-8/{batch}.npz"  # still its own prefix
+    data = npz_bytes(np.ones((3, 64)), np.arange(3))
+    for _attempt in range(2):  # the upload itself, then its retry
+        grant = ask_presign("pump-7", batch_id=batch, size=len(data))
+        assert cloud.post_upload(grant, data).status_code in (200, 204)
+    listed = cloud.client("s3").list_objects_v2(
+        Bucket=cloud.names["DATA_BUCKET"], Prefix="data/digits/pump-7/"
+    )
+    assert [o["Key"] for o in listed["Contents"]] == [first["key"]]
