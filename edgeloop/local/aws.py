@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,9 +115,31 @@ def _queue_arn(sqs: Any, url: str) -> str:
 
 
 class MotoServer:
-    """moto in server mode on a loopback port."""
+    """moto in server mode on a loopback port.
 
-    def __init__(self) -> None:
+    In this process by default (quick to start). With `own_process`, moto runs
+    as its own process, so it does not share an interpreter lock with the
+    functions and stand-ins beside it: a thousand devices uploading at once
+    made in-process moto answer after its clients' 60 s timeout.
+    """
+
+    def __init__(self, own_process: bool = False) -> None:
+        self._server: Any = None
+        self._process: subprocess.Popen[bytes] | None = None
+        if own_process:
+            from edgeloop.local.broker import dying_with_parent, free_port, wait_listening
+
+            port = free_port()
+            self._process = subprocess.Popen(
+                dying_with_parent(
+                    [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+                ),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            wait_listening(port, timeout=60.0)
+            self.endpoint = f"http://127.0.0.1:{port}"
+            return
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -137,4 +161,8 @@ class MotoServer:
         return provision(self.client, prefix, visibility_timeout)
 
     def stop(self) -> None:
-        self._server.stop()
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+        else:
+            self._server.stop()

@@ -91,7 +91,7 @@ class EmbeddedBroker:
         self.stop()
 
 
-def _dying_with_parent(command: list[str]) -> list[str]:
+def dying_with_parent(command: list[str]) -> list[str]:
     """Linux: wrap `command` so it gets SIGTERM if this process dies first.
 
     `setpriv --pdeathsig` (util-linux) sets it and then execs the broker. A
@@ -129,7 +129,7 @@ class MosquittoBroker:
 
     def start(self) -> None:
         self._process = subprocess.Popen(
-            _dying_with_parent(["mosquitto", "-c", str(self.dir / "mosquitto.conf")]),
+            dying_with_parent(["mosquitto", "-c", str(self.dir / "mosquitto.conf")]),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

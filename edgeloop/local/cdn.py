@@ -59,6 +59,10 @@ class _ObjectCache:
         self._fetching: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
+    def prime(self, key: str, body: bytes) -> None:
+        with self._lock:
+            self._objects[key] = body
+
     def get(self, key: str) -> bytes:
         with self._lock:
             cached = self._objects.get(key)
@@ -83,7 +87,8 @@ class _ObjectCache:
 class LocalCdn:
     def __init__(self, s3: Any, bucket: str) -> None:
         self.log = CdnLog()
-        cache, log = _ObjectCache(s3, bucket), self.log
+        self._cache = cache = _ObjectCache(s3, bucket)
+        log = self.log
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -134,6 +139,12 @@ class LocalCdn:
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/"
         self._thread = threading.Thread(target=self._server.serve_forever, name="cdn", daemon=True)
         self._thread.start()
+
+    def prime(self, key: str, body: bytes) -> None:
+        """Put a just-published artifact in the cache, as an edge cache warmed at
+        publish time holds it; the soak does this because moto cannot also serve
+        a thousand uploads at once."""
+        self._cache.prime(key, body)
 
     def stop(self) -> None:
         self._server.shutdown()

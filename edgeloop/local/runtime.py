@@ -59,6 +59,7 @@ class LocalRuntime:
         schedule_seconds: float = 1.0,
         status_rule: bool = True,
         batch_size: int = 100,
+        moto_process: bool = False,
     ) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="edgeloop-local-"))
         self.config_dir = self.workdir / "models"
@@ -66,7 +67,7 @@ class LocalRuntime:
         for name, text in model_configs.items():
             (self.config_dir / f"{name}.toml").write_text(text)
         self._saved_env = dict(os.environ)
-        self.aws = MotoServer()
+        self.aws = MotoServer(own_process=moto_process)
         self.resources: Resources = self.aws.provision(visibility_timeout=20)
         self.broker = None if broker_url else EmbeddedBroker()
         self.broker_url = broker_url or self.broker.url  # type: ignore[union-attr]

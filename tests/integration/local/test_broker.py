@@ -1,4 +1,4 @@
-"""The local mosquitto broker is never left behind by the process that started it."""
+"""The local stand-ins' processes: started beside busy threads, never left behind."""
 
 from __future__ import annotations
 
@@ -49,3 +49,21 @@ def test_broker_starts_beside_busy_threads_and_dies_with_its_parent() -> None:
     while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, f"broker {pid} outlived the process that started it"
         time.sleep(0.1)
+
+
+def test_moto_in_its_own_process_serves_and_stops() -> None:
+    from edgeloop.local.aws import MotoServer
+
+    aws = MotoServer(own_process=True)
+    process = aws._process
+    assert process is not None
+    try:
+        s3 = aws.client("s3")
+        s3.create_bucket(
+            Bucket="soak-check", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+        )
+        s3.put_object(Bucket="soak-check", Key="k", Body=b"v")
+        assert s3.get_object(Bucket="soak-check", Key="k")["Body"].read() == b"v"
+    finally:
+        aws.stop()
+    assert process.poll() is not None

@@ -88,3 +88,21 @@ def test_many_devices_asking_at_once_cost_one_read_from_the_bucket(cloud: LocalC
         assert reads == ["models/m/2/from-1.zstd"]
     finally:
         cdn.stop()
+
+
+def test_a_primed_artifact_is_served_without_reading_the_bucket(cloud: LocalCloud) -> None:
+    reads: list[str] = []
+
+    class CountingS3:
+        def get_object(self, **kwargs: Any) -> Any:
+            reads.append(kwargs["Key"])
+            raise AssertionError("the bucket was read")
+
+    cdn = LocalCdn(CountingS3(), cloud.names["ARTIFACT_BUCKET"])
+    try:
+        cdn.prime("models/m/3/from-2.wdiff", b"patch")
+        got = requests.get(cdn.base_url + "models/m/3/from-2.wdiff", timeout=5)
+        assert got.content == b"patch"
+        assert reads == []
+    finally:
+        cdn.stop()
