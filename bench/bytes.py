@@ -27,7 +27,7 @@ from sklearn.metrics import f1_score
 from edge.runtime import CompiledModel
 from edge.sources import synthetic_vibration
 from edgeloop.contract.manifest import CODECS
-from edgeloop.delta import LayoutChanged, compress_full, make_patch
+from edgeloop.delta import LayoutChanged, make_patch
 from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import ModelConfig, parse_config
 from edgeloop.factory.data import Dataset
@@ -121,7 +121,9 @@ def run_sequence(variant: Variant, seed: int) -> dict[str, Any]:
         assert cold.model is not None
         assert cold.tflite is not None
         tflite = run.tflite
-        yardstick = len(compress_full(tflite))
+        previous = published.get(version - 1)
+        plan = plan_deltas(tflite, {version - 1: previous} if previous else {})
+        yardstick = plan.compressed_full_size
         row: dict[str, Any] = {
             "version": version,
             "rows": len(data.X),
@@ -136,10 +138,9 @@ def run_sequence(variant: Variant, seed: int) -> dict[str, Any]:
                 variant.model, cold.tflite, cold.model.decision_threshold, X_test, y_test
             ),
         }
-        if published:
-            previous = published[version - 1]
-            plan = plan_deltas(tflite, {version - 1: previous})
-            shipped = min([yardstick] + [p.size for p in plan.patches])
+        if previous is not None:
+            shipped = plan.shipped_bytes(version - 1)
+            # Every codec's patch again, for the breakdown: the plan keeps only the best.
             codecs: dict[str, int | None] = {}
             for codec in CODECS:
                 try:

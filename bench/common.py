@@ -71,49 +71,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class StaticServer:
-    """Files from memory over HTTP (with Range), standing in for the CDN."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.files = files
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_: object) -> None:
-                return
-
-            def do_GET(self) -> None:
-                body = files.get(self.path.lstrip("/"))
-                if body is None:
-                    self.send_error(404)
-                    return
-                first = 0
-                ask = self.headers.get("Range", "")
-                if ask.startswith("bytes=") and ask.endswith("-"):
-                    first = int(ask[6:-1])
-                part = body[first:]
-                self.send_response(206 if first else 200)
-                if first:
-                    self.send_header("Content-Range", f"bytes {first}-{len(body) - 1}/{len(body)}")
-                self.send_header("Content-Length", str(len(part)))
-                self.end_headers()
-                self.wfile.write(part)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 def wait_until(
     condition: Callable[[], object], timeout: float, what: str, poll: float = 0.2
 ) -> float:
@@ -130,8 +87,8 @@ def release_files(
     config: ModelConfig, runs: Sequence[RunResult], signer: LocalSigner
 ) -> tuple[list[bytes], dict[str, bytes]]:
     """Publish `runs` as versions 1..n the way the retrain function does: the
-    model, a patch from the previous version, the compressed model and a signed
-    manifest. Returns the manifests and every file by its CDN path."""
+    model, patches from every earlier version, the compressed model and a
+    signed manifest. Returns the manifests and every file by its CDN path."""
     model = config.model.name
     files: dict[str, bytes] = {}
     manifests: list[bytes] = []
@@ -140,7 +97,7 @@ def release_files(
         if run.tflite is None:
             raise ValueError(f"run {version} produced no model to publish")
         files[version_prefix(model, version) + "model.tflite"] = run.tflite
-        plan = plan_deltas(run.tflite, {version - 1: published[version - 1]} if published else {})
+        plan = plan_deltas(run.tflite, published)
         deltas = []
         for ref, data in delta_files(model, version, plan):
             files[ref.path] = data

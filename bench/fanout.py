@@ -23,12 +23,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.common import StaticServer, release_files, wait_until
+from bench.common import release_files, wait_until
 from bench.soak import train_versions, worker
 from edgeloop.contract import LocalSigner, announcement, public_key_pem
 from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import parse_config
 from edgeloop.local.broker import EmbeddedBroker, MosquittoBroker
+from edgeloop.local.cdn import LocalCdn
 
 AGENTS = 1000
 PER_PROCESS = 200
@@ -44,7 +45,7 @@ def measure(agents: int = AGENTS) -> dict[str, Any]:
     manifests, files = release_files(config, runs, signer)
     has_mosquitto = shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
     broker = MosquittoBroker() if has_mosquitto else EmbeddedBroker()
-    cdn = StaticServer(files)
+    cdn = LocalCdn.from_files(files)
     workdir = Path(tempfile.mkdtemp(prefix="edgeloop-fanout-"))
     (workdir / "key.pem").write_bytes(public_key_pem(signer.public_key()))
     context = multiprocessing.get_context("spawn")
@@ -102,7 +103,7 @@ def measure(agents: int = AGENTS) -> dict[str, Any]:
             proc.join(30)
             if proc.is_alive():
                 proc.kill()
-        cdn.close()
+        cdn.stop()
         broker.close()
     worst = max(float(r["announce_to_all_swapped_s"]) for r in rounds)
     return {

@@ -15,7 +15,6 @@ import shutil
 import tempfile
 import time
 import tomllib
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +23,14 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.common import wait_until
+from bench.common import release_files, wait_until
 from edge.agent import Agent
 from edge.config import parse_agent_config
 from edge.sources import synthetic_vibration
-from edgeloop.contract import LocalSigner, announcement, public_key_pem, sign_manifest
+from edgeloop.contract import LocalSigner, announcement, public_key_pem
 from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import parse_config
 from edgeloop.factory.data import Dataset
-from edgeloop.factory.deltas import plan_deltas
-from edgeloop.factory.release import (
-    build_manifest,
-    compressed_file,
-    delta_files,
-    version_prefix,
-)
 from edgeloop.factory.run import RunResult, train_run
 from edgeloop.local.broker import EmbeddedBroker, MosquittoBroker
 from edgeloop.local.runtime import LocalRuntime
@@ -166,30 +158,13 @@ def main() -> int:
             Bucket=cloud.resources.data_bucket, NotificationConfiguration={}
         )
         bucket = cloud.resources.artifact_bucket
-        manifests: list[bytes] = []
-        published: dict[int, bytes] = {}
+        manifests, files = release_files(config, runs, signer)
         # Published artifacts go to the CDN stand-in's cache too, as CloudFront
         # warmed at publish time would hold them: moto, busy with a thousand
         # devices' uploads, answered cache misses after the agents' timeouts.
-        for version, run in enumerate(runs, start=1):
-            assert run.tflite is not None
-            prefix = version_prefix("vibration", version)
-            s3.put_object(Bucket=bucket, Key=prefix + "model.tflite", Body=run.tflite)
-            cloud.cdn.prime(prefix + "model.tflite", run.tflite)
-            plan = plan_deltas(run.tflite, published)
-            deltas = []
-            for ref, data in delta_files("vibration", version, plan):
-                s3.put_object(Bucket=bucket, Key=ref.path, Body=data)
-                cloud.cdn.prime(ref.path, data)
-                deltas.append(ref)
-            compressed, compressed_data = compressed_file("vibration", version, plan)
-            s3.put_object(Bucket=bucket, Key=compressed.path, Body=compressed_data)
-            cloud.cdn.prime(compressed.path, compressed_data)
-            manifest = build_manifest(
-                config, version, run.tflite, deltas, run.record, timedelta(days=1), None, compressed
-            )
-            manifests.append(sign_manifest(manifest, signer).to_bytes())
-            published[version] = run.tflite
+        for path, data in files.items():
+            s3.put_object(Bucket=bucket, Key=path, Body=data)
+            cloud.cdn.prime(path, data)
         # paho's select() cannot watch file descriptors above 1024, so one process
         # holds at most a few hundred agents: the fleet is spread over processes,
         # as real devices would be (one agent each).

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import StaticServer, release_files
+from bench.common import release_files
 from edge.download import Fetcher
 from edge.scoring import Scorer
 from edge.sources import synthetic_vibration
@@ -33,6 +33,7 @@ from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import parse_config
 from edgeloop.factory.data import Dataset
 from edgeloop.factory.run import train_run
+from edgeloop.local.cdn import LocalCdn
 
 RATE = 10_000
 BUFFER_SECONDS = 1.0
@@ -101,7 +102,7 @@ def measure() -> dict[str, Any]:
     # training above left a heap no device process has.
     gc.collect()
     gc.freeze()
-    server = StaticServer(files)
+    server = LocalCdn.from_files(files)
     steps: list[tuple[str, int | None, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         store = ModelStore(Path(tmp) / "models")
@@ -134,7 +135,7 @@ def measure() -> dict[str, Any]:
         worker.join()
         if worker.is_alive() or len(results) < UPDATES:
             under_updates["note"] = "the scoring window ended before every update finished"
-    server.close()
+    server.stop()
     # How long each update spent fetching its patch over HTTP: what carrying the
     # patch inside the announcement could save at most (on this loopback).
     fetch_ms, total_ms = [], []

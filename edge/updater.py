@@ -181,49 +181,58 @@ class Updater:
                     manifest.version,
                     f"patch unusable ({exc}); fetching the full model",
                 )
-        compressed = manifest.artifact.compressed
-        if (
-            compressed is not None
-            and compressed.encoding in FULL_ENCODINGS
-            and compressed.size < manifest.artifact.size
-        ):
-            self._step("downloading", manifest.version, f"full artifact ({compressed.encoding})")
-            try:
-                packed = self.fetcher.fetch(
-                    compressed.path, self.store.staging / "model.tflite.zst", compressed.size
-                )
-                check_blob(
-                    packed,
-                    size=compressed.size,
-                    sha256=compressed.sha256,
-                    what=f"compressed artifact {compressed.path}",
-                )
-                data = decompress_full(packed, max_size=manifest.artifact.size)
-            except (PatchCorrupt, HashMismatch, SizeMismatch, DownloadFailed) as exc:
-                self.report(
-                    "downloading",
-                    manifest.version,
-                    f"compressed artifact unusable ({exc}); fetching it uncompressed",
-                )
-            else:
-                check_blob(
-                    data,
-                    size=manifest.artifact.size,
-                    sha256=manifest.artifact.sha256,
-                    what=f"artifact {compressed.path}, decompressed",
-                )
-                return data
-        self._step("downloading", manifest.version, "full artifact")
-        data = self.fetcher.fetch(
-            manifest.artifact.path, self.store.staging / "model.tflite", manifest.artifact.size
-        )
+        data, source = self._compressed_artifact(manifest), "decompressed"
+        if data is None:
+            self._step("downloading", manifest.version, "full artifact")
+            data, source = (
+                self.fetcher.fetch(
+                    manifest.artifact.path,
+                    self.store.staging / "model.tflite",
+                    manifest.artifact.size,
+                ),
+                "uncompressed",
+            )
         check_blob(
             data,
             size=manifest.artifact.size,
             sha256=manifest.artifact.sha256,
-            what=f"artifact {manifest.artifact.path}",
+            what=f"artifact {manifest.artifact.path} ({source})",
         )
         return data
+
+    def _compressed_artifact(self, manifest: Manifest) -> bytes | None:
+        """The full model from its compressed file, or None to fetch it uncompressed.
+
+        None when the manifest names no compressed file this agent can decode (or
+        one no smaller), and when the file is unusable; the caller checks the
+        result against the artifact's size and hash like any other source.
+        """
+        compressed = manifest.artifact.compressed
+        if (
+            compressed is None
+            or compressed.encoding not in FULL_ENCODINGS
+            or compressed.size >= manifest.artifact.size
+        ):
+            return None
+        self._step("downloading", manifest.version, f"full artifact ({compressed.encoding})")
+        try:
+            packed = self.fetcher.fetch(
+                compressed.path, self.store.staging / "model.tflite.zst", compressed.size
+            )
+            check_blob(
+                packed,
+                size=compressed.size,
+                sha256=compressed.sha256,
+                what=f"compressed artifact {compressed.path}",
+            )
+            return decompress_full(packed, max_size=manifest.artifact.size)
+        except (PatchCorrupt, HashMismatch, SizeMismatch, DownloadFailed) as exc:
+            self.report(
+                "downloading",
+                manifest.version,
+                f"compressed artifact unusable ({exc}); fetching it uncompressed",
+            )
+            return None
 
     def _check(self, manifest: Manifest, model_bytes: bytes) -> LoadedModel:
         self._step("checking", manifest.version)

@@ -18,7 +18,7 @@ from edgeloop.factory.data import Dataset
 from edgeloop.factory.export import int8_scales, to_tflite
 from edgeloop.factory.gate import GateDecision, decide
 from edgeloop.factory.sparsify import sparsify
-from edgeloop.factory.stream import ChunkSource, fit_kmeans_streaming, sample_silhouette
+from edgeloop.factory.stream import ChunkSource, fit_kmeans_streaming
 from edgeloop.factory.training import (
     NotEnoughData,
     Split,
@@ -28,6 +28,7 @@ from edgeloop.factory.training import (
     fit,
     recalibrate,
     refiner,
+    silhouette,
     split,
 )
 
@@ -127,18 +128,10 @@ def _clearly_better(challenger: TrainedModel, incumbent: TrainedModel, parts: Sp
     """
     X, y = parts.X_holdout, parts.y_holdout
     if challenger.kind == "kmeans_anomaly" or y is None:
-        from sklearn.metrics import silhouette_score
-
-        def silhouette(model: TrainedModel) -> float:
-            labels = model.estimator.predict(model.scaled(X))
-            if not 2 <= len(np.unique(labels)) <= len(X) - 1:
-                return -1.0
-            sample = min(len(X), 2000)
-            return float(
-                silhouette_score(model.scaled(X), labels, sample_size=sample, random_state=0)
-            )
-
-        return silhouette(challenger) > silhouette(incumbent) + _SILHOUETTE_MARGIN
+        sample = min(len(X), 2000)
+        return silhouette(challenger, X, 0, sample) > (
+            silhouette(incumbent, X, 0, sample) + _SILHOUETTE_MARGIN
+        )
     right_c = challenger.predict(X) == y
     right_i = incumbent.predict(X) == y
     wins = int(np.sum(right_c & ~right_i))
@@ -244,7 +237,7 @@ def train_run_streamed(
         candidate.n_features,
     ):
         champion_metrics = {
-            "silhouette": sample_silhouette(champion, held, config.train.seed),
+            "silhouette": silhouette(champion, held, config.train.seed),
             "holdout_rows": run.metrics["holdout_rows"],
         }
         if config.export.quantize == "int8" and run.note.startswith("warm"):

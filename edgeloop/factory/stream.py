@@ -25,10 +25,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from sklearn.cluster import KMeans, MiniBatchKMeans
-from sklearn.metrics import silhouette_score
 
 from edgeloop.factory.config import KMeansParams, ModelConfig
-from edgeloop.factory.training import NotEnoughData, TrainedModel, holdout_mask, recalibrate
+from edgeloop.factory.training import (
+    NotEnoughData,
+    TrainedModel,
+    holdout_mask,
+    recalibrate,
+    silhouette,
+)
 
 FloatArray = npt.NDArray[np.float64]
 ChunkSource = Callable[[], Iterator[npt.NDArray[np.floating[Any]]]]
@@ -68,14 +73,6 @@ class StreamedRun:
     note: str
     # A uniform sample of the held-out rows: what the metrics and export check use.
     holdout_sample: FloatArray
-
-
-def sample_silhouette(model: TrainedModel, X: FloatArray, seed: int) -> float:
-    """Silhouette of `model`'s clusters on `X` (-1 when it is undefined there)."""
-    labels = model.estimator.predict(model.scaled(X))
-    if not 2 <= len(np.unique(labels)) < len(X):
-        return -1.0
-    return float(silhouette_score(model.scaled(X), labels, random_state=seed))
 
 
 def _checked(chunk: Any, width: int) -> FloatArray:
@@ -160,5 +157,5 @@ def fit_kmeans_streaming(
     held = holdout_sample.array().copy()
     metrics: dict[str, float] = {"holdout_rows": float(holdout_sample.seen)}
     if len(held) > params.n_clusters:
-        metrics["silhouette"] = sample_silhouette(model, held, seed)
+        metrics["silhouette"] = silhouette(model, held, seed)
     return StreamedRun(model, metrics, rows, count, 1 + epochs, note, held)

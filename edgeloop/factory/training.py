@@ -331,6 +331,19 @@ def _calibrate(model: TrainedModel, X_train: FloatArray, p: KMeansParams) -> Non
     }
 
 
+def silhouette(model: TrainedModel, X: FloatArray, seed: int, sample: int | None = None) -> float:
+    """Silhouette of a k-means model's clusters on `X`, on `sample` rows of it if given.
+
+    Undefined with one cluster (or one row per cluster); a model that puts
+    everything in one cluster separates nothing, so that is the worst score, -1.
+    """
+    Xs = model.scaled(X)
+    labels = model.estimator.predict(Xs)
+    if not 2 <= len(np.unique(labels)) <= len(X) - 1:
+        return -1.0
+    return float(silhouette_score(Xs, labels, sample_size=sample, random_state=seed))
+
+
 def evaluate(model: TrainedModel, data: Split, config: ModelConfig) -> dict[str, float]:
     """The gate's metrics on the held-out rows (empty when there are none)."""
     X = data.X_holdout
@@ -339,17 +352,8 @@ def evaluate(model: TrainedModel, data: Split, config: ModelConfig) -> dict[str,
     if model.kind == "kmeans_anomaly":
         p = config.estimator_params()
         assert isinstance(p, KMeansParams)
-        labels = model.estimator.predict(model.scaled(X))
-        n_labels = len(np.unique(labels))
-        if not 2 <= n_labels <= len(X) - 1:
-            # Silhouette is undefined here; a model that puts everything in one
-            # cluster separates nothing, which is the worst score.
-            return {"silhouette": -1.0, "holdout_rows": float(len(X))}
-        sample = min(len(X), p.silhouette_sample)
-        score = silhouette_score(
-            model.scaled(X), labels, sample_size=sample, random_state=config.train.seed
-        )
-        return {"silhouette": float(score), "holdout_rows": float(len(X))}
+        score = silhouette(model, X, config.train.seed, sample=min(len(X), p.silhouette_sample))
+        return {"silhouette": score, "holdout_rows": float(len(X))}
     assert data.y_holdout is not None
     predicted = model.predict(X)
     return {

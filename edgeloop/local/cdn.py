@@ -53,7 +53,7 @@ class _ObjectCache:
     Manifests (`.json`) are always read through, because a rollback rewrites them.
     """
 
-    def __init__(self, s3: Any, bucket: str) -> None:
+    def __init__(self, s3: Any | None, bucket: str) -> None:
         self._s3, self._bucket = s3, bucket
         self._objects: dict[str, bytes] = {}
         self._fetching: dict[str, threading.Lock] = {}
@@ -77,6 +77,8 @@ class _ObjectCache:
                 cached = self._objects.get(key)
             if cached is not None:
                 return cached
+            if self._s3 is None:
+                raise KeyError(key)  # no origin: only what was primed exists
             body: bytes = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
             if not key.endswith(".json"):
                 with self._lock:
@@ -85,7 +87,7 @@ class _ObjectCache:
 
 
 class LocalCdn:
-    def __init__(self, s3: Any, bucket: str) -> None:
+    def __init__(self, s3: Any | None, bucket: str) -> None:
         self.log = CdnLog()
         self._cache = cache = _ObjectCache(s3, bucket)
         log = self.log
@@ -106,6 +108,9 @@ class LocalCdn:
                 except ClientError as exc:
                     code = exc.response["Error"]["Code"]
                     self.send_error(404 if code in ("NoSuchKey", "404") else 502)
+                    return
+                except KeyError:
+                    self.send_error(404)
                     return
                 match = _RANGE.fullmatch(self.headers.get("Range") or "")
                 first, last = 0, len(body) - 1
@@ -139,6 +144,14 @@ class LocalCdn:
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/"
         self._thread = threading.Thread(target=self._server.serve_forever, name="cdn", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def from_files(cls, files: dict[str, bytes]) -> LocalCdn:
+        """A CDN with no bucket behind it, serving exactly `files` (benchmarks)."""
+        cdn = cls(None, "")
+        for key, body in files.items():
+            cdn.prime(key, body)
+        return cdn
 
     def prime(self, key: str, body: bytes) -> None:
         """Put a just-published artifact in the cache, as an edge cache warmed at

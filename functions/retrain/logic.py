@@ -138,15 +138,15 @@ class Retrainer:
         self, config: ModelConfig, objects: list[Any]
     ) -> tuple[list[Batch | Quarantined], int]:
         """Every selected upload read; bad ones moved to quarantine/."""
-        items: list[Batch | Quarantined] = []
-        quarantined = 0
-        for obj in objects:
-            item = read_batch(obj.key, self.store.get(self.data_bucket, obj.key), config)
-            if isinstance(item, Quarantined):
-                self._quarantine(item)
-                quarantined += 1
-            items.append(item)
-        return items, quarantined
+        items = [self._read(config, obj.key) for obj in objects]
+        return items, sum(isinstance(item, Quarantined) for item in items)
+
+    def _read(self, config: ModelConfig, key: str, quarantine: bool = True) -> Batch | Quarantined:
+        """One upload, parsed; a bad one is moved to quarantine/ (unless told not to)."""
+        item = read_batch(key, self.store.get(self.data_bucket, key), config)
+        if quarantine and isinstance(item, Quarantined):
+            self._quarantine(item)
+        return item
 
     def _streamed(self, config: ModelConfig, objects: list[Any]) -> tuple[Any, dict[str, Any]]:
         """A chunk source over the uploads, one object in memory at a time.
@@ -163,10 +163,9 @@ class Retrainer:
             keys = [o.key for o in objects] if good is None else good
             kept = []
             for key in keys:
-                item = read_batch(key, self.store.get(self.data_bucket, key), config)
+                item = self._read(config, key, quarantine=first)
                 if isinstance(item, Quarantined):
                     if first:
-                        self._quarantine(item)
                         seen["quarantined"].append(item.to_json())
                     continue
                 if first:

@@ -106,3 +106,13 @@ def test_a_primed_artifact_is_served_without_reading_the_bucket(cloud: LocalClou
         assert reads == []
     finally:
         cdn.stop()
+
+
+def test_a_cdn_from_files_serves_them_and_nothing_else() -> None:
+    cdn = LocalCdn.from_files({"models/m/1/model.tflite": b"model"})
+    try:
+        got = requests.get(cdn.base_url + "models/m/1/model.tflite", timeout=5)
+        assert got.content == b"model"
+        assert requests.get(cdn.base_url + "models/m/2/model.tflite", timeout=5).status_code == 404
+    finally:
+        cdn.stop()
