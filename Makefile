@@ -11,14 +11,14 @@ TFL214_STAMP := $(TFL214)/.installed
 APT_STAMP := .venv/.apt-installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo test lint typecheck unit bench synth fuzz soak clean system-deps
+.PHONY: help demo test lint bench synth fuzz soak clean system-deps
 
 help:
 	@echo "make demo   - the whole loop on one machine, no AWS account"
 	@echo "make test   - lint, type-check and every test tier"
 	@echo "make bench  - benchmarks, results in bench/results/ and the README table"
 	@echo "make synth  - synthesize the CDK stack (no Docker, no AWS credentials)"
-	@echo "make lint   - ruff and mypy only"
+	@echo "make lint   - ruff, mypy and the import layers only"
 	@echo "make fuzz   - the fuzzing properties at a long budget"
 	@echo "make soak   - 1,000 agents through three updates and a broker restart"
 
@@ -53,6 +53,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: $(STAMP) $(APT_STAMP) $(TFL214_STAMP) lint
 	PATH="$$PATH:/usr/sbin" EDGELOOP_TFLITE214_PYTHON=$(CURDIR)/$(TFL214)/bin/python \

@@ -24,7 +24,6 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.metrics import f1_score
 
-from edge.runtime import CompiledModel
 from edge.sources import synthetic_vibration
 from edgeloop.contract.manifest import CODECS
 from edgeloop.delta import LayoutChanged, make_patch
@@ -33,6 +32,7 @@ from edgeloop.factory.config import ModelConfig, parse_config
 from edgeloop.factory.data import Dataset
 from edgeloop.factory.deltas import plan_deltas
 from edgeloop.factory.run import train_run
+from edgeloop.runtime import CompiledModel
 
 STEPS = 9  # 9 models: 8 updates
 TOLERANCE_POINTS = 0.5

@@ -1,7 +1,7 @@
 """On-device inference against scikit-learn, on the same trained models.
 
 Single-sample latency is what a device scoring a live stream pays per reading:
-edgeloop's edge runtime (`edge.runtime.CompiledModel` over LiteRT, and over
+edgeloop's edge runtime (`edgeloop.runtime.CompiledModel` over LiteRT, and over
 tflite-runtime 2.14 under NumPy 1.x in its own interpreter) against the
 scikit-learn estimator's `predict` on one row, with the same standardisation in
 front. Calls alternate between the two, so drift on a shared machine hits both.
@@ -23,13 +23,13 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from bench.common import percentiles
-from edge.runtime import CompiledModel
 from edge.sources import synthetic_vibration
 from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import parse_config
 from edgeloop.factory.data import Dataset
 from edgeloop.factory.run import train_run
 from edgeloop.factory.training import TrainedModel
+from edgeloop.runtime import CompiledModel
 
 SINGLE_CALLS = 5000
 BATCH_ROWS = (1, 64, 1024)
@@ -41,7 +41,7 @@ _TFLITE214 = """
 import json, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[1])
-from edge.runtime import CompiledModel
+from edgeloop.runtime import CompiledModel
 model = CompiledModel(open(sys.argv[2], "rb").read())
 X = np.load(sys.argv[3])
 out = []

@@ -26,7 +26,6 @@ from edge.backoff import Backoff
 from edge.config import AgentConfig
 from edge.download import Fetcher
 from edge.link import Link
-from edge.runtime import CompiledModel, ModelLoadError
 from edge.scoring import LoadedModel, Scorer
 from edge.sources import Sample, csv_replay, json_lines, synthetic_vibration
 from edge.store import ModelStore
@@ -35,6 +34,7 @@ from edge.uploads import Uploader, UploadQueue, encode_batch
 from edge.watch import SwapWatch
 from edgeloop.contract import TensorSpec, TrustedKeys
 from edgeloop.contract.status import StatusReport
+from edgeloop.runtime import CompiledModel, ModelLoadError
 
 MAX_EVENTS_PER_SECOND = 20
 RETRY_MIN_SECONDS = 5.0

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from edge.runtime import CompiledModel
 from edgeloop.contract import HealthCheck, Manifest
+from edgeloop.runtime import CompiledModel
 
 
 class HealthCheckFailed(Exception):

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from edge.download import DownloadFailed, Fetcher
-from edge.runtime import CompiledModel, ModelLoadError
 from edge.scoring import HealthCheckFailed, LoadedModel, Scorer, run_health_checks
 from edge.store import ModelStore
 from edgeloop.contract import (
@@ -31,6 +30,7 @@ from edgeloop.contract import (
 )
 from edgeloop.contract.errors import PatchBaseMismatch, PatchCorrupt
 from edgeloop.delta import PatchSpec, apply_checked, decompress_full
+from edgeloop.runtime import CompiledModel, ModelLoadError
 
 Report = Callable[[str, int | None, str], None]  # step, target version, detail
 

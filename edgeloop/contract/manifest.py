@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -499,7 +499,3 @@ def check_blob(data: bytes, *, size: int, sha256: str, what: str) -> None:
             f"{what} has SHA-256 {actual} but the manifest declares {sha256}; "
             "the bytes were tampered with or corrupted, discard them"
         )
-
-
-def spec_from_features(n_features: int, names: Sequence[str] = ()) -> TensorSpec:
-    return TensorSpec(shape=(-1, n_features), dtype="float32", names=tuple(names))

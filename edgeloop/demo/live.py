@@ -6,7 +6,7 @@ import sys
 import threading
 from typing import Any
 
-from edgeloop.demo.run import DemoState
+from edgeloop.demo.state import DemoState
 
 
 def _table(state: DemoState, bytes_by_device: dict[str, dict[str, int]]) -> Any:

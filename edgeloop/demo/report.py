@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edgeloop.demo.run import DemoState
     from edgeloop.demo.scenarios import Scenario
+    from edgeloop.demo.state import DemoState
     from edgeloop.local.runtime import LocalRuntime
 
 

@@ -7,7 +7,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +15,15 @@ import numpy as np
 
 from edge.agent import Agent
 from edge.config import parse_agent_config
-from edge.runtime import CompiledModel
+from edgeloop.demo.report import build_report, write_report
 from edgeloop.demo.scenarios import SCENARIOS, Scenario
+from edgeloop.demo.state import DemoState, wait_until
 from edgeloop.local.runtime import LocalRuntime
+from edgeloop.runtime import CompiledModel
 from functions.common.registry import Registry
 
 ROUND_TIMEOUT = 60.0
 ROLLOUT_TIMEOUT = 60.0
-
-
-class DemoFailed(RuntimeError):
-    """The loop did not get where it should within its time limit; the message says where."""
 
 
 @dataclass
@@ -35,36 +33,6 @@ class DemoOptions:
     out: Path = Path("demo-report")
     broker_url: str | None = None
     canaries: int = 2
-
-
-@dataclass
-class DemoState:
-    """What the live view and the report read."""
-
-    scenario: str
-    stage: str = "starting"
-    started: float = field(default_factory=time.monotonic)
-    rounds: list[dict[str, Any]] = field(default_factory=list)
-    events: list[str] = field(default_factory=list)
-    agents: list[Agent] = field(default_factory=list)
-    champion: int | None = None
-    bytes_by_device: Callable[[], dict[str, dict[str, int]]] = dict
-
-    def log(self, message: str) -> None:
-        self.events.append(f"{time.monotonic() - self.started:6.1f}s  {message}")
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise DemoFailed(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class Demo:
@@ -252,8 +220,6 @@ class Demo:
 
     def _report(self, field_results: dict[str, Any]) -> dict[str, Any]:
         s = self.scenario
-        from edgeloop.demo.report import build_report
-
         quality: dict[str, Any] = {}
         if self.state.champion is not None and s.test_X is not None and s.test_y is not None:
             model = CompiledModel(self._deployed_model())
@@ -272,8 +238,6 @@ class Demo:
 def run_demo(
     options: DemoOptions, on_change: Callable[[DemoState], None] | None = None
 ) -> dict[str, Any]:
-    from edgeloop.demo.report import write_report
-
     demo = Demo(options, on_change)
     report = demo.run()
     write_report(report, options.out)

@@ -55,7 +55,7 @@ def _export_check(
     model: TrainedModel, tflite: bytes, X: np.ndarray, quantize: str
 ) -> dict[str, Any]:
     """Run the exported bytes in the device's interpreter and compare with scikit-learn."""
-    from edge.runtime import CompiledModel
+    from edgeloop.runtime import CompiledModel
 
     runtime = CompiledModel(tflite)
     got = runtime.predict(X).astype(np.float64)

@@ -72,10 +72,6 @@ class RolloutEnv(_Env):
     abort_min_reports: Annotated[int, Field(ge=1)] = Field(default=3, alias="ABORT_MIN_REPORTS")
 
 
-class StatusEnv(RolloutEnv):
-    pass
-
-
 E = TypeVar("E", bound=_Env)
 
 

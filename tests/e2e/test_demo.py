@@ -83,7 +83,7 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "edgeloop.cli",
+            "edgeloop.cli.main",
             "demo",
             "--no-live",
             "--devices",

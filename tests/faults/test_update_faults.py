@@ -61,8 +61,8 @@ def test_power_loss_at_any_step_restarts_on_a_complete_model(rig: Rig, step: str
     rig.store = rig.reopen()
     rig.crash_at = None
     if expected == 1:
-        from edge.runtime import CompiledModel
         from edge.scoring import LoadedModel
+        from edgeloop.runtime import CompiledModel
 
         rig.scorer.swap(LoadedModel(restarted.manifest, CompiledModel(restarted.model)))
         assert rig.updater().handle(raw).step == "succeeded"

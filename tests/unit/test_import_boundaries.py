@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_device_modules_import_without_scikit_learn_or_boto3() -> None:
     code = (
         "import sys\n"
-        "import edgeloop.contract, edgeloop.delta, edge.cli, edge.runtime\n"
+        "import edgeloop.contract, edgeloop.delta, edge.cli, edgeloop.runtime\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('sklearn', 'boto3', 'botocore', 'scipy', 'aws_lambda_powertools'))\n"
         "print(','.join(bad))\n"

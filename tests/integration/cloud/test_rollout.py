@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from edgeloop.cli import main
+from edgeloop.cli.main import main
 from edgeloop.contract import announcement
 from edgeloop.contract.status import StatusReport
 from functions.announce import handler as announce

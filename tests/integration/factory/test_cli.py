@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from edgeloop.cli import main
+from edgeloop.cli.main import main
 from tests.factories import digits_toml
 
 CONFIG = digits_toml(threshold=0.93, min_improvement=0.005)

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.runtime import CompiledModel
 from edgeloop.factory.export import to_tflite
 from edgeloop.factory.run import train_run
 from edgeloop.factory.training import TrainedModel, split
+from edgeloop.runtime import CompiledModel
 from tests.factories import digits_config, digits_share
 
 Rounds = tuple[dict[str, Any], dict[str, Any], TrainedModel]

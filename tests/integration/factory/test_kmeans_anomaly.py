@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.runtime import CompiledModel
 from edgeloop.factory.run import train_run
+from edgeloop.runtime import CompiledModel
 from tests.factories import as_dataset, kmeans_config, planted_outliers
 
 

@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.runtime import CompiledModel
 from edgeloop.factory.run import train_run
+from edgeloop.runtime import CompiledModel
 from tests.factories import as_dataset, digits_config, digits_share, kmeans_config, planted_outliers
 
 ROOT = Path(__file__).resolve().parents[3]
 _SCRIPT = """
 import json, sys
 import numpy as np
-from edge.runtime import CompiledModel
+from edgeloop.runtime import CompiledModel
 X = np.load(sys.argv[1])
 out = {}
 for path in sys.argv[2:]:

@@ -40,10 +40,6 @@ def _interpreter_class() -> tuple[str, Any]:
     )
 
 
-def backend_name() -> str:
-    return _interpreter_class()[0]
-
-
 class CompiledModel:
     """One interpreter over one model. Not thread-safe: give each thread its own."""
 

@@ -6,9 +6,10 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from edgeloop.cli import factory
 from edgeloop.contract import (
     ContractError,
     LocalSigner,
@@ -20,8 +21,6 @@ from edgeloop.contract.manifest import manifest_from_json
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
-
-Command = Callable[[argparse.Namespace], int]
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -91,7 +90,8 @@ def _fleet(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from edgeloop.demo.live import LiveView
-    from edgeloop.demo.run import DemoFailed, DemoOptions, run_demo
+    from edgeloop.demo.run import DemoOptions, run_demo
+    from edgeloop.demo.state import DemoFailed
 
     if not 1 <= args.devices <= 50:
         print("error: --devices must be between 1 and 50", file=sys.stderr)
@@ -165,9 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_demo)
 
-    from edgeloop import factory_cli
-
-    factory_cli.register(sub)
+    factory.register(sub)
 
     return parser
 

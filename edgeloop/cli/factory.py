@@ -75,7 +75,7 @@ def _read_rows(path: str, label_column: str) -> tuple[Any, Any]:
 def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from edge.runtime import CompiledModel
+    from edgeloop.runtime import CompiledModel
 
     model = CompiledModel(Path(args.model).read_bytes())
     X, y = _read_rows(args.data, args.label_column)
