@@ -25,7 +25,7 @@ from sklearn.datasets import load_digits
 from sklearn.metrics import f1_score
 
 from edge.sources import synthetic_vibration
-from edgeloop.contract.manifest import CODECS
+from edgeloop.contract import CODECS
 from edgeloop.delta import LayoutChanged, make_patch
 from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import ModelConfig, parse_config

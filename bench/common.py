@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from edgeloop.contract import LocalSigner, sign_manifest
+from edgeloop.contract.signers import LocalSigner, sign_manifest
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.deltas import plan_deltas
 from edgeloop.factory.release import build_manifest, compressed_file, delta_files, version_prefix

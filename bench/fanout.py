@@ -25,7 +25,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.common import release_files, wait_until
 from bench.soak import train_versions, worker
-from edgeloop.contract import LocalSigner, announcement, public_key_pem
+from edgeloop.contract import Ring, announcement, public_key_pem
+from edgeloop.contract.signers import LocalSigner
 from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import parse_config
 from edgeloop.local.broker import EmbeddedBroker, MosquittoBroker
@@ -79,7 +80,7 @@ def measure(agents: int = AGENTS) -> dict[str, Any]:
         for version, raw in enumerate(manifests, start=1):
             start = time.monotonic()
             announcer.publish(
-                announcement("vibration", "all"), raw, qos=1, retain=True
+                announcement("vibration", Ring.ALL), raw, qos=1, retain=True
             ).wait_for_publish(30)
             publishes += 1
 

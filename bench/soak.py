@@ -27,7 +27,8 @@ from bench.common import release_files, wait_until
 from edge.agent import Agent
 from edge.config import parse_agent_config
 from edge.sources import synthetic_vibration
-from edgeloop.contract import LocalSigner, announcement, public_key_pem
+from edgeloop.contract import Ring, announcement, public_key_pem
+from edgeloop.contract.signers import LocalSigner
 from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import parse_config
 from edgeloop.factory.data import Dataset
@@ -212,7 +213,7 @@ def main() -> int:
                 broker.start()
                 wait_until(lambda: announcer.is_connected(), 60, "the announcer to reconnect")
             announcer.publish(
-                announcement("vibration", "all"), raw, qos=1, retain=True
+                announcement("vibration", Ring.ALL), raw, qos=1, retain=True
             ).wait_for_publish(30)
 
             def everyone_on(v: int = version) -> bool:

@@ -28,7 +28,8 @@ from edge.scoring import Scorer
 from edge.sources import synthetic_vibration
 from edge.store import ModelStore
 from edge.updater import Updater
-from edgeloop.contract import LocalSigner, TensorSpec, TrustedKeys
+from edgeloop.contract import TensorSpec, TrustedKeys
+from edgeloop.contract.signers import LocalSigner
 from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import parse_config
 from edgeloop.factory.data import Dataset

@@ -11,14 +11,12 @@ Threads, each with one job:
 from __future__ import annotations
 
 import gc
-import json
 import random
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 
@@ -32,8 +30,15 @@ from edge.store import ModelStore
 from edge.updater import Updater
 from edge.uploads import Uploader, UploadQueue, encode_batch
 from edge.watch import SwapWatch
-from edgeloop.contract import TensorSpec, TrustedKeys
-from edgeloop.contract.status import StatusReport
+from edgeloop.contract import (
+    AlarmEvent,
+    AlarmKind,
+    Health,
+    StatusReport,
+    Step,
+    TensorSpec,
+    TrustedKeys,
+)
 from edgeloop.runtime import CompiledModel, ModelLoadError
 
 MAX_EVENTS_PER_SECOND = 20
@@ -293,14 +298,9 @@ class Agent:
             self._event_window = (second, count)
             return
         self._event_window = (second, count + 1)
-        event = {
-            "model": self.config.device.model,
-            "version": version,
-            "value": round(value, 6),
-            "kind": "anomaly" if outputs.ndim == 1 else "low_confidence",
-            "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        }
-        self.link.publish(self.link.topics.events, json.dumps(event).encode())
+        kind = AlarmKind.ANOMALY if outputs.ndim == 1 else AlarmKind.LOW_CONFIDENCE
+        event = AlarmEvent.now(self.config.device.model, version, kind, value)
+        self.link.publish(self.link.topics.events, event.to_bytes())
         self.counters.events += 1
 
     def _scoring_loop(self) -> None:
@@ -339,23 +339,22 @@ class Agent:
     def status(self) -> StatusReport:
         version = self.version
         if version is None:
-            health = "no_model"
-        elif self.step in ("failed", "rolled_back"):
-            health = "degraded"
+            health = Health.NO_MODEL
+        elif Step(self.step).failed:
+            health = Health.DEGRADED
         else:
-            health = "healthy"
+            health = Health.HEALTHY
         return StatusReport(
             model=self.config.device.model,
             version=version,
             health=health,
-            step=self.step,
+            step=Step(self.step),
             ring=self.config.device.ring,
             target_version=self.target_version,
             detail=self.detail[:1024],
             queue_depth=len(self.queue),
             dropped_batches=self.queue.dropped,
             drift=self.drift(),
-            sent_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
 
     def publish_status(self) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from edgeloop.contract.topics import RINGS, check_model_name, check_thing_name
+from edgeloop.contract.topics import Ring, check_model_name, check_thing_name
 from edgeloop.tomlfile import read_toml
 
 
@@ -25,7 +25,7 @@ class DeviceSection:
     thing: str
     model: str
     n_features: int
-    ring: str = "all"
+    ring: Ring = Ring.ALL
 
 
 @dataclass(frozen=True)
@@ -172,9 +172,10 @@ def parse_agent_config(doc: dict[str, Any], base: Path) -> AgentConfig:
     except ValueError as exc:
         raise AgentConfigError(f"device: {exc}") from exc
     ring = d.text("ring", "all")
-    if ring not in RINGS:
-        raise AgentConfigError(f"device.ring must be one of {', '.join(RINGS)}, not {ring!r}")
-    device = DeviceSection(thing, model, d.integer("n_features", 0, 1, 65536), ring)
+    if ring not in tuple(Ring):
+        names = ", ".join(r.value for r in Ring)
+        raise AgentConfigError(f"device.ring must be one of {names}, not {ring!r}")
+    device = DeviceSection(thing, model, d.integer("n_features", 0, 1, 65536), Ring(ring))
 
     b = _Reader(
         doc["broker"],

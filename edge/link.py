@@ -7,7 +7,6 @@ announcement, upload answer) and never polls the connection.
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import ssl
 import threading
@@ -21,8 +20,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.backoff import Backoff
 from edge.config import BrokerSection
 from edge.uploads import UploadFailed
-from edgeloop.contract import ThingTopics, announcement
-from edgeloop.contract.manifest import canonical_json
+from edgeloop.contract import (
+    Ring,
+    ThingTopics,
+    UploadAnswer,
+    UploadMessageInvalid,
+    UploadRequest,
+    announcement,
+    parse_upload_answer,
+)
 
 # A connection that lasted this long resets the backoff to its minimum.
 STABLE_SECONDS = 30.0
@@ -34,7 +40,7 @@ class Link:
         broker: BrokerSection,
         thing: str,
         model: str,
-        ring: str,
+        ring: Ring,
         on_announcement: Callable[[bytes], None],
         on_connected: Callable[[], None] | None = None,
     ) -> None:
@@ -63,7 +69,7 @@ class Link:
         self._client.on_disconnect = self._disconnected
         self._stop = threading.Event()
         self._is_connected = threading.Event()
-        self._answers: dict[str, dict[str, Any]] = {}
+        self._answers: dict[str, UploadAnswer] = {}
         self._answer_ready = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"mqtt-{thing}", daemon=True)
         self.connections = 0
@@ -134,13 +140,14 @@ class Link:
                 self._on_announcement(bytes(message.payload))
         elif message.topic == self.topics.upload_response:
             try:
-                answer = json.loads(message.payload)
-            except ValueError:
+                answer = parse_upload_answer(bytes(message.payload))
+            except UploadMessageInvalid:
                 return  # not ours to interpret; the request will time out and retry
-            if isinstance(answer, dict) and isinstance(answer.get("request_id"), str):
-                with self._answer_ready:
-                    self._answers[answer["request_id"]] = answer
-                    self._answer_ready.notify_all()
+            if answer.request_id is None:
+                return  # a refusal of a request too broken to name; ours always name one
+            with self._answer_ready:
+                self._answers[answer.request_id] = answer
+                self._answer_ready.notify_all()
 
     # --- publishing ------------------------------------------------------------------
 
@@ -150,19 +157,12 @@ class Link:
 
     def request_upload_url(
         self, model: str, content_type: str, size: int, timeout: float, batch_id: str | None = None
-    ) -> dict[str, Any]:
+    ) -> UploadAnswer:
         if not self.connected:
             raise UploadFailed("not connected to the broker")
         request_id = secrets.token_hex(8)
-        request = {
-            "request_id": request_id,
-            "model": model,
-            "content_type": content_type,
-            "size": size,
-        }
-        if batch_id is not None:
-            request["batch_id"] = batch_id
-        self.publish(self.topics.upload_request, canonical_json(request))
+        request = UploadRequest(request_id, model, content_type, size, batch_id)
+        self.publish(self.topics.upload_request, request.to_bytes())
         deadline = time.monotonic() + timeout
         with self._answer_ready:
             while request_id not in self._answers:

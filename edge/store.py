@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop.contract import ContractError, Manifest, check_blob
-from edgeloop.contract.manifest import manifest_from_json
 
 
 def fsync_dir(path: Path) -> None:
@@ -95,7 +94,7 @@ class ModelStore:
         folder = self.versions / str(version)
         try:
             raw = (folder / "manifest.json").read_bytes()
-            manifest = manifest_from_json(json.loads(raw))
+            manifest = Manifest.from_json(json.loads(raw))
             model = (folder / "model.tflite").read_bytes()
             check_blob(
                 model,

@@ -21,6 +21,8 @@ from edgeloop.contract import (
     ContractError,
     HashMismatch,
     Manifest,
+    PatchBaseMismatch,
+    PatchCorrupt,
     SizeMismatch,
     TensorSpec,
     TrustedKeys,
@@ -28,7 +30,6 @@ from edgeloop.contract import (
     accept_manifest,
     check_blob,
 )
-from edgeloop.contract.errors import PatchBaseMismatch, PatchCorrupt
 from edgeloop.delta import PatchSpec, apply_checked, decompress_full
 from edgeloop.runtime import CompiledModel, ModelLoadError
 

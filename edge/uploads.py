@@ -11,19 +11,19 @@ import io
 import json
 import secrets
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from edge.backoff import Backoff
 from edge.store import write_atomic
+from edgeloop.contract import UploadAnswer, UploadRefusal, new_batch_id
 
 
 class UploadFailed(Exception):
@@ -66,7 +66,7 @@ class UploadQueue:
         with self._lock:
             # Epoch microseconds and a random suffix, the shape of the cloud's upload
             # ids, so keys sort by time whoever named them.
-            name = f"{time.time_ns() // 1000:020d}-{secrets.token_hex(4)}.npz"
+            name = f"{new_batch_id()}.npz"
             write_atomic(self.root / name, data)
             files = self._files()
             excess = len(files) - self.max_batches
@@ -93,7 +93,7 @@ class UploadQueue:
 class UrlSource(Protocol):
     def request_upload_url(
         self, model: str, content_type: str, size: int, timeout: float, batch_id: str | None = None
-    ) -> dict[str, Any]:
+    ) -> UploadAnswer:
         """Ask the cloud for a presigned POST: the answer (url, fields), or UploadFailed."""
         ...
 
@@ -141,10 +141,10 @@ class Uploader:
         answer = self.urls.request_upload_url(
             self.model, "application/x-npz", len(data), self.timeout, batch_id=path.stem
         )
-        if "error" in answer:
-            raise UploadFailed(f"upload refused: {answer['error']}")
+        if isinstance(answer, UploadRefusal):
+            raise UploadFailed(f"upload refused ({answer.code}): {answer.message}")
         try:
-            status = post_multipart(answer["url"], answer["fields"], data, self.timeout)
+            status = post_multipart(answer.url, answer.fields, data, self.timeout)
         except (urllib.error.URLError, OSError) as exc:
             raise UploadFailed(f"POST to the presigned URL failed: {exc}") from exc
         if status not in (200, 201, 204):
@@ -164,7 +164,7 @@ class Uploader:
                 continue
             try:
                 self.send_one(path)
-            except (UploadFailed, OSError, KeyError, TypeError):
+            except (UploadFailed, OSError):
                 # Kept on disk; try again after a pause (the network may be down).
                 stop.wait(backoff.next())
             else:

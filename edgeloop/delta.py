@@ -23,8 +23,7 @@ import bsdiff4
 import numpy as np
 import zstandard
 
-from edgeloop.contract.errors import PatchBaseMismatch, PatchCorrupt
-from edgeloop.contract.manifest import CODECS, check_blob, sha256_hex
+from edgeloop.contract import CODECS, PatchBaseMismatch, PatchCorrupt, check_blob, sha256_hex
 
 ZSTD_LEVEL = 19
 # Models are small; refusing anything larger bounds decompression memory on a device.

@@ -13,12 +13,12 @@ from edgeloop.contract import (
     ArtifactRef,
     DeltaRef,
     HealthCheck,
-    LocalSigner,
     Manifest,
     TensorSpec,
     TrustedKeys,
     sha256_hex,
 )
+from edgeloop.contract.signers import LocalSigner
 
 # CI keeps fuzzing cheap; `make fuzz` selects the long profile.
 settings.register_profile("ci", max_examples=60, deadline=None)

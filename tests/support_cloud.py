@@ -17,9 +17,7 @@ import boto3
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgeloop.contract import announcement
-from edgeloop.contract.manifest import canonical_json
-from edgeloop.contract.topics import ThingTopics, thing_of
+from edgeloop.contract import Ring, ThingTopics, UploadAnswer, announcement, thing_of
 from functions.common.env import PresignEnv
 from functions.presign.logic import PresignRefused, presign, refusal
 
@@ -61,10 +59,10 @@ class CloudStandIn:
         doc = json.loads(message.payload)
         if message.topic.endswith("/upload/request"):
             try:
-                answer = presign(self.env, self.s3, thing, doc)
+                answer: UploadAnswer = presign(self.env, self.s3, thing, doc)
             except PresignRefused as exc:
                 answer = refusal(doc, exc)
-            client.publish(ThingTopics(thing).upload_response, canonical_json(answer), qos=1)
+            client.publish(ThingTopics(thing).upload_response, answer.to_bytes(), qos=1)
         elif message.topic.endswith("/status"):
             with self._lock:
                 self.statuses.append((thing, doc))
@@ -77,7 +75,7 @@ class CloudStandIn:
         while not self.client.is_connected() and time.monotonic() < deadline:
             time.sleep(0.02)  # after a broker restart, paho is still reconnecting
         self.client.publish(
-            announcement(model, ring), manifest, qos=1, retain=True
+            announcement(model, Ring(ring)), manifest, qos=1, retain=True
         ).wait_for_publish(5)
 
     def uploaded_keys(self, prefix: str = "data/") -> list[str]:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cache
 
-from edgeloop.contract import LocalSigner, Manifest, sign_manifest
+from edgeloop.contract import Manifest
+from edgeloop.contract.signers import LocalSigner, sign_manifest
 from edgeloop.factory.deltas import plan_deltas
 from edgeloop.factory.release import build_manifest, compressed_file, delta_files, version_prefix
 from edgeloop.factory.run import RunResult, train_run

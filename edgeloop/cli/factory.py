@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgeloop.contract.manifest import CODECS
+from edgeloop.contract import CODECS
 
 EXIT_PROMOTED = 0
 EXIT_FAILED = 1
@@ -101,7 +101,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _delta(args: argparse.Namespace) -> int:
-    from edgeloop.contract.manifest import sha256_hex
+    from edgeloop.contract import sha256_hex
     from edgeloop.delta import LayoutChanged, compress_full, make_patch
 
     old, new = Path(args.old).read_bytes(), Path(args.new).read_bytes()

@@ -10,14 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgeloop.cli import factory
-from edgeloop.contract import (
-    ContractError,
-    LocalSigner,
-    TrustedKeys,
-    public_key_pem,
-    sign_manifest,
-)
-from edgeloop.contract.manifest import manifest_from_json
+from edgeloop.contract import ContractError, Manifest, TrustedKeys, public_key_pem
+from edgeloop.contract.signers import LocalSigner, sign_manifest
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -42,7 +36,7 @@ def _sign(args: argparse.Namespace) -> int:
     signer = LocalSigner.from_pem(Path(args.key).read_bytes())
     doc = json.loads(Path(args.manifest).read_text(encoding="utf-8"))
     doc.pop("signature", None)
-    signed = sign_manifest(manifest_from_json(doc), signer)
+    signed = sign_manifest(Manifest.from_json(doc), signer)
     Path(args.out).write_bytes(signed.to_bytes())
     print(json.dumps({"key_id": signer.key_id, "out": args.out}))
     return 0

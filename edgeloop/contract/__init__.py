@@ -1,20 +1,42 @@
 """The wire contract shared by the cloud functions and the device agent.
 
-Manifest, topics, signing and verification live here and nowhere else. This
-package imports neither scikit-learn nor boto3.
+Split by reason to change:
+- `encoding`: canonical JSON, SHA-256, UTC times, time-ordered ids;
+- `reader`: the one strict reader every message and config goes through;
+- message types, each parsed beside where it is serialised: `manifest`,
+  `status`, `uploads`, and the MQTT `topics`;
+- `acceptance`: what a device checks of a manifest and the bytes it fetches;
+- `verify`: the device's signature check against its pinned keys;
+- `signers`: the cloud's signers (local PEM, AWS KMS), never imported by a
+  device and so not re-exported here.
+
+No scikit-learn, boto3 or pydantic import anywhere in this package.
 """
 
+from edgeloop.contract.acceptance import check_blob, check_fresh, check_input, check_newer
+from edgeloop.contract.encoding import (
+    EncodingError,
+    canonical_json,
+    format_time,
+    parse_time,
+    sha256_hex,
+    time_ordered_id,
+    utc_now,
+)
 from edgeloop.contract.errors import (
     ContractError,
     HashMismatch,
     InputSpecMismatch,
     MalformedManifest,
     ManifestExpired,
+    PatchBaseMismatch,
+    PatchCorrupt,
     SignatureInvalid,
     SizeMismatch,
     UnknownKey,
     VersionNotNewer,
 )
+from edgeloop.contract.events import AlarmEvent, AlarmKind
 from edgeloop.contract.manifest import (
     CODECS,
     FULL_ENCODINGS,
@@ -25,52 +47,66 @@ from edgeloop.contract.manifest import (
     Manifest,
     Signature,
     TensorSpec,
-    canonical_json,
-    check_blob,
-    check_fresh,
-    check_input,
-    check_newer,
     parse_manifest,
-    sha256_hex,
 )
-from edgeloop.contract.signing import (
+from edgeloop.contract.reader import Fields
+from edgeloop.contract.status import Health, StatusRejected, StatusReport, Step
+from edgeloop.contract.topics import Ring, ThingTopics, announcement, thing_of
+from edgeloop.contract.uploads import (
+    UploadAnswer,
+    UploadGrant,
+    UploadMessageInvalid,
+    UploadRefusal,
+    UploadRequest,
+    new_batch_id,
+    parse_upload_answer,
+)
+from edgeloop.contract.verify import (
     ALGORITHM,
-    KmsSigner,
-    LocalSigner,
-    Signer,
     TrustedKeys,
     accept_manifest,
     key_id_of,
     load_public_key,
     public_key_pem,
-    sign_manifest,
 )
-from edgeloop.contract.topics import ThingTopics, announcement, thing_of
 
 __all__ = [
     "ALGORITHM",
     "CODECS",
     "FULL_ENCODINGS",
+    "AlarmEvent",
+    "AlarmKind",
     "ArtifactRef",
     "CompressedRef",
     "ContractError",
     "DeltaRef",
+    "EncodingError",
+    "Fields",
     "HashMismatch",
+    "Health",
     "HealthCheck",
     "InputSpecMismatch",
-    "KmsSigner",
-    "LocalSigner",
     "MalformedManifest",
     "Manifest",
     "ManifestExpired",
+    "PatchBaseMismatch",
+    "PatchCorrupt",
+    "Ring",
     "Signature",
     "SignatureInvalid",
-    "Signer",
     "SizeMismatch",
+    "StatusRejected",
+    "StatusReport",
+    "Step",
     "TensorSpec",
     "ThingTopics",
     "TrustedKeys",
     "UnknownKey",
+    "UploadAnswer",
+    "UploadGrant",
+    "UploadMessageInvalid",
+    "UploadRefusal",
+    "UploadRequest",
     "VersionNotNewer",
     "accept_manifest",
     "announcement",
@@ -79,11 +115,16 @@ __all__ = [
     "check_fresh",
     "check_input",
     "check_newer",
+    "format_time",
     "key_id_of",
     "load_public_key",
+    "new_batch_id",
     "parse_manifest",
+    "parse_time",
+    "parse_upload_answer",
     "public_key_pem",
     "sha256_hex",
-    "sign_manifest",
     "thing_of",
+    "time_ordered_id",
+    "utc_now",
 ]

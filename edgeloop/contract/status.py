@@ -3,29 +3,44 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from edgeloop.contract.topics import check_model_name
+from edgeloop.contract.encoding import format_time, utc_now
+from edgeloop.contract.reader import Fields
+from edgeloop.contract.topics import Ring, check_model_name
 
-HEALTH = ("healthy", "degraded", "failed", "no_model")
-# The update state machine's steps, in order, plus its two ends.
-STEPS = (
-    "idle",
-    "received",
-    "verified",
-    "downloading",
-    "patching",
-    "checking",
-    "swapped",
-    "persisted",
-    "succeeded",
-    "failed",
-    "rolled_back",
-    "already_installed",
-)
 MAX_STATUS_BYTES = 16 * 1024
+
+
+class Health(StrEnum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    FAILED = "failed"
+    NO_MODEL = "no_model"
+
+
+class Step(StrEnum):
+    """The update state machine's steps, in order, then its ends."""
+
+    IDLE = "idle"
+    RECEIVED = "received"
+    VERIFIED = "verified"
+    DOWNLOADING = "downloading"
+    PATCHING = "patching"
+    CHECKING = "checking"
+    SWAPPED = "swapped"
+    PERSISTED = "persisted"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    ALREADY_INSTALLED = "already_installed"
+
+    @property
+    def failed(self) -> bool:
+        """An update that ended without the version running: what aborts a rollout."""
+        return self in (Step.FAILED, Step.ROLLED_BACK)
 
 
 class StatusRejected(ValueError):
@@ -36,63 +51,42 @@ class StatusRejected(ValueError):
 class StatusReport:
     model: str
     version: int | None  # the version serving now; None before the first model
-    health: str
-    step: str = "idle"
-    ring: str = "all"
+    health: Health
+    step: Step = Step.IDLE
+    ring: Ring = Ring.ALL
     target_version: int | None = None  # the version the latest update was about
     detail: str = ""
     queue_depth: int = 0
     dropped_batches: int = 0
     drift: dict[str, float] = field(default_factory=dict)
-    sent_at: str = ""
+    sent_at: str = field(default_factory=lambda: format_time(utc_now()))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
 
     @staticmethod
     def from_json(doc: Any) -> StatusReport:
-        if not isinstance(doc, dict):
-            raise StatusRejected("status must be a JSON object")
-
-        def optional_int(key: str) -> int | None:
-            value = doc.get(key)
-            if value is None:
-                return None
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise StatusRejected(f"status.{key} must be a non-negative integer or null")
-            return value
-
-        def text(key: str, allowed: tuple[str, ...] | None = None, default: str = "") -> str:
-            value = doc.get(key, default)
-            if not isinstance(value, str) or len(value) > 1024:
-                raise StatusRejected(f"status.{key} must be a string of at most 1024 characters")
-            if allowed is not None and value not in allowed:
-                raise StatusRejected(f"status.{key} {value!r} is not one of {', '.join(allowed)}")
-            return value
-
-        model = text("model")
+        f = Fields(doc, "status", StatusRejected)
+        model = f.text("model", max_length=64)
         try:
             check_model_name(model)
         except ValueError as exc:
             raise StatusRejected(f"status.model: {exc}") from exc
-        drift = doc.get("drift", {})
-        if not isinstance(drift, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            for v in drift.values()
-        ):
-            raise StatusRejected("status.drift must be an object of finite numbers")
         return StatusReport(
             model=model,
-            version=optional_int("version"),
-            health=text("health", HEALTH),
-            step=text("step", STEPS, "idle"),
-            ring=text("ring", ("canary", "all"), "all"),
-            target_version=optional_int("target_version"),
-            detail=text("detail"),
-            queue_depth=optional_int("queue_depth") or 0,
-            dropped_batches=optional_int("dropped_batches") or 0,
-            drift={str(k): float(v) for k, v in drift.items()},
-            sent_at=text("sent_at"),
+            version=f.optional_integer("version"),
+            health=f.choice("health", Health),
+            step=f.choice("step", Step, Step.IDLE),
+            ring=f.choice("ring", Ring, Ring.ALL),
+            target_version=f.optional_integer("target_version"),
+            detail=f.any_text("detail", "", max_length=1024),
+            queue_depth=f.optional_integer("queue_depth") or 0,
+            dropped_batches=f.optional_integer("dropped_batches") or 0,
+            drift=f.numbers("drift", {}),
+            sent_at=f.any_text("sent_at", "", max_length=32),
         )
 
     @staticmethod
@@ -101,6 +95,6 @@ class StatusReport:
             raise StatusRejected(f"status is {len(raw)} bytes, over {MAX_STATUS_BYTES}")
         try:
             doc = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StatusRejected(f"status is not JSON: {exc}") from exc
+        except (ValueError, RecursionError) as exc:
+            raise StatusRejected(f"status is not JSON: {str(exc)[:80]}") from exc
         return StatusReport.from_json(doc)

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 ROOT = "edgeloop"
-RINGS = ("canary", "all")
+
+
+class Ring(StrEnum):
+    """The rollout rings an announcement goes out on: canary devices first, then all."""
+
+    CANARY = "canary"
+    ALL = "all"
+
 
 # AWS IoT thing names: letters, digits, colon, underscore and hyphen. No slash,
 # '+' or '#', so a name can never widen a topic filter.
@@ -37,15 +45,12 @@ def check_model_name(model: str) -> str:
     return model
 
 
-def check_ring(ring: str) -> str:
-    if ring not in RINGS:
-        raise ValueError(f"rollout ring {ring!r} is not one of {', '.join(RINGS)}")
-    return ring
-
-
-def announcement(model: str, ring: str) -> str:
+def announcement(model: str, ring: Ring) -> str:
     """Retained topic carrying the current signed manifest for one rollout ring."""
-    return f"{ROOT}/models/{check_model_name(model)}/rings/{check_ring(ring)}/manifest"
+    if ring not in tuple(Ring):
+        names = ", ".join(r.value for r in Ring)
+        raise ValueError(f"rollout ring {ring!r} is not one of {names}")
+    return f"{ROOT}/models/{check_model_name(model)}/rings/{Ring(ring).value}/manifest"
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from edgeloop.contract.manifest import CODECS, sha256_hex
+from edgeloop.contract import CODECS, sha256_hex
 from edgeloop.delta import LayoutChanged, PatchSpec, apply_checked, compress_full, make_patch
 
 # bsdiff's suffix sort grows faster than the model: `make bench` measured 29 s

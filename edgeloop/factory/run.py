@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeloop.contract.manifest import sha256_hex
+from edgeloop.contract import sha256_hex
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.data import Dataset
 from edgeloop.factory.export import int8_scales, to_tflite

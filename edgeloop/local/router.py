@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 from botocore.exceptions import BotoCoreError, ClientError
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgeloop.contract.topics import thing_of
+from edgeloop.contract import thing_of
 from functions.common.rules import TOPIC_THING
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]

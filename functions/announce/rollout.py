@@ -11,25 +11,15 @@ One announcement is one retained publish, whatever the fleet's size.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from edgeloop.contract.topics import announcement
+from edgeloop.contract import Ring, announcement, format_time, parse_time, utc_now
 from edgeloop.factory.release import manifest_key
 from functions.common.fleet import FleetTable
 from functions.common.publisher import Publisher
 from functions.common.registry import Registry, StaleWrite
 from functions.common.storage import ObjectStore
-
-_TIME = "%Y-%m-%dT%H:%M:%SZ"
-
-
-def _fmt(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime(_TIME)
-
-
-def _parse(text: str) -> datetime:
-    return datetime.strptime(text, _TIME).replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -69,12 +59,12 @@ def start_rollout(
         {
             "version": version,
             "state": "canary",
-            "started_at": _fmt(now or datetime.now(UTC)),
+            "started_at": format_time(now or utc_now()),
             "previous": previous,
         },
         expect_state=None,
     )
-    publisher.publish(announcement(model, "canary"), manifest, retain=True)
+    publisher.publish(announcement(model, Ring.CANARY), manifest, retain=True)
 
 
 @dataclass
@@ -109,7 +99,7 @@ class Rollouts:
         healthy = failed = 0
         for device in self.fleet.for_model(model):
             report = device.report
-            if report.ring != "canary" or _parse(device.last_seen) < since:
+            if report.ring != "canary" or parse_time(device.last_seen) < since:
                 continue
             if report.version == version and report.health == "healthy":
                 healthy += 1
@@ -122,9 +112,9 @@ class Rollouts:
         rollout = self.registry.rollout(model)
         if rollout is None or rollout["state"] != "canary":
             return None
-        now = now or datetime.now(UTC)
+        now = now or utc_now()
         version = int(rollout["version"])
-        started = _parse(rollout["started_at"])
+        started = parse_time(rollout["started_at"])
         tally = self.tally(model, version, started)
         policy = self.policy
         if (
@@ -145,7 +135,7 @@ class Rollouts:
         doc = {
             **rollout,
             "state": state,
-            "decided_at": _fmt(now),
+            "decided_at": format_time(now),
             "healthy": tally.healthy,
             "failed": tally.failed,
         }
@@ -155,7 +145,7 @@ class Rollouts:
             return None  # another evaluator acted first
         if state == "all":
             manifest = self.store.get(self.artifact_bucket, manifest_key(model, version))
-            self.publisher.publish(announcement(model, "all"), manifest, retain=True)
+            self.publisher.publish(announcement(model, Ring.ALL), manifest, retain=True)
         elif state == "aborted":
             # Canary devices that have not updated yet must stop being offered it:
             # the canary topic goes back to what everyone else runs (or is cleared).
@@ -165,5 +155,5 @@ class Rollouts:
                 if previous is None
                 else self.store.get(self.artifact_bucket, manifest_key(model, int(previous)))
             )
-            self.publisher.publish(announcement(model, "canary"), payload, retain=True)
+            self.publisher.publish(announcement(model, Ring.CANARY), payload, retain=True)
         return state

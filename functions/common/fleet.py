@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edgeloop.contract.status import StatusReport
+from edgeloop.contract import StatusReport
 
 BY_MODEL_INDEX = "by_model"
 

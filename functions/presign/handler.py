@@ -12,8 +12,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from edgeloop.contract.manifest import canonical_json
-from edgeloop.contract.topics import ThingTopics
+from edgeloop.contract import ThingTopics, UploadAnswer
 from functions.common.clients import client
 from functions.common.env import PresignEnv, cached_env
 from functions.common.observability import logger, metrics, tracer
@@ -34,13 +33,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = cached_env(PresignEnv)
     thing, payload = split_rule_event(event)
     try:
-        answer = presign(env, client("s3"), thing, payload)
+        answer: UploadAnswer = presign(env, client("s3"), thing, payload)
         metrics.add_metric(name="UploadUrlsGranted", unit=MetricUnit.Count, value=1)
     except PresignRefused as exc:
         logger.warning("upload request refused", extra={"thing": thing, "code": exc.code})
         metrics.add_metric(name="UploadUrlsRefused", unit=MetricUnit.Count, value=1)
         answer = refusal(payload, exc)
         if exc.code == "bad_thing":
-            return answer  # no topic of its own to answer on
-    _publisher().publish(ThingTopics(thing).upload_response, canonical_json(answer))
-    return answer
+            return answer.to_json()  # no topic of its own to answer on
+    _publisher().publish(ThingTopics(thing).upload_response, answer.to_bytes())
+    return answer.to_json()

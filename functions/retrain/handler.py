@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from edgeloop.contract import KmsSigner
+from edgeloop.contract.signers import KmsSigner
 from functions.announce.rollout import start_rollout
 from functions.common.clients import client
 from functions.common.env import RetrainEnv, cached_env

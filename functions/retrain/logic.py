@@ -12,15 +12,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
+from edgeloop.contract import format_time, time_ordered_id, utc_now
 from edgeloop.contract.topics import check_model_name, check_thing_name
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.data import Batch, NoUsableData, Quarantined, assemble, read_batch
 from edgeloop.factory.run import train_run, train_run_streamed
-from functions.common.ids import time_ordered_id
 from functions.common.registry import Registry
 from functions.common.storage import ObjectStore
 from functions.retrain.publish import Publication, ReleaseWriter
@@ -272,4 +271,4 @@ class Retrainer:
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(utc_now())

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from edgeloop.contract import Manifest, Signer, sign_manifest
+from edgeloop.contract import Manifest
+from edgeloop.contract.signers import Signer, sign_manifest
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.deltas import DeltaPlan, plan_deltas
 from edgeloop.factory.release import (

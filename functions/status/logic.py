@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from edgeloop.contract.status import StatusRejected, StatusReport
+from edgeloop.contract import StatusRejected, StatusReport, format_time, utc_now
 from edgeloop.contract.topics import check_thing_name
 from functions.common.fleet import DeviceRecord, FleetTable
 
@@ -34,7 +34,7 @@ def record_status(
         raise StatusIgnored(str(exc)) from exc
     record = DeviceRecord(
         thing=thing,
-        last_seen=(now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        last_seen=format_time(now or utc_now()),
         report=report,
     )
     fleet.record(record)

@@ -10,7 +10,7 @@ from aws_cdk import aws_iot as iot
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from edgeloop.contract.topics import RINGS, ROOT
+from edgeloop.contract.topics import ROOT, Ring
 from functions.common.rules import rule_sql
 from infra.constructs.artifact_hosting import ArtifactHosting
 from infra.constructs.data_intake import DataIntake
@@ -82,7 +82,7 @@ class IotWiring(Construct):
             ring: iot.CfnThingGroup(
                 self, f"Ring{ring.capitalize()}", thing_group_name=f"{stack.stack_name}-{ring}"
             )
-            for ring in RINGS
+            for ring in Ring
         }
         rollout_env = {
             "REGISTRY_TABLE": pipeline.registry_table.table_name,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from edgeloop.contract import announcement
+from edgeloop.contract import Ring, announcement
 from edgeloop.local.router import sqs_event
 from functions.retrain import handler as retrain
 from tests.support_aws import (
@@ -39,13 +39,14 @@ def test_an_aborted_rollout_leaves_devices_not_yet_updated_where_they_are(
     rollout = registry.rollout("vibration")
     assert rollout is not None
     assert (rollout["state"], rollout["failed"], rollout["healthy"]) == ("aborted", 2, 1)
-    assert cloud.announcements(announcement("vibration", "all")) == []
+    assert cloud.announcements(announcement("vibration", Ring.ALL)) == []
     # Canary devices not yet updated are offered what everyone else runs again.
-    assert cloud.announcements(announcement("vibration", "canary"))[-1]["payload"] == b"manifest-v1"
+    canary = cloud.announcements(announcement("vibration", Ring.CANARY))
+    assert canary[-1]["payload"] == b"manifest-v1"
     # An aborted rollout is final: later healthy reports do not revive it.
     report_status("pump-4")
     report_status("pump-5")
-    assert cloud.announcements(announcement("vibration", "all")) == []
+    assert cloud.announcements(announcement("vibration", Ring.ALL)) == []
 
 
 def test_a_duplicate_s3_notification_is_a_no_op(cloud: LocalCloud) -> None:

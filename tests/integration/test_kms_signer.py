@@ -7,14 +7,8 @@ from typing import Any
 import boto3
 import pytest
 
-from edgeloop.contract import (
-    HealthCheck,
-    KmsSigner,
-    SignatureInvalid,
-    TrustedKeys,
-    load_public_key,
-    sign_manifest,
-)
+from edgeloop.contract import HealthCheck, SignatureInvalid, TrustedKeys, load_public_key
+from edgeloop.contract.signers import KmsSigner, sign_manifest
 from tests.conftest import make_manifest
 
 

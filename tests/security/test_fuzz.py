@@ -13,9 +13,16 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeloop.contract import ContractError, LocalSigner, TrustedKeys, sha256_hex, sign_manifest
-from edgeloop.contract.errors import MalformedManifest, PatchCorrupt
-from edgeloop.contract.manifest import CODECS, parse_manifest
+from edgeloop.contract import (
+    CODECS,
+    ContractError,
+    MalformedManifest,
+    PatchCorrupt,
+    TrustedKeys,
+    parse_manifest,
+    sha256_hex,
+)
+from edgeloop.contract.signers import LocalSigner, sign_manifest
 from edgeloop.delta import PatchSpec, apply_checked, apply_patch, make_patch
 from edgeloop.factory.data import Batch, Quarantined, read_batch
 from tests.conftest import make_manifest

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edgeloop.contract import DeltaRef, LocalSigner, TensorSpec, sha256_hex
+from edgeloop.contract import DeltaRef, TensorSpec, sha256_hex
+from edgeloop.contract.signers import LocalSigner
 from edgeloop.delta import make_patch
 from tests.support_http import Fault
 from tests.support_release import vibration_runs, with_fields

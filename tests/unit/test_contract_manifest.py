@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from edgeloop.contract import (
     CompressedRef,
+    EncodingError,
     HashMismatch,
     InputSpecMismatch,
     MalformedManifest,
@@ -54,7 +55,7 @@ def test_canonical_bytes_have_sorted_keys_and_no_whitespace() -> None:
 
 
 def test_canonical_json_refuses_nan() -> None:
-    with pytest.raises(MalformedManifest, match="NaN"):
+    with pytest.raises(EncodingError, match="NaN"):
         canonical_json({"x": float("nan")})
 
 

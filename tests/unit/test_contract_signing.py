@@ -11,7 +11,6 @@ import pytest
 
 from edgeloop.contract import (
     InputSpecMismatch,
-    LocalSigner,
     Manifest,
     ManifestExpired,
     SignatureInvalid,
@@ -21,8 +20,8 @@ from edgeloop.contract import (
     VersionNotNewer,
     accept_manifest,
     public_key_pem,
-    sign_manifest,
 )
+from edgeloop.contract.signers import LocalSigner, sign_manifest
 from tests.conftest import NOW
 
 
@@ -165,8 +164,8 @@ def test_verification_covers_fields_this_agent_does_not_know(
     signer: LocalSigner, trusted: TrustedKeys, manifest: Manifest
 ) -> None:
     """A newer cloud may add fields; they are signed, and verification still passes."""
-    from edgeloop.contract.manifest import canonical_json
-    from edgeloop.contract.signing import ALGORITHM, signing_statement
+    from edgeloop.contract import ALGORITHM, canonical_json
+    from edgeloop.contract.verify import signing_statement
 
     doc = manifest.to_json()
     doc["rollout"] = {"ring": "canary"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeloop.contract import ThingTopics, announcement, thing_of
+from edgeloop.contract import Ring, ThingTopics, announcement, thing_of
 
 
 def test_thing_topics_live_under_the_things_own_prefix() -> None:
@@ -24,11 +24,11 @@ def test_thing_names_that_could_widen_a_topic_are_refused(name: str) -> None:
 
 
 def test_announcements_are_per_model_and_ring() -> None:
-    assert announcement("digits", "canary") == "edgeloop/models/digits/rings/canary/manifest"
+    assert announcement("digits", Ring.CANARY) == "edgeloop/models/digits/rings/canary/manifest"
     with pytest.raises(ValueError, match="rollout ring"):
-        announcement("digits", "beta")
+        announcement("digits", "beta")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="model name"):
-        announcement("Digits/+", "all")
+        announcement("Digits/+", Ring.ALL)
 
 
 def test_other_topics_belong_to_no_thing() -> None:

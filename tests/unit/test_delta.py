@@ -13,8 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import edgeloop.delta as delta
-from edgeloop.contract import HashMismatch, sha256_hex
-from edgeloop.contract.errors import PatchBaseMismatch, PatchCorrupt
+from edgeloop.contract import HashMismatch, PatchBaseMismatch, PatchCorrupt, sha256_hex
 from edgeloop.delta import LayoutChanged, PatchSpec, apply_checked, apply_patch, make_patch
 from edgeloop.factory.deltas import plan_deltas
 

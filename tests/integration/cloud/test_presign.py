@@ -60,7 +60,7 @@ def test_the_url_uploads_for_real_and_the_notification_follows(cloud: LocalCloud
         ({"size": 64 * 1024 * 1024}, "too_large", "over the 16777216-byte cap"),
         ({"model": "weather"}, "unknown_model", "'weather' is not one of digits, vibration"),
         ({"content_type": "application/zip"}, "content_type", "is not one of"),
-        ({"size": -1}, "malformed", "size must be a positive integer"),
+        ({"size": -1}, "malformed", "size must be an integer >= 1"),
         ({"request_id": ""}, "malformed", "request_id"),
         ({"batch_id": "../../other-thing/x"}, "malformed", "batch_id must be"),
         ({"batch_id": 7}, "malformed", "batch_id must be"),

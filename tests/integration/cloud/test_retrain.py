@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from edgeloop.contract import announcement
+from edgeloop.contract import Ring, announcement
 from edgeloop.delta import PatchSpec, apply_checked
 from functions.common.env import cached_env
 from functions.common.registry import Registry
@@ -49,11 +49,11 @@ def test_a_promoted_model_is_published_signed_and_announced_to_canary(cloud: Loc
         s3.get_object(Bucket=bucket, Key="models/digits/latest.json")["Body"].read()
     )
     assert latest == {"version": 1, "manifest": "models/digits/1/manifest.json"}
-    [announced] = cloud.announcements(announcement("digits", "canary"))
+    [announced] = cloud.announcements(announcement("digits", Ring.CANARY))
     assert announced["retain"] is True
     assert announced["qos"] == 1
     assert announced["payload"] == raw
-    assert cloud.announcements(announcement("digits", "all")) == []
+    assert cloud.announcements(announcement("digits", Ring.ALL)) == []
 
 
 def test_a_second_promotion_ships_a_patch_from_the_first(cloud: LocalCloud) -> None:
@@ -146,7 +146,7 @@ def test_rollback_ships_old_weights_as_a_higher_version(cloud: LocalCloud) -> No
     assert v3.version == 3
     assert v3.artifact.sha256 == v1.artifact.sha256
     assert v3.metrics["rollback_of"] == 1.0
-    assert cloud.announcements(announcement("digits", "canary"))[-1]["payload"] == v3.to_bytes()
+    assert cloud.announcements(announcement("digits", Ring.CANARY))[-1]["payload"] == v3.to_bytes()
 
 
 def test_a_failed_announcement_is_made_good_by_the_schedule(
@@ -163,12 +163,12 @@ def test_a_failed_announcement_is_made_good_by_the_schedule(
     event = upload_round(cloud, digit_batches(30, 0, 30), 1)
     retrain.handler(event, FakeLambdaContext())
     assert registry_of(cloud).latest_version("digits") == 1
-    assert cloud.announcements(announcement("digits", "canary")) == []
+    assert cloud.announcements(announcement("digits", Ring.CANARY)) == []
     announce.handler({}, FakeLambdaContext())
-    [announced] = cloud.announcements(announcement("digits", "canary"))
+    [announced] = cloud.announcements(announcement("digits", Ring.CANARY))
     assert cloud.trusted_keys().verify(announced["payload"]).version == 1
     announce.handler({}, FakeLambdaContext())
-    assert len(cloud.announcements(announcement("digits", "canary"))) == 1
+    assert len(cloud.announcements(announcement("digits", Ring.CANARY))) == 1
 
 
 def test_kmeans_data_above_the_stream_threshold_trains_chunk_by_chunk(
@@ -200,5 +200,5 @@ def test_kmeans_data_above_the_stream_threshold_trains_chunk_by_chunk(
     )
     assert record["streamed"]["passes"] == 3
     assert len(record["data"]["batches"]) == 6
-    [announced] = cloud.announcements(announcement("vibration", "canary"))
+    [announced] = cloud.announcements(announcement("vibration", Ring.CANARY))
     assert cloud.trusted_keys().verify(announced["payload"]).version == 1

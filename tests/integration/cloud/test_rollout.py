@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edgeloop.cli.main import main
-from edgeloop.contract import announcement
-from edgeloop.contract.status import StatusReport
+from edgeloop.contract import Health, Ring, StatusReport, announcement, format_time, utc_now
 from functions.announce import handler as announce
 from functions.common.fleet import DeviceRecord, FleetTable
 from tests.support_aws import (
@@ -70,7 +69,7 @@ def test_a_malformed_report_is_ignored_with_a_reason(cloud: LocalCloud) -> None:
 
 def test_canary_promotes_to_all_after_enough_healthy_reports(cloud: LocalCloud) -> None:
     registry = start_test_rollout(cloud)
-    [canary] = cloud.announcements(announcement("vibration", "canary"))
+    [canary] = cloud.announcements(announcement("vibration", Ring.CANARY))
     assert canary["retain"] is True
     assert report_status("pump-1")["rollout"] is None
     assert report_status("pump-2", ring="all", version=1)["rollout"] is None  # not a canary
@@ -78,7 +77,7 @@ def test_canary_promotes_to_all_after_enough_healthy_reports(cloud: LocalCloud) 
     rollout = registry.rollout("vibration")
     assert rollout is not None
     assert (rollout["state"], rollout["healthy"]) == ("all", 2)
-    [everyone] = cloud.announcements(announcement("vibration", "all"))
+    [everyone] = cloud.announcements(announcement("vibration", Ring.ALL))
     assert everyone["retain"] is True
     assert everyone["payload"] == b"manifest-v2"
 
@@ -87,7 +86,7 @@ def test_a_first_rollout_aborted_clears_the_canary_announcement(cloud: LocalClou
     start_test_rollout(cloud)
     for thing in ("pump-1", "pump-2", "pump-3"):
         report_status(thing, version=None, health="no_model", step="failed", target_version=2)
-    assert cloud.announcements(announcement("vibration", "canary"))[-1]["payload"] == b""
+    assert cloud.announcements(announcement("vibration", Ring.CANARY))[-1]["payload"] == b""
 
 
 def test_a_quiet_canary_stalls_when_its_window_closes(cloud: LocalCloud) -> None:
@@ -99,7 +98,7 @@ def test_a_quiet_canary_stalls_when_its_window_closes(cloud: LocalCloud) -> None
     rollout = registry.rollout("vibration")
     assert rollout is not None
     assert rollout["state"] == "stalled"
-    assert cloud.announcements(announcement("vibration", "all")) == []
+    assert cloud.announcements(announcement("vibration", Ring.ALL)) == []
 
 
 def test_the_scheduled_handler_evaluates_every_model(cloud: LocalCloud) -> None:
@@ -108,8 +107,8 @@ def test_the_scheduled_handler_evaluates_every_model(cloud: LocalCloud) -> None:
         FleetTable(cloud.client("dynamodb"), cloud.names["FLEET_TABLE"]).record(
             DeviceRecord(
                 thing,
-                datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                StatusReport(model="vibration", version=2, health="healthy", ring="canary"),
+                format_time(utc_now()),
+                StatusReport(model="vibration", version=2, health=Health.HEALTHY, ring=Ring.CANARY),
             )
         )
     assert announce.handler({}, FakeLambdaContext()) == {"decided": {"vibration": "all"}}

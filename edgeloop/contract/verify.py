@@ -1,4 +1,4 @@
-"""Signing manifests in the cloud and verifying them on the device.
+"""Verifying a manifest on the device: the pinned keys, the signed statement, acceptance.
 
 What is signed is a short statement, `edgeloop-manifest-v1\\n` followed by the
 SHA-256 of the manifest's canonical bytes, rather than the bytes themselves.
@@ -10,6 +10,7 @@ signatures from anything else the same key might ever sign.
 The key id is derived from the public key (SHA-256 of its DER
 SubjectPublicKeyInfo), so a device pinning a PEM file knows the id without
 being told, and a manifest cannot claim a key id that does not match its key.
+The cloud's signers live in edgeloop.contract.signers, which a device never imports.
 """
 
 from __future__ import annotations
@@ -17,26 +18,17 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from datetime import datetime
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from edgeloop.contract.acceptance import check_fresh, check_input, check_newer
+from edgeloop.contract.encoding import EncodingError, canonical_json, utc_now
 from edgeloop.contract.errors import MalformedManifest, SignatureInvalid, UnknownKey
-from edgeloop.contract.manifest import (
-    Manifest,
-    Signature,
-    TensorSpec,
-    canonical_json,
-    check_fresh,
-    check_input,
-    check_newer,
-    load_json_object,
-    manifest_from_json,
-    signature_from_json,
-)
+from edgeloop.contract.manifest import Manifest, Signature, TensorSpec, load_json_object
+from edgeloop.contract.reader import Fields
 
 ALGORITHM = "ECDSA_P256_SHA256"
 _STATEMENT_PREFIX = b"edgeloop-manifest-v1\n"
@@ -74,101 +66,6 @@ def public_key_pem(public_key: ec.EllipticCurvePublicKey) -> bytes:
     )
 
 
-class Signer(Protocol):
-    """Something that signs manifest statements with an ECDSA P-256 key."""
-
-    @property
-    def key_id(self) -> str: ...
-
-    def public_key(self) -> ec.EllipticCurvePublicKey: ...
-
-    def sign(self, message: bytes) -> bytes:
-        """DER-encoded ECDSA-SHA256 signature over `message`."""
-        ...
-
-
-class LocalSigner:
-    """A PEM private key on disk: for the local demo and tests, never for a fleet."""
-
-    def __init__(self, private_key: ec.EllipticCurvePrivateKey) -> None:
-        if private_key.curve.name != "secp256r1":
-            raise ValueError("manifest keys must be ECDSA P-256")
-        self._key = private_key
-        self._key_id = key_id_of(private_key.public_key())
-
-    @classmethod
-    def generate(cls) -> LocalSigner:
-        return cls(ec.generate_private_key(ec.SECP256R1()))
-
-    @classmethod
-    def from_pem(cls, pem: bytes) -> LocalSigner:
-        key = serialization.load_pem_private_key(pem, password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ValueError("the signing key must be an ECDSA P-256 private key in PEM")
-        return cls(key)
-
-    def private_pem(self) -> bytes:
-        return self._key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-
-    @property
-    def key_id(self) -> str:
-        return self._key_id
-
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        return self._key.public_key()
-
-    def sign(self, message: bytes) -> bytes:
-        return self._key.sign(message, ec.ECDSA(hashes.SHA256()))
-
-
-class KmsSigner:
-    """An AWS KMS asymmetric key (ECC_NIST_P256, SIGN_VERIFY).
-
-    Takes a boto3 KMS client rather than importing boto3, so the contract stays
-    importable on a device.
-    """
-
-    def __init__(self, kms_client: Any, kms_key_id: str) -> None:
-        self._kms = kms_client
-        self._kms_key_id = kms_key_id
-        self._public: ec.EllipticCurvePublicKey | None = None
-
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        if self._public is None:
-            response = self._kms.get_public_key(KeyId=self._kms_key_id)
-            if response.get("KeySpec") not in (None, "ECC_NIST_P256"):
-                raise ValueError(
-                    f"KMS key {self._kms_key_id} has spec {response.get('KeySpec')}; "
-                    "manifests need ECC_NIST_P256"
-                )
-            self._public = load_public_key(response["PublicKey"])
-        return self._public
-
-    @property
-    def key_id(self) -> str:
-        return key_id_of(self.public_key())
-
-    def sign(self, message: bytes) -> bytes:
-        response = self._kms.sign(
-            KeyId=self._kms_key_id,
-            Message=message,
-            MessageType="RAW",
-            SigningAlgorithm="ECDSA_SHA_256",
-        )
-        signature: bytes = response["Signature"]
-        return signature
-
-
-def sign_manifest(manifest: Manifest, signer: Signer) -> Manifest:
-    statement = signing_statement(manifest.signing_payload())
-    value = base64.b64encode(signer.sign(statement)).decode("ascii")
-    return manifest.with_signature(Signature(alg=ALGORITHM, key_id=signer.key_id, value=value))
-
-
 class TrustedKeys:
     """The public keys a device pins, by derived key id."""
 
@@ -194,14 +91,14 @@ class TrustedKeys:
         """
         doc = load_json_object(raw)
         what = f"manifest for {str(doc.get('model'))[:64]} v{str(doc.get('version'))[:16]}"
-        try:
-            sig = signature_from_json(doc)
-        except MalformedManifest as exc:
-            raise SignatureInvalid(f"{what} has an unreadable signature: {exc}") from exc
-        if sig is None:
+        if doc.get("signature") is None:
             raise SignatureInvalid(
                 f"{what} is unsigned; only manifests signed by the fleet's key are installed"
             )
+        try:
+            sig = Signature.from_json(Fields(doc, "manifest", MalformedManifest).child("signature"))
+        except MalformedManifest as exc:
+            raise SignatureInvalid(f"{what} has an unreadable signature: {exc}") from exc
         if sig.alg != ALGORITHM:
             raise SignatureInvalid(f"signature algorithm {sig.alg!r} is not {ALGORITHM}")
         key = self._keys.get(sig.key_id)
@@ -218,7 +115,7 @@ class TrustedKeys:
         unsigned = {k: v for k, v in doc.items() if k != "signature"}
         try:
             payload = canonical_json(unsigned)
-        except MalformedManifest as exc:
+        except EncodingError as exc:
             raise SignatureInvalid(f"{what} cannot be canonicalised: {exc}") from exc
         try:
             key.verify(signature, signing_statement(payload), ec.ECDSA(hashes.SHA256()))
@@ -227,7 +124,7 @@ class TrustedKeys:
                 f"signature on {what} does not match its contents; it was altered after "
                 "signing, discard it"
             ) from exc
-        return manifest_from_json(doc)
+        return Manifest.from_json(doc)
 
 
 def accept_manifest(
@@ -244,7 +141,7 @@ def accept_manifest(
     signature comes first, then freshness, version and fit.
     """
     manifest = trusted.verify(raw)
-    check_fresh(manifest, now or datetime.now(UTC))
+    check_fresh(manifest, now or utc_now())
     check_newer(manifest, installed_version)
     if device_input is not None:
         check_input(manifest, device_input)
