@@ -14,6 +14,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from edgeloop.contract import time_ordered_id
+
 VERSION_WIDTH = 10
 MAX_CLAIM_ATTEMPTS = 20
 
@@ -165,9 +167,34 @@ class Registry:
 
     # --- uploads --------------------------------------------------------------------
 
-    def register_upload(self, model: str, key: str, etag: str, size: int) -> None:
-        """Note an upload that no training run has consumed yet."""
-        self._put(model, f"pending#{key}", {"key": key, "etag": etag, "size": size})
+    def register_upload(
+        self, model: str, key: str, etag: str, size: int, arrival_id: str | None = None
+    ) -> str:
+        """Log an upload in the cloud's arrival order and note that no run has consumed it.
+
+        The arrival id comes from the cloud's clock, never from the key a device
+        named: a device that picks a far-future batch id cannot stay "newest"
+        and push everyone else's data out of the training budget.
+        """
+        arrival = arrival_id or time_ordered_id()
+        doc = {"key": key, "etag": etag, "size": size, "arrival": arrival}
+        self._put(model, f"upload#{arrival}", doc)
+        self._put(model, f"pending#{key}", doc)
+        return arrival
+
+    def arrivals(self, model: str, limit: int) -> list[dict[str, Any]]:
+        """The newest uploads by arrival, newest first, one record per key.
+
+        Reads at most `limit` records: a run looks at a bounded window of what
+        arrived, never at everything ever uploaded.
+        """
+        seen: set[str] = set()
+        out: list[dict[str, Any]] = []
+        for item in self._query(model, "upload#", newest_first=True, limit=limit):
+            if item.doc["key"] not in seen:  # a retried upload overwrote its own key
+                seen.add(item.doc["key"])
+                out.append(item.doc)
+        return out
 
     def pending_uploads(self, model: str) -> list[str]:
         return [

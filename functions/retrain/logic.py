@@ -21,7 +21,7 @@ from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.data import Batch, NoUsableData, Quarantined, assemble, read_batch
 from edgeloop.factory.run import train_run, train_run_streamed
 from functions.common.registry import Registry
-from functions.common.storage import ObjectStore
+from functions.common.storage import ObjectInfo, ObjectMissing, ObjectStore
 from functions.retrain.publish import Publication, ReleaseWriter
 
 
@@ -111,6 +111,8 @@ class Retrainer:
     # k-means data larger than this is trained chunk by chunk from S3
     # (edgeloop.factory.stream) instead of being loaded whole.
     stream_above_bytes: int = 256 * 1024 * 1024
+    # How many of the newest arrivals a run considers before the byte budget.
+    arrival_window: int = 10_000
 
     def register(self, upload: Upload) -> dict[str, Any]:
         if upload.model not in self.configs:
@@ -118,31 +120,41 @@ class Retrainer:
         self.registry.register_upload(upload.model, upload.key, upload.etag, upload.size)
         return {"model": upload.model, "key": upload.key}
 
-    def _select(self, config: ModelConfig) -> list[Any]:
-        """Newest uploads first, up to the byte budget."""
-        objects = sorted(
-            self.store.list(self.data_bucket, f"data/{config.model.name}/"),
-            key=lambda o: o.key.rsplit("/", 1)[-1],
-            reverse=True,
-        )
+    def _select(self, config: ModelConfig) -> list[ObjectInfo]:
+        """The newest uploads in the cloud's arrival order, up to the byte budget.
+
+        From the registry's arrival log, a bounded window of it: never a listing
+        of everything under the model's prefix, and never the order of the keys
+        devices named.
+        """
         chosen, budget = [], self.max_training_bytes
-        for obj in objects:
-            if obj.size > budget:
+        for record in self.registry.arrivals(config.model.name, self.arrival_window):
+            if record["size"] > budget:
                 break
-            budget -= obj.size
-            chosen.append(obj)
+            budget -= record["size"]
+            chosen.append(ObjectInfo(record["key"], int(record["size"]), record["etag"]))
         return chosen
 
     def _read_data(
-        self, config: ModelConfig, objects: list[Any]
+        self, config: ModelConfig, objects: list[ObjectInfo]
     ) -> tuple[list[Batch | Quarantined], int]:
         """Every selected upload read; bad ones moved to quarantine/."""
-        items = [self._read(config, obj.key) for obj in objects]
+        items = [item for obj in objects if (item := self._read(config, obj.key)) is not None]
         return items, sum(isinstance(item, Quarantined) for item in items)
 
-    def _read(self, config: ModelConfig, key: str, quarantine: bool = True) -> Batch | Quarantined:
-        """One upload, parsed; a bad one is moved to quarantine/ (unless told not to)."""
-        item = read_batch(key, self.store.get(self.data_bucket, key), config)
+    def _read(
+        self, config: ModelConfig, key: str, quarantine: bool = True
+    ) -> Batch | Quarantined | None:
+        """One upload, parsed; a bad one is moved to quarantine/ (unless told not to).
+
+        None when the object is gone (quarantined by an earlier run, or expired
+        by the bucket's lifecycle rule): the arrival log outlives the data.
+        """
+        try:
+            data = self.store.get(self.data_bucket, key)
+        except ObjectMissing:
+            return None
+        item = read_batch(key, data, config)
         if quarantine and isinstance(item, Quarantined):
             self._quarantine(item)
         return item
@@ -163,6 +175,8 @@ class Retrainer:
             kept = []
             for key in keys:
                 item = self._read(config, key, quarantine=first)
+                if item is None:
+                    continue
                 if isinstance(item, Quarantined):
                     if first:
                         seen["quarantined"].append(item.to_json())
