@@ -239,17 +239,23 @@ def test_a_tie_with_the_champion_is_not_shipped() -> None:
 
 
 def test_label_shifted_uploads_from_one_device_do_not_ship_a_worse_model() -> None:
-    clean, poison, test = ORDER[:600], ORDER[600:1200], ORDER[1200:]
-    honest = [_upload(f"pump-{d}", 0, X_ALL[i], Y_ALL[i]) for d, i in enumerate(np.split(clean, 6))]
-    champion_run = train_run(DIGITS, assemble(honest, DIGITS))
-    assert champion_run.promoted
+    # As in the issue: one device's label-shifted upload fills most of a run.
+    # Two honest devices trained the champion and upload 60 new rows each; the
+    # attacker uploads 1,200 rows with every label shifted by one.
+    early, late, poison, test = ORDER[:400], ORDER[400:520], ORDER[520:1720], ORDER[1720:]
+    champion_run = train_run(
+        DIGITS,
+        assemble(
+            [_upload(f"pump-{d}", 0, X_ALL[i], Y_ALL[i]) for d, i in enumerate(np.split(early, 2))],
+            DIGITS,
+        ),
+    )
+    assert champion_run.promoted, champion_run.decision.reason
     assert champion_run.model is not None
     champion_accuracy = _accuracy(champion_run.model, test)
-    # The attacker replays its 600 label-shifted rows six times over: 3,600 rows
-    # against 600 honest ones.
-    shifted = (Y_ALL[poison] + 1) % 10
-    attack = [_upload("mallory", n, X_ALL[poison], shifted) for n in range(6)]
-    run = train_run(DIGITS, assemble([*honest, *attack], DIGITS), champion_run.model)
+    honest = [_upload(f"pump-{d}", 1, X_ALL[i], Y_ALL[i]) for d, i in enumerate(np.split(late, 2))]
+    attack = _upload("mallory", 1, X_ALL[poison], (Y_ALL[poison] + 1) % 10)
+    run = train_run(DIGITS, assemble([*honest, attack], DIGITS), champion_run.model)
     if run.promoted:
         assert run.model is not None
         assert _accuracy(run.model, test) >= champion_accuracy - 0.01, run.decision.reason
