@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import bytes as bytes_bench
-from bench import fanout, inference, loop, patchgen, scale, swap
+from bench import fanout, inference, loop, patchgen, poison, scale, swap
 from bench.common import RESULTS, write_result
 
 README = Path(__file__).parents[1] / "README.md"
@@ -32,6 +32,7 @@ SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
     "fanout": fanout.measure,
     "scale": scale.measure,
     "patchgen": patchgen.measure,
+    "poison": poison.measure,
 }
 
 
@@ -169,7 +170,10 @@ def table() -> str:
                     "`python -m bench.run patchgen`",
                 )
             )
-    machine = next((r["machine"] for r in (b, i, w, lp, f, sc, pg) if r), None)
+    ps = _load("poison")
+    if ps:
+        rows.extend(_poison_rows(ps))
+    machine = next((r["machine"] for r in (b, i, w, lp, f, sc, pg, ps) if r), None)
     lines = [
         "| figure | goal | measured | reached | reproduce |",
         "| --- | --- | --- | --- | --- |",
@@ -182,6 +186,44 @@ def table() -> str:
             f"{machine['python']}, NumPy {machine['numpy']}, {machine['platform']}."
         )
     return "\n".join(lines)
+
+
+def _poison_rows(ps: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """Two rows: without and with a reference set."""
+    out = []
+    for label, setting, goal, ok in (
+        (
+            "without_reference",
+            "no reference set",
+            "1 device in 20: within 1 pt of the clean run",
+            ps["goal_one_device_within_1pt"],
+        ),
+        (
+            "with_reference",
+            "reference set",
+            "≤ 20% of devices poisoned: no worse model shipped",
+            ps["goal_reference_20pct_no_worse_shipped"],
+        ),
+    ):
+        r = ps[label]
+        per_k = r["by_poisoned_devices"]
+        stalls = sum(e["stalled"] for k, e in per_k.items() if k != "0")
+        worse = ", ".join(
+            f"{_pct(e['share'])}: {e['worse_shipped']}" for k, e in per_k.items() if k != "0"
+        )
+        out.append(
+            (
+                f"poisoning, k of {ps['devices']} devices label-shifted ({setting})",
+                goal,
+                f"within 1 pt up to {_pct(r['largest_share_within_1pt'])} poisoned; no worse "
+                f"model shipped up to {_pct(r['largest_share_no_worse_shipped'])} (worse "
+                f"shipped by share: {worse}); {stalls} stalled rounds "
+                f"({len(ps['seeds'])} seeds x {ps['rounds']} rounds)",
+                _mark(ok),
+                "`python -m bench.run poison`",
+            )
+        )
+    return out
 
 
 def rewrite_readme() -> None:

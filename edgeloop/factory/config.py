@@ -17,6 +17,8 @@ from edgeloop.tomlfile import read_toml
 Kind = Literal["kmeans_anomaly", "mlp_classifier", "logistic_classifier"]
 CLASSIFIERS: tuple[Kind, ...] = ("mlp_classifier", "logistic_classifier")
 Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+# Data-bucket prefixes that hold what devices uploaded (quarantine/ keeps the bad ones).
+DEVICE_PREFIXES = ("data", "quarantine")
 
 
 class ConfigError(ValueError):
@@ -93,6 +95,13 @@ class TrainSection(_Strict):
     # When warm-starting, also fit from scratch on the same rows and keep that
     # fit if it scores higher on the held-out rows (edgeloop.factory.run._fit).
     cold_challenger: bool = True
+    # No device may hold more than this share of a run's rows; a device over it
+    # keeps a seeded random subset. The cap is max(share, 1 / devices), so a
+    # fleet of one device (or the CLI) trains on everything and a fleet of
+    # fewer than 1 / share devices is evened out. A quarter keeps one device
+    # from outvoting the rest (three quarters of every run come from others)
+    # while a busy honest device still contributes more than a quiet one.
+    max_device_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -108,6 +117,32 @@ class GateSection(_Strict):
     # level, not the point estimate, so a lucky score on a few held-out rows
     # does not ship. 0 judges the point estimate.
     confidence: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    # "Beats the champion" means significantly: for classifiers a one-sided
+    # paired sign test (McNemar) at this level on the held-out rows exactly one
+    # of the two gets right; for silhouette a margin. A tie never ships.
+    significance: Annotated[float, Field(gt=0.0, le=0.5)] = 0.05
+    silhouette_margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.02
+    # A prefix in the data bucket only the platform team writes (for example
+    # "reference/digits/"). Every run is evaluated on it; a candidate below the
+    # champion's reference figure by more than reference_tolerance (or, with
+    # no champion, below the threshold there) is refused.
+    reference: str | None = None
+    reference_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+
+    @model_validator(mode="after")
+    def _reference_is_not_device_data(self) -> GateSection:
+        ref = self.reference
+        if ref is None:
+            return self
+        if not ref or ref.startswith("/") or ".." in ref.split("/"):
+            raise ValueError(f"gate.reference {ref!r} must be a relative prefix like reference/m/")
+        if ref.split("/")[0] in DEVICE_PREFIXES:
+            raise ValueError(
+                f"gate.reference {ref!r} is under {ref.split('/')[0]}/, which holds device "
+                "uploads; the reference "
+                "set must live where only the platform team writes, e.g. reference/{model}/"
+            )
+        return self
 
 
 class ExportSection(_Strict):

@@ -7,7 +7,7 @@ the reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ from edgeloop.contract import sha256_hex
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.data import Dataset
 from edgeloop.factory.export import int8_scales, to_tflite
-from edgeloop.factory.gate import GateDecision, decide
+from edgeloop.factory.gate import GateDecision, Paired, clearly_above, decide
 from edgeloop.factory.sparsify import sparsify
 from edgeloop.factory.stream import ChunkSource, fit_kmeans_streaming
 from edgeloop.factory.training import (
@@ -101,7 +101,11 @@ def _fit(
     cold_score = evaluate(cold, parts, config).get(metric)
     verdict = {"warm": warm_score, "cold": cold_score, "kept": "warm"}
     record["cold_challenger"] = verdict
-    if warm_score is None or cold_score is None or not _clearly_better(cold, candidate, parts):
+    if (
+        warm_score is None
+        or cold_score is None
+        or not _clearly_better(cold, candidate, parts, config)
+    ):
         return candidate, True
     verdict["kept"] = "cold"
     record["start"] = (
@@ -111,32 +115,35 @@ def _fit(
     return cold, False
 
 
-# One-sided 95% for the paired test below, and the silhouette margin that counts
-# as clearly better.
-_CHALLENGER_Z = 1.645
-_SILHOUETTE_MARGIN = 0.02
+def _paired(challenger: TrainedModel, incumbent: TrainedModel, parts: Split) -> Paired | None:
+    """Which held-out rows each classifier gets right, paired; None for k-means."""
+    X, y = parts.X_holdout, parts.y_holdout
+    if challenger.kind == "kmeans_anomaly" or y is None or len(X) == 0:
+        return None
+    return Paired.of(challenger.predict(X) == y, incumbent.predict(X) == y)
 
 
-def _clearly_better(challenger: TrainedModel, incumbent: TrainedModel, parts: Split) -> bool:
+def _clearly_better(
+    challenger: TrainedModel, incumbent: TrainedModel, parts: Split, config: ModelConfig
+) -> bool:
     """Whether the challenger beats the incumbent by more than held-out noise.
 
     On a few hundred held-out rows two equally good fits differ by a row or
     two either way; replacing a warm start on such a coin flip would ship a
-    dense update half of the time for nothing. Classifiers: a paired sign test
-    (McNemar) on the rows exactly one of them gets right. k-means: a silhouette
-    margin.
+    dense update half of the time for nothing. The same rule as the gate's
+    (edgeloop.factory.gate): a paired sign test for classifiers, a
+    silhouette margin for k-means.
     """
-    X, y = parts.X_holdout, parts.y_holdout
-    if challenger.kind == "kmeans_anomaly" or y is None:
-        sample = min(len(X), 2000)
-        return silhouette(challenger, X, 0, sample) > (
-            silhouette(incumbent, X, 0, sample) + _SILHOUETTE_MARGIN
-        )
-    right_c = challenger.predict(X) == y
-    right_i = incumbent.predict(X) == y
-    wins = int(np.sum(right_c & ~right_i))
-    losses = int(np.sum(right_i & ~right_c))
-    return bool(wins - losses > _CHALLENGER_Z * np.sqrt(max(1, wins + losses)))
+    paired = _paired(challenger, incumbent, parts)
+    if paired is not None:
+        return paired.significant(config.gate.significance)
+    X = parts.X_holdout
+    sample = min(len(X), 2000)
+    return clearly_above(
+        silhouette(challenger, X, 0, sample),
+        silhouette(incumbent, X, 0, sample),
+        config.gate.silhouette_margin,
+    )
 
 
 def _shape_update(
@@ -179,16 +186,39 @@ def _not_enough(config: ModelConfig, exc: NotEnoughData, record: dict[str, Any])
     return RunResult(decision, record)
 
 
+def _comparable(champion: TrainedModel | None, candidate: TrainedModel) -> TrainedModel | None:
+    """The champion, if its metrics mean anything beside the candidate's."""
+    if champion is None or (champion.kind, champion.n_features) != (
+        candidate.kind,
+        candidate.n_features,
+    ):
+        return None
+    return champion
+
+
 def train_run(
-    config: ModelConfig, dataset: Dataset, champion: TrainedModel | None = None
+    config: ModelConfig,
+    dataset: Dataset,
+    champion: TrainedModel | None = None,
+    reference: Dataset | None = None,
 ) -> RunResult:
+    """Split, fit, gate on the held-out rows and on `reference`, export, check, record.
+
+    `reference` is the platform's reference set (gate.reference): rows no
+    device can write. A config that names one refuses to ship without it.
+    """
     parts = split(dataset, config)
     record: dict[str, Any] = {
         "model": config.model.name,
         "kind": config.model.kind,
         "config": config.to_dict(),
         "data": dataset.snapshot(),
-        "split": {"train_rows": len(parts.X_train), "holdout_rows": len(parts.X_holdout)},
+        "split": {
+            "train_rows": len(parts.X_train),
+            "holdout_rows": len(parts.X_holdout),
+            "by": parts.by,
+            "holdout_devices": list(parts.holdout_devices),
+        },
     }
     try:
         candidate, warm = _fit(config, parts, champion, record)
@@ -197,24 +227,28 @@ def train_run(
     if warm and champion is not None:
         candidate = _shape_update(config, parts, candidate, champion, record)
     metrics = evaluate(candidate, parts, config)
-    champion_metrics: dict[str, float] = {}
-    if champion is not None and (champion.kind, champion.n_features) == (
-        candidate.kind,
-        candidate.n_features,
-    ):
-        champion_metrics = evaluate(champion, parts, config)
+    rival = _comparable(champion, candidate)
+    champion_metrics = evaluate(rival, parts, config) if rival is not None else {}
+    paired = _paired(candidate, rival, parts) if rival is not None else None
     check_rows = parts.X_holdout if len(parts.X_holdout) else parts.X_train
-    return _gate_and_export(config, candidate, metrics, champion_metrics, check_rows, record)
+    result = _gate_and_export(
+        config, candidate, metrics, champion_metrics, check_rows, record, paired
+    )
+    return _judge_on_reference(config, result, candidate, rival, reference)
 
 
 def train_run_streamed(
-    config: ModelConfig, chunks: ChunkSource, champion: TrainedModel | None = None
+    config: ModelConfig,
+    chunks: ChunkSource,
+    champion: TrainedModel | None = None,
+    reference: Dataset | None = None,
 ) -> RunResult:
     """`train_run` for k-means on more rows than memory holds (factory/stream.py).
 
-    The same gate, export check, health check and record; the held-out metrics
-    and the export check run on the held-out sample. Sparsification and the
-    cold challenger are in-memory steps and are not applied here.
+    The same gate, reference check, export check, health check and record; the
+    held-out metrics and the export check run on the held-out sample.
+    Sparsification, the cold challenger, the device cap and the device split
+    are in-memory steps and are not applied here.
     """
     record: dict[str, Any] = {
         "model": config.model.name,
@@ -232,17 +266,74 @@ def train_run_streamed(
     record["streamed"] = {"rows": run.rows, "passes": run.passes, "holdout_sample": len(held)}
     candidate = run.model
     champion_metrics: dict[str, float] = {}
-    if champion is not None and (champion.kind, champion.n_features) == (
-        candidate.kind,
-        candidate.n_features,
-    ):
+    rival = _comparable(champion, candidate)
+    if rival is not None:
         champion_metrics = {
-            "silhouette": silhouette(champion, held, config.train.seed),
+            "silhouette": silhouette(rival, held, config.train.seed),
             "holdout_rows": run.metrics["holdout_rows"],
         }
         if config.export.quantize == "int8" and run.note.startswith("warm"):
-            candidate.int8_base = int8_scales(champion)
-    return _gate_and_export(config, candidate, run.metrics, champion_metrics, held, record)
+            candidate.int8_base = int8_scales(rival)
+    result = _gate_and_export(config, candidate, run.metrics, champion_metrics, held, record)
+    return _judge_on_reference(config, result, candidate, rival, reference)
+
+
+def _judge_on_reference(
+    config: ModelConfig,
+    result: RunResult,
+    candidate: TrainedModel,
+    champion: TrainedModel | None,
+    reference: Dataset | None,
+) -> RunResult:
+    """Refuse a candidate that does worse than the champion on the reference set.
+
+    Held-out rows come from devices, so enough colluding devices can shape
+    them; the reference set is rows no device can write. A regression there
+    beyond gate.reference_tolerance (or, with no champion, a figure below the
+    threshold there) refuses the candidate whatever the held-out rows say.
+    """
+    gate, metric = config.gate, config.gate.metric
+    if reference is None and gate.reference is None:
+        return result
+    entry: dict[str, Any] = {"prefix": gate.reference, "tolerance": gate.reference_tolerance}
+    result.record["reference"] = entry
+    refusal: str | None
+    if reference is None:
+        entry["rows"] = 0
+        refusal = (
+            f"gate.reference names {gate.reference!r} but the run was given no reference set; "
+            "upload the reference set there (only the platform team can) and pass it to the run"
+        )
+    else:
+        rows = Split(reference.X[:0], None, reference.X, reference.y)
+        ours = evaluate(candidate, rows, config)
+        theirs = evaluate(champion, rows, config) if champion is not None else {}
+        entry.update({"rows": reference.rows, "metrics": ours, "champion_metrics": theirs})
+        refusal = _reference_refusal(config, ours.get(metric), theirs.get(metric))
+    entry["passed"] = refusal is None
+    if refusal is None or not result.decision.promoted:
+        return result
+    decision = replace(result.decision, promoted=False, reason=refusal)
+    result.record["gate"] = decision.to_json()
+    return RunResult(decision, result.record, result.model, result.tflite)
+
+
+def _reference_refusal(config: ModelConfig, ours: float | None, theirs: float | None) -> str | None:
+    gate, metric = config.gate, config.gate.metric
+    if ours is None:
+        return f"the reference set has no rows to measure {metric} on; upload reference data"
+    if theirs is not None and ours < theirs - gate.reference_tolerance:
+        return (
+            f"{metric} {ours:.4f} on the reference set regresses from the champion's "
+            f"{theirs:.4f} by more than gate.reference_tolerance {gate.reference_tolerance:g}; "
+            "refused whatever the held-out rows say"
+        )
+    if theirs is None and ours < gate.threshold:
+        return (
+            f"{metric} {ours:.4f} on the reference set is below the threshold "
+            f"{gate.threshold:.4f}; refused whatever the held-out rows say"
+        )
+    return None
 
 
 def _gate_and_export(
@@ -252,6 +343,7 @@ def _gate_and_export(
     champion_metrics: dict[str, float],
     check_rows: np.ndarray,
     record: dict[str, Any],
+    paired: Paired | None = None,
 ) -> RunResult:
     """Gate, export, check the export in the device's interpreter, and record it all."""
     decision = decide(
@@ -259,21 +351,19 @@ def _gate_and_export(
         metrics.get(config.gate.metric),
         champion_metrics.get(config.gate.metric),
         int(metrics.get("holdout_rows", 0)),
+        paired,
     )
     quantize = config.export.quantize
     tflite = to_tflite(candidate, quantize)
     check = _export_check(candidate, tflite, check_rows, quantize)
     outputs = check.pop("_outputs")
     if decision.promoted and not check["ok"]:
-        decision = GateDecision(
-            False,
-            decision.metric,
-            decision.candidate,
-            decision.champion,
-            decision.threshold,
-            decision.min_improvement,
-            f"the exported model disagrees with scikit-learn (max error {check['max_error']:.2e}, "
-            f"agreement {check['agreement']:.4f}); not shipped",
+        decision = replace(
+            decision,
+            promoted=False,
+            reason="the exported model disagrees with scikit-learn "
+            f"(max error {check['max_error']:.2e}, agreement {check['agreement']:.4f}); "
+            "not shipped",
         )
     golden = np.asarray(check_rows[:GOLDEN_ROWS], dtype=np.float32)
     expected = np.asarray(outputs[:GOLDEN_ROWS]).reshape(len(golden), -1)

@@ -9,6 +9,7 @@ part of the exported graph, so devices feed raw features.
 from __future__ import annotations
 
 import copy
+import hashlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,6 +83,8 @@ class Split:
     y_train: npt.NDArray[np.int64] | None
     X_holdout: FloatArray
     y_holdout: npt.NDArray[np.int64] | None
+    by: str = "row"  # "device": whole devices held out; "row": a hash of each row
+    holdout_devices: tuple[str, ...] = ()
 
 
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -123,14 +126,63 @@ def holdout_mask(
     return mask
 
 
+def device_rank(device: str, seed: int) -> float:
+    """Where a device falls in [0, 1) under a keyed hash: its place in the held-out order."""
+    digest = hashlib.blake2b(
+        device.encode(), digest_size=8, key=seed.to_bytes(8, "big"), person=b"edgeloop-holdout"
+    ).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def holdout_devices(counts: dict[str, int], seed: int, share: float) -> tuple[str, ...]:
+    """The devices whose rows are held out: about `share` of the rows, at least one device.
+
+    Devices are taken in the order of a keyed hash of their names until the
+    held-out rows come closest to `share`, and never all of them. A device
+    keeps its place in that order as data accumulates; only the device at the
+    boundary can change sides. If it moves from training to held out, the
+    champion is judged on rows it trained on, which flatters the champion: the
+    gate errs towards refusing, never towards shipping.
+    """
+    total = sum(counts.values())
+    target = share * total
+    order = sorted(counts, key=lambda d: (device_rank(d, seed), d))
+    held: list[str] = []
+    rows = 0
+    for device in order[:-1]:  # at least one device trains
+        if held and abs(rows + counts[device] - target) >= abs(rows - target):
+            break
+        held.append(device)
+        rows += counts[device]
+    return tuple(held)
+
+
 def split(dataset: Dataset, config: ModelConfig) -> Split:
-    mask = holdout_mask(dataset.X, dataset.y, config.train.seed, config.train.holdout)
+    """Training and held-out rows: whole devices held out when there are two or more.
+
+    One device's rows then never both train and judge a candidate, so a
+    device cannot grade its own poisoned upload. With no device information
+    or a single device (the CLI), the stable row-hash split applies.
+    """
     y = dataset.y
+    seed, share = config.train.seed, config.train.holdout
+    names, row_device = dataset.device_names, dataset.row_device
+    held: tuple[str, ...] = ()
+    if row_device is not None and len(names) >= 2:
+        counts = {name: int(np.sum(row_device == i)) for i, name in enumerate(names)}
+        held = holdout_devices({d: n for d, n in counts.items() if n}, seed, share)
+    if held:
+        assert row_device is not None
+        mask = np.isin(row_device, [names.index(d) for d in held])
+    else:
+        mask = holdout_mask(dataset.X, y, seed, share)
     return Split(
         X_train=dataset.X[~mask],
         y_train=None if y is None else y[~mask],
         X_holdout=dataset.X[mask],
         y_holdout=None if y is None else y[mask],
+        by="device" if held else "row",
+        holdout_devices=held,
     )
 
 
