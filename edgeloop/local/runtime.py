@@ -12,7 +12,7 @@ from typing import Any
 from edgeloop.contract import load_public_key, public_key_pem
 from edgeloop.local.aws import CREDENTIALS, MotoServer, Resources
 from edgeloop.local.broker import EmbeddedBroker
-from edgeloop.local.cdn import LocalCdn
+from edgeloop.local.cdn import BucketOrigin, LocalCdn
 from edgeloop.local.router import EventRouter, Handler
 from functions.common.cold_start import reset_cold_start
 
@@ -53,7 +53,8 @@ class LocalRuntime:
         self.resources: Resources = self.aws.provision(visibility_timeout=20)
         self.broker = None if broker_url else EmbeddedBroker()
         self.broker_url = broker_url or self.broker.url  # type: ignore[union-attr]
-        self.cdn = LocalCdn(self.aws.client("s3"), self.resources.artifact_bucket)
+        self.artifacts = BucketOrigin(self.aws.client("s3"), self.resources.artifact_bucket)
+        self.cdn = LocalCdn(self.artifacts)
         os.environ.update(
             {
                 **CREDENTIALS,
