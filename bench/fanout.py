@@ -29,8 +29,9 @@ from edgeloop.contract import Ring, announcement, public_key_pem
 from edgeloop.contract.signers import LocalSigner
 from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import parse_config
-from edgeloop.local.broker import EmbeddedBroker, MosquittoBroker
-from edgeloop.local.cdn import LocalCdn
+from edgeloop.local.broker import EmbeddedBroker
+from tests.support_broker import Mosquitto
+from tests.support_http import cdn_of_files
 
 AGENTS = 1000
 PER_PROCESS = 200
@@ -45,8 +46,8 @@ def measure(agents: int = AGENTS) -> dict[str, Any]:
     signer = LocalSigner.generate()
     manifests, files = release_files(config, runs, signer)
     has_mosquitto = shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
-    broker = MosquittoBroker() if has_mosquitto else EmbeddedBroker()
-    cdn = LocalCdn.from_files(files)
+    broker = Mosquitto() if has_mosquitto else EmbeddedBroker()
+    cdn = cdn_of_files(files)
     workdir = Path(tempfile.mkdtemp(prefix="edgeloop-fanout-"))
     (workdir / "key.pem").write_bytes(public_key_pem(signer.public_key()))
     context = multiprocessing.get_context("spawn")

@@ -25,9 +25,10 @@ from edge.agent import Agent
 from edge.config import parse_agent_config
 from edge.sources import synthetic_vibration
 from edgeloop.demo.scenarios import ANOMALY_TOML
-from edgeloop.local.broker import EmbeddedBroker, MosquittoBroker
+from edgeloop.local.broker import EmbeddedBroker
 from edgeloop.local.runtime import LocalRuntime
 from functions.common.registry import Registry
+from tests.support_broker import Mosquitto
 
 DEVICES = 20
 ROUNDS = 2
@@ -45,7 +46,7 @@ def _wait(condition: Any, timeout: float, what: str) -> float:
 
 def measure() -> dict[str, Any]:
     has_mosquitto = shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
-    broker = MosquittoBroker() if has_mosquitto else EmbeddedBroker()
+    broker = Mosquitto() if has_mosquitto else EmbeddedBroker()
     rollout = {"CANARY_HEALTHY_COUNT": str(DEVICES), "CANARY_WINDOW_SECONDS": "600"}
     rounds: list[dict[str, Any]] = []
     try:

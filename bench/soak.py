@@ -33,8 +33,9 @@ from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import parse_config
 from edgeloop.factory.data import Dataset
 from edgeloop.factory.run import RunResult, train_run
-from edgeloop.local.broker import EmbeddedBroker, MosquittoBroker
+from edgeloop.local.broker import EmbeddedBroker
 from edgeloop.local.runtime import LocalRuntime
+from tests.support_broker import Mosquitto
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -128,9 +129,7 @@ def main() -> int:
     started = time.monotonic()
     runs = train_versions(args.updates)
     has_mosquitto = shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
-    broker: MosquittoBroker | EmbeddedBroker = (
-        MosquittoBroker() if has_mosquitto else EmbeddedBroker()
-    )
+    broker: Mosquitto | EmbeddedBroker = Mosquitto() if has_mosquitto else EmbeddedBroker()
     figures: dict[str, Any] = {
         "agents": args.agents,
         "updates": args.updates,
@@ -165,7 +164,7 @@ def main() -> int:
         # devices' uploads, answered cache misses after the agents' timeouts.
         for path, data in files.items():
             s3.put_object(Bucket=bucket, Key=path, Body=data)
-            cloud.cdn.prime(path, data)
+            cloud.artifacts.prime(path, data)
         # paho's select() cannot watch file descriptors above 1024, so one process
         # holds at most a few hundred agents: the fleet is spread over processes,
         # as real devices would be (one agent each).

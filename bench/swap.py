@@ -34,7 +34,7 @@ from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import parse_config
 from edgeloop.factory.data import Dataset
 from edgeloop.factory.run import train_run
-from edgeloop.local.cdn import LocalCdn
+from tests.support_http import cdn_of_files
 
 RATE = 10_000
 BUFFER_SECONDS = 1.0
@@ -103,7 +103,7 @@ def measure() -> dict[str, Any]:
     # training above left a heap no device process has.
     gc.collect()
     gc.freeze()
-    server = LocalCdn.from_files(files)
+    server = cdn_of_files(files)
     steps: list[tuple[str, int | None, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         store = ModelStore(Path(tmp) / "models")

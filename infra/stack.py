@@ -66,7 +66,8 @@ class EdgeloopStack(Stack):
                 "Retrain": pipeline.retrain,
                 "Presign": iot.presign,
                 "Status": iot.status,
-                "Announce": iot.announce,
+                "EvaluateRollouts": iot.evaluate_rollouts,
+                "Rollback": pipeline.rollback,
             },
         )
         CfnOutput(
@@ -77,3 +78,4 @@ class EdgeloopStack(Stack):
         CfnOutput(self, "FleetTable", value=pipeline.fleet_table.table_name)
         CfnOutput(self, "DataBucket", value=intake.bucket.bucket_name)
         CfnOutput(self, "RetrainFunction", value=pipeline.retrain.function_name)
+        CfnOutput(self, "RollbackFunction", value=pipeline.rollback.function_name)

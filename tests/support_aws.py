@@ -23,10 +23,12 @@ from edge.uploads import encode_batch
 from edgeloop.contract import TrustedKeys, load_public_key
 from edgeloop.local.aws import provision
 from edgeloop.local.router import sqs_event
-from edgeloop.local.runtime import reset_handler_caches
-from functions.announce.rollout import start_rollout
+from functions.common.clients import iot_data_client
+from functions.common.cold_start import reset_cold_start
 from functions.common.registry import Registry
+from functions.common.rollouts import start_rollout
 from functions.common.rules import TOPIC_THING
+from functions.common.wiring import publisher
 from functions.presign import handler as presign
 from functions.status import handler as status
 from tests.factories import digits_toml
@@ -105,6 +107,23 @@ class LocalCloud:
     def announcements(self, topic: str) -> list[dict[str, Any]]:
         return [p for p in self.published if p["topic"] == topic]
 
+    def new_container(self) -> None:
+        """The functions start cold, as in a new Lambda container, with their
+        IoT publishes still captured into `published`."""
+        reset_cold_start()
+        iot_data_client().meta.events.register("before-send.iot-data.Publish", self._capture)
+
+    def _capture(self, request: Any, **_: Any) -> None:
+        query = dict(p.split("=", 1) for p in request.url.split("?", 1)[1].split("&"))
+        self.published.append(
+            {
+                "topic": request.url.split("/topics/", 1)[1].split("?", 1)[0].replace("%2F", "/"),
+                "retain": query.get("retain") == "true",
+                "qos": int(query.get("qos", "0")),
+                "payload": bytes(request.body or b""),
+            }
+        )
+
 
 @pytest.fixture
 def cloud(
@@ -131,25 +150,10 @@ def cloud(
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    reset_handler_caches()
-    published: list[dict[str, Any]] = []
-
-    from functions.common.clients import iot_data_client
-
-    def capture(request: Any, **_: Any) -> None:
-        query = dict(p.split("=", 1) for p in request.url.split("?", 1)[1].split("&"))
-        published.append(
-            {
-                "topic": request.url.split("/topics/", 1)[1].split("?", 1)[0].replace("%2F", "/"),
-                "retain": query.get("retain") == "true",
-                "qos": int(query.get("qos", "0")),
-                "payload": bytes(request.body or b""),
-            }
-        )
-
-    iot_data_client().meta.events.register("before-send.iot-data.Publish", capture)
-    yield LocalCloud(moto_endpoint, names, config_dir, published)
-    reset_handler_caches()
+    cloud = LocalCloud(moto_endpoint, names, config_dir, [])
+    cloud.new_container()
+    yield cloud
+    reset_cold_start()
 
 
 def npz_bytes(X: np.ndarray, y: np.ndarray | None = None) -> bytes:
@@ -190,8 +194,6 @@ def start_test_rollout(
     registry = Registry(cloud.client("dynamodb"), cloud.names["REGISTRY_TABLE"])
     s3 = cloud.client("s3")
     bucket = cloud.names["ARTIFACT_BUCKET"]
-    from functions.common.publisher import publisher_from_env
-
     if previous_manifest is not None:
         s3.put_object(
             Bucket=bucket,
@@ -206,7 +208,7 @@ def start_test_rollout(
     s3.put_object(
         Bucket=bucket, Key=f"models/vibration/{version}/manifest.json", Body=b"manifest-v2"
     )
-    start_rollout(registry, publisher_from_env(), "vibration", version, b"manifest-v2")
+    start_rollout(registry, publisher(), "vibration", version, b"manifest-v2")
     return registry
 
 

@@ -1,14 +1,28 @@
-"""A real HTTP server for artifacts (the CDN stand-in), with Range and fault injection."""
+"""The CDN stand-in over in-memory files, for the agent's tests and the benchmarks.
+
+It is the local runtime's LocalCdn with files for an origin; `ArtifactServer`
+adds what only tests need: a log of every request and injected faults.
+"""
 
 from __future__ import annotations
 
-import re
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from edgeloop.local.cdn import LocalCdn
+
+
+@dataclass
+class FilesOrigin:
+    """An origin holding exactly `files`, read on every request (no edge cache)."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    def get(self, key: str) -> bytes:
+        return self.files[key]
 
 
 @dataclass
@@ -20,73 +34,59 @@ class Fault:
 
 
 @dataclass
-class ArtifactServer:
-    files: dict[str, bytes] = field(default_factory=dict)
-    faults: dict[str, Fault] = field(default_factory=dict)
-    requests: list[tuple[str, str | None]] = field(default_factory=list)
-    base_url: str = ""
-    released: threading.Event = field(default_factory=threading.Event)
+class _FaultyOrigin:
+    server: ArtifactServer
+
+    def get(self, key: str) -> bytes:
+        fault = self.server.faults.get(key, Fault())
+        return self.server.files[key] + fault.extra
+
+
+class ArtifactServer(LocalCdn):
+    """A CDN whose files, and how it misbehaves serving each, a test sets as it goes."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.faults: dict[str, Fault] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        self.released = threading.Event()  # ends every stall
+        super().__init__(_FaultyOrigin(self))
 
     def served(self, path: str) -> int:
         return sum(1 for p, _ in self.requests if p == path)
 
+    def serve(self, request: BaseHTTPRequestHandler) -> None:
+        path = request.path.lstrip("/")
+        self.requests.append((path, request.headers.get("Range")))
+        if self.faults.get(path, Fault()).ignore_range:
+            del request.headers["Range"]  # a server that ignores Range answers as if none came
+        super().serve(request)
 
-def _handler(state: ArtifactServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *_: object) -> None:
+    def send(self, request: BaseHTTPRequestHandler, key: str, part: bytes) -> None:
+        fault = self.faults.get(key, Fault())
+        if fault.drop_after is not None:
+            request.wfile.write(part[: fault.drop_after])
+            fault.drop_after = None  # once
+            request.close_connection = True
             return
-
-        def do_GET(self) -> None:
-            path = self.path.lstrip("/")
-            range_header = self.headers.get("Range")
-            state.requests.append((path, range_header))
-            data = state.files.get(path)
-            if data is None:
-                self.send_error(404)
-                return
-            fault = state.faults.get(path, Fault())
-            body = data + fault.extra
-            start = 0
-            match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
-            if match and not fault.ignore_range:
-                start = int(match.group(1))
-                self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-            else:
-                self.send_response(200)
-            chunk = body[start:]
-            self.send_header("Content-Length", str(len(chunk)))
-            self.end_headers()
-            if fault.drop_after is not None:
-                self.wfile.write(chunk[: fault.drop_after])
-                fault.drop_after = None  # once
-                self.close_connection = True
-                return
-            if fault.stall_after is not None:
-                self.wfile.write(chunk[: fault.stall_after])
-                self.wfile.flush()
-                state.released.wait(30)
-                return
-            self.wfile.write(chunk)
-
-    return Handler
+        if fault.stall_after is not None:
+            request.wfile.write(part[: fault.stall_after])
+            request.wfile.flush()
+            self.released.wait(30)
+            return
+        super().send(request, key, part)
 
 
 @contextmanager
 def artifact_server() -> Iterator[ArtifactServer]:
-    state = ArtifactServer()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    server.daemon_threads = True
-    state.base_url = f"http://127.0.0.1:{server.server_address[1]}/"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = ArtifactServer()
     try:
-        yield state
+        yield server
     finally:
-        state.released.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-        time.sleep(0)
+        server.released.set()
+        server.stop()
+
+
+def cdn_of_files(files: dict[str, bytes]) -> LocalCdn:
+    """A CDN with no bucket behind it, serving exactly `files` (benchmarks)."""
+    return LocalCdn(FilesOrigin(files))

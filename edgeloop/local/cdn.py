@@ -1,4 +1,4 @@
-"""The CDN stand-in: serves `models/` from the artifact bucket over HTTP, with Range.
+"""The CDN stand-in: serves `models/` from an origin (the artifact bucket) over HTTP, with Range.
 
 It also counts the bytes it serves to each device (by User-Agent), which is
 what the demo reports as bytes shipped.
@@ -11,7 +11,7 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
@@ -47,19 +47,36 @@ class CdnLog:
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 
 
-class _ObjectCache:
-    """Artifacts live under versioned paths and never change once published,
+class Origin(Protocol):
+    """Where the CDN reads what it serves."""
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes: KeyError when there is no such object,
+        OriginUnavailable when the origin could not answer."""
+
+
+class OriginUnavailable(RuntimeError):
+    """The origin failed for another reason than a missing object (a CDN answers 502)."""
+
+
+class BucketOrigin:
+    """The artifact bucket behind an edge cache.
+
+    Artifacts live under versioned paths and never change once published,
     so, like CloudFront with a long TTL, each is read from the bucket once.
     Manifests (`.json`) are always read through, because a rollback rewrites them.
     """
 
-    def __init__(self, s3: Any | None, bucket: str) -> None:
+    def __init__(self, s3: Any, bucket: str) -> None:
         self._s3, self._bucket = s3, bucket
         self._objects: dict[str, bytes] = {}
         self._fetching: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def prime(self, key: str, body: bytes) -> None:
+        """Put a just-published artifact in the cache, as an edge cache warmed at
+        publish time holds it; the soak does this because moto cannot also serve
+        a thousand uploads at once."""
         with self._lock:
             self._objects[key] = body
 
@@ -77,89 +94,94 @@ class _ObjectCache:
                 cached = self._objects.get(key)
             if cached is not None:
                 return cached
-            if self._s3 is None:
-                raise KeyError(key)  # no origin: only what was primed exists
-            body: bytes = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+            body = self._read(key)
             if not key.endswith(".json"):
                 with self._lock:
                     self._objects[key] = body
             return body
 
+    def _read(self, key: str) -> bytes:
+        try:
+            body: bytes = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                raise KeyError(key) from exc
+            raise OriginUnavailable(f"s3://{self._bucket}/{key}: {exc}") from exc
+        return body
+
 
 class LocalCdn:
-    def __init__(self, s3: Any | None, bucket: str) -> None:
+    """`models/` of an origin over HTTP on loopback, with Range, counting bytes per device."""
+
+    def __init__(self, origin: Origin) -> None:
+        self.origin = origin
         self.log = CdnLog()
-        self._cache = cache = _ObjectCache(s3, bucket)
-        log = self.log
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_: object) -> None:
-                return
-
-            def do_GET(self) -> None:
-                key = self.path.lstrip("/")
-                if not key.startswith("models/") or ".." in key.split("/"):
-                    self.send_error(403)
-                    return
-                try:
-                    body = cache.get(key)
-                except ClientError as exc:
-                    code = exc.response["Error"]["Code"]
-                    self.send_error(404 if code in ("NoSuchKey", "404") else 502)
-                    return
-                except KeyError:
-                    self.send_error(404)
-                    return
-                match = _RANGE.fullmatch(self.headers.get("Range") or "")
-                first, last = 0, len(body) - 1
-                if match:
-                    first = int(match.group(1))
-                    if match.group(2):
-                        last = min(last, int(match.group(2)))
-                    if first > last:
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(body)}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {first}-{last}/{len(body)}")
-                else:
-                    self.send_response(200)
-                part = body[first : last + 1]
-                self.send_header("Content-Length", str(len(part)))
-                self.end_headers()
-                try:
-                    self.wfile.write(part)
-                except (BrokenPipeError, ConnectionResetError):
-                    return  # the device gave up (timeout); it will resume with Range
-                agent = self.headers.get("User-Agent", "")
-                device = agent.split("/", 1)[1] if agent.startswith("edgeloop-agent/") else agent
-                log.add(device, key, len(part))
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _request_handler(self))
         self._server.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/"
         self._thread = threading.Thread(target=self._server.serve_forever, name="cdn", daemon=True)
         self._thread.start()
 
-    @classmethod
-    def from_files(cls, files: dict[str, bytes]) -> LocalCdn:
-        """A CDN with no bucket behind it, serving exactly `files` (benchmarks)."""
-        cdn = cls(None, "")
-        for key, body in files.items():
-            cdn.prime(key, body)
-        return cdn
+    def serve(self, request: BaseHTTPRequestHandler) -> None:
+        """Answer one GET: 403 outside `models/`, 404 for a missing object, else the
+        object or the byte range asked for (206), or 416 for a range past its end."""
+        key = request.path.lstrip("/")
+        if not key.startswith("models/") or ".." in key.split("/"):
+            request.send_error(403)
+            return
+        try:
+            body = self.origin.get(key)
+        except KeyError:
+            request.send_error(404)
+            return
+        except OriginUnavailable:
+            request.send_error(502)
+            return
+        match = _RANGE.fullmatch(request.headers.get("Range") or "")
+        first, last = 0, len(body) - 1
+        if match:
+            first = int(match.group(1))
+            if match.group(2):
+                last = min(last, int(match.group(2)))
+            if first > last:
+                request.send_response(416)
+                request.send_header("Content-Range", f"bytes */{len(body)}")
+                request.send_header("Content-Length", "0")
+                request.end_headers()
+                return
+            request.send_response(206)
+            request.send_header("Content-Range", f"bytes {first}-{last}/{len(body)}")
+        else:
+            request.send_response(200)
+        part = body[first : last + 1]
+        request.send_header("Content-Length", str(len(part)))
+        request.end_headers()
+        self.send(request, key, part)
 
-    def prime(self, key: str, body: bytes) -> None:
-        """Put a just-published artifact in the cache, as an edge cache warmed at
-        publish time holds it; the soak does this because moto cannot also serve
-        a thousand uploads at once."""
-        self._cache.prime(key, body)
+    def send(self, request: BaseHTTPRequestHandler, key: str, part: bytes) -> None:
+        """Write the response body and count it against the device that asked."""
+        try:
+            request.wfile.write(part)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the device gave up (timeout); it will resume with Range
+        agent = request.headers.get("User-Agent", "")
+        device = agent.split("/", 1)[1] if agent.startswith("edgeloop-agent/") else agent
+        self.log.add(device, key, len(part))
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+def _request_handler(cdn: LocalCdn) -> type[BaseHTTPRequestHandler]:
+    class Request(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *_: object) -> None:
+            return
+
+        def do_GET(self) -> None:
+            cdn.serve(self)
+
+    return Request

@@ -209,7 +209,7 @@ class EventRouter:
     def _schedule(self) -> None:
         while not self._stop.wait(self.schedule_seconds):
             with self._busy["schedule"]:
-                self._invoke("announce", {})
+                self._invoke("evaluate_rollouts", {})
 
     def _invoke(self, name: str, event: dict[str, Any]) -> dict[str, Any] | None:
         try:

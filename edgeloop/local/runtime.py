@@ -12,27 +12,9 @@ from typing import Any
 from edgeloop.contract import load_public_key, public_key_pem
 from edgeloop.local.aws import CREDENTIALS, MotoServer, Resources
 from edgeloop.local.broker import EmbeddedBroker
-from edgeloop.local.cdn import LocalCdn
+from edgeloop.local.cdn import BucketOrigin, LocalCdn
 from edgeloop.local.router import EventRouter, Handler
-
-
-def reset_handler_caches() -> None:
-    """Forget every per-cold-start cache, as a new Lambda container would."""
-    from functions.announce import handler as announce_handler
-    from functions.common import clients, env, model_configs
-    from functions.presign import handler as presign_handler
-    from functions.retrain import handler as retrain_handler
-
-    for cached in (
-        env.cached_env,
-        clients.client,
-        clients.iot_data_client,
-        model_configs.load_model_configs,
-        retrain_handler.service,
-        announce_handler.rollouts,
-        presign_handler._publisher,
-    ):
-        cached.cache_clear()
+from functions.common.cold_start import reset_cold_start
 
 
 def _without_metrics(handler: Handler) -> Handler:
@@ -71,7 +53,8 @@ class LocalRuntime:
         self.resources: Resources = self.aws.provision(visibility_timeout=20)
         self.broker = None if broker_url else EmbeddedBroker()
         self.broker_url = broker_url or self.broker.url  # type: ignore[union-attr]
-        self.cdn = LocalCdn(self.aws.client("s3"), self.resources.artifact_bucket)
+        self.artifacts = BucketOrigin(self.aws.client("s3"), self.resources.artifact_bucket)
+        self.cdn = LocalCdn(self.artifacts)
         os.environ.update(
             {
                 **CREDENTIALS,
@@ -85,8 +68,8 @@ class LocalRuntime:
                 **(rollout or {}),
             }
         )
-        reset_handler_caches()
-        from functions.announce.handler import handler as announce
+        reset_cold_start()
+        from functions.evaluate_rollouts.handler import handler as evaluate_rollouts
         from functions.presign.handler import handler as presign
         from functions.retrain.handler import handler as retrain
         from functions.status.handler import handler as status
@@ -102,7 +85,7 @@ class LocalRuntime:
                     ("retrain", retrain),
                     ("presign", presign),
                     ("status", status),
-                    ("announce", announce),
+                    ("evaluate_rollouts", evaluate_rollouts),
                 )
             },
             batching_window=batching_window,
@@ -127,7 +110,7 @@ class LocalRuntime:
         if self.broker is not None:
             self.broker.close()
         self.aws.stop()
-        reset_handler_caches()
+        reset_cold_start()
         os.environ.clear()
         os.environ.update(self._saved_env)
         shutil.rmtree(self.workdir, ignore_errors=True)

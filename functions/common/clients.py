@@ -7,23 +7,24 @@ handler at moto's server without a code path of its own.
 from __future__ import annotations
 
 import os
-from functools import cache
 from typing import Any
 
 import boto3
 from botocore.config import Config
+
+from functions.common.cold_start import cold_start
 
 _CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30
 )
 
 
-@cache
+@cold_start
 def client(service: str) -> Any:
     return boto3.client(service, config=_CONFIG)
 
 
-@cache
+@cold_start
 def iot_data_client() -> Any:
     """The IoT data plane needs the account's own ATS endpoint in AWS."""
     endpoint = os.environ.get("IOT_DATA_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")

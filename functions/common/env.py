@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from functools import cache
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from functions.common.cold_start import cold_start
 
 
 class EnvError(RuntimeError):
@@ -34,18 +35,23 @@ class PresignEnv(_Env):
     )
 
 
-class RetrainEnv(_Env):
-    data_bucket: str = Field(alias="DATA_BUCKET", min_length=3)
+class ReleaseEnv(_Env):
+    """What a function that signs and publishes versions needs (retrain, rollback)."""
+
     artifact_bucket: str = Field(alias="ARTIFACT_BUCKET", min_length=3)
     registry_bucket: str = Field(alias="REGISTRY_BUCKET", min_length=3)
     registry_table: str = Field(alias="REGISTRY_TABLE", min_length=3)
-    idempotency_table: str = Field(alias="IDEMPOTENCY_TABLE", min_length=3)
     signing_key_id: str = Field(alias="SIGNING_KEY_ID", min_length=1)
     model_config_dir: Path = Field(alias="MODEL_CONFIG_DIR")
     delta_bases: Annotated[int, Field(ge=0, le=32)] = Field(default=3, alias="DELTA_BASES")
     manifest_ttl_days: Annotated[int, Field(ge=1, le=365)] = Field(
         default=30, alias="MANIFEST_TTL_DAYS"
     )
+
+
+class RetrainEnv(ReleaseEnv):
+    data_bucket: str = Field(alias="DATA_BUCKET", min_length=3)
+    idempotency_table: str = Field(alias="IDEMPOTENCY_TABLE", min_length=3)
     max_training_bytes: Annotated[int, Field(ge=1)] = Field(
         default=512 * 1024 * 1024, alias="MAX_TRAINING_BYTES"
     )
@@ -86,7 +92,7 @@ def load_env(schema: type[E], environ: Mapping[str, str] | None = None) -> E:
         raise EnvError(f"{schema.__name__} is misconfigured: {problems}") from exc
 
 
-@cache
+@cold_start
 def cached_env(schema: type[E]) -> E:
     """The environment parsed once per cold start."""
     return load_env(schema)

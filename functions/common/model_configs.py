@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 
 from edgeloop.factory.config import ModelConfig, load_config
+from functions.common.cold_start import cold_start
 
 
 class UnknownModel(KeyError):
     """A request named a model this deployment does not train."""
 
 
-@cache
+@cold_start
 def load_model_configs(directory: Path) -> dict[str, ModelConfig]:
     configs = {}
     for path in sorted(Path(directory).glob("*.toml")):

@@ -22,17 +22,3 @@ class IotDataPublisher(Publisher):
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         self._client.publish(topic=topic, qos=1, retain=retain, payload=payload)
-
-
-def publisher_from_env() -> Publisher:
-    """The IoT data plane in AWS; a plain MQTT broker when EDGELOOP_MQTT_URL is set."""
-    import os
-
-    url = os.environ.get("EDGELOOP_MQTT_URL")
-    if url:
-        from functions.common.mqtt_publisher import MqttPublisher
-
-        return MqttPublisher(url)
-    from functions.common.clients import iot_data_client
-
-    return IotDataPublisher(iot_data_client())

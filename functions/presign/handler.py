@@ -6,7 +6,6 @@ so the thing name comes from the topic the device was allowed to publish on.
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -16,14 +15,9 @@ from edgeloop.contract import ThingTopics, UploadAnswer
 from functions.common.clients import client
 from functions.common.env import PresignEnv, cached_env
 from functions.common.observability import logger, metrics, tracer
-from functions.common.publisher import Publisher, publisher_from_env
 from functions.common.rules import split_rule_event
+from functions.common.wiring import publisher
 from functions.presign.logic import PresignRefused, presign, refusal
-
-
-@cache
-def _publisher() -> Publisher:
-    return publisher_from_env()
 
 
 @logger.inject_lambda_context(correlation_id_path="request_id")
@@ -41,5 +35,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         answer = refusal(payload, exc)
         if exc.code == "bad_thing":
             return answer.to_json()  # no topic of its own to answer on
-    _publisher().publish(ThingTopics(thing).upload_response, answer.to_bytes())
+    publisher().publish(ThingTopics(thing).upload_response, answer.to_bytes())
     return answer.to_json()

@@ -10,7 +10,7 @@ pending and reports their records for redelivery, so nothing is lost.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
@@ -21,8 +21,8 @@ from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.data import Batch, NoUsableData, Quarantined, assemble, read_batch
 from edgeloop.factory.run import train_run, train_run_streamed
 from functions.common.registry import Registry
+from functions.common.releases import Publication, ReleaseWriter
 from functions.common.storage import ObjectInfo, ObjectMissing, ObjectStore
-from functions.retrain.publish import Publication, ReleaseWriter
 
 
 class PoisonRecord(ValueError):
@@ -272,16 +272,37 @@ class Retrainer:
             self.announce(model, publication.manifest.version, publication.manifest_bytes)
         return outcome
 
-    def rollback(self, model: str, to_version: int) -> int:
-        """Ship an earlier version's weights as a new, higher version, canary first."""
-        if model not in self.configs:
-            raise PoisonRecord(f"model {model!r} has no config in this deployment")
-        if self.registry.version(model, to_version) is None:
-            raise ValueError(f"{model} has no version {to_version} to roll back to")
-        publication = self.releases.rollback(self.configs[model], to_version, time_ordered_id())
-        version = publication.manifest.version
-        self.announce(model, version, publication.manifest_bytes)
-        return version
+    def retrain_each(self, models: Iterable[str]) -> tuple[list[RunOutcome], dict[str, Exception]]:
+        """One run per model, in name order, and the models whose run raised.
+
+        A raised run is transient (throttling, a network drop, a lost race): its
+        uploads stay pending and the other models still train.
+        """
+        outcomes: list[RunOutcome] = []
+        failures: dict[str, Exception] = {}
+        for model in sorted(models):
+            try:
+                outcome = self.retrain(model)
+            except Exception as exc:  # reported by the caller, which hands the records back
+                failures[model] = exc
+                continue
+            if outcome is not None:
+                outcomes.append(outcome)
+        return outcomes, failures
+
+
+def records_to_retry(
+    models_of_record: Mapping[str, set[str]], failed_models: set[str], already_failed: set[str]
+) -> set[str]:
+    """The queue records to hand back for redelivery after the batch's retrains.
+
+    A record fails when it failed itself or when any model it fed failed to
+    retrain: its uploads stay pending, and the redelivered record is what makes
+    the next invocation retrain that model again.
+    """
+    return already_failed | {
+        record for record, models in models_of_record.items() if models & failed_models
+    }
 
 
 def _now() -> str:

@@ -106,27 +106,27 @@ class IotWiring(Construct):
             memory=512,
             environment=rollout_env,
         )
-        self.announce = tracked_function(
+        self.evaluate_rollouts = tracked_function(
             self,
-            "Announce",
-            handler="functions.announce.handler.handler",
+            "EvaluateRollouts",
+            handler="functions.evaluate_rollouts.handler.handler",
             timeout=Duration.seconds(60),
             memory=512,
             environment=rollout_env,
         )
-        for function in (self.status, self.announce):
+        for function in (self.status, self.evaluate_rollouts):
             pipeline.fleet_table.grant_read_write_data(function)
             pipeline.registry_table.grant_read_write_data(function)
             hosting.bucket.grant_read(function, "models/*")
         pipeline.fleet_table.grant_read_write_data(self.status)
         events.Rule(
             self,
-            "EvaluateRollouts",
+            "EveryMinute",
             schedule=events.Schedule.rate(Duration.minutes(1)),
-            targets=[targets.LambdaFunction(self.announce)],
+            targets=[targets.LambdaFunction(self.evaluate_rollouts)],
         )
         self._may_publish(self.presign, [f"{ROOT}/things/*/upload/response"], retain=False)
-        for function in (pipeline.retrain, self.status, self.announce):
+        for function in (pipeline.retrain, pipeline.rollback, self.status, self.evaluate_rollouts):
             self._may_publish(function, [ANNOUNCEMENTS], retain=True)
         self.upload_rule = self._rule(
             "UploadRequests", f"{ROOT}/things/+/upload/request", self.presign

@@ -1,4 +1,4 @@
-"""Signing: the KMS key that vouches for every manifest. Only the retrain function signs."""
+"""Signing: the KMS key that vouches for every manifest. Only retrain and rollback sign."""
 
 from __future__ import annotations
 

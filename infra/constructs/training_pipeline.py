@@ -1,4 +1,5 @@
-"""The training pipeline: the retrain function on the uploads queue, its tables and buckets."""
+"""The training pipeline: the retrain function on the uploads queue, its tables and buckets,
+and the operator's rollback function, the only other one that publishes versions."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ BATCH_SIZE = 100
 BATCHING_WINDOW = Duration.seconds(60)
 MAX_CONCURRENCY = 2
 DELTA_BASES = 3
+# A rollback publishes like a promotion (deltas from DELTA_BASES bases, bsdiff4 up
+# to 4 MB models) but trains nothing.
+ROLLBACK_TIMEOUT = Duration.minutes(5)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -121,6 +125,13 @@ class TrainingPipeline(Construct):
             log_prefix="registry-bucket/",
             versioned=True,
         )
+        release_env = {
+            "ARTIFACT_BUCKET": hosting.bucket.bucket_name,
+            "REGISTRY_BUCKET": self.registry_bucket.bucket_name,
+            "REGISTRY_TABLE": self.registry_table.table_name,
+            "SIGNING_KEY_ID": signing.key.key_arn,
+            "DELTA_BASES": str(DELTA_BASES),
+        }
         self.retrain = tracked_function(
             self,
             "Retrain",
@@ -128,13 +139,9 @@ class TrainingPipeline(Construct):
             timeout=RETRAIN_TIMEOUT,
             memory=4096,
             environment={
+                **release_env,
                 "DATA_BUCKET": intake.bucket.bucket_name,
-                "ARTIFACT_BUCKET": hosting.bucket.bucket_name,
-                "REGISTRY_BUCKET": self.registry_bucket.bucket_name,
-                "REGISTRY_TABLE": self.registry_table.table_name,
                 "IDEMPOTENCY_TABLE": self.idempotency_table.table_name,
-                "SIGNING_KEY_ID": signing.key.key_arn,
-                "DELTA_BASES": str(DELTA_BASES),
             },
         )
         self.retrain.add_event_source(
@@ -152,8 +159,18 @@ class TrainingPipeline(Construct):
         self.retrain.add_to_role_policy(
             iam.PolicyStatement(actions=["s3:ListBucket"], resources=[intake.bucket.bucket_arn])
         )
-        hosting.bucket.grant_read_write(self.retrain, "models/*")
-        self.registry_bucket.grant_read_write(self.retrain, "registry/*")
-        self.registry_table.grant_read_write_data(self.retrain)
         self.idempotency_table.grant_read_write_data(self.retrain)
-        signing.allow_signing(self.retrain)
+        # Invoked by an operator only (`aws lambda invoke`): no event source, no data access.
+        self.rollback = tracked_function(
+            self,
+            "Rollback",
+            handler="functions.rollback.handler.handler",
+            timeout=ROLLBACK_TIMEOUT,
+            memory=2048,
+            environment=release_env,
+        )
+        for publisher in (self.retrain, self.rollback):
+            hosting.bucket.grant_read_write(publisher, "models/*")
+            self.registry_bucket.grant_read_write(publisher, "registry/*")
+            self.registry_table.grant_read_write_data(publisher)
+            signing.allow_signing(publisher)

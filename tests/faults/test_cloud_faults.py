@@ -14,6 +14,7 @@ import pytest
 from edgeloop.contract import Ring, announcement
 from edgeloop.local.router import sqs_event
 from functions.retrain import handler as retrain
+from functions.retrain.wiring import retrain_service
 from tests.support_aws import (
     FakeLambdaContext,
     LocalCloud,
@@ -97,7 +98,7 @@ def test_a_concurrent_duplicate_is_held_off_until_the_first_finishes(
 ) -> None:
     """Case 14: the same notification in flight twice registers its upload once."""
     event = upload_round(cloud, digit_batches(1, 0, 30), 1)
-    service = retrain.service()
+    service = retrain_service()
     original = service.retrainer.register
     entered, release = threading.Event(), threading.Event()
     calls: list[str] = []

@@ -153,7 +153,9 @@ def test_only_cloudfront_reads_the_artifact_bucket(template: Template) -> None:
     )
 
 
-def test_the_signing_key_is_p256_and_only_retrain_may_sign(template: Template) -> None:
+def test_the_signing_key_is_p256_and_only_retrain_and_rollback_may_sign(
+    template: Template,
+) -> None:
     template.has_resource_properties(
         "AWS::KMS::Key", {"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY"}
     )
@@ -167,22 +169,46 @@ def test_the_signing_key_is_p256_and_only_retrain_may_sign(template: Template) -
             )
             if any(a in ("kms:Sign", "kms:*") for a in actions):
                 signers.append(logical)
-    assert len(signers) == 1
-    assert "Retrain" in signers[0]
+    assert len(signers) == 2
+    assert sorted(f for f in ("Retrain", "Rollback") for s in signers if f in s) == [
+        "Retrain",
+        "Rollback",
+    ]
     [key] = _resources(template, "AWS::KMS::Key").values()
     for statement in key["Properties"]["KeyPolicy"]["Statement"]:
         actions = (
             statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         )
-        assert "kms:Sign" not in actions or "Retrain" in json.dumps(statement["Principal"])
+        principal = json.dumps(statement["Principal"])
+        assert "kms:Sign" not in actions or "Retrain" in principal or "Rollback" in principal
+
+
+def test_rollback_is_invoked_by_an_operator_only(template: Template) -> None:
+    rollback = _logical_id(template, "AWS::Lambda::Function", "Rollback")
+    mappings = _resources(template, "AWS::Lambda::EventSourceMapping").values()
+    assert [m["Properties"]["FunctionName"]["Ref"] for m in mappings] == [
+        _logical_id(template, "AWS::Lambda::Function", "Retrain")
+    ]
+    permissions = _resources(template, "AWS::Lambda::Permission").values()
+    assert rollback not in json.dumps([p["Properties"]["FunctionName"] for p in permissions])
+    [schedule] = _resources(template, "AWS::Events::Rule").values()
+    [target] = schedule["Properties"]["Targets"]
+    assert "EvaluateRollouts" in json.dumps(target["Arn"])
+    [role] = [
+        p
+        for p in _resources(template, "AWS::IAM::Policy").values()
+        if any("Rollback" in r["Ref"] for r in p["Properties"]["Roles"])
+    ]
+    data_bucket = _logical_id(template, "AWS::S3::Bucket", "DataIntakeDataBucket")
+    assert data_bucket not in json.dumps(role)
 
 
 def test_each_function_has_its_own_role_and_no_wildcard_data_writes(template: Template) -> None:
     functions = _resources(template, "AWS::Lambda::Function")
     ours = {k: v for k, v in functions.items() if "IotWiring" in k or "TrainingPipeline" in k}
     roles = [json.dumps(f["Properties"]["Role"]) for f in ours.values()]
-    assert len(ours) == 4
-    assert len(set(roles)) == 4
+    assert len(ours) == 5
+    assert len(set(roles)) == 5
     writes = (
         "s3:PutObject",
         "s3:DeleteObject*",
@@ -254,7 +280,7 @@ def test_rings_are_thing_groups(template: Template) -> None:
 def test_alarms_cover_the_dlq_errors_and_refused_promotions(template: Template) -> None:
     alarms = _resources(template, "AWS::CloudWatch::Alarm")
     metrics = sorted(a["Properties"].get("MetricName", "") for a in alarms.values())
-    assert metrics.count("Errors") == 4
+    assert metrics.count("Errors") == 5
     assert "ApproximateNumberOfMessagesVisible" in metrics
     assert "RefusedPromotions" in metrics
     template.resource_count_is("AWS::CloudWatch::Dashboard", 1)

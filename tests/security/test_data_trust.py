@@ -22,7 +22,7 @@ def test_a_far_future_batch_id_does_not_make_an_upload_the_newest(
     early, honest = digit_batches(2, 0, 200)
     # The budget holds one batch: whichever counts as newest is the one trained on.
     monkeypatch.setenv("MAX_TRAINING_BYTES", str(len(honest) + 100))
-    cached_env.cache_clear()
+    cloud.new_container()  # which reads the setting
     assert cached_env(RetrainEnv).max_training_bytes == len(honest) + 100
     future = cloud.put_batch("digits", "pump-evil", "99999999999999999999-ffffffff.npz", early)
     retrain.handler(cloud.receive_event(1), FakeLambdaContext())

@@ -38,12 +38,12 @@ def test_no_package_redefines_the_contracts_public_names() -> None:
 
 
 def test_light_handlers_start_without_the_training_stack() -> None:
-    """presign, status and announce run on every device message; their cold start
-    must not pay for importing scikit-learn."""
+    """presign and status run on every device message, the rollout evaluation every
+    minute; their cold start must not pay for importing scikit-learn."""
     code = (
         "import sys\n"
         "import functions.presign.handler, functions.status.handler\n"
-        "import functions.announce.handler\n"
+        "import functions.evaluate_rollouts.handler\n"
         "heavy = ('sklearn', 'scipy')\n"
         "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
     )

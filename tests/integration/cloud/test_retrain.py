@@ -10,9 +10,12 @@ import pytest
 
 from edgeloop.contract import Ring, announcement
 from edgeloop.delta import PatchSpec, apply_checked
-from functions.common.env import cached_env
 from functions.common.registry import Registry
+from functions.evaluate_rollouts import handler as evaluate_rollouts
 from functions.retrain import handler as retrain
+from functions.retrain.wiring import retrain_service
+from functions.rollback import handler as rollback
+from functions.rollback.logic import RollbackRefused
 from tests.factories import planted_outliers
 from tests.support_aws import (
     FakeLambdaContext,
@@ -112,7 +115,7 @@ def test_a_transient_failure_sends_the_records_back_and_keeps_the_uploads(
     cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     event = upload_round(cloud, digit_batches(10, 0, 60), 1)
-    service = retrain.service()
+    service = retrain_service()
 
     def flaky(model: str) -> None:
         raise ConnectionError("network dropped")
@@ -132,9 +135,7 @@ def test_a_transient_failure_sends_the_records_back_and_keeps_the_uploads(
 def test_rollback_ships_old_weights_as_a_higher_version(cloud: LocalCloud) -> None:
     retrain.handler(upload_round(cloud, digit_batches(20, 0, 30), 1), FakeLambdaContext())
     retrain.handler(upload_round(cloud, digit_batches(20, 600, 40), 2), FakeLambdaContext())
-    result = retrain.handler(
-        {"action": "rollback", "model": "digits", "to_version": 1}, FakeLambdaContext()
-    )
+    result = rollback.handler({"model": "digits", "to_version": 1}, FakeLambdaContext())
     assert result == {"rollback_version": 3}
     s3 = cloud.client("s3")
     bucket = cloud.names["ARTIFACT_BUCKET"]
@@ -150,12 +151,29 @@ def test_rollback_ships_old_weights_as_a_higher_version(cloud: LocalCloud) -> No
     assert cloud.announcements(announcement("digits", Ring.CANARY))[-1]["payload"] == v3.to_bytes()
 
 
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")
+@pytest.mark.parametrize(
+    ("request_", "reason"),
+    [
+        ({"model": "digits", "to_version": 7}, "digits has no version 7 to roll back to"),
+        ({"model": "pumps", "to_version": 1}, "model 'pumps' has no config"),
+    ],
+)
+def test_a_rollback_to_nothing_publishes_nothing(
+    cloud: LocalCloud, request_: dict[str, object], reason: str
+) -> None:
+    retrain.handler(upload_round(cloud, digit_batches(20, 0, 30), 1), FakeLambdaContext())
+    published = len(cloud.published)
+    with pytest.raises(RollbackRefused, match=reason):
+        rollback.handler(request_, FakeLambdaContext())
+    assert registry_of(cloud).latest_version("digits") == 1
+    assert len(cloud.published) == published
+
+
 def test_a_failed_announcement_is_made_good_by_the_schedule(
     cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from functions.announce import handler as announce
-
-    service = retrain.service()
+    service = retrain_service()
 
     def broker_down(model: str, version: int, manifest: bytes) -> None:
         raise ConnectionError("IoT data plane unreachable")
@@ -165,10 +183,10 @@ def test_a_failed_announcement_is_made_good_by_the_schedule(
     retrain.handler(event, FakeLambdaContext())
     assert registry_of(cloud).latest_version("digits") == 1
     assert cloud.announcements(announcement("digits", Ring.CANARY)) == []
-    announce.handler({}, FakeLambdaContext())
+    evaluate_rollouts.handler({}, FakeLambdaContext())
     [announced] = cloud.announcements(announcement("digits", Ring.CANARY))
     assert cloud.trusted_keys().verify(announced["payload"]).version == 1
-    announce.handler({}, FakeLambdaContext())
+    evaluate_rollouts.handler({}, FakeLambdaContext())
     assert len(cloud.announcements(announcement("digits", Ring.CANARY))) == 1
 
 
@@ -178,9 +196,7 @@ def test_kmeans_data_above_the_stream_threshold_trains_chunk_by_chunk(
     """Above STREAM_ABOVE_BYTES the retrain reads one upload at a time; a bad
     batch is still quarantined and the run still ships a signed model."""
     monkeypatch.setenv("STREAM_ABOVE_BYTES", "1000")
-    # A new container reads the setting; the clients (and the publish capture) stay.
-    cached_env.cache_clear()
-    retrain.service.cache_clear()
+    cloud.new_container()  # which reads the setting
     X, _ = planted_outliers(3000, seed=21)
     for i in range(6):
         cloud.put_batch("vibration", f"pump-{i}", f"0001{i:04d}.npz", npz_bytes(X[i * 500 :][:500]))

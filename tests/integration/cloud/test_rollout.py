@@ -8,8 +8,9 @@ from typing import Any
 
 from edgeloop.cli.main import main
 from edgeloop.contract import Health, Ring, StatusReport, announcement, format_time, utc_now
-from functions.announce import handler as announce
 from functions.common.fleet import DeviceRecord, FleetTable
+from functions.common.wiring import rollouts
+from functions.evaluate_rollouts import handler as evaluate_rollouts
 from tests.support_aws import (
     FakeLambdaContext,
     LocalCloud,
@@ -92,9 +93,8 @@ def test_a_first_rollout_aborted_clears_the_canary_announcement(cloud: LocalClou
 def test_a_quiet_canary_stalls_when_its_window_closes(cloud: LocalCloud) -> None:
     registry = start_test_rollout(cloud)
     report_status("pump-1")
-    rollouts = announce.rollouts()
-    assert rollouts.evaluate("vibration", now=datetime.now(UTC) + timedelta(minutes=5)) is None
-    assert rollouts.evaluate("vibration", now=datetime.now(UTC) + timedelta(hours=2)) == "stalled"
+    assert rollouts().evaluate("vibration", now=datetime.now(UTC) + timedelta(minutes=5)) is None
+    assert rollouts().evaluate("vibration", now=datetime.now(UTC) + timedelta(hours=2)) == "stalled"
     rollout = registry.rollout("vibration")
     assert rollout is not None
     assert rollout["state"] == "stalled"
@@ -111,4 +111,4 @@ def test_the_scheduled_handler_evaluates_every_model(cloud: LocalCloud) -> None:
                 StatusReport(model="vibration", version=2, health=Health.HEALTHY, ring=Ring.CANARY),
             )
         )
-    assert announce.handler({}, FakeLambdaContext()) == {"decided": {"vibration": "all"}}
+    assert evaluate_rollouts.handler({}, FakeLambdaContext()) == {"decided": {"vibration": "all"}}

@@ -28,11 +28,11 @@ def churn():
         importlib.reload(importlib.import_module("json"))
 threads = [threading.Thread(target=churn, daemon=True) for _ in range(4)]
 for t in threads: t.start()
-from edgeloop.local.broker import MosquittoBroker
+from tests.support_broker import Mosquitto
 for _ in range(5):
-    broker = MosquittoBroker()
+    broker = Mosquitto()
     broker.stop()
-broker = MosquittoBroker()
+broker = Mosquitto()
 print(broker._process.pid, flush=True)
 os._exit(0)
 """
@@ -41,7 +41,12 @@ os._exit(0)
 def test_broker_starts_beside_busy_threads_and_dies_with_its_parent() -> None:
     env = {**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin"}
     done = subprocess.run(
-        [sys.executable, "-c", PARENT], capture_output=True, text=True, timeout=60, env=env
+        [sys.executable, "-c", PARENT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=Path(__file__).resolve().parents[3],
     )
     assert done.returncode == 0, done.stderr
     pid = int(done.stdout.split()[-1])

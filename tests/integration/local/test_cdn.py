@@ -8,15 +8,16 @@ from typing import Any
 
 import requests
 
-from edgeloop.local.cdn import LocalCdn
+from edgeloop.local.cdn import BucketOrigin, LocalCdn
 from tests.support_aws import LocalCloud
+from tests.support_http import cdn_of_files
 
 
 def _cdn(cloud: LocalCloud) -> tuple[LocalCdn, str]:
     s3 = cloud.client("s3")
     bucket = cloud.names["ARTIFACT_BUCKET"]
     s3.put_object(Bucket=bucket, Key="models/m/1/model.tflite", Body=bytes(range(256)) * 4)
-    return LocalCdn(s3, bucket), bucket
+    return LocalCdn(BucketOrigin(s3, bucket)), bucket
 
 
 def test_serves_whole_objects_and_ranges_and_counts_bytes_per_device(cloud: LocalCloud) -> None:
@@ -79,7 +80,7 @@ def test_many_devices_asking_at_once_cost_one_read_from_the_bucket(cloud: LocalC
             time.sleep(0.3)  # a slow origin, so the requests overlap
             return s3.get_object(**kwargs)
 
-    cdn = LocalCdn(CountingS3(), bucket)
+    cdn = LocalCdn(BucketOrigin(CountingS3(), bucket))
     try:
         url = cdn.base_url + "models/m/2/from-1.zstd"
         with ThreadPoolExecutor(16) as pool:
@@ -98,9 +99,10 @@ def test_a_primed_artifact_is_served_without_reading_the_bucket(cloud: LocalClou
             reads.append(kwargs["Key"])
             raise AssertionError("the bucket was read")
 
-    cdn = LocalCdn(CountingS3(), cloud.names["ARTIFACT_BUCKET"])
+    origin = BucketOrigin(CountingS3(), cloud.names["ARTIFACT_BUCKET"])
+    cdn = LocalCdn(origin)
     try:
-        cdn.prime("models/m/3/from-2.wdiff", b"patch")
+        origin.prime("models/m/3/from-2.wdiff", b"patch")
         got = requests.get(cdn.base_url + "models/m/3/from-2.wdiff", timeout=5)
         assert got.content == b"patch"
         assert reads == []
@@ -108,8 +110,8 @@ def test_a_primed_artifact_is_served_without_reading_the_bucket(cloud: LocalClou
         cdn.stop()
 
 
-def test_a_cdn_from_files_serves_them_and_nothing_else() -> None:
-    cdn = LocalCdn.from_files({"models/m/1/model.tflite": b"model"})
+def test_a_cdn_of_files_serves_them_and_nothing_else() -> None:
+    cdn = cdn_of_files({"models/m/1/model.tflite": b"model"})
     try:
         got = requests.get(cdn.base_url + "models/m/1/model.tflite", timeout=5)
         assert got.content == b"model"

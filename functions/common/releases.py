@@ -14,7 +14,7 @@ import io
 import json
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeloop.contract import Manifest
 from edgeloop.contract.signers import Signer, sign_manifest
@@ -27,9 +27,13 @@ from edgeloop.factory.release import (
     manifest_key,
     version_prefix,
 )
-from edgeloop.factory.training import TrainedModel
 from functions.common.registry import Registry
 from functions.common.storage import ObjectMissing, ObjectStore
+
+if TYPE_CHECKING:
+    # Only annotations: the light functions import this module for the rollback's
+    # wiring and must not pay for scikit-learn at cold start.
+    from edgeloop.factory.training import TrainedModel
 
 
 def estimator_key(model: str, version: int) -> str:

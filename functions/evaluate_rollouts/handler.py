@@ -1,49 +1,21 @@
 """Scheduled rollout evaluation (EventBridge, every minute).
 
 Status reports also trigger an evaluation (functions.status); the schedule is
-what closes a canary window when devices go quiet.
+what closes a canary window when devices go quiet, and what announces a
+champion whose announcement failed after it was published.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.announce.rollout import RolloutPolicy, Rollouts
-from functions.common.clients import client
 from functions.common.env import RolloutEnv, cached_env
-from functions.common.fleet import FleetTable
 from functions.common.model_configs import load_model_configs
 from functions.common.observability import logger, metrics, tracer
-from functions.common.publisher import publisher_from_env
-from functions.common.registry import Registry
-from functions.common.storage import S3ObjectStore
-
-
-def rollout_policy(env: RolloutEnv) -> RolloutPolicy:
-    return RolloutPolicy(
-        healthy_needed=env.canary_healthy_count,
-        window=timedelta(seconds=env.canary_window_seconds),
-        abort_share=env.abort_failure_share,
-        abort_min_reports=env.abort_min_reports,
-    )
-
-
-@cache
-def rollouts() -> Rollouts:
-    env = cached_env(RolloutEnv)
-    return Rollouts(
-        registry=Registry(client("dynamodb"), env.registry_table),
-        fleet=FleetTable(client("dynamodb"), env.fleet_table),
-        publisher=publisher_from_env(),
-        store=S3ObjectStore(client("s3")),
-        artifact_bucket=env.artifact_bucket,
-        policy=rollout_policy(env),
-    )
+from functions.common.wiring import rollouts
 
 
 @logger.inject_lambda_context

@@ -1,0 +1,100 @@
+"""The composition root of the functions: every shared part built once per cold start.
+
+Handlers ask this module for what they use and never build a part themselves,
+so two functions that share a part (the rollout state machine, the release
+writer) build it the same way, and `reset_cold_start()` forgets all of it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import timedelta
+from functools import partial
+from typing import TYPE_CHECKING
+
+from edgeloop.contract.signers import KmsSigner
+from functions.common.clients import client, iot_data_client
+from functions.common.cold_start import cold_start
+from functions.common.env import ReleaseEnv, RolloutEnv, cached_env
+from functions.common.fleet import FleetTable
+from functions.common.mqtt_publisher import MqttPublisher
+from functions.common.publisher import IotDataPublisher, Publisher
+from functions.common.registry import Registry
+from functions.common.storage import ObjectStore, S3ObjectStore
+
+if TYPE_CHECKING:
+    from functions.common.releases import ReleaseWriter
+    from functions.common.rollouts import Rollouts
+
+
+@cold_start
+def publisher() -> Publisher:
+    """The IoT data plane in AWS; a plain MQTT broker when EDGELOOP_MQTT_URL is set."""
+    url = os.environ.get("EDGELOOP_MQTT_URL")
+    return MqttPublisher(url) if url else IotDataPublisher(iot_data_client())
+
+
+@cold_start
+def object_store() -> ObjectStore:
+    return S3ObjectStore(client("s3"))
+
+
+@cold_start
+def registry(table: str) -> Registry:
+    return Registry(client("dynamodb"), table)
+
+
+@cold_start
+def fleet(table: str) -> FleetTable:
+    return FleetTable(client("dynamodb"), table)
+
+
+# The two parts below are imported when first built: the rollout state machine and
+# the release writer bring in the model factory's NumPy code, which presign, the
+# busiest function, never uses and should not load at every cold start.
+
+
+@cold_start
+def rollouts() -> Rollouts:
+    from functions.common.rollouts import RolloutPolicy, Rollouts
+
+    env = cached_env(RolloutEnv)
+    return Rollouts(
+        registry=registry(env.registry_table),
+        fleet=fleet(env.fleet_table),
+        publisher=publisher(),
+        store=object_store(),
+        artifact_bucket=env.artifact_bucket,
+        policy=RolloutPolicy(
+            healthy_needed=env.canary_healthy_count,
+            window=timedelta(seconds=env.canary_window_seconds),
+            abort_share=env.abort_failure_share,
+            abort_min_reports=env.abort_min_reports,
+        ),
+    )
+
+
+@cold_start
+def release_writer() -> ReleaseWriter:
+    from functions.common.releases import ReleaseWriter
+
+    env = cached_env(ReleaseEnv)
+    return ReleaseWriter(
+        store=object_store(),
+        registry=registry(env.registry_table),
+        signer=KmsSigner(client("kms"), env.signing_key_id),
+        artifact_bucket=env.artifact_bucket,
+        registry_bucket=env.registry_bucket,
+        delta_bases=env.delta_bases,
+        manifest_ttl=timedelta(days=env.manifest_ttl_days),
+    )
+
+
+@cold_start
+def rollout_starter() -> Callable[[str, int, bytes], None]:
+    """Announces a new version to the canary ring (what retrain and rollback do last)."""
+    from functions.common.rollouts import start_rollout
+
+    env = cached_env(ReleaseEnv)
+    return partial(start_rollout, registry(env.registry_table), publisher())
