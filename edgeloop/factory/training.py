@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -158,17 +159,22 @@ def holdout_devices(counts: dict[str, int], seed: int, share: float) -> tuple[st
 
 
 def split(dataset: Dataset, config: ModelConfig) -> Split:
-    """Training and held-out rows: whole devices held out when there are two or more.
+    """Training and held-out rows: whole devices held out when there are enough devices.
 
     One device's rows then never both train and judge a candidate, so a
-    device cannot grade its own poisoned upload. With no device information
-    or a single device (the CLI), the stable row-hash split applies.
+    device cannot grade its own poisoned upload. Enough means at least
+    1/holdout devices (5 at the default 0.2), so that one device fits in the
+    held-out share: holding out one of three devices would leave a third of the
+    data, and that device's operating conditions, out of training (the anomaly
+    demo's k-means then alarmed on everything the held-out device saw and was
+    rolled back). With fewer devices, no device information, or a single
+    device (the CLI), the stable row-hash split applies.
     """
     y = dataset.y
     seed, share = config.train.seed, config.train.holdout
     names, row_device = dataset.device_names, dataset.row_device
     held: tuple[str, ...] = ()
-    if row_device is not None and len(names) >= 2:
+    if row_device is not None and len(names) >= max(2, math.ceil(1 / share - 1e-9)):
         counts = {name: int(np.sum(row_device == i)) for i, name in enumerate(names)}
         held = holdout_devices({d: n for d, n in counts.items() if n}, seed, share)
     if held:
