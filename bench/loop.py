@@ -54,6 +54,8 @@ def measure() -> dict[str, Any]:
             registry = Registry(cloud.client("dynamodb"), cloud.resources.registry_table)
             workdir = Path(tempfile.mkdtemp(prefix="edgeloop-bench-loop-"))
             (workdir / "key.pem").write_bytes(cloud.manifest_public_key())
+            for i in range(DEVICES):
+                cloud.enroll(f"loop-{i:02d}", "vibration", canary=True)
             agents = [
                 Agent(
                     parse_agent_config(

@@ -153,6 +153,8 @@ def main() -> int:
         batch_size=10_000,
         moto_process=True,
     ) as cloud:
+        for i in range(args.agents):
+            cloud.enroll(f"soak-{i:04d}", "vibration")
         s3 = cloud.client("s3")
         s3.put_bucket_notification_configuration(
             Bucket=cloud.resources.data_bucket, NotificationConfiguration={}

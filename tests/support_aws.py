@@ -25,6 +25,7 @@ from edgeloop.local.aws import provision
 from edgeloop.local.router import sqs_event
 from functions.common.clients import iot_data_client
 from functions.common.cold_start import reset_cold_start
+from functions.common.identity import enroll
 from functions.common.registry import Registry
 from functions.common.rollouts import start_rollout
 from functions.common.rules import TOPIC_THING
@@ -107,6 +108,9 @@ class LocalCloud:
     def announcements(self, topic: str) -> list[dict[str, Any]]:
         return [p for p in self.published if p["topic"] == topic]
 
+    def enroll(self, thing: str, model: str, canary: bool = False) -> None:
+        enroll(self.client("iot"), thing, model, self.names["CANARY_GROUP"] if canary else None)
+
     def new_container(self) -> None:
         """The functions start cold, as in a new Lambda container, with their
         IoT publishes still captured into `published`."""
@@ -123,6 +127,14 @@ class LocalCloud:
                 "payload": bytes(request.body or b""),
             }
         )
+
+
+# pump-1..6: vibration, named canaries; pump-7..9: digits; pump-10..12: vibration, all ring.
+ROSTER = (
+    *((f"pump-{i}", "vibration", True) for i in range(1, 7)),
+    *((f"pump-{i}", "digits", False) for i in range(7, 10)),
+    *((f"pump-{i}", "vibration", False) for i in range(10, 13)),
+)
 
 
 @pytest.fixture
@@ -151,6 +163,9 @@ def cloud(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     cloud = LocalCloud(moto_endpoint, names, config_dir, [])
+    # The fleet the cloud tests speak for, as the thing registry knows it.
+    for thing, model, canary in ROSTER:
+        cloud.enroll(thing, model, canary)
     cloud.new_container()
     yield cloud
     reset_cold_start()

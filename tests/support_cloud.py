@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeloop.contract import Ring, ThingTopics, UploadAnswer, announcement, thing_of
 from functions.common.env import PresignEnv
+from functions.common.identity import ThingRegistryIdentity, enroll
 from functions.presign.logic import PresignRefused, presign, refusal
 
 
@@ -29,9 +30,17 @@ class CloudStandIn:
             Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
         )
         self.bucket = bucket
+        self.iot = boto3.client("iot", endpoint_url=moto_endpoint, region_name="eu-west-1")
+        canary_group = f"canary-{bucket}"
         self.env = PresignEnv.model_validate(
-            {"DATA_BUCKET": bucket, "MODEL_CONFIG_DIR": str(config_dir)}
+            {
+                "DATA_BUCKET": bucket,
+                "MODEL_CONFIG_DIR": str(config_dir),
+                "CANARY_GROUP": canary_group,
+                "FLEET_TABLE": "unused-the-stand-in-counts-no-grants",
+            }
         )
+        self.identity = ThingRegistryIdentity(self.iot, canary_group)
         self.statuses: list[tuple[str, dict[str, Any]]] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
@@ -59,7 +68,9 @@ class CloudStandIn:
         doc = json.loads(message.payload)
         if message.topic.endswith("/upload/request"):
             try:
-                answer: UploadAnswer = presign(self.env, self.s3, thing, doc)
+                answer: UploadAnswer = presign(
+                    self.env, self.s3, thing, doc, identity=self.identity
+                )
             except PresignRefused as exc:
                 answer = refusal(doc, exc)
             client.publish(ThingTopics(thing).upload_response, answer.to_bytes(), qos=1)
@@ -69,6 +80,10 @@ class CloudStandIn:
         else:
             with self._lock:
                 self.events.append((thing, doc))
+
+    def enroll(self, thing: str, model: str) -> None:
+        """Register a device in the stand-in's thing registry, as the platform team does."""
+        enroll(self.iot, thing, model)
 
     def announce(self, model: str, ring: str, manifest: bytes) -> None:
         deadline = time.monotonic() + 15

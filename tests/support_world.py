@@ -68,6 +68,7 @@ class World:
         return path
 
     def agent(self, thing: str, source: Iterator[Sample] | None = None, **sections: str) -> Agent:
+        self.cloud.enroll(thing, "vibration")
         agent = Agent(load_agent_config(self.config_file(thing, **sections)), source=source)
         self.agents.append(agent)
         return agent

@@ -91,6 +91,7 @@ class Demo:
     def _agent(self, workdir: Path, index: int) -> Agent:
         s = self.scenario
         ring = "canary" if index < self.options.canaries else "all"
+        self.cloud.enroll(f"{s.name}-{index + 1:02d}", s.model, canary=ring == "canary")
         config = parse_agent_config(
             {
                 "device": {

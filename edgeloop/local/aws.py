@@ -37,6 +37,8 @@ class Resources:
     queue_arn: str
     dead_letter_url: str
     signing_key_id: str
+    # The thing group of named canaries, as the stack's IoT wiring creates it.
+    canary_group: str
 
     def function_env(self) -> dict[str, str]:
         """The environment the stack gives its functions."""
@@ -48,6 +50,7 @@ class Resources:
             "FLEET_TABLE": self.fleet_table,
             "IDEMPOTENCY_TABLE": self.idempotency_table,
             "SIGNING_KEY_ID": self.signing_key_id,
+            "CANARY_GROUP": self.canary_group,
         }
 
 
@@ -94,6 +97,8 @@ def provision(
         },
     )
     key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    canary_group = f"{prefix}-canary-{suffix}"
+    client("iot").create_thing_group(thingGroupName=canary_group)
     return Resources(
         data_bucket=buckets["data"],
         artifact_bucket=buckets["artifacts"],
@@ -105,6 +110,7 @@ def provision(
         queue_arn=queue_arn,
         dead_letter_url=dlq_url,
         signing_key_id=key,
+        canary_group=canary_group,
     )
 
 

@@ -15,6 +15,7 @@ from edgeloop.local.broker import EmbeddedBroker
 from edgeloop.local.cdn import BucketOrigin, LocalCdn
 from edgeloop.local.router import EventRouter, Handler
 from functions.common.cold_start import reset_cold_start
+from functions.common.identity import enroll
 
 
 def _without_metrics(handler: Handler) -> Handler:
@@ -94,6 +95,16 @@ class LocalRuntime:
             status_rule=status_rule,
         )
         self.router.start()
+
+    def enroll(self, thing: str, model: str, canary: bool = False) -> None:
+        """Register a device in the local thing registry, as the platform team does in
+        IoT Core: its model, and whether it is a named canary."""
+        enroll(
+            self.aws.client("iot"),
+            thing,
+            model,
+            self.resources.canary_group if canary else None,
+        )
 
     def manifest_public_key(self) -> bytes:
         der = self.aws.client("kms").get_public_key(KeyId=self.resources.signing_key_id)[

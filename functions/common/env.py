@@ -24,9 +24,22 @@ class _Env(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
 
-class PresignEnv(_Env):
+class IdentityEnv(_Env):
+    """Where a function looks up who a device is (functions.common.identity)."""
+
+    # The IoT thing group whose members are the named canaries.
+    canary_group: str = Field(alias="CANARY_GROUP", min_length=1)
+
+
+class PresignEnv(IdentityEnv):
     data_bucket: str = Field(alias="DATA_BUCKET", min_length=3)
     model_config_dir: Path = Field(alias="MODEL_CONFIG_DIR")
+    # Upload grants per device per window, counted in the fleet table.
+    fleet_table: str = Field(alias="FLEET_TABLE", min_length=3)
+    grants_per_window: Annotated[int, Field(ge=1)] = Field(default=120, alias="GRANTS_PER_WINDOW")
+    grant_window_seconds: Annotated[int, Field(ge=1, le=86400)] = Field(
+        default=3600, alias="GRANT_WINDOW_SECONDS"
+    )
     max_upload_bytes: Annotated[int, Field(ge=1, le=5 * 1024**3)] = Field(
         default=16 * 1024 * 1024, alias="MAX_UPLOAD_BYTES"
     )
@@ -61,7 +74,7 @@ class RetrainEnv(ReleaseEnv):
     )
 
 
-class RolloutEnv(_Env):
+class RolloutEnv(IdentityEnv):
     model_config_dir: Path = Field(alias="MODEL_CONFIG_DIR")
     registry_table: str = Field(alias="REGISTRY_TABLE", min_length=3)
     fleet_table: str = Field(alias="FLEET_TABLE", min_length=3)

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 from edgeloop.contract.signers import KmsSigner
 from functions.common.clients import client, iot_data_client
 from functions.common.cold_start import cold_start
-from functions.common.env import ReleaseEnv, RolloutEnv, cached_env
+from functions.common.env import IdentityEnv, PresignEnv, ReleaseEnv, RolloutEnv, cached_env
 from functions.common.fleet import FleetTable
+from functions.common.grants import GrantCounter
+from functions.common.identity import FleetIdentity, ThingRegistryIdentity
 from functions.common.mqtt_publisher import MqttPublisher
 from functions.common.publisher import IotDataPublisher, Publisher
 from functions.common.registry import Registry
@@ -48,6 +50,20 @@ def registry(table: str) -> Registry:
 @cold_start
 def fleet(table: str) -> FleetTable:
     return FleetTable(client("dynamodb"), table)
+
+
+@cold_start
+def identity() -> FleetIdentity:
+    """Who a device is, from the thing registry; shared by presign and status."""
+    return ThingRegistryIdentity(client("iot"), cached_env(IdentityEnv).canary_group)
+
+
+@cold_start
+def grant_counter() -> GrantCounter:
+    env = cached_env(PresignEnv)
+    return GrantCounter(
+        client("dynamodb"), env.fleet_table, env.grants_per_window, env.grant_window_seconds
+    )
 
 
 # The two parts below are imported when first built: the rollout state machine and

@@ -16,7 +16,7 @@ from functions.common.clients import client
 from functions.common.env import PresignEnv, cached_env
 from functions.common.observability import logger, metrics, tracer
 from functions.common.rules import split_rule_event
-from functions.common.wiring import publisher
+from functions.common.wiring import grant_counter, identity, publisher
 from functions.presign.logic import PresignRefused, presign, refusal
 
 
@@ -27,7 +27,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = cached_env(PresignEnv)
     thing, payload = split_rule_event(event)
     try:
-        answer: UploadAnswer = presign(env, client("s3"), thing, payload)
+        answer: UploadAnswer = presign(
+            env, client("s3"), thing, payload, identity=identity(), grants=grant_counter()
+        )
         metrics.add_metric(name="UploadUrlsGranted", unit=MetricUnit.Count, value=1)
     except PresignRefused as exc:
         logger.warning("upload request refused", extra={"thing": thing, "code": exc.code})

@@ -17,6 +17,8 @@ from edgeloop.contract import (
 )
 from edgeloop.contract.topics import check_thing_name
 from functions.common.env import PresignEnv
+from functions.common.grants import GrantCounter, GrantsExhausted
+from functions.common.identity import FleetIdentity, UnknownDevice
 from functions.common.model_configs import UnknownModel, model_config
 
 
@@ -36,9 +38,20 @@ def upload_key(model: str, thing: str, extension: str, batch_id: str | None = No
 
 
 def presign(
-    env: PresignEnv, s3: Any, thing: str, doc: Any, now: datetime | None = None
+    env: PresignEnv,
+    s3: Any,
+    thing: str,
+    doc: Any,
+    *,
+    identity: FleetIdentity,
+    grants: GrantCounter | None = None,
+    now: datetime | None = None,
 ) -> UploadGrant:
-    """Grant one presigned POST for `thing`, whose name comes from the topic, never the payload."""
+    """Grant one presigned POST for `thing`, whose name comes from the topic, never the payload.
+
+    Only under the model the registry enrols the thing for, and only while the
+    thing has grants left in this window.
+    """
     try:
         check_thing_name(thing)
     except ValueError as exc:
@@ -58,6 +71,21 @@ def presign(
         model_config(env.model_config_dir, request.model)
     except UnknownModel as exc:
         raise PresignRefused("unknown_model", str(exc.args[0])) from exc
+    try:
+        enrolled = identity.of(thing)
+    except UnknownDevice as exc:
+        raise PresignRefused("unknown_device", str(exc)) from exc
+    if enrolled.model != request.model:
+        raise PresignRefused(
+            "wrong_model",
+            f"{thing} is enrolled for model {enrolled.model!r}, not {request.model!r}; "
+            "a device uploads only for its own model",
+        )
+    if grants is not None:
+        try:
+            grants.take(thing)
+        except GrantsExhausted as exc:
+            raise PresignRefused("rate_limited", str(exc)) from exc
     key = upload_key(request.model, thing, request.extension, request.batch_id)
     post = s3.generate_presigned_post(
         Bucket=env.data_bucket,

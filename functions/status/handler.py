@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.common.env import RolloutEnv, cached_env
 from functions.common.observability import logger, metrics, tracer
 from functions.common.rules import split_rule_event
-from functions.common.wiring import fleet, rollouts
+from functions.common.wiring import fleet, identity, rollouts
 from functions.status.logic import StatusIgnored, record_status
 
 
@@ -24,7 +24,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = cached_env(RolloutEnv)
     thing, payload = split_rule_event(event)
     try:
-        record = record_status(fleet(env.fleet_table), thing, payload)
+        record = record_status(fleet(env.fleet_table), thing, payload, identity())
     except StatusIgnored as exc:
         logger.warning("status ignored", extra={"thing": thing, "reason": str(exc)})
         metrics.add_metric(name="StatusIgnored", unit=MetricUnit.Count, value=1)

@@ -84,10 +84,14 @@ class IotWiring(Construct):
             )
             for ring in Ring
         }
+        # Who a device is (its model, whether it is a named canary) is read from
+        # the thing registry, never from what the device sends.
+        canary_group = f"{stack.stack_name}-{Ring.CANARY}"
         rollout_env = {
             "REGISTRY_TABLE": pipeline.registry_table.table_name,
             "FLEET_TABLE": pipeline.fleet_table.table_name,
             "ARTIFACT_BUCKET": hosting.bucket.bucket_name,
+            "CANARY_GROUP": canary_group,
         }
         self.presign = tracked_function(
             self,
@@ -95,9 +99,15 @@ class IotWiring(Construct):
             handler="functions.presign.handler.handler",
             timeout=Duration.seconds(10),
             memory=512,
-            environment={"DATA_BUCKET": intake.bucket.bucket_name},
+            environment={
+                "DATA_BUCKET": intake.bucket.bucket_name,
+                "FLEET_TABLE": pipeline.fleet_table.table_name,
+                "CANARY_GROUP": canary_group,
+            },
         )
         intake.bucket.grant_put(self.presign, "data/*")
+        # One conditional update per grant on the device's own counter item.
+        pipeline.fleet_table.grant(self.presign, "dynamodb:UpdateItem")
         self.status = tracked_function(
             self,
             "Status",
@@ -119,6 +129,8 @@ class IotWiring(Construct):
             pipeline.registry_table.grant_read_write_data(function)
             hosting.bucket.grant_read(function, "models/*")
         pipeline.fleet_table.grant_read_write_data(self.status)
+        for function in (self.presign, self.status):
+            self._may_read_identities(function)
         events.Rule(
             self,
             "EveryMinute",
@@ -132,6 +144,15 @@ class IotWiring(Construct):
             "UploadRequests", f"{ROOT}/things/+/upload/request", self.presign
         )
         self.status_rule = self._rule("StatusReports", f"{ROOT}/things/+/status", self.status)
+
+    def _may_read_identities(self, function: lambda_.IFunction) -> None:
+        stack = Stack.of(self)
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["iot:DescribeThing", "iot:ListThingGroupsForThing"],
+                resources=[f"arn:{stack.partition}:iot:{stack.region}:{stack.account}:thing/*"],
+            )
+        )
 
     def _may_publish(self, function: lambda_.IFunction, topics: list[str], retain: bool) -> None:
         stack = Stack.of(self)

@@ -37,6 +37,12 @@ SCOPED_WILDCARDS: tuple[tuple[AppliesTo, str], ...] = (
         "publishing is limited to edgeloop's announcement or per-thing answer topics",
     ),
     (
+        matching(r"^Resource::arn:<AWS::Partition>:iot:.+:thing\/\*$"),
+        "reading a device's enrolment: any thing may send a request, and which one is only "
+        "known from the topic at run time; the actions are read-only (DescribeThing, "
+        "ListThingGroupsForThing)",
+    ),
+    (
         matching(r"^Action::s3:(GetObject|GetBucket|List|Abort|DeleteObject)\*$"),
         "CDK grant action groups",
     ),

@@ -232,6 +232,32 @@ def test_each_function_has_its_own_role_and_no_wildcard_data_writes(template: Te
                 assert "*" not in resources, statement
 
 
+def test_presign_and_status_read_who_a_device_is_from_the_thing_registry(
+    template: Template,
+) -> None:
+    readers = []
+    for logical, policy in _resources(template, "AWS::IAM::Policy").items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = statement["Action"]
+            if "iot:DescribeThing" in (actions if isinstance(actions, list) else [actions]):
+                readers.append(logical)
+                assert json.dumps(statement["Resource"]).endswith(':thing/*"]]}')
+    assert sorted(f for f in ("Presign", "Status") for r in readers if f in r) == [
+        "Presign",
+        "Status",
+    ]
+    [canary_group] = [
+        g["Properties"]["ThingGroupName"]
+        for g in _resources(template, "AWS::IoT::ThingGroup").values()
+        if g["Properties"]["ThingGroupName"].endswith("-canary")
+    ]
+    for fragment in ("Presign", "Status", "EvaluateRollouts"):
+        function = _resources(template, "AWS::Lambda::Function")[
+            _logical_id(template, "AWS::Lambda::Function", fragment)
+        ]
+        assert function["Properties"]["Environment"]["Variables"]["CANARY_GROUP"] == canary_group
+
+
 def test_the_device_policy_pins_each_thing_to_its_own_topics(template: Template) -> None:
     [policy] = _resources(template, "AWS::IoT::Policy").values()
     statements = policy["Properties"]["PolicyDocument"]["Statement"]

@@ -12,7 +12,15 @@ import pytest
 
 from functions.common.env import RetrainEnv, cached_env
 from functions.retrain import handler as retrain
-from tests.support_aws import FakeLambdaContext, LocalCloud, digit_batches, registry_of
+from tests.support_aws import (
+    FakeLambdaContext,
+    LocalCloud,
+    ask_presign,
+    digit_batches,
+    registry_of,
+    report_status,
+    start_test_rollout,
+)
 
 
 def test_a_far_future_batch_id_does_not_make_an_upload_the_newest(
@@ -40,3 +48,55 @@ def test_a_far_future_batch_id_does_not_make_an_upload_the_newest(
     trained_on = [batch["key"] for batch in record["data"]["batches"]]
     assert trained_on == [recent]
     assert future not in trained_on
+
+
+def test_a_device_gets_no_upload_grant_under_another_models_prefix(cloud: LocalCloud) -> None:
+    """Finding 1: presign grants only for the model the registry enrols the thing for."""
+    answer = ask_presign("pump-1", model="digits")  # pump-1 is enrolled for vibration
+    assert answer["error"]["code"] == "wrong_model"  # type: ignore[index]
+    assert "enrolled for model 'vibration'" in answer["error"]["message"]  # type: ignore[index]
+    granted = ask_presign("pump-1", model="vibration")
+    assert str(granted["key"]).startswith("data/vibration/pump-1/")
+
+
+def test_an_unenrolled_thing_gets_no_grant(cloud: LocalCloud) -> None:
+    answer = ask_presign("stranger-1")
+    assert answer["error"]["code"] == "unknown_device"  # type: ignore[index]
+
+
+def test_grants_past_the_devices_limit_are_refused_with_when_to_ask_again(
+    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRANTS_PER_WINDOW", "3")
+    cloud.new_container()
+    for _ in range(3):
+        assert "url" in ask_presign("pump-7")
+    refused = ask_presign("pump-7")
+    assert refused["error"]["code"] == "rate_limited"  # type: ignore[index]
+    assert "ask again in" in refused["error"]["message"]  # type: ignore[index]
+    assert "url" in ask_presign("pump-8")  # another device is not held back
+
+
+def test_devices_of_another_model_cannot_promote_a_rollout(cloud: LocalCloud) -> None:
+    """Finding 4: two digits devices reporting "canary, healthy" on vibration's v2."""
+    registry = start_test_rollout(cloud)
+    for thing in ("pump-7", "pump-8"):
+        result = report_status(thing, model="vibration", version=2, ring="canary")
+        assert result["recorded"] is False
+        assert "enrolled for 'digits'" in result["reason"]
+    assert registry.rollout("vibration")["state"] == "canary"  # type: ignore[index]
+
+
+def test_all_ring_devices_claiming_the_canary_ring_do_not_vote(cloud: LocalCloud) -> None:
+    """Finding 4: the ring a report counts toward is the registry's, not the payload's."""
+    registry = start_test_rollout(cloud)
+    for thing in ("pump-10", "pump-11", "pump-12"):
+        report_status(thing, version=2, ring="canary")
+    assert registry.rollout("vibration")["state"] == "canary"  # type: ignore[index]
+    for thing in ("pump-10", "pump-11", "pump-12"):
+        report_status(
+            thing, version=1, health="degraded", step="failed", target_version=2, ring="canary"
+        )
+    assert registry.rollout("vibration")["state"] == "canary"  # type: ignore[index]
+    report_status("pump-1", version=2)
+    assert report_status("pump-2", version=2)["rollout"] == "all"
