@@ -9,6 +9,7 @@ pending and reports their records for redelivery, so nothing is lost.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -18,11 +19,24 @@ from urllib.parse import unquote_plus
 from edgeloop.contract import format_time, time_ordered_id, utc_now
 from edgeloop.contract.topics import check_model_name, check_thing_name
 from edgeloop.factory.config import ModelConfig
-from edgeloop.factory.data import Batch, NoUsableData, Quarantined, assemble, read_batch
+from edgeloop.factory.data import (
+    MAX_DECODED_BYTES,
+    Batch,
+    Dataset,
+    NoUsableData,
+    Quarantined,
+    ReferenceUnusable,
+    assemble,
+    read_batch,
+    reference_set,
+)
 from edgeloop.factory.run import train_run, train_run_streamed
 from functions.common.registry import Registry
 from functions.common.releases import Publication, ReleaseWriter
 from functions.common.storage import ObjectInfo, ObjectMissing, ObjectStore
+
+# A reference set is a curated handful of files; more than this is a mistake in its prefix.
+MAX_REFERENCE_FILES = 1000
 
 
 class PoisonRecord(ValueError):
@@ -121,29 +135,59 @@ class Retrainer:
         return {"model": upload.model, "key": upload.key}
 
     def _select(self, config: ModelConfig) -> list[ObjectInfo]:
-        """The newest uploads in the cloud's arrival order, up to the byte budget.
+        """The newest uploads in the cloud's arrival order: a bounded window of them.
 
-        From the registry's arrival log, a bounded window of it: never a listing
-        of everything under the model's prefix, and never the order of the keys
-        devices named.
+        From the registry's arrival log: never a listing of everything under
+        the model's prefix, and never the order of the keys devices named.
         """
-        chosen, budget = [], self.max_training_bytes
-        for record in self.registry.arrivals(config.model.name, self.arrival_window):
-            if record["size"] > budget:
-                break
-            budget -= record["size"]
-            chosen.append(ObjectInfo(record["key"], int(record["size"]), record["etag"]))
-        return chosen
+        return [
+            ObjectInfo(record["key"], int(record["size"]), record["etag"])
+            for record in self.registry.arrivals(config.model.name, self.arrival_window)
+        ]
 
     def _read_data(
         self, config: ModelConfig, objects: list[ObjectInfo]
     ) -> tuple[list[Batch | Quarantined], int]:
-        """Every selected upload read; bad ones moved to quarantine/."""
-        items = [item for obj in objects if (item := self._read(config, obj.key)) is not None]
+        """The newest uploads read until their decoded size fills the training budget.
+
+        The budget counts decoded bytes, not bytes on the wire: a compressed
+        .npz inflates about 1,000:1. Each upload is decoded within what is left
+        of the budget, so nothing is allocated past it; bad ones are moved to
+        quarantine/.
+        """
+        items: list[Batch | Quarantined] = []
+        left = self.max_training_bytes
+        for obj in objects:
+            item = self._read(config, obj.key, budget=left)
+            if item is None:
+                continue
+            if isinstance(item, Batch):
+                if item.decoded_bytes > left:
+                    break
+                left -= item.decoded_bytes
+            items.append(item)
+            if left <= 0:
+                break
         return items, sum(isinstance(item, Quarantined) for item in items)
 
+    def _reference(self, config: ModelConfig) -> Dataset | None:
+        """The platform's reference set for this model, or None when the config names none.
+
+        Read whole from its prefix in the data bucket, where devices have no
+        grant; an unreadable reference set refuses the run (train_run refuses to
+        ship without one when the config names it).
+        """
+        prefix = config.gate.reference
+        if prefix is None:
+            return None
+        items: list[Batch | Quarantined] = []
+        for obj in itertools.islice(self.store.list(self.data_bucket, prefix), MAX_REFERENCE_FILES):
+            data = self.store.get(self.data_bucket, obj.key)
+            items.append(read_batch(obj.key, data, config, device="reference"))
+        return reference_set(items, config)
+
     def _read(
-        self, config: ModelConfig, key: str, quarantine: bool = True
+        self, config: ModelConfig, key: str, quarantine: bool = True, budget: int | None = None
     ) -> Batch | Quarantined | None:
         """One upload, parsed; a bad one is moved to quarantine/ (unless told not to).
 
@@ -154,7 +198,9 @@ class Retrainer:
             data = self.store.get(self.data_bucket, key)
         except ObjectMissing:
             return None
-        item = read_batch(key, data, config)
+        item = read_batch(
+            key, data, config, max_decoded_bytes=min(budget or MAX_DECODED_BYTES, MAX_DECODED_BYTES)
+        )
         if quarantine and isinstance(item, Quarantined):
             self._quarantine(item)
         return item
@@ -208,12 +254,20 @@ class Retrainer:
         run_id = time_ordered_id()
         objects = self._select(config)
         champion = self.releases.champion_model(model)
+        try:
+            reference = self._reference(config)
+        except ReferenceUnusable as exc:
+            # A platform-side fault: the uploads stay pending until it is fixed.
+            self.registry.record_run(
+                model, run_id, {"decision": "failed", "reason": str(exc), "at": _now()}
+            )
+            return RunOutcome(model, run_id, "failed", str(exc))
         if (
             config.model.kind == "kmeans_anomaly"
             and sum(o.size for o in objects) > self.stream_above_bytes
         ):
             chunks, seen = self._streamed(config, objects)
-            result = train_run_streamed(config, chunks, champion)
+            result = train_run_streamed(config, chunks, champion, reference)
             result.record["data"] = {**seen, "rows": result.record.get("streamed", {}).get("rows")}
             quarantined = len(seen["quarantined"])
             rows = int(result.record["data"]["rows"] or 0)
@@ -228,7 +282,7 @@ class Retrainer:
                 )
                 self.registry.mark_trained(model, pending)
                 return RunOutcome(model, run_id, "failed", str(exc), quarantined=quarantined)
-            result = train_run(config, dataset, champion)
+            result = train_run(config, dataset, champion, reference)
             rows = dataset.rows
             quarantine_log = [q.to_json() for q in dataset.quarantined]
         outcome = RunOutcome(

@@ -6,9 +6,12 @@ and shows the guard that stops it.
 
 from __future__ import annotations
 
+import io
 import json
 
+import numpy as np
 import pytest
+from sklearn.datasets import load_digits
 
 from functions.common.env import RetrainEnv, cached_env
 from functions.retrain import handler as retrain
@@ -17,9 +20,11 @@ from tests.support_aws import (
     LocalCloud,
     ask_presign,
     digit_batches,
+    npz_bytes,
     registry_of,
     report_status,
     start_test_rollout,
+    upload_round,
 )
 
 
@@ -100,3 +105,59 @@ def test_all_ring_devices_claiming_the_canary_ring_do_not_vote(cloud: LocalCloud
     assert registry.rollout("vibration")["state"] == "canary"  # type: ignore[index]
     report_status("pump-1", version=2)
     assert report_status("pump-2", version=2)["rollout"] == "all"
+
+
+def _run_record(cloud: LocalCloud) -> dict[str, object]:
+    run = registry_of(cloud).runs("digits")[0]
+    record: dict[str, object] = json.loads(
+        cloud.client("s3")
+        .get_object(
+            Bucket=cloud.names["REGISTRY_BUCKET"], Key=f"registry/digits/runs/{run['run_id']}.json"
+        )["Body"]
+        .read()
+    )
+    return record
+
+
+def test_the_training_budget_counts_decoded_bytes_not_bytes_on_the_wire(
+    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 3: zeros compress ~1,000:1; the budget must see what they decode to."""
+    X = np.zeros((2000, 64))
+    y = np.zeros(2000, dtype=np.int64)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, X=X, y=y)
+    packed = buffer.getvalue()
+    decoded = X.nbytes + y.nbytes
+    assert len(packed) * 50 < decoded
+    monkeypatch.setenv("MAX_TRAINING_BYTES", str(decoded + 1000))
+    cloud.new_container()
+    for i in range(3):
+        cloud.put_batch("digits", f"pump-{7 + i}", f"0000000000000000000{i}-00000000.npz", packed)
+    retrain.handler(cloud.receive_event(3), FakeLambdaContext())
+    data = _run_record(cloud)["data"]
+    assert isinstance(data, dict)
+    assert len(data["batches"]) == 1  # three fit the budget on the wire, one decoded
+
+
+def test_a_reference_set_the_candidate_fails_refuses_the_run_in_the_cloud(
+    cloud: LocalCloud,
+) -> None:
+    """The reference set is read from its prefix in the data bucket and judges every run."""
+    config = cloud.config_dir / "digits.toml"
+    config.write_text(
+        config.read_text().replace("[gate]\n", '[gate]\nreference = "reference/digits/"\n')
+    )
+    cloud.new_container()
+    Xr, yr = load_digits(return_X_y=True)
+    wrong = (yr[:300] + 1) % 10  # a reference set no honest model agrees with
+    cloud.client("s3").put_object(
+        Bucket=cloud.names["DATA_BUCKET"],
+        Key="reference/digits/set-1.npz",
+        Body=npz_bytes(Xr[:300], wrong),
+    )
+    retrain.handler(upload_round(cloud, digit_batches(20, 300, 40), 1), FakeLambdaContext())
+    [run] = registry_of(cloud).runs("digits")
+    assert run["decision"] == "refused"
+    assert "reference" in run["reason"]
+    assert registry_of(cloud).latest_version("digits") == 0
