@@ -47,24 +47,40 @@ def start_rollout(
     version: int,
     manifest: bytes,
     now: datetime | None = None,
-) -> None:
-    """Announce a new version to the canary ring: one retained publish."""
+) -> bool:
+    """Announce a new version to the canary ring: one retained publish. True if this call did.
+
+    Losing the conditional write to another announcer of the same (or a newer)
+    version is success: the retrain and the schedule's `ensure_announced` may
+    both try to announce a freshly published champion, and whichever writes
+    first has announced it. Only a rollout still older than `version` after a
+    lost race is an error.
+    """
     current = registry.rollout(model)
     previous = None
     if current is not None:
+        if int(current["version"]) >= version:
+            return False  # already announced (or superseded)
         # What "all" runs is the manifest canary devices fall back to on abort.
         previous = current["version"] if current["state"] == "all" else current.get("previous")
-    registry.put_rollout(
-        model,
-        {
-            "version": version,
-            "state": "canary",
-            "started_at": format_time(now or utc_now()),
-            "previous": previous,
-        },
-        expect_state=None,
-    )
+    try:
+        registry.put_rollout(
+            model,
+            {
+                "version": version,
+                "state": "canary",
+                "started_at": format_time(now or utc_now()),
+                "previous": previous,
+            },
+            expect_state=None,
+        )
+    except StaleWrite:
+        winner = registry.rollout(model)
+        if winner is not None and int(winner["version"]) >= version:
+            return False
+        raise
     publisher.publish(announcement(model, Ring.CANARY), manifest, retain=True)
+    return True
 
 
 @dataclass
@@ -76,8 +92,8 @@ class Rollouts:
     artifact_bucket: str
     policy: RolloutPolicy
 
-    def start(self, model: str, version: int, manifest: bytes, now: datetime | None = None) -> None:
-        start_rollout(self.registry, self.publisher, model, version, manifest, now)
+    def start(self, model: str, version: int, manifest: bytes, now: datetime | None = None) -> bool:
+        return start_rollout(self.registry, self.publisher, model, version, manifest, now)
 
     def ensure_announced(self, model: str, now: datetime | None = None) -> int | None:
         """Announce the champion if publishing it succeeded but announcing it did not."""
@@ -89,11 +105,7 @@ class Rollouts:
         if rollout is not None and int(rollout["version"]) >= version:
             return None
         manifest = self.store.get(self.artifact_bucket, manifest_key(model, version))
-        try:
-            self.start(model, version, manifest, now)
-        except StaleWrite:
-            return None  # another evaluator announced it first
-        return version
+        return version if self.start(model, version, manifest, now) else None
 
     def tally(self, model: str, version: int, since: datetime) -> CanaryTally:
         healthy = failed = 0

@@ -108,7 +108,7 @@ def release_writer() -> ReleaseWriter:
 
 
 @cold_start
-def rollout_starter() -> Callable[[str, int, bytes], None]:
+def rollout_starter() -> Callable[[str, int, bytes], bool]:
     """Announces a new version to the canary ring (what retrain and rollback do last)."""
     from functions.common.rollouts import start_rollout
 

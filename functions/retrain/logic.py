@@ -121,7 +121,7 @@ class Retrainer:
     registry_bucket: str
     configs: dict[str, ModelConfig]
     max_training_bytes: int
-    announce: Callable[[str, int, bytes], None]
+    announce: Callable[[str, int, bytes], bool]
     # k-means data larger than this is trained chunk by chunk from S3
     # (edgeloop.factory.stream) instead of being loaded whole.
     stream_above_bytes: int = 256 * 1024 * 1024

@@ -47,7 +47,7 @@ def roll_back(
     configs: Mapping[str, ModelConfig],
     registry: Registry,
     releases: ReleaseWriter,
-    announce: Callable[[str, int, bytes], None],
+    announce: Callable[[str, int, bytes], bool],
 ) -> int:
     """Publish `request.to_version`'s weights as the next version and announce it. Returns it."""
     config = configs.get(request.model)

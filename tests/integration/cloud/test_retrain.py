@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ import pytest
 from edgeloop.contract import Ring, announcement
 from edgeloop.delta import PatchSpec, apply_checked
 from functions.common.registry import Registry
+from functions.common.rollouts import start_rollout
+from functions.common.wiring import publisher
 from functions.evaluate_rollouts import handler as evaluate_rollouts
 from functions.retrain import handler as retrain
 from functions.retrain.wiring import retrain_service
@@ -188,6 +191,48 @@ def test_a_failed_announcement_is_made_good_by_the_schedule(
     assert cloud.trusted_keys().verify(announced["payload"]).version == 1
     evaluate_rollouts.handler({}, FakeLambdaContext())
     assert len(cloud.announcements(announcement("digits", Ring.CANARY))) == 1
+
+
+def test_losing_the_announcement_race_to_the_schedule_fails_nothing(
+    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retrain reads "no rollout yet", the schedule announces the new champion
+    meanwhile, and the retrain's conditional write loses: that is success, not a
+    failed batch (it was an ERROR traceback and a 17 s redelivery in the demo)."""
+    service = retrain_service()
+    registry = registry_of(cloud)
+
+    class ReadBeforeTheSchedule:
+        """The registry as the retrain saw it: its first read came before the schedule's
+        write; any later read sees the table as it is."""
+
+        def __init__(self, seen: dict[str, Any] | None) -> None:
+            self.reads = [seen]
+
+        def rollout(self, model: str) -> dict[str, Any] | None:
+            return self.reads.pop() if self.reads else registry.rollout(model)
+
+        def put_rollout(self, model: str, doc: dict[str, Any], *, expect_state: str | None) -> None:
+            registry.put_rollout(model, doc, expect_state=expect_state)
+
+    def schedule_wins(model: str, version: int, manifest: bytes) -> bool:
+        seen = registry.rollout(model)
+        evaluate_rollouts.handler({}, FakeLambdaContext())
+        return start_rollout(
+            ReadBeforeTheSchedule(seen),  # type: ignore[arg-type]
+            publisher(),
+            model,
+            version,
+            manifest,
+        )
+
+    monkeypatch.setattr(service.retrainer, "announce", schedule_wins)
+    response = retrain.handler(
+        upload_round(cloud, digit_batches(30, 0, 30), 1), FakeLambdaContext()
+    )
+    assert response == {"batchItemFailures": []}
+    [announced] = cloud.announcements(announcement("digits", Ring.CANARY))
+    assert cloud.trusted_keys().verify(announced["payload"]).version == 1
 
 
 def test_kmeans_data_above_the_stream_threshold_trains_chunk_by_chunk(
