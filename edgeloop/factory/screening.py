@@ -152,11 +152,12 @@ def screen(
         again = _verdict(
             config, names, row_device, y, *_out_of_fold(dataset, config.train.seed, distrusted)
         )
-        if again is None or {a.device for a in again.screened} == {
-            a.device for a in verdict.screened
-        }:
+        if again is None:
             break
-        verdict = again
+        settled = {a.device for a in again.screened} == {a.device for a in verdict.screened}
+        verdict = again  # its figures come from judges the screened devices did not fit
+        if settled:
+            break
     if verdict is None:
         return Screening(dataset, judge, "too few devices had rows the judge could speak to")
     screened = verdict.screened
