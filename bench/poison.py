@@ -12,7 +12,9 @@ The figure is the deployed model's accuracy on a clean test set after each
 round, against the clean run (k = 0) of the same seed and setting. A round
 where the clean run has a model and the poisoned run has none counts as not
 within 1 point (a stall), and is reported separately from a worse model
-shipped.
+shipped, with the reason the run gave. `by_share` sums it up per poisoned
+share: the clean run's figures, then the poisoned runs' without and with a
+reference set, and which devices screening left out (poisoned, honest).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ POISONED = (0, 1, 2, 4, 6, 8)  # of DEVICES
 AMPLIFY = 5  # a poisoned device uploads this many times an honest device's rows
 TEST_ROWS, REFERENCE_ROWS = 400, 200
 POINT = 0.01
+# Accuracies are counts over TEST_ROWS; a drop of exactly 4 rows is 1 point,
+# and 0.96 - 0.95 is 0.01000000000000001 in floating point.
+EPSILON = 1e-9
 
 
 def _npz(X: npt.NDArray[Any], y: npt.NDArray[Any]) -> bytes:
@@ -103,6 +108,7 @@ def _scenario(
                 "accuracy": _accuracy(champion, X_test, y_test),
                 "reason": result.decision.reason,
                 "holdout_devices": result.record["split"].get("holdout_devices", []),
+                "screened": [d["device"] for d in result.record.get("screened", [])],
                 "device_cap_rows": dataset.device_cap,
             }
         )
@@ -145,24 +151,31 @@ def measure(seeds: Sequence[int] = SEEDS, poisoned: Sequence[int] = POISONED) ->
                         "stalled": 0,
                         "worse_shipped": 0,
                         "max_drop_points": 0.0,
+                        "stall_reasons": [],
+                        "screened_poisoned": 0,
+                        "screened_honest": 0,
                     },
                 )
                 for mine, theirs in zip(runs, clean, strict=True):
                     a, c = mine["accuracy"], theirs["accuracy"]
+                    poisoned_things = {f"pump-{d:02d}" for d in range(k)}
+                    entry["screened_poisoned"] += len(set(mine["screened"]) & poisoned_things)
+                    entry["screened_honest"] += len(set(mine["screened"]) - poisoned_things)
                     if c is not None and a is None:
                         entry["stalled"] += 1
+                        entry["stall_reasons"].append(mine["reason"])
                         entry["within_1pt"] = False
                     elif c is not None and a is not None:
                         drop = c - a
                         entry["max_drop_points"] = max(entry["max_drop_points"], 100 * drop)
-                        if drop > POINT:
+                        if drop > POINT + EPSILON:
                             entry["within_1pt"] = False
                             entry["worse_shipped"] += int(mine["shipped"])
                     if mine["shipped"] and c is None:
                         # A model shipped where the clean run had none: judge it
                         # against the clean run's first model.
                         first = next((x["accuracy"] for x in clean if x["accuracy"]), None)
-                        if first is not None and a is not None and a < first - POINT:
+                        if first is not None and a is not None and a < first - POINT - EPSILON:
                             entry["worse_shipped"] += 1
                 entry["runs"].append({"seed": seed, "rounds": runs})
         ordered = sorted(per_k)
@@ -179,6 +192,7 @@ def measure(seeds: Sequence[int] = SEEDS, poisoned: Sequence[int] = POISONED) ->
         if int(k) / DEVICES <= 0.2
     )
     return {
+        "by_share": _by_share(results),
         "devices": DEVICES,
         "rounds": ROUNDS,
         "seeds": list(seeds),
@@ -191,6 +205,50 @@ def measure(seeds: Sequence[int] = SEEDS, poisoned: Sequence[int] = POISONED) ->
         "goal_reference_20pct_no_worse_shipped": goal_ref,
         "meets_goal": goal_one and goal_ref,
     }
+
+
+def _by_share(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per poisoned share: the clean run's deployed accuracy, then each setting's outcome."""
+    out = []
+    for k in results["without_reference"]["by_poisoned_devices"]:
+        row: dict[str, Any] = {"poisoned_devices": int(k), "share": int(k) / DEVICES}
+        for label in ("without_reference", "with_reference"):
+            clean = results[label]["by_poisoned_devices"]["0"]["runs"]
+            e = results[label]["by_poisoned_devices"][k]
+            row["clean_accuracy"] = [[x["accuracy"] for x in r["rounds"]] for r in clean]
+            row[label] = {
+                "accuracy": [[x["accuracy"] for x in r["rounds"]] for r in e["runs"]],
+                "within_1pt": e["within_1pt"],
+                "max_drop_points": round(e["max_drop_points"], 2),
+                "stalled_rounds": e["stalled"],
+                "worse_shipped": e["worse_shipped"],
+                "screened_poisoned": e["screened_poisoned"],
+                "screened_honest": e["screened_honest"],
+            }
+        out.append(row)
+    return out
+
+
+def _print_by_share(figures: dict[str, Any]) -> None:
+    def cell(e: dict[str, Any]) -> str:
+        return (
+            f"drop {e['max_drop_points']:5.2f} pt, stalled {e['stalled_rounds']}, "
+            f"worse {e['worse_shipped']}, screened {e['screened_poisoned']}+{e['screened_honest']}"
+        )
+
+    print("share  clean (final, per seed)  | without reference | with reference")
+    for row in figures["by_share"]:
+        final = [r[-1] for r in row["clean_accuracy"]]
+        print(
+            f"{row['share']:5.0%}  {final} | {cell(row['without_reference'])} | "
+            f"{cell(row['with_reference'])}"
+        )
+    print(
+        "(screened a+b: poisoned + honest devices left out, summed over rounds and seeds)\n"
+        f"goal 1, one device in 20 within 1 pt: {figures['goal_one_device_within_1pt']}; "
+        f"goal 2, <= 20% with a reference set, no worse model shipped: "
+        f"{figures['goal_reference_20pct_no_worse_shipped']}"
+    )
 
 
 def _largest(per_k: dict[int, dict[str, Any]], ok: Any) -> float:
@@ -212,4 +270,5 @@ if __name__ == "__main__":
     start = time.monotonic()
     figures = measure()
     figures["seconds"] = round(time.monotonic() - start, 1)
+    _print_by_share(figures)
     print(write_result("poison", figures))

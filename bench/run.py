@@ -189,7 +189,7 @@ def table() -> str:
 
 
 def _poison_rows(ps: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """Two rows: without and with a reference set."""
+    """Two rows, without and with a reference set: per poisoned share, what moved."""
     out = []
     for label, setting, goal, ok in (
         (
@@ -206,19 +206,26 @@ def _poison_rows(ps: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         ),
     ):
         r = ps[label]
-        per_k = r["by_poisoned_devices"]
-        stalls = sum(e["stalled"] for k, e in per_k.items() if k != "0")
-        worse = ", ".join(
-            f"{_pct(e['share'])}: {e['worse_shipped']}" for k, e in per_k.items() if k != "0"
+        per_k = {k: e for k, e in r["by_poisoned_devices"].items() if k != "0"}
+        by_share = "; ".join(
+            f"{_pct(e['share'])}: {e['max_drop_points']:.2f} pt, {e['stalled']} stalled, "
+            f"{e['worse_shipped']} worse"
+            for e in per_k.values()
         )
+        reasons = [reason for e in per_k.values() for reason in e.get("stall_reasons", [])]
+        export = sum("exported model disagrees" in reason for reason in reasons)
+        screened = sum(e.get("screened_poisoned", 0) for e in per_k.values())
+        honest = sum(e.get("screened_honest", 0) for e in per_k.values())
         out.append(
             (
                 f"poisoning, k of {ps['devices']} devices label-shifted ({setting})",
                 goal,
                 f"within 1 pt up to {_pct(r['largest_share_within_1pt'])} poisoned; no worse "
-                f"model shipped up to {_pct(r['largest_share_no_worse_shipped'])} (worse "
-                f"shipped by share: {worse}); {stalls} stalled rounds "
-                f"({len(ps['seeds'])} seeds x {ps['rounds']} rounds)",
+                f"model shipped up to {_pct(r['largest_share_no_worse_shipped'])}. By share "
+                f"(largest drop, stalled rounds, worse models shipped): {by_share} "
+                f"({len(ps['seeds'])} seeds x {ps['rounds']} rounds; {export} of "
+                f"{len(reasons)} stalls refused by the int8 export check). Screened out: "
+                f"{screened} poisoned, {honest} honest device-rounds",
                 _mark(ok),
                 "`python -m bench.run poison`",
             )

@@ -102,6 +102,16 @@ class TrainSection(_Strict):
     # from outvoting the rest (three quarters of every run come from others)
     # while a busy honest device still contributes more than a quiet one.
     max_device_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25
+    # Classifiers only, from three devices up (edgeloop.factory.screening): a
+    # device whose labels agree with a model that never saw its rows far less
+    # than the fleet's do is left out of the run, training and held-out rows
+    # alike. Far less: below the fleet's median by more than screen_k robust
+    # standard deviations (1.4826 x MAD) and by at least screen_min_gap. The
+    # gap keeps a fleet that agrees almost perfectly (MAD near 0) from
+    # screening a device for a few wrong rows.
+    screen_devices: bool = True
+    screen_k: Annotated[float, Field(ge=0.0)] = 3.0
+    screen_min_gap: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
     params: dict[str, Any] = Field(default_factory=dict)
 
 

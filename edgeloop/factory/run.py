@@ -17,6 +17,7 @@ from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.data import Dataset
 from edgeloop.factory.export import int8_scales, to_tflite
 from edgeloop.factory.gate import GateDecision, Paired, clearly_above, decide
+from edgeloop.factory.screening import screen
 from edgeloop.factory.sparsify import sparsify
 from edgeloop.factory.stream import ChunkSource, fit_kmeans_streaming
 from edgeloop.factory.training import (
@@ -206,13 +207,19 @@ def train_run(
 
     `reference` is the platform's reference set (gate.reference): rows no
     device can write. A config that names one refuses to ship without it.
+    Devices whose labels disagree with the fleet's are screened out first
+    (edgeloop.factory.screening), from training and held-out rows alike.
     """
+    screening = screen(dataset, config, champion, reference)
+    dataset = screening.dataset
     parts = split(dataset, config)
     record: dict[str, Any] = {
         "model": config.model.name,
         "kind": config.model.kind,
         "config": config.to_dict(),
         "data": dataset.snapshot(),
+        "screening": screening.to_json(),
+        "screened": screening.screened_json(),
         "split": {
             "train_rows": len(parts.X_train),
             "holdout_rows": len(parts.X_holdout),

@@ -259,3 +259,34 @@ def test_label_shifted_uploads_from_one_device_do_not_ship_a_worse_model() -> No
     if run.promoted:
         assert run.model is not None
         assert _accuracy(run.model, test) >= champion_accuracy - 0.01, run.decision.reason
+
+
+def _fleet(devices: int, rows: int, shifted: int | None, amplify: int = 5) -> list[Any]:
+    """`devices` devices of `rows` digits each; device `shifted` shifts its labels by one
+    and replays its rows `amplify` times over."""
+    items = []
+    for d in range(devices):
+        idx = ORDER[d * rows : (d + 1) * rows]
+        X, y = X_ALL[idx], Y_ALL[idx]
+        if d == shifted:
+            replay = np.random.default_rng(d).integers(0, rows, amplify * rows)
+            X, y = X[replay], (y[replay] + 1) % 10
+        items.append(_upload(f"pump-{d:02d}", 0, X, y))
+    return items
+
+
+def test_one_label_shifted_device_in_twenty_does_not_stall_the_model() -> None:
+    # The benchmark's stall at test scale: one device of twenty shifts every
+    # label by one and uploads five times an honest device's rows. Without
+    # screening the candidate learns enough of the shift to fall below the
+    # gate on the honest held-out devices (0.91 < 0.93), and nothing ships.
+    config = _config(threshold=0.93)
+    test = ORDER[20 * 60 :]
+    clean = train_run(config, assemble(_fleet(20, 60, shifted=None), config))
+    assert clean.promoted, clean.decision.reason
+    assert clean.model is not None
+    attacked = train_run(config, assemble(_fleet(20, 60, shifted=7), config))
+    assert [d["device"] for d in attacked.record["screened"]] == ["pump-07"]
+    assert attacked.promoted, attacked.decision.reason
+    assert attacked.model is not None
+    assert _accuracy(attacked.model, test) >= _accuracy(clean.model, test) - 0.01
