@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from edgeloop import __version__
-from edgeloop.cli import factory, fleet, predict
+from edgeloop.cli import factory, fleet, predict, release
 from edgeloop.cli.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     factory.register(sub, JSON_HELP)
     predict.register(sub)
+    release.register(sub, JSON_HELP)
     fleet.register(sub, JSON_HELP)
 
     p = sub.add_parser("demo", help="the whole loop on one machine, no AWS account")
