@@ -35,15 +35,15 @@ def run(args: argparse.Namespace) -> int:
     view.close()
     if args.picture:
         shutil.copyfile(options.out / "report.png", args.picture)
-    quality = ", ".join(
-        f"{k} {v:.3f}" for k, v in report["quality"].items() if isinstance(v, float)
-    )
+    from edgeloop.demo.report import quality_lines, update_lines
+
     final = report["final_version"]
     where = f"every device on v{final}" if final else "no model was promoted"
+    print(f"\n{report['scenario']}: {where} after {report['elapsed_seconds']} s")
+    for line in [*update_lines(report), *quality_lines(report["quality"])]:
+        print(f"  {line}")
     print(
-        f"\n{report['scenario']}: {where} after {report['elapsed_seconds']} s"
-        + (f"; {quality}" if quality else "")
-        + f"\nreport: {options.out}/report.md, report.json, report.png"
+        f"report: {options.out}/report.md, report.json, report.png"
         + (f" (picture copied to {args.picture})" if args.picture else "")
     )
     return 0
