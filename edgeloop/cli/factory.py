@@ -139,9 +139,14 @@ def _train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     _check_paths(args.data)
+    out = Path(args.out)
+    if args.champion and Path(args.champion).resolve() == out.resolve():
+        raise CliError(
+            "--out must be another directory than --champion: a refused run would leave "
+            "no champion behind"
+        )
     champion = _load_champion(args.champion, config) if args.champion else None
     items = _read_batches(args.data, config)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("model.tflite", "estimator.joblib"):
         # A refused run must not leave an earlier run's model looking like its own.

@@ -132,3 +132,17 @@ def test_no_message_tells_a_local_user_to_upload_batches(
     assert "no usable data for model digits" in err
     assert "upload" not in err
     assert "64 features and a 'label' column" in err
+
+
+def test_training_into_the_champions_own_directory_is_refused(
+    w: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (w / "lenient.toml").write_text(digits_toml(threshold=0.5, min_improvement=0.0))
+    assert (
+        main(["train", str(w / "lenient.toml"), str(w / "digits.npz"), "--out", str(w / "c")]) == 0
+    )
+    capsys.readouterr()
+    args = ["train", str(w / "strict.toml"), str(w / "digits.npz"), "--out", str(w / "c")]
+    assert main([*args, "--champion", str(w / "c")]) == 2
+    assert "another directory than --champion" in _one_line(capsys.readouterr().err)
+    assert (w / "c" / "estimator.joblib").exists()
