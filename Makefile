@@ -59,9 +59,11 @@ test: $(STAMP) $(APT_STAMP) $(TFL214_STAMP) lint
 	PATH="$$PATH:/usr/sbin" EDGELOOP_TFLITE214_PYTHON=$(CURDIR)/$(TFL214)/bin/python \
 	  $(PY) -m pytest $(wildcard tests/unit tests/integration tests/infrastructure tests/security tests/faults tests/e2e) $(PYTEST_ARGS)
 
-# The default scenario (digits, 5 devices); the report lands in demo-report/.
+# The default scenario (digits, 5 devices); the report lands in demo-report/ and its
+# picture refreshes the README's (docs/demo-report.png). DEMO_ARGS adds options, e.g.
+# make demo DEMO_ARGS="--scenario anomaly --devices 10".
 demo: $(STAMP)
-	$(VENV)/bin/edgeloop demo $(DEMO_ARGS)
+	$(VENV)/bin/edgeloop demo --picture docs/demo-report.png $(DEMO_ARGS)
 
 # Writes bench/results/*.json and rewrites the README's benchmark table.
 bench: $(STAMP) $(APT_STAMP) $(TFL214_STAMP)

@@ -1,181 +1,220 @@
-"""`edgeloop`: the cloud side's command line (keys, manifests, models, patches, demo)."""
+"""`edgeloop`: the cloud side's command line (keys, manifests, models, releases, local cloud)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from edgeloop.cli import factory
+from edgeloop import __version__
+from edgeloop.cli import factory, feed, fleet, local, predict, release
+from edgeloop.cli.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CliError,
+    emit,
+    report,
+)
 from edgeloop.contract import ContractError, Manifest, TrustedKeys, public_key_pem
-from edgeloop.contract.signers import LocalSigner, sign_manifest
 
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
+JSON_HELP = 'print one JSON object, errors included ({"error": ..., "code": ...})'
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so --json can answer usage errors in JSON."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(self, message)
+
+
+class _UsageError(Exception):
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise CliError(f"{what} {path}: no such file") from exc
+    except OSError as exc:
+        raise CliError(f"{what} {path}: {exc.strerror}") from exc
 
 
 def _keygen(args: argparse.Namespace) -> int:
+    from edgeloop.contract.signers import LocalSigner
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     private, public = out / "signing-key.pem", out / "manifest-public.pem"
     if private.exists() and not args.force:
-        print(f"error: {private} exists; pass --force to replace it", file=sys.stderr)
-        return EXIT_USAGE
+        raise CliError(f"{private} exists; pass --force to replace it", "exists")
     signer = LocalSigner.generate()
     private.write_bytes(signer.private_pem())
     private.chmod(0o600)
     public.write_bytes(public_key_pem(signer.public_key()))
-    print(json.dumps({"key_id": signer.key_id, "private": str(private), "public": str(public)}))
+    doc = {"key_id": signer.key_id, "private": str(private), "public": str(public)}
+    if args.json:
+        emit(doc)
+    else:
+        print(
+            f"key {signer.key_id}\n  private (keep it): {private}\n"
+            f"  public (devices pin it): {public}"
+        )
     return 0
 
 
 def _sign(args: argparse.Namespace) -> int:
-    signer = LocalSigner.from_pem(Path(args.key).read_bytes())
-    doc = json.loads(Path(args.manifest).read_text(encoding="utf-8"))
-    doc.pop("signature", None)
+    import json
+
+    from edgeloop.contract.signers import LocalSigner, sign_manifest
+
+    signer = LocalSigner.from_pem(_read(args.key, "--key"))
+    try:
+        doc = json.loads(_read(args.manifest, "manifest"))
+    except ValueError as exc:
+        raise CliError(f"{args.manifest}: not JSON ({exc})", "malformed") from exc
+    if isinstance(doc, dict):
+        doc.pop("signature", None)
     signed = sign_manifest(Manifest.from_json(doc), signer)
     Path(args.out).write_bytes(signed.to_bytes())
-    print(json.dumps({"key_id": signer.key_id, "out": args.out}))
+    if args.json:
+        emit({"key_id": signer.key_id, "out": args.out})
+    else:
+        print(f"signed {signed.model} v{signed.version} with key {signer.key_id}: {args.out}")
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
-    trusted = TrustedKeys.from_pem(*(Path(k).read_bytes() for k in args.key))
-    manifest = trusted.verify(Path(args.manifest).read_bytes())
-    print(json.dumps({"model": manifest.model, "version": manifest.version, "verified": True}))
-    return 0
-
-
-def _fleet(args: argparse.Namespace) -> int:
-    import boto3
-
-    from functions.common.fleet import FleetTable
-
-    if not args.table:
-        print("error: pass --table or set EDGELOOP_FLEET_TABLE (a stack output)", file=sys.stderr)
-        return EXIT_USAGE
-    dynamodb = boto3.client("dynamodb", endpoint_url=args.endpoint_url)
-    records = FleetTable(dynamodb, args.table).for_model(args.model)
+    trusted = TrustedKeys.from_pem(*(_read(k, "--key") for k in args.key))
+    manifest = trusted.verify(_read(args.manifest, "manifest"))
     if args.json:
-        print(json.dumps([r.to_json() for r in records], sort_keys=True))
-        return 0
-    columns = (
-        "thing",
-        "ring",
-        "version",
-        "health",
-        "step",
-        "target_version",
-        "queue_depth",
-        "last_seen",
-    )
-    docs = [r.to_json() for r in records]
-    rows = [["-" if doc[c] is None else str(doc[c]) for c in columns] for doc in docs]
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
-    for row in [list(columns), *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-    if not rows:
-        print(f"(no device has reported for model {args.model} yet)")
+        emit({"model": manifest.model, "version": manifest.version, "verified": True})
+    else:
+        print(f"verified: {manifest.model} v{manifest.version}, signed by a pinned key")
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from edgeloop.demo.live import LiveView
-    from edgeloop.demo.run import DemoOptions, run_demo
-    from edgeloop.demo.state import DemoFailed
+    from edgeloop.cli.demo import run
 
-    if not 1 <= args.devices <= 50:
-        print("error: --devices must be between 1 and 50", file=sys.stderr)
-        return EXIT_USAGE
-    options = DemoOptions(
-        scenario=args.scenario, devices=args.devices, out=Path(args.out), broker_url=args.broker
-    )
-    view = LiveView(enabled=False if args.no_live else None)
-    try:
-        report = run_demo(options, on_change=view.update)
-    except KeyboardInterrupt:
-        view.close()
-        print("\nstopped: the local cloud, broker and devices were shut down", file=sys.stderr)
-        return 130
-    except DemoFailed as exc:
-        view.close()
-        print(f"demo failed: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    view.close()
-    quality = ", ".join(
-        f"{k} {v:.3f}" for k, v in report["quality"].items() if isinstance(v, float)
-    )
-    print(
-        f"\n{report['scenario']}: every device on v{report['final_version']} after "
-        f"{report['elapsed_seconds']} s; {quality}\n"
-        f"report: {options.out}/report.md, report.json, report.png"
-    )
-    return 0
+    return run(args)
+
+
+def _version_line() -> str:
+    return f"edgeloop {__version__} (Python {sys.version.split()[0]})"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="edgeloop",
-        description="Cloud side of edgeloop: sign manifests, train and export models, "
-        "make patches, run the local loop.",
+        description="Cloud side of edgeloop: train and release models, sign and verify "
+        "manifests, make patches, run the local cloud and the demo.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=_version_line(), help="print the version and exit"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("keygen", help="make a local ECDSA P-256 manifest signing key (demo/tests)")
-    p.add_argument("--out", default=".edgeloop/keys", help="directory for the two PEM files")
+    p = sub.add_parser("keygen", help="make a local ECDSA P-256 manifest signing key pair")
+    p.add_argument(
+        "--out",
+        default=".edgeloop/keys",
+        help="directory for the two PEM files (default: %(default)s)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing key")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(run=_keygen)
 
     p = sub.add_parser("sign", help="sign a manifest JSON file with a local PEM key")
-    p.add_argument("manifest")
+    p.add_argument("manifest", help="the manifest (JSON); an existing signature is replaced")
     p.add_argument("--key", required=True, help="PEM private key from `edgeloop keygen`")
-    p.add_argument("-o", "--out", required=True)
+    p.add_argument("-o", "--out", required=True, help="where the signed manifest goes")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(run=_sign)
 
     p = sub.add_parser("verify", help="check a manifest's signature against pinned public keys")
-    p.add_argument("manifest")
+    p.add_argument("manifest", help="the signed manifest (JSON)")
     p.add_argument("--key", action="append", required=True, help="PEM public key (repeatable)")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(run=_verify)
 
-    p = sub.add_parser("fleet", help="which device runs which version, healthy or not, last seen")
-    p.add_argument("--model", required=True)
-    p.add_argument(
-        "--table", default=os.environ.get("EDGELOOP_FLEET_TABLE"), help="fleet table name"
-    )
-    p.add_argument("--endpoint-url", default=None, help="AWS endpoint (moto for the local runtime)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(run=_fleet)
+    factory.register(sub, JSON_HELP)
+    predict.register(sub)
+    release.register(sub, JSON_HELP)
+    fleet.register(sub, JSON_HELP)
+    local.register(sub, JSON_HELP)
+    feed.register(sub)
 
     p = sub.add_parser("demo", help="the whole loop on one machine, no AWS account")
-    p.add_argument("--scenario", choices=("digits", "anomaly"), default="digits")
-    p.add_argument("--devices", type=int, default=5, help="simulated devices (real agents)")
-    p.add_argument("--out", default="demo-report", help="where report.json, .md and .png go")
-    p.add_argument("--broker", default=None, help="mqtt://host:port of another broker (mosquitto)")
+    p.add_argument(
+        "--scenario",
+        choices=("digits", "anomaly"),
+        default="digits",
+        help="digits: a classifier on handwritten digits; anomaly: k-means on vibration "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=5,
+        help="simulated devices, real agents, 1 to 50 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--out",
+        default="demo-report",
+        help="where report.json, .md and .png go (default: %(default)s)",
+    )
+    p.add_argument(
+        "--broker", default=None, help="mqtt://host:port of another broker (e.g. mosquitto)"
+    )
     p.add_argument(
         "--no-live", action="store_true", help="plain log lines instead of the live view"
     )
+    p.add_argument(
+        "--picture",
+        default=None,
+        help="also copy report.png here (`make demo` refreshes the README's)",
+    )
     p.set_defaults(run=_demo)
-
-    factory.register(sub)
-
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in argv
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        if as_json:
+            return report(CliError(exc.message, "usage"), True)
+        exc.parser.print_usage(sys.stderr)
+        print(f"{exc.parser.prog}: error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    as_json = bool(getattr(args, "json", False))
     try:
         code: int = args.run(args)
+    except CliError as exc:
+        return report(exc, as_json)
     except ContractError as exc:
-        print(f"refused: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        return report(CliError(f"{type(exc).__name__}: {exc}", "refused", EXIT_FAILED), as_json)
+    except KeyboardInterrupt:
+        return report(CliError("interrupted", "interrupted", EXIT_INTERRUPTED), as_json)
     except (OSError, ValueError) as exc:
-        # ConfigError, NoUsableData and bad files land here with their own message.
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        # ConfigError names the bad key; OSError names the file.
+        return report(CliError(str(exc), _code(exc)), as_json)
     return code
+
+
+def _code(exc: BaseException) -> str:
+    name = type(exc).__name__
+    return {"ConfigError": "bad_config", "FileNotFoundError": "no_such_file"}.get(name, "error")
 
 
 if __name__ == "__main__":

@@ -23,15 +23,16 @@ def _table(state: DemoState, bytes_by_device: dict[str, dict[str, int]]) -> Any:
         "samples",
         "uploaded",
         "queued",
-        "bytes full",
         "bytes patch",
+        "bytes .zst",
+        "bytes .tflite",
     ):
         devices.add_column(
             column, justify="right" if column not in ("device", "ring", "step") else "left"
         )
     for agent in state.agents:
         c = agent.counters
-        received = bytes_by_device.get(agent.config.device.thing, {"full": 0, "patch": 0})
+        received = bytes_by_device.get(agent.config.device.thing, {})
         devices.add_row(
             agent.config.device.thing,
             agent.config.device.ring,
@@ -40,8 +41,9 @@ def _table(state: DemoState, bytes_by_device: dict[str, dict[str, int]]) -> Any:
             str(c.scored),
             str(c.uploaded_rows_without_model + c.uploaded_rows_with_model),
             str(len(agent.queue)),
-            str(received["full"]),
-            str(received["patch"]),
+            str(received.get("patch", 0)),
+            str(received.get("compressed", 0)),
+            str(received.get("full", 0)),
         )
     header = f"[bold]{state.scenario}[/bold]  stage: {state.stage}  ({state.elapsed:.0f} s)"
     events = "\n".join(state.events[-10:]) or "(starting)"

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeloop.demo import shipments
+
 if TYPE_CHECKING:
     from edgeloop.demo.scenarios import Scenario
     from edgeloop.demo.state import DemoState
@@ -15,28 +17,19 @@ if TYPE_CHECKING:
 def build_report(
     state: DemoState, cloud: LocalRuntime, scenario: Scenario, quality: dict[str, Any]
 ) -> dict[str, Any]:
-    shipments: list[dict[str, Any]] = [
-        {
-            "device": s.device,
-            "path": s.path,
-            "kind": s.kind,
-            "bytes": s.bytes,
-            "version": int(s.path.split("/")[2]),
-        }
-        for s in cloud.cdn.log.shipments
-    ]
+    logged = list(cloud.cdn.log.shipments)
+    shipped: list[dict[str, Any]] = [shipments.to_json(x) for x in logged]
+    received = shipments.by_device(logged)
     full_sizes: dict[int, int] = {}
-    for s in cloud.cdn.log.shipments:
-        if s.kind == "full":
-            full_sizes[int(s.path.split("/")[2])] = s.bytes
+    compressed_sizes: dict[int, int] = {}
     s3 = cloud.client("s3")
-    for version in {x["version"] for x in shipments}:
-        if version not in full_sizes:
+    for version in sorted({x["version"] for x in shipped}):
+        for name, sizes in (("model.tflite", full_sizes), ("model.tflite.zst", compressed_sizes)):
             head = s3.head_object(
                 Bucket=cloud.resources.artifact_bucket,
-                Key=f"models/{scenario.model}/{version}/model.tflite",
+                Key=f"models/{scenario.model}/{version}/{name}",
             )
-            full_sizes[version] = int(head["ContentLength"])
+            sizes[version] = int(head["ContentLength"])
     devices = {}
     for agent in state.agents:
         c = agent.counters
@@ -55,18 +48,9 @@ def build_report(
             / max(1, c.scored_without_model),
             "upload_share_after_swap": c.uploaded_rows_with_model / max(1, with_model),
             "alarms": c.alarms,
-            "bytes_received": {
-                "full": sum(
-                    x["bytes"]
-                    for x in shipments
-                    if x["device"] == agent.config.device.thing and x["kind"] == "full"
-                ),
-                "patch": sum(
-                    x["bytes"]
-                    for x in shipments
-                    if x["device"] == agent.config.device.thing and x["kind"] == "patch"
-                ),
-            },
+            "bytes_received": received.get(
+                agent.config.device.thing, dict.fromkeys(shipments.KINDS, 0)
+            ),
         }
     return {
         "scenario": scenario.name,
@@ -76,8 +60,9 @@ def build_report(
         "final_version": state.champion,
         "gate": _gate(scenario),
         "quality": quality,
-        "shipments": shipments,
+        "shipments": shipped,
         "full_artifact_bytes": {str(k): v for k, v in sorted(full_sizes.items())},
+        "compressed_artifact_bytes": {str(k): v for k, v in sorted(compressed_sizes.items())},
         "events": state.events,
         "router_errors": cloud.router.errors,
         "elapsed_seconds": round(state.elapsed, 1),
@@ -94,47 +79,118 @@ def state_epoch(state: DemoState) -> float:
 def _gate(scenario: Scenario) -> dict[str, Any]:
     import tomllib
 
-    gate: dict[str, Any] = tomllib.loads(scenario.config)["gate"]
+    doc = tomllib.loads(scenario.config)
+    gate: dict[str, Any] = {
+        "min_improvement": 0.0,
+        "confidence": 0.0,
+        **doc["gate"],
+        "holdout": doc.get("train", {}).get("holdout", 0.2),
+    }
     return gate
 
 
+def gate_sentence(gate: dict[str, Any]) -> str:
+    """The gate in one sentence, as the report states it."""
+    metric = gate["metric"]
+    judged = (
+        f"the {gate['confidence']:.0%} lower confidence bound of {metric}"
+        if gate.get("confidence")
+        else metric
+    )
+    return (
+        f"A candidate ships when {judged} on held-out rows is at least {gate['threshold']} "
+        f"and beats the champion's {metric} on the same rows by more than "
+        f"{gate['min_improvement']}. About {gate['holdout']:.0%} of the rows are held out, "
+        "chosen by a hash of each row: a row stays on its side as data accumulates, and each "
+        "round adds new held-out rows, so the candidate and the champion are judged on more "
+        "rows every round and never on rows either trained on."
+    )
+
+
+def update_lines(report: dict[str, Any]) -> list[str]:
+    """Per version: what a device fetched to get it, against the compressed model."""
+    lines = []
+    for version in sorted({x["version"] for x in report["shipments"]}):
+        got = [x for x in report["shipments"] if x["version"] == version]
+        patches = sorted({x["bytes"] for x in got if x["kind"] == "patch"})
+        compressed = report["compressed_artifact_bytes"].get(str(version))
+        if patches and compressed:
+            sizes = f"{patches[0]}–{patches[-1]}" if len(patches) > 1 else str(patches[0])
+            share = max(patches) / compressed
+            lines.append(
+                f"v{version}: a patch of {sizes} B, {share:.0%} of the {compressed} B compressed "
+                f"model ({report['full_artifact_bytes'][str(version)]} B uncompressed)"
+            )
+        elif compressed:
+            lines.append(f"v{version}: the compressed full model, {compressed} B")
+    return lines
+
+
+def quality_lines(quality: dict[str, Any]) -> list[str]:
+    """The quality figures in words, not a dict."""
+    if "confusion" in quality:
+        c = quality["confusion"]
+        planted, alarms = c["tp"] + c["fn"], c["tp"] + c["fp"]
+        return [
+            f"planted anomalies caught on board: {c['tp']} of {planted} "
+            f"(recall {quality['recall']:.3f})",
+            f"alarms that were planted anomalies: {c['tp']} of {alarms} "
+            f"(precision {quality['precision']:.3f})",
+            f"normal samples scored without an alarm: {c['tn']} of {c['tn'] + c['fp']}",
+        ]
+    if "deployed_accuracy" in quality:
+        return [
+            f"accuracy of the deployed model on {quality['test_rows']} digits no device "
+            f"uploaded: {quality['deployed_accuracy']:.3f}"
+        ]
+    return ["no model was promoted, so there is nothing to measure on board"]
+
+
 def _markdown(report: dict[str, Any]) -> str:
+    final = report["final_version"]
     lines = [f"# edgeloop demo: {report['scenario']}", ""]
     lines.append(
         f"Finished in {report['elapsed_seconds']} s with {len(report['devices'])} devices; "
-        f"final model version: v{report['final_version']}."
+        + (f"final model version: v{final}." if final else "no model was promoted.")
     )
+    lines += ["", "## The gate", "", gate_sentence(report["gate"])]
     lines += [
         "",
         "## Rounds",
         "",
-        "| round | data | decision | metrics | version |",
-        "| --- | --- | --- | --- | --- |",
+        "| round | data | decision | held-out rows | metrics | judged | version |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in report["rounds"]:
         for run in r["runs"] or [{"decision": "(no run)", "metrics": {}, "version": None}]:
-            metrics = ", ".join(
-                f"{k} {v:.3f}" for k, v in (run.get("metrics") or {}).items() if k != "holdout_rows"
-            )
+            metrics = run.get("metrics") or {}
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "holdout_rows")
+            held = int(metrics["holdout_rows"]) if "holdout_rows" in metrics else "-"
+            judged = f"{run['judged']:.3f}" if run.get("judged") is not None else "-"
             lines.append(
-                f"| {r['round']} | {r['label']} | {run['decision']} | {metrics} | "
-                f"{'v' + str(run['version']) if run.get('version') else '-'} |"
+                f"| {r['round']} | {r['label']} | {run['decision']} | {held} | {shown} | "
+                f"{judged} | {'v' + str(run['version']) if run.get('version') else '-'} |"
             )
-    lines += ["", "## Quality", ""]
-    for key, value in report["quality"].items():
-        lines.append(f"- {key}: {value if not isinstance(value, float) else round(value, 4)}")
+    lines += ["", "## Updates", "", *[f"- {line}" for line in update_lines(report)]]
+    lines += ["", "## Quality", "", *[f"- {line}" for line in quality_lines(report["quality"])]]
     lines += [
         "",
         "## Devices",
         "",
-        "| device | ring | version | bytes full | bytes patch | upload share before swap | after |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "Bytes each device fetched: patches, the zstd-compressed full model (what a device "
+        "without a usable patch fetches) and the uncompressed full model (the last resort).",
+        "",
+        "| device | ring | version | patches | compressed full (.zst) | full (.tflite) | "
+        "upload share before swap | after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, d in report["devices"].items():
+        b = d["bytes_received"]
+        version = f"v{d['final_version']}" if d["final_version"] else "-"
         lines.append(
-            f"| {name} | {d['ring']} | v{d['final_version']} | {d['bytes_received']['full']} | "
-            f"{d['bytes_received']['patch']} | {d['upload_share_before_swap']:.0%} | "
-            f"{d['upload_share_after_swap']:.0%} |"
+            f"| {name} | {d['ring']} | {version} "
+            f"| {b['patch']} | {b['compressed']} | {b['full']} | "
+            f"{d['upload_share_before_swap']:.0%} | {d['upload_share_after_swap']:.0%} |"
         )
     lines += ["", "## What happened", "", *[f"    {e}" for e in report["events"]], ""]
     lines.append("![report](report.png)")
@@ -159,25 +215,34 @@ def _picture(report: dict[str, Any], path: Path) -> None:
         for run in r["runs"]:
             value = (run.get("metrics") or {}).get(metric)
             if value is not None:
-                xs.append(f"round {r['round']}")
+                held = (run.get("metrics") or {}).get("holdout_rows")
+                xs.append(f"round {r['round']}" + (f"\n{int(held)} held out" if held else ""))
                 ys.append(value)
                 judged.append(run.get("judged") if run.get("judged") is not None else value)
                 colours.append("tab:green" if run["decision"] == "promoted" else "tab:red")
     ax.bar(range(len(judged)), judged, color=colours, tick_label=xs, label="judged by the gate")
     ax.scatter(range(len(ys)), ys, color="black", marker="_", s=400, label=f"held-out {metric}")
-    ax.axhline(report["gate"]["threshold"], color="black", linestyle="--", label="gate threshold")
+    gate = report["gate"]
+    ax.axhline(
+        gate["threshold"],
+        color="black",
+        linestyle="--",
+        label=f"gate threshold {gate['threshold']}",
+    )
     low = min([*judged, report["gate"]["threshold"]], default=0.0)
     ax.set_ylim(max(-1.0, low - 0.15), 1.0)
-    ax.set_title(f"{metric} per training run (green: promoted)")
+    judged_by = f"{gate['confidence']:.0%} lower bound" if gate.get("confidence") else metric
+    ax.set_title(f"{metric} per training run (bar: {judged_by}; green: promoted)")
     ax.legend(loc="lower right", fontsize="small")
 
     ax = axes[0][1]
     names = list(report["devices"])
-    full = [report["devices"][n]["bytes_received"]["full"] for n in names]
-    patch = [report["devices"][n]["bytes_received"]["patch"] for n in names]
-    ax.bar(names, full, label="full artifacts")
-    ax.bar(names, patch, bottom=full, label="patches")
-    ax.set_title("bytes each device received")
+    bottom = [0] * len(names)
+    for kind in shipments.KINDS:
+        heights = [report["devices"][n]["bytes_received"][kind] for n in names]
+        ax.bar(names, heights, bottom=bottom, label=shipments.LABELS[kind])
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    ax.set_title("bytes each device fetched")
     ax.legend()
     ax.tick_params(axis="x", rotation=30)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +15,7 @@ import numpy as np
 
 from edge.agent import Agent
 from edge.config import parse_agent_config
+from edgeloop.demo import shipments
 from edgeloop.demo.report import build_report, write_report
 from edgeloop.demo.scenarios import SCENARIOS, Scenario
 from edgeloop.demo.state import DemoState, wait_until
@@ -24,6 +25,9 @@ from functions.common.registry import Registry
 
 ROUND_TIMEOUT = 60.0
 ROLLOUT_TIMEOUT = 60.0
+# How often the watcher looks at the registry and the devices: the stamp on
+# each event line is at most this late.
+WATCH_SECONDS = 0.1
 
 
 @dataclass
@@ -35,6 +39,82 @@ class DemoOptions:
     canaries: int = 2
 
 
+class _Watcher:
+    """Logs gate decisions, rollout stages and device swaps at the moment they are seen.
+
+    The demo's main thread feeds devices and waits; this thread stamps each
+    event when it shows up in the registry or on a device, so the canary
+    phase can be told from the rollout to all.
+    """
+
+    def __init__(self, demo: Demo) -> None:
+        self.demo = demo
+        self.runs: set[str] = set()
+        self.rollout: tuple[int, str] | None = None
+        self.versions: dict[str, int | None] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="demo-watch", daemon=True)
+
+    def start(self) -> None:
+        self.poll()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.poll()  # whatever happened since the last look
+
+    def _loop(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        while not self._stop.wait(WATCH_SECONDS):
+            try:
+                self.poll()
+            except (BotoCoreError, ClientError) as exc:
+                # A missed look is caught up on the next one; say so only if it persists.
+                self.demo.state.watch_errors.append(f"{type(exc).__name__}: {exc}")
+
+    def poll(self) -> None:
+        demo = self.demo
+        model = demo.scenario.model
+        for run in reversed(demo.registry.runs(model, limit=100)):
+            if run["run_id"] in self.runs:
+                continue
+            self.runs.add(run["run_id"])
+            rows = (run.get("metrics") or {}).get("holdout_rows")
+            on = f" on {int(rows)} held-out rows" if rows else ""
+            to = f" → v{run['version']}" if run.get("version") else ""
+            demo.say(f"gate {run['decision']}{on}: {run['reason']}{to}")
+        rollout = demo.registry.rollout(model)
+        # Canary first, then the swaps it led to, then the step to all: the order they happened.
+        if rollout is not None and rollout["state"] == "canary":
+            self._rollout(rollout)
+        for agent in demo.state.agents:
+            thing = agent.config.device.thing
+            version = agent.version
+            if self.versions.get(thing, None) != version and version is not None:
+                ring = agent.config.device.ring
+                demo.say(f"{thing} ({ring}) swapped to v{version}{demo.fetched(thing, version)}")
+            self.versions[thing] = version
+        if rollout is not None and rollout["state"] != "canary":
+            self._rollout(rollout)
+
+    def _rollout(self, rollout: dict[str, Any]) -> None:
+        now = (int(rollout["version"]), str(rollout["state"]))
+        if now == self.rollout:
+            return
+        self.rollout = now
+        if now[1] == "canary":
+            self.demo.say(f"v{now[0]} announced to the canary ring")
+        elif now[1] == "all":
+            self.demo.say(
+                f"v{now[0]} promoted from canary to all "
+                f"({rollout.get('healthy', '?')} healthy canaries)"
+            )
+        else:
+            self.demo.say(f"v{now[0]} rollout {now[1]}")
+
+
 class Demo:
     def __init__(
         self, options: DemoOptions, on_change: Callable[[DemoState], None] | None = None
@@ -43,10 +123,31 @@ class Demo:
         self.scenario: Scenario = SCENARIOS[options.scenario](options.devices)
         self.state = DemoState(options.scenario)
         self.on_change = on_change or (lambda _: None)
+        self._lock = threading.Lock()
 
-    def _say(self, message: str) -> None:
-        self.state.log(message)
-        self.on_change(self.state)
+    def say(self, message: str) -> None:
+        with self._lock:
+            self.state.log(message)
+            self.on_change(self.state)
+
+    def fetched(self, thing: str, version: int) -> str:
+        """What the device fetched to get `version`, for its swap line."""
+        got = [
+            s
+            for s in list(self.cloud.cdn.log.shipments)
+            if s.device == thing
+            and shipments.version_of(s.path) == version
+            and shipments.kind_of(s.path) in shipments.KINDS
+        ]
+        if not got:
+            return ""
+        kinds = {shipments.kind_of(s.path) for s in got}
+        what = (
+            "a patch"
+            if kinds == {"patch"}
+            else shipments.LABELS[max(kinds, key=shipments.KINDS.index)]
+        )
+        return f" ({what}, {sum(s.bytes for s in got)} B)"
 
     def run(self) -> dict[str, Any]:
         warnings.filterwarnings("ignore", message="No application metrics to publish")
@@ -61,9 +162,9 @@ class Demo:
             {s.model: s.config}, self.options.broker_url, rollout, batching_window=6.0
         ) as cloud:
             self.cloud = cloud
-            self.state.bytes_by_device = cloud.cdn.log.bytes_by_device
+            self.state.bytes_by_device = lambda: shipments.by_device(list(cloud.cdn.log.shipments))
             self.registry = Registry(cloud.client("dynamodb"), cloud.resources.registry_table)
-            self._say(f"local cloud up: moto at {cloud.aws.endpoint}, broker {cloud.broker_url}")
+            self.say(f"local cloud up: moto at {cloud.aws.endpoint}, broker {cloud.broker_url}")
             workdir = Path(tempfile.mkdtemp(prefix="edgeloop-demo-"))
             (workdir / "manifest-public.pem").write_bytes(cloud.manifest_public_key())
             agents = [self._agent(workdir, i) for i in range(self.options.devices)]
@@ -71,7 +172,10 @@ class Demo:
             for agent in agents:
                 agent.start(score=False)
             wait_until(lambda: all(a.link.connected for a in agents), 20, "devices to connect")
-            self._say(f"{len(agents)} devices connected ({self.options.canaries} canary)")
+            canaries = min(self.options.canaries, self.options.devices)
+            self.say(f"{len(agents)} devices connected ({canaries} in the canary ring)")
+            watcher = _Watcher(self)
+            watcher.start()
             try:
                 for number, (label, feeds) in enumerate(
                     zip(s.round_labels, s.rounds, strict=True), start=1
@@ -80,8 +184,10 @@ class Demo:
                 self.state.stage = "scoring on board"
                 self.on_change(self.state)
                 field_results = self._field_phase()
+                watcher.stop()
                 report = self._report(field_results)
             finally:
+                watcher.stop()
                 for agent in agents:
                     agent.stop()
         self.state.stage = "done"
@@ -128,48 +234,55 @@ class Demo:
     def _runs(self) -> list[dict[str, Any]]:
         return self.registry.runs(self.scenario.model, limit=100)
 
-    def _round(self, number: int, label: str, feeds: list[list[Any]]) -> None:
+    def _round(self, number: int, data: str, feeds: list[list[Any]]) -> None:
+        on_board = self.state.champion
+        # Say what is true at the start of this round, whatever happened before it.
+        label = data + (
+            f", v{on_board} on board (a sample goes up)"
+            if on_board
+            else ", no model on board yet (every sample goes up)"
+        )
         self.state.stage = f"round {number}: {label}"
-        self.on_change(self.state)
+        self.say(f"round {number}: {label}")
         runs_before = len(self._runs())
-        champion_before = self.state.champion
+        agents = self.state.agents
+        uploaded_before = _uploaded(agents)
         rows = 0
-        for agent, samples in zip(self.state.agents, feeds, strict=True):
+        for agent, samples in zip(agents, feeds, strict=True):
             for sample in samples:
                 agent.process(sample)
             rows += len(samples)
             agent.flush_uploads()
-        agents = self.state.agents
         wait_until(
             lambda: all(len(a.queue) == 0 for a in agents), ROUND_TIMEOUT, "uploads to drain"
         )
-        time.sleep(0.5)
+        uploaded = _uploaded(agents) - uploaded_before
+        self.say(f"round {number}: devices saw {rows} samples and uploaded {uploaded} rows")
+        if uploaded:
+            # The notification may still be on its way to the queue when the uploads drain.
+            wait_until(lambda: len(self._runs()) > runs_before, ROUND_TIMEOUT, "a training run")
         wait_until(self.cloud.router.idle, ROUND_TIMEOUT, "the retrain to finish")
         runs = self._runs()
         new_runs = runs[: len(runs) - runs_before]
-        for run in reversed(new_runs):
-            verdict = f"v{run['version']}" if run.get("version") else run["decision"]
-            self._say(f"round {number}: gate {run['decision']}: {run['reason']} → {verdict}")
         champion = self.registry.champion(self.scenario.model)
         self.state.champion = int(champion["version"]) if champion else None
-        if self.state.champion is not None and self.state.champion != champion_before:
+        if self.state.champion is not None and self.state.champion != on_board:
             target = self.state.champion
-            self._say(f"v{target} announced to the canary ring")
             wait_until(
                 lambda: all(a.version == target for a in agents),
                 ROLLOUT_TIMEOUT,
                 f"every device to run v{target}",
             )
-            rollout = self.registry.rollout(self.scenario.model) or {}
-            self._say(
-                f"v{target} promoted from canary to all "
-                f"({rollout.get('healthy', '?')} healthy canaries); "
-                "every device runs it"
+            wait_until(
+                lambda: (self.registry.rollout(self.scenario.model) or {}).get("state") == "all",
+                ROLLOUT_TIMEOUT,
+                f"the v{target} rollout to reach every ring",
             )
         self.state.rounds.append(
             {
                 "round": number,
                 "label": label,
+                "model_on_board": on_board,
                 "rows_seen": rows,
                 "runs": [
                     {
@@ -234,6 +347,12 @@ class Demo:
                 "precision": c["tp"] / max(1, c["tp"] + c["fp"]),
             }
         return build_report(self.state, self.cloud, s, quality)
+
+
+def _uploaded(agents: list[Agent]) -> int:
+    return sum(
+        a.counters.uploaded_rows_without_model + a.counters.uploaded_rows_with_model for a in agents
+    )
 
 
 def run_demo(

@@ -26,6 +26,7 @@ class DemoState:
     events: list[str] = field(default_factory=list)
     agents: list[Agent] = field(default_factory=list)
     champion: int | None = None
+    watch_errors: list[str] = field(default_factory=list)
     bytes_by_device: Callable[[], dict[str, dict[str, int]]] = dict
 
     def log(self, message: str) -> None:

@@ -1,9 +1,14 @@
-"""The demo, reduced to three devices, end to end for both scenarios."""
+"""The demo end to end: both scenarios with three devices, and digits with five and ten.
+
+The story must hold whatever the fleet size: labels say what was on board,
+events are stamped as they happen, and the bytes are named for what they are.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,20 +18,44 @@ from typing import Any
 
 import pytest
 
+from edgeloop.cli.main import main
 from edgeloop.demo.run import DemoOptions, run_demo
+from edgeloop.demo.scenarios import DIGITS_TOML
 
 # The stated floor for on-board anomaly detection against the planted truth.
 DETECTION_FLOOR = {"recall": 0.8, "precision": 0.8}
 
 
-@pytest.fixture(scope="module", params=["digits", "anomaly"])
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(
+    scope="module",
+    params=[("digits", 3), ("anomaly", 3), ("digits", 5), ("digits", 10)],
+    ids=lambda p: f"{p[0]}-{p[1]}-devices",
+)
 def report(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[dict[str, Any], Path]:
-    out = tmp_path_factory.mktemp(request.param)
-    run_demo(DemoOptions(scenario=request.param, devices=3, out=out))
+    scenario, devices = request.param
+    out = tmp_path_factory.mktemp(f"{scenario}-{devices}")
+    if devices == 5:
+        # The default, run the way `make demo` runs it: through the CLI, picture copied.
+        args = ["demo", "--no-live", "--devices", "5", "--out", str(out)]
+        assert main([*args, "--picture", str(out / "copied.png")]) == 0
+    else:
+        run_demo(DemoOptions(scenario=scenario, devices=devices, out=out))
     doc: dict[str, Any] = json.loads((out / "report.json").read_text())
     return doc, out
+
+
+def _events(doc: dict[str, Any]) -> list[tuple[float, str]]:
+    stamped = []
+    for line in doc["events"]:
+        match = re.fullmatch(r"\s*([0-9.]+)s  (.*)", line)
+        assert match, line
+        stamped.append((float(match.group(1)), match.group(2)))
+    return stamped
 
 
 def test_every_device_ends_on_the_final_version(report: tuple[dict[str, Any], Path]) -> None:
@@ -65,6 +94,7 @@ def test_quality_clears_the_gate_or_the_stated_floor(report: tuple[dict[str, Any
     doc, _ = report
     if doc["scenario"] == "digits":
         assert doc["quality"]["deployed_accuracy"] >= doc["gate"]["threshold"]
+        assert len(doc["full_artifact_bytes"]) >= 2, "no update after the first model"
     else:
         for key, floor in DETECTION_FLOOR.items():
             assert doc["quality"][key] >= floor, doc["quality"]
@@ -76,6 +106,105 @@ def test_the_report_is_written_for_people_too(report: tuple[dict[str, Any], Path
     markdown = (out / "report.md").read_text()
     assert f"final model version: v{doc['final_version']}" in markdown
     assert "![report](report.png)" in markdown
+
+
+def test_round_labels_say_what_was_on_board_at_the_time(
+    report: tuple[dict[str, Any], Path],
+) -> None:
+    doc, _ = report
+    champion = None
+    for r in doc["rounds"]:
+        assert r["model_on_board"] == champion
+        if champion is None:
+            assert "no model on board yet" in r["label"]
+        else:
+            assert f"v{champion} on board" in r["label"]
+        champion = r["champion"]
+
+
+def test_the_compressed_full_artifact_is_not_called_a_patch(
+    report: tuple[dict[str, Any], Path],
+) -> None:
+    doc, out = report
+    kinds = {s["path"].rsplit("/", 1)[-1].split(".")[-1]: s["kind"] for s in doc["shipments"]}
+    assert kinds.get("zst") == "compressed"
+    assert all(kind == "patch" for ext, kind in kinds.items() if ext not in ("zst", "tflite"))
+    first = min(int(v) for v in doc["full_artifact_bytes"])
+    for name, device in doc["devices"].items():
+        # Every device fetched its first model compressed, and nothing but patches as patches.
+        received = device["bytes_received"]
+        assert received["compressed"] >= doc["compressed_artifact_bytes"][str(first)]
+        assert received["patch"] == sum(
+            s["bytes"] for s in doc["shipments"] if s["kind"] == "patch" and s["device"] == name
+        )
+    assert "compressed full (.zst)" in (out / "report.md").read_text()
+
+
+def test_events_are_stamped_as_they_happen_canary_first(
+    report: tuple[dict[str, Any], Path],
+) -> None:
+    doc, _ = report
+    events = _events(doc)
+    assert [t for t, _ in events] == sorted(t for t, _ in events)
+    rings = {name: d["ring"] for name, d in doc["devices"].items()}
+    for version in sorted(int(v) for v in doc["full_artifact_bytes"]):
+
+        def when(text: str) -> list[float]:
+            return [t for t, message in events if text in message]
+
+        [announced] = when(f"v{version} announced to the canary ring")
+        [promoted] = when(f"v{version} promoted from canary to all")
+        for name, ring in rings.items():
+            [swapped] = when(f"{name} ({ring}) swapped to v{version}")
+            if ring == "canary":
+                assert announced <= swapped <= promoted
+            else:
+                assert swapped >= promoted
+
+
+def test_the_report_states_the_gate_and_that_held_out_rows_grow(
+    report: tuple[dict[str, Any], Path],
+) -> None:
+    doc, out = report
+    markdown = (out / "report.md").read_text()
+    gate = doc["gate"]
+    assert "## The gate" in markdown
+    assert f"at least {gate['threshold']}" in markdown
+    assert f"by more than {gate['min_improvement']}" in markdown
+    held = [
+        run["metrics"]["holdout_rows"] for r in doc["rounds"] for run in r["runs"] if run["metrics"]
+    ]
+    assert held == sorted(held)
+    assert len(set(held)) == len(held), "each round's run is judged on more held-out rows"
+
+
+def test_the_anomaly_report_reads_as_sentences(report: tuple[dict[str, Any], Path]) -> None:
+    doc, out = report
+    markdown = (out / "report.md").read_text()
+    assert "{'" not in markdown
+    if doc["scenario"] == "anomaly":
+        assert "planted anomalies caught on board:" in markdown
+
+
+def test_the_cli_copies_the_picture_where_make_demo_asks(
+    report: tuple[dict[str, Any], Path],
+) -> None:
+    doc, out = report
+    if len(doc["devices"]) != 5:
+        pytest.skip("the CLI run is the five-device one")
+    assert (out / "copied.png").read_bytes() == (out / "report.png").read_bytes()
+
+
+def test_the_demo_trains_and_exports_digits_as_models_digits_toml_does() -> None:
+    import tomllib
+
+    shipped = tomllib.loads((REPO / "models" / "digits.toml").read_text())
+    demo = tomllib.loads(DIGITS_TOML)
+    assert demo["export"] == shipped["export"]
+    assert demo["export"]["quantize"] == "int8"
+    assert demo["train"] == shipped["train"]
+    assert demo["model"] == shipped["model"]
+    assert "--picture docs/demo-report.png" in (REPO / "Makefile").read_text()
 
 
 def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:

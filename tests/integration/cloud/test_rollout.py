@@ -43,7 +43,7 @@ def test_status_reports_land_in_the_fleet_table(cloud: LocalCloud, capsys: Any) 
         ]
     )
     assert code == 0
-    printed = json.loads(capsys.readouterr().out)
+    printed = json.loads(capsys.readouterr().out)["devices"]
     assert [d["thing"] for d in printed] == ["pump-1", "pump-2"]
     assert printed[1]["queue_depth"] == 4
     main(

@@ -1,0 +1,428 @@
+"""`edgeloop local up | status`: the local cloud for your own devices, and what it is doing.
+
+`up` starts the same handlers Lambda runs, against moto, an MQTT broker and a
+CDN stand-in on loopback, with the model configs in a directory. It writes
+what an agent needs (the trust file and a ready agent.toml) and a state file,
+`local.json`, that `status` reads to find the running cloud.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeloop.cli.aws import aws_errors
+from edgeloop.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, CliError, emit
+from edgeloop.cli.fleet import cell, table_lines
+from edgeloop.cli.quiet import quiet_interpreter
+
+if TYPE_CHECKING:
+    from edgeloop.factory.config import ModelConfig
+    from edgeloop.local.runtime import LocalRuntime
+
+DEFAULT_DIR = ".edgeloop/local"
+STATE_FILE = "local.json"
+REGION = "eu-west-1"
+CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+
+
+def load_model_dir(directory: Path) -> dict[str, tuple[str, ModelConfig]]:
+    """Every *.toml under `directory`, checked now so a typo stops `up` with the key named."""
+    from edgeloop.factory.config import load_config
+
+    if not directory.is_dir():
+        raise CliError(f"--models {directory}: no such directory of model configs (*.toml)")
+    found: dict[str, tuple[str, ModelConfig]] = {}
+    for path in sorted(directory.glob("*.toml")):
+        config = load_config(path)
+        if config.model.name in found:
+            raise CliError(f"{path}: a second config for model {config.model.name!r}")
+        found[config.model.name] = (path.read_text(encoding="utf-8"), config)
+    if not found:
+        raise CliError(f"--models {directory}: no model configs (*.toml) there")
+    return found
+
+
+def agent_toml(
+    thing: str, config: ModelConfig, broker_url: str, cdn_url: str, trust: Path, state: Path
+) -> str:
+    """An agent config for this local cloud; every key is one `edgeloop-agent run` checks."""
+    return f"""# Written by `edgeloop local up` for the local cloud it started; the URLs change
+# when it is started again. Feed samples as JSON lines on stdin:
+#   edgeloop feed YOUR.csv --config {config.model.name}.toml | edgeloop-agent run --config THIS
+status_interval = 2.0
+
+[device]
+thing = "{thing}"
+model = "{config.model.name}"
+n_features = {config.model.n_features}
+ring = "canary"
+
+[broker]
+url = "{broker_url}"
+reconnect_min = 0.2
+reconnect_max = 5.0
+
+[artifacts]
+base_url = "{cdn_url}"
+manifest_keys = ["{trust}"]
+
+[state]
+dir = "{state}"
+
+[source]
+kind = "stdin"
+rate = 0.0           # score lines as fast as they come
+
+[upload]
+batch_rows = 100
+sample_rate = 0.05   # once a model runs: this share of samples, plus every alarm
+retry_seconds = 1.0
+"""
+
+
+@dataclass
+class _Watch:
+    """What `up` has already told the user, so each run, rollout step and device is told once."""
+
+    runs: set[str] = field(default_factory=set)
+    rollouts: dict[str, tuple[int, str]] = field(default_factory=dict)
+    devices: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    errors: int = 0
+
+
+def _say(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')}  {message}", flush=True)
+
+
+def _run_line(model: str, run: dict[str, Any]) -> str:
+    metrics = ", ".join(
+        f"{k} {v:.4f}" for k, v in (run.get("metrics") or {}).items() if k != "holdout_rows"
+    )
+    result = f" → v{run['version']}" if run.get("version") else ""
+    rows = f" on {run['rows']} rows" if run.get("rows") else ""
+    return f"{model}: training run {run['decision']}{rows}{result}: {run.get('reason', '')}" + (
+        f" ({metrics})" if metrics else ""
+    )
+
+
+def _watch_once(cloud: LocalRuntime, models: list[str], seen: _Watch) -> None:
+    from functions.common.fleet import FleetTable
+    from functions.common.registry import Registry
+
+    registry = Registry(cloud.client("dynamodb"), cloud.resources.registry_table)
+    fleet = FleetTable(cloud.client("dynamodb"), cloud.resources.fleet_table)
+    for model in models:
+        for run in reversed(registry.runs(model, limit=20)):
+            if run["run_id"] not in seen.runs:
+                seen.runs.add(run["run_id"])
+                _say(_run_line(model, run))
+        rollout = registry.rollout(model)
+        if rollout is not None:
+            now = (int(rollout["version"]), str(rollout["state"]))
+            if seen.rollouts.get(model) != now:
+                seen.rollouts[model] = now
+                _say(f"{model}: v{now[0]} rollout {now[1]}")
+        for device in fleet.for_model(model):
+            report = device.report
+            now_device = (report.version, report.health)
+            if seen.devices.get(device.thing) != now_device:
+                seen.devices[device.thing] = now_device
+                _say(
+                    f"{model}: device {device.thing} runs "
+                    f"{'v' + str(report.version) if report.version else 'no model yet'} "
+                    f"({report.health})"
+                )
+
+
+def _up(args: argparse.Namespace) -> int:
+    import warnings
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from edgeloop.local.runtime import LocalRuntime
+
+    models = load_model_dir(Path(args.models))
+    model = args.model or (next(iter(models)) if len(models) == 1 else None)
+    if model is None:
+        raise CliError(f"--model: which one of {', '.join(models)} is agent.toml for?")
+    if model not in models:
+        raise CliError(f"--model {model}: not one of {', '.join(models)} (in {args.models})")
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    state_file = out / STATE_FILE
+    if state_file.is_file() and _alive(json.loads(state_file.read_text()).get("pid")):
+        raise CliError(f"a local cloud is already running for {out} (see {state_file})", "running")
+    # Powertools warns when a handler publishes no metrics; locally nobody reads them.
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
+    quiet_interpreter()
+    stopping = threading.Event()
+    received: list[int] = []
+
+    def stop(signum: int, _: object) -> None:
+        received.append(signum)
+        stopping.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    with LocalRuntime(
+        {name: text for name, (text, _) in models.items()},
+        broker_url=args.broker,
+        rollout={"CANARY_HEALTHY_COUNT": "1", "CANARY_WINDOW_SECONDS": "3600"},
+        batching_window=args.batching_window,
+    ) as cloud:
+        trust = out / "manifest-public.pem"
+        trust.write_bytes(cloud.manifest_public_key())
+        agent = out / "agent.toml"
+        agent.write_text(
+            agent_toml(
+                args.thing,
+                models[model][1],
+                cloud.broker_url,
+                cloud.cdn.base_url,
+                trust,
+                out / "devices" / args.thing,
+            )
+        )
+        state = {
+            "pid": os.getpid(),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "aws_endpoint": cloud.aws.endpoint,
+            "region": REGION,
+            "broker_url": cloud.broker_url,
+            "cdn_base_url": cloud.cdn.base_url,
+            "trust_file": str(trust),
+            "agent_config": str(agent),
+            "models": sorted(models),
+            "model_configs": str(Path(args.models).resolve()),
+            "registry_table": cloud.resources.registry_table,
+            "fleet_table": cloud.resources.fleet_table,
+            "data_bucket": cloud.resources.data_bucket,
+            "artifact_bucket": cloud.resources.artifact_bucket,
+        }
+        state_file.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        try:
+            _announce(state, models, args)
+            seen = _Watch()
+            while not stopping.wait(1.0):
+                try:
+                    _watch_once(cloud, sorted(models), seen)
+                except (BotoCoreError, ClientError) as exc:
+                    # The log is a courtesy; a hiccup reading it must not stop the cloud.
+                    _say(f"(could not read the registry: {type(exc).__name__}: {exc})")
+                for error in cloud.router.errors[seen.errors :]:
+                    _say(f"error in a handler: {error}")
+                seen.errors = len(cloud.router.errors)
+        finally:
+            state_file.unlink(missing_ok=True)
+    print("stopped: the local cloud, its broker and CDN were shut down", file=sys.stderr)
+    return EXIT_INTERRUPTED if signal.SIGINT in received else 0
+
+
+def _announce(
+    state: dict[str, Any], models: dict[str, tuple[str, ModelConfig]], args: argparse.Namespace
+) -> None:
+    if args.json:
+        emit(state)
+        sys.stdout.flush()
+        return
+    kinds = ", ".join(
+        f"{name} ({c.model.kind}, {c.model.n_features} features)" for name, (_, c) in models.items()
+    )
+    print(
+        "local cloud up; Ctrl-C stops it\n"
+        f"  broker (MQTT)   {state['broker_url']}\n"
+        f"  CDN base URL    {state['cdn_base_url']}\n"
+        f"  trust file      {state['trust_file']}\n"
+        f"  models          {kinds}\n"
+        f"  agent config    {state['agent_config']} (thing {args.thing})\n"
+        f"  local AWS       {state['aws_endpoint']} (moto)\n"
+        f"run a device:     edgeloop feed YOUR.csv --config MODEL.toml | "
+        f"edgeloop-agent run --config {state['agent_config']}\n"
+        f"see what it does: edgeloop local status --dir {Path(state['agent_config']).parent}",
+        flush=True,
+    )
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_state(directory: Path) -> dict[str, Any]:
+    path = directory / STATE_FILE
+    if not path.is_file():
+        raise CliError(
+            f"no local cloud is running for {directory} (no {STATE_FILE}); start one with "
+            "`edgeloop local up --models DIR`",
+            "not_running",
+            EXIT_FAILED,
+        )
+    state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    if not _alive(state.get("pid")):
+        raise CliError(
+            f"the local cloud that wrote {path} (pid {state.get('pid')}) has stopped; start one "
+            "with `edgeloop local up --models DIR`",
+            "not_running",
+            EXIT_FAILED,
+        )
+    return state
+
+
+def local_status(state: dict[str, Any]) -> dict[str, Any]:
+    """Runs, versions, rollouts and devices of every model, read from the running local cloud."""
+    import boto3
+
+    from functions.common.fleet import FleetTable
+    from functions.common.registry import Registry
+
+    dynamodb = boto3.client(
+        "dynamodb", endpoint_url=state["aws_endpoint"], region_name=state["region"], **CREDENTIALS
+    )
+    registry = Registry(dynamodb, state["registry_table"])
+    fleet = FleetTable(dynamodb, state["fleet_table"])
+    models = {}
+    with aws_errors(f"the local cloud at {state['aws_endpoint']}"):
+        for model in state["models"]:
+            champion = registry.champion(model)
+            models[model] = {
+                "champion": int(champion["version"]) if champion else None,
+                "runs": registry.runs(model, limit=20),
+                "versions": registry.published_versions(model, limit=20),
+                "rollout": registry.rollout(model),
+                "devices": [d.to_json() for d in fleet.for_model(model)],
+            }
+    return {"local_cloud": state, "models": models}
+
+
+def _status(args: argparse.Namespace) -> int:
+    doc = local_status(read_state(Path(args.dir).resolve()))
+    if args.json:
+        emit(doc)
+        return 0
+    state = doc["local_cloud"]
+    print(
+        f"local cloud (pid {state['pid']}, since {state['started_at']}): "
+        f"broker {state['broker_url']}, CDN {state['cdn_base_url']}"
+    )
+    for model, m in doc["models"].items():
+        print(f"\n{model}: champion {'v' + str(m['champion']) if m['champion'] else 'none yet'}")
+        runs = [
+            [
+                cell(r.get("at")),
+                r["decision"],
+                cell(r.get("rows")),
+                "v" + str(r["version"]) if r.get("version") else "-",
+                r.get("reason", ""),
+            ]
+            for r in m["runs"]
+        ]
+        print("runs (newest first):")
+        for line in table_lines(("at", "decision", "rows", "version", "reason"), runs):
+            print("  " + line)
+        if not runs:
+            print("  (none yet: runs start when devices upload data)")
+        versions = [
+            [
+                f"v{v['version']}",
+                cell(v.get("size")),
+                cell(v.get("compressed_full_size")),
+                ", ".join(f"from v{d['from_version']} {d['size']} B" for d in v.get("deltas", []))
+                or "-",
+            ]
+            for v in m["versions"]
+        ]
+        if versions:
+            print("versions:")
+            for line in table_lines(("version", "bytes", "compressed", "patches"), versions):
+                print("  " + line)
+        rollout = m["rollout"]
+        if rollout:
+            print(
+                f"rollout: v{rollout['version']} {rollout['state']} "
+                f"(since {rollout.get('started_at', '?')})"
+            )
+        devices = [
+            [cell(d[c]) for c in ("thing", "ring", "version", "health", "step", "last_seen")]
+            for d in m["devices"]
+        ]
+        print("devices:")
+        for line in table_lines(
+            ("thing", "ring", "version", "health", "step", "last_seen"), devices
+        ):
+            print("  " + line)
+        if not devices:
+            print("  (no device has reported yet)")
+    return 0
+
+
+def register(sub: Any, json_help: str) -> None:
+    p = sub.add_parser(
+        "local",
+        help="run the local cloud for your own devices (`local up`), and see it (`local status`)",
+        description="The cloud side on this machine, no AWS account: moto as AWS, an MQTT "
+        "broker, a CDN stand-in and the same handlers Lambda runs.",
+    )
+    actions = p.add_subparsers(dest="local_command", required=True, metavar="ACTION")
+    up = actions.add_parser(
+        "up",
+        help="start the local cloud with your model configs and run until Ctrl-C",
+        description="Prints what an agent needs (broker URL, CDN base URL, trust file), writes "
+        "a ready agent.toml and local.json into --out, and logs training runs, rollouts and "
+        "devices as they happen. Everything listens on 127.0.0.1 and is gone when it stops.",
+    )
+    up.add_argument("--models", required=True, help="directory of model configs (*.toml)")
+    up.add_argument(
+        "--model", default=None, help="the model agent.toml is for (default: the only one)"
+    )
+    up.add_argument(
+        "--thing", default="device-1", help="the device name in agent.toml (default: %(default)s)"
+    )
+    up.add_argument(
+        "--out",
+        default=DEFAULT_DIR,
+        help="where agent.toml, the trust file, local.json and device state go "
+        "(default: %(default)s)",
+    )
+    up.add_argument(
+        "--broker",
+        default=None,
+        help="mqtt://host:port of a broker to use (e.g. mosquitto) instead of the embedded one",
+    )
+    up.add_argument(
+        "--batching-window",
+        type=float,
+        default=2.0,
+        help="seconds uploads are gathered before one training run, like the SQS batching "
+        "window (default: %(default)s)",
+    )
+    up.add_argument(
+        "--json", action="store_true", help="print the connection details as one JSON object"
+    )
+    up.set_defaults(run=_up)
+
+    st = actions.add_parser(
+        "status", help="runs, versions, rollouts and devices of the running local cloud"
+    )
+    st.add_argument(
+        "--dir",
+        default=DEFAULT_DIR,
+        help="the --out directory of `local up` (default: %(default)s)",
+    )
+    st.add_argument("--json", action="store_true", help=json_help)
+    st.set_defaults(run=_status)

@@ -1,0 +1,60 @@
+"""The interpreter's start-up INFO line is kept from the user; real errors are not."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from edgeloop.cli.quiet import _one_op_model
+
+REPO = Path(__file__).resolve().parents[3]
+INFO = "Created TensorFlow Lite XNNPACK delegate"
+
+
+def _predict(tmp_path: Path, data: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "model.tflite").write_bytes(_one_op_model())
+    (tmp_path / "rows.csv").write_text(data)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeloop.cli.main",
+            "predict",
+            str(tmp_path / "model.tflite"),
+            str(tmp_path / "rows.csv"),
+            "--threshold",
+            "1.5",
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_predict_prints_no_interpreter_info_line(tmp_path: Path) -> None:
+    done = _predict(tmp_path, "x\n1\n2\n")
+    assert done.returncode == 0, done.stderr
+    assert INFO not in done.stderr
+    assert done.stderr == ""
+    assert "2 rows scored" in done.stdout
+
+
+def test_what_else_native_code_writes_meanwhile_still_shows() -> None:
+    code = (
+        "import os\n"
+        "from edgeloop.cli.quiet import filtered_native_stderr\n"
+        "with filtered_native_stderr():\n"
+        "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n"
+        "    os.write(2, b'ERROR: something real\\n')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stderr == "ERROR: something real\n"
