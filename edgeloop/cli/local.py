@@ -181,6 +181,9 @@ def _up(args: argparse.Namespace) -> int:
     ) as cloud:
         trust = out / "manifest-public.pem"
         trust.write_bytes(cloud.manifest_public_key())
+        # The local thing registry knows the device, as IoT Core would after
+        # enrolment: its model and (agent.toml says canary) its canary membership.
+        cloud.enroll(args.thing, model, canary=True)
         agent = out / "agent.toml"
         agent.write_text(
             agent_toml(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,10 +101,14 @@ def gate_sentence(gate: dict[str, Any]) -> str:
     return (
         f"A candidate ships when {judged} on held-out rows is at least {gate['threshold']} "
         f"and beats the champion's {metric} on the same rows by more than "
-        f"{gate['min_improvement']}. About {gate['holdout']:.0%} of the rows are held out, "
-        "chosen by a hash of each row: a row stays on its side as data accumulates, and each "
-        "round adds new held-out rows, so the candidate and the champion are judged on more "
-        "rows every round and never on rows either trained on."
+        f"{gate['min_improvement']}, significantly (a one-sided sign test at "
+        f"{gate.get('significance', 0.05):g} on the rows only one of them gets right): a tie "
+        f"never ships. About {gate['holdout']:.0%} of the rows are held out: whole devices "
+        f"once there are at least {math.ceil(1 / gate['holdout'] - 1e-9)} of them, so no "
+        "device's rows both train and judge a candidate, else rows chosen by a hash of each "
+        "row. A row stays on its side as data accumulates and each round adds new held-out "
+        "rows, so the candidate and the champion are judged on more rows every round and "
+        "never on rows either trained on."
     )
 
 

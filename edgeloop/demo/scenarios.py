@@ -30,7 +30,7 @@ params = { hidden_layer_sizes = [32], alpha = 0.01, max_iter = 300, warm_max_ite
 
 [gate]
 metric = "accuracy"
-threshold = 0.9
+threshold = 0.85
 min_improvement = 0.0
 min_rows = 50
 

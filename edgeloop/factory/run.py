@@ -36,7 +36,14 @@ from edgeloop.factory.training import (
 GOLDEN_ROWS = 8
 HEALTH_TOLERANCE = 1e-4
 # How closely the exported graph must reproduce scikit-learn before a model may ship.
+# float32 must be exact to rounding. int8 weights move every output a little,
+# so a classifier's int8 export is judged by its mean error and by how many
+# held-out decisions it changes: at most 1% of them, and never fewer than one
+# (on 36 held-out rows one borderline digit flipping is 2.8%, and the earlier
+# rule refused sound exports on every small first batch). A broken graph
+# (wrong scale, wrong op order) misses both by far.
 EXPORT_TOLERANCE = {"none": 1e-4, "int8": 5e-2}
+INT8_MEAN_TOLERANCE = 1e-2
 MIN_INT8_AGREEMENT = 0.99
 
 
@@ -61,23 +68,34 @@ def _export_check(
     runtime = CompiledModel(tflite)
     got = runtime.predict(X).astype(np.float64)
     want = model.outputs(X)
-    if model.kind == "kmeans_anomaly":
+    verdict = export_agrees(got, want, quantize, anomaly=model.kind == "kmeans_anomaly")
+    return {"backend": runtime.backend, "rows": len(X), **verdict, "_outputs": got}
+
+
+def export_agrees(
+    got: np.ndarray, want: np.ndarray, quantize: str, *, anomaly: bool
+) -> dict[str, Any]:
+    """Whether an export's outputs reproduce scikit-learn's closely enough to ship."""
+    tolerance = EXPORT_TOLERANCE[quantize]
+    if anomaly:
         error = float(np.max(np.abs(got - want) / np.maximum(np.abs(want), 1.0)))
-        agreement = 1.0
+        mean_error, agreement, ok = error, 1.0, error <= tolerance
     else:
         error = float(np.max(np.abs(got - want)))
-        agreement = float(np.mean(got.argmax(axis=1) == want.argmax(axis=1)))
-    tolerance = EXPORT_TOLERANCE[quantize]
-    needed = 1.0 if quantize == "none" else MIN_INT8_AGREEMENT
-    ok = error <= tolerance and agreement >= needed
+        mean_error = float(np.mean(np.abs(got - want)))
+        changed = int(np.sum(got.argmax(axis=1) != want.argmax(axis=1)))
+        agreement = 1.0 - changed / max(1, len(got))
+        if quantize == "none":
+            ok = error <= tolerance and changed == 0
+        else:
+            allowed = max(1, int((1.0 - MIN_INT8_AGREEMENT) * len(got)))
+            ok = mean_error <= INT8_MEAN_TOLERANCE and changed <= allowed
     return {
-        "backend": runtime.backend,
-        "rows": len(X),
         "max_error": error,
+        "mean_error": mean_error,
         "tolerance": tolerance,
         "agreement": agreement,
         "ok": ok,
-        "_outputs": got,
     }
 
 
