@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.backoff import Backoff
 from edge.config import BrokerSection
-from edge.uploads import UploadFailed
+from edge.errors import UploadFailed
 from edgeloop.contract import (
     Ring,
     ThingTopics,

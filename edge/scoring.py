@@ -15,12 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from edge.errors import HealthCheckFailed
 from edgeloop.contract import HealthCheck, Manifest
 from edgeloop.runtime import CompiledModel
-
-
-class HealthCheckFailed(Exception):
-    """The new model does not reproduce the manifest's golden outputs."""
 
 
 @dataclass

@@ -13,6 +13,9 @@ from typing import TextIO
 import numpy as np
 import numpy.typing as npt
 
+from edge.config import AgentConfig, SourceKind
+from edge.errors import SourceError
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -20,10 +23,6 @@ class Sample:
     label: int | None = None
     # Ground truth of a synthetic source, so a run can be scored against it.
     planted_anomaly: bool = False
-
-
-class SourceError(ValueError):
-    """A data source that cannot produce samples; the message says which line and why."""
 
 
 def vibration_modes(n_features: int) -> npt.NDArray[np.float64]:
@@ -89,3 +88,13 @@ def json_lines(n_features: int, stream: TextIO | None = None) -> Iterator[Sample
         if x.shape != (n_features,) or not np.all(np.isfinite(x)):
             raise SourceError(f"stdin line {number}: x must be {n_features} finite numbers")
         yield Sample(x, int(y) if y is not None else None)
+
+
+def source_from_config(config: AgentConfig) -> Iterator[Sample]:
+    s, n = config.source, config.device.n_features
+    if s.kind == SourceKind.SYNTHETIC:
+        return synthetic_vibration(n, s.anomaly_rate, s.seed)
+    if s.kind == SourceKind.CSV:
+        assert s.path is not None  # the config refuses a csv source without a path
+        return csv_replay(s.path, n, s.label_column, s.loop)
+    return json_lines(n)

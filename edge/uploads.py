@@ -22,12 +22,9 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.backoff import Backoff
+from edge.errors import UploadFailed
 from edge.store import write_atomic
 from edgeloop.contract import UploadAnswer, UploadRefusal, new_batch_id
-
-
-class UploadFailed(Exception):
-    """A batch could not be sent this time; it stays queued."""
 
 
 def encode_batch(X: npt.NDArray[np.float32], y: npt.NDArray[np.int64] | None) -> bytes:

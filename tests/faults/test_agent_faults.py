@@ -28,10 +28,14 @@ def test_a_health_failure_after_the_swap_rolls_back_and_reports_failed(world: Wo
     world.cloud.announce(
         "vibration", "canary", world.releases.release(2, v2, bases=[1], mutate=claims_rare_alarms)
     )
-    wait_for(lambda: agent.version == 2, what="v2 swapped in")
+    # Succeeded, not just swapped: the watch is armed once v2 is committed.
+    wait_for(
+        lambda: agent.step == "succeeded" and agent.board.target_version == 2,
+        what="v2 installed and watched",
+    )
     for sample in synthetic_vibration(8, 0.3, seed=7, count=400):
         agent.process(sample)
-    assert agent.version == 1
+    wait_for(lambda: agent.version == 1, what="the rollback to v1")
     wait_for(
         lambda: (world.cloud.last_status("pump-1") or {}).get("step") == "rolled_back",
         what="report",
@@ -104,18 +108,17 @@ def test_an_update_that_failed_on_the_cdn_is_retried_until_it_succeeds(
 ) -> None:
     """Case 7: a retained announcement arrives once, so after a CDN failure the agent
     retries it itself, with a growing, jittered pause."""
-    import edge.agent
+    import edge.update_worker
+    from edge.download import HttpFetcher
     from tests.support_http import Fault
 
-    monkeypatch.setattr(edge.agent, "RETRY_MIN_SECONDS", 0.2)
+    monkeypatch.setattr(edge.update_worker, "RETRY_MIN_SECONDS", 0.2)
     v1, _, _ = vibration_runs()
     raw = world.releases.release(1, v1)
     path = "models/vibration/1/model.tflite"
     world.server.faults[path] = Fault(stall_after=10)
-    agent = world.agent("pump-1", source=iter(()))
-    agent.updater.fetcher = type(agent.updater.fetcher)(
-        world.server.base_url, timeout=0.2, retries=0, backoff=0.01
-    )
+    impatient = HttpFetcher(world.server.base_url, timeout=0.2, retries=0, backoff=0.01)
+    agent = world.agent("pump-1", source=iter(()), fetcher=impatient)
     agent.start(score=False)
     world.cloud.announce("vibration", "canary", raw)
     wait_for(lambda: _status(world, "pump-1").get("step") == "failed", what="a failed download")

@@ -9,10 +9,10 @@ import errno
 
 import pytest
 
-from edge.updater import UpdateAbandoned
+from edgeloop.contract import Step
 from tests.support_http import Fault
 from tests.support_release import vibration_runs, with_fields
-from tests.support_rig import Rig, assert_serving, install_v1
+from tests.support_rig import PowerCut, Rig, assert_serving, install_v1
 
 
 def test_a_stalled_cdn_times_out_after_bounded_retries_and_the_old_model_serves(rig: Rig) -> None:
@@ -49,8 +49,8 @@ def test_power_loss_at_any_step_restarts_on_a_complete_model(rig: Rig, step: str
     install_v1(rig)
     _, v2, _ = vibration_runs()
     raw = rig.releases.release(2, v2, bases=[1])
-    rig.crash_at = step
-    with pytest.raises(UpdateAbandoned):
+    rig.power_cut_at = Step(step)
+    with pytest.raises(PowerCut):
         rig.updater().handle(raw)
     restarted = rig.reopen().current()
     assert restarted is not None
@@ -59,7 +59,7 @@ def test_power_loss_at_any_step_restarts_on_a_complete_model(rig: Rig, step: str
     assert len(restarted.model) == restarted.manifest.artifact.size
     # The restarted agent, given the retained announcement again, completes the update.
     rig.store = rig.reopen()
-    rig.crash_at = None
+    rig.power_cut_at = None
     if expected == 1:
         from edge.scoring import LoadedModel
         from edgeloop.runtime import CompiledModel
