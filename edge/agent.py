@@ -23,9 +23,10 @@ from edge.link import Link
 from edge.local_scoring import LocalScoring
 from edge.model_sources import model_sources
 from edge.scoring import LoadedModel, Scorer
-from edge.sources import Sample, source_from_config
+from edge.sources import Sample, SkippedLines, source_from_config
 from edge.status import StatusBoard
 from edge.store import ModelStore
+from edge.supervisor import Supervisor
 from edge.update_worker import UpdateWorker
 from edge.updater import Updater
 from edge.upload_policy import UploadPolicy
@@ -67,7 +68,7 @@ class Agent:
             max_bytes=config.artifacts.max_bytes,
             on_swapped=self._swapped,
         )
-        self.updates = UpdateWorker(self.updater)
+        self.updates = UpdateWorker(self.updater, self.board.record)
         self.link = Link(
             config.broker, d.thing, d.model, d.ring, self.updates.announced, self.board.publish
         )
@@ -81,9 +82,11 @@ class Agent:
             self.uploads,
             self.counters,
         )
-        self.source = source if source is not None else source_from_config(config)
+        self.skipped = SkippedLines()
+        self.board.skipped = self.skipped
+        self.source = source if source is not None else source_from_config(config, self.skipped)
+        self.supervisor = Supervisor(d.thing, self.board.fail)
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -119,17 +122,12 @@ class Agent:
             rate = self.config.source.rate
             jobs.append(("scoring", lambda: self.scoring.run(self.source, rate, self._stop)))
         for name, job in jobs:
-            thread = threading.Thread(
-                target=job, name=f"{self.config.device.thing}-{name}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+            self.supervisor.start(name, job)
 
     def stop(self) -> None:
         self._stop.set()
         self.updates.wake()
-        for thread in self._threads:
-            thread.join(timeout=5)
+        self.supervisor.join(timeout=5)
         self.flush_uploads()
         self.board.publish()
         self.link.stop()
@@ -151,6 +149,11 @@ class Agent:
     @property
     def version(self) -> int | None:
         return self.board.version
+
+    @property
+    def failure(self) -> str | None:
+        """Why the agent halted (a source gone, a thread dead), or None while it runs."""
+        return self.supervisor.failure
 
     @property
     def step(self) -> Step:

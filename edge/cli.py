@@ -26,16 +26,14 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     import signal
-    import threading
 
     from edge.agent import Agent
     from edge.config import load_agent_config
 
     config = load_agent_config(args.config)
     agent = Agent(config)
-    stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
+        signal.signal(sig, lambda *_: agent.supervisor.halted.set())
     agent.start()
     print(
         json.dumps(
@@ -48,8 +46,12 @@ def _run(args: argparse.Namespace) -> int:
         ),
         flush=True,
     )
-    stopping.wait()
+    agent.supervisor.halted.wait()
     agent.stop()
+    if agent.failure is not None:
+        # One line, for systemd's journal; systemd restarts the agent.
+        print(f"edgeloop-agent: halted: {agent.failure}", file=sys.stderr, flush=True)
+        return 3
     return 0
 
 

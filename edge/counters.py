@@ -16,3 +16,5 @@ class Counters:
     uploaded_rows_with_model: int = 0
     batches_queued: int = 0
     scoring_errors: int = 0
+    # Samples whose handling failed outside the model (the upload queue, say).
+    sample_errors: int = 0

@@ -7,6 +7,7 @@ announcement, upload answer) and never polls the connection.
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import ssl
 import threading
@@ -29,6 +30,8 @@ from edgeloop.contract import (
     announcement,
     parse_upload_answer,
 )
+
+log = logging.getLogger(__name__)
 
 # A connection that lasted this long resets the backoff to its minimum.
 STABLE_SECONDS = 30.0
@@ -135,6 +138,14 @@ class Link:
         self._is_connected.clear()
 
     def _message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        # paho re-raises a callback's exception out of its loop: one bad message
+        # would end the connection thread.
+        try:
+            self._dispatch(message)
+        except Exception:
+            log.exception("event=message_failed topic=%s", message.topic)
+
+    def _dispatch(self, message: mqtt.MQTTMessage) -> None:
         if message.topic == self.announcements:
             if message.payload:  # an empty retained message clears the announcement
                 self._on_announcement(bytes(message.payload))

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -16,6 +17,8 @@ from edge.scoring import Scorer
 from edge.sources import Sample
 from edge.upload_policy import UploadPolicy
 from edge.watch import SwapGuard
+
+log = logging.getLogger(__name__)
 
 
 class LocalScoring:
@@ -62,7 +65,17 @@ class LocalScoring:
         for sample in source:
             if stop.is_set():
                 return
-            self.process(sample)
+            try:
+                self.process(sample)
+            except Exception as exc:
+                # One sample (a full disk under the upload queue, a bug) must not end scoring.
+                self._counters.sample_errors += 1
+                if self._counters.sample_errors == 1 or self._counters.sample_errors % 1000 == 0:
+                    log.warning(
+                        "event=sample_failed count=%d error=%r",
+                        self._counters.sample_errors,
+                        f"{type(exc).__name__}: {exc}",
+                    )
             if interval:
                 next_at += interval
                 delay = next_at - time.monotonic()

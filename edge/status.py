@@ -6,14 +6,18 @@ the whole report so the fleet view stays fresh between updates.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 
 from edge.drift import DriftWindow
 from edge.scoring import Scorer
+from edge.sources import SkippedLines
 from edge.uploads import UploadQueue
 from edgeloop.contract import Health, Ring, StatusReport, Step
+
+log = logging.getLogger(__name__)
 
 # Steps after which the running version may have changed (the demo plots them).
 _ENDS = (Step.SUCCEEDED, Step.FAILED, Step.ALREADY_INSTALLED, Step.SWAPPED)
@@ -35,6 +39,9 @@ class StatusBoard:
         self.target_version: int | None = None
         self.detail = ""
         self.versions_seen: list[tuple[float, int | None]] = []
+        # Why the agent halted; reported as `failed` health until the process exits.
+        self.fault: str | None = None
+        self.skipped: SkippedLines | None = None
 
     @property
     def version(self) -> int | None:
@@ -51,9 +58,18 @@ class StatusBoard:
     def note_version(self) -> None:
         self.versions_seen.append((time.time(), self.version))
 
+    def fail(self, reason: str) -> None:
+        self.fault = reason
+        self.publish()
+
     def report(self) -> StatusReport:
         version = self.version
-        if version is None:
+        detail = self.detail
+        if self.skipped is not None and self.skipped.count:
+            detail += f" | source skipped {self.skipped.count} lines, last: {self.skipped.last}"
+        if self.fault is not None:
+            health, detail = Health.FAILED, f"agent halted: {self.fault}"
+        elif version is None:
             health = Health.NO_MODEL
         elif self.step.failed:
             health = Health.DEGRADED
@@ -66,7 +82,7 @@ class StatusBoard:
             step=self.step,
             ring=self._ring,
             target_version=self.target_version,
-            detail=self.detail[:1024],
+            detail=detail[:1024],
             queue_depth=len(self._queue),
             dropped_batches=self._queue.dropped,
             drift=self._drift.figures(self._scorer.model),
@@ -77,4 +93,7 @@ class StatusBoard:
 
     def run(self, interval: float, stop: threading.Event) -> None:
         while not stop.wait(interval):
-            self.publish()
+            try:
+                self.publish()
+            except Exception:  # a report lost is not worth the timer: the next one goes
+                log.exception("event=status_failed")

@@ -9,18 +9,22 @@ manifest or the model are final.
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from edge.backoff import Backoff
-from edge.updater import Updater
+from edge.updater import Report, Updater
+from edgeloop.contract import Step
+
+log = logging.getLogger(__name__)
 
 RETRY_MIN_SECONDS = 5.0
 RETRY_MAX_SECONDS = 600.0
 
 
 class UpdateWorker:
-    def __init__(self, updater: Updater) -> None:
-        self._updater = updater
+    def __init__(self, updater: Updater, report: Report) -> None:
+        self._updater, self._report = updater, report
         self._pending: bytes | None = None
         self._ready = threading.Condition()
 
@@ -47,7 +51,13 @@ class UpdateWorker:
             raw = self._next(stop)
             if raw is None:
                 continue
-            result = self._updater.handle(raw)
+            try:
+                result = self._updater.handle(raw)
+            except Exception as exc:
+                # Whatever one announcement does, the next one must still be handled.
+                log.exception("event=update_crashed")
+                self._report(Step.FAILED, None, f"unexpected {type(exc).__name__}: {exc}")
+                continue
             if not result.retryable:
                 backoff.reset()
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import secrets
 import threading
 import urllib.error
@@ -25,6 +26,8 @@ from edge.backoff import Backoff
 from edge.errors import UploadFailed
 from edge.store import write_atomic
 from edgeloop.contract import UploadAnswer, UploadRefusal, new_batch_id
+
+log = logging.getLogger(__name__)
 
 
 def encode_batch(X: npt.NDArray[np.float32], y: npt.NDArray[np.int64] | None) -> bytes:
@@ -161,8 +164,13 @@ class Uploader:
                 continue
             try:
                 self.send_one(path)
-            except (UploadFailed, OSError):
+            except (UploadFailed, OSError) as exc:
                 # Kept on disk; try again after a pause (the network may be down).
+                log.info("event=upload_deferred batch=%s reason=%r", path.stem, str(exc))
+                stop.wait(backoff.next())
+            except Exception:
+                # Not a network failure: say so, keep the batch, and keep the thread.
+                log.exception("event=upload_crashed batch=%s", path.stem)
                 stop.wait(backoff.next())
             else:
                 backoff.reset()

@@ -5,9 +5,18 @@ Cases from the reliability and security issue, numbered as there.
 
 from __future__ import annotations
 
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
-from edge.sources import synthetic_vibration
+from edge.agent import Agent
+from edge.config import load_agent_config
+from edge.download import ArtifactFetcher, HttpFetcher
+from edge.errors import SourceGone
+from edge.sources import Sample, SkippedLines, json_lines, synthetic_vibration
 from tests.support_release import vibration_runs
 from tests.support_world import World, _status, wait_for
 
@@ -109,7 +118,6 @@ def test_an_update_that_failed_on_the_cdn_is_retried_until_it_succeeds(
     """Case 7: a retained announcement arrives once, so after a CDN failure the agent
     retries it itself, with a growing, jittered pause."""
     import edge.update_worker
-    from edge.download import HttpFetcher
     from tests.support_http import Fault
 
     monkeypatch.setattr(edge.update_worker, "RETRY_MIN_SECONDS", 0.2)
@@ -125,3 +133,110 @@ def test_an_update_that_failed_on_the_cdn_is_retried_until_it_succeeds(
     assert "DownloadFailed" in _status(world, "pump-1")["detail"]
     del world.server.faults[path]
     wait_for(lambda: agent.version == 1, what="the retry to succeed")
+
+
+class CrashesOnce:
+    """A fetcher with a bug that shows on its first call: not a network failure."""
+
+    def __init__(self, inner: ArtifactFetcher) -> None:
+        self.inner, self.calls = inner, 0
+
+    def fetch(self, path: str, dest: Path, size: int) -> bytes:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("an unforeseen bug")
+        return self.inner.fetch(path, dest, size)
+
+
+def test_an_update_that_crashes_unexpectedly_does_not_stop_later_updates(world: World) -> None:
+    """Finding 1 (#15): one message must not end the update thread."""
+    v1, v2, _ = vibration_runs()
+    fetcher = CrashesOnce(HttpFetcher(world.server.base_url, timeout=2.0, retries=1))
+    agent = world.agent("pump-1", source=iter(()), fetcher=fetcher)
+    agent.start(score=False)
+    world.cloud.announce("vibration", "canary", world.releases.release(1, v1))
+    wait_for(lambda: "unexpected RuntimeError" in _status(world, "pump-1").get("detail", ""))
+    world.cloud.announce("vibration", "canary", world.releases.release(2, v2))
+    wait_for(lambda: agent.version == 2, what="the next update installed")
+    assert agent.failure is None
+
+
+def _csv(path: Path, rows: list[str]) -> Path:
+    header = ",".join(f"f{i}" for i in range(8))
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+GOOD = ",".join(["1.5"] * 8)
+
+
+def test_bad_csv_lines_are_skipped_counted_and_reported(world: World) -> None:
+    """Finding 8 (#15): a bad cell and a wrong column count skip their line, nothing more."""
+    data = _csv(world.tmp / "sensor.csv", [GOOD, "1.5,oops" + ",1.5" * 6, "1.5,1.5", GOOD, GOOD])
+    config = world.config_file(
+        "pump-1", source=f'kind = "csv"\npath = "{data}"\nloop = false\nrate = 0.0\n'
+    )
+    agent = Agent(load_agent_config(config))
+    world.agents.append(agent)
+    agent.start()
+    wait_for(lambda: agent.counters.scored == 3, what="the good lines scored")
+    wait_for(lambda: agent.skipped.count == 2, what="the bad lines counted")
+    assert agent.failure is None
+    agent.publish_status()
+    wait_for(lambda: "skipped 2 lines" in _status(world, "pump-1").get("detail", ""))
+    assert "sensor.csv:4" in _status(world, "pump-1")["detail"]  # the last one, by line
+
+
+def test_a_bad_stdin_line_is_skipped_and_the_next_one_scored() -> None:
+    """Finding 8 (#15)."""
+    lines = io.StringIO('{"x": [1,2,3]}\nnot json\n{"x": [1,2,"a"]}\n\n{"x": [4,5,6], "y": 1}\n')
+    skipped = SkippedLines()
+    samples = list(json_lines(3, lines, skipped))
+    assert [s.x.tolist() for s in samples] == [[1, 2, 3], [4, 5, 6]]
+    assert samples[1].label == 1
+    assert skipped.count == 2
+    assert skipped.last.startswith("stdin line 3")
+
+
+def test_a_source_gone_for_good_halts_the_agent_and_reports_failed_health(world: World) -> None:
+    """Finding 8 (#15): never a dead scoring thread under a `healthy` status."""
+
+    def gone() -> Iterator[Sample]:
+        yield from synthetic_vibration(8, 0.0, seed=1, count=10)
+        raise SourceGone("csv source /data/sensor.csv: No such file or directory")
+
+    agent = world.agent("pump-1", source=gone())
+    agent.start()
+    assert agent.supervisor.halted.wait(20)
+    assert agent.failure == "csv source /data/sensor.csv: No such file or directory"
+    status = agent.status()
+    assert status.health == "failed"
+    assert "sensor.csv" in status.detail
+    wait_for(lambda: _status(world, "pump-1").get("health") == "failed", what="failed reported")
+
+
+def test_a_csv_file_gone_for_good_ends_the_process_with_one_line(world: World) -> None:
+    """Finding 8 (#15), as systemd sees it: a non-zero exit and one line saying why."""
+    import subprocess
+    import sys
+
+    data = _csv(world.tmp / "sensor.csv", [GOOD] * 5)
+    config = world.config_file("pump-7", source=f'kind = "csv"\npath = "{data}"\nrate = 200.0\n')
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        json.loads(process.stdout.readline())  # started
+        data.unlink()
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 3
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("edgeloop-agent: halted: csv source")
+    assert "sensor.csv" in last

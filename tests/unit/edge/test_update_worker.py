@@ -53,7 +53,7 @@ class ScriptedUpdater:
 def play(errors: list[UpdateError | None]) -> tuple[ScriptedUpdater, Stop]:
     stop = Stop()
     updater = ScriptedUpdater(errors, stop)
-    worker = UpdateWorker(updater)  # type: ignore[arg-type]
+    worker = UpdateWorker(updater, lambda *_: None)  # type: ignore[arg-type]
     worker.announced(b"v1")
     worker.run(stop)  # returns once the script is played out
     return updater, stop
