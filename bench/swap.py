@@ -110,6 +110,7 @@ def measure() -> dict[str, Any]:
         store = ModelStore(Path(tmp) / "models")
         scorer = Scorer(0.6)
         updater = Updater(
+            model="vibration",
             store=store,
             scorer=scorer,
             trusted=TrustedKeys([signer.public_key()]),

@@ -59,6 +59,7 @@ class Agent:
         )
         self.guard = SwapGuard(self.scorer, self.store, config.watch, self.board.record)
         self.updater = Updater(
+            model=d.model,
             store=self.store,
             scorer=self.scorer,
             trusted=TrustedKeys.from_pem(*(p.read_bytes() for p in config.artifacts.manifest_keys)),

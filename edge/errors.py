@@ -5,9 +5,11 @@ An update fails in one of two ways, and the hierarchy says which:
     UpdateError
     ├── RetryableUpdateError      the CDN or the disk failed: try the same announcement later
     │   ├── DownloadFailed
-    │   └── StagingFailed
+    │   ├── StagingFailed
+    │   └── ClockBehind           the manifest is dated after this device's clock
     └── UpdateRefused             the manifest or the model is wrong: final for that version
         ├── ManifestRefused       a refusal of the wire contract (signature, expiry, hash...)
+        ├── NotThisDevice         another model's manifest, or dates out of order
         ├── ModelUnusable         the interpreter cannot load it, or it fits another device
         ├── HealthCheckFailed     it does not reproduce the manifest's golden outputs
         └── RefusedBefore         it failed on this device before
@@ -54,12 +56,25 @@ class StagingFailed(RetryableUpdateError):
     """The new version could not be written to disk (disk full, read-only); nothing was swapped."""
 
 
+class ClockBehind(RetryableUpdateError):
+    """The manifest was created after this device's clock says it is now.
+
+    Retried: a board without a real-time clock is behind until NTP has run,
+    and the same manifest is good once it has.
+    """
+
+
 class UpdateRefused(UpdateError):
     """The release itself is wrong for this device; it is not retried."""
 
 
 class ManifestRefused(UpdateRefused):
     """The wire contract refused the manifest or the bytes it names (see edgeloop.contract)."""
+
+
+class NotThisDevice(UpdateRefused):
+    """A validly signed manifest that does not bind to this device: another model's, or one
+    whose dates are out of order."""
 
 
 class ModelUnusable(UpdateRefused):

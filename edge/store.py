@@ -15,11 +15,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edgeloop.contract import ContractError, Manifest, check_blob
+from edgeloop.contract import (
+    ContractError,
+    EncodingError,
+    Manifest,
+    check_blob,
+    format_time,
+    parse_time,
+)
 
 
 def fsync_dir(path: Path) -> None:
@@ -55,12 +63,24 @@ class StoreState:
     previous: int | None = None
     # Versions that failed after a swap; their retained announcement is not retried.
     refused: list[int] = field(default_factory=list)
+    # The newest created_at of a manifest this device installed: proof that the
+    # time is at least that, whatever a clock without a battery says at boot.
+    clock_floor: datetime | None = None
 
     def to_bytes(self) -> bytes:
+        floor = format_time(self.clock_floor) if self.clock_floor is not None else None
         return json.dumps(
-            {"current": self.current, "previous": self.previous, "refused": self.refused},
+            {
+                "current": self.current,
+                "previous": self.previous,
+                "refused": self.refused,
+                "clock_floor": floor,
+            },
             sort_keys=True,
         ).encode()
+
+    def but(self, **changes: Any) -> StoreState:
+        return replace(self, **changes)
 
 
 class ModelStore:
@@ -78,8 +98,14 @@ class ModelStore:
             return StoreState()
         try:
             doc: dict[str, Any] = json.loads(path.read_bytes())
-            return StoreState(doc.get("current"), doc.get("previous"), list(doc.get("refused", [])))
-        except (ValueError, TypeError):
+            floor = doc.get("clock_floor")
+            return StoreState(
+                doc.get("current"),
+                doc.get("previous"),
+                list(doc.get("refused", [])),
+                parse_time(floor) if floor else None,
+            )
+        except (ValueError, TypeError, EncodingError):
             # state.json is only ever replaced whole; unreadable means the disk
             # lost it. Start without a model rather than guess.
             return StoreState()
@@ -112,7 +138,7 @@ class ModelStore:
         if installed is None and self.state.previous is not None:
             installed = self._load(self.state.previous)
             if installed is not None:
-                self._write_state(StoreState(installed.version, None, self.state.refused))
+                self._write_state(self.state.but(current=installed.version, previous=None))
         return installed
 
     def previous(self) -> Installed | None:
@@ -140,20 +166,30 @@ class ModelStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
-    def commit(self, version: int) -> None:
-        """Make a staged version current; the one it replaces becomes previous."""
-        self._write_state(StoreState(version, self.state.current, self.state.refused))
+    def commit(self, version: int, trusted_created_at: datetime | None = None) -> None:
+        """Make a staged version current; the one it replaces becomes previous.
+
+        `trusted_created_at`, the manifest's creation time, raises the clock's floor.
+        """
+        floor = self.state.clock_floor
+        if trusted_created_at is not None and (floor is None or trusted_created_at > floor):
+            floor = trusted_created_at
+        self._write_state(
+            self.state.but(current=version, previous=self.state.current, clock_floor=floor)
+        )
         self.prune()
 
     def rollback(self, refused_version: int) -> None:
         """Go back to the previous version and never retry the refused one."""
         refused = sorted({*self.state.refused, refused_version})[-32:]
-        self._write_state(StoreState(self.state.previous, None, refused))
+        self._write_state(
+            self.state.but(current=self.state.previous, previous=None, refused=refused)
+        )
         self.prune()
 
     def refuse(self, version: int) -> None:
         refused = sorted({*self.state.refused, version})[-32:]
-        self._write_state(StoreState(self.state.current, self.state.previous, refused))
+        self._write_state(self.state.but(refused=refused))
 
     def prune(self) -> None:
         keep = {str(v) for v in (self.state.current, self.state.previous) if v is not None}

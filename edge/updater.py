@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from edge.binding import check_binding, device_now
 from edge.errors import (
     DownloadFailed,
     ManifestRefused,
@@ -22,7 +23,6 @@ from edge.errors import (
     RetryableUpdateError,
     StagingFailed,
     UpdateError,
-    UpdateRefused,
 )
 from edge.model_sources import ModelSource
 from edge.scoring import LoadedModel, Scorer, run_health_checks
@@ -63,6 +63,7 @@ class UpdateResult:
 class Updater:
     def __init__(
         self,
+        model: str,
         store: ModelStore,
         scorer: Scorer,
         trusted: TrustedKeys,
@@ -74,6 +75,7 @@ class Updater:
     ) -> None:
         if not sources:
             raise ValueError("an updater needs at least one model source")
+        self.model = model  # the only model whose manifests this device installs
         self.store = store
         self.scorer = scorer
         self.trusted = trusted
@@ -89,7 +91,7 @@ class Updater:
         installed = current.version if current is not None else None
         try:
             manifest = self._verify(raw, installed, now)
-        except UpdateRefused as exc:
+        except UpdateError as exc:
             if isinstance(exc.cause, VersionNotNewer) and exc.version == installed:
                 self.report(Step.ALREADY_INSTALLED, exc.version, f"v{installed} is already running")
                 return UpdateResult(Step.ALREADY_INSTALLED, exc.version, str(exc))
@@ -105,7 +107,7 @@ class Updater:
             self.store.clear_staging()
         previous = self.scorer.swap(loaded)
         self.report(Step.SWAPPED, manifest.version, "")
-        self.store.commit(manifest.version)
+        self.store.commit(manifest.version, trusted_created_at=manifest.created)
         self.report(Step.PERSISTED, manifest.version, "")
         if self.on_swapped is not None:
             # After the commit: a rollback by the watch must find the new version
@@ -121,20 +123,23 @@ class Updater:
 
     # --- the steps ---------------------------------------------------------------------
 
-    def _verify(self, raw: bytes, installed: int | None, now: datetime | None) -> Manifest:
+    def _verify(self, raw: bytes, installed: int | None, clock: datetime | None) -> Manifest:
+        now = device_now(clock or utc_now(), self.store.state.clock_floor)
         try:
             manifest = accept_manifest(
                 raw,
                 self.trusted,
                 installed_version=installed,
                 device_input=self.device_input,
-                now=now or utc_now(),
+                now=now,
             )
         except VersionNotNewer as exc:
             parsed = self.trusted.verify(raw)  # signature already held, so this cannot fail
+            check_binding(parsed, self.model, now)  # another model's v1 is not "installed"
             raise ManifestRefused(str(exc), exc, version=parsed.version) from exc
         except ContractError as exc:
             raise _contract_refusal(exc) from exc
+        check_binding(manifest, self.model, now)
         if manifest.version in self.store.state.refused:
             raise RefusedBefore(
                 f"v{manifest.version} failed on this device before; waiting for a newer version",

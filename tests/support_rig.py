@@ -47,6 +47,7 @@ class Rig:
 
     def updater(self, **overrides: object) -> Updater:
         options: dict[str, object] = {
+            "model": "vibration",
             "store": self.store,
             "scorer": self.scorer,
             "trusted": TrustedKeys([self.releases.signer.public_key()]),

@@ -6,16 +6,18 @@ Cases from the reliability and security issue, numbered as there.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edgeloop.contract import DeltaRef, TensorSpec, sha256_hex
+from edgeloop.contract import DeltaRef, Manifest, TensorSpec, format_time, sha256_hex
 from edgeloop.contract.signers import LocalSigner
 from edgeloop.delta import make_patch
 from tests.support_http import Fault
 from tests.support_release import vibration_runs, with_fields
 from tests.support_rig import Rig, assert_serving, install_v1
+from tests.support_world import World, _status, wait_for
 
 
 @pytest.mark.parametrize("target", ["artifact", "compressed artifact", "patch"])
@@ -183,3 +185,105 @@ def test_patches_only_for_bases_this_device_lacks_are_never_fetched(rig: Rig) ->
     assert [p for p, _ in rig.server.requests if "/from-" in p] == []
     assert rig.server.served("models/vibration/2/model.tflite") == 1
     assert_serving(rig, 2)
+
+
+def test_another_models_validly_signed_manifest_is_refused(rig: Rig) -> None:
+    """Finding 2 (#15): the fleet key signs every model's releases; the name must match."""
+    install_v1(rig)
+    _, v2, v3 = vibration_runs()
+    foreign = rig.releases.release(5, v3, mutate=with_fields(model="pressure"))
+    result = rig.updater().handle(foreign)
+    assert result.step == "failed"
+    assert "NotThisDevice" in result.detail
+    assert "'pressure'" in result.detail
+    assert_serving(rig, 1)
+    # The device's own next version is not "not newer" than the foreign one.
+    assert rig.updater().handle(rig.releases.release(2, v2)).step == "succeeded"
+
+
+def test_another_models_manifest_with_the_running_version_is_not_reported_installed(
+    rig: Rig,
+) -> None:
+    """Finding 2 (#15): same version number, other model: a refusal, not a no-op."""
+    install_v1(rig)
+    v1, _, _ = vibration_runs()
+    result = rig.updater().handle(rig.releases.release(1, v1, mutate=with_fields(model="pump")))
+    assert result.step == "failed"
+    assert "NotThisDevice" in result.detail
+
+
+def test_a_clock_behind_its_floor_does_not_accept_an_expired_manifest(rig: Rig) -> None:
+    """Finding 3 (#15): a board without an RTC boots in the past; the newest created_at it
+    trusted (persisted) proves the time is later, so an expired manifest stays expired."""
+    install_v1(rig)  # created now: the floor
+    _, v2, _ = vibration_runs()
+    real_now = datetime.now(UTC)
+    stale = rig.releases.release(2, v2, now=real_now - timedelta(days=5))  # expired 4 days ago
+    boot_clock = real_now - timedelta(days=4, hours=12)  # where the stale one looks fresh
+    rig.store = rig.reopen()  # the floor survives a restart
+    assert rig.store.state.clock_floor is not None
+    result = rig.updater().handle(stale, now=boot_clock)
+    assert result.step == "failed"
+    assert "ManifestExpired" in result.detail
+    assert_serving(rig, 1)
+
+
+def test_a_manifest_created_in_the_future_is_not_installed_yet(rig: Rig) -> None:
+    """Finding 3 (#15): retried later, since it is the device clock that is usually wrong."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    early = rig.releases.release(2, v2, now=datetime.now(UTC) + timedelta(hours=2))
+    result = rig.updater().handle(early)
+    assert result.step == "failed"
+    assert "ClockBehind" in result.detail
+    assert result.retryable
+    assert_serving(rig, 1)
+    assert rig.server.served("models/vibration/2/model.tflite") == 0
+
+
+def test_a_manifest_that_expires_before_it_was_created_is_refused(rig: Rig) -> None:
+    """Finding 3 (#15)."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    now = datetime.now(UTC)
+    # Both dates ahead of the clock, within the skew: only their order is wrong.
+    backwards = with_fields(
+        created_at=format_time(now + timedelta(minutes=3)),
+        expires_at=format_time(now + timedelta(minutes=1)),
+    )
+    result = rig.updater().handle(rig.releases.release(2, v2, mutate=backwards), now=now)
+    assert result.step == "failed"
+    assert "NotThisDevice" in result.detail
+    assert "not after its creation" in result.detail
+    assert_serving(rig, 1)
+
+
+def test_an_announcement_with_a_4301_digit_version_does_not_stop_updates(world: World) -> None:
+    """Finding 1 (#15): json.loads raises a plain ValueError on it; the thread survives."""
+    v1, _, _ = vibration_runs()
+    agent = world.agent("pump-1", source=iter(()))
+    agent.start(score=False)
+    huge = b'{"model": "vibration", "version": 1' + b"0" * 4300 + b"}"
+    world.cloud.announce("vibration", "canary", huge)
+    wait_for(lambda: "MalformedManifest" in _status(world, "pump-1").get("detail", ""))
+    world.cloud.announce("vibration", "canary", world.releases.release(1, v1))
+    wait_for(lambda: agent.version == 1, what="the next, valid announcement installed")
+    assert agent.failure is None
+
+
+def test_a_signed_manifest_with_a_non_ascii_path_does_not_stop_updates(world: World) -> None:
+    """Finding 1 (#15): it used to end the update thread with a UnicodeEncodeError."""
+    v1, _, _ = vibration_runs()
+    agent = world.agent("pump-1", source=iter(()))
+    agent.start(score=False)
+
+    def accented(manifest: Manifest) -> Manifest:
+        return replace(
+            manifest, artifact=replace(manifest.artifact, path="models/vibration/1/modèle.tflite")
+        )
+
+    world.cloud.announce("vibration", "canary", world.releases.release(1, v1, mutate=accented))
+    wait_for(lambda: "MalformedManifest" in _status(world, "pump-1").get("detail", ""))
+    world.cloud.announce("vibration", "canary", world.releases.release(1, v1))
+    wait_for(lambda: agent.version == 1, what="the next, valid announcement installed")
+    assert agent.failure is None
