@@ -23,6 +23,15 @@ from edgeloop.delta import PatchSpec, apply_checked, decompress_full
 Progress = Callable[[Step, str], None]  # step, detail
 
 
+def staged(staging: Path, sha256: str) -> Path:
+    """A download's staging file, named by the SHA-256 it must have.
+
+    A partial file is only ever resumed into the file it was part of: a v2 left
+    by a killed agent is never continued with v3's bytes.
+    """
+    return staging / f"{sha256}.part"
+
+
 class ModelSource(Protocol):
     @property
     def what(self) -> str:
@@ -52,7 +61,7 @@ class PatchSource:
         if installed is None or delta is None:
             return None
         progress(Step.DOWNLOADING, f"{delta.codec} patch from v{delta.from_version}")
-        patch = self.fetcher.fetch(delta.path, self.staging / "patch", delta.size)
+        patch = self.fetcher.fetch(delta.path, staged(self.staging, delta.sha256), delta.size)
         check_blob(patch, size=delta.size, sha256=delta.sha256, what=f"patch {delta.path}")
         progress(Step.PATCHING, "")
         return apply_checked(
@@ -84,7 +93,7 @@ class CompressedSource:
             return None
         progress(Step.DOWNLOADING, f"full artifact ({compressed.encoding})")
         packed = self.fetcher.fetch(
-            compressed.path, self.staging / "model.tflite.zst", compressed.size
+            compressed.path, staged(self.staging, compressed.sha256), compressed.size
         )
         check_blob(
             packed,
@@ -109,7 +118,9 @@ class FullSource:
     ) -> bytes | None:
         progress(Step.DOWNLOADING, "full artifact")
         return self.fetcher.fetch(
-            manifest.artifact.path, self.staging / "model.tflite", manifest.artifact.size
+            manifest.artifact.path,
+            staged(self.staging, manifest.artifact.sha256),
+            manifest.artifact.size,
         )
 
 

@@ -2,7 +2,7 @@
 
     {state}/versions/{v}/model.tflite, manifest.json   complete versions only
     {state}/state.json                                 which version runs, which came before
-    {state}/staging/                                   downloads in progress (resumable)
+    {state}/staging/{sha256}.part                      downloads in progress (resumable)
 
 A version directory is written under a temporary name, fsynced and renamed,
 so it exists whole or not at all. Then state.json is replaced atomically.
