@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from edge.errors import AgentConfigError
-from edgeloop.contract import Fields
+from edgeloop.contract import Fields, load_public_key
 from edgeloop.contract.topics import Ring, check_model_name, check_thing_name
 from edgeloop.tomlfile import read_toml
 
@@ -69,6 +69,7 @@ class BrokerSection:
             raise AgentConfigError(
                 f"broker.url must look like mqtt://host:port or mqtts://host:8883, not {self.url!r}"
             )
+        _check_port("broker.url", self.url)
         if self.tls and not (self.ca and self.cert and self.key):
             raise AgentConfigError("broker: mqtts:// (AWS IoT Core) needs ca, cert and key files")
 
@@ -89,16 +90,25 @@ class BrokerSection:
 @dataclass(frozen=True)
 class ArtifactsSection:
     base_url: str
-    manifest_keys: tuple[Path, ...] = field(metadata=rule(existing_file=True))
+    manifest_keys: tuple[Path, ...] = field(
+        metadata=rule(existing_file=True, check=lambda paths: _public_keys(paths))
+    )
     max_bytes: int = field(default=64 * 1024 * 1024, metadata=rule(low=1024, high=2**31))
     timeout: float = field(default=10.0, metadata=rule(low=0.05, high=600))
     retries: int = field(default=4, metadata=rule(low=0, high=100))
 
     def __post_init__(self) -> None:
-        if urlparse(self.base_url).scheme not in ("http", "https"):
+        parsed = urlparse(self.base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise AgentConfigError(
-                f"artifacts.base_url must be an http(s) URL, not {self.base_url!r}"
+                f"artifacts.base_url must be an http(s) URL with a host, not {self.base_url!r}"
             )
+        if parsed.query or parsed.fragment:
+            raise AgentConfigError(
+                f"artifacts.base_url {self.base_url!r}: artifact paths are appended to it, "
+                "so it cannot carry a query or a fragment"
+            )
+        _check_port("artifacts.base_url", self.base_url)
         if not self.manifest_keys:
             raise AgentConfigError("artifacts.manifest_keys must be a list of PEM public key files")
         if not self.base_url.endswith("/"):
@@ -114,7 +124,7 @@ class StateSection:
 @dataclass(frozen=True)
 class SourceSection:
     kind: SourceKind = SourceKind.SYNTHETIC
-    path: Path | None = None
+    path: Path | None = field(default=None, metadata=rule(existing_file=True))
     label_column: str = "label"
     rate: float = field(default=100.0, metadata=rule(low=0.0))
     anomaly_rate: float = field(default=0.01, metadata=rule(low=0.0, high=1.0))
@@ -156,6 +166,27 @@ class AgentConfig:
     @property
     def state_dir(self) -> Path:
         return self.state.dir
+
+
+def _check_port(key: str, url: str) -> None:
+    """A port out of range is refused now, not when the connection thread first uses it."""
+    try:
+        port = urlparse(url).port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise AgentConfigError(f"{key} {url!r}: the port must be in [1, 65535]")
+
+
+def _public_keys(paths: tuple[Path, ...]) -> None:
+    # Read at load, so a wrong key file stops the agent before it connects.
+    for path in paths:
+        try:
+            load_public_key(path.read_bytes())
+        except OSError as exc:
+            raise ValueError(f"{path}: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
 
 
 def read_section(cls: type[S], doc: Any, where: str, base: Path) -> S:
@@ -213,16 +244,16 @@ def _value(f: Fields, key: str, kind: Any, meta: typing.Mapping[str, Any], base:
         value = f.choice(key, kind)
     else:  # a declaration this loop cannot read is a bug here, not in the file
         raise TypeError(f"{f.path(key)}: no reader for {kind!r}")
+    if meta.get("existing_file"):
+        for path in value if isinstance(value, tuple) else (value,):
+            if not path.is_file():
+                raise AgentConfigError(f"{f.path(key)}: {path} does not exist")
     check = meta.get("check")
     if check is not None:
         try:
             check(value)
         except ValueError as exc:
             raise AgentConfigError(f"{f.path(key)}: {exc}") from exc
-    if meta.get("existing_file"):
-        for path in value if isinstance(value, tuple) else (value,):
-            if not path.is_file():
-                raise AgentConfigError(f"{f.path(key)}: {path} does not exist")
     return value
 
 

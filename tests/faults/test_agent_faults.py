@@ -15,7 +15,7 @@ import pytest
 from edge.agent import Agent
 from edge.config import load_agent_config
 from edge.download import ArtifactFetcher, HttpFetcher
-from edge.errors import SourceGone
+from edge.errors import AgentConfigError, SourceGone
 from edge.sources import Sample, SkippedLines, json_lines, synthetic_vibration
 from tests.support_release import vibration_runs
 from tests.support_world import World, _status, wait_for
@@ -240,3 +240,39 @@ def test_a_csv_file_gone_for_good_ends_the_process_with_one_line(world: World) -
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("edgeloop-agent: halted: csv source")
     assert "sensor.csv" in last
+
+
+@pytest.mark.parametrize(
+    ("section", "body", "named"),
+    [
+        ("broker", 'url = "mqtt://localhost:99999"', r"broker\.url .*port must be in \[1, 65535\]"),
+        ("broker", 'url = "mqtt://localhost:0"', r"broker\.url .*port must be in"),
+        ("artifacts", 'base_url = "http://cdn:70000/"', r"artifacts\.base_url .*port"),
+        ("artifacts", 'base_url = "http:///models"', r"artifacts\.base_url must be .* with a host"),
+        ("source", 'kind = "csv"\npath = "gone.csv"', r"source\.path: .*gone\.csv does not exist"),
+        (
+            "artifacts",
+            'manifest_keys = ["bad.pem"]',
+            r"artifacts\.manifest_keys: .*bad\.pem: not a",
+        ),
+    ],
+)
+def test_the_whole_config_is_validated_when_it_loads(
+    world: World, section: str, body: str, named: str
+) -> None:
+    """Finding 5 (#15): mqtt://host:99999 used to pass and kill the MQTT thread later."""
+    (world.tmp / "bad.pem").write_text("-----BEGIN PUBLIC KEY-----\nnonsense\n")
+    path = world.config_file("pump-1")
+    text = path.read_text()
+    key = body.split(" = ", 1)[0]
+    if f"\n{key} = " in text:  # replace the key the world wrote
+        lines = [ln for ln in text.splitlines() if not ln.startswith(f"{key} = ")]
+        text = "\n".join(lines) + "\n"
+    text = (
+        text.replace(f"[{section}]\n", f"[{section}]\n{body}\n")
+        if f"[{section}]" in text
+        else (text + f"[{section}]\n{body}\n")
+    )
+    path.write_text(text)
+    with pytest.raises(AgentConfigError, match=named):
+        load_agent_config(path)

@@ -15,12 +15,15 @@ from edge.config import (
     parse_agent_config,
 )
 from edge.errors import AgentConfigError
-from edgeloop.contract import Ring
+from edgeloop.contract import Ring, public_key_pem
+from edgeloop.contract.signers import LocalSigner
+
+FLEET = LocalSigner.generate()
 
 
 def minimal(tmp_path: Path) -> dict[str, object]:
     (tmp_path / "keys").mkdir(exist_ok=True)
-    (tmp_path / "keys" / "fleet.pem").write_text("not read by the config")
+    (tmp_path / "keys" / "fleet.pem").write_bytes(public_key_pem(FLEET.public_key()))
     return {
         "device": {"thing": "pump-1", "model": "vibration", "n_features": 8},
         "broker": {"url": "mqtt://localhost:1883"},
