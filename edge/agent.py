@@ -22,6 +22,7 @@ from edge.drift import DriftWindow
 from edge.link import Link
 from edge.local_scoring import LocalScoring
 from edge.model_sources import model_sources
+from edge.probe import ChildProcessProbe
 from edge.scoring import LoadedModel, Scorer
 from edge.sources import Sample, SkippedLines, source_from_config
 from edge.status import StatusBoard
@@ -63,11 +64,12 @@ class Agent:
             store=self.store,
             scorer=self.scorer,
             trusted=TrustedKeys.from_pem(*(p.read_bytes() for p in config.artifacts.manifest_keys)),
-            sources=model_sources(fetcher, self.store.staging),
+            sources=model_sources(fetcher, self.store.staging, config.artifacts.max_bytes),
             device_input=TensorSpec(shape=(-1, d.n_features)),
             report=self.board.record,
             max_bytes=config.artifacts.max_bytes,
             on_swapped=self._swapped,
+            probe=ChildProcessProbe(timeout=config.artifacts.check_timeout),
         )
         self.updates = UpdateWorker(self.updater, self.board.record)
         self.link = Link(
@@ -96,11 +98,16 @@ class Agent:
         for installed in (self.store.current(), self.store.previous()):
             if installed is None:
                 continue
+            # Marked while it loads: a model that kills the process at boot is
+            # rolled back on the next one instead of crashing every boot.
+            self.store.attempt(installed.version)
             try:
                 self.scorer.swap(LoadedModel(installed.manifest, CompiledModel(installed.model)))
                 break
             except ModelLoadError:
                 continue
+            finally:
+                self.store.attempt_over()
         self.board.note_version()
 
     def start(self, score: bool = True) -> None:

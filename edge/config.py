@@ -96,6 +96,9 @@ class ArtifactsSection:
     max_bytes: int = field(default=64 * 1024 * 1024, metadata=rule(low=1024, high=2**31))
     timeout: float = field(default=10.0, metadata=rule(low=0.05, high=600))
     retries: int = field(default=4, metadata=rule(low=0, high=100))
+    # How long a new model may take to load and pass its health checks in the
+    # child process that tries it before the agent does.
+    check_timeout: float = field(default=10.0, metadata=rule(low=0.5, high=600))
 
     def __post_init__(self) -> None:
         parsed = urlparse(self.base_url)

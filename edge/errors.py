@@ -11,6 +11,9 @@ An update fails in one of two ways, and the hierarchy says which:
         ├── ManifestRefused       a refusal of the wire contract (signature, expiry, hash...)
         ├── NotThisDevice         another model's manifest, or dates out of order
         ├── ModelUnusable         the interpreter cannot load it, or it fits another device
+        ├── ModelCrashed          it killed the interpreter in the child process that tried it
+        ├── ModelTooSlow          it did not load and pass its checks within the time limit
+        ├── Unchecked             the manifest carries no health checks to try it with
         ├── HealthCheckFailed     it does not reproduce the manifest's golden outputs
         └── RefusedBefore         it failed on this device before
 
@@ -79,6 +82,18 @@ class NotThisDevice(UpdateRefused):
 
 class ModelUnusable(UpdateRefused):
     """The model does not load in this interpreter, or takes input this device does not make."""
+
+
+class ModelCrashed(UpdateRefused):
+    """The interpreter died (a signal, an abort) loading or checking the model in a child."""
+
+
+class ModelTooSlow(UpdateRefused):
+    """Loading and checking the model in a child process ran past the time limit."""
+
+
+class Unchecked(UpdateRefused):
+    """A manifest without health checks: a device only installs a model it can try first."""
 
 
 class HealthCheckFailed(UpdateRefused):

@@ -72,6 +72,9 @@ class Link:
         self._client.on_disconnect = self._disconnected
         self._stop = threading.Event()
         self._is_connected = threading.Event()
+        # Only answers to requests this agent made and still waits for are kept:
+        # anything else on the topic is dropped, so the map cannot grow.
+        self._waiting: set[str] = set()
         self._answers: dict[str, UploadAnswer] = {}
         self._answer_ready = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"mqtt-{thing}", daemon=True)
@@ -157,6 +160,8 @@ class Link:
             if answer.request_id is None:
                 return  # a refusal of a request too broken to name; ours always name one
             with self._answer_ready:
+                if answer.request_id not in self._waiting:
+                    return  # unsolicited, or answered after we gave up on it
                 self._answers[answer.request_id] = answer
                 self._answer_ready.notify_all()
 
@@ -173,14 +178,21 @@ class Link:
             raise UploadFailed("not connected to the broker")
         request_id = secrets.token_hex(8)
         request = UploadRequest(request_id, model, content_type, size, batch_id)
-        self.publish(self.topics.upload_request, request.to_bytes())
-        deadline = time.monotonic() + timeout
         with self._answer_ready:
-            while request_id not in self._answers:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise UploadFailed(
-                        f"no answer to upload request {request_id} within {timeout} s"
-                    )
-                self._answer_ready.wait(remaining)
-            return self._answers.pop(request_id)
+            self._waiting.add(request_id)
+        try:
+            self.publish(self.topics.upload_request, request.to_bytes())
+            deadline = time.monotonic() + timeout
+            with self._answer_ready:
+                while request_id not in self._answers:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise UploadFailed(
+                            f"no answer to upload request {request_id} within {timeout} s"
+                        )
+                    self._answer_ready.wait(remaining)
+                return self._answers.pop(request_id)
+        finally:
+            with self._answer_ready:
+                self._waiting.discard(request_id)
+                self._answers.pop(request_id, None)

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from edge.download import ArtifactFetcher
 from edge.store import Installed
-from edgeloop.contract import FULL_ENCODINGS, Manifest, Step, check_blob
+from edgeloop.contract import FULL_ENCODINGS, Manifest, SizeMismatch, Step, check_blob
 from edgeloop.delta import PatchSpec, apply_checked, decompress_full
 
 Progress = Callable[[Step, str], None]  # step, detail
@@ -52,6 +52,7 @@ class PatchSource:
 
     fetcher: ArtifactFetcher
     staging: Path
+    max_bytes: int
     what: str = "patch"
 
     def obtain(
@@ -60,6 +61,7 @@ class PatchSource:
         delta = manifest.delta_from(installed.manifest.artifact.sha256) if installed else None
         if installed is None or delta is None:
             return None
+        _within_cap(f"patch {delta.path}", delta.size, self.max_bytes)
         progress(Step.DOWNLOADING, f"{delta.codec} patch from v{delta.from_version}")
         patch = self.fetcher.fetch(delta.path, staged(self.staging, delta.sha256), delta.size)
         check_blob(patch, size=delta.size, sha256=delta.sha256, what=f"patch {delta.path}")
@@ -79,6 +81,7 @@ class CompressedSource:
 
     fetcher: ArtifactFetcher
     staging: Path
+    max_bytes: int
     what: str = "compressed artifact"
 
     def obtain(
@@ -91,6 +94,7 @@ class CompressedSource:
             or compressed.size >= manifest.artifact.size
         ):
             return None
+        _within_cap(f"compressed artifact {compressed.path}", compressed.size, self.max_bytes)
         progress(Step.DOWNLOADING, f"full artifact ({compressed.encoding})")
         packed = self.fetcher.fetch(
             compressed.path, staged(self.staging, compressed.sha256), compressed.size
@@ -124,10 +128,20 @@ class FullSource:
         )
 
 
-def model_sources(fetcher: ArtifactFetcher, staging: Path) -> list[ModelSource]:
-    """The device's order: fewest bytes first."""
+def model_sources(
+    fetcher: ArtifactFetcher, staging: Path, max_bytes: int = 64 * 1024 * 1024
+) -> list[ModelSource]:
+    """The device's order: fewest bytes first. No download may exceed `max_bytes`."""
     return [
-        PatchSource(fetcher, staging),
-        CompressedSource(fetcher, staging),
-        FullSource(fetcher, staging),
+        PatchSource(fetcher, staging, max_bytes),
+        CompressedSource(fetcher, staging, max_bytes),
+        FullSource(fetcher, staging),  # the updater caps the artifact itself
     ]
+
+
+def _within_cap(what: str, size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise SizeMismatch(
+            f"{what} is declared {size} bytes, over this device's {max_bytes}-byte cap; "
+            "it is not downloaded"
+        )

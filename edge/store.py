@@ -66,6 +66,9 @@ class StoreState:
     # The newest created_at of a manifest this device installed: proof that the
     # time is at least that, whatever a clock without a battery says at boot.
     clock_floor: datetime | None = None
+    # The version being loaded and checked in this process right now. Found set at
+    # boot, it means that version killed the agent: it is refused, not retried.
+    attempting: int | None = None
 
     def to_bytes(self) -> bytes:
         floor = format_time(self.clock_floor) if self.clock_floor is not None else None
@@ -75,6 +78,7 @@ class StoreState:
                 "previous": self.previous,
                 "refused": self.refused,
                 "clock_floor": floor,
+                "attempting": self.attempting,
             },
             sort_keys=True,
         ).encode()
@@ -91,6 +95,7 @@ class ModelStore:
         for d in (self.root, self.versions, self.staging):
             d.mkdir(parents=True, exist_ok=True)
         self.state = self._read_state()
+        self._refuse_what_killed_the_last_run()
 
     def _read_state(self) -> StoreState:
         path = self.root / "state.json"
@@ -104,11 +109,31 @@ class ModelStore:
                 doc.get("previous"),
                 list(doc.get("refused", [])),
                 parse_time(floor) if floor else None,
+                doc.get("attempting"),
             )
         except (ValueError, TypeError, EncodingError):
             # state.json is only ever replaced whole; unreadable means the disk
             # lost it. Start without a model rather than guess.
             return StoreState()
+
+    def _refuse_what_killed_the_last_run(self) -> None:
+        crashed = self.state.attempting
+        if crashed is None:
+            return
+        if crashed == self.state.current:
+            self.rollback(crashed)  # it crashed at boot: back to the one before
+        else:
+            self.refuse(crashed)
+        self._write_state(self.state.but(attempting=None))
+
+    def attempt(self, version: int) -> None:
+        """Persist that `version` is about to run in this process for the first time."""
+        self._write_state(self.state.but(attempting=version))
+
+    def attempt_over(self) -> None:
+        """The attempted version loaded and ran (or was refused) without killing the agent."""
+        if self.state.attempting is not None:
+            self._write_state(self.state.but(attempting=None))
 
     def _write_state(self, state: StoreState) -> None:
         write_atomic(self.root / "state.json", state.to_bytes())

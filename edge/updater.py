@@ -13,18 +13,25 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Protocol
 
 from edge.binding import check_binding, device_now
 from edge.errors import (
     DownloadFailed,
+    HealthCheckFailed,
     ManifestRefused,
+    ModelCrashed,
+    ModelTooSlow,
     ModelUnusable,
     RefusedBefore,
     RetryableUpdateError,
     StagingFailed,
+    Unchecked,
     UpdateError,
+    UpdateRefused,
 )
 from edge.model_sources import ModelSource
+from edge.probe import ChildProcessProbe, ProbeVerdict
 from edge.scoring import LoadedModel, Scorer, run_health_checks
 from edge.store import Installed, ModelStore
 from edgeloop.contract import (
@@ -42,6 +49,9 @@ from edgeloop.contract import (
 from edgeloop.runtime import CompiledModel, ModelLoadError
 
 Report = Callable[[Step, int | None, str], None]  # step, target version, detail
+
+# The time a model may take to load and pass its checks in the child process.
+DEFAULT_CHECK_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,7 @@ class Updater:
         report: Report,
         max_bytes: int,
         on_swapped: Callable[[LoadedModel, LoadedModel | None], None] | None = None,
+        probe: ModelProbe | None = None,
     ) -> None:
         if not sources:
             raise ValueError("an updater needs at least one model source")
@@ -84,6 +95,7 @@ class Updater:
         self.report = report
         self.max_bytes = max_bytes
         self.on_swapped = on_swapped
+        self.probe: ModelProbe = probe or ChildProcessProbe(timeout=DEFAULT_CHECK_SECONDS)
 
     def handle(self, raw: bytes, now: datetime | None = None) -> UpdateResult:
         self.report(Step.RECEIVED, None, "")
@@ -140,6 +152,12 @@ class Updater:
         except ContractError as exc:
             raise _contract_refusal(exc) from exc
         check_binding(manifest, self.model, now)
+        if not manifest.health_checks:  # refused before a byte is downloaded
+            raise Unchecked(
+                f"manifest for {manifest.model} v{manifest.version} has no health checks; "
+                "the device only installs a model it can try before serving it",
+                version=manifest.version,
+            )
         if manifest.version in self.store.state.refused:
             raise RefusedBefore(
                 f"v{manifest.version} failed on this device before; waiting for a newer version",
@@ -199,17 +217,29 @@ class Updater:
         return data
 
     def _check(self, manifest: Manifest, model_bytes: bytes) -> LoadedModel:
+        """Try the model in a child process first; only then load it here."""
         self.report(Step.CHECKING, manifest.version, "")
+        n_features = self.device_input.shape[-1]
+        self.store.attempt(manifest.version)
         try:
-            runtime = CompiledModel(model_bytes)
-        except ModelLoadError as exc:
-            raise ModelUnusable(str(exc), exc) from exc
-        if runtime.n_features != self.device_input.shape[-1]:
-            raise ModelUnusable(
-                f"model takes {runtime.n_features} features, "
-                f"this device produces {self.device_input.shape[-1]}"
+            verdict = self.probe.check(
+                model_bytes, n_features, [h.to_json() for h in manifest.health_checks]
             )
-        run_health_checks(runtime, manifest.health_checks)
+            if not verdict.passed:
+                raise probe_refusal(verdict.reason)
+            try:
+                runtime = CompiledModel(model_bytes)
+            except ModelLoadError as exc:
+                raise ModelUnusable(str(exc), exc) from exc
+            if runtime.n_features != n_features:
+                raise ModelUnusable(
+                    f"model takes {runtime.n_features} features, this device produces {n_features}"
+                )
+            run_health_checks(runtime, manifest.health_checks)
+        except Exception:
+            self.store.attempt_over()  # refused, not crashed: the marker goes
+            raise
+        self.store.attempt_over()
         return LoadedModel(manifest, runtime)
 
     def _stage(self, manifest: Manifest, model_bytes: bytes, raw: bytes) -> None:
@@ -219,6 +249,27 @@ class Updater:
             raise StagingFailed(
                 f"cannot write v{manifest.version} to {self.store.versions}: {exc.strerror}"
             ) from exc
+
+
+class ModelProbe(Protocol):
+    def check(self, model: bytes, n_features: int, checks: list[dict[str, Any]]) -> ProbeVerdict:
+        """Load `model` and run `checks` somewhere a crash cannot reach the agent."""
+        ...
+
+
+_PROBE_REFUSALS: dict[str, type[UpdateRefused]] = {
+    "HealthCheckFailed": HealthCheckFailed,
+    "ModelCrashed": ModelCrashed,
+    "ModelTooSlow": ModelTooSlow,
+}
+
+
+def probe_refusal(reason: str) -> UpdateRefused:
+    """The child's "Kind: message" as the agent's own typed refusal."""
+    kind, _, message = reason.partition(": ")
+    if kind == "ModelLoadError":
+        return ModelUnusable(message, ModelLoadError(message))
+    return _PROBE_REFUSALS.get(kind, ModelUnusable)(message or reason)
 
 
 def _contract_refusal(exc: ContractError) -> ManifestRefused:

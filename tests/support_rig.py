@@ -51,7 +51,7 @@ class Rig:
             "store": self.store,
             "scorer": self.scorer,
             "trusted": TrustedKeys([self.releases.signer.public_key()]),
-            "sources": model_sources(self.fetcher(), self.store.staging),
+            "sources": model_sources(self.fetcher(), self.store.staging, 1 << 24),
             "device_input": TensorSpec(shape=(-1, 8)),
             "report": self.record,
             "max_bytes": 1 << 24,

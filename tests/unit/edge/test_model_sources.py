@@ -98,8 +98,8 @@ def test_a_source_with_nothing_to_offer_says_none_without_fetching(tmp_path: Pat
     repo = SimulatedRepository()
     m = manifest(repo, patch=False, compressed=False)
     seen, progress = steps()
-    assert PatchSource(repo, tmp_path).obtain(m, installed_v1(), progress) is None
-    assert CompressedSource(repo, tmp_path).obtain(m, None, progress) is None
+    assert PatchSource(repo, tmp_path, 1 << 20).obtain(m, installed_v1(), progress) is None
+    assert CompressedSource(repo, tmp_path, 1 << 20).obtain(m, None, progress) is None
     assert repo.fetched == []
     assert seen == []
 
@@ -120,7 +120,7 @@ def test_a_patch_whose_bytes_were_replaced_says_why(tmp_path: Path) -> None:
     repo.files["m/2/from-1.bsdiff4"] = b"X" + repo.files["m/2/from-1.bsdiff4"][1:]
     _, progress = steps()
     with pytest.raises(HashMismatch, match=r"patch m/2/from-1\.bsdiff4"):
-        PatchSource(repo, tmp_path).obtain(m, installed_v1(), progress)
+        PatchSource(repo, tmp_path, 1 << 20).obtain(m, installed_v1(), progress)
 
 
 def test_the_full_artifact_is_always_offered(tmp_path: Path) -> None:
