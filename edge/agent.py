@@ -11,6 +11,7 @@ This class only wires the parts together. Threads, each running one part:
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 from collections.abc import Callable, Iterator
 
@@ -35,6 +36,8 @@ from edge.uploads import Uploader, UploadQueue
 from edge.watch import SwapGuard
 from edgeloop.contract import StatusReport, Step, TensorSpec, TrustedKeys
 from edgeloop.runtime import CompiledModel, ModelLoadError
+
+log = logging.getLogger(__name__)
 
 
 class Agent:
@@ -109,9 +112,11 @@ class Agent:
             finally:
                 self.store.attempt_over()
         self.board.note_version()
+        log.debug("event=restored version=%s", self.version)
 
     def start(self, score: bool = True) -> None:
-        self.restore()
+        if not self.board.versions_seen:  # not restored by the caller yet
+            self.restore()
         if score:
             # Everything imported and loaded so far lives as long as the process.
             # Frozen, the garbage collector stops re-scanning it: a full

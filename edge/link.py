@@ -107,8 +107,15 @@ class Link:
                 self._client.connect(
                     self.broker.host, self.broker.port, keepalive=self.broker.keepalive
                 )
-            except (OSError, ssl.SSLError):
-                self._stop.wait(backoff.next())
+            except (OSError, ssl.SSLError) as exc:
+                pause = backoff.next()
+                log.warning(
+                    "event=connect_failed broker=%s reason=%r retry_in=%.1fs",
+                    self.broker.url,
+                    str(exc),
+                    pause,
+                )
+                self._stop.wait(pause)
                 continue
             started = time.monotonic()
             while not self._stop.is_set():
@@ -120,7 +127,9 @@ class Link:
             if time.monotonic() - started > STABLE_SECONDS:
                 backoff.reset()
             if not self._stop.is_set():
-                self._stop.wait(backoff.next())
+                pause = backoff.next()
+                log.info("event=reconnecting broker=%s retry_in=%.1fs", self.broker.url, pause)
+                self._stop.wait(pause)
 
     # --- callbacks -------------------------------------------------------------------
 
@@ -128,7 +137,9 @@ class Link:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any = None
     ) -> None:
         if getattr(reason, "is_failure", False):
+            log.warning("event=connect_refused broker=%s reason=%r", self.broker.url, str(reason))
             return
+        log.info("event=connected broker=%s thing=%s", self.broker.url, self.topics.thing)
         client.subscribe([(self.announcements, 1), (self.topics.upload_response, 1)])
         self.connections += 1
         self._is_connected.set()
@@ -138,7 +149,10 @@ class Link:
     def _disconnected(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any = None
     ) -> None:
+        was_connected = self._is_connected.is_set()
         self._is_connected.clear()
+        if was_connected and not self._stop.is_set():
+            log.warning("event=disconnected broker=%s reason=%r", self.broker.url, str(reason))
 
     def _message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         # paho re-raises a callback's exception out of its loop: one bad message

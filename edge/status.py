@@ -49,8 +49,9 @@ class StatusBoard:
         return model.version if model is not None else None
 
     def record(self, step: Step, version: int | None, detail: str) -> None:
-        """An update step: remembered for every later report, and published now."""
+        """An update step: remembered for every later report, logged, and published now."""
         self.step, self.target_version, self.detail = Step(step), version, detail
+        _log_step(self.step, version, detail)
         if step in _ENDS:
             self.note_version()
         self.publish()
@@ -97,3 +98,28 @@ class StatusBoard:
                 self.publish()
             except Exception:  # a report lost is not worth the timer: the next one goes
                 log.exception("event=status_failed")
+
+
+# How each update step reads in the log: one line per lifecycle event, the
+# intermediate steps only at debug.
+_EVENTS = {
+    Step.RECEIVED: (logging.INFO, "update_received"),
+    Step.VERIFIED: (logging.INFO, "update_verified"),
+    Step.SUCCEEDED: (logging.INFO, "update_installed"),
+    Step.ALREADY_INSTALLED: (logging.INFO, "update_already_installed"),
+    Step.FAILED: (logging.WARNING, "update_refused"),
+    Step.ROLLED_BACK: (logging.WARNING, "rollback"),
+}
+
+
+def _log_step(step: Step, version: int | None, detail: str) -> None:
+    level, event = _EVENTS.get(step, (logging.DEBUG, f"update_{step.value}"))
+    if not log.isEnabledFor(level):
+        return
+    fields = f"event={event}"
+    if version is not None:
+        fields += f" version={version}"
+    if detail:
+        key = "reason" if step in (Step.FAILED, Step.ROLLED_BACK) else "detail"
+        fields += f" {key}={detail[:300]!r}"
+    log.log(level, fields)

@@ -69,12 +69,20 @@ class UploadQueue:
             name = f"{new_batch_id()}.npz"
             write_atomic(self.root / name, data)
             files = self._files()
+            log.info(
+                "event=upload_queued batch=%s bytes=%d depth=%d", name[:-4], len(data), len(files)
+            )
             excess = len(files) - self.max_batches
             if excess > 0:
                 for old in files[:excess]:
                     old.unlink(missing_ok=True)
                 write_atomic(
                     self._dropped_path, json.dumps({"dropped": self.dropped + excess}).encode()
+                )
+                log.warning(
+                    "event=upload_dropped batches=%d reason='queue full (%d batches)'",
+                    excess,
+                    self.max_batches,
                 )
             self._ready.notify_all()
 
@@ -151,6 +159,7 @@ class Uploader:
             raise UploadFailed(f"POST to the presigned URL answered {status}")
         self.queue.remove(path)
         self.sent += 1
+        log.info("event=upload_sent batch=%s bytes=%d", path.stem, len(data))
         if self.on_sent is not None:
             self.on_sent(self.sent)
 

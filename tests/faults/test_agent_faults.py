@@ -17,6 +17,7 @@ from edge.config import load_agent_config
 from edge.download import ArtifactFetcher, HttpFetcher
 from edge.errors import AgentConfigError, SourceGone
 from edge.sources import Sample, SkippedLines, json_lines, synthetic_vibration
+from edgeloop.contract import Manifest
 from tests.support_release import vibration_runs
 from tests.support_world import World, _status, wait_for
 
@@ -276,3 +277,101 @@ def test_the_whole_config_is_validated_when_it_loads(
     path.write_text(text)
     with pytest.raises(AgentConfigError, match=named):
         load_agent_config(path)
+
+
+class AgentProcess:
+    """`edgeloop-agent run` as a user starts it, its stdout collected line by line."""
+
+    def __init__(self, config: Path, *extra: str) -> None:
+        import subprocess
+        import sys
+        import threading
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "run", "--config", str(config), *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # the interpreter's own banner; the log is stdout
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def saw(self, *parts: str) -> bool:
+        return any(all(p in line for p in parts) for line in self.lines)
+
+    def count(self, part: str) -> int:
+        return sum(1 for line in self.lines if part in line)
+
+    def stop(self) -> None:
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except Exception:
+                self.process.kill()
+        self._reader.join(5)
+
+
+def test_an_agent_run_prints_a_log_a_person_can_follow(world: World) -> None:
+    """Finding 7 (#15): connecting, a refused update, an installed update, a rollback, the
+    broker going away and coming back; one line each, never one per sample."""
+    from dataclasses import replace
+
+    from edgeloop.contract.signers import LocalSigner
+
+    v1, v2, _ = vibration_runs()
+    world.cloud.announce("vibration", "canary", world.releases.release(1, v1))
+    config = world.config_file(
+        "pump-5", source="anomaly_rate = 0.3\nrate = 400.0\n", watch="window = 300\n"
+    )
+    agent = AgentProcess(config, "--log-level", "info")
+    try:
+        wait_for(lambda: agent.saw("event=connected", "pump-5"), what="connected")
+        wait_for(lambda: agent.saw("event=update_installed", "version=1"), what="v1 installed")
+        forged = world.releases.release(2, v2, signer=LocalSigner.generate())
+        world.cloud.announce("vibration", "canary", forged)
+        wait_for(lambda: agent.saw("event=update_refused", "UnknownKey"), what="refused")
+
+        def claims_rare_alarms(manifest: Manifest) -> Manifest:
+            return replace(manifest, stats={**manifest.stats, "alarm_rate": 0.0001})
+
+        raw = world.releases.release(2, v2, bases=[1], mutate=claims_rare_alarms)
+        world.cloud.announce("vibration", "canary", raw)
+        wait_for(lambda: agent.saw("event=update_installed", "version=2"), what="v2 installed")
+        wait_for(lambda: agent.saw("event=rollback", "version=2", "alarms on"), what="rollback")
+        world.broker.stop()
+        wait_for(lambda: agent.saw("event=disconnected"), what="disconnected")
+        world.broker.start()
+        wait_for(lambda: agent.count("event=connected") >= 2, timeout=30, what="reconnected")
+        assert _status(world, "pump-5") is not None
+    finally:
+        agent.stop()
+    assert json.loads(agent.lines[0])["thing"] == "pump-5"
+    for line in agent.lines[1:]:
+        assert line.startswith("level="), line
+    # Thousands of samples were scored; the log stayed at lifecycle events.
+    assert len(agent.lines) < 80, "\n".join(agent.lines)
+
+
+def test_an_unreachable_broker_is_said_and_retried(world: World) -> None:
+    """Finding 7 (#15): it used to wait silently forever."""
+    from edgeloop.local.broker import free_port
+
+    config = world.config_file("pump-6")
+    text = config.read_text().replace(world.broker.url, f"mqtt://127.0.0.1:{free_port()}")
+    config.write_text(text)
+    agent = AgentProcess(config)
+    try:
+        wait_for(lambda: agent.count("event=connect_failed") >= 2, what="two failed attempts")
+        assert agent.process.poll() is None  # still running, still trying
+        assert agent.saw("event=connect_failed", "retry_in=")
+    finally:
+        agent.stop()
