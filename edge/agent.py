@@ -68,7 +68,7 @@ class Agent:
             scorer=self.scorer,
             trusted=TrustedKeys.from_pem(*(p.read_bytes() for p in config.artifacts.manifest_keys)),
             sources=model_sources(fetcher, self.store.staging, config.artifacts.max_bytes),
-            device_input=TensorSpec(shape=(-1, d.n_features)),
+            device_input=TensorSpec(shape=(-1, d.n_features), names=d.feature_names),
             report=self.board.record,
             max_bytes=config.artifacts.max_bytes,
             on_swapped=self._swapped,
@@ -90,7 +90,11 @@ class Agent:
         )
         self.skipped = SkippedLines()
         self.board.skipped = self.skipped
-        self.source = source if source is not None else source_from_config(config, self.skipped)
+        installed = self.store.current()
+        names = d.feature_names or (installed.manifest.input.names if installed else ())
+        if source is None:
+            source = source_from_config(config, self.skipped, names)
+        self.source = source
         self.supervisor = Supervisor(d.thing, self.board.fail)
         self._stop = threading.Event()
 

@@ -50,6 +50,16 @@ class DeviceSection:
     model: str = field(metadata=rule(check=check_model_name))
     n_features: int = field(metadata=rule(low=1, high=65536))
     ring: Ring = Ring.ALL
+    # The model's input names, in order: the CSV source picks its columns by them.
+    # Without them, the installed manifest's input names are used.
+    feature_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.feature_names and len(self.feature_names) != self.n_features:
+            raise AgentConfigError(
+                f"device.feature_names has {len(self.feature_names)} names, "
+                f"n_features is {self.n_features}"
+            )
 
 
 @dataclass(frozen=True)
@@ -238,6 +248,11 @@ def _value(f: Fields, key: str, kind: Any, meta: typing.Mapping[str, Any], base:
         value = f.text(key)
     elif kind in (Path, Path | None):
         value = _path(f.text(key), base)
+    elif kind == tuple[str, ...]:
+        items = f.items(key, max_items=65536)
+        if not all(isinstance(item, str) and item for item in items):
+            raise f.fail(key, "a list of non-empty strings")
+        value = tuple(items)
     elif typing.get_origin(kind) is tuple:
         items = f.items(key)
         if not items or not all(isinstance(item, str) and item for item in items):

@@ -74,7 +74,11 @@ def csv_replay(
     label_column: str,
     loop: bool,
     skipped: SkippedLines | None = None,
+    feature_names: tuple[str, ...] = (),
 ) -> Iterator[Sample]:
+    """Rows of a CSV file with a header. With `feature_names`, columns are found by name
+    (other columns, a timestamp say, are ignored); without, every column but the label
+    is a feature, in order."""
     skipped = skipped if skipped is not None else SkippedLines()
     while True:
         try:
@@ -87,13 +91,7 @@ def csv_replay(
             header = next(reader, None)
             if header is None:
                 raise SourceGone(f"csv source {path} is empty: it has no header line")
-            label = header.index(label_column) if label_column in header else None
-            columns = [i for i in range(len(header)) if i != label]
-            if len(columns) != n_features:
-                raise SourceGone(
-                    f"csv source {path} has {len(columns)} feature columns, "
-                    f"the device takes {n_features}"
-                )
+            columns, label = _columns(path, header, n_features, label_column, feature_names)
             for line, row in enumerate(_rows(reader, path, skipped), start=2):
                 try:
                     if len(row) != len(header):
@@ -108,6 +106,33 @@ def csv_replay(
             return
 
 
+def _columns(
+    path: Path,
+    header: list[str],
+    n_features: int,
+    label_column: str,
+    feature_names: tuple[str, ...],
+) -> tuple[list[int], int | None]:
+    """Which cells hold the features, in the model's order, and which holds the label."""
+    names = [name.strip() for name in header]
+    label = names.index(label_column) if label_column in names else None
+    if feature_names:
+        missing = [name for name in feature_names if name not in names]
+        if missing:
+            raise SourceGone(
+                f"csv source {path} has no column {missing[0]!r}; the model's features are "
+                f"{', '.join(feature_names)} (other columns are ignored)"
+            )
+        return [names.index(name) for name in feature_names], label
+    columns = [i for i in range(len(names)) if i != label]
+    if len(columns) != n_features:
+        raise SourceGone(
+            f"csv source {path} has {len(columns)} feature columns, the device takes "
+            f"{n_features}; name the features (device.feature_names) to pick columns by name"
+        )
+    return columns, label
+
+
 def _rows(reader: Iterator[list[str]], path: Path, skipped: SkippedLines) -> Iterator[list[str]]:
     """The reader's rows; a line the csv module cannot tokenise is skipped, not fatal."""
     while True:
@@ -120,31 +145,45 @@ def _rows(reader: Iterator[list[str]], path: Path, skipped: SkippedLines) -> Ite
 
 
 def json_lines(
-    n_features: int, stream: TextIO | None = None, skipped: SkippedLines | None = None
+    n_features: int,
+    stream: TextIO | None = None,
+    skipped: SkippedLines | None = None,
+    feature_names: tuple[str, ...] = (),
 ) -> Iterator[Sample]:
-    """One JSON object per line: {"x": [...], "y": optional label}."""
+    """One JSON object per line: {"x": [...], "y": optional label}; with feature names,
+    "x" may also be an object of named values, {"x": {"rpm": 3.1, ...}}."""
     skipped = skipped if skipped is not None else SkippedLines()
     for number, line in enumerate(stream or sys.stdin, start=1):
         if not line.strip():
             continue
         try:
             doc = json.loads(line)
-            x = np.asarray(doc["x"], dtype=np.float32)
+            values = doc["x"]
+            if isinstance(values, dict):
+                if not feature_names:
+                    raise SourceError("named fields need the model's feature names")
+                values = [values[name] for name in feature_names]
+            x = np.asarray(values, dtype=np.float32)
             y = doc.get("y")
             if x.shape != (n_features,) or not np.all(np.isfinite(x)):
                 raise SourceError(f"x must be {n_features} finite numbers")
             label = int(y) if y is not None else None
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        except KeyError as exc:
+            skipped.skip(f"stdin line {number}: no field {exc}")
+            continue
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
             skipped.skip(f'stdin line {number}: expected {{"x": [...]}}: {exc}')
             continue
         yield Sample(x, label)
 
 
-def source_from_config(config: AgentConfig, skipped: SkippedLines) -> Iterator[Sample]:
+def source_from_config(
+    config: AgentConfig, skipped: SkippedLines, feature_names: tuple[str, ...] = ()
+) -> Iterator[Sample]:
     s, n = config.source, config.device.n_features
     if s.kind == SourceKind.SYNTHETIC:
         return synthetic_vibration(n, s.anomaly_rate, s.seed)
     if s.kind == SourceKind.CSV:
         assert s.path is not None  # the config refuses a csv source without a path
-        return csv_replay(s.path, n, s.label_column, s.loop, skipped)
-    return json_lines(n, skipped=skipped)
+        return csv_replay(s.path, n, s.label_column, s.loop, skipped, feature_names)
+    return json_lines(n, skipped=skipped, feature_names=feature_names)

@@ -16,9 +16,9 @@ from edge.agent import Agent
 from edge.config import load_agent_config
 from edge.download import ArtifactFetcher, HttpFetcher
 from edge.errors import AgentConfigError, SourceGone
-from edge.sources import Sample, SkippedLines, json_lines, synthetic_vibration
-from edgeloop.contract import Manifest
-from tests.support_release import vibration_runs
+from edge.sources import Sample, SkippedLines, csv_replay, json_lines, synthetic_vibration
+from edgeloop.contract import Manifest, TensorSpec
+from tests.support_release import vibration_runs, with_fields
 from tests.support_world import World, _status, wait_for
 
 
@@ -375,3 +375,64 @@ def test_an_unreachable_broker_is_said_and_retried(world: World) -> None:
         assert agent.saw("event=connect_failed", "retry_in=")
     finally:
         agent.stop()
+
+
+NAMES = tuple(f"f{i}" for i in range(8))
+
+
+def test_csv_columns_are_matched_by_name_extra_ones_ignored(tmp_path: Path) -> None:
+    """Finding 9 (#15): a timestamp column, reordered features, the label anywhere."""
+    order = [3, 0, 7, 1, 6, 2, 5, 4]
+    header = ["timestamp", *(f"f{i}" for i in order[:4]), "label", *(f"f{i}" for i in order[4:])]
+    cells = [str(10 + i) for i in order]
+    row = ["2026-06-01T12:00:00Z", *cells[:4], "1", *cells[4:]]
+    path = tmp_path / "sensor.csv"
+    path.write_text(",".join(header) + "\n" + ",".join(row) + "\n")
+    (sample,) = list(csv_replay(path, 8, "label", loop=False, feature_names=NAMES))
+    assert sample.x.tolist() == [10.0 + i for i in range(8)]
+    assert sample.label == 1
+
+
+def test_a_csv_without_one_of_the_models_columns_names_it(tmp_path: Path) -> None:
+    """Finding 9 (#15): a missing column is named, and it ends the source for good."""
+    path = tmp_path / "sensor.csv"
+    path.write_text(",".join(n for n in NAMES if n != "f5") + ",extra\n" + "1," * 7 + "1\n")
+    with pytest.raises(SourceGone, match="has no column 'f5'"):
+        list(csv_replay(path, 8, "label", loop=False, feature_names=NAMES))
+
+
+def test_stdin_lines_may_carry_named_fields() -> None:
+    """Finding 9 (#15)."""
+    named = json.dumps({"x": {n: float(i) for i, n in reversed(list(enumerate(NAMES)))}})
+    lines = io.StringIO(named + "\n" + json.dumps({"x": {"f0": 1.0}}) + "\n")
+    skipped = SkippedLines()
+    (sample,) = list(json_lines(8, lines, skipped, feature_names=NAMES))
+    assert sample.x.tolist() == [float(i) for i in range(8)]
+    assert skipped.count == 1
+    assert "no field 'f1'" in skipped.last
+
+
+def test_the_csv_source_takes_the_feature_names_from_the_installed_manifest(
+    world: World,
+) -> None:
+    """Finding 9 (#15): with no names in the config, the running model's input names."""
+    v1, _, _ = vibration_runs()
+    named = with_fields(input=TensorSpec(shape=(-1, 8), names=NAMES))
+    world.cloud.announce("vibration", "canary", world.releases.release(1, v1, mutate=named))
+    first = world.agent("pump-1", source=iter(()))
+    first.start(score=False)
+    wait_for(lambda: first.version == 1, what="v1 with named inputs")
+    first.stop()
+    world.agents.remove(first)
+    rows = [",".join(["2026-06-01T12:00:00Z", *["1.5"] * 8]) for _ in range(20)]
+    data = world.tmp / "sensor.csv"
+    data.write_text(",".join(["timestamp", *reversed(NAMES)]) + "\n" + "\n".join(rows) + "\n")
+    config = world.config_file(
+        "pump-1", source=f'kind = "csv"\npath = "{data}"\nloop = false\nrate = 0.0\n'
+    )
+    agent = Agent(load_agent_config(config))
+    world.agents.append(agent)
+    agent.start()
+    wait_for(lambda: agent.counters.scored == 20, what="every row scored")
+    assert agent.failure is None
+    assert agent.skipped.count == 0

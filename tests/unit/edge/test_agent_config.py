@@ -62,6 +62,13 @@ def test_defaults_come_from_the_declaration_and_paths_from_the_config_file(tmp_p
             r"manifest_keys: .*gone\.pem does not exist",
         ),
         ("broker", "url", "http://localhost", r"broker\.url must look like mqtt://"),
+        ("device", "feature_names", ["rpm"], r"device\.feature_names has 1 names, n_features is 8"),
+        (
+            "device",
+            "feature_names",
+            ["rpm", 3],
+            r"device\.feature_names must be a list of non-empty",
+        ),
     ],
 )
 def test_a_bad_value_is_refused_with_its_key_named(
