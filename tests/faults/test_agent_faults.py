@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -302,6 +302,12 @@ class AgentProcess:
         for line in self.process.stdout:
             self.lines.append(line.rstrip("\n"))
 
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+        try:
+            wait_for(condition, timeout=timeout, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the agent's log:\n" + "\n".join(self.lines)) from None
+
     def saw(self, *parts: str) -> bool:
         return any(all(p in line for p in parts) for line in self.lines)
 
@@ -334,23 +340,29 @@ def test_an_agent_run_prints_a_log_a_person_can_follow(world: World) -> None:
     )
     agent = AgentProcess(config, "--log-level", "info")
     try:
-        wait_for(lambda: agent.saw("event=connected", "pump-5"), what="connected")
-        wait_for(lambda: agent.saw("event=update_installed", "version=1"), what="v1 installed")
+        agent.wait_for(lambda: agent.saw("event=connected", "pump-5"), what="connected")
+        agent.wait_for(
+            lambda: agent.saw("event=update_installed", "version=1"), what="v1 installed"
+        )
         forged = world.releases.release(2, v2, signer=LocalSigner.generate())
         world.cloud.announce("vibration", "canary", forged)
-        wait_for(lambda: agent.saw("event=update_refused", "UnknownKey"), what="refused")
+        agent.wait_for(lambda: agent.saw("event=update_refused", "UnknownKey"), what="refused")
 
         def claims_rare_alarms(manifest: Manifest) -> Manifest:
             return replace(manifest, stats={**manifest.stats, "alarm_rate": 0.0001})
 
         raw = world.releases.release(2, v2, bases=[1], mutate=claims_rare_alarms)
         world.cloud.announce("vibration", "canary", raw)
-        wait_for(lambda: agent.saw("event=update_installed", "version=2"), what="v2 installed")
-        wait_for(lambda: agent.saw("event=rollback", "version=2", "alarms on"), what="rollback")
+        agent.wait_for(
+            lambda: agent.saw("event=update_installed", "version=2"), what="v2 installed"
+        )
+        agent.wait_for(
+            lambda: agent.saw("event=rollback", "version=2", "alarms on"), what="rollback"
+        )
         world.broker.stop()
-        wait_for(lambda: agent.saw("event=disconnected"), what="disconnected")
+        agent.wait_for(lambda: agent.saw("event=disconnected"), what="disconnected")
         world.broker.start()
-        wait_for(lambda: agent.count("event=connected") >= 2, timeout=30, what="reconnected")
+        agent.wait_for(lambda: agent.count("event=connected") >= 2, timeout=30, what="reconnected")
         assert _status(world, "pump-5") is not None
     finally:
         agent.stop()
