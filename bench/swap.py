@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import release_files
-from edge.download import Fetcher
+from edge.download import HttpFetcher
+from edge.model_sources import model_sources
 from edge.scoring import Scorer
 from edge.sources import synthetic_vibration
 from edge.store import ModelStore
@@ -109,10 +110,11 @@ def measure() -> dict[str, Any]:
         store = ModelStore(Path(tmp) / "models")
         scorer = Scorer(0.6)
         updater = Updater(
+            model="vibration",
             store=store,
             scorer=scorer,
             trusted=TrustedKeys([signer.public_key()]),
-            fetcher=Fetcher(server.base_url, 10.0, 3),
+            sources=model_sources(HttpFetcher(server.base_url, 10.0, 3), store.staging),
             device_input=TensorSpec(shape=(-1, 8)),
             report=lambda step, version, _: steps.append((step, version, time.perf_counter())),
             max_bytes=1 << 24,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,17 +27,17 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     import signal
-    import threading
 
     from edge.agent import Agent
     from edge.config import load_agent_config
 
+    configure_logging(args.log_level)
     config = load_agent_config(args.config)
     agent = Agent(config)
-    stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
-    agent.start()
+        signal.signal(sig, lambda *_: agent.supervisor.halted.set())
+    # The first stdout line says what started, before any log line.
+    agent.restore()
     print(
         json.dumps(
             {
@@ -48,9 +49,43 @@ def _run(args: argparse.Namespace) -> int:
         ),
         flush=True,
     )
-    stopping.wait()
+    logging.getLogger("edge.agent").info(
+        "event=started thing=%s model=%s version=%s broker=%s",
+        config.device.thing,
+        config.device.model,
+        agent.version,
+        config.broker.url,
+    )
+    agent.start()
+    agent.supervisor.halted.wait()
+    logging.getLogger("edge.agent").info("event=stopping reason=%r", agent.failure or "signal")
     agent.stop()
+    if agent.failure is not None:
+        # One line, for systemd's journal; systemd restarts the agent.
+        print(f"edgeloop-agent: halted: {agent.failure}", file=sys.stderr, flush=True)
+        return 3
     return 0
+
+
+class KeyValueFormatter(logging.Formatter):
+    """`level=info component=link event=connected ...`: one line, greppable, for journald."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        component = record.name.rsplit(".", 1)[-1]
+        line = f"level={record.levelname.lower()} component={component} {record.getMessage()}"
+        if record.exc_info:
+            # The traceback on the same record, its lines joined, so journald keeps them together.
+            line += " traceback=" + repr(self.formatException(record.exc_info))
+        return line
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(KeyValueFormatter())
+    root = logging.getLogger("edge")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the agent with a config file")
     p.add_argument("--config", required=True, help="agent.toml")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="info: one line per lifecycle event (never per sample); debug adds every step",
+    )
     p.set_defaults(run=_run)
 
     p = sub.add_parser("verify", help="make every check the agent makes on a manifest")

@@ -1,43 +1,87 @@
-"""The agent's config file (agent.toml), checked strictly when the agent starts.
+"""The agent's config file (agent.toml), declared once and checked strictly when the agent starts.
 
-A typo or a bad value stops the agent with the key named: a device that
-silently ignores its config is worse than one that does not start.
+Each section is a dataclass: its fields are the keys, their defaults the
+defaults, their metadata the bounds. One loop reads any section through the
+contract's strict reader, so a typo or a bad value stops the agent with the
+key named: a device that silently ignores its config is worse than one that
+does not start. Relative paths are relative to the config file.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import enum
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from edge.errors import AgentConfigError
+from edgeloop.contract import Fields, load_public_key
 from edgeloop.contract.topics import Ring, check_model_name, check_thing_name
 from edgeloop.tomlfile import read_toml
 
+S = TypeVar("S")
 
-class AgentConfigError(ValueError):
-    """The agent config cannot be used; the message names the key."""
+
+def rule(
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    check: Callable[[Any], object] | None = None,
+    existing_file: bool = False,
+) -> dict[str, Any]:
+    """A key's metadata: its bounds, a check of its value, or a file that must exist."""
+    return {"low": low, "high": high, "check": check, "existing_file": existing_file}
+
+
+class SourceKind(StrEnum):
+    SYNTHETIC = "synthetic"
+    CSV = "csv"
+    STDIN = "stdin"
 
 
 @dataclass(frozen=True)
 class DeviceSection:
-    thing: str
-    model: str
-    n_features: int
+    thing: str = field(metadata=rule(check=check_thing_name))
+    model: str = field(metadata=rule(check=check_model_name))
+    n_features: int = field(metadata=rule(low=1, high=65536))
     ring: Ring = Ring.ALL
+    # The model's input names, in order: the CSV source picks its columns by them.
+    # Without them, the installed manifest's input names are used.
+    feature_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.feature_names and len(self.feature_names) != self.n_features:
+            raise AgentConfigError(
+                f"device.feature_names has {len(self.feature_names)} names, "
+                f"n_features is {self.n_features}"
+            )
 
 
 @dataclass(frozen=True)
 class BrokerSection:
     url: str
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    keepalive: int = 30
+    ca: Path | None = field(default=None, metadata=rule(existing_file=True))
+    cert: Path | None = field(default=None, metadata=rule(existing_file=True))
+    key: Path | None = field(default=None, metadata=rule(existing_file=True))
+    keepalive: int = field(default=30, metadata=rule(low=5, high=1200))
     # Reconnect backoff: starts at min, doubles to max, with full jitter.
-    reconnect_min: float = 1.0
-    reconnect_max: float = 60.0
+    reconnect_min: float = field(default=1.0, metadata=rule(low=0.01, high=600))
+    reconnect_max: float = field(default=60.0, metadata=rule(low=0.01, high=3600))
+
+    def __post_init__(self) -> None:
+        parsed = urlparse(self.url)
+        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
+            raise AgentConfigError(
+                f"broker.url must look like mqtt://host:port or mqtts://host:8883, not {self.url!r}"
+            )
+        _check_port("broker.url", self.url)
+        if self.tls and not (self.ca and self.cert and self.key):
+            raise AgentConfigError("broker: mqtts:// (AWS IoT Core) needs ca, cert and key files")
 
     @property
     def host(self) -> str:
@@ -56,37 +100,69 @@ class BrokerSection:
 @dataclass(frozen=True)
 class ArtifactsSection:
     base_url: str
-    manifest_keys: tuple[Path, ...]
-    max_bytes: int = 64 * 1024 * 1024
-    timeout: float = 10.0
-    retries: int = 4
+    manifest_keys: tuple[Path, ...] = field(
+        metadata=rule(existing_file=True, check=lambda paths: _public_keys(paths))
+    )
+    max_bytes: int = field(default=64 * 1024 * 1024, metadata=rule(low=1024, high=2**31))
+    timeout: float = field(default=10.0, metadata=rule(low=0.05, high=600))
+    retries: int = field(default=4, metadata=rule(low=0, high=100))
+    # How long a new model may take to load and pass its health checks in the
+    # child process that tries it before the agent does.
+    check_timeout: float = field(default=10.0, metadata=rule(low=0.5, high=600))
+
+    def __post_init__(self) -> None:
+        parsed = urlparse(self.base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise AgentConfigError(
+                f"artifacts.base_url must be an http(s) URL with a host, not {self.base_url!r}"
+            )
+        if parsed.query or parsed.fragment:
+            raise AgentConfigError(
+                f"artifacts.base_url {self.base_url!r}: artifact paths are appended to it, "
+                "so it cannot carry a query or a fragment"
+            )
+        _check_port("artifacts.base_url", self.base_url)
+        if not self.manifest_keys:
+            raise AgentConfigError("artifacts.manifest_keys must be a list of PEM public key files")
+        if not self.base_url.endswith("/"):
+            # Artifact paths are appended to it.
+            object.__setattr__(self, "base_url", self.base_url + "/")
+
+
+@dataclass(frozen=True)
+class StateSection:
+    dir: Path
 
 
 @dataclass(frozen=True)
 class SourceSection:
-    kind: str = "synthetic"
-    path: Path | None = None
+    kind: SourceKind = SourceKind.SYNTHETIC
+    path: Path | None = field(default=None, metadata=rule(existing_file=True))
     label_column: str = "label"
-    rate: float = 100.0
-    anomaly_rate: float = 0.01
-    seed: int = 0
+    rate: float = field(default=100.0, metadata=rule(low=0.0))
+    anomaly_rate: float = field(default=0.01, metadata=rule(low=0.0, high=1.0))
+    seed: int = field(default=0, metadata=rule(low=0))
     loop: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind == SourceKind.CSV and self.path is None:
+            raise AgentConfigError("source.path is missing: a csv source needs a file")
 
 
 @dataclass(frozen=True)
 class UploadSection:
-    batch_rows: int = 256
-    sample_rate: float = 0.05
-    queue_max_batches: int = 64
-    retry_seconds: float = 5.0
-    low_confidence: float = 0.6
+    batch_rows: int = field(default=256, metadata=rule(low=1, high=1_000_000))
+    sample_rate: float = field(default=0.05, metadata=rule(low=0.0, high=1.0))
+    queue_max_batches: int = field(default=64, metadata=rule(low=1, high=1_000_000))
+    retry_seconds: float = field(default=5.0, metadata=rule(low=0.01, high=3600))
+    low_confidence: float = field(default=0.6, metadata=rule(low=0.0, high=1.0))
 
 
 @dataclass(frozen=True)
 class WatchSection:
-    window: int = 500
-    max_alarm_factor: float = 5.0
-    min_alarm_margin: float = 0.05
+    window: int = field(default=500, metadata=rule(low=1))
+    max_alarm_factor: float = field(default=5.0, metadata=rule(low=1.0))
+    min_alarm_margin: float = field(default=0.05, metadata=rule(low=0.0, high=1.0))
 
 
 @dataclass(frozen=True)
@@ -94,194 +170,118 @@ class AgentConfig:
     device: DeviceSection
     broker: BrokerSection
     artifacts: ArtifactsSection
-    state_dir: Path
+    state: StateSection
     source: SourceSection = field(default_factory=SourceSection)
     upload: UploadSection = field(default_factory=UploadSection)
     watch: WatchSection = field(default_factory=WatchSection)
-    status_interval: float = 30.0
+    status_interval: float = field(default=30.0, metadata=rule(low=0.05, high=86400))
+
+    @property
+    def state_dir(self) -> Path:
+        return self.state.dir
 
 
-class _Reader:
-    """Typed access to one TOML table; unknown keys are refused."""
+def _check_port(key: str, url: str) -> None:
+    """A port out of range is refused now, not when the connection thread first uses it."""
+    try:
+        port = urlparse(url).port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise AgentConfigError(f"{key} {url!r}: the port must be in [1, 65535]")
 
-    def __init__(self, doc: Any, section: str, allowed: set[str], base: Path) -> None:
-        if not isinstance(doc, dict):
-            raise AgentConfigError(f"[{section}] must be a table")
-        unknown = sorted(set(doc) - allowed)
-        if unknown:
-            raise AgentConfigError(
-                f"{section}.{unknown[0]}: unknown key (known: {', '.join(sorted(allowed))})"
-            )
-        self.doc, self.section, self.base = doc, section, base
 
-    def _fail(self, key: str, expected: str) -> AgentConfigError:
-        return AgentConfigError(
-            f"{self.section}.{key} must be {expected}, not {self.doc.get(key)!r}"
+def _public_keys(paths: tuple[Path, ...]) -> None:
+    # Read at load, so a wrong key file stops the agent before it connects.
+    for path in paths:
+        try:
+            load_public_key(path.read_bytes())
+        except OSError as exc:
+            raise ValueError(f"{path}: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+
+def read_section(cls: type[S], doc: Any, where: str, base: Path) -> S:
+    """One dataclass from one TOML table: unknown keys refused, every value checked."""
+    specs = dataclasses.fields(cls)  # type: ignore[arg-type]
+    f = Fields(doc, where, AgentConfigError, known={spec.name for spec in specs})
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for spec in specs:
+        has_default = (
+            spec.default is not dataclasses.MISSING
+            or spec.default_factory is not dataclasses.MISSING
         )
+        kind = hints[spec.name]
+        if spec.name not in f.doc and has_default:
+            continue
+        if dataclasses.is_dataclass(kind):
+            if spec.name not in f.doc:
+                raise AgentConfigError(f"[{spec.name}] is missing")
+            values[spec.name] = read_section(
+                typing.cast(type, kind), f.doc[spec.name], spec.name, base
+            )
+        else:
+            values[spec.name] = _value(f, spec.name, kind, spec.metadata, base)
+    return cls(**values)
 
-    def text(self, key: str, default: str | None = None) -> str:
-        value = self.doc.get(key, default)
-        if not isinstance(value, str) or not value:
-            raise self._fail(key, "a non-empty string")
-        return value
 
-    def number(self, key: str, default: float, low: float, high: float = math.inf) -> float:
-        value = self.doc.get(key, default)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not low <= value <= high
-        ):
-            raise self._fail(key, f"a number in [{low}, {high}]")
-        return float(value)
+def _value(f: Fields, key: str, kind: Any, meta: typing.Mapping[str, Any], base: Path) -> Any:
+    low, high = meta.get("low"), meta.get("high")
+    value: Any
+    if kind is bool:
+        value = f.flag(key)
+    elif kind is int:
+        value = f.integer(
+            key,
+            low=int(low) if low is not None else 0,
+            high=int(high) if high is not None else 2**63 - 1,
+        )
+    elif kind is float:
+        value = f.number(
+            key,
+            low=low if low is not None else float("-inf"),
+            high=high if high is not None else float("inf"),
+        )
+    elif kind is str:
+        value = f.text(key)
+    elif kind in (Path, Path | None):
+        value = _path(f.text(key), base)
+    elif kind == tuple[str, ...]:
+        items = f.items(key, max_items=65536)
+        if not all(isinstance(item, str) and item for item in items):
+            raise f.fail(key, "a list of non-empty strings")
+        value = tuple(items)
+    elif typing.get_origin(kind) is tuple:
+        items = f.items(key)
+        if not items or not all(isinstance(item, str) and item for item in items):
+            raise f.fail(key, "a non-empty list of file names")
+        value = tuple(_path(item, base) for item in items)
+    elif isinstance(kind, type) and issubclass(kind, enum.Enum):
+        value = f.choice(key, kind)
+    else:  # a declaration this loop cannot read is a bug here, not in the file
+        raise TypeError(f"{f.path(key)}: no reader for {kind!r}")
+    if meta.get("existing_file"):
+        for path in value if isinstance(value, tuple) else (value,):
+            if not path.is_file():
+                raise AgentConfigError(f"{f.path(key)}: {path} does not exist")
+    check = meta.get("check")
+    if check is not None:
+        try:
+            check(value)
+        except ValueError as exc:
+            raise AgentConfigError(f"{f.path(key)}: {exc}") from exc
+    return value
 
-    def integer(self, key: str, default: int, low: int, high: int = 2**31) -> int:
-        value = self.doc.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise self._fail(key, f"an integer in [{low}, {high}]")
-        return value
 
-    def flag(self, key: str, default: bool) -> bool:
-        value = self.doc.get(key, default)
-        if not isinstance(value, bool):
-            raise self._fail(key, "true or false")
-        return value
-
-    def path(self, key: str, required: bool = False) -> Path | None:
-        if key not in self.doc and not required:
-            return None
-        path = Path(self.text(key)).expanduser()
-        return path if path.is_absolute() else self.base / path
+def _path(text: str, base: Path) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else base / path
 
 
 def parse_agent_config(doc: dict[str, Any], base: Path) -> AgentConfig:
-    top = _Reader(
-        doc,
-        "agent",
-        {"device", "broker", "artifacts", "state", "source", "upload", "watch", "status_interval"},
-        base,
-    )
-    for required in ("device", "broker", "artifacts", "state"):
-        if required not in doc:
-            raise AgentConfigError(f"[{required}] is missing")
-
-    d = _Reader(doc["device"], "device", {"thing", "model", "n_features", "ring"}, base)
-    try:
-        thing = check_thing_name(d.text("thing"))
-        model = check_model_name(d.text("model"))
-    except ValueError as exc:
-        raise AgentConfigError(f"device: {exc}") from exc
-    ring = d.text("ring", "all")
-    if ring not in tuple(Ring):
-        names = ", ".join(r.value for r in Ring)
-        raise AgentConfigError(f"device.ring must be one of {names}, not {ring!r}")
-    device = DeviceSection(thing, model, d.integer("n_features", 0, 1, 65536), Ring(ring))
-
-    b = _Reader(
-        doc["broker"],
-        "broker",
-        {"url", "ca", "cert", "key", "keepalive", "reconnect_min", "reconnect_max"},
-        base,
-    )
-    url = b.text("url")
-    if urlparse(url).scheme not in ("mqtt", "mqtts") or not urlparse(url).hostname:
-        raise AgentConfigError(
-            f"broker.url must look like mqtt://host:port or mqtts://host:8883, not {url!r}"
-        )
-    broker = BrokerSection(
-        url=url,
-        ca=b.path("ca"),
-        cert=b.path("cert"),
-        key=b.path("key"),
-        keepalive=b.integer("keepalive", 30, 5, 1200),
-        reconnect_min=b.number("reconnect_min", 1.0, 0.01, 600),
-        reconnect_max=b.number("reconnect_max", 60.0, 0.01, 3600),
-    )
-    if broker.tls and not (broker.ca and broker.cert and broker.key):
-        raise AgentConfigError("broker: mqtts:// (AWS IoT Core) needs ca, cert and key files")
-    for key in ("ca", "cert", "key"):
-        path = getattr(broker, key)
-        if path is not None and not path.is_file():
-            raise AgentConfigError(f"broker.{key}: {path} does not exist")
-
-    a = _Reader(
-        doc["artifacts"],
-        "artifacts",
-        {"base_url", "manifest_keys", "max_bytes", "timeout", "retries"},
-        base,
-    )
-    base_url = a.text("base_url")
-    if urlparse(base_url).scheme not in ("http", "https"):
-        raise AgentConfigError(f"artifacts.base_url must be an http(s) URL, not {base_url!r}")
-    keys = a.doc.get("manifest_keys")
-    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
-        raise AgentConfigError("artifacts.manifest_keys must be a list of PEM public key files")
-    key_paths = tuple(p if p.is_absolute() else base / p for p in (Path(k) for k in keys))
-    for path in key_paths:
-        if not path.is_file():
-            raise AgentConfigError(f"artifacts.manifest_keys: {path} does not exist")
-    artifacts = ArtifactsSection(
-        base_url=base_url if base_url.endswith("/") else base_url + "/",
-        manifest_keys=key_paths,
-        max_bytes=a.integer("max_bytes", 64 * 1024 * 1024, 1024),
-        timeout=a.number("timeout", 10.0, 0.05, 600),
-        retries=a.integer("retries", 4, 0, 100),
-    )
-
-    s = _Reader(doc["state"], "state", {"dir"}, base)
-    state_dir = s.path("dir", required=True)
-    assert state_dir is not None
-
-    src = _Reader(
-        doc.get("source", {}),
-        "source",
-        {"kind", "path", "label_column", "rate", "anomaly_rate", "seed", "loop"},
-        base,
-    )
-    kind = src.text("kind", "synthetic")
-    if kind not in ("synthetic", "csv", "stdin"):
-        raise AgentConfigError(f"source.kind must be synthetic, csv or stdin, not {kind!r}")
-    source = SourceSection(
-        kind=kind,
-        path=src.path("path", required=kind == "csv"),
-        label_column=src.text("label_column", "label"),
-        rate=src.number("rate", 100.0, 0.0),
-        anomaly_rate=src.number("anomaly_rate", 0.01, 0.0, 1.0),
-        seed=src.integer("seed", 0, 0),
-        loop=src.flag("loop", True),
-    )
-
-    u = _Reader(
-        doc.get("upload", {}),
-        "upload",
-        {"batch_rows", "sample_rate", "queue_max_batches", "retry_seconds", "low_confidence"},
-        base,
-    )
-    upload = UploadSection(
-        batch_rows=u.integer("batch_rows", 256, 1, 1_000_000),
-        sample_rate=u.number("sample_rate", 0.05, 0.0, 1.0),
-        queue_max_batches=u.integer("queue_max_batches", 64, 1, 1_000_000),
-        retry_seconds=u.number("retry_seconds", 5.0, 0.01, 3600),
-        low_confidence=u.number("low_confidence", 0.6, 0.0, 1.0),
-    )
-    w = _Reader(
-        doc.get("watch", {}), "watch", {"window", "max_alarm_factor", "min_alarm_margin"}, base
-    )
-    watch = WatchSection(
-        window=w.integer("window", 500, 1),
-        max_alarm_factor=w.number("max_alarm_factor", 5.0, 1.0),
-        min_alarm_margin=w.number("min_alarm_margin", 0.05, 0.0, 1.0),
-    )
-    return AgentConfig(
-        device=device,
-        broker=broker,
-        artifacts=artifacts,
-        state_dir=state_dir,
-        source=source,
-        upload=upload,
-        watch=watch,
-        status_interval=top.number("status_interval", 30.0, 0.05, 86400),
-    )
+    return read_section(AgentConfig, doc, "agent", base)
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:

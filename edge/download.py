@@ -1,5 +1,10 @@
 """Downloading artifacts from the CDN: size cap, timeouts, retries with backoff, resume.
 
+The updater only needs "these bytes, exactly this many, kept in this staging
+file": the `ArtifactFetcher` protocol. `HttpFetcher` is the one the device
+uses; tests hand the updater their own fetcher to simulate a lossy or lying
+repository.
+
 The manifest says how big every file is, so a download never reads past that:
 a server that keeps sending is cut off at the declared length. A partial file
 survives a network drop or a restart in the staging directory, and the next
@@ -14,21 +19,31 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+from edge.backoff import Backoff
+from edge.errors import DownloadFailed
 from edgeloop.contract import SizeMismatch
 
 CHUNK = 64 * 1024
 _TRANSIENT = (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError)
 
 
-class DownloadFailed(Exception):
-    """The file could not be fetched within the retries; the message says what happened last."""
+class ArtifactFetcher(Protocol):
+    def fetch(self, path: str, dest: Path, size: int) -> bytes:
+        """The file at `path` (relative to the CDN base), exactly `size` bytes.
+
+        `dest` is the staging file: whatever it already holds may be resumed.
+        Raises DownloadFailed when it cannot be had now, SizeMismatch when the
+        server sends more than `size`.
+        """
+        ...
 
 
 @dataclass(frozen=True)
-class Fetcher:
+class HttpFetcher:
     base_url: str
     timeout: float
     retries: int
@@ -36,15 +51,16 @@ class Fetcher:
     sleep: Callable[[float], None] = time.sleep
     # Names the device in CDN logs (and the local CDN's byte counts).
     user_agent: str = "edgeloop-agent"
+    rng: random.Random = field(default_factory=random.Random)
 
     def fetch(self, path: str, dest: Path, size: int) -> bytes:
-        """The file's bytes, exactly `size` of them, resuming whatever `dest` already holds."""
         url = self.base_url + path
+        # Full jitter: a fleet that lost the CDN together does not retry together.
+        pauses = Backoff(self.backoff, self.backoff * 2 ** max(self.retries - 1, 0), self.rng)
         last = "no attempt made"
         for attempt in range(self.retries + 1):
             if attempt:
-                # Full jitter: a fleet that lost the CDN together does not retry together.
-                self.sleep(random.uniform(0, self.backoff * 2 ** (attempt - 1)))
+                self.sleep(pauses.next())
             try:
                 self._fetch_once(url, dest, size)
                 return dest.read_bytes()

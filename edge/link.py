@@ -7,6 +7,7 @@ announcement, upload answer) and never polls the connection.
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import ssl
 import threading
@@ -19,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.backoff import Backoff
 from edge.config import BrokerSection
-from edge.uploads import UploadFailed
+from edge.errors import UploadFailed
 from edgeloop.contract import (
     Ring,
     ThingTopics,
@@ -29,6 +30,8 @@ from edgeloop.contract import (
     announcement,
     parse_upload_answer,
 )
+
+log = logging.getLogger(__name__)
 
 # A connection that lasted this long resets the backoff to its minimum.
 STABLE_SECONDS = 30.0
@@ -69,6 +72,9 @@ class Link:
         self._client.on_disconnect = self._disconnected
         self._stop = threading.Event()
         self._is_connected = threading.Event()
+        # Only answers to requests this agent made and still waits for are kept:
+        # anything else on the topic is dropped, so the map cannot grow.
+        self._waiting: set[str] = set()
         self._answers: dict[str, UploadAnswer] = {}
         self._answer_ready = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"mqtt-{thing}", daemon=True)
@@ -101,8 +107,15 @@ class Link:
                 self._client.connect(
                     self.broker.host, self.broker.port, keepalive=self.broker.keepalive
                 )
-            except (OSError, ssl.SSLError):
-                self._stop.wait(backoff.next())
+            except (OSError, ssl.SSLError) as exc:
+                pause = backoff.next()
+                log.warning(
+                    "event=connect_failed broker=%s reason=%r retry_in=%.1fs",
+                    self.broker.url,
+                    str(exc),
+                    pause,
+                )
+                self._stop.wait(pause)
                 continue
             started = time.monotonic()
             while not self._stop.is_set():
@@ -114,7 +127,9 @@ class Link:
             if time.monotonic() - started > STABLE_SECONDS:
                 backoff.reset()
             if not self._stop.is_set():
-                self._stop.wait(backoff.next())
+                pause = backoff.next()
+                log.info("event=reconnecting broker=%s retry_in=%.1fs", self.broker.url, pause)
+                self._stop.wait(pause)
 
     # --- callbacks -------------------------------------------------------------------
 
@@ -122,7 +137,9 @@ class Link:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any = None
     ) -> None:
         if getattr(reason, "is_failure", False):
+            log.warning("event=connect_refused broker=%s reason=%r", self.broker.url, str(reason))
             return
+        log.info("event=connected broker=%s thing=%s", self.broker.url, self.topics.thing)
         client.subscribe([(self.announcements, 1), (self.topics.upload_response, 1)])
         self.connections += 1
         self._is_connected.set()
@@ -132,9 +149,20 @@ class Link:
     def _disconnected(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any = None
     ) -> None:
+        was_connected = self._is_connected.is_set()
         self._is_connected.clear()
+        if was_connected and not self._stop.is_set():
+            log.warning("event=disconnected broker=%s reason=%r", self.broker.url, str(reason))
 
     def _message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        # paho re-raises a callback's exception out of its loop: one bad message
+        # would end the connection thread.
+        try:
+            self._dispatch(message)
+        except Exception:
+            log.exception("event=message_failed topic=%s", message.topic)
+
+    def _dispatch(self, message: mqtt.MQTTMessage) -> None:
         if message.topic == self.announcements:
             if message.payload:  # an empty retained message clears the announcement
                 self._on_announcement(bytes(message.payload))
@@ -146,6 +174,8 @@ class Link:
             if answer.request_id is None:
                 return  # a refusal of a request too broken to name; ours always name one
             with self._answer_ready:
+                if answer.request_id not in self._waiting:
+                    return  # unsolicited, or answered after we gave up on it
                 self._answers[answer.request_id] = answer
                 self._answer_ready.notify_all()
 
@@ -162,14 +192,21 @@ class Link:
             raise UploadFailed("not connected to the broker")
         request_id = secrets.token_hex(8)
         request = UploadRequest(request_id, model, content_type, size, batch_id)
-        self.publish(self.topics.upload_request, request.to_bytes())
-        deadline = time.monotonic() + timeout
         with self._answer_ready:
-            while request_id not in self._answers:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise UploadFailed(
-                        f"no answer to upload request {request_id} within {timeout} s"
-                    )
-                self._answer_ready.wait(remaining)
-            return self._answers.pop(request_id)
+            self._waiting.add(request_id)
+        try:
+            self.publish(self.topics.upload_request, request.to_bytes())
+            deadline = time.monotonic() + timeout
+            with self._answer_ready:
+                while request_id not in self._answers:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise UploadFailed(
+                            f"no answer to upload request {request_id} within {timeout} s"
+                        )
+                    self._answer_ready.wait(remaining)
+                return self._answers.pop(request_id)
+        finally:
+            with self._answer_ready:
+                self._waiting.discard(request_id)
+                self._answers.pop(request_id, None)

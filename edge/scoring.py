@@ -15,12 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from edge.errors import HealthCheckFailed
+from edge.probe import compare
 from edgeloop.contract import HealthCheck, Manifest
 from edgeloop.runtime import CompiledModel
-
-
-class HealthCheckFailed(Exception):
-    """The new model does not reproduce the manifest's golden outputs."""
 
 
 @dataclass
@@ -50,17 +48,9 @@ def run_health_checks(runtime: CompiledModel, checks: tuple[HealthCheck, ...]) -
             len(check.inputs), -1
         )
         want = np.asarray(check.expected, dtype=np.float64).reshape(len(check.expected), -1)
-        if got.shape != want.shape:
-            raise HealthCheckFailed(
-                f"health check {i}: outputs have shape {got.shape}, expected {want.shape}"
-            )
-        error = float(np.max(np.abs(got - want)))
-        if not np.isfinite(error) or error > check.tolerance:
-            raise HealthCheckFailed(
-                f"health check {i}: max error {error:.3g} is over the tolerance "
-                f"{check.tolerance:.3g}; "
-                "the model does not compute what the cloud shipped"
-            )
+        reason = compare(i, got, want, check.tolerance)
+        if reason:
+            raise HealthCheckFailed(reason)
 
 
 class Scorer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +14,11 @@ from typing import TextIO
 import numpy as np
 import numpy.typing as npt
 
+from edge.config import AgentConfig, SourceKind
+from edge.errors import SourceError, SourceGone
+
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -20,10 +26,6 @@ class Sample:
     label: int | None = None
     # Ground truth of a synthetic source, so a run can be scored against it.
     planted_anomaly: bool = False
-
-
-class SourceError(ValueError):
-    """A data source that cannot produce samples; the message says which line and why."""
 
 
 def vibration_modes(n_features: int) -> npt.NDArray[np.float64]:
@@ -51,41 +53,137 @@ def synthetic_vibration(
         produced += 1
 
 
-def csv_replay(path: Path, n_features: int, label_column: str, loop: bool) -> Iterator[Sample]:
+@dataclass
+class SkippedLines:
+    """Lines a source could not read: skipped, counted, the last reason kept for the status."""
+
+    count: int = 0
+    last: str = ""
+
+    def skip(self, reason: str) -> None:
+        self.count += 1
+        self.last = reason
+        if self.count == 1 or self.count % 1000 == 0:
+            # The first and then every thousandth: a broken sensor must not flood the log.
+            log.warning("event=line_skipped count=%d reason=%r", self.count, reason)
+
+
+def csv_replay(
+    path: Path,
+    n_features: int,
+    label_column: str,
+    loop: bool,
+    skipped: SkippedLines | None = None,
+    feature_names: tuple[str, ...] = (),
+) -> Iterator[Sample]:
+    """Rows of a CSV file with a header. With `feature_names`, columns are found by name
+    (other columns, a timestamp say, are ignored); without, every column but the label
+    is a feature, in order."""
+    skipped = skipped if skipped is not None else SkippedLines()
     while True:
-        with open(path, encoding="utf-8", newline="") as f:
+        try:
+            # Undecodable bytes become U+FFFD and fail as a bad cell: one line skipped.
+            f = open(path, encoding="utf-8", errors="replace", newline="")  # noqa: SIM115
+        except OSError as exc:
+            raise SourceGone(f"csv source {path}: {exc.strerror}") from exc
+        with f:
             reader = csv.reader(f)
             header = next(reader, None)
             if header is None:
-                raise SourceError(f"{path} is empty")
-            label = header.index(label_column) if label_column in header else None
-            columns = [i for i in range(len(header)) if i != label]
-            if len(columns) != n_features:
-                raise SourceError(
-                    f"{path} has {len(columns)} feature columns, the device takes {n_features}"
-                )
-            for line, row in enumerate(reader, start=2):
+                raise SourceGone(f"csv source {path} is empty: it has no header line")
+            columns, label = _columns(path, header, n_features, label_column, feature_names)
+            for line, row in enumerate(_rows(reader, path, skipped), start=2):
                 try:
+                    if len(row) != len(header):
+                        raise SourceError(f"{len(row)} cells, the header has {len(header)}")
                     x = np.array([float(row[i]) for i in columns], dtype=np.float32)
                     y = int(float(row[label])) if label is not None else None
                 except (ValueError, IndexError) as exc:
-                    raise SourceError(f"{path}:{line}: {exc}") from exc
+                    skipped.skip(f"{path}:{line}: {exc}")
+                    continue
                 yield Sample(x, y)
         if not loop:
             return
 
 
-def json_lines(n_features: int, stream: TextIO | None = None) -> Iterator[Sample]:
-    """One JSON object per line: {"x": [...], "y": optional label}."""
+def _columns(
+    path: Path,
+    header: list[str],
+    n_features: int,
+    label_column: str,
+    feature_names: tuple[str, ...],
+) -> tuple[list[int], int | None]:
+    """Which cells hold the features, in the model's order, and which holds the label."""
+    names = [name.strip() for name in header]
+    label = names.index(label_column) if label_column in names else None
+    if feature_names:
+        missing = [name for name in feature_names if name not in names]
+        if missing:
+            raise SourceGone(
+                f"csv source {path} has no column {missing[0]!r}; the model's features are "
+                f"{', '.join(feature_names)} (other columns are ignored)"
+            )
+        return [names.index(name) for name in feature_names], label
+    columns = [i for i in range(len(names)) if i != label]
+    if len(columns) != n_features:
+        raise SourceGone(
+            f"csv source {path} has {len(columns)} feature columns, the device takes "
+            f"{n_features}; name the features (device.feature_names) to pick columns by name"
+        )
+    return columns, label
+
+
+def _rows(reader: Iterator[list[str]], path: Path, skipped: SkippedLines) -> Iterator[list[str]]:
+    """The reader's rows; a line the csv module cannot tokenise is skipped, not fatal."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            skipped.skip(f"{path}: {exc}")
+
+
+def json_lines(
+    n_features: int,
+    stream: TextIO | None = None,
+    skipped: SkippedLines | None = None,
+    feature_names: tuple[str, ...] = (),
+) -> Iterator[Sample]:
+    """One JSON object per line: {"x": [...], "y": optional label}; with feature names,
+    "x" may also be an object of named values, {"x": {"rpm": 3.1, ...}}."""
+    skipped = skipped if skipped is not None else SkippedLines()
     for number, line in enumerate(stream or sys.stdin, start=1):
         if not line.strip():
             continue
         try:
             doc = json.loads(line)
-            x = np.asarray(doc["x"], dtype=np.float32)
+            values = doc["x"]
+            if isinstance(values, dict):
+                if not feature_names:
+                    raise SourceError("named fields need the model's feature names")
+                values = [values[name] for name in feature_names]
+            x = np.asarray(values, dtype=np.float32)
             y = doc.get("y")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SourceError(f'stdin line {number}: expected {{"x": [...]}}: {exc}') from exc
-        if x.shape != (n_features,) or not np.all(np.isfinite(x)):
-            raise SourceError(f"stdin line {number}: x must be {n_features} finite numbers")
-        yield Sample(x, int(y) if y is not None else None)
+            if x.shape != (n_features,) or not np.all(np.isfinite(x)):
+                raise SourceError(f"x must be {n_features} finite numbers")
+            label = int(y) if y is not None else None
+        except KeyError as exc:
+            skipped.skip(f"stdin line {number}: no field {exc}")
+            continue
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+            skipped.skip(f'stdin line {number}: expected {{"x": [...]}}: {exc}')
+            continue
+        yield Sample(x, label)
+
+
+def source_from_config(
+    config: AgentConfig, skipped: SkippedLines, feature_names: tuple[str, ...] = ()
+) -> Iterator[Sample]:
+    s, n = config.source, config.device.n_features
+    if s.kind == SourceKind.SYNTHETIC:
+        return synthetic_vibration(n, s.anomaly_rate, s.seed)
+    if s.kind == SourceKind.CSV:
+        assert s.path is not None  # the config refuses a csv source without a path
+        return csv_replay(s.path, n, s.label_column, s.loop, skipped, feature_names)
+    return json_lines(n, skipped=skipped, feature_names=feature_names)

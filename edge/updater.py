@@ -3,247 +3,243 @@
     received → verified → downloading → patching → checking → swapped → persisted → succeeded
                   any refusal or failure → failed, and the old model keeps serving
 
-Each step is a small method; each failure is one typed exception whose message
-goes into the status report.
+`handle` reads as that sequence: verify, obtain, check, stage, swap, commit.
+Each step is a small method; each failure is one UpdateError (edge.errors)
+whose reason goes into the status report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import Any, Protocol
 
-from edge.download import DownloadFailed, Fetcher
-from edge.scoring import HealthCheckFailed, LoadedModel, Scorer, run_health_checks
-from edge.store import ModelStore
+from edge.binding import check_binding, device_now
+from edge.errors import (
+    DownloadFailed,
+    HealthCheckFailed,
+    ManifestRefused,
+    ModelCrashed,
+    ModelTooSlow,
+    ModelUnusable,
+    RefusedBefore,
+    RetryableUpdateError,
+    StagingFailed,
+    Unchecked,
+    UpdateError,
+    UpdateRefused,
+)
+from edge.model_sources import ModelSource
+from edge.probe import ChildProcessProbe, ProbeVerdict
+from edge.scoring import LoadedModel, Scorer, run_health_checks
+from edge.store import Installed, ModelStore
 from edgeloop.contract import (
-    FULL_ENCODINGS,
     ContractError,
-    HashMismatch,
     Manifest,
-    PatchBaseMismatch,
-    PatchCorrupt,
     SizeMismatch,
+    Step,
     TensorSpec,
     TrustedKeys,
     VersionNotNewer,
     accept_manifest,
     check_blob,
+    utc_now,
 )
-from edgeloop.delta import PatchSpec, apply_checked, decompress_full
 from edgeloop.runtime import CompiledModel, ModelLoadError
 
-Report = Callable[[str, int | None, str], None]  # step, target version, detail
+Report = Callable[[Step, int | None, str], None]  # step, target version, detail
 
-
-class StagingFailed(Exception):
-    """The new version could not be written to disk (disk full, read-only); nothing was swapped."""
-
-
-class UpdateAbandoned(Exception):
-    """Raised by a test hook to stop an update at a given step, as a power cut would."""
-
-
-# Everything an update may fail with; the old model keeps serving in every case.
-UPDATE_ERRORS = (ContractError, DownloadFailed, ModelLoadError, HealthCheckFailed, StagingFailed)
+# The time a model may take to load and pass its checks in the child process.
+DEFAULT_CHECK_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
 class UpdateResult:
-    step: str  # succeeded | failed | already_installed
+    step: Step  # succeeded | failed | already_installed
     version: int | None
     detail: str
-    # The CDN or the disk failed, not the manifest or the model: the same
-    # announcement may succeed later. A retained announcement arrives once per
-    # subscription, so the agent retries it itself.
-    retryable: bool = False
+    error: UpdateError | None = None
+
+    @property
+    def retryable(self) -> bool:
+        """The CDN or the disk failed, not the release: the same announcement may succeed later.
+
+        A retained announcement arrives once per subscription, so the agent retries it itself.
+        """
+        return isinstance(self.error, RetryableUpdateError)
 
 
 class Updater:
     def __init__(
         self,
+        model: str,
         store: ModelStore,
         scorer: Scorer,
         trusted: TrustedKeys,
-        fetcher: Fetcher,
+        sources: Sequence[ModelSource],
         device_input: TensorSpec,
         report: Report,
         max_bytes: int,
         on_swapped: Callable[[LoadedModel, LoadedModel | None], None] | None = None,
-        crash_at: str | None = None,
+        probe: ModelProbe | None = None,
     ) -> None:
+        if not sources:
+            raise ValueError("an updater needs at least one model source")
+        self.model = model  # the only model whose manifests this device installs
         self.store = store
         self.scorer = scorer
         self.trusted = trusted
-        self.fetcher = fetcher
+        self.sources = tuple(sources)
         self.device_input = device_input
         self.report = report
         self.max_bytes = max_bytes
         self.on_swapped = on_swapped
-        self._crash_at = crash_at
-
-    def _step(self, step: str, version: int | None, detail: str = "") -> None:
-        if step == self._crash_at:
-            raise UpdateAbandoned(f"stopped at {step}")
-        self.report(step, version, detail)
+        self.probe: ModelProbe = probe or ChildProcessProbe(timeout=DEFAULT_CHECK_SECONDS)
 
     def handle(self, raw: bytes, now: datetime | None = None) -> UpdateResult:
-        self._step("received", None)
+        self.report(Step.RECEIVED, None, "")
         current = self.scorer.model
         installed = current.version if current is not None else None
+        try:
+            manifest = self._verify(raw, installed, now)
+        except UpdateError as exc:
+            if isinstance(exc.cause, VersionNotNewer) and exc.version == installed:
+                self.report(Step.ALREADY_INSTALLED, exc.version, f"v{installed} is already running")
+                return UpdateResult(Step.ALREADY_INSTALLED, exc.version, str(exc))
+            return self._failed(exc.version, exc)
+        self.report(Step.VERIFIED, manifest.version, "")
+        try:
+            model_bytes = self._obtain(manifest, current)
+            loaded = self._check(manifest, model_bytes)
+            self._stage(manifest, model_bytes, raw)
+        except UpdateError as exc:
+            return self._failed(manifest.version, exc)
+        finally:
+            self.store.clear_staging()
+        previous = self.scorer.swap(loaded)
+        self.report(Step.SWAPPED, manifest.version, "")
+        self.store.commit(manifest.version, trusted_created_at=manifest.created)
+        self.report(Step.PERSISTED, manifest.version, "")
+        if self.on_swapped is not None:
+            # After the commit: a rollback by the watch must find the new version
+            # committed, or it would restore the one before the previous.
+            self.on_swapped(loaded, previous)
+        detail = f"running v{manifest.version}"
+        self.report(Step.SUCCEEDED, manifest.version, detail)
+        return UpdateResult(Step.SUCCEEDED, manifest.version, detail)
+
+    def _failed(self, version: int | None, error: UpdateError) -> UpdateResult:
+        self.report(Step.FAILED, version, error.reason)
+        return UpdateResult(Step.FAILED, version, error.reason, error)
+
+    # --- the steps ---------------------------------------------------------------------
+
+    def _verify(self, raw: bytes, installed: int | None, clock: datetime | None) -> Manifest:
+        now = device_now(clock or utc_now(), self.store.state.clock_floor)
         try:
             manifest = accept_manifest(
                 raw,
                 self.trusted,
                 installed_version=installed,
                 device_input=self.device_input,
-                now=now or datetime.now(UTC),
+                now=now,
             )
         except VersionNotNewer as exc:
             parsed = self.trusted.verify(raw)  # signature already held, so this cannot fail
-            if parsed.version == installed:
-                self.report("already_installed", parsed.version, f"v{installed} is already running")
-                return UpdateResult("already_installed", parsed.version, str(exc))
-            return self._failed(parsed.version, exc)
+            check_binding(parsed, self.model, now)  # another model's v1 is not "installed"
+            raise ManifestRefused(str(exc), exc, version=parsed.version) from exc
         except ContractError as exc:
-            return self._failed(None, exc)
-        if manifest.version in self.store.state.refused:
-            detail = (
-                f"v{manifest.version} failed on this device before; waiting for a newer version"
+            raise _contract_refusal(exc) from exc
+        check_binding(manifest, self.model, now)
+        if not manifest.health_checks:  # refused before a byte is downloaded
+            raise Unchecked(
+                f"manifest for {manifest.model} v{manifest.version} has no health checks; "
+                "the device only installs a model it can try before serving it",
+                version=manifest.version,
             )
-            self.report("failed", manifest.version, detail)
-            return UpdateResult("failed", manifest.version, detail)
-        self._step("verified", manifest.version)
-        try:
-            model_bytes = self._obtain(manifest, current)
-            loaded = self._check(manifest, model_bytes)
-            self._stage(manifest, model_bytes, raw)
-        except UPDATE_ERRORS as exc:
-            return self._failed(manifest.version, exc)
-        except OSError as exc:
-            # A full or read-only disk while downloading: nothing was swapped.
-            staged = StagingFailed(f"cannot stage v{manifest.version}: {exc}")
-            return self._failed(manifest.version, staged)
-        finally:
-            self.store.clear_staging()
-        previous = self.scorer.swap(loaded)
-        self._step("swapped", manifest.version)
-        self.store.commit(manifest.version)
-        self._step("persisted", manifest.version)
-        if self.on_swapped is not None:
-            self.on_swapped(loaded, previous)
-        self.report("succeeded", manifest.version, f"running v{manifest.version}")
-        return UpdateResult("succeeded", manifest.version, f"running v{manifest.version}")
-
-    def _failed(self, version: int | None, exc: BaseException) -> UpdateResult:
-        detail = f"{type(exc).__name__}: {exc}"
-        self.report("failed", version, detail)
-        return UpdateResult(
-            "failed", version, detail, isinstance(exc, DownloadFailed | StagingFailed)
-        )
+        if manifest.version in self.store.state.refused:
+            raise RefusedBefore(
+                f"v{manifest.version} failed on this device before; waiting for a newer version",
+                version=manifest.version,
+            )
+        return manifest
 
     def _obtain(self, manifest: Manifest, current: LoadedModel | None) -> bytes:
-        """A patch against the installed model when one fits, else the full artifact."""
+        """The first model source that yields bytes matching the manifest wins."""
         if manifest.artifact.size > self.max_bytes:
-            raise SizeMismatch(
-                f"model is {manifest.artifact.size} bytes, "
-                f"over this device's {self.max_bytes}-byte cap"
+            raise _contract_refusal(
+                SizeMismatch(
+                    f"model is {manifest.artifact.size} bytes, "
+                    f"over this device's {self.max_bytes}-byte cap"
+                )
             )
         installed = self.store.current() if current is not None else None
-        delta = manifest.delta_from(installed.manifest.artifact.sha256) if installed else None
-        if installed is not None and delta is not None:
-            self._step(
-                "downloading", manifest.version, f"{delta.codec} patch from v{delta.from_version}"
-            )
+        version = manifest.version
+        offering = self.sources
+        for i, source in enumerate(offering):
             try:
-                patch = self.fetcher.fetch(delta.path, self.store.staging / "patch", delta.size)
-                check_blob(patch, size=delta.size, sha256=delta.sha256, what=f"patch {delta.path}")
-                self._step("patching", manifest.version)
-                return apply_checked(
-                    installed.model,
-                    patch,
-                    PatchSpec(
-                        delta.codec,
-                        delta.from_sha256,
-                        manifest.artifact.sha256,
-                        manifest.artifact.size,
-                    ),
-                )
-            except (
-                PatchBaseMismatch,
-                PatchCorrupt,
-                HashMismatch,
-                SizeMismatch,
-                DownloadFailed,
-            ) as exc:
-                # The full artifact is the fallback for anything wrong with a patch.
+                data = self._from(source, manifest, installed)
+            except (ManifestRefused, DownloadFailed) as exc:
+                if i == len(offering) - 1:
+                    raise
+                # Anything wrong with a smaller source falls back to the next one.
                 self.report(
-                    "downloading",
-                    manifest.version,
-                    f"patch unusable ({exc}); fetching the full model",
+                    Step.DOWNLOADING,
+                    version,
+                    f"{source.what} unusable ({exc.reason}); fetching the {offering[i + 1].what}",
                 )
-        data, source = self._compressed_artifact(manifest), "decompressed"
-        if data is None:
-            self._step("downloading", manifest.version, "full artifact")
-            data, source = (
-                self.fetcher.fetch(
-                    manifest.artifact.path,
-                    self.store.staging / "model.tflite",
-                    manifest.artifact.size,
-                ),
-                "uncompressed",
-            )
-        check_blob(
-            data,
-            size=manifest.artifact.size,
-            sha256=manifest.artifact.sha256,
-            what=f"artifact {manifest.artifact.path} ({source})",
-        )
+                continue
+            if data is not None:
+                return data
+        raise DownloadFailed(f"no model source offered v{version}")  # the last always offers
+
+    def _from(
+        self, source: ModelSource, manifest: Manifest, installed: Installed | None
+    ) -> bytes | None:
+        def progress(step: Step, detail: str) -> None:
+            self.report(step, manifest.version, detail)
+
+        try:
+            data = source.obtain(manifest, installed, progress)
+            if data is not None:
+                check_blob(
+                    data,
+                    size=manifest.artifact.size,
+                    sha256=manifest.artifact.sha256,
+                    what=f"artifact {manifest.artifact.path} (from the {source.what})",
+                )
+        except ContractError as exc:
+            raise _contract_refusal(exc) from exc
+        except OSError as exc:
+            # A full or read-only disk while downloading: nothing was swapped.
+            raise StagingFailed(f"cannot stage v{manifest.version}: {exc}") from exc
         return data
 
-    def _compressed_artifact(self, manifest: Manifest) -> bytes | None:
-        """The full model from its compressed file, or None to fetch it uncompressed.
-
-        None when the manifest names no compressed file this agent can decode (or
-        one no smaller), and when the file is unusable; the caller checks the
-        result against the artifact's size and hash like any other source.
-        """
-        compressed = manifest.artifact.compressed
-        if (
-            compressed is None
-            or compressed.encoding not in FULL_ENCODINGS
-            or compressed.size >= manifest.artifact.size
-        ):
-            return None
-        self._step("downloading", manifest.version, f"full artifact ({compressed.encoding})")
-        try:
-            packed = self.fetcher.fetch(
-                compressed.path, self.store.staging / "model.tflite.zst", compressed.size
-            )
-            check_blob(
-                packed,
-                size=compressed.size,
-                sha256=compressed.sha256,
-                what=f"compressed artifact {compressed.path}",
-            )
-            return decompress_full(packed, max_size=manifest.artifact.size)
-        except (PatchCorrupt, HashMismatch, SizeMismatch, DownloadFailed) as exc:
-            self.report(
-                "downloading",
-                manifest.version,
-                f"compressed artifact unusable ({exc}); fetching it uncompressed",
-            )
-            return None
-
     def _check(self, manifest: Manifest, model_bytes: bytes) -> LoadedModel:
-        self._step("checking", manifest.version)
-        runtime = CompiledModel(model_bytes)
-        if runtime.n_features != self.device_input.shape[-1]:
-            raise ModelLoadError(
-                f"model takes {runtime.n_features} features, "
-                f"this device produces {self.device_input.shape[-1]}"
+        """Try the model in a child process first; only then load it here."""
+        self.report(Step.CHECKING, manifest.version, "")
+        n_features = self.device_input.shape[-1]
+        self.store.attempt(manifest.version)
+        try:
+            verdict = self.probe.check(
+                model_bytes, n_features, [h.to_json() for h in manifest.health_checks]
             )
-        run_health_checks(runtime, manifest.health_checks)
+            if not verdict.passed:
+                raise probe_refusal(verdict.reason)
+            try:
+                runtime = CompiledModel(model_bytes)
+            except ModelLoadError as exc:
+                raise ModelUnusable(str(exc), exc) from exc
+            if runtime.n_features != n_features:
+                raise ModelUnusable(
+                    f"model takes {runtime.n_features} features, this device produces {n_features}"
+                )
+            run_health_checks(runtime, manifest.health_checks)
+        except Exception:
+            self.store.attempt_over()  # refused, not crashed: the marker goes
+            raise
+        self.store.attempt_over()
         return LoadedModel(manifest, runtime)
 
     def _stage(self, manifest: Manifest, model_bytes: bytes, raw: bytes) -> None:
@@ -253,3 +249,28 @@ class Updater:
             raise StagingFailed(
                 f"cannot write v{manifest.version} to {self.store.versions}: {exc.strerror}"
             ) from exc
+
+
+class ModelProbe(Protocol):
+    def check(self, model: bytes, n_features: int, checks: list[dict[str, Any]]) -> ProbeVerdict:
+        """Load `model` and run `checks` somewhere a crash cannot reach the agent."""
+        ...
+
+
+_PROBE_REFUSALS: dict[str, type[UpdateRefused]] = {
+    "HealthCheckFailed": HealthCheckFailed,
+    "ModelCrashed": ModelCrashed,
+    "ModelTooSlow": ModelTooSlow,
+}
+
+
+def probe_refusal(reason: str) -> UpdateRefused:
+    """The child's "Kind: message" as the agent's own typed refusal."""
+    kind, _, message = reason.partition(": ")
+    if kind == "ModelLoadError":
+        return ModelUnusable(message, ModelLoadError(message))
+    return _PROBE_REFUSALS.get(kind, ModelUnusable)(message or reason)
+
+
+def _contract_refusal(exc: ContractError) -> ManifestRefused:
+    return ManifestRefused(str(exc), exc)

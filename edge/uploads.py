@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import secrets
 import threading
 import urllib.error
@@ -22,12 +23,11 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.backoff import Backoff
+from edge.errors import UploadFailed
 from edge.store import write_atomic
 from edgeloop.contract import UploadAnswer, UploadRefusal, new_batch_id
 
-
-class UploadFailed(Exception):
-    """A batch could not be sent this time; it stays queued."""
+log = logging.getLogger(__name__)
 
 
 def encode_batch(X: npt.NDArray[np.float32], y: npt.NDArray[np.int64] | None) -> bytes:
@@ -69,12 +69,20 @@ class UploadQueue:
             name = f"{new_batch_id()}.npz"
             write_atomic(self.root / name, data)
             files = self._files()
+            log.info(
+                "event=upload_queued batch=%s bytes=%d depth=%d", name[:-4], len(data), len(files)
+            )
             excess = len(files) - self.max_batches
             if excess > 0:
                 for old in files[:excess]:
                     old.unlink(missing_ok=True)
                 write_atomic(
                     self._dropped_path, json.dumps({"dropped": self.dropped + excess}).encode()
+                )
+                log.warning(
+                    "event=upload_dropped batches=%d reason='queue full (%d batches)'",
+                    excess,
+                    self.max_batches,
                 )
             self._ready.notify_all()
 
@@ -151,6 +159,7 @@ class Uploader:
             raise UploadFailed(f"POST to the presigned URL answered {status}")
         self.queue.remove(path)
         self.sent += 1
+        log.info("event=upload_sent batch=%s bytes=%d", path.stem, len(data))
         if self.on_sent is not None:
             self.on_sent(self.sent)
 
@@ -164,8 +173,13 @@ class Uploader:
                 continue
             try:
                 self.send_one(path)
-            except (UploadFailed, OSError):
+            except (UploadFailed, OSError) as exc:
                 # Kept on disk; try again after a pause (the network may be down).
+                log.info("event=upload_deferred batch=%s reason=%r", path.stem, str(exc))
+                stop.wait(backoff.next())
+            except Exception:
+                # Not a network failure: say so, keep the batch, and keep the thread.
+                log.exception("event=upload_crashed batch=%s", path.stem)
                 stop.wait(backoff.next())
             else:
                 backoff.reset()

@@ -9,13 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.download import Fetcher
+from edge.download import HttpFetcher
+from edge.model_sources import model_sources
 from edge.scoring import Scorer
 from edge.store import ModelStore
 from edge.updater import Updater
-from edgeloop.contract import TensorSpec, TrustedKeys
+from edgeloop.contract import Step, TensorSpec, TrustedKeys
 from tests.support_http import ArtifactServer, artifact_server
 from tests.support_release import Releases, vibration_runs
+
+
+class PowerCut(BaseException):
+    """The process stops dead here. A BaseException, so no `except Exception` in the
+    agent can catch it: like a real power cut, nothing after it runs."""
 
 
 @dataclass
@@ -26,19 +32,29 @@ class Rig:
     store: ModelStore
     scorer: Scorer
     reports: list[tuple[str, int | None, str]] = field(default_factory=list)
-    crash_at: str | None = None
+    # The power goes when the updater reaches this step (it reports each step
+    # before taking it, so the cut lands between two steps, as one would).
+    power_cut_at: Step | None = None
     timeout: float = 2.0
+
+    def fetcher(self) -> HttpFetcher:
+        return HttpFetcher(self.server.base_url, timeout=self.timeout, retries=2, backoff=0.01)
+
+    def record(self, step: Step, version: int | None, detail: str) -> None:
+        if step == self.power_cut_at:
+            raise PowerCut(f"power lost at {step}")
+        self.reports.append((step, version, detail))
 
     def updater(self, **overrides: object) -> Updater:
         options: dict[str, object] = {
+            "model": "vibration",
             "store": self.store,
             "scorer": self.scorer,
             "trusted": TrustedKeys([self.releases.signer.public_key()]),
-            "fetcher": Fetcher(self.server.base_url, timeout=self.timeout, retries=2, backoff=0.01),
+            "sources": model_sources(self.fetcher(), self.store.staging, 1 << 24),
             "device_input": TensorSpec(shape=(-1, 8)),
-            "report": lambda step, version, detail: self.reports.append((step, version, detail)),
+            "report": self.record,
             "max_bytes": 1 << 24,
-            "crash_at": self.crash_at,
         }
         options.update(overrides)
         return Updater(**options)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ import pytest
 
 from edge.agent import Agent
 from edge.config import load_agent_config
+from edge.download import ArtifactFetcher
 from edge.sources import Sample
 from edgeloop.contract import public_key_pem
 from tests.support_broker import EmbeddedAmqtt, Mosquitto, start_broker
@@ -67,9 +68,16 @@ class World:
         )
         return path
 
-    def agent(self, thing: str, source: Iterator[Sample] | None = None, **sections: str) -> Agent:
+    def agent(
+        self,
+        thing: str,
+        source: Iterator[Sample] | None = None,
+        fetcher: ArtifactFetcher | None = None,
+        **sections: str,
+    ) -> Agent:
         self.cloud.enroll(thing, "vibration")
-        agent = Agent(load_agent_config(self.config_file(thing, **sections)), source=source)
+        config = load_agent_config(self.config_file(thing, **sections))
+        agent = Agent(config, source=source, fetcher=fetcher)
         self.agents.append(agent)
         return agent
 

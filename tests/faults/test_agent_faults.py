@@ -5,10 +5,20 @@ Cases from the reliability and security issue, numbered as there.
 
 from __future__ import annotations
 
+import io
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
 import pytest
 
-from edge.sources import synthetic_vibration
-from tests.support_release import vibration_runs
+from edge.agent import Agent
+from edge.config import load_agent_config
+from edge.download import ArtifactFetcher, HttpFetcher
+from edge.errors import AgentConfigError, SourceGone
+from edge.sources import Sample, SkippedLines, csv_replay, json_lines, synthetic_vibration
+from edgeloop.contract import Manifest, TensorSpec
+from tests.support_release import vibration_runs, with_fields
 from tests.support_world import World, _status, wait_for
 
 
@@ -28,10 +38,14 @@ def test_a_health_failure_after_the_swap_rolls_back_and_reports_failed(world: Wo
     world.cloud.announce(
         "vibration", "canary", world.releases.release(2, v2, bases=[1], mutate=claims_rare_alarms)
     )
-    wait_for(lambda: agent.version == 2, what="v2 swapped in")
+    # Succeeded, not just swapped: the watch is armed once v2 is committed.
+    wait_for(
+        lambda: agent.step == "succeeded" and agent.board.target_version == 2,
+        what="v2 installed and watched",
+    )
     for sample in synthetic_vibration(8, 0.3, seed=7, count=400):
         agent.process(sample)
-    assert agent.version == 1
+    wait_for(lambda: agent.version == 1, what="the rollback to v1")
     wait_for(
         lambda: (world.cloud.last_status("pump-1") or {}).get("step") == "rolled_back",
         what="report",
@@ -104,21 +118,333 @@ def test_an_update_that_failed_on_the_cdn_is_retried_until_it_succeeds(
 ) -> None:
     """Case 7: a retained announcement arrives once, so after a CDN failure the agent
     retries it itself, with a growing, jittered pause."""
-    import edge.agent
+    import edge.update_worker
     from tests.support_http import Fault
 
-    monkeypatch.setattr(edge.agent, "RETRY_MIN_SECONDS", 0.2)
+    monkeypatch.setattr(edge.update_worker, "RETRY_MIN_SECONDS", 0.2)
     v1, _, _ = vibration_runs()
     raw = world.releases.release(1, v1)
     path = "models/vibration/1/model.tflite"
     world.server.faults[path] = Fault(stall_after=10)
-    agent = world.agent("pump-1", source=iter(()))
-    agent.updater.fetcher = type(agent.updater.fetcher)(
-        world.server.base_url, timeout=0.2, retries=0, backoff=0.01
-    )
+    impatient = HttpFetcher(world.server.base_url, timeout=0.2, retries=0, backoff=0.01)
+    agent = world.agent("pump-1", source=iter(()), fetcher=impatient)
     agent.start(score=False)
     world.cloud.announce("vibration", "canary", raw)
     wait_for(lambda: _status(world, "pump-1").get("step") == "failed", what="a failed download")
     assert "DownloadFailed" in _status(world, "pump-1")["detail"]
     del world.server.faults[path]
     wait_for(lambda: agent.version == 1, what="the retry to succeed")
+
+
+class CrashesOnce:
+    """A fetcher with a bug that shows on its first call: not a network failure."""
+
+    def __init__(self, inner: ArtifactFetcher) -> None:
+        self.inner, self.calls = inner, 0
+
+    def fetch(self, path: str, dest: Path, size: int) -> bytes:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("an unforeseen bug")
+        return self.inner.fetch(path, dest, size)
+
+
+def test_an_update_that_crashes_unexpectedly_does_not_stop_later_updates(world: World) -> None:
+    """Finding 1 (#15): one message must not end the update thread."""
+    v1, v2, _ = vibration_runs()
+    fetcher = CrashesOnce(HttpFetcher(world.server.base_url, timeout=2.0, retries=1))
+    agent = world.agent("pump-1", source=iter(()), fetcher=fetcher)
+    agent.start(score=False)
+    world.cloud.announce("vibration", "canary", world.releases.release(1, v1))
+    wait_for(lambda: "unexpected RuntimeError" in _status(world, "pump-1").get("detail", ""))
+    world.cloud.announce("vibration", "canary", world.releases.release(2, v2))
+    wait_for(lambda: agent.version == 2, what="the next update installed")
+    assert agent.failure is None
+
+
+def _csv(path: Path, rows: list[str]) -> Path:
+    header = ",".join(f"f{i}" for i in range(8))
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+GOOD = ",".join(["1.5"] * 8)
+
+
+def test_bad_csv_lines_are_skipped_counted_and_reported(world: World) -> None:
+    """Finding 8 (#15): a bad cell and a wrong column count skip their line, nothing more."""
+    data = _csv(world.tmp / "sensor.csv", [GOOD, "1.5,oops" + ",1.5" * 6, "1.5,1.5", GOOD, GOOD])
+    config = world.config_file(
+        "pump-1", source=f'kind = "csv"\npath = "{data}"\nloop = false\nrate = 0.0\n'
+    )
+    agent = Agent(load_agent_config(config))
+    world.agents.append(agent)
+    agent.start()
+    wait_for(lambda: agent.counters.scored == 3, what="the good lines scored")
+    wait_for(lambda: agent.skipped.count == 2, what="the bad lines counted")
+    assert agent.failure is None
+    agent.publish_status()
+    wait_for(lambda: "skipped 2 lines" in _status(world, "pump-1").get("detail", ""))
+    assert "sensor.csv:4" in _status(world, "pump-1")["detail"]  # the last one, by line
+
+
+def test_a_bad_stdin_line_is_skipped_and_the_next_one_scored() -> None:
+    """Finding 8 (#15)."""
+    lines = io.StringIO('{"x": [1,2,3]}\nnot json\n{"x": [1,2,"a"]}\n\n{"x": [4,5,6], "y": 1}\n')
+    skipped = SkippedLines()
+    samples = list(json_lines(3, lines, skipped))
+    assert [s.x.tolist() for s in samples] == [[1, 2, 3], [4, 5, 6]]
+    assert samples[1].label == 1
+    assert skipped.count == 2
+    assert skipped.last.startswith("stdin line 3")
+
+
+def test_a_source_gone_for_good_halts_the_agent_and_reports_failed_health(world: World) -> None:
+    """Finding 8 (#15): never a dead scoring thread under a `healthy` status."""
+
+    def gone() -> Iterator[Sample]:
+        yield from synthetic_vibration(8, 0.0, seed=1, count=10)
+        raise SourceGone("csv source /data/sensor.csv: No such file or directory")
+
+    agent = world.agent("pump-1", source=gone())
+    agent.start()
+    assert agent.supervisor.halted.wait(20)
+    assert agent.failure == "csv source /data/sensor.csv: No such file or directory"
+    status = agent.status()
+    assert status.health == "failed"
+    assert "sensor.csv" in status.detail
+    wait_for(lambda: _status(world, "pump-1").get("health") == "failed", what="failed reported")
+
+
+def test_a_csv_file_gone_for_good_ends_the_process_with_one_line(world: World) -> None:
+    """Finding 8 (#15), as systemd sees it: a non-zero exit and one line saying why."""
+    import subprocess
+    import sys
+
+    data = _csv(world.tmp / "sensor.csv", [GOOD] * 5)
+    config = world.config_file("pump-7", source=f'kind = "csv"\npath = "{data}"\nrate = 200.0\n')
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        json.loads(process.stdout.readline())  # started
+        data.unlink()
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 3
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("edgeloop-agent: halted: csv source")
+    assert "sensor.csv" in last
+
+
+@pytest.mark.parametrize(
+    ("section", "body", "named"),
+    [
+        ("broker", 'url = "mqtt://localhost:99999"', r"broker\.url .*port must be in \[1, 65535\]"),
+        ("broker", 'url = "mqtt://localhost:0"', r"broker\.url .*port must be in"),
+        ("artifacts", 'base_url = "http://cdn:70000/"', r"artifacts\.base_url .*port"),
+        ("artifacts", 'base_url = "http:///models"', r"artifacts\.base_url must be .* with a host"),
+        ("source", 'kind = "csv"\npath = "gone.csv"', r"source\.path: .*gone\.csv does not exist"),
+        (
+            "artifacts",
+            'manifest_keys = ["bad.pem"]',
+            r"artifacts\.manifest_keys: .*bad\.pem: not a",
+        ),
+    ],
+)
+def test_the_whole_config_is_validated_when_it_loads(
+    world: World, section: str, body: str, named: str
+) -> None:
+    """Finding 5 (#15): mqtt://host:99999 used to pass and kill the MQTT thread later."""
+    (world.tmp / "bad.pem").write_text("-----BEGIN PUBLIC KEY-----\nnonsense\n")
+    path = world.config_file("pump-1")
+    text = path.read_text()
+    key = body.split(" = ", 1)[0]
+    if f"\n{key} = " in text:  # replace the key the world wrote
+        lines = [ln for ln in text.splitlines() if not ln.startswith(f"{key} = ")]
+        text = "\n".join(lines) + "\n"
+    text = (
+        text.replace(f"[{section}]\n", f"[{section}]\n{body}\n")
+        if f"[{section}]" in text
+        else (text + f"[{section}]\n{body}\n")
+    )
+    path.write_text(text)
+    with pytest.raises(AgentConfigError, match=named):
+        load_agent_config(path)
+
+
+class AgentProcess:
+    """`edgeloop-agent run` as a user starts it, its stdout collected line by line."""
+
+    def __init__(self, config: Path, *extra: str) -> None:
+        import subprocess
+        import sys
+        import threading
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "run", "--config", str(config), *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # the interpreter's own banner; the log is stdout
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+        try:
+            wait_for(condition, timeout=timeout, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the agent's log:\n" + "\n".join(self.lines)) from None
+
+    def saw(self, *parts: str) -> bool:
+        return any(all(p in line for p in parts) for line in self.lines)
+
+    def count(self, part: str) -> int:
+        return sum(1 for line in self.lines if part in line)
+
+    def stop(self) -> None:
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except Exception:
+                self.process.kill()
+        self._reader.join(5)
+
+
+def test_an_agent_run_prints_a_log_a_person_can_follow(world: World) -> None:
+    """Finding 7 (#15): connecting, a refused update, an installed update, a rollback, the
+    broker going away and coming back; one line each, never one per sample."""
+    from dataclasses import replace
+
+    from edgeloop.contract.signers import LocalSigner
+
+    v1, v2, _ = vibration_runs()
+    world.cloud.announce("vibration", "canary", world.releases.release(1, v1))
+    config = world.config_file(
+        "pump-5", source="anomaly_rate = 0.3\nrate = 400.0\n", watch="window = 300\n"
+    )
+    agent = AgentProcess(config, "--log-level", "info")
+    try:
+        agent.wait_for(lambda: agent.saw("event=connected", "pump-5"), what="connected")
+        agent.wait_for(
+            lambda: agent.saw("event=update_installed", "version=1"), what="v1 installed"
+        )
+        forged = world.releases.release(2, v2, signer=LocalSigner.generate())
+        world.cloud.announce("vibration", "canary", forged)
+        agent.wait_for(lambda: agent.saw("event=update_refused", "UnknownKey"), what="refused")
+
+        def claims_rare_alarms(manifest: Manifest) -> Manifest:
+            return replace(manifest, stats={**manifest.stats, "alarm_rate": 0.0001})
+
+        raw = world.releases.release(2, v2, bases=[1], mutate=claims_rare_alarms)
+        world.cloud.announce("vibration", "canary", raw)
+        agent.wait_for(
+            lambda: agent.saw("event=update_installed", "version=2"), what="v2 installed"
+        )
+        agent.wait_for(
+            lambda: agent.saw("event=rollback", "version=2", "alarms on"), what="rollback"
+        )
+        world.broker.stop()
+        agent.wait_for(lambda: agent.saw("event=disconnected"), what="disconnected")
+        world.broker.start()
+        agent.wait_for(lambda: agent.count("event=connected") >= 2, timeout=30, what="reconnected")
+        assert _status(world, "pump-5") is not None
+    finally:
+        agent.stop()
+    assert json.loads(agent.lines[0])["thing"] == "pump-5"
+    for line in agent.lines[1:]:
+        assert line.startswith("level="), line
+    # Thousands of samples were scored; the log stayed at lifecycle events.
+    assert len(agent.lines) < 80, "\n".join(agent.lines)
+
+
+def test_an_unreachable_broker_is_said_and_retried(world: World) -> None:
+    """Finding 7 (#15): it used to wait silently forever."""
+    from edgeloop.local.broker import free_port
+
+    config = world.config_file("pump-6")
+    text = config.read_text().replace(world.broker.url, f"mqtt://127.0.0.1:{free_port()}")
+    config.write_text(text)
+    agent = AgentProcess(config)
+    try:
+        wait_for(lambda: agent.count("event=connect_failed") >= 2, what="two failed attempts")
+        assert agent.process.poll() is None  # still running, still trying
+        assert agent.saw("event=connect_failed", "retry_in=")
+    finally:
+        agent.stop()
+
+
+NAMES = tuple(f"f{i}" for i in range(8))
+
+
+def test_csv_columns_are_matched_by_name_extra_ones_ignored(tmp_path: Path) -> None:
+    """Finding 9 (#15): a timestamp column, reordered features, the label anywhere."""
+    order = [3, 0, 7, 1, 6, 2, 5, 4]
+    header = ["timestamp", *(f"f{i}" for i in order[:4]), "label", *(f"f{i}" for i in order[4:])]
+    cells = [str(10 + i) for i in order]
+    row = ["2026-06-01T12:00:00Z", *cells[:4], "1", *cells[4:]]
+    path = tmp_path / "sensor.csv"
+    path.write_text(",".join(header) + "\n" + ",".join(row) + "\n")
+    (sample,) = list(csv_replay(path, 8, "label", loop=False, feature_names=NAMES))
+    assert sample.x.tolist() == [10.0 + i for i in range(8)]
+    assert sample.label == 1
+
+
+def test_a_csv_without_one_of_the_models_columns_names_it(tmp_path: Path) -> None:
+    """Finding 9 (#15): a missing column is named, and it ends the source for good."""
+    path = tmp_path / "sensor.csv"
+    path.write_text(",".join(n for n in NAMES if n != "f5") + ",extra\n" + "1," * 7 + "1\n")
+    with pytest.raises(SourceGone, match="has no column 'f5'"):
+        list(csv_replay(path, 8, "label", loop=False, feature_names=NAMES))
+
+
+def test_stdin_lines_may_carry_named_fields() -> None:
+    """Finding 9 (#15)."""
+    named = json.dumps({"x": {n: float(i) for i, n in reversed(list(enumerate(NAMES)))}})
+    lines = io.StringIO(named + "\n" + json.dumps({"x": {"f0": 1.0}}) + "\n")
+    skipped = SkippedLines()
+    (sample,) = list(json_lines(8, lines, skipped, feature_names=NAMES))
+    assert sample.x.tolist() == [float(i) for i in range(8)]
+    assert skipped.count == 1
+    assert "no field 'f1'" in skipped.last
+
+
+def test_the_csv_source_takes_the_feature_names_from_the_installed_manifest(
+    world: World,
+) -> None:
+    """Finding 9 (#15): with no names in the config, the running model's input names."""
+    v1, _, _ = vibration_runs()
+    named = with_fields(input=TensorSpec(shape=(-1, 8), names=NAMES))
+    world.cloud.announce("vibration", "canary", world.releases.release(1, v1, mutate=named))
+    first = world.agent("pump-1", source=iter(()))
+    first.start(score=False)
+    wait_for(lambda: first.version == 1, what="v1 with named inputs")
+    first.stop()
+    world.agents.remove(first)
+    rows = [",".join(["2026-06-01T12:00:00Z", *["1.5"] * 8]) for _ in range(20)]
+    data = world.tmp / "sensor.csv"
+    data.write_text(",".join(["timestamp", *reversed(NAMES)]) + "\n" + "\n".join(rows) + "\n")
+    config = world.config_file(
+        "pump-1", source=f'kind = "csv"\npath = "{data}"\nloop = false\nrate = 0.0\n'
+    )
+    agent = Agent(load_agent_config(config))
+    world.agents.append(agent)
+    agent.start()
+    wait_for(lambda: agent.counters.scored == 20, what="every row scored")
+    assert agent.failure is None
+    assert agent.skipped.count == 0

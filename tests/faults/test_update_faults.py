@@ -6,13 +6,15 @@ Cases from the reliability and security issue, numbered as there.
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import pytest
 
-from edge.updater import UpdateAbandoned
+from edge.model_sources import model_sources
+from edgeloop.contract import Step
 from tests.support_http import Fault
 from tests.support_release import vibration_runs, with_fields
-from tests.support_rig import Rig, assert_serving, install_v1
+from tests.support_rig import PowerCut, Rig, assert_serving, install_v1
 
 
 def test_a_stalled_cdn_times_out_after_bounded_retries_and_the_old_model_serves(rig: Rig) -> None:
@@ -49,8 +51,8 @@ def test_power_loss_at_any_step_restarts_on_a_complete_model(rig: Rig, step: str
     install_v1(rig)
     _, v2, _ = vibration_runs()
     raw = rig.releases.release(2, v2, bases=[1])
-    rig.crash_at = step
-    with pytest.raises(UpdateAbandoned):
+    rig.power_cut_at = Step(step)
+    with pytest.raises(PowerCut):
         rig.updater().handle(raw)
     restarted = rig.reopen().current()
     assert restarted is not None
@@ -59,7 +61,7 @@ def test_power_loss_at_any_step_restarts_on_a_complete_model(rig: Rig, step: str
     assert len(restarted.model) == restarted.manifest.artifact.size
     # The restarted agent, given the retained announcement again, completes the update.
     rig.store = rig.reopen()
-    rig.crash_at = None
+    rig.power_cut_at = None
     if expected == 1:
         from edge.scoring import LoadedModel
         from edgeloop.runtime import CompiledModel
@@ -131,3 +133,42 @@ def test_a_torn_model_file_after_power_loss_falls_back_to_the_previous_complete_
     assert restarted is not None
     assert restarted.version == 1
     assert len(restarted.model) == restarted.manifest.artifact.size
+
+
+class KilledMidDownload:
+    """Writes the first bytes of a file where the agent stages it, then the power goes.
+
+    A killed process runs no cleanup, but a raised PowerCut still runs `finally`
+    blocks: `restore` puts back what the disk would hold after a real kill.
+    """
+
+    def __init__(self, files: dict[str, bytes], keep: int) -> None:
+        self.files, self.keep = files, keep
+        self.left: list[tuple[Path, bytes]] = []
+
+    def fetch(self, path: str, dest: Path, size: int) -> bytes:
+        partial = self.files[path][: self.keep]
+        dest.write_bytes(partial)
+        self.left.append((dest, partial))
+        raise PowerCut(f"power lost downloading {path}")
+
+    def restore(self) -> None:
+        for dest, partial in self.left:
+            dest.write_bytes(partial)
+
+
+def test_a_partial_download_of_one_version_is_never_resumed_into_another(rig: Rig) -> None:
+    """Finding 4 (#15): staging files are named by the hash they must have."""
+    install_v1(rig)
+    _, v2, v3 = vibration_runs()
+    killed = KilledMidDownload(rig.server.files, keep=500)
+    raw2 = rig.releases.release(2, v2)
+    with pytest.raises(PowerCut):
+        rig.updater(sources=model_sources(killed, rig.store.staging)).handle(raw2)
+    killed.restore()
+    assert [p.stat().st_size for p in rig.store.staging.iterdir()] == [500]
+    rig.store = rig.reopen()
+    result = rig.updater().handle(rig.releases.release(3, v3))
+    assert result.step == "succeeded", result.detail
+    assert [r for p, r in rig.server.requests if p == "models/vibration/3/model.tflite"] == [None]
+    assert_serving(rig, 3)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.config import AgentConfigError, load_agent_config
+from edge.config import load_agent_config
+from edge.errors import AgentConfigError
 from edge.sources import Sample, synthetic_vibration
 from tests.support_broker import EmbeddedAmqtt
 from tests.support_http import artifact_server

@@ -1,0 +1,120 @@
+"""Every failure the agent names, in one hierarchy.
+
+An update fails in one of two ways, and the hierarchy says which:
+
+    UpdateError
+    ├── RetryableUpdateError      the CDN or the disk failed: try the same announcement later
+    │   ├── DownloadFailed
+    │   ├── StagingFailed
+    │   └── ClockBehind           the manifest is dated after this device's clock
+    └── UpdateRefused             the manifest or the model is wrong: final for that version
+        ├── ManifestRefused       a refusal of the wire contract (signature, expiry, hash...)
+        ├── NotThisDevice         another model's manifest, or dates out of order
+        ├── ModelUnusable         the interpreter cannot load it, or it fits another device
+        ├── ModelCrashed          it killed the interpreter in the child process that tried it
+        ├── ModelTooSlow          it did not load and pass its checks within the time limit
+        ├── Unchecked             the manifest carries no health checks to try it with
+        ├── HealthCheckFailed     it does not reproduce the manifest's golden outputs
+        └── RefusedBefore         it failed on this device before
+
+The update worker retries by `isinstance(error, RetryableUpdateError)`; nothing
+else is ever retried. Whatever the error, the old model keeps serving.
+
+The agent's other failures: a config it cannot use (AgentConfigError), a data
+source that cannot produce samples (SourceError; SourceGone when it never
+will again), an upload that did not go this time (UploadFailed).
+"""
+
+from __future__ import annotations
+
+
+class UpdateError(Exception):
+    """One update failed; `reason` is what the status report says."""
+
+    def __init__(
+        self, message: str, cause: BaseException | None = None, version: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.cause = cause
+        # The version the update was about, once a verified manifest named it.
+        self.version = version
+
+    @property
+    def reason(self) -> str:
+        # A wrapped refusal is named by what refused it (HashMismatch, ModelLoadError):
+        # that is the word an operator searches the docs and the logs for.
+        kind = type(self.cause).__name__ if self.cause is not None else type(self).__name__
+        return f"{kind}: {self}"
+
+
+class RetryableUpdateError(UpdateError):
+    """The same announcement may succeed later: the network or the disk failed, not the release."""
+
+
+class DownloadFailed(RetryableUpdateError):
+    """The file could not be fetched within the retries; the message says what happened last."""
+
+
+class StagingFailed(RetryableUpdateError):
+    """The new version could not be written to disk (disk full, read-only); nothing was swapped."""
+
+
+class ClockBehind(RetryableUpdateError):
+    """The manifest was created after this device's clock says it is now.
+
+    Retried: a board without a real-time clock is behind until NTP has run,
+    and the same manifest is good once it has.
+    """
+
+
+class UpdateRefused(UpdateError):
+    """The release itself is wrong for this device; it is not retried."""
+
+
+class ManifestRefused(UpdateRefused):
+    """The wire contract refused the manifest or the bytes it names (see edgeloop.contract)."""
+
+
+class NotThisDevice(UpdateRefused):
+    """A validly signed manifest that does not bind to this device: another model's, or one
+    whose dates are out of order."""
+
+
+class ModelUnusable(UpdateRefused):
+    """The model does not load in this interpreter, or takes input this device does not make."""
+
+
+class ModelCrashed(UpdateRefused):
+    """The interpreter died (a signal, an abort) loading or checking the model in a child."""
+
+
+class ModelTooSlow(UpdateRefused):
+    """Loading and checking the model in a child process ran past the time limit."""
+
+
+class Unchecked(UpdateRefused):
+    """A manifest without health checks: a device only installs a model it can try first."""
+
+
+class HealthCheckFailed(UpdateRefused):
+    """The new model does not reproduce the manifest's golden outputs."""
+
+
+class RefusedBefore(UpdateRefused):
+    """This version failed on this device before; only a newer one is tried."""
+
+
+class AgentConfigError(ValueError):
+    """The agent config cannot be used; the message names the key."""
+
+
+class SourceError(ValueError):
+    """One sample could not be read; the message says which line and why. The source goes on."""
+
+
+class SourceGone(Exception):
+    """The data source cannot produce samples any more (a missing file): the agent must stop."""
+
+
+class UploadFailed(Exception):
+    """A batch could not be sent this time; it stays queued."""

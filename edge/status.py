@@ -1,0 +1,125 @@
+"""What the device says about itself: the update step it is at, its health, its drift.
+
+Every update step is recorded here and published at once; a timer republishes
+the whole report so the fleet view stays fresh between updates.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from edge.drift import DriftWindow
+from edge.scoring import Scorer
+from edge.sources import SkippedLines
+from edge.uploads import UploadQueue
+from edgeloop.contract import Health, Ring, StatusReport, Step
+
+log = logging.getLogger(__name__)
+
+# Steps after which the running version may have changed (the demo plots them).
+_ENDS = (Step.SUCCEEDED, Step.FAILED, Step.ALREADY_INSTALLED, Step.SWAPPED)
+
+
+class StatusBoard:
+    def __init__(
+        self,
+        model: str,
+        ring: Ring,
+        scorer: Scorer,
+        queue: UploadQueue,
+        drift: DriftWindow,
+        send: Callable[[bytes], None],
+    ) -> None:
+        self._model, self._ring, self._scorer = model, ring, scorer
+        self._queue, self._drift, self._send = queue, drift, send
+        self.step = Step.IDLE
+        self.target_version: int | None = None
+        self.detail = ""
+        self.versions_seen: list[tuple[float, int | None]] = []
+        # Why the agent halted; reported as `failed` health until the process exits.
+        self.fault: str | None = None
+        self.skipped: SkippedLines | None = None
+
+    @property
+    def version(self) -> int | None:
+        model = self._scorer.model
+        return model.version if model is not None else None
+
+    def record(self, step: Step, version: int | None, detail: str) -> None:
+        """An update step: remembered for every later report, logged, and published now."""
+        self.step, self.target_version, self.detail = Step(step), version, detail
+        _log_step(self.step, version, detail)
+        if step in _ENDS:
+            self.note_version()
+        self.publish()
+
+    def note_version(self) -> None:
+        self.versions_seen.append((time.time(), self.version))
+
+    def fail(self, reason: str) -> None:
+        self.fault = reason
+        self.publish()
+
+    def report(self) -> StatusReport:
+        version = self.version
+        detail = self.detail
+        if self.skipped is not None and self.skipped.count:
+            detail += f" | source skipped {self.skipped.count} lines, last: {self.skipped.last}"
+        if self.fault is not None:
+            health, detail = Health.FAILED, f"agent halted: {self.fault}"
+        elif version is None:
+            health = Health.NO_MODEL
+        elif self.step.failed:
+            health = Health.DEGRADED
+        else:
+            health = Health.HEALTHY
+        return StatusReport(
+            model=self._model,
+            version=version,
+            health=health,
+            step=self.step,
+            ring=self._ring,
+            target_version=self.target_version,
+            detail=detail[:1024],
+            queue_depth=len(self._queue),
+            dropped_batches=self._queue.dropped,
+            drift=self._drift.figures(self._scorer.model),
+        )
+
+    def publish(self) -> None:
+        self._send(self.report().to_bytes())
+
+    def run(self, interval: float, stop: threading.Event) -> None:
+        while not stop.wait(interval):
+            try:
+                self.publish()
+            except Exception:  # a report lost is not worth the timer: the next one goes
+                log.exception("event=status_failed")
+
+
+# How each update step reads in the log: one line per lifecycle event, the
+# intermediate steps only at debug.
+_EVENTS = {
+    Step.RECEIVED: (logging.INFO, "update_received"),
+    Step.VERIFIED: (logging.INFO, "update_verified"),
+    Step.SUCCEEDED: (logging.INFO, "update_installed"),
+    Step.ALREADY_INSTALLED: (logging.INFO, "update_already_installed"),
+    Step.FAILED: (logging.WARNING, "update_refused"),
+    Step.ROLLED_BACK: (logging.WARNING, "rollback"),
+}
+
+
+def _log_step(step: Step, version: int | None, detail: str) -> None:
+    level, event = _EVENTS.get(step, (logging.DEBUG, f"update_{step.value}"))
+    if not log.isEnabledFor(level):
+        return
+    fields = f"event={event}"
+    if version is not None:
+        fields += f" version={version}"
+    if detail:
+        key = "reason" if step in (Step.FAILED, Step.ROLLED_BACK) else "detail"
+        fields += f" {key}={detail[:300]!r}"
+    log.log(level, fields)

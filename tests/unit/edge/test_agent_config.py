@@ -1,0 +1,114 @@
+"""The agent config: declared once, read strictly, every key named when it is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.config import (
+    AgentConfig,
+    SourceKind,
+    UploadSection,
+    WatchSection,
+    load_agent_config,
+    parse_agent_config,
+)
+from edge.errors import AgentConfigError
+from edgeloop.contract import Ring, public_key_pem
+from edgeloop.contract.signers import LocalSigner
+
+FLEET = LocalSigner.generate()
+
+
+def minimal(tmp_path: Path) -> dict[str, object]:
+    (tmp_path / "keys").mkdir(exist_ok=True)
+    (tmp_path / "keys" / "fleet.pem").write_bytes(public_key_pem(FLEET.public_key()))
+    return {
+        "device": {"thing": "pump-1", "model": "vibration", "n_features": 8},
+        "broker": {"url": "mqtt://localhost:1883"},
+        "artifacts": {"base_url": "http://cdn.local", "manifest_keys": ["keys/fleet.pem"]},
+        "state": {"dir": "state"},
+    }
+
+
+def test_defaults_come_from_the_declaration_and_paths_from_the_config_file(tmp_path: Path) -> None:
+    config = parse_agent_config(minimal(tmp_path), tmp_path)
+    assert isinstance(config, AgentConfig)
+    assert config.upload == UploadSection()
+    assert config.watch == WatchSection()
+    assert config.source.kind is SourceKind.SYNTHETIC
+    assert config.device.ring is Ring.ALL
+    assert config.state_dir == tmp_path / "state"
+    assert config.artifacts.manifest_keys == (tmp_path / "keys" / "fleet.pem",)
+    assert config.artifacts.base_url == "http://cdn.local/"
+    assert (config.broker.host, config.broker.port) == ("localhost", 1883)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "named"),
+    [
+        ("upload", "batch_rows", 0, r"upload\.batch_rows must be an integer in \[1, 1000000\]"),
+        ("upload", "sample_rate", True, r"upload\.sample_rate must be a finite number"),
+        ("watch", "window", "500", r"watch\.window must be an integer"),
+        ("device", "ring", "beta", r"device\.ring 'beta' is not one of"),
+        ("device", "model", "Vibration", r"device\.model: model name"),
+        ("source", "loop", 1, r"source\.loop must be true or false"),
+        ("broker", "colour", "red", r"broker\.colour: unknown key"),
+        (
+            "artifacts",
+            "manifest_keys",
+            ["keys/gone.pem"],
+            r"manifest_keys: .*gone\.pem does not exist",
+        ),
+        ("broker", "url", "http://localhost", r"broker\.url must look like mqtt://"),
+        ("device", "feature_names", ["rpm"], r"device\.feature_names has 1 names, n_features is 8"),
+        (
+            "device",
+            "feature_names",
+            ["rpm", 3],
+            r"device\.feature_names must be a list of non-empty",
+        ),
+    ],
+)
+def test_a_bad_value_is_refused_with_its_key_named(
+    tmp_path: Path, section: str, key: str, value: object, named: str
+) -> None:
+    doc = minimal(tmp_path)
+    table = doc.setdefault(section, {})
+    assert isinstance(table, dict)
+    table[key] = value
+    with pytest.raises(AgentConfigError, match=named):
+        parse_agent_config(doc, tmp_path)
+
+
+def test_a_missing_section_or_key_is_named(tmp_path: Path) -> None:
+    doc = minimal(tmp_path)
+    del doc["state"]
+    with pytest.raises(AgentConfigError, match=r"\[state\] is missing"):
+        parse_agent_config(doc, tmp_path)
+    doc = minimal(tmp_path)
+    del doc["device"]["n_features"]  # type: ignore[attr-defined]
+    with pytest.raises(AgentConfigError, match=r"device\.n_features is missing"):
+        parse_agent_config(doc, tmp_path)
+
+
+def test_an_unknown_top_level_table_is_refused(tmp_path: Path) -> None:
+    doc = minimal(tmp_path)
+    doc["uplaod"] = {}
+    with pytest.raises(AgentConfigError, match="uplaod: unknown key"):
+        parse_agent_config(doc, tmp_path)
+
+
+def test_a_csv_source_needs_its_file(tmp_path: Path) -> None:
+    doc = minimal(tmp_path)
+    doc["source"] = {"kind": "csv"}
+    with pytest.raises(AgentConfigError, match=r"source\.path"):
+        parse_agent_config(doc, tmp_path)
+
+
+def test_the_file_named_in_an_error_is_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('[device]\nthing = "pump-1"\n')
+    with pytest.raises(AgentConfigError, match=f"{path}: "):
+        load_agent_config(path)
