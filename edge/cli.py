@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 
 from edgeloop.contract import ContractError, TensorSpec, TrustedKeys, accept_manifest
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edgeloop-agent",
         description="Device agent: verifies, fetches and hot-swaps models, scores locally.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('edgeloop')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the agent with a config file")

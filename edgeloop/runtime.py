@@ -8,12 +8,62 @@ it is the last release and will not load under NumPy 2.
 from __future__ import annotations
 
 import importlib
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 _BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+
+# LiteRT's C++ code writes "INFO: Created TensorFlow Lite XNNPACK delegate for
+# CPU." to file descriptor 2 when a process makes its first interpreter
+# (TF_CPP_MIN_LOG_LEVEL does not reach it). It says nothing a user can act on,
+# and in an agent's journal or a CLI's output it reads like a problem, so the
+# first interpreter of a process is made with descriptor 2 filtered.
+_CHATTER = re.compile(rb"^INFO: (Created TensorFlow Lite|Initialized TensorFlow Lite)")
+_first = threading.Lock()
+_quiet_done = False
+
+
+@contextmanager
+def filtered_native_stderr() -> Iterator[None]:
+    """Capture what C/C++ code writes to fd 2 in the block; replay all but the chatter."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [
+                line
+                for line in captured.read().splitlines(keepends=True)
+                if not _CHATTER.match(line)
+            ]
+            if kept:
+                sys.stderr.buffer.write(b"".join(kept))
+                sys.stderr.flush()
+
+
+def _first_interpreter() -> AbstractContextManager[None]:
+    """The chatter filter for this process's first interpreter, and nothing after it."""
+    global _quiet_done
+    with _first:
+        if _quiet_done:
+            return nullcontext()
+        _quiet_done = True
+    return filtered_native_stderr()
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -48,10 +98,11 @@ class CompiledModel:
         # The interpreter keeps a pointer into the buffer, so hold a reference.
         self._model = bytes(model)
         try:
-            self._interpreter = interpreter_class(
-                model_content=self._model, num_threads=num_threads
-            )
-            self._interpreter.allocate_tensors()
+            with _first_interpreter():
+                self._interpreter = interpreter_class(
+                    model_content=self._model, num_threads=num_threads
+                )
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"model does not load in {self.backend}: {exc}") from exc
         inputs = self._interpreter.get_input_details()
