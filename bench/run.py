@@ -112,6 +112,20 @@ def table() -> str:
                 "`python -m bench.run swap`",
             )
         )
+        latency = w.get("update_latency_ms")
+        if latency:
+            rows.append(
+                (
+                    "update latency: a new model tried in a child process first",
+                    f"adds ≤ {latency['goal_added_ms']:.0f} ms; hot-swap stall unchanged",
+                    f"{latency['child_process_check_p50']} ms per update with the child-process "
+                    f"check vs {latency['in_process_check_p50']} ms with the check in the "
+                    f"agent's own process (+{latency['added_p50']} ms, median of "
+                    f"{w['updates']} updates)",
+                    _mark(latency["added_p50"] <= latency["goal_added_ms"]),
+                    "`python -m bench.run swap`",
+                )
+            )
     lp = _load("loop")
     if lp:
         rows.append(

@@ -25,6 +25,7 @@ import numpy as np
 from bench.common import release_files
 from edge.download import HttpFetcher
 from edge.model_sources import model_sources
+from edge.probe import ChildProcessProbe, ProbeVerdict, check_in_this_process
 from edge.scoring import Scorer
 from edge.sources import synthetic_vibration
 from edge.store import ModelStore
@@ -38,6 +39,8 @@ from edgeloop.factory.run import train_run
 from tests.support_http import cdn_of_files
 
 RATE = 10_000
+# What trying a new model in a child process may add to an update.
+GOAL_PROBE_MS = 300.0
 BUFFER_SECONDS = 1.0
 UPDATES = 12
 GOAL_STALL_MS = 5.0
@@ -98,6 +101,40 @@ def _score_loop(
     }
 
 
+class InProcessProbe:
+    """The check as the agent made it before it used a child process: same work, no fork."""
+
+    def check(self, model: bytes, n_features: int, checks: list[dict[str, Any]]) -> ProbeVerdict:
+        reason = check_in_this_process(model, n_features, checks)
+        return ProbeVerdict(passed=not reason, reason=reason)
+
+
+def _update_latency(
+    manifests: list[bytes], base_url: str, signer: LocalSigner, probe: Any
+) -> list[float]:
+    """Seconds each update took, one after another, with nothing else running."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ModelStore(Path(tmp) / "models")
+        updater = Updater(
+            model="vibration",
+            store=store,
+            scorer=Scorer(0.6),
+            trusted=TrustedKeys([signer.public_key()]),
+            sources=model_sources(HttpFetcher(base_url, 10.0, 3), store.staging),
+            device_input=TensorSpec(shape=(-1, 8)),
+            report=lambda *_: None,
+            max_bytes=1 << 24,
+            probe=probe,
+        )
+        assert updater.handle(manifests[0]).step == "succeeded"
+        seconds = []
+        for raw in manifests[1:]:
+            start = time.perf_counter()
+            assert updater.handle(raw).step == "succeeded"
+            seconds.append(time.perf_counter() - start)
+        return seconds
+
+
 def measure() -> dict[str, Any]:
     manifests, files, signer = _releases(UPDATES + 1)
     # As the agent does when it starts scoring (edge.agent.Agent.start): the
@@ -138,6 +175,11 @@ def measure() -> dict[str, Any]:
         worker.join()
         if worker.is_alive() or len(results) < UPDATES:
             under_updates["note"] = "the scoring window ended before every update finished"
+    # The same updates again with nothing else running, once with the child-process
+    # check and once with the check in the agent's own process (as before it):
+    # what trying an untrusted model in a child costs, side by side.
+    child = _update_latency(manifests, server.base_url, signer, ChildProcessProbe(timeout=30.0))
+    own = _update_latency(manifests, server.base_url, signer, InProcessProbe())
     server.stop()
     # How long each update spent fetching its patch over HTTP: what carrying the
     # patch inside the announcement could save at most (on this loopback).
@@ -163,6 +205,12 @@ def measure() -> dict[str, Any]:
         "updates": UPDATES,
         "update_results": results,
         "update_seconds_p50": round(float(np.median(update_seconds)), 4),
+        "update_latency_ms": {
+            "child_process_check_p50": round(1000 * float(np.median(child)), 1),
+            "in_process_check_p50": round(1000 * float(np.median(own)), 1),
+            "added_p50": round(1000 * float(np.median(child) - np.median(own)), 1),
+            "goal_added_ms": GOAL_PROBE_MS,
+        },
         "without_updates": baseline,
         "with_updates": under_updates,
     }
@@ -170,6 +218,7 @@ def measure() -> dict[str, Any]:
         under_updates["dropped"] == 0
         and under_updates["max_stall_ms"] < GOAL_STALL_MS
         and all(r == "succeeded" for r in results)
+        and float(np.median(child) - np.median(own)) * 1000 <= GOAL_PROBE_MS
     )
     return figures
 
