@@ -83,7 +83,7 @@ synth: $(STAMP) $(CDK)
 
 # The fuzzing properties of tests/security at 20,000 examples each (CI runs 60).
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/security/test_fuzz.py -q
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/security/test_fuzz.py tests/security/test_fuzz_models.py -q
 
 # 1,000 real agents, three model updates and a broker restart (not in CI).
 SOAK_AGENTS ?= 1000

@@ -1,0 +1,82 @@
+"""Real exported models with a few bytes changed, properly signed (a cloud that shipped a
+broken model): the agent refuses each one that does not compute what the manifest says,
+in a child process, and keeps serving the model it had.
+
+CI runs a dozen mutations; `make fuzz` runs thousands.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge.download import HttpFetcher
+from edge.model_sources import model_sources
+from edge.scoring import Scorer
+from edge.store import ModelStore
+from edge.updater import Updater
+from edgeloop.contract import Step, TensorSpec, TrustedKeys
+from tests.support_http import artifact_server
+from tests.support_release import Releases, vibration_runs
+
+# A fifth of the profile's examples: each one starts two child processes.
+EXAMPLES = max(10, settings().max_examples // 5)
+
+mutations = st.lists(
+    st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.integers(0, 255)),
+    min_size=1,
+    max_size=3,
+)
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(mutations)
+def test_a_mutated_model_is_refused_or_computes_what_was_shipped(
+    changes: list[tuple[float, int]],
+) -> None:
+    v1, v2, _ = vibration_runs()
+    assert v2.tflite is not None
+    model = bytearray(v2.tflite)
+    for where, value in changes:
+        model[int(where * len(model))] = value
+    broken = replace(v2, tflite=bytes(model))
+    with artifact_server() as server, tempfile.TemporaryDirectory() as tmp:
+        releases = Releases(server)
+        store = ModelStore(Path(tmp) / "models")
+        scorer = Scorer(0.6)
+        updater = Updater(
+            model="vibration",
+            store=store,
+            scorer=scorer,
+            trusted=TrustedKeys([releases.signer.public_key()]),
+            sources=model_sources(
+                HttpFetcher(server.base_url, timeout=5.0, retries=1), store.staging, 1 << 24
+            ),
+            device_input=TensorSpec(shape=(-1, 8)),
+            report=lambda *_: None,
+            max_bytes=1 << 24,
+        )
+        assert updater.handle(releases.release(1, v1)).step == Step.SUCCEEDED
+        result = updater.handle(releases.release(2, broken))
+        serving = scorer.model
+        assert serving is not None
+        if result.step == Step.SUCCEEDED:
+            # The change missed everything the model computes (a name, padding):
+            # it passed the same health checks as the real v2, in the child.
+            assert serving.version == 2
+        else:
+            assert result.step == Step.FAILED, result
+            assert serving.version == 1
+            assert store.current() is not None
+            assert store.current().version == 1  # type: ignore[union-attr]
+        scores = serving.runtime.predict(np.zeros((2, 8), dtype=np.float32))
+        assert scores.shape == (2,)
