@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bench.common import release_files, wait_until
 from edge.agent import Agent
 from edge.config import parse_agent_config
+from edge.probe import InProcessProbe
 from edge.sources import synthetic_vibration
 from edgeloop.contract import Ring, announcement, public_key_pem
 from edgeloop.contract.signers import LocalSigner
@@ -84,7 +85,10 @@ def worker(pipe: Any, spec: dict[str, Any]) -> None:
             },
             Path(spec["dir"]),
         )
-        agents.append(Agent(config, source=iter(())))
+        # A few hundred agents share this process and two cores: each trying its
+        # update in a child interpreter would measure the simulation, not the
+        # fleet (a real device pays it on its own CPU: `python -m bench.run swap`).
+        agents.append(Agent(config, source=iter(()), probe=InProcessProbe()))
     while True:
         command, *args = pipe.recv()
         if command == "start":

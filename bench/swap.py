@@ -25,7 +25,7 @@ import numpy as np
 from bench.common import release_files
 from edge.download import HttpFetcher
 from edge.model_sources import model_sources
-from edge.probe import ChildProcessProbe, ProbeVerdict, check_in_this_process
+from edge.probe import ChildProcessProbe, InProcessProbe
 from edge.scoring import Scorer
 from edge.sources import synthetic_vibration
 from edge.store import ModelStore
@@ -99,14 +99,6 @@ def _score_loop(
         "p999_lateness_ms": round(float(np.percentile(ms, 99.9)), 3),
         "versions_seen": sorted(versions),
     }
-
-
-class InProcessProbe:
-    """The check as the agent made it before it used a child process: same work, no fork."""
-
-    def check(self, model: bytes, n_features: int, checks: list[dict[str, Any]]) -> ProbeVerdict:
-        reason = check_in_this_process(model, n_features, checks)
-        return ProbeVerdict(passed=not reason, reason=reason)
 
 
 def _update_latency(

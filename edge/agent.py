@@ -30,7 +30,7 @@ from edge.status import StatusBoard
 from edge.store import ModelStore
 from edge.supervisor import Supervisor
 from edge.update_worker import UpdateWorker
-from edge.updater import Updater
+from edge.updater import ModelProbe, Updater
 from edge.upload_policy import UploadPolicy
 from edge.uploads import Uploader, UploadQueue
 from edge.watch import SwapGuard
@@ -46,6 +46,7 @@ class Agent:
         config: AgentConfig,
         source: Iterator[Sample] | None = None,
         fetcher: ArtifactFetcher | None = None,
+        probe: ModelProbe | None = None,
     ) -> None:
         self.config = config
         d = config.device
@@ -72,7 +73,7 @@ class Agent:
             report=self.board.record,
             max_bytes=config.artifacts.max_bytes,
             on_swapped=self._swapped,
-            probe=ChildProcessProbe(timeout=config.artifacts.check_timeout),
+            probe=probe or ChildProcessProbe(timeout=config.artifacts.check_timeout),
         )
         self.updates = UpdateWorker(self.updater, self.board.record)
         self.link = Link(

@@ -73,6 +73,17 @@ class ProbeVerdict:
     reason: str = ""  # "Kind: message" when refused
 
 
+class InProcessProbe:
+    """The check in the agent's own process: no isolation from a model that crashes the
+    interpreter. For many simulated devices in one process (a thousand child
+    interpreters at once would measure the simulation, not the fleet), and as the
+    baseline the child's cost is measured against."""
+
+    def check(self, model: bytes, n_features: int, checks: list[dict[str, Any]]) -> ProbeVerdict:
+        reason = check_in_this_process(model, n_features, checks)
+        return ProbeVerdict(passed=not reason, reason=reason)
+
+
 @dataclass(frozen=True)
 class ChildProcessProbe:
     """Runs the check in `command` (by default `python -m edge.probe`) within `timeout` seconds."""
