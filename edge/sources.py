@@ -92,18 +92,26 @@ def csv_replay(
             if header is None:
                 raise SourceGone(f"csv source {path} is empty: it has no header line")
             columns, label = _columns(path, header, n_features, label_column, feature_names)
+            produced = 0
             for line, row in enumerate(_rows(reader, path, skipped), start=2):
                 try:
                     if len(row) != len(header):
                         raise SourceError(f"{len(row)} cells, the header has {len(header)}")
                     x = np.array([float(row[i]) for i in columns], dtype=np.float32)
+                    if not np.all(np.isfinite(x)):
+                        raise SourceError("a feature is not a finite number")
                     y = int(float(row[label])) if label is not None else None
-                except (ValueError, IndexError) as exc:
+                except (ValueError, IndexError, ArithmeticError) as exc:
+                    # ArithmeticError: int(float("inf")) is an OverflowError.
                     skipped.skip(f"{path}:{line}: {exc}")
                     continue
+                produced += 1
                 yield Sample(x, y)
         if not loop:
             return
+        if not produced:
+            # Replaying a file with no usable row would spin here forever.
+            raise SourceGone(f"csv source {path} has no readable row to replay")
 
 
 def _columns(
@@ -171,7 +179,8 @@ def json_lines(
         except KeyError as exc:
             skipped.skip(f"stdin line {number}: no field {exc}")
             continue
-        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+        except (ValueError, TypeError, AttributeError, RecursionError, ArithmeticError) as exc:
+            # ArithmeticError: a label of 1e400 is inf, and int(inf) an OverflowError.
             skipped.skip(f'stdin line {number}: expected {{"x": [...]}}: {exc}')
             continue
         yield Sample(x, label)

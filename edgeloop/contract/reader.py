@@ -22,6 +22,15 @@ _MISSING: Any = object()
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
+def _is_finite(value: int | float) -> bool:
+    """math.isfinite, except that an integer too large for a float is not finite
+    either: math.isfinite raises OverflowError on 10**400."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 class Fields:
     """Reads one object. `error` is the exception type every refusal is raised as."""
 
@@ -101,7 +110,7 @@ class Fields:
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
-            or not math.isfinite(value)
+            or not _is_finite(value)
             or not low <= value <= high
         ):
             bounds = "" if (low, high) == (-math.inf, math.inf) else f" in [{low}, {high}]"
@@ -166,10 +175,6 @@ class Fields:
         return tuple(out)
 
     def _finite(self, value: Any, where: str) -> float:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not _is_finite(value):
             raise self.error(f"{where} must hold finite numbers, not {value!r:.40}")
         return float(value)

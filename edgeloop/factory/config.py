@@ -144,9 +144,16 @@ class GateSection(_Strict):
         ref = self.reference
         if ref is None:
             return self
-        if not ref or ref.startswith("/") or ".." in ref.split("/"):
-            raise ValueError(f"gate.reference {ref!r} must be a relative prefix like reference/m/")
-        if ref.split("/")[0] in DEVICE_PREFIXES:
+        if not ref or ref.startswith("/") or ".." in ref.split("/") or not ref.endswith("/"):
+            # A trailing slash, or "reference/digits" would also read reference/digits2/.
+            raise ValueError(
+                f"gate.reference {ref!r} must be a relative prefix ending in '/', like "
+                "reference/digits/"
+            )
+        if any(
+            prefix.startswith(ref) or ref.startswith(prefix)
+            for prefix in (f"{p}/" for p in DEVICE_PREFIXES)
+        ):
             raise ValueError(
                 f"gate.reference {ref!r} is under {ref.split('/')[0]}/, which holds device "
                 "uploads; the reference "

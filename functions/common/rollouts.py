@@ -10,6 +10,7 @@ One announcement is one retained publish, whatever the fleet's size.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,24 +64,33 @@ def start_rollout(
             return False  # already announced (or superseded)
         # What "all" runs is the manifest canary devices fall back to on abort.
         previous = current["version"] if current["state"] == "all" else current.get("previous")
+    doc = {
+        "version": version,
+        "state": "canary",
+        "started_at": format_time(now or utc_now()),
+        "previous": previous,
+        # Written before the publish and set once it went out: a publish that
+        # fails after the write is found and made good by the schedule.
+        "announced": False,
+    }
     try:
-        registry.put_rollout(
-            model,
-            {
-                "version": version,
-                "state": "canary",
-                "started_at": format_time(now or utc_now()),
-                "previous": previous,
-            },
-            expect_state=None,
-        )
+        registry.put_rollout(model, doc, expect_state=None)
     except StaleWrite:
         winner = registry.rollout(model)
         if winner is not None and int(winner["version"]) >= version:
             return False
         raise
-    publisher.publish(announcement(model, Ring.CANARY), manifest, retain=True)
+    announce_canary(registry, publisher, model, doc, manifest)
     return True
+
+
+def announce_canary(
+    registry: Registry, publisher: Publisher, model: str, rollout: dict[str, Any], manifest: bytes
+) -> None:
+    """The canary ring's retained publish, then the note that it went out."""
+    publisher.publish(announcement(model, Ring.CANARY), manifest, retain=True)
+    with contextlib.suppress(StaleWrite):  # evaluated on meanwhile: nothing left to note
+        registry.put_rollout(model, {**rollout, "announced": True}, expect_state="canary")
 
 
 @dataclass
@@ -103,6 +113,11 @@ class Rollouts:
         version = int(champion["version"])
         rollout = self.registry.rollout(model)
         if rollout is not None and int(rollout["version"]) >= version:
+            if rollout["state"] == "canary" and rollout.get("announced") is False:
+                # The rollout was written but its publish failed: publish it now.
+                manifest = self.store.get(self.artifact_bucket, manifest_key(model, version))
+                announce_canary(self.registry, self.publisher, model, rollout, manifest)
+                return version
             return None
         manifest = self.store.get(self.artifact_bucket, manifest_key(model, version))
         return version if self.start(model, version, manifest, now) else None

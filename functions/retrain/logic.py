@@ -20,13 +20,14 @@ from edgeloop.contract import format_time, time_ordered_id, utc_now
 from edgeloop.contract.topics import check_model_name, check_thing_name
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.data import (
-    MAX_DECODED_BYTES,
     Batch,
     Dataset,
     NoUsableData,
     Quarantined,
     ReferenceUnusable,
     assemble,
+    decoded_size,
+    device_from_key,
     read_batch,
     reference_set,
 )
@@ -35,8 +36,21 @@ from functions.common.registry import Registry
 from functions.common.releases import Publication, ReleaseWriter
 from functions.common.storage import ObjectInfo, ObjectMissing, ObjectStore
 
+# Uploads in a row that do not fit what is left of the budget before a run stops
+# looking: the budget is full for practical purposes.
+MAX_SKIPPED_IN_A_ROW = 32
 # A reference set is a curated handful of files; more than this is a mistake in its prefix.
 MAX_REFERENCE_FILES = 1000
+
+
+def _by_device_in_turns(objects: list[ObjectInfo]) -> Iterator[ObjectInfo]:
+    """Newest-first uploads reordered so devices take turns: each device's newest,
+    then each device's second newest, and so on (devices in order of their newest)."""
+    queues: dict[str, list[ObjectInfo]] = {}
+    for obj in objects:
+        queues.setdefault(device_from_key(obj.key), []).append(obj)
+    for turn in itertools.zip_longest(*queues.values()):
+        yield from (obj for obj in turn if obj is not None)
 
 
 class PoisonRecord(ValueError):
@@ -148,26 +162,47 @@ class Retrainer:
     def _read_data(
         self, config: ModelConfig, objects: list[ObjectInfo]
     ) -> tuple[list[Batch | Quarantined], int]:
-        """The newest uploads read until their decoded size fills the training budget.
+        """Uploads read until their decoded size fills the training budget, device by device.
 
         The budget counts decoded bytes, not bytes on the wire: a compressed
-        .npz inflates about 1,000:1. Each upload is decoded within what is left
-        of the budget, so nothing is allocated past it; bad ones are moved to
-        quarantine/.
+        .npz inflates about 1,000:1, and each upload's size is read from its
+        headers before it is decoded. Devices take turns, newest upload first
+        within each device, so one device uploading in a loop cannot fill the
+        budget and push every other device's data out (the run's per-device cap
+        and screening then see everyone). An upload that does not fit what is
+        left is skipped, never quarantined: it is honest data for a later run.
+        Bad uploads are moved to quarantine/.
         """
         items: list[Batch | Quarantined] = []
         left = self.max_training_bytes
-        for obj in objects:
-            item = self._read(config, obj.key, budget=left)
-            if item is None:
+        devices = {device_from_key(obj.key) for obj in objects}
+        # The same cap the run applies to rows (train.max_device_share, or
+        # 1/devices when there are few), applied to the budget while reading.
+        share = max(config.train.max_device_share, 1 / max(1, len(devices)))
+        quota = int(share * self.max_training_bytes)
+        used: dict[str, int] = {}
+        skipped_in_a_row = 0
+        for obj in _by_device_in_turns(objects):
+            if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                break  # the budget is full for practical purposes
+            device = device_from_key(obj.key)
+            room = min(left, quota - used.get(device, 0))
+            try:
+                data = self.store.get(self.data_bucket, obj.key)
+            except ObjectMissing:
+                continue  # the arrival log outlives the data (quarantined, expired)
+            if decoded_size(obj.key, data, config) > room:
+                skipped_in_a_row += 1
                 continue
+            item = self._parse(config, obj.key, data)
             if isinstance(item, Batch):
-                if item.decoded_bytes > left:
-                    break
+                if item.decoded_bytes > room:
+                    skipped_in_a_row += 1
+                    continue
                 left -= item.decoded_bytes
+                used[device] = used.get(device, 0) + item.decoded_bytes
+            skipped_in_a_row = 0
             items.append(item)
-            if left <= 0:
-                break
         return items, sum(isinstance(item, Quarantined) for item in items)
 
     def _reference(self, config: ModelConfig) -> Dataset | None:
@@ -187,7 +222,7 @@ class Retrainer:
         return reference_set(items, config)
 
     def _read(
-        self, config: ModelConfig, key: str, quarantine: bool = True, budget: int | None = None
+        self, config: ModelConfig, key: str, quarantine: bool = True
     ) -> Batch | Quarantined | None:
         """One upload, parsed; a bad one is moved to quarantine/ (unless told not to).
 
@@ -198,9 +233,12 @@ class Retrainer:
             data = self.store.get(self.data_bucket, key)
         except ObjectMissing:
             return None
-        item = read_batch(
-            key, data, config, max_decoded_bytes=min(budget or MAX_DECODED_BYTES, MAX_DECODED_BYTES)
-        )
+        return self._parse(config, key, data, quarantine)
+
+    def _parse(
+        self, config: ModelConfig, key: str, data: bytes, quarantine: bool = True
+    ) -> Batch | Quarantined:
+        item = read_batch(key, data, config)
         if quarantine and isinstance(item, Quarantined):
             self._quarantine(item)
         return item

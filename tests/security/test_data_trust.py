@@ -37,7 +37,8 @@ def test_a_far_future_batch_id_does_not_make_an_upload_the_newest(
     monkeypatch.setenv("MAX_TRAINING_BYTES", str(len(honest) + 100))
     cloud.new_container()  # which reads the setting
     assert cached_env(RetrainEnv).max_training_bytes == len(honest) + 100
-    future = cloud.put_batch("digits", "pump-evil", "99999999999999999999-ffffffff.npz", early)
+    # One device, so the per-device share does not decide: only the order does.
+    future = cloud.put_batch("digits", "pump-7", "99999999999999999999-ffffffff.npz", early)
     retrain.handler(cloud.receive_event(1), FakeLambdaContext())
     recent = cloud.put_batch("digits", "pump-7", "00000000000000000001-00000000.npz", honest)
     retrain.handler(cloud.receive_event(1), FakeLambdaContext())
@@ -53,6 +54,7 @@ def test_a_far_future_batch_id_does_not_make_an_upload_the_newest(
     trained_on = [batch["key"] for batch in record["data"]["batches"]]
     assert trained_on == [recent]
     assert future not in trained_on
+    assert _quarantined(cloud) == []  # the older one is kept, not thrown away
 
 
 def test_a_device_gets_no_upload_grant_under_another_models_prefix(cloud: LocalCloud) -> None:
@@ -107,6 +109,51 @@ def test_all_ring_devices_claiming_the_canary_ring_do_not_vote(cloud: LocalCloud
     assert report_status("pump-2", version=2)["rollout"] == "all"
 
 
+def _quarantined(cloud: LocalCloud) -> list[str]:
+    listing = cloud.client("s3").list_objects_v2(
+        Bucket=cloud.names["DATA_BUCKET"], Prefix="quarantine/"
+    )
+    return [o["Key"] for o in listing.get("Contents", [])]
+
+
+def test_one_device_uploading_in_a_loop_cannot_push_the_others_out_of_a_run(
+    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 2 by another route: a device filling the budget with the newest uploads."""
+    X, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(X))
+    X, y = X[order], y[order]
+    rows = 150
+    flood = 600
+    # The budget holds two of the flooding device's batches and nothing else.
+    monkeypatch.setenv("MAX_TRAINING_BYTES", str(2 * flood * (64 * 8 + 8) + 500))
+    cloud.new_container()
+    for thing in ("pump-10", "pump-11", "pump-12"):
+        cloud.enroll(thing, "digits")
+    honest = [f"pump-{i}" for i in (7, 8, 9, 10, 11, 12)]
+    for i, thing in enumerate(honest):
+        part = slice(i * rows, (i + 1) * rows)
+        cloud.put_batch(
+            "digits", thing, f"0000000000000000000{i}-00000000.npz", npz_bytes(X[part], y[part])
+        )
+    retrain.handler(cloud.receive_event(len(honest)), FakeLambdaContext())
+    cloud.enroll("pump-evil", "digits")
+    shifted = (y[1000 : 1000 + flood] + 1) % 10
+    for j in range(2):
+        cloud.put_batch(
+            "digits",
+            "pump-evil",
+            f"0000000000000000009{j}-00000000.npz",
+            npz_bytes(X[1000 : 1000 + flood], shifted),
+        )
+    retrain.handler(cloud.receive_event(2), FakeLambdaContext())
+    data = _run_record(cloud)["data"]
+    assert isinstance(data, dict)
+    devices = {batch["device"] for batch in data["batches"]}
+    assert set(honest) <= devices
+    assert _quarantined(cloud) == []
+
+
 def _run_record(cloud: LocalCloud) -> dict[str, object]:
     run = registry_of(cloud).runs("digits")[0]
     record: dict[str, object] = json.loads(
@@ -133,11 +180,12 @@ def test_the_training_budget_counts_decoded_bytes_not_bytes_on_the_wire(
     monkeypatch.setenv("MAX_TRAINING_BYTES", str(decoded + 1000))
     cloud.new_container()
     for i in range(3):
-        cloud.put_batch("digits", f"pump-{7 + i}", f"0000000000000000000{i}-00000000.npz", packed)
+        cloud.put_batch("digits", "pump-7", f"0000000000000000000{i}-00000000.npz", packed)
     retrain.handler(cloud.receive_event(3), FakeLambdaContext())
     data = _run_record(cloud)["data"]
     assert isinstance(data, dict)
     assert len(data["batches"]) == 1  # three fit the budget on the wire, one decoded
+    assert _quarantined(cloud) == []  # the two that did not fit are kept for later runs
 
 
 def test_a_reference_set_the_candidate_fails_refuses_the_run_in_the_cloud(

@@ -132,3 +132,13 @@ def test_an_alarm_event_round_trips_and_is_stamped_to_the_millisecond() -> None:
 def test_times_have_one_format_both_ways() -> None:
     now = utc_now().replace(microsecond=0)
     assert parse_time(format_time(now)) == now
+
+
+def test_an_integer_too_large_for_a_float_is_the_typed_refusal() -> None:
+    doc = {"model": "vibration", "version": 1, "health": "healthy", "drift": {"a": 10**400}}
+    with pytest.raises(StatusRejected, match=r"status\.drift\.a must be a finite number"):
+        StatusReport.from_json(doc)
+    with pytest.raises(StatusRejected):
+        StatusReport.from_bytes(
+            b'{"model": "vibration", "health": "healthy", "drift": {"a": 1' + b"0" * 400 + b"}}"
+        )

@@ -193,6 +193,32 @@ def test_a_failed_announcement_is_made_good_by_the_schedule(
     assert len(cloud.announcements(announcement("digits", Ring.CANARY))) == 1
 
 
+def test_a_publish_that_fails_after_the_rollout_is_written_is_made_good_by_the_schedule(
+    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rollout is recorded, then the IoT publish fails: the schedule must not take
+    the recorded rollout for an announced one."""
+    real = publisher().publish
+    failures = [ConnectionError("IoT data plane unreachable")]
+
+    def flaky(topic: str, payload: bytes, *, retain: bool = False) -> None:
+        if failures:
+            raise failures.pop()
+        real(topic, payload, retain=retain)
+
+    monkeypatch.setattr(publisher(), "publish", flaky)
+    event = upload_round(cloud, digit_batches(30, 0, 30), 1)
+    retrain.handler(event, FakeLambdaContext())
+    assert registry_of(cloud).rollout("digits")["announced"] is False  # type: ignore[index]
+    assert cloud.announcements(announcement("digits", Ring.CANARY)) == []
+    evaluate_rollouts.handler({}, FakeLambdaContext())
+    [announced] = cloud.announcements(announcement("digits", Ring.CANARY))
+    assert cloud.trusted_keys().verify(announced["payload"]).version == 1
+    assert registry_of(cloud).rollout("digits")["announced"] is True  # type: ignore[index]
+    evaluate_rollouts.handler({}, FakeLambdaContext())
+    assert len(cloud.announcements(announcement("digits", Ring.CANARY))) == 1
+
+
 def test_losing_the_announcement_race_to_the_schedule_fails_nothing(
     cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:

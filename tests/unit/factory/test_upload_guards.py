@@ -220,7 +220,10 @@ def test_paired_counts_rows_only_one_model_gets_right() -> None:
     assert Paired.of(right_c, right_i) == Paired(2, 1)
 
 
-@pytest.mark.parametrize("prefix", ["data/digits/", "quarantine/digits/", "/abs/", "ref/../data/"])
+@pytest.mark.parametrize(
+    "prefix",
+    ["data/digits/", "quarantine/digits/", "/abs/", "ref/../data/", "dat", "reference/digits"],
+)
 def test_a_reference_prefix_devices_can_write_is_refused(prefix: str) -> None:
     with pytest.raises(ConfigError, match=r"gate\.reference"):
         parse_config(
