@@ -1,14 +1,16 @@
-"""The cloud side of an agent test: a presign responder and an announcer on a real broker.
+"""The cloud side of an agent test: the local runtime's IoT rules with stand-in actions.
 
-The responder runs the real presign logic against moto's S3, so uploads are
-real presigned POSTs over HTTP.
+Upload requests get the real presign logic against moto's S3 (and its thing
+registry), so uploads are real presigned POSTs over HTTP; status reports and
+events are kept for the test to read; announcements are retained publishes, as
+the functions make them.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -17,9 +19,11 @@ import boto3
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgeloop.contract import Ring, ThingTopics, UploadAnswer, announcement, thing_of
+from edgeloop.contract import Ring, ThingTopics, UploadAnswer, announcement
+from edgeloop.local.router import IotRules
 from functions.common.env import PresignEnv
 from functions.common.identity import ThingRegistryIdentity, enroll
+from functions.common.rules import split_rule_event
 from functions.presign.logic import PresignRefused, presign, refusal
 
 
@@ -45,41 +49,37 @@ class CloudStandIn:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         parsed = urlparse(broker_url)
+        # What the functions publish with: answers to upload requests, announcements.
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cloud-stand-in")
-        self.client.on_connect = self._connected
-        self.client.on_message = self._message
         self.client.reconnect_delay_set(1, 2)
         self.client.connect(parsed.hostname or "127.0.0.1", parsed.port or 1883)
         self.client.loop_start()
-
-    def _connected(self, client: mqtt.Client, *_: Any) -> None:
-        client.subscribe(
-            [
-                ("edgeloop/things/+/upload/request", 1),
-                ("edgeloop/things/+/status", 1),
-                ("edgeloop/things/+/events", 1),
-            ]
+        self.rules = IotRules(
+            broker_url,
+            {
+                "edgeloop/things/+/upload/request": self._presign,
+                "edgeloop/things/+/status": self._keep(self.statuses),
+                "edgeloop/things/+/events": self._keep(self.events),
+            },
+            # One at a time, in arrival order: tests read a thing's last status.
+            concurrency=1,
         )
+        self.rules.start()
 
-    def _message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        thing = thing_of(message.topic)
-        if thing is None:
-            return
-        doc = json.loads(message.payload)
-        if message.topic.endswith("/upload/request"):
-            try:
-                answer: UploadAnswer = presign(
-                    self.env, self.s3, thing, doc, identity=self.identity
-                )
-            except PresignRefused as exc:
-                answer = refusal(doc, exc)
-            client.publish(ThingTopics(thing).upload_response, answer.to_bytes(), qos=1)
-        elif message.topic.endswith("/status"):
+    def _presign(self, event: dict[str, Any]) -> None:
+        thing, doc = split_rule_event(event)
+        try:
+            answer: UploadAnswer = presign(self.env, self.s3, thing, doc, identity=self.identity)
+        except PresignRefused as exc:
+            answer = refusal(doc, exc)
+        self.client.publish(ThingTopics(thing).upload_response, answer.to_bytes(), qos=1)
+
+    def _keep(self, into: list[tuple[str, dict[str, Any]]]) -> Callable[[dict[str, Any]], None]:
+        def keep(event: dict[str, Any]) -> None:
             with self._lock:
-                self.statuses.append((thing, doc))
-        else:
-            with self._lock:
-                self.events.append((thing, doc))
+                into.append(split_rule_event(event))
+
+        return keep
 
     def enroll(self, thing: str, model: str) -> None:
         """Register a device in the stand-in's thing registry, as the platform team does."""
@@ -103,5 +103,6 @@ class CloudStandIn:
         return mine[-1] if mine else None
 
     def close(self) -> None:
+        self.rules.stop()
         self.client.loop_stop()
         self.client.disconnect()

@@ -62,52 +62,44 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
     }
 
 
-class EventRouter:
+RuleAction = Callable[[dict[str, Any]], object]
+
+
+class IotRules:
+    """What IoT topic rules do, on a plain MQTT broker.
+
+    Each JSON object published on a rule's topic filter goes to the rule's action
+    as `SELECT *, topic(3) AS topic_thing` gives it: the payload, plus the thing
+    the topic names. Actions run on a pool of threads, as Lambda scales out; one
+    that raises is recorded in `errors`, like a failed invocation.
+    """
+
     def __init__(
         self,
-        sqs: Any,
-        queue_url: str,
-        queue_arn: str,
         broker_url: str,
-        handlers: dict[str, Handler],
-        batching_window: float = 1.0,
-        batch_size: int = 100,
-        schedule_seconds: float = 2.0,
-        status_rule: bool = True,
-        rule_concurrency: int = 8,
+        rules: dict[str, RuleAction],
+        concurrency: int = 8,
+        errors: list[str] | None = None,
     ) -> None:
-        self.rule_topics = [("edgeloop/things/+/upload/request", 1)]
-        if status_rule:
-            self.rule_topics.append(("edgeloop/things/+/status", 1))
-        self.sqs, self.queue_url, self.queue_arn = sqs, queue_url, queue_arn
-        self.handlers = handlers
-        self.batching_window, self.batch_size = batching_window, batch_size
-        self.schedule_seconds = schedule_seconds
-        self.retrain_invocations = 0
-        self.errors: list[str] = []
-        self._rules: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+        self.rules = rules
+        self.errors = [] if errors is None else errors
+        self._pending: queue.Queue[tuple[RuleAction, dict[str, Any]]] = queue.Queue()
         self._stop = threading.Event()
-        # One lock per event source: like separate Lambda functions, a long retrain
-        # does not hold up upload requests or status reports.
-        self._busy = {"sqs": threading.Lock(), "schedule": threading.Lock()}
-        self._rules_running = 0
-        self._rules_lock = threading.Lock()
+        self._outstanding = 0  # routed and not yet finished, queued or running
+        self._lock = threading.Lock()
         parsed = urlparse(broker_url)
         self._mqtt = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"edgeloop-rules-{uuid.uuid4().hex[:6]}"
         )
         self._mqtt.on_connect = self._subscribe
         self._mqtt.on_message = self._route
+        # The rules engine in AWS never loses its subscriptions; after a broker
+        # restart this one should be back as soon as the broker is.
+        self._mqtt.reconnect_delay_set(1, 2)
         self._mqtt.connect(parsed.hostname or "127.0.0.1", parsed.port or 1883)
-        # Rule actions run concurrently, as Lambda scales a function out; the SQS
-        # source stays at concurrency 1 here (the stack caps retrain at 2).
         self._threads = [
-            threading.Thread(target=self._poll_queue, name="router-sqs", daemon=True),
-            threading.Thread(target=self._schedule, name="router-schedule", daemon=True),
-            *(
-                threading.Thread(target=self._run_rules, name=f"router-rules-{i}", daemon=True)
-                for i in range(rule_concurrency)
-            ),
+            threading.Thread(target=self._run, name=f"rules-{i}", daemon=True)
+            for i in range(concurrency)
         ]
 
     def start(self) -> None:
@@ -122,10 +114,13 @@ class EventRouter:
         for thread in self._threads:
             thread.join(10)
 
-    # --- IoT rules -------------------------------------------------------------------
+    def busy(self) -> bool:
+        """Whether a message is waiting for its action or an action is running."""
+        with self._lock:
+            return self._outstanding > 0
 
     def _subscribe(self, client: mqtt.Client, *_: Any) -> None:
-        client.subscribe(self.rule_topics)
+        client.subscribe([(topic_filter, 1) for topic_filter in self.rules])
 
     def _route(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         thing = thing_of(message.topic)
@@ -135,24 +130,75 @@ class EventRouter:
             return  # IoT rules drop payloads that are not JSON, too
         if thing is None or not isinstance(payload, dict):
             return
-        handler = "presign" if message.topic.endswith("/upload/request") else "status"
-        # `SELECT *, topic(3) AS topic_thing`: the topic's thing is added, the payload kept.
-        self._rules.put((handler, {**payload, TOPIC_THING: thing}))
+        for topic_filter, action in self.rules.items():
+            if mqtt.topic_matches_sub(topic_filter, message.topic):
+                with self._lock:
+                    self._outstanding += 1
+                # The topic's thing is added, the payload kept.
+                self._pending.put((action, {**payload, TOPIC_THING: thing}))
+                return
 
-    def _run_rules(self) -> None:
+    def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                name, event = self._rules.get(timeout=0.2)
+                action, event = self._pending.get(timeout=0.2)
             except queue.Empty:
                 continue
-            with self._rules_lock:
-                self._rules_running += 1
             try:
-                self._invoke(name, event)
+                action(event)
+            except Exception as exc:  # a failed invocation: recorded, the rule goes on
+                self.errors.append(f"rule action: {type(exc).__name__}: {exc}")
             finally:
-                with self._rules_lock:
-                    self._rules_running -= 1
-                self._rules.task_done()
+                with self._lock:
+                    self._outstanding -= 1
+
+
+class EventRouter:
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        queue_arn: str,
+        broker_url: str,
+        handlers: dict[str, Handler],
+        batching_window: float = 1.0,
+        batch_size: int = 100,
+        schedule_seconds: float = 2.0,
+        status_rule: bool = True,
+        rule_concurrency: int = 8,
+    ) -> None:
+        self.sqs, self.queue_url, self.queue_arn = sqs, queue_url, queue_arn
+        self.handlers = handlers
+        self.batching_window, self.batch_size = batching_window, batch_size
+        self.schedule_seconds = schedule_seconds
+        self.retrain_invocations = 0
+        self.errors: list[str] = []
+        rules: dict[str, RuleAction] = {
+            "edgeloop/things/+/upload/request": lambda event: self._invoke("presign", event)
+        }
+        if status_rule:
+            rules["edgeloop/things/+/status"] = lambda event: self._invoke("status", event)
+        self.rules = IotRules(broker_url, rules, rule_concurrency, self.errors)
+        self._stop = threading.Event()
+        # One lock per event source: like separate Lambda functions, a long retrain
+        # does not hold up upload requests or status reports.
+        self._busy = {"sqs": threading.Lock(), "schedule": threading.Lock()}
+        # The SQS source stays at concurrency 1 here (the stack caps retrain at 2).
+        self._threads = [
+            threading.Thread(target=self._poll_queue, name="router-sqs", daemon=True),
+            threading.Thread(target=self._schedule, name="router-schedule", daemon=True),
+        ]
+
+    def start(self) -> None:
+        self.rules.start()
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.rules.stop()
+        for thread in self._threads:
+            thread.join(10)
 
     # --- SQS event source --------------------------------------------------------------
 
@@ -230,9 +276,9 @@ class EventRouter:
         )
 
     def idle(self) -> bool:
-        if not self._rules.empty() or self.queue_depth():
+        if self.rules.busy() or self.queue_depth():
             return False
-        if self._rules_running or not self._busy["sqs"].acquire(blocking=False):
+        if not self._busy["sqs"].acquire(blocking=False):
             return False
         self._busy["sqs"].release()
-        return self._rules.empty() and not self._rules_running and self.queue_depth() == 0
+        return not self.rules.busy() and self.queue_depth() == 0
