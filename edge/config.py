@@ -267,12 +267,7 @@ def _value(f: Fields, key: str, kind: Any, meta: typing.Mapping[str, Any], base:
             if not path.is_file():
                 raise AgentConfigError(f"{f.path(key)}: {path} does not exist")
     check = meta.get("check")
-    if check is not None:
-        try:
-            check(value)
-        except ValueError as exc:
-            raise AgentConfigError(f"{f.path(key)}: {exc}") from exc
-    return value
+    return value if check is None else f.checked(key, value, check)
 
 
 def _path(text: str, base: Path) -> Path:

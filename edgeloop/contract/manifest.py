@@ -272,13 +272,8 @@ class Manifest:
     def from_json(doc: Any) -> Manifest:
         """Every field typed and checked; the signature is checked elsewhere, first."""
         f = Fields(doc, "manifest", MalformedManifest)
-        model = f.text("model", max_length=64)
-        try:
-            check_model_name(model)
-        except ValueError as exc:
-            raise MalformedManifest(f"manifest.model: {exc}") from exc
         return Manifest(
-            model=model,
+            model=f.checked("model", f.text("model", max_length=64), check_model_name),
             version=f.integer("version", low=1),
             created_at=_time(f, "created_at"),
             expires_at=_time(f, "expires_at"),

@@ -13,10 +13,11 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 E = TypeVar("E", bound=enum.Enum)
+T = TypeVar("T")
 
 _MISSING: Any = object()
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -69,6 +70,15 @@ class Fields:
         if default is _MISSING:
             raise self.error(f"{self.path(key)} is missing")
         return default
+
+    def checked(self, key: str, value: T, check: Callable[[T], object]) -> T:
+        """`value`, read from `key`, once `check` accepts it; the ValueError `check`
+        raises becomes the caller's refusal, naming the field."""
+        try:
+            check(value)
+        except ValueError as exc:
+            raise self.error(f"{self.path(key)}: {exc}") from exc
+        return value
 
     def text(self, key: str, default: Any = _MISSING, *, max_length: int = 4096) -> str:
         value = self._get(key, default)

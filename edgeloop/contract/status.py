@@ -70,13 +70,8 @@ class StatusReport:
     @staticmethod
     def from_json(doc: Any) -> StatusReport:
         f = Fields(doc, "status", StatusRejected)
-        model = f.text("model", max_length=64)
-        try:
-            check_model_name(model)
-        except ValueError as exc:
-            raise StatusRejected(f"status.model: {exc}") from exc
         return StatusReport(
-            model=model,
+            model=f.checked("model", f.text("model", max_length=64), check_model_name),
             version=f.optional_integer("version"),
             health=f.choice("health", Health),
             step=f.choice("step", Step, Step.IDLE),
