@@ -15,14 +15,12 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.download import HttpFetcher
-from edge.model_sources import model_sources
 from edge.scoring import Scorer
 from edge.store import ModelStore
-from edge.updater import Updater
-from edgeloop.contract import Step, TensorSpec, TrustedKeys
+from edgeloop.contract import Step
 from tests.support_http import artifact_server
 from tests.support_release import Releases, vibration_runs
+from tests.support_rig import Rig
 
 # A fifth of the profile's examples: each one starts two child processes.
 EXAMPLES = max(10, settings().max_examples // 5)
@@ -53,18 +51,7 @@ def test_a_mutated_model_is_refused_or_computes_what_was_shipped(
         releases = Releases(server)
         store = ModelStore(Path(tmp) / "models")
         scorer = Scorer(0.6)
-        updater = Updater(
-            model="vibration",
-            store=store,
-            scorer=scorer,
-            trusted=TrustedKeys([releases.signer.public_key()]),
-            sources=model_sources(
-                HttpFetcher(server.base_url, timeout=5.0, retries=1), store.staging, 1 << 24
-            ),
-            device_input=TensorSpec(shape=(-1, 8)),
-            report=lambda *_: None,
-            max_bytes=1 << 24,
-        )
+        updater = Rig(Path(tmp), server, releases, store, scorer).updater()
         assert updater.handle(releases.release(1, v1)).step == Step.SUCCEEDED
         result = updater.handle(releases.release(2, broken))
         serving = scorer.model
