@@ -42,6 +42,16 @@ def test_predict_prints_no_interpreter_info_line(tmp_path: Path) -> None:
     assert "2 rows scored" in done.stdout
 
 
+def _python(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_what_else_native_code_writes_meanwhile_still_shows() -> None:
     code = (
         "import os\n"
@@ -50,13 +60,7 @@ def test_what_else_native_code_writes_meanwhile_still_shows() -> None:
         "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n"
         "    os.write(2, b'ERROR: something real\\n')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _python("-c", code)
     assert done.stderr == "ERROR: something real\n"
 
 
@@ -64,32 +68,18 @@ def test_any_process_s_first_interpreter_is_quiet_the_agent_s_too() -> None:
     """The filter lives in the interpreter wrapper, so the agent (which never
     imports the CLI) and the factory get it without a warm-up of their own."""
     code = (
-        "import sys\n"
         "from edgeloop.cli.quiet import _one_op_model\n"
         "model = _one_op_model()\n"
         "from edgeloop.runtime import CompiledModel\n"
-        "assert 'edgeloop.cli.quiet' in sys.modules\n"
         "CompiledModel(model)\n"
         "CompiledModel(model)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _python("-c", code)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
 
 
 def test_the_agent_prints_its_version() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "--version"],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _python("-m", "edge.cli", "--version")
     assert done.returncode == 0
     assert done.stdout.startswith("edgeloop-agent ")
