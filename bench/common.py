@@ -19,13 +19,23 @@ from typing import Any
 import numpy as np
 import psutil
 
+from edgeloop.contract import announcement
 from edgeloop.contract.signers import LocalSigner, sign_manifest
+from edgeloop.contract.stages import BANDS
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.deltas import plan_deltas
 from edgeloop.factory.release import build_manifest, compressed_file, delta_files, version_prefix
 from edgeloop.factory.run import RunResult
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def announce_to_everyone(client: Any, model: str, raw: bytes) -> int:
+    """What the cloud publishes when a rollout covers the whole fleet: the manifest,
+    retained, on each of the model's 1% bands. Returns the publishes made."""
+    for band in range(BANDS):
+        client.publish(announcement(model, band), raw, qos=1, retain=True).wait_for_publish(30)
+    return BANDS
 
 
 def machine() -> dict[str, Any]:

@@ -3,7 +3,8 @@
 The agents are the real `edge.agent.Agent` (MQTT link, verification, download,
 patch, health check, swap), without sensors or uploads, spread over processes
 (one process cannot watch more than ~1,000 sockets with select()). The cloud
-side publishes once per version: a retained QoS 1 message on the ring's topic,
+side publishes once per version and band: a retained QoS 1 message on each of
+the model's 100 band topics (a rollout at 100%), each device subscribed to one,
 which the broker fans out. The first announcement ships the full model
 (compressed), the second a patch.
 """
@@ -23,10 +24,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.common import release_files, wait_until
+from bench.common import announce_to_everyone, release_files, wait_until
 from bench.soak import train_versions, worker
-from edgeloop.contract import Ring, announcement, public_key_pem
+from edgeloop.contract import public_key_pem
 from edgeloop.contract.signers import LocalSigner
+from edgeloop.contract.stages import BANDS
 from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import parse_config
 from edgeloop.local.broker import EmbeddedBroker
@@ -80,10 +82,7 @@ def measure(agents: int = AGENTS) -> dict[str, Any]:
         announcer.loop_start()
         for version, raw in enumerate(manifests, start=1):
             start = time.monotonic()
-            announcer.publish(
-                announcement("vibration", Ring.ALL), raw, qos=1, retain=True
-            ).wait_for_publish(30)
-            publishes += 1
+            publishes += announce_to_everyone(announcer, "vibration", raw)
 
             def everyone_on(v: int = version) -> bool:
                 return all(r["versions"] == [v] for r in ask("state"))
@@ -115,7 +114,7 @@ def measure(agents: int = AGENTS) -> dict[str, Any]:
         "cloud_publishes_per_version": publishes // len(manifests),
         "rounds": rounds,
         "worst_announce_to_all_swapped_s": worst,
-        "meets_goal": worst < GOAL_SECONDS and publishes == len(manifests),
+        "meets_goal": worst < GOAL_SECONDS and publishes == len(manifests) * BANDS,
     }
 
 

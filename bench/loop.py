@@ -51,10 +51,9 @@ def _wait(condition: Any, timeout: float, what: str) -> float:
 def measure() -> dict[str, Any]:
     has_mosquitto = shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
     broker = Mosquitto() if has_mosquitto else EmbeddedBroker()
-    rollout = {"CANARY_HEALTHY_COUNT": str(DEVICES), "CANARY_WINDOW_SECONDS": "600"}
     rounds: list[dict[str, Any]] = []
     try:
-        with LocalRuntime({"vibration": CONFIG}, broker.url, rollout, batching_window=1.0) as cloud:
+        with LocalRuntime({"vibration": CONFIG}, broker.url, batching_window=1.0) as cloud:
             registry = Registry(cloud.client("dynamodb"), cloud.resources.registry_table)
             workdir = Path(tempfile.mkdtemp(prefix="edgeloop-bench-loop-"))
             (workdir / "key.pem").write_bytes(cloud.manifest_public_key())
@@ -68,7 +67,6 @@ def measure() -> dict[str, Any]:
                                 "thing": f"loop-{i:02d}",
                                 "model": "vibration",
                                 "n_features": 8,
-                                "ring": "canary",
                             },
                             "broker": {"url": broker.url, "reconnect_min": 0.05},
                             "artifacts": {

@@ -23,12 +23,12 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.common import release_files, wait_until
+from bench.common import announce_to_everyone, release_files, wait_until
 from edge.agent import Agent
 from edge.config import parse_agent_config
 from edge.probe import InProcessProbe
 from edge.sources import synthetic_vibration
-from edgeloop.contract import Ring, announcement, public_key_pem
+from edgeloop.contract import public_key_pem
 from edgeloop.contract.signers import LocalSigner
 from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import parse_config
@@ -70,7 +70,6 @@ def worker(pipe: Any, spec: dict[str, Any]) -> None:
                     "thing": f"soak-{i:04d}",
                     "model": "vibration",
                     "n_features": 8,
-                    "ring": "all",
                 },
                 "broker": {"url": spec["broker"], "reconnect_min": 0.5, "reconnect_max": 15.0},
                 "artifacts": {
@@ -217,9 +216,7 @@ def main() -> int:
             if version == 2:
                 broker.start()
                 wait_until(lambda: announcer.is_connected(), 60, "the announcer to reconnect")
-            announcer.publish(
-                announcement("vibration", Ring.ALL), raw, qos=1, retain=True
-            ).wait_for_publish(30)
+            announce_to_everyone(announcer, "vibration", raw)
 
             def everyone_on(v: int = version) -> bool:
                 return all(r["versions"] == [v] for r in ask("state"))

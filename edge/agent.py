@@ -55,7 +55,7 @@ class Agent:
         self.scorer = Scorer(config.upload.low_confidence)
         self.queue = UploadQueue(config.state_dir / "uploads", config.upload.queue_max_batches)
         self.drift = DriftWindow()
-        self.board = StatusBoard(d.model, d.ring, self.scorer, self.queue, self.drift, self._status)
+        self.board = StatusBoard(d.model, self.scorer, self.queue, self.drift, self._status)
         fetcher = fetcher or HttpFetcher(
             config.artifacts.base_url,
             config.artifacts.timeout,
@@ -77,7 +77,7 @@ class Agent:
         )
         self.updates = UpdateWorker(self.updater, self.board.record)
         self.link = Link(
-            config.broker, d.thing, d.model, d.ring, self.updates.announced, self.board.publish
+            config.broker, d.thing, d.model, self.updates.announced, self.board.publish
         )
         self.uploader = Uploader(self.queue, self.link, d.model, config.upload.retry_seconds)
         self.uploads = UploadPolicy(config.upload, self.queue, self.counters, config.source.seed)

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 from edge.errors import AgentConfigError
 from edgeloop.contract import Fields, load_public_key
-from edgeloop.contract.topics import Ring, check_model_name, check_thing_name
+from edgeloop.contract.topics import check_model_name, check_thing_name
 from edgeloop.tomlfile import read_toml
 
 S = TypeVar("S")
@@ -49,7 +49,6 @@ class DeviceSection:
     thing: str = field(metadata=rule(check=check_thing_name))
     model: str = field(metadata=rule(check=check_model_name))
     n_features: int = field(metadata=rule(low=1, high=65536))
-    ring: Ring = Ring.ALL
     # The model's input names, in order: the CSV source picks its columns by them.
     # Without them, the installed manifest's input names are used.
     feature_names: tuple[str, ...] = ()
@@ -174,7 +173,9 @@ class AgentConfig:
     source: SourceSection = field(default_factory=SourceSection)
     upload: UploadSection = field(default_factory=UploadSection)
     watch: WatchSection = field(default_factory=WatchSection)
-    status_interval: float = field(default=30.0, metadata=rule(low=0.05, high=86400))
+    # The heartbeat: the whole report, so the fleet view stays fresh between updates.
+    # Hourly by default: at fleet scale every heartbeat is a billed message.
+    status_interval: float = field(default=3600.0, metadata=rule(low=0.05, high=86400))
 
     @property
     def state_dir(self) -> Path:

@@ -22,12 +22,12 @@ from edge.backoff import Backoff
 from edge.config import BrokerSection
 from edge.errors import UploadFailed
 from edgeloop.contract import (
-    Ring,
     ThingTopics,
     UploadAnswer,
     UploadMessageInvalid,
     UploadRequest,
     announcement,
+    band_of,
     parse_upload_answer,
 )
 
@@ -43,13 +43,15 @@ class Link:
         broker: BrokerSection,
         thing: str,
         model: str,
-        ring: Ring,
         on_announcement: Callable[[bytes], None],
         on_connected: Callable[[], None] | None = None,
     ) -> None:
         self.broker = broker
         self.topics = ThingTopics(thing)
-        self.announcements = announcement(model, ring)
+        # The device hears of a version on two retained topics: its 1% band's (the
+        # stage that covers the band publishes there) and its own, where a named
+        # canary is offered versions first. Which band is fixed by the thing name.
+        self.announcements = (announcement(model, band_of(thing)), self.topics.manifest)
         self._on_announcement = on_announcement
         self._on_connected = on_connected
         # A fixed client id and clean_session=False: the broker keeps our
@@ -140,7 +142,7 @@ class Link:
             log.warning("event=connect_refused broker=%s reason=%r", self.broker.url, str(reason))
             return
         log.info("event=connected broker=%s thing=%s", self.broker.url, self.topics.thing)
-        client.subscribe([(self.announcements, 1), (self.topics.upload_response, 1)])
+        client.subscribe([*((t, 1) for t in self.announcements), (self.topics.upload_response, 1)])
         self.connections += 1
         self._is_connected.set()
         if self._on_connected is not None:
@@ -163,7 +165,7 @@ class Link:
             log.exception("event=message_failed topic=%s", message.topic)
 
     def _dispatch(self, message: mqtt.MQTTMessage) -> None:
-        if message.topic == self.announcements:
+        if message.topic in self.announcements:
             if message.payload:  # an empty retained message clears the announcement
                 self._on_announcement(bytes(message.payload))
         elif message.topic == self.topics.upload_response:

@@ -1,7 +1,10 @@
 """What the device says about itself: the update step it is at, its health, its drift.
 
-Every update step is recorded here and published at once; a timer republishes
-the whole report so the fleet view stays fresh between updates.
+Every update step is recorded here and logged. Only an update's outcome
+(installed, failed, rolled back) is published at once: that is what the cloud
+counts toward a rollout. The steps in between reach the cloud only in the
+heartbeat, a timer that republishes the whole report so the fleet view stays
+fresh; one update costs the cloud one message, not one per step.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from edge.drift import DriftWindow
 from edge.scoring import Scorer
 from edge.sources import SkippedLines
 from edge.uploads import UploadQueue
-from edgeloop.contract import Health, Ring, StatusReport, Step
+from edgeloop.contract import Health, StatusReport, Step
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +30,12 @@ class StatusBoard:
     def __init__(
         self,
         model: str,
-        ring: Ring,
         scorer: Scorer,
         queue: UploadQueue,
         drift: DriftWindow,
         send: Callable[[bytes], None],
     ) -> None:
-        self._model, self._ring, self._scorer = model, ring, scorer
+        self._model, self._scorer = model, scorer
         self._queue, self._drift, self._send = queue, drift, send
         self.step = Step.IDLE
         self.target_version: int | None = None
@@ -49,12 +51,13 @@ class StatusBoard:
         return model.version if model is not None else None
 
     def record(self, step: Step, version: int | None, detail: str) -> None:
-        """An update step: remembered for every later report, logged, and published now."""
+        """An update step: remembered for every later report, logged; an outcome published now."""
         self.step, self.target_version, self.detail = Step(step), version, detail
         _log_step(self.step, version, detail)
         if step in _ENDS:
             self.note_version()
-        self.publish()
+        if self.step.terminal:
+            self.publish()
 
     def note_version(self) -> None:
         self.versions_seen.append((time.time(), self.version))
@@ -81,7 +84,6 @@ class StatusBoard:
             version=version,
             health=health,
             step=self.step,
-            ring=self._ring,
             target_version=self.target_version,
             detail=detail[:1024],
             queue_depth=len(self._queue),

@@ -11,7 +11,7 @@ from edgeloop.cli.errors import CliError, emit
 
 COLUMNS = (
     "thing",
-    "ring",
+    "stage",
     "version",
     "health",
     "step",

@@ -64,7 +64,6 @@ status_interval = 2.0
 thing = "{thing}"
 model = "{config.model.name}"
 n_features = {config.model.n_features}
-ring = "canary"
 
 [broker]
 url = "{broker_url}"
@@ -176,13 +175,13 @@ def _up(args: argparse.Namespace) -> int:
     with LocalRuntime(
         {name: text for name, (text, _) in models.items()},
         broker_url=args.broker,
-        rollout={"CANARY_HEALTHY_COUNT": "1", "CANARY_WINDOW_SECONDS": "3600"},
         batching_window=args.batching_window,
     ) as cloud:
         trust = out / "manifest-public.pem"
         trust.write_bytes(cloud.manifest_public_key())
         # The local thing registry knows the device, as IoT Core would after
-        # enrolment: its model and (agent.toml says canary) its canary membership.
+        # enrolment: its model, and that it is a named canary (the first stage of
+        # every rollout), so it is offered each new version at once.
         cloud.enroll(args.thing, model, canary=True)
         agent = out / "agent.toml"
         agent.write_text(
@@ -356,17 +355,19 @@ def _status(args: argparse.Namespace) -> int:
                 print("  " + line)
         rollout = m["rollout"]
         if rollout:
+            stage = rollout.get("stage", "?")
             print(
-                f"rollout: v{rollout['version']} {rollout['state']} "
+                f"rollout: v{rollout['version']} {rollout['state']} at stage {stage} "
                 f"(since {rollout.get('started_at', '?')})"
+                + (f": {rollout['reason']}" if rollout.get("reason") else "")
             )
         devices = [
-            [cell(d[c]) for c in ("thing", "ring", "version", "health", "step", "last_seen")]
+            [cell(d[c]) for c in ("thing", "stage", "version", "health", "step", "last_seen")]
             for d in m["devices"]
         ]
         print("devices:")
         for line in table_lines(
-            ("thing", "ring", "version", "health", "step", "last_seen"), devices
+            ("thing", "stage", "version", "health", "step", "last_seen"), devices
         ):
             print("  " + line)
         if not devices:

@@ -50,8 +50,9 @@ from edgeloop.contract.manifest import (
     parse_manifest,
 )
 from edgeloop.contract.reader import Fields
+from edgeloop.contract.stages import StagePlan, band_of, basis_points
 from edgeloop.contract.status import Health, StatusRejected, StatusReport, Step
-from edgeloop.contract.topics import Ring, ThingTopics, announcement, thing_of
+from edgeloop.contract.topics import ThingTopics, announcement, thing_of
 from edgeloop.contract.uploads import (
     UploadAnswer,
     UploadGrant,
@@ -91,10 +92,10 @@ __all__ = [
     "ManifestExpired",
     "PatchBaseMismatch",
     "PatchCorrupt",
-    "Ring",
     "Signature",
     "SignatureInvalid",
     "SizeMismatch",
+    "StagePlan",
     "StatusRejected",
     "StatusReport",
     "Step",
@@ -110,6 +111,8 @@ __all__ = [
     "VersionNotNewer",
     "accept_manifest",
     "announcement",
+    "band_of",
+    "basis_points",
     "canonical_json",
     "check_blob",
     "check_fresh",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
 from edgeloop.contract.encoding import format_time, utc_now
 from edgeloop.contract.reader import Fields
-from edgeloop.contract.topics import Ring, check_model_name
+from edgeloop.contract.topics import check_model_name
 
 MAX_STATUS_BYTES = 16 * 1024
 
@@ -42,6 +42,15 @@ class Step(StrEnum):
         """An update that ended without the version running: what aborts a rollout."""
         return self in (Step.FAILED, Step.ROLLED_BACK)
 
+    @property
+    def terminal(self) -> bool:
+        """An update's outcome: the steps the device reports to the cloud at once.
+
+        The steps in between go to the agent's log only; the cloud hears them in
+        the next heartbeat, if at all.
+        """
+        return self in (Step.SUCCEEDED, Step.FAILED, Step.ROLLED_BACK)
+
 
 class StatusRejected(ValueError):
     """A status message that is not a valid report; it is dropped, never recorded."""
@@ -53,7 +62,6 @@ class StatusReport:
     version: int | None  # the version serving now; None before the first model
     health: Health
     step: Step = Step.IDLE
-    ring: Ring = Ring.ALL
     target_version: int | None = None  # the version the latest update was about
     detail: str = ""
     queue_depth: int = 0
@@ -69,13 +77,14 @@ class StatusReport:
 
     @staticmethod
     def from_json(doc: Any) -> StatusReport:
-        f = Fields(doc, "status", StatusRejected)
+        # Unknown keys are refused: a report that names its own rollout stage or
+        # ring is not one this cloud reads, and must not look as if it counted.
+        f = Fields(doc, "status", StatusRejected, known=_FIELDS)
         return StatusReport(
             model=f.checked("model", f.text("model", max_length=64), check_model_name),
             version=f.optional_integer("version"),
             health=f.choice("health", Health),
             step=f.choice("step", Step, Step.IDLE),
-            ring=f.choice("ring", Ring, Ring.ALL),
             target_version=f.optional_integer("target_version"),
             detail=f.any_text("detail", "", max_length=1024),
             queue_depth=f.optional_integer("queue_depth") or 0,
@@ -83,6 +92,13 @@ class StatusReport:
             drift=f.numbers("drift", {}),
             sent_at=f.any_text("sent_at", "", max_length=32),
         )
+
+    @property
+    def outcome(self) -> str | None:
+        """What a terminal report says of `target_version`: installed or failed."""
+        if not self.step.terminal or self.target_version is None:
+            return None
+        return "failed" if self.step.failed else "installed"
 
     @staticmethod
     def from_bytes(raw: bytes) -> StatusReport:
@@ -93,3 +109,6 @@ class StatusReport:
         except (ValueError, RecursionError) as exc:
             raise StatusRejected(f"status is not JSON: {str(exc)[:80]}") from exc
         return StatusReport.from_json(doc)
+
+
+_FIELDS = frozenset(f.name for f in fields(StatusReport))

@@ -9,17 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
+
+from edgeloop.contract.stages import BANDS
 
 ROOT = "edgeloop"
-
-
-class Ring(StrEnum):
-    """The rollout rings an announcement goes out on: canary devices first, then all."""
-
-    CANARY = "canary"
-    ALL = "all"
-
 
 # AWS IoT thing names: letters, digits, colon, underscore and hyphen. No slash,
 # '+' or '#', so a name can never widen a topic filter.
@@ -45,12 +38,11 @@ def check_model_name(model: str) -> str:
     return model
 
 
-def announcement(model: str, ring: Ring) -> str:
-    """Retained topic carrying the current signed manifest for one rollout ring."""
-    if ring not in tuple(Ring):
-        names = ", ".join(r.value for r in Ring)
-        raise ValueError(f"rollout ring {ring!r} is not one of {names}")
-    return f"{ROOT}/models/{check_model_name(model)}/rings/{Ring(ring).value}/manifest"
+def announcement(model: str, band: int) -> str:
+    """Retained topic carrying the signed manifest the rollout offers one 1% band."""
+    if isinstance(band, bool) or not isinstance(band, int) or not 0 <= band < BANDS:
+        raise ValueError(f"band {band!r} is not a whole number from 0 to {BANDS - 1}")
+    return f"{ROOT}/models/{check_model_name(model)}/bands/{band:02d}/manifest"
 
 
 @dataclass(frozen=True)
@@ -82,9 +74,14 @@ class ThingTopics:
     def events(self) -> str:
         return f"{self.prefix}/events"
 
+    @property
+    def manifest(self) -> str:
+        """Retained: what the rollout offers this device as a named canary."""
+        return f"{self.prefix}/manifest"
+
 
 _THING_TOPIC_RE = re.compile(
-    rf"^{ROOT}/things/([^/+#]+)/(upload/request|upload/response|status|events)$"
+    rf"^{ROOT}/things/([^/+#]+)/(upload/request|upload/response|status|events|manifest)$"
 )
 
 

@@ -17,7 +17,7 @@ def _table(state: DemoState, bytes_by_device: dict[str, dict[str, int]]) -> Any:
     devices = Table(expand=True, title="devices")
     for column in (
         "device",
-        "ring",
+        "stage",
         "model",
         "step",
         "samples",
@@ -28,14 +28,14 @@ def _table(state: DemoState, bytes_by_device: dict[str, dict[str, int]]) -> Any:
         "bytes .tflite",
     ):
         devices.add_column(
-            column, justify="right" if column not in ("device", "ring", "step") else "left"
+            column, justify="right" if column not in ("device", "stage", "step") else "left"
         )
     for agent in state.agents:
         c = agent.counters
         received = bytes_by_device.get(agent.config.device.thing, {})
         devices.add_row(
             agent.config.device.thing,
-            agent.config.device.ring,
+            state.stages.get(agent.config.device.thing, "-"),
             f"v{agent.version}" if agent.version else "-",
             agent.step,
             str(c.scored),

@@ -36,7 +36,7 @@ def build_report(
         c = agent.counters
         with_model = c.scored - c.scored_without_model
         devices[agent.config.device.thing] = {
-            "ring": agent.config.device.ring,
+            "stage": state.stages.get(agent.config.device.thing, "-"),
             "final_version": agent.version,
             "versions_over_time": [
                 [round(t - state_epoch(state), 2), v] for t, v in agent.versions_seen
@@ -185,7 +185,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "Bytes each device fetched: patches, the zstd-compressed full model (what a device "
         "without a usable patch fetches) and the uncompressed full model (the last resort).",
         "",
-        "| device | ring | version | patches | compressed full (.zst) | full (.tflite) | "
+        "| device | stage | version | patches | compressed full (.zst) | full (.tflite) | "
         "upload share before swap | after |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -193,7 +193,7 @@ def _markdown(report: dict[str, Any]) -> str:
         b = d["bytes_received"]
         version = f"v{d['final_version']}" if d["final_version"] else "-"
         lines.append(
-            f"| {name} | {d['ring']} | {version} "
+            f"| {name} | {d['stage']} | {version} "
             f"| {b['patch']} | {b['compressed']} | {b['full']} | "
             f"{d['upload_share_before_swap']:.0%} | {d['upload_share_after_swap']:.0%} |"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
+import tomllib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,10 +16,12 @@ import numpy as np
 
 from edge.agent import Agent
 from edge.config import parse_agent_config
+from edgeloop.contract import StagePlan
 from edgeloop.demo import shipments
 from edgeloop.demo.report import build_report, write_report
 from edgeloop.demo.scenarios import SCENARIOS, Scenario
 from edgeloop.demo.state import DemoState, wait_until
+from edgeloop.factory.config import parse_config
 from edgeloop.local.runtime import LocalRuntime
 from edgeloop.runtime import CompiledModel
 from functions.common.registry import Registry
@@ -43,14 +46,14 @@ class _Watcher:
     """Logs gate decisions, rollout stages and device swaps at the moment they are seen.
 
     The demo's main thread feeds devices and waits; this thread stamps each
-    event when it shows up in the registry or on a device, so the canary
-    phase can be told from the rollout to all.
+    event when it shows up in the registry or on a device, so each
+    rollout stage can be told from the next.
     """
 
     def __init__(self, demo: Demo) -> None:
         self.demo = demo
         self.runs: set[str] = set()
-        self.rollout: tuple[int, str] | None = None
+        self.history_seen: dict[int, int] = {}
         self.versions: dict[str, int | None] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="demo-watch", daemon=True)
@@ -86,33 +89,30 @@ class _Watcher:
             to = f" → v{run['version']}" if run.get("version") else ""
             demo.say(f"gate {run['decision']}{on}: {run['reason']}{to}")
         rollout = demo.registry.rollout(model)
-        # Canary first, then the swaps it led to, then the step to all: the order they happened.
-        if rollout is not None and rollout["state"] == "canary":
+        # Stage events first, then the swaps they led to: the order they happened.
+        if rollout is not None:
             self._rollout(rollout)
         for agent in demo.state.agents:
             thing = agent.config.device.thing
             version = agent.version
             if self.versions.get(thing, None) != version and version is not None:
-                ring = agent.config.device.ring
-                demo.say(f"{thing} ({ring}) swapped to v{version}{demo.fetched(thing, version)}")
+                stage = demo.stage_of(thing)
+                demo.say(f"{thing} ({stage}) swapped to v{version}{demo.fetched(thing, version)}")
             self.versions[thing] = version
-        if rollout is not None and rollout["state"] != "canary":
-            self._rollout(rollout)
 
     def _rollout(self, rollout: dict[str, Any]) -> None:
-        now = (int(rollout["version"]), str(rollout["state"]))
-        if now == self.rollout:
-            return
-        self.rollout = now
-        if now[1] == "canary":
-            self.demo.say(f"v{now[0]} announced to the canary ring")
-        elif now[1] == "all":
-            self.demo.say(
-                f"v{now[0]} promoted from canary to all "
-                f"({rollout.get('healthy', '?')} healthy canaries)"
-            )
-        else:
-            self.demo.say(f"v{now[0]} rollout {now[1]}")
+        """Each new entry of the rollout's history, with the time the cloud wrote it."""
+        version = int(rollout["version"])
+        history = rollout.get("history", [])
+        seen = self.history_seen.get(version, 0)
+        stages = rollout.get("stages", [])
+        for entry in history[seen:]:
+            stage = int(entry["stage"])
+            where = "named canaries" if stage == 0 else f"{stages[stage - 1]}% of the fleet"
+            detail = f": {entry['detail']}" if entry.get("detail") else ""
+            at = str(entry["at"])[11:23]
+            self.demo.say(f"[{at}] v{version} stage {stage} ({where}) {entry['event']}{detail}")
+        self.history_seen[version] = len(history)
 
 
 class Demo:
@@ -122,6 +122,7 @@ class Demo:
         self.options = options
         self.scenario: Scenario = SCENARIOS[options.scenario](options.devices)
         self.state = DemoState(options.scenario)
+        self.named_canaries: set[str] = set()
         self.on_change = on_change or (lambda _: None)
         self._lock = threading.Lock()
 
@@ -129,6 +130,12 @@ class Demo:
         with self._lock:
             self.state.log(message)
             self.on_change(self.state)
+
+    def stage_of(self, thing: str) -> str:
+        """The rollout stage the cloud puts a device in (its name and canary membership)."""
+        config = parse_config(tomllib.loads(self.scenario.config), self.scenario.name)
+        plan = StagePlan(config.rollout.stages)
+        return plan.describe(plan.stage_of(thing, thing in self.named_canaries))
 
     def fetched(self, thing: str, version: int) -> str:
         """What the device fetched to get `version`, for its swap line."""
@@ -152,14 +159,10 @@ class Demo:
     def run(self) -> dict[str, Any]:
         warnings.filterwarnings("ignore", message="No application metrics to publish")
         s = self.scenario
-        rollout = {
-            "CANARY_HEALTHY_COUNT": str(min(self.options.canaries, self.options.devices)),
-            "CANARY_WINDOW_SECONDS": "600",
-        }
         self.state.stage = "starting the local cloud"
         self.on_change(self.state)
         with LocalRuntime(
-            {s.model: s.config}, self.options.broker_url, rollout, batching_window=6.0
+            {s.model: s.config}, self.options.broker_url, batching_window=6.0
         ) as cloud:
             self.cloud = cloud
             self.state.bytes_by_device = lambda: shipments.by_device(list(cloud.cdn.log.shipments))
@@ -173,7 +176,10 @@ class Demo:
                 agent.start(score=False)
             wait_until(lambda: all(a.link.connected for a in agents), 20, "devices to connect")
             canaries = min(self.options.canaries, self.options.devices)
-            self.say(f"{len(agents)} devices connected ({canaries} in the canary ring)")
+            self.say(
+                f"{len(agents)} devices connected ({canaries} named canaries; the others' "
+                "rollout stages follow from their thing names)"
+            )
             watcher = _Watcher(self)
             watcher.start()
             try:
@@ -196,15 +202,16 @@ class Demo:
 
     def _agent(self, workdir: Path, index: int) -> Agent:
         s = self.scenario
-        ring = "canary" if index < self.options.canaries else "all"
-        self.cloud.enroll(f"{s.name}-{index + 1:02d}", s.model, canary=ring == "canary")
+        canary = index < self.options.canaries
+        if canary:
+            self.named_canaries.add(f"{s.name}-{index + 1:02d}")
+        self.cloud.enroll(f"{s.name}-{index + 1:02d}", s.model, canary=canary)
         config = parse_agent_config(
             {
                 "device": {
                     "thing": f"{s.name}-{index + 1:02d}",
                     "model": s.model,
                     "n_features": s.n_features,
-                    "ring": ring,
                 },
                 "broker": {
                     "url": self.cloud.broker_url,
@@ -229,6 +236,7 @@ class Demo:
             },
             workdir,
         )
+        self.state.stages[config.device.thing] = self.stage_of(config.device.thing)
         return Agent(config, source=iter(()))
 
     def _runs(self) -> list[dict[str, Any]]:
@@ -276,7 +284,7 @@ class Demo:
             wait_until(
                 lambda: (self.registry.rollout(self.scenario.model) or {}).get("state") == "all",
                 ROLLOUT_TIMEOUT,
-                f"the v{target} rollout to reach every ring",
+                f"the v{target} rollout to reach every stage",
             )
         self.state.rounds.append(
             {

@@ -37,6 +37,13 @@ min_rows = 50
 [export]
 quantize = "int8"
 sparsify_tolerance = 0.01
+
+# A handful of devices: the named canaries, then a quarter, half, and everyone.
+# Each stage waits for two installs (or all its devices, if it has fewer).
+[rollout]
+stages = [25, 50, 100]
+healthy_to_advance = 2
+window_minutes = 10
 """
 
 ANOMALY_TOML = """
@@ -58,6 +65,13 @@ min_rows = 50
 
 [export]
 quantize = "int8"
+
+# A handful of devices: the named canaries, then a quarter, half, and everyone.
+# Each stage waits for two installs (or all its devices, if it has fewer).
+[rollout]
+stages = [25, 50, 100]
+healthy_to_advance = 2
+window_minutes = 10
 """
 
 

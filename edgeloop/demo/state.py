@@ -28,6 +28,8 @@ class DemoState:
     champion: int | None = None
     watch_errors: list[str] = field(default_factory=list)
     bytes_by_device: Callable[[], dict[str, dict[str, int]]] = dict
+    # The rollout stage the cloud puts each device in, by thing.
+    stages: dict[str, str] = field(default_factory=dict)
 
     def log(self, message: str) -> None:
         self.events.append(f"{time.monotonic() - self.started:6.1f}s  {message}")

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edgeloop.contract.stages import DEFAULT_PERCENTAGES, check_percentages
 from edgeloop.contract.topics import check_model_name
 from edgeloop.tomlfile import read_toml
 
@@ -171,11 +172,33 @@ class ExportSection(_Strict):
     sparsify_tolerance: Annotated[float, Field(ge=0.0, le=0.05)] | None = None
 
 
+class RolloutSection(_Strict):
+    """How a version reaches the fleet: named canaries, then growing shares of the devices."""
+
+    # Percentages of the fleet each stage covers, after the named canaries.
+    stages: tuple[int, ...] = DEFAULT_PERCENTAGES
+    # A stage advances once this many of its devices installed the version, or
+    # all of them when it has fewer devices that ever reported.
+    healthy_to_advance: Annotated[int, Field(ge=1, le=100_000)] = 5
+    # How long a stage may take before the rollout stalls and says why.
+    window_minutes: Annotated[float, Field(gt=0.0, le=7 * 24 * 60)] = 60.0
+    # Abort when more than this share of a stage's outcomes are failures ...
+    abort_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
+    # ... once the stage has this many outcomes (or all its devices reported).
+    abort_min_reports: Annotated[int, Field(ge=1)] = 3
+
+    @model_validator(mode="after")
+    def _stages(self) -> RolloutSection:
+        check_percentages(self.stages)
+        return self
+
+
 class ModelConfig(_Strict):
     model: ModelSection
     train: TrainSection = TrainSection()
     gate: GateSection
     export: ExportSection = ExportSection()
+    rollout: RolloutSection = RolloutSection()
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:

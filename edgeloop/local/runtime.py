@@ -37,7 +37,7 @@ class LocalRuntime:
         self,
         model_configs: dict[str, str],
         broker_url: str | None = None,
-        rollout: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
         batching_window: float = 1.0,
         schedule_seconds: float = 1.0,
         status_rule: bool = True,
@@ -66,7 +66,7 @@ class LocalRuntime:
                 "POWERTOOLS_METRICS_DISABLED": "true",
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "POWERTOOLS_LOG_LEVEL": "ERROR",
-                **(rollout or {}),
+                **(env or {}),
             }
         )
         reset_cold_start()

@@ -48,14 +48,21 @@ class PresignEnv(IdentityEnv):
     )
 
 
-class ReleaseEnv(_Env):
-    """What a function that signs and publishes versions needs (retrain, rollback)."""
+class RolloutEnv(IdentityEnv):
+    """What moves rollouts on (status, the schedule), and what starts them."""
 
-    artifact_bucket: str = Field(alias="ARTIFACT_BUCKET", min_length=3)
-    registry_bucket: str = Field(alias="REGISTRY_BUCKET", min_length=3)
-    registry_table: str = Field(alias="REGISTRY_TABLE", min_length=3)
-    signing_key_id: str = Field(alias="SIGNING_KEY_ID", min_length=1)
     model_config_dir: Path = Field(alias="MODEL_CONFIG_DIR")
+    registry_table: str = Field(alias="REGISTRY_TABLE", min_length=3)
+    fleet_table: str = Field(alias="FLEET_TABLE", min_length=3)
+    artifact_bucket: str = Field(alias="ARTIFACT_BUCKET", min_length=3)
+
+
+class ReleaseEnv(RolloutEnv):
+    """What a function that signs and publishes versions, then starts their rollout, needs
+    (retrain, rollback)."""
+
+    registry_bucket: str = Field(alias="REGISTRY_BUCKET", min_length=3)
+    signing_key_id: str = Field(alias="SIGNING_KEY_ID", min_length=1)
     delta_bases: Annotated[int, Field(ge=0, le=32)] = Field(default=3, alias="DELTA_BASES")
     manifest_ttl_days: Annotated[int, Field(ge=1, le=365)] = Field(
         default=30, alias="MANIFEST_TTL_DAYS"
@@ -72,23 +79,6 @@ class RetrainEnv(ReleaseEnv):
     stream_above_bytes: Annotated[int, Field(ge=1)] = Field(
         default=256 * 1024 * 1024, alias="STREAM_ABOVE_BYTES"
     )
-
-
-class RolloutEnv(IdentityEnv):
-    model_config_dir: Path = Field(alias="MODEL_CONFIG_DIR")
-    registry_table: str = Field(alias="REGISTRY_TABLE", min_length=3)
-    fleet_table: str = Field(alias="FLEET_TABLE", min_length=3)
-    artifact_bucket: str = Field(alias="ARTIFACT_BUCKET", min_length=3)
-    canary_healthy_count: Annotated[int, Field(ge=1)] = Field(
-        default=2, alias="CANARY_HEALTHY_COUNT"
-    )
-    canary_window_seconds: Annotated[int, Field(ge=1)] = Field(
-        default=3600, alias="CANARY_WINDOW_SECONDS"
-    )
-    abort_failure_share: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
-        default=0.34, alias="ABORT_FAILURE_SHARE"
-    )
-    abort_min_reports: Annotated[int, Field(ge=1)] = Field(default=3, alias="ABORT_MIN_REPORTS")
 
 
 E = TypeVar("E", bound=_Env)

@@ -1,9 +1,10 @@
 """Who a device is, from the cloud's own records: never from anything the device says.
 
-A device's model and its rollout ring come from the IoT thing registry: the
-thing's `model` attribute, and membership of the canary thing group. Presign
-grants uploads only under the thing's own model; status reports count only
-toward the ring the registry puts the thing in. Both ask here, so there is one
+A device's model and whether it is a named canary come from the IoT thing
+registry: the thing's `model` attribute, and membership of the canary thing
+group. Presign grants uploads only under the thing's own model; status reports
+count only toward the rollout stage the registry and the thing's name put it in
+(edgeloop.contract.stages). Both ask here, so there is one
 answer to "who is this device".
 
 Lookups are cached per cold start for a few minutes: a device reports far more
@@ -20,8 +21,6 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from edgeloop.contract import Ring
-
 MODEL_ATTRIBUTE = "model"
 CACHE_SECONDS = 300.0
 CACHE_ENTRIES = 100_000
@@ -35,7 +34,7 @@ class UnknownDevice(LookupError):
 class DeviceIdentity:
     thing: str
     model: str
-    ring: Ring
+    canary: bool  # a named canary: the canary thing group's member, stage 0 of every rollout
 
 
 class FleetIdentity(Protocol):
@@ -93,7 +92,24 @@ class ThingRegistryIdentity:
             )
         groups = self._iot.list_thing_groups_for_thing(thingName=thing).get("thingGroups", [])
         canary = any(g.get("groupName") == self._canary_group for g in groups)
-        return DeviceIdentity(thing, str(model), Ring.CANARY if canary else Ring.ALL)
+        return DeviceIdentity(thing, str(model), canary)
+
+
+def named_canaries(iot_client: Any, canary_group: str) -> list[str]:
+    """Every member of the canary thing group (a few devices, by design)."""
+    things: list[str] = []
+    kwargs: dict[str, Any] = {"thingGroupName": canary_group}
+    while True:
+        try:
+            page = iot_client.list_things_in_thing_group(**kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+                return []
+            raise
+        things.extend(page.get("things", []))
+        if not page.get("nextToken"):
+            return sorted(things)
+        kwargs["nextToken"] = page["nextToken"]
 
 
 def enroll(iot_client: Any, thing: str, model: str, canary_group: str | None = None) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from edgeloop.contract import time_ordered_id
+from functions.common.fleet import Tally
 
 VERSION_WIDTH = 10
 MAX_CLAIM_ATTEMPTS = 20
@@ -212,16 +213,20 @@ class Registry:
     def rollout(self, model: str) -> dict[str, Any] | None:
         return self._get(model, "rollout")
 
-    def put_rollout(self, model: str, doc: dict[str, Any], *, expect_state: str | None) -> None:
-        """Write the rollout if its state is still `expect_state` (None: no rollout yet,
-        or one for an older version being replaced)."""
-        attributes = {"state": {"S": doc["state"]}, "version": {"N": str(doc["version"])}}
-        if expect_state is None:
+    def put_rollout(self, model: str, doc: dict[str, Any], *, expect_revision: int | None) -> None:
+        """Write the rollout if it is still at `expect_revision` (None: no rollout yet,
+        or one for an older version being replaced). Raises StaleWrite if not."""
+        attributes = {
+            "state": {"S": doc["state"]},
+            "version": {"N": str(doc["version"])},
+            "revision": {"N": str(doc["revision"])},
+        }
+        if expect_revision is None:
             condition = "attribute_not_exists(sk) OR version < :v"
             values = {":v": {"N": str(doc["version"])}}
         else:
-            condition = "#state = :s AND version = :v"
-            values = {":s": {"S": expect_state}, ":v": {"N": str(doc["version"])}}
+            condition = "revision = :r"
+            values = {":r": {"N": str(expect_revision)}}
         try:
             self._put(
                 model,
@@ -230,12 +235,27 @@ class Registry:
                 attributes=attributes,
                 ConditionExpression=condition,
                 ExpressionAttributeValues=values,
-                **({"ExpressionAttributeNames": {"#state": "state"}} if expect_state else {}),
             )
         except ClientError as exc:
             if _conditional_failed(exc):
                 raise StaleWrite(f"{model}: the rollout changed under us") from exc
             raise
+
+    # --- stage counters ---------------------------------------------------------------
+
+    def _tally_key(self, model: str, version: int, stage: int) -> dict[str, Any]:
+        return {"pk": _pk(model), "sk": {"S": f"tally#{_version_sk(version)}#stage#{stage:02d}"}}
+
+    def tally(self, model: str, version: int, stage: int, outcome: str) -> Tally:
+        """Where one device's outcome for `version` in `stage` is counted."""
+        return Tally(self._table, self._tally_key(model, version, stage), outcome)
+
+    def stage_counts(self, model: str, version: int, stage: int) -> dict[str, int]:
+        """The outcomes counted so far for one stage of one version's rollout."""
+        item = self._db.get_item(
+            TableName=self._table, Key=self._tally_key(model, version, stage), ConsistentRead=True
+        ).get("Item", {})
+        return {k: int(item[k]["N"]) if k in item else 0 for k in ("installed", "failed")}
 
 
 def registry_table_spec(name: str) -> dict[str, Any]:

@@ -1,96 +1,194 @@
-"""Rollouts: canary ring first, then everyone; abort when too many canaries fail.
+"""Staged rollouts: named canaries, then growing shares of the fleet, abort on failures.
 
-A rollout is a small state machine kept in the registry:
-    canary → all       enough canary devices report healthy on the version in time
-    canary → aborted   the failure share passes its threshold after enough reports
-    canary → stalled   the window closed without enough healthy reports
-Every transition is a conditional write, so two evaluators never both act.
-One announcement is one retained publish, whatever the fleet's size.
+A rollout is a small state machine kept in the registry, one item per model:
+
+    rolling → (next stage) … → complete   each stage has enough installs in its window
+    rolling → aborted                     the stage's failure share passed its threshold
+    rolling → stalled                     the window closed; the reason says what is missing
+    rolling ⇄ paused, stalled → rolling   the operator (`edgeloop rollout`)
+    any but complete → aborted            the operator
+
+Stage 0 is the named canaries; stage i covers devices below the i-th percentage
+of the model's plan (edgeloop.contract.stages). Which stage a device is in is
+the cloud's to say: its thing name and the canary group, never its report.
+
+Work per status report is constant: the outcome is counted in the stage's
+counter (functions.common.fleet), and evaluating reads the rollout and one
+counter. Only entering a stage reads the fleet, and then at most as many index
+entries as the stage needs installs, to find out whether the stage has devices
+at all: a stage without any advances at once and says so in the history.
+
+Every change is a conditional write on the rollout's revision, so two
+evaluators never both act. What a change must publish is written with it
+(`publish`) and cleared once it went out; the schedule finishes a publish that
+failed half-way.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
-from edgeloop.contract import Ring, announcement, format_time, parse_time, utc_now
+from edgeloop.contract import StagePlan, ThingTopics, announcement, format_time, parse_time, utc_now
+from edgeloop.factory.config import RolloutSection
 from edgeloop.factory.release import manifest_key
 from functions.common.fleet import FleetTable
 from functions.common.publisher import Publisher
 from functions.common.registry import Registry, StaleWrite
 from functions.common.storage import ObjectStore
 
+log = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 40
+
+
+class State(StrEnum):
+    ROLLING = "rolling"
+    PAUSED = "paused"
+    STALLED = "stalled"
+    COMPLETE = "complete"
+    ABORTED = "aborted"
+
+    @property
+    def counting(self) -> bool:
+        """Outcomes reported in this state still count toward the stage."""
+        return self in (State.ROLLING, State.PAUSED, State.STALLED)
+
+
+class RolloutRefused(ValueError):
+    """An operator's request that does not apply to the rollout as it stands."""
+
 
 @dataclass(frozen=True)
-class RolloutPolicy:
-    healthy_needed: int
+class Policy:
+    healthy_to_advance: int
     window: timedelta
     abort_share: float
     abort_min_reports: int
 
+    @staticmethod
+    def of(section: RolloutSection) -> Policy:
+        return Policy(
+            section.healthy_to_advance,
+            timedelta(minutes=section.window_minutes),
+            section.abort_share,
+            section.abort_min_reports,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "healthy_to_advance": self.healthy_to_advance,
+            "window_seconds": self.window.total_seconds(),
+            "abort_share": self.abort_share,
+            "abort_min_reports": self.abort_min_reports,
+        }
+
+    @staticmethod
+    def from_json(doc: dict[str, Any]) -> Policy:
+        return Policy(
+            int(doc["healthy_to_advance"]),
+            timedelta(seconds=float(doc["window_seconds"])),
+            float(doc["abort_share"]),
+            int(doc["abort_min_reports"]),
+        )
+
 
 @dataclass(frozen=True)
-class CanaryTally:
-    healthy: int
-    failed: int
+class Publish:
+    """What a change still has to publish: `version`'s manifest (None: clear) on bands
+    [low, high) and, if `canaries`, on each named canary's own topic."""
 
-    @property
-    def reports(self) -> int:
-        return self.healthy + self.failed
+    version: int | None
+    low: int
+    high: int
+    canaries: bool
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "low": self.low,
+            "high": self.high,
+            "canaries": self.canaries,
+        }
 
-def start_rollout(
-    registry: Registry,
-    publisher: Publisher,
-    model: str,
-    version: int,
-    manifest: bytes,
-    now: datetime | None = None,
-) -> bool:
-    """Announce a new version to the canary ring: one retained publish. True if this call did.
-
-    Losing the conditional write to another announcer of the same (or a newer)
-    version is success: the retrain and the schedule's `ensure_announced` may
-    both try to announce a freshly published champion, and whichever writes
-    first has announced it. Only a rollout still older than `version` after a
-    lost race is an error.
-    """
-    current = registry.rollout(model)
-    previous = None
-    if current is not None:
-        if int(current["version"]) >= version:
-            return False  # already announced (or superseded)
-        # What "all" runs is the manifest canary devices fall back to on abort.
-        previous = current["version"] if current["state"] == "all" else current.get("previous")
-    doc = {
-        "version": version,
-        "state": "canary",
-        "started_at": format_time(now or utc_now()),
-        "previous": previous,
-        # Written before the publish and set once it went out: a publish that
-        # fails after the write is found and made good by the schedule.
-        "announced": False,
-    }
-    try:
-        registry.put_rollout(model, doc, expect_state=None)
-    except StaleWrite:
-        winner = registry.rollout(model)
-        if winner is not None and int(winner["version"]) >= version:
-            return False
-        raise
-    announce_canary(registry, publisher, model, doc, manifest)
-    return True
+    @staticmethod
+    def from_json(doc: dict[str, Any]) -> Publish:
+        version = doc["version"]
+        return Publish(
+            None if version is None else int(version),
+            int(doc["low"]),
+            int(doc["high"]),
+            bool(doc["canaries"]),
+        )
 
 
-def announce_canary(
-    registry: Registry, publisher: Publisher, model: str, rollout: dict[str, Any], manifest: bytes
-) -> None:
-    """The canary ring's retained publish, then the note that it went out."""
-    publisher.publish(announcement(model, Ring.CANARY), manifest, retain=True)
-    with contextlib.suppress(StaleWrite):  # evaluated on meanwhile: nothing left to note
-        registry.put_rollout(model, {**rollout, "announced": True}, expect_state="canary")
+@dataclass(frozen=True)
+class Rollout:
+    model: str
+    version: int
+    previous: int | None  # what devices the rollout has not reached run: offered again on abort
+    state: State
+    stage: int
+    plan: StagePlan
+    policy: Policy
+    started_at: str
+    stage_started_at: str
+    needed: int  # installs the current stage needs to advance
+    revision: int = 0
+    reason: str = ""
+    publish: Publish | None = None
+    history: tuple[dict[str, Any], ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "previous": self.previous,
+            "state": self.state.value,
+            "stage": self.stage,
+            "stages": list(self.plan.percentages),
+            "policy": self.policy.to_json(),
+            "started_at": self.started_at,
+            "stage_started_at": self.stage_started_at,
+            "needed": self.needed,
+            "revision": self.revision,
+            "reason": self.reason,
+            "publish": None if self.publish is None else self.publish.to_json(),
+            "history": list(self.history),
+        }
+
+    @staticmethod
+    def from_json(doc: dict[str, Any]) -> Rollout:
+        previous = doc.get("previous")
+        publish = doc.get("publish")
+        return Rollout(
+            model=str(doc["model"]),
+            version=int(doc["version"]),
+            previous=None if previous is None else int(previous),
+            state=State(doc["state"]),
+            stage=int(doc["stage"]),
+            plan=StagePlan(tuple(int(p) for p in doc["stages"])),
+            policy=Policy.from_json(doc["policy"]),
+            started_at=str(doc["started_at"]),
+            stage_started_at=str(doc["stage_started_at"]),
+            needed=int(doc["needed"]),
+            revision=int(doc.get("revision", 0)),
+            reason=str(doc.get("reason", "")),
+            publish=None if publish is None else Publish.from_json(publish),
+            history=tuple(doc.get("history", ())),
+        )
+
+    def stage_name(self) -> str:
+        return self.plan.describe(self.stage)
+
+    def noted(self, at: datetime, event: str, detail: str = "") -> Rollout:
+        entry = {"at": format_time(at), "stage": self.stage, "event": event, "detail": detail}
+        return replace(self, history=(*self.history, entry)[-HISTORY_LIMIT:])
 
 
 @dataclass
@@ -100,87 +198,236 @@ class Rollouts:
     publisher: Publisher
     store: ObjectStore
     artifact_bucket: str
-    policy: RolloutPolicy
+    # The named canaries of a model (members of the canary thing group).
+    canaries: Callable[[str], list[str]]
+    # The model's rollout settings (its config's [rollout] section).
+    settings: Callable[[str], RolloutSection]
+
+    # --- reading ------------------------------------------------------------------
+
+    def get(self, model: str) -> Rollout | None:
+        doc = self.registry.rollout(model)
+        return None if doc is None else Rollout.from_json({"model": model, **doc})
+
+    # --- starting -------------------------------------------------------------------
 
     def start(self, model: str, version: int, manifest: bytes, now: datetime | None = None) -> bool:
-        return start_rollout(self.registry, self.publisher, model, version, manifest, now)
+        """Offer a new version to the first stage that has devices. True if this call did.
+
+        Losing the conditional write to another starter of the same (or a newer)
+        version is success: the retrain and the schedule's `ensure_announced` may
+        both start a freshly published champion, and whichever writes first has
+        started it. Only a rollout still older than `version` after a lost race
+        is an error.
+        """
+        now = now or utc_now()
+        current = self.get(model)
+        previous = None
+        if current is not None:
+            if current.version >= version:
+                return False  # already started (or superseded)
+            # What the devices a new rollout has not reached yet run: the last
+            # version that reached everyone, offered again if this one aborts.
+            previous = current.version if current.state is State.COMPLETE else current.previous
+        section = self.settings(model)
+        rollout = Rollout(
+            model=model,
+            version=version,
+            previous=previous,
+            state=State.ROLLING,
+            stage=-1,
+            plan=StagePlan(section.stages),
+            policy=Policy.of(section),
+            started_at=format_time(now),
+            stage_started_at=format_time(now),
+            needed=0,
+        )
+        rollout = self._enter(rollout, 0, now).noted(now, "started", f"v{version}")
+        try:
+            self.registry.put_rollout(model, rollout.to_json(), expect_revision=None)
+        except StaleWrite:
+            winner = self.get(model)
+            if winner is not None and winner.version >= version:
+                return False
+            raise
+        self._publish(rollout, manifest)
+        return True
 
     def ensure_announced(self, model: str, now: datetime | None = None) -> int | None:
-        """Announce the champion if publishing it succeeded but announcing it did not."""
+        """Finish what a change left unpublished, or start a champion nobody started."""
         champion = self.registry.champion(model)
+        rollout = self.get(model)
+        if rollout is not None and rollout.publish is not None:
+            self._publish(rollout)
+            return rollout.version
         if champion is None:
             return None
         version = int(champion["version"])
-        rollout = self.registry.rollout(model)
-        if rollout is not None and int(rollout["version"]) >= version:
-            if rollout["state"] == "canary" and rollout.get("announced") is False:
-                # The rollout was written but its publish failed: publish it now.
-                manifest = self.store.get(self.artifact_bucket, manifest_key(model, version))
-                announce_canary(self.registry, self.publisher, model, rollout, manifest)
-                return version
+        if rollout is not None and rollout.version >= version:
             return None
         manifest = self.store.get(self.artifact_bucket, manifest_key(model, version))
         return version if self.start(model, version, manifest, now) else None
 
-    def tally(self, model: str, version: int, since: datetime) -> CanaryTally:
-        healthy = failed = 0
-        for device in self.fleet.for_model(model):
-            report = device.report
-            if report.ring != "canary" or parse_time(device.last_seen) < since:
-                continue
-            if report.version == version and report.health == "healthy":
-                healthy += 1
-            elif report.target_version == version and report.step in ("failed", "rolled_back"):
-                failed += 1
-        return CanaryTally(healthy, failed)
+    # --- evaluating -------------------------------------------------------------------
 
-    def evaluate(self, model: str, now: datetime | None = None) -> str | None:
-        """Move the model's rollout on if its canary reports say so. Returns the new state."""
-        rollout = self.registry.rollout(model)
-        if rollout is None or rollout["state"] != "canary":
+    def evaluate(
+        self, model: str, now: datetime | None = None, rollout: Rollout | None = None
+    ) -> str | None:
+        """Move the rollout on if its current stage's counters say so. Returns the new state,
+        or the stage entered as `stage N`."""
+        rollout = rollout or self.get(model)
+        if rollout is None or rollout.state is not State.ROLLING:
             return None
         now = now or utc_now()
-        version = int(rollout["version"])
-        started = parse_time(rollout["started_at"])
-        tally = self.tally(model, version, started)
-        policy = self.policy
+        counts = self.registry.stage_counts(model, rollout.version, rollout.stage)
+        installed, failed = counts["installed"], counts["failed"]
+        reports = installed + failed
+        policy = rollout.policy
         if (
-            tally.reports >= policy.abort_min_reports
-            and tally.failed / tally.reports > policy.abort_share
+            reports >= min(policy.abort_min_reports, max(rollout.needed, 1))
+            and failed / reports > policy.abort_share
         ):
-            return self._transition(model, rollout, "aborted", tally, now)
-        if tally.healthy >= policy.healthy_needed:
-            return self._transition(model, rollout, "all", tally, now)
-        if now - started > policy.window:
-            return self._transition(model, rollout, "stalled", tally, now)
+            reason = (
+                f"{rollout.stage_name()}: {failed} of {reports} devices failed to install "
+                f"v{rollout.version}, over the {policy.abort_share:.0%} allowed"
+            )
+            return self._write(self._abort(rollout, now, reason))
+        if installed >= rollout.needed:
+            detail = f"{installed} installed, {failed} failed"
+            if rollout.stage >= rollout.plan.last:
+                done = replace(rollout, state=State.COMPLETE, reason="")
+                return self._write(done.noted(now, "complete", detail))
+            moved = self._enter(rollout.noted(now, "stage passed", detail), rollout.stage + 1, now)
+            return self._write(moved)
+        if now - parse_time(rollout.stage_started_at) > policy.window:
+            reason = (
+                f"{rollout.stage_name()}: {installed} of {rollout.needed} installs needed within "
+                f"{policy.window.total_seconds() / 60:g} min ({failed} failed); "
+                "the others have not reported the version. Resume with `edgeloop rollout "
+                "resume` to give the stage another window, or abort"
+            )
+            stalled = replace(rollout, state=State.STALLED, reason=reason)
+            return self._write(stalled.noted(now, "stalled", reason))
         return None
 
-    def _transition(
-        self, model: str, rollout: dict[str, Any], state: str, tally: CanaryTally, now: datetime
-    ) -> str | None:
-        version = int(rollout["version"])
-        doc = {
-            **rollout,
-            "state": state,
-            "decided_at": format_time(now),
-            "healthy": tally.healthy,
-            "failed": tally.failed,
-        }
+    # --- the operator -----------------------------------------------------------------
+
+    def pause(self, model: str, now: datetime | None = None) -> Rollout:
+        return self._operate(model, "pause", {State.ROLLING}, now)
+
+    def resume(self, model: str, now: datetime | None = None) -> Rollout:
+        return self._operate(model, "resume", {State.PAUSED, State.STALLED}, now)
+
+    def abort(self, model: str, now: datetime | None = None) -> Rollout:
+        return self._operate(model, "abort", {State.ROLLING, State.PAUSED, State.STALLED}, now)
+
+    def _operate(
+        self, model: str, action: str, allowed: set[State], now: datetime | None
+    ) -> Rollout:
+        now = now or utc_now()
+        rollout = self.get(model)
+        if rollout is None:
+            raise RolloutRefused(f"{model} has no rollout: nothing to {action}")
+        if rollout.state not in allowed:
+            states = " or ".join(sorted(s.value for s in allowed))
+            raise RolloutRefused(
+                f"cannot {action} the v{rollout.version} rollout of {model}: it is "
+                f"{rollout.state.value}, and {action} applies only when it is {states}"
+            )
+        if action == "pause":
+            changed = replace(rollout, state=State.PAUSED, reason="paused by the operator")
+        elif action == "resume":
+            # A fresh window for the stage: the operator decided to give it more time.
+            changed = replace(
+                rollout, state=State.ROLLING, reason="", stage_started_at=format_time(now)
+            )
+        else:
+            changed = self._abort(rollout, now, "aborted by the operator")
+        changed = changed.noted(now, action + ("d" if action.endswith("e") else "ed"))
+        if self._write(changed) is None:
+            raise RolloutRefused(f"the {model} rollout changed meanwhile; look again and retry")
+        return changed
+
+    # --- transitions -----------------------------------------------------------------
+
+    def _abort(self, rollout: Rollout, now: datetime, reason: str) -> Rollout:
+        """Every device the rollout reached is offered `previous` again (or nothing).
+
+        Devices that installed the aborted version keep it (a device never
+        installs an older version); those that had not yet updated no longer can.
+        """
+        bands = rollout.plan.bands_covered(max(rollout.stage, 0))
+        aborted = replace(
+            rollout,
+            state=State.ABORTED,
+            reason=reason,
+            publish=Publish(rollout.previous, bands.start, bands.stop, canaries=True),
+        )
+        return aborted.noted(now, "aborted", reason)
+
+    def _enter(self, rollout: Rollout, stage: int, now: datetime) -> Rollout:
+        """Move to `stage`, skipping every stage no device of the model ever reported in."""
+        first_band = rollout.plan.bands_covered(max(rollout.stage, 0)).stop
+        starting = rollout.stage < 0
+        policy = rollout.policy
+        while True:
+            if stage == 0:
+                known = len(self.canaries(rollout.model))
+            else:
+                known = self.fleet.count_in_bands(
+                    rollout.model, rollout.plan.bands_added(stage), policy.healthy_to_advance
+                )
+            needed = min(policy.healthy_to_advance, known)
+            rollout = replace(
+                rollout, stage=stage, needed=needed, stage_started_at=format_time(now)
+            )
+            if needed > 0 or stage == rollout.plan.last:
+                break
+            rollout = rollout.noted(
+                now,
+                "stage skipped",
+                "no named canaries" if stage == 0 else "no device of this stage has reported yet",
+            )
+            stage += 1
+        entered = rollout.noted(now, "stage entered", f"needs {rollout.needed} installs")
+        last_band = rollout.plan.bands_covered(rollout.stage).stop
+        return replace(
+            entered,
+            publish=Publish(rollout.version, first_band, last_band, canaries=starting),
+        )
+
+    def _write(self, changed: Rollout) -> str | None:
+        expected = changed.revision
+        changed = replace(changed, revision=expected + 1)
         try:
-            self.registry.put_rollout(model, doc, expect_state="canary")
+            self.registry.put_rollout(changed.model, changed.to_json(), expect_revision=expected)
         except StaleWrite:
             return None  # another evaluator acted first
-        if state == "all":
-            manifest = self.store.get(self.artifact_bucket, manifest_key(model, version))
-            self.publisher.publish(announcement(model, Ring.ALL), manifest, retain=True)
-        elif state == "aborted":
-            # Canary devices that have not updated yet must stop being offered it:
-            # the canary topic goes back to what everyone else runs (or is cleared).
-            previous = rollout.get("previous")
-            payload = (
-                b""
-                if previous is None
-                else self.store.get(self.artifact_bucket, manifest_key(model, int(previous)))
+        if changed.publish is not None:
+            self._publish(changed)
+        if changed.state is State.ROLLING:
+            return f"stage {changed.stage}"
+        return changed.state.value
+
+    def _publish(self, rollout: Rollout, manifest: bytes | None = None) -> None:
+        """Carry out the rollout's pending publish, then note that it went out."""
+        job = rollout.publish
+        if job is None:
+            return
+        if job.version is None:
+            payload = b""
+        elif manifest is not None and job.version == rollout.version:
+            payload = manifest
+        else:
+            payload = self.store.get(self.artifact_bucket, manifest_key(rollout.model, job.version))
+        if job.canaries:
+            for thing in self.canaries(rollout.model):
+                self.publisher.publish(ThingTopics(thing).manifest, payload, retain=True)
+        for band in range(job.low, job.high):
+            self.publisher.publish(announcement(rollout.model, band), payload, retain=True)
+        done = replace(rollout, publish=None, revision=rollout.revision + 1)
+        # Evaluated on meanwhile: whoever wrote last noted or redid the publish.
+        with contextlib.suppress(StaleWrite):
+            self.registry.put_rollout(
+                rollout.model, done.to_json(), expect_revision=rollout.revision
             )
-            self.publisher.publish(announcement(model, Ring.CANARY), payload, retain=True)
-        return state

@@ -7,10 +7,10 @@ writer) build it the same way, and `reset_cold_start()` forgets all of it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from datetime import timedelta
-from functools import partial
 from typing import TYPE_CHECKING
 
 from edgeloop.contract.signers import KmsSigner
@@ -19,13 +19,14 @@ from functions.common.cold_start import cold_start
 from functions.common.env import IdentityEnv, PresignEnv, ReleaseEnv, RolloutEnv, cached_env
 from functions.common.fleet import FleetTable
 from functions.common.grants import GrantCounter
-from functions.common.identity import FleetIdentity, ThingRegistryIdentity
+from functions.common.identity import FleetIdentity, ThingRegistryIdentity, UnknownDevice
 from functions.common.mqtt_publisher import MqttPublisher
 from functions.common.publisher import IotDataPublisher, Publisher
 from functions.common.registry import Registry
 from functions.common.storage import ObjectStore, S3ObjectStore
 
 if TYPE_CHECKING:
+    from edgeloop.factory.config import RolloutSection
     from functions.common.releases import ReleaseWriter
     from functions.common.rollouts import Rollouts
 
@@ -73,21 +74,34 @@ def grant_counter() -> GrantCounter:
 
 @cold_start
 def rollouts() -> Rollouts:
-    from functions.common.rollouts import RolloutPolicy, Rollouts
+    from functions.common.identity import named_canaries
+    from functions.common.model_configs import load_model_configs
+    from functions.common.rollouts import Rollouts
 
     env = cached_env(RolloutEnv)
+    configs = load_model_configs(env.model_config_dir)
+    who = identity()
+
+    def canaries(model: str) -> list[str]:
+        found = []
+        for thing in named_canaries(client("iot"), env.canary_group):
+            with contextlib.suppress(UnknownDevice):
+                if who.of(thing).model == model:
+                    found.append(thing)
+        return found
+
+    def settings(model: str) -> RolloutSection:
+        config = configs.get(model)
+        return config.rollout if config is not None else RolloutSection()
+
     return Rollouts(
         registry=registry(env.registry_table),
         fleet=fleet(env.fleet_table),
         publisher=publisher(),
         store=object_store(),
         artifact_bucket=env.artifact_bucket,
-        policy=RolloutPolicy(
-            healthy_needed=env.canary_healthy_count,
-            window=timedelta(seconds=env.canary_window_seconds),
-            abort_share=env.abort_failure_share,
-            abort_min_reports=env.abort_min_reports,
-        ),
+        canaries=canaries,
+        settings=settings,
     )
 
 
@@ -107,10 +121,6 @@ def release_writer() -> ReleaseWriter:
     )
 
 
-@cold_start
 def rollout_starter() -> Callable[[str, int, bytes], bool]:
-    """Announces a new version to the canary ring (what retrain and rollback do last)."""
-    from functions.common.rollouts import start_rollout
-
-    env = cached_env(ReleaseEnv)
-    return partial(start_rollout, registry(env.registry_table), publisher())
+    """Starts a new version's rollout (what retrain and rollback do last)."""
+    return rollouts().start

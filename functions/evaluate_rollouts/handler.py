@@ -1,8 +1,9 @@
 """Scheduled rollout evaluation (EventBridge, every minute).
 
-Status reports also trigger an evaluation (functions.status); the schedule is
-what closes a canary window when devices go quiet, and what announces a
-champion whose announcement failed after it was published.
+Counted outcomes also trigger an evaluation (functions.status); the schedule is
+what closes a stage's window when devices go quiet, what finishes a publish
+that failed half-way (including an operator's abort), and what starts a
+champion whose rollout never started.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         announced = rollouts().ensure_announced(model)
         if announced is not None:
             logger.warning(
-                "champion was unannounced; announced now",
+                "rollout publish was unfinished; finished now",
                 extra={"model": model, "version": announced},
             )
             metrics.add_metric(name="LateAnnouncements", unit=MetricUnit.Count, value=1)
         state = rollouts().evaluate(model)
         if state is not None:
             decided[model] = state
-            metrics.add_metric(name=f"Rollout{state.capitalize()}", unit=MetricUnit.Count, value=1)
+            name = (
+                "RolloutAdvanced" if state.startswith("stage") else f"Rollout{state.capitalize()}"
+            )
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
             logger.info("rollout moved", extra={"model": model, "state": state})
     return {"decided": decided}

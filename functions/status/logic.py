@@ -1,8 +1,15 @@
-"""Device status reports into the fleet table, trusting only the topic for who sent them."""
+"""Device status reports into the fleet table, trusting only the topic for who sent them.
+
+A report is either a terminal outcome of an update (installed, failed) or a
+heartbeat. An outcome of the version a rollout offers the device is counted
+toward the device's stage, once per device and version; everything else is
+recorded for the fleet view and counts toward nothing.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,24 +17,36 @@ from edgeloop.contract import StatusRejected, StatusReport, format_time, utc_now
 from edgeloop.contract.topics import check_thing_name
 from functions.common.fleet import DeviceRecord, FleetTable
 from functions.common.identity import FleetIdentity, UnknownDevice
+from functions.common.registry import Registry
+from functions.common.rollouts import Rollout
 
 
 class StatusIgnored(ValueError):
     """A report that is not recorded, with the reason."""
 
 
+@dataclass(frozen=True)
+class Recorded:
+    record: DeviceRecord
+    rollout: Rollout | None
+    counted: bool  # the report added to its stage's counters
+
+
 def record_status(
     fleet: FleetTable,
+    registry: Registry,
     thing: str,
     payload: dict[str, Any],
     identity: FleetIdentity,
+    rollout_of: Callable[[str], Rollout | None],
     now: datetime | None = None,
-) -> DeviceRecord:
+) -> Recorded:
     """Record one report. `thing` comes from the topic (the IoT rule), never the payload.
 
-    The model and the ring the report counts toward are the registry's: a
-    device cannot vote on another model's rollout, nor move itself into the
-    canary ring by saying so.
+    The model the report is about and the stage it counts toward are the
+    cloud's: the thing registry's model and canary group, and the thing's name.
+    A device cannot vote on another model's rollout, nor move itself into an
+    earlier stage by saying so, nor count twice by reporting twice.
     """
     try:
         check_thing_name(thing)
@@ -52,11 +71,22 @@ def record_status(
             f"{thing} reports on model {report.model!r} but is enrolled for "
             f"{enrolled.model!r}; a device reports only on its own model"
         )
-    report = replace(report, ring=enrolled.ring)
-    record = DeviceRecord(
-        thing=thing,
-        last_seen=format_time(now or utc_now()),
-        report=report,
-    )
-    fleet.record(record)
-    return record
+    rollout: Rollout | None = rollout_of(report.model)
+    stage = None if rollout is None else rollout.plan.stage_of(thing, enrolled.canary)
+    record = DeviceRecord(thing, format_time(now or utc_now()), report, stage, enrolled.canary)
+    outcome = report.outcome
+    if (
+        rollout is None
+        or stage is None
+        or outcome is None
+        or not rollout.state.counting
+        or report.target_version != rollout.version
+        # A device the rollout has not reached yet has no say in it, whatever
+        # it installed: it would otherwise pre-fill a later stage's counters.
+        or stage > rollout.stage
+    ):
+        fleet.record(record)
+        return Recorded(record, rollout, counted=False)
+    tally = registry.tally(report.model, rollout.version, stage, outcome)
+    counted = fleet.record_outcome(record, rollout.version, tally)
+    return Recorded(record, rollout, counted)

@@ -1,4 +1,4 @@
-"""IoT wiring: the device policy, the topic rules, rollout rings, and who may publish what."""
+"""IoT wiring: the device policy, the topic rules, the named canaries, and who may publish what."""
 
 from __future__ import annotations
 
@@ -10,14 +10,21 @@ from aws_cdk import aws_iot as iot
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from edgeloop.contract.topics import ROOT, Ring
+from edgeloop.contract.topics import ROOT
 from functions.common.rules import rule_sql
 from infra.constructs.artifact_hosting import ArtifactHosting
 from infra.constructs.data_intake import DataIntake
-from infra.constructs.training_pipeline import TrainingPipeline, tracked_function
+from infra.constructs.training_pipeline import (
+    TrainingPipeline,
+    canary_group_name,
+    tracked_function,
+)
 
 THING = "${iot:Connection.Thing.ThingName}"
-ANNOUNCEMENTS = f"{ROOT}/models/*/rings/*/manifest"
+# A rollout's announcements: one retained topic per model and 1% band, and each
+# named canary's own.
+ANNOUNCEMENTS = f"{ROOT}/models/*/bands/*/manifest"
+CANARY_ANNOUNCEMENTS = f"{ROOT}/things/*/manifest"
 
 
 def device_policy_document(partition: str, region: str, account: str) -> dict[str, object]:
@@ -49,12 +56,17 @@ def device_policy_document(partition: str, region: str, account: str) -> dict[st
                 "Resource": [
                     f"{arn}:topicfilter/{own}/upload/response",
                     f"{arn}:topicfilter/{ANNOUNCEMENTS}",
+                    f"{arn}:topicfilter/{own}/manifest",
                 ],
             },
             {
                 "Effect": "Allow",
                 "Action": "iot:Receive",
-                "Resource": [f"{arn}:topic/{own}/upload/response", f"{arn}:topic/{ANNOUNCEMENTS}"],
+                "Resource": [
+                    f"{arn}:topic/{own}/upload/response",
+                    f"{arn}:topic/{ANNOUNCEMENTS}",
+                    f"{arn}:topic/{own}/manifest",
+                ],
             },
         ],
     }
@@ -78,15 +90,11 @@ class IotWiring(Construct):
             policy_name=f"{stack.stack_name}-device",
             policy_document=device_policy_document(stack.partition, stack.region, stack.account),
         )
-        self.rings = {
-            ring: iot.CfnThingGroup(
-                self, f"Ring{ring.capitalize()}", thing_group_name=f"{stack.stack_name}-{ring}"
-            )
-            for ring in Ring
-        }
         # Who a device is (its model, whether it is a named canary) is read from
-        # the thing registry, never from what the device sends.
-        canary_group = f"{stack.stack_name}-{Ring.CANARY}"
+        # the thing registry, never from what the device sends; every other
+        # device's rollout stage follows from its thing name.
+        canary_group = canary_group_name(stack)
+        self.canaries = iot.CfnThingGroup(self, "NamedCanaries", thing_group_name=canary_group)
         rollout_env = {
             "REGISTRY_TABLE": pipeline.registry_table.table_name,
             "FLEET_TABLE": pipeline.fleet_table.table_name,
@@ -129,8 +137,9 @@ class IotWiring(Construct):
             pipeline.registry_table.grant_read_write_data(function)
             hosting.bucket.grant_read(function, "models/*")
         pipeline.fleet_table.grant_read_write_data(self.status)
-        for function in (self.presign, self.status):
-            self._may_read_identities(function)
+        self._may_read_identities(self.presign)
+        for function in (pipeline.retrain, pipeline.rollback, self.status, self.evaluate_rollouts):
+            self._may_read_identities(function, canary_group)
         events.Rule(
             self,
             "EveryMinute",
@@ -139,20 +148,31 @@ class IotWiring(Construct):
         )
         self._may_publish(self.presign, [f"{ROOT}/things/*/upload/response"], retain=False)
         for function in (pipeline.retrain, pipeline.rollback, self.status, self.evaluate_rollouts):
-            self._may_publish(function, [ANNOUNCEMENTS], retain=True)
+            self._may_publish(function, [ANNOUNCEMENTS, CANARY_ANNOUNCEMENTS], retain=True)
         self.upload_rule = self._rule(
             "UploadRequests", f"{ROOT}/things/+/upload/request", self.presign
         )
         self.status_rule = self._rule("StatusReports", f"{ROOT}/things/+/status", self.status)
 
-    def _may_read_identities(self, function: lambda_.IFunction) -> None:
+    def _may_read_identities(
+        self, function: lambda_.IFunction, canary_group: str | None = None
+    ) -> None:
+        """Look up things; with `canary_group`, also list the named canaries."""
         stack = Stack.of(self)
+        arn = f"arn:{stack.partition}:iot:{stack.region}:{stack.account}"
         function.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["iot:DescribeThing", "iot:ListThingGroupsForThing"],
-                resources=[f"arn:{stack.partition}:iot:{stack.region}:{stack.account}:thing/*"],
+                resources=[f"{arn}:thing/*"],
             )
         )
+        if canary_group is not None:
+            function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["iot:ListThingsInThingGroup"],
+                    resources=[f"{arn}:thinggroup/{canary_group}"],
+                )
+            )
 
     def _may_publish(self, function: lambda_.IFunction, topics: list[str], retain: bool) -> None:
         stack = Stack.of(self)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -14,6 +14,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from functions.common.fleet import BY_BAND_INDEX
 from infra.constructs.artifact_hosting import ArtifactHosting
 from infra.constructs.data_intake import RETRAIN_TIMEOUT, DataIntake
 from infra.constructs.nag import suppress, suppress_scoped_wildcards
@@ -30,6 +31,11 @@ ROLLBACK_TIMEOUT = Duration.minutes(5)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def canary_group_name(stack: Stack) -> str:
+    """The thing group whose members are every model's named canaries."""
+    return f"{stack.stack_name}-canary"
 
 
 def function_image(handler: str) -> lambda_.DockerImageCode:
@@ -96,13 +102,15 @@ class TrainingPipeline(Construct):
             self,
             "Fleet",
             partition_key="thing",
+            # By model and 1% band, keys only (functions.common.fleet explains why).
             global_secondary_indexes=[
                 dynamodb.GlobalSecondaryIndexPropsV2(
-                    index_name="by_model",
+                    index_name=BY_BAND_INDEX,
                     partition_key=dynamodb.Attribute(
-                        name="model", type=dynamodb.AttributeType.STRING
+                        name="model_band", type=dynamodb.AttributeType.STRING
                     ),
                     sort_key=dynamodb.Attribute(name="thing", type=dynamodb.AttributeType.STRING),
+                    projection_type=dynamodb.ProjectionType.KEYS_ONLY,
                 )
             ],
         )
@@ -131,6 +139,10 @@ class TrainingPipeline(Construct):
             "REGISTRY_TABLE": self.registry_table.table_name,
             "SIGNING_KEY_ID": signing.key.key_arn,
             "DELTA_BASES": str(DELTA_BASES),
+            # Publishing a version starts its rollout, which needs the fleet and the
+            # named canaries to find its first stage with devices.
+            "FLEET_TABLE": self.fleet_table.table_name,
+            "CANARY_GROUP": canary_group_name(Stack.of(self)),
         }
         self.retrain = tracked_function(
             self,
@@ -173,4 +185,5 @@ class TrainingPipeline(Construct):
             hosting.bucket.grant_read_write(publisher, "models/*")
             self.registry_bucket.grant_read_write(publisher, "registry/*")
             self.registry_table.grant_read_write_data(publisher)
+            self.fleet_table.grant_read_data(publisher)
             signing.allow_signing(publisher)
