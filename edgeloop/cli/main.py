@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from edgeloop import __version__
-from edgeloop.cli import factory, feed, fleet, local, predict, release
+from edgeloop.cli import factory, feed, fleet, local, predict, release, rollout
 from edgeloop.cli.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.register(sub)
     release.register(sub, JSON_HELP)
     fleet.register(sub, JSON_HELP)
+    rollout.register(sub, JSON_HELP)
     local.register(sub, JSON_HELP)
     feed.register(sub)
 

@@ -195,8 +195,10 @@ class Rollout:
 class Rollouts:
     registry: Registry
     fleet: FleetTable
-    publisher: Publisher
-    store: ObjectStore
+    # None for the operator's command line, which only writes its decision: the
+    # schedule carries out what it leaves to publish (an abort's announcements).
+    publisher: Publisher | None
+    store: ObjectStore | None
     artifact_bucket: str
     # The named canaries of a model (members of the canary thing group).
     canaries: Callable[[str], list[str]]
@@ -263,7 +265,7 @@ class Rollouts:
         if champion is None:
             return None
         version = int(champion["version"])
-        if rollout is not None and rollout.version >= version:
+        if self.store is None or (rollout is not None and rollout.version >= version):
             return None
         manifest = self.store.get(self.artifact_bucket, manifest_key(model, version))
         return version if self.start(model, version, manifest, now) else None
@@ -412,7 +414,7 @@ class Rollouts:
     def _publish(self, rollout: Rollout, manifest: bytes | None = None) -> None:
         """Carry out the rollout's pending publish, then note that it went out."""
         job = rollout.publish
-        if job is None:
+        if job is None or self.publisher is None or self.store is None:
             return
         if job.version is None:
             payload = b""
