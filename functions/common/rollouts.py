@@ -187,7 +187,12 @@ class Rollout:
         return self.plan.describe(self.stage)
 
     def noted(self, at: datetime, event: str, detail: str = "") -> Rollout:
-        entry = {"at": format_time(at), "stage": self.stage, "event": event, "detail": detail}
+        entry = {
+            "at": format_time(at),
+            "stage": max(self.stage, 0),
+            "event": event,
+            "detail": detail,
+        }
         return replace(self, history=(*self.history, entry)[-HISTORY_LIMIT:])
 
 
@@ -244,7 +249,7 @@ class Rollouts:
             stage_started_at=format_time(now),
             needed=0,
         )
-        rollout = self._enter(rollout, 0, now).noted(now, "started", f"v{version}")
+        rollout = self._enter(rollout.noted(now, "started", f"v{version}"), 0, now)
         try:
             self.registry.put_rollout(model, rollout.to_json(), expect_revision=None)
         except StaleWrite:
@@ -391,7 +396,13 @@ class Rollouts:
                 "no named canaries" if stage == 0 else "no device of this stage has reported yet",
             )
             stage += 1
-        entered = rollout.noted(now, "stage entered", f"needs {rollout.needed} installs")
+        entered = rollout.noted(
+            now,
+            "stage entered",
+            f"needs {rollout.needed} installs"
+            if rollout.needed
+            else "no device of this stage has reported yet; it completes at its first evaluation",
+        )
         last_band = rollout.plan.bands_covered(rollout.stage).stop
         return replace(
             entered,
