@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from edgeloop import __version__
-from edgeloop.cli import factory, feed, fleet, local, predict, release
+from edgeloop.cli import factory, feed, fleet, local, predict, release, trust
 from edgeloop.cli.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.register(sub, JSON_HELP)
     local.register(sub, JSON_HELP)
     feed.register(sub)
+    trust.register(sub, JSON_HELP)
 
     p = sub.add_parser("demo", help="the whole loop on one machine, no AWS account")
     p.add_argument(

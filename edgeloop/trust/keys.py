@@ -109,7 +109,7 @@ class KmsSigner(AWSSigner):
             )
         public = serialization.load_der_public_key(response["PublicKey"])
         if not isinstance(public, ec.EllipticCurvePublicKey):
-            raise KeyFileError(f"KMS key {aws_key_id} is not an elliptic-curve key")
+            raise KeyFileError(f"KMS key {aws_key_id} is not {KMS_KEY_SPEC}")
         return cls(kms, aws_key_id, public_key_of(public))
 
     def sign(self, payload: bytes) -> Signature:
