@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from edge.backoff import Backoff
-from edge.errors import DownloadFailed
+from edge.errors import DownloadFailed, NotOnCdn
 from edgeloop.contract import SizeMismatch
 
 CHUNK = 64 * 1024
@@ -52,9 +52,23 @@ class HttpFetcher:
     # Names the device in CDN logs (and the local CDN's byte counts).
     user_agent: str = "edgeloop-agent"
     rng: random.Random = field(default_factory=random.Random)
+    # Told every body byte as it arrives, resumed or not: the honest bytes figure.
+    on_bytes: Callable[[int], None] | None = None
 
     def fetch(self, path: str, dest: Path, size: int) -> bytes:
         url = self.base_url + path
+        return self._with_retries(url, lambda: self._fetch_once(url, dest, size))
+
+    def fetch_at_most(self, path: str, max_size: int) -> bytes:
+        """The whole file at `path`, refused once it passes `max_size` bytes.
+
+        For files whose exact size nothing declares in advance (TUF's timestamp,
+        a root version being probed): small, so fetched whole, never resumed.
+        """
+        url = self.base_url + path
+        return self._with_retries(url, lambda: self._read_capped(url, max_size))
+
+    def _with_retries(self, url: str, attempt_once: Callable[[], bytes]) -> bytes:
         # Full jitter: a fleet that lost the CDN together does not retry together.
         pauses = Backoff(self.backoff, self.backoff * 2 ** max(self.retries - 1, 0), self.rng)
         last = "no attempt made"
@@ -62,18 +76,38 @@ class HttpFetcher:
             if attempt:
                 self.sleep(pauses.next())
             try:
-                self._fetch_once(url, dest, size)
-                return dest.read_bytes()
-            except SizeMismatch:
-                dest.unlink(missing_ok=True)
-                raise
+                return attempt_once()
             except _TRANSIENT as exc:
                 last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
                 if isinstance(exc, urllib.error.HTTPError) and exc.code in (403, 404):
-                    break  # the CDN says it is not there; retrying will not change that
+                    # The CDN says it is not there; retrying will not change that.
+                    raise NotOnCdn(f"{url}: HTTP {exc.code}", status=exc.code) from exc
         raise DownloadFailed(f"{url}: gave up after {attempt + 1} attempts ({last})")
 
-    def _fetch_once(self, url: str, dest: Path, size: int) -> None:
+    def _read_capped(self, url: str, max_size: int) -> bytes:
+        request = urllib.request.Request(url, headers={"User-Agent": self.user_agent})
+        body = bytearray()
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            while chunk := response.read1(min(CHUNK, max_size - len(body) + 1)):
+                self._count(len(chunk))
+                body += chunk
+                if len(body) > max_size:
+                    raise SizeMismatch(f"{url} sends more than {max_size} bytes; cut off")
+        return bytes(body)
+
+    def _count(self, n: int) -> None:
+        if self.on_bytes is not None:
+            self.on_bytes(n)
+
+    def _fetch_once(self, url: str, dest: Path, size: int) -> bytes:
+        try:
+            self._fetch_to(url, dest, size)
+        except SizeMismatch:
+            dest.unlink(missing_ok=True)
+            raise
+        return dest.read_bytes()
+
+    def _fetch_to(self, url: str, dest: Path, size: int) -> None:
         have = dest.stat().st_size if dest.exists() else 0
         if have > size:
             dest.unlink()
@@ -97,6 +131,7 @@ class HttpFetcher:
                     if not chunk:
                         break
                     received += len(chunk)
+                    self._count(len(chunk))
                     if received > size:
                         raise SizeMismatch(
                             f"{url} sends more than the {size} bytes the manifest declares; "

@@ -5,6 +5,7 @@ An update fails in one of two ways, and the hierarchy says which:
     UpdateError
     ├── RetryableUpdateError      the CDN or the disk failed: try the same announcement later
     │   ├── DownloadFailed
+    │   │   └── NotOnCdn          the CDN answered 403 or 404
     │   ├── StagingFailed
     │   └── ClockBehind           the manifest is dated after this device's clock
     └── UpdateRefused             the manifest or the model is wrong: final for that version
@@ -55,6 +56,29 @@ class DownloadFailed(RetryableUpdateError):
     """The file could not be fetched within the retries; the message says what happened last."""
 
 
+class NotOnCdn(DownloadFailed):
+    """The CDN says the file is not there (403 or 404): not retried within one fetch.
+
+    TUF asks for the next root version until one is missing; that answer is
+    how a device knows it holds the newest root.
+    """
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TrustUnavailable(RetryableUpdateError):
+    """The signed metadata could not be fetched now; the old model keeps serving."""
+
+
+class MetadataExpired(RetryableUpdateError):
+    """The repository's newest signed metadata has expired: the CDN is frozen or stale.
+
+    Reported, and retried: the next timestamp the schedule signs ends it.
+    """
+
+
 class StagingFailed(RetryableUpdateError):
     """The new version could not be written to disk (disk full, read-only); nothing was swapped."""
 
@@ -69,6 +93,11 @@ class ClockBehind(RetryableUpdateError):
 
 class UpdateRefused(UpdateError):
     """The release itself is wrong for this device; it is not retried."""
+
+
+class TrustRefused(UpdateRefused):
+    """The repository's metadata or a target failed TUF's checks (signature, version,
+    length, hash): someone is lying; nothing it named is installed."""
 
 
 class ManifestRefused(UpdateRefused):

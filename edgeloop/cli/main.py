@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from edgeloop import __version__
-from edgeloop.cli import factory, feed, fleet, local, predict, release, rollout
+from edgeloop.cli import factory, feed, fleet, local, predict, release, rollout, trust
 from edgeloop.cli.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -151,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.register(sub, JSON_HELP)
     local.register(sub, JSON_HELP)
     feed.register(sub)
+    trust.register(sub, JSON_HELP)
 
     p = sub.add_parser("demo", help="the whole loop on one machine, no AWS account")
     p.add_argument(

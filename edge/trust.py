@@ -1,0 +1,298 @@
+"""The device's side of the fleet's TUF repository: refresh, decide, fetch verified.
+
+python-tuf's ngclient does the verifying (root rotation, expiry, rollback,
+signature thresholds, lengths, hashes); this module gives it the agent's HTTP
+fetching (timeouts, retries, resume, size caps), limits how often a device
+refreshes, and turns the model's signed rollout pointer into one decision for
+this thing: the version to run, and the targets to get it with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import quote
+
+from tuf.api import exceptions as tuf_errors
+from tuf.api.metadata import TargetFile
+from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
+
+from edge.download import HttpFetcher
+from edge.errors import (
+    DownloadFailed,
+    MetadataExpired,
+    NotOnCdn,
+    TrustRefused,
+    TrustUnavailable,
+)
+from edgeloop.contract import CODECS, FULL_ENCODINGS, ContractError, SizeMismatch
+from edgeloop.contract.trust_targets import (
+    PatchInfo,
+    RolloutPointer,
+    compressed_path,
+    model_path,
+    patch_path,
+    pointer_path,
+)
+
+METADATA = "tuf/metadata/"
+TARGETS = "tuf/targets/"
+
+
+@dataclass(frozen=True)
+class TrustLimits:
+    """Caps on what a refresh may download, and how often it may run.
+
+    The caps are well above what one model's metadata needs (a few KB) and far
+    below what would hurt a small device: a lying CDN is cut off early.
+    """
+
+    root_max_bytes: int = 64 * 1024
+    timestamp_max_bytes: int = 4 * 1024
+    snapshot_max_bytes: int = 64 * 1024
+    targets_max_bytes: int = 512 * 1024
+    max_root_rotations: int = 32
+    # A storm of announcements costs the CDN one refresh per device per interval.
+    min_refresh_seconds: float = 30.0
+
+    def updater_config(self) -> UpdaterConfig:
+        return UpdaterConfig(
+            max_root_rotations=self.max_root_rotations,
+            max_delegations=4,
+            root_max_length=self.root_max_bytes,
+            timestamp_max_length=self.timestamp_max_bytes,
+            snapshot_max_length=self.snapshot_max_bytes,
+            targets_max_length=self.targets_max_bytes,
+        )
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    version: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What the signed pointer says this thing should run, and how to get it.
+
+    `version` is what the pointer names for this thing (None: nothing). `model`
+    and the rest are set only when that version is newer than the installed one.
+    """
+
+    model_name: str
+    version: int | None
+    pointer: RolloutPointer | None
+    model: TargetFile | None = None
+    compressed: dict[str, TargetFile] = field(default_factory=dict)
+    patch: tuple[TargetFile, PatchInfo] | None = None
+    golden: TargetFile | None = None
+    golden_cached: bool = False
+    fresh: bool = True  # False: a refresh within the rate limit, answered from the last one
+
+    @property
+    def update(self) -> bool:
+        return self.model is not None
+
+
+class CdnFetcher(FetcherInterface):
+    """ngclient's network side over the agent's HttpFetcher.
+
+    Metadata (small, sometimes of unknown exact size) is read whole under a
+    cap; targets (exact size known) go through the resumable staging file.
+    """
+
+    def __init__(self, http: HttpFetcher, staging: Path) -> None:
+        self._http = http
+        self._staging = staging
+
+    def _path(self, url: str) -> str:
+        if not url.startswith(self._http.base_url):
+            raise tuf_errors.DownloadError(f"{url} is outside the CDN {self._http.base_url}")
+        return url[len(self._http.base_url) :]
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except NotOnCdn as exc:
+            raise tuf_errors.DownloadHTTPError(str(exc), exc.status) from exc
+        except SizeMismatch as exc:
+            raise tuf_errors.DownloadLengthMismatchError(str(exc)) from exc
+        except DownloadFailed as exc:
+            raise tuf_errors.DownloadError(str(exc)) from exc
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        # Only reached through the base class's own helpers, which this class replaces.
+        yield self.download_bytes(url, self._http_cap)
+
+    _http_cap = 64 * 1024
+
+    def download_bytes(self, url: str, max_length: int) -> bytes:
+        with self._translated():
+            return self._http.fetch_at_most(self._path(url), max_length)
+
+    @contextmanager
+    def download_file(self, url: str, max_length: int) -> Iterator[IO[bytes]]:
+        path = self._path(url)
+        self._staging.mkdir(parents=True, exist_ok=True)
+        dest = self._staging / (quote(path, safe="") + ".part")
+        with self._translated():
+            self._http.fetch(path, dest, max_length)
+        try:
+            with dest.open("rb") as staged:
+                yield staged
+        finally:
+            dest.unlink(missing_ok=True)
+
+
+class SignedRepository:
+    """The fleet's repository as this device trusts it, anchored in a shipped root."""
+
+    def __init__(
+        self,
+        http: HttpFetcher,
+        root: bytes,
+        state_dir: Path,
+        *,
+        limits: TrustLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = limits or TrustLimits()
+        self.bytes_received = 0
+        self._http = dataclasses.replace(http, on_bytes=self._received)
+        self._root = root
+        self._metadata_dir = state_dir / "metadata"
+        self._targets_dir = state_dir / "targets"
+        self._staging = state_dir / "staging"
+        self._clock = clock
+        self._updater: Updater | None = None
+        self._last: dict[str, tuple[float, Offer]] = {}
+
+    def _received(self, n: int) -> None:
+        self.bytes_received += n
+
+    @contextmanager
+    def _checked(self) -> Iterator[None]:
+        try:
+            yield
+        except tuf_errors.ExpiredMetadataError as exc:
+            raise MetadataExpired(f"signed metadata has expired: {exc}", exc) from exc
+        except tuf_errors.RepositoryError as exc:
+            raise TrustRefused(f"{type(exc).__name__}: {exc}", exc) from exc
+        except tuf_errors.DownloadLengthMismatchError as exc:
+            raise TrustRefused(f"endless data: {exc}", exc) from exc
+        except tuf_errors.DownloadError as exc:
+            raise TrustUnavailable(f"{type(exc).__name__}: {exc}", exc) from exc
+        except ContractError as exc:
+            raise TrustRefused(f"signed metadata breaks the contract: {exc}", exc) from exc
+
+    def _new_updater(self) -> Updater:
+        self._metadata_dir.mkdir(parents=True, exist_ok=True)
+        # The shipped root is the anchor only until a newer root has been verified and kept.
+        have_root = (self._metadata_dir / "root.json").exists()
+        return Updater(
+            metadata_dir=str(self._metadata_dir),
+            metadata_base_url=self._http.base_url + METADATA,
+            target_dir=str(self._targets_dir),
+            target_base_url=self._http.base_url + TARGETS,
+            fetcher=CdnFetcher(self._http, self._staging),
+            config=self.limits.updater_config(),
+            bootstrap=None if have_root else self._root,
+        )
+
+    def refresh(self, model: str, thing: str, installed: InstalledModel | None) -> Offer:
+        """Refresh the metadata (at most once per `min_refresh_seconds` per model) and
+        decide. Raises TrustUnavailable, MetadataExpired or TrustRefused; whichever,
+        the installed model keeps serving."""
+        now = self._clock()
+        last = self._last.get(model)
+        if last is not None and now - last[0] < self.limits.min_refresh_seconds:
+            return dataclasses.replace(last[1], fresh=False)
+        # Counted as a refresh even if it fails: a failing CDN is not asked harder.
+        self._last[model] = (now, last[1] if last else Offer(model, None, None))
+        with self._checked():
+            updater = self._new_updater()
+            updater.refresh()
+            self._updater = updater
+            offer = self._decide(updater, model, thing, installed)
+        self._last[model] = (now, offer)
+        return offer
+
+    def _decide(
+        self, updater: Updater, model: str, thing: str, installed: InstalledModel | None
+    ) -> Offer:
+        info = updater.get_targetinfo(pointer_path(model))
+        if info is None:
+            return Offer(model, None, None)
+        pointer = RolloutPointer.from_json(info.custom)
+        if pointer.model != model:
+            raise TrustRefused(f"the pointer at {info.path} is for {pointer.model}")
+        version = pointer.version_for(thing)
+        if version is None or (installed is not None and version <= installed.version):
+            return Offer(model, version, pointer)
+        full = updater.get_targetinfo(model_path(model, version))
+        if full is None:
+            raise TrustRefused(f"the pointer names {model} v{version}, which has no signed target")
+        compressed = {
+            encoding: target
+            for encoding in FULL_ENCODINGS
+            if (target := updater.get_targetinfo(compressed_path(model, version, encoding)))
+        }
+        patch = None
+        if installed is not None:
+            for codec in CODECS:
+                target = updater.get_targetinfo(
+                    patch_path(model, installed.version, version, codec)
+                )
+                if target is None:
+                    continue
+                spec = PatchInfo.from_json(target.custom)
+                if spec.base_sha256 == installed.sha256 and spec.produces == full.path:
+                    patch = (target, spec)
+                    break
+        golden = None
+        golden_path = full.custom.get("golden") if isinstance(full.custom, dict) else None
+        if isinstance(golden_path, str):
+            golden = updater.get_targetinfo(golden_path)
+            if golden is None:
+                raise TrustRefused(f"{full.path} names golden inputs {golden_path} nobody signed")
+        return Offer(
+            model,
+            version,
+            pointer,
+            model=full,
+            compressed=compressed,
+            patch=patch,
+            golden=golden,
+            golden_cached=golden is not None and self.cached(golden) is not None,
+        )
+
+    def _target_file(self, target: TargetFile) -> Path:
+        return self._targets_dir / quote(target.path, safe="")
+
+    def cached(self, target: TargetFile) -> bytes | None:
+        """The target's bytes if this device already holds them, verified again."""
+        path = self._target_file(target)
+        try:
+            data = path.read_bytes()
+            target.verify_length_and_hashes(data)
+        except (OSError, tuf_errors.LengthOrHashMismatchError):
+            return None
+        return data
+
+    def download(self, target: TargetFile) -> bytes:
+        """The target's bytes, checked by ngclient against its signed length and hashes."""
+        if self._updater is None:
+            raise TrustRefused("download before any refresh: nothing is trusted yet")
+        held = self.cached(target)
+        if held is not None:
+            return held
+        with self._checked():
+            path = self._updater.download_target(target, str(self._target_file(target)))
+        return Path(path).read_bytes()

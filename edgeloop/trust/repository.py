@@ -1,0 +1,617 @@
+"""The fleet's TUF repository: what the cloud signs, and with which key.
+
+Layout in the store (the artifact bucket, behind the CDN):
+
+    tuf/metadata/N.root.json        every root version, for devices to walk
+    tuf/metadata/timestamp.json     the one unversioned file, re-signed every few hours
+    tuf/metadata/N.snapshot.json    consistent snapshots: a CDN never mixes versions
+    tuf/metadata/N.targets.json     top-level targets: only delegations, one per model
+    tuf/metadata/N.{model}.json     a model's role: its versions, patches, golden
+                                    inputs and its rollout pointer
+    tuf/targets/{model}/.../{sha256}.{name}   hash-prefixed target files
+    tuf/pending/N.root.json         a root version still collecting signatures
+
+Root is offline (`RootCeremony`, run by people with key files); everything
+else is online (`TrustRepository`, run by functions with the KMS key). The
+repository's state is the store itself: the newest root, and whatever the
+timestamp names, so no second record can disagree with what devices see.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from securesystemslib.signer import Key, Signer
+from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.metadata import (
+    DelegatedRole,
+    Delegations,
+    Metadata,
+    MetaFile,
+    Root,
+    Signed,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+from tuf.api.serialization.json import JSONSerializer
+
+from edgeloop.contract.trust_targets import (
+    PatchInfo,
+    RolloutPointer,
+    check_model_name,
+    compressed_path,
+    golden_path,
+    model_path,
+    patch_path,
+    pointer_path,
+)
+from edgeloop.trust.store import ByteStore
+
+METADATA = "tuf/metadata/"
+TARGETS = "tuf/targets/"
+PENDING = "tuf/pending/"
+ONLINE_ROLES = (Targets.type, Snapshot.type, Timestamp.type)
+_ROOT_FILE = re.compile(r"(\d+)\.root\.json")
+# Compact JSON: every byte of metadata is a byte each device downloads.
+_SERIALIZER = JSONSerializer(compact=True)
+
+S = TypeVar("S", Root, Timestamp, Snapshot, Targets)
+
+
+class TrustError(Exception):
+    """The repository cannot do what was asked; the message says why and what to do."""
+
+
+class NotInitialised(TrustError):
+    """No root in the store yet: `edgeloop trust init` has not been run."""
+
+
+class OnlineKeyNotTrusted(TrustError):
+    """The online signer's key is not the one root names for the online roles."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class Lifetimes:
+    """How long each role's signature holds. Timestamp is short, so a frozen CDN shows."""
+
+    root: timedelta = timedelta(days=365)
+    targets: timedelta = timedelta(days=90)
+    model: timedelta = timedelta(days=30)
+    snapshot: timedelta = timedelta(days=7)
+    timestamp: timedelta = timedelta(hours=6)
+    # A role is re-signed once less than this share of its lifetime remains, so a
+    # schedule that misses a few runs still re-signs it in time.
+    renew_at: float = 0.5
+
+
+@dataclass(frozen=True)
+class PatchRelease:
+    base_version: int
+    base_sha256: str
+    codec: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class VersionRelease:
+    """One published version of a model, as the release writer hands it over.
+
+    `custom` is the model target's custom metadata: input and output spec, the
+    health checks' expected outputs and tolerance, stats. The golden inputs
+    travel as their own content-addressed target because they are the bulk of
+    it and rarely change between versions.
+
+    TUF signs canonical JSON, which has no floats: numbers in `custom` are
+    written as decimal strings (`repr(x)` reads back as exactly `x`).
+    """
+
+    model: str
+    version: int
+    model_bytes: bytes
+    custom: Mapping[str, Any] = field(default_factory=dict)
+    compressed: Mapping[str, bytes] = field(default_factory=dict)  # encoding -> bytes
+    patches: tuple[PatchRelease, ...] = ()
+    golden: bytes | None = None
+
+
+def _target(path: str, data: bytes, custom: Mapping[str, Any] | None = None) -> TargetFile:
+    target = TargetFile.from_data(path, data, ["sha256"])
+    if custom:
+        target.unrecognized_fields["custom"] = dict(custom)
+    return target
+
+
+def _target_key(target: TargetFile) -> str:
+    return TARGETS + target.get_prefixed_paths()[0]
+
+
+def _version_of(path: str) -> int | None:
+    _, _, rest = path.partition("/")
+    number = rest.split("/", 1)[0]
+    return int(number) if number.isdigit() else None
+
+
+class _Store:
+    """Reads and writes metadata by role and version, in the consistent-snapshot layout."""
+
+    def __init__(self, store: ByteStore) -> None:
+        self.bytes = store
+
+    def root_versions(self, prefix: str = METADATA) -> list[int]:
+        found = (_ROOT_FILE.fullmatch(k[len(prefix) :]) for k in self.bytes.list(prefix))
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def load(self, key: str, kind: type[S]) -> Metadata[S]:
+        data = self.bytes.get(key)
+        if data is None:
+            raise NotInitialised(f"{key} is not in the store")
+        md = Metadata[S].from_bytes(data)
+        if not isinstance(md.signed, kind):
+            raise TrustError(f"{key} holds {md.signed.type} metadata, not {kind.type}")
+        return md
+
+    def root(self) -> Metadata[Root]:
+        versions = self.root_versions()
+        if not versions:
+            raise NotInitialised("no root metadata in the store; run `edgeloop trust init` first")
+        return self.load(f"{METADATA}{versions[-1]}.root.json", Root)
+
+    def write(self, md: Metadata[Any], role: str | None = None) -> bytes:
+        """`role` names a targets role's file; the other roles are named by their type."""
+        data = md.to_bytes(_SERIALIZER)
+        if isinstance(md.signed, Timestamp):
+            self.bytes.put(f"{METADATA}timestamp.json", data)
+        else:
+            self.bytes.put(f"{METADATA}{md.signed.version}.{role or md.signed.type}.json", data)
+        return data
+
+
+class TrustRepository:
+    """The online side: publish versions, move pointers, keep signatures fresh.
+
+    Holds no root key and cannot change root: a root that does not name this
+    signer's key for the online roles is refused at construction.
+    """
+
+    def __init__(
+        self,
+        store: ByteStore,
+        online: Signer,
+        *,
+        lifetimes: Lifetimes | None = None,
+        keep_versions: int = 3,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        if keep_versions < 2:
+            raise ValueError("keep at least two versions: a patch needs its base")
+        self._store = _Store(store)
+        self._online = online
+        self.lifetimes = lifetimes or Lifetimes()
+        self.keep_versions = keep_versions
+        self._clock = clock
+        self.root = self._store.root()
+        keyid = online.public_key.keyid
+        for role in ONLINE_ROLES:
+            if keyid not in self.root.signed.roles[role].keyids:
+                raise OnlineKeyNotTrusted(
+                    f"root v{self.root.signed.version} does not name key {keyid} for the "
+                    f"{role} role; sign the pending root (`edgeloop trust sign-root`) or "
+                    "configure the online key it names"
+                )
+
+    # -- reading the current state -------------------------------------------------
+
+    def _timestamp(self) -> Metadata[Timestamp] | None:
+        if self._store.bytes.get(f"{METADATA}timestamp.json") is None:
+            return None
+        return self._store.load(f"{METADATA}timestamp.json", Timestamp)
+
+    def _snapshot(self) -> Metadata[Snapshot] | None:
+        timestamp = self._timestamp()
+        if timestamp is None:
+            return None
+        version = timestamp.signed.snapshot_meta.version
+        return self._store.load(f"{METADATA}{version}.snapshot.json", Snapshot)
+
+    def _role(self, snapshot: Metadata[Snapshot], role: str) -> Metadata[Targets]:
+        meta = snapshot.signed.meta[f"{role}.json"]
+        return self._store.load(f"{METADATA}{meta.version}.{role}.json", Targets)
+
+    def models(self) -> list[str]:
+        snapshot = self._snapshot()
+        if snapshot is None:
+            return []
+        delegations = self._role(snapshot, Targets.type).signed.delegations
+        return sorted(delegations.roles or {}) if delegations else []
+
+    def model_role(self, model: str) -> Targets | None:
+        snapshot = self._snapshot()
+        if snapshot is None or f"{model}.json" not in snapshot.signed.meta:
+            return None
+        return self._role(snapshot, model).signed
+
+    def pointer(self, model: str) -> RolloutPointer | None:
+        role = self.model_role(model)
+        target = role.targets.get(pointer_path(model)) if role else None
+        return RolloutPointer.from_json(target.custom) if target else None
+
+    # -- signing -------------------------------------------------------------------
+
+    def _expiry(self, lifetime: timedelta) -> datetime:
+        return self._clock() + lifetime
+
+    def _sign(self, md: Metadata[Any], lifetime: timedelta) -> Metadata[Any]:
+        md.signed.expires = self._expiry(lifetime)
+        md.sign(self._online, append=False)
+        return md
+
+    def _new_top_level_targets(self) -> Metadata[Targets]:
+        targets = Targets(version=1, expires=self._expiry(self.lifetimes.targets))
+        targets.delegations = Delegations(keys={}, roles={})
+        return Metadata(targets)
+
+    def _commit(self, changed: Mapping[str, Metadata[Targets]]) -> None:
+        """Write the changed targets roles as new versions, then a snapshot and a
+        timestamp naming them: devices see all of it at once or none of it."""
+        snapshot = self._snapshot()
+        if snapshot is None:
+            snap = Metadata(Snapshot(version=1, expires=self._expiry(self.lifetimes.snapshot)))
+            snap.signed.meta.clear()
+        else:
+            snap = snapshot
+            snap.signed.version += 1
+        for role, md in changed.items():
+            listed = snap.signed.meta.get(f"{role}.json")
+            md.signed.version = listed.version + 1 if listed else 1
+            lifetime = self.lifetimes.targets if role == Targets.type else self.lifetimes.model
+            data = self._store.write(self._sign(md, lifetime), role)
+            snap.signed.meta[f"{role}.json"] = MetaFile(md.signed.version, length=len(data))
+        snap_data = self._store.write(self._sign(snap, self.lifetimes.snapshot))
+        self._write_timestamp(MetaFile(snap.signed.version, length=len(snap_data)))
+
+    def _write_timestamp(self, snapshot_meta: MetaFile) -> None:
+        current = self._timestamp()
+        version = current.signed.version + 1 if current else 1
+        timestamp = Timestamp(
+            version=version,
+            expires=self._expiry(self.lifetimes.timestamp),
+            snapshot_meta=snapshot_meta,
+        )
+        self._store.write(self._sign(Metadata(timestamp), self.lifetimes.timestamp))
+
+    def _roles_for(self, model: str) -> dict[str, Metadata[Targets]]:
+        """The model's role, and top-level targets too when it needs a new delegation.
+        The model's role is last, so `[*roles.values()][-1]` is it."""
+        check_model_name(model)
+        snapshot = self._snapshot()
+        top = (
+            self._role(snapshot, Targets.type)
+            if snapshot is not None
+            else self._new_top_level_targets()
+        )
+        if snapshot is not None and f"{model}.json" in snapshot.signed.meta:
+            return {model: self._role(snapshot, model)}
+        delegations = top.signed.delegations or Delegations(keys={}, roles={})
+        top.signed.delegations = delegations
+        key = self._online.public_key
+        delegations.keys[key.keyid] = key
+        assert delegations.roles is not None
+        delegations.roles[model] = DelegatedRole(
+            name=model,
+            keyids=[key.keyid],
+            threshold=1,
+            terminating=True,
+            paths=[f"{model}/*", f"{model}/*/*"],
+        )
+        role = Targets(version=1, expires=self._expiry(self.lifetimes.model))
+        return {Targets.type: top, model: Metadata(role)}
+
+    # -- what functions call ---------------------------------------------------------
+
+    def publish(self, release: VersionRelease) -> dict[str, TargetFile]:
+        """Upload a version's files and list them in the model's role.
+
+        Files go up first, metadata last: a device never sees a target whose
+        bytes are not yet on the CDN.
+        """
+        model, version = release.model, release.version
+        roles = self._roles_for(model)
+        role = roles[model]
+        targets: dict[str, TargetFile] = {}
+
+        def add(path: str, data: bytes, custom: Mapping[str, Any] | None = None) -> None:
+            target = _target(path, data, custom)
+            self._store.bytes.put(_target_key(target), data)
+            targets[path] = target
+
+        custom = dict(release.custom)
+        if release.golden is not None:
+            golden = _target(golden_path(model, "x"), release.golden)
+            path = golden_path(model, golden.hashes["sha256"])
+            add(path, release.golden)
+            custom["golden"] = path
+        add(model_path(model, version), release.model_bytes, custom)
+        for encoding, data in sorted(release.compressed.items()):
+            add(compressed_path(model, version, encoding), data)
+        for patch in release.patches:
+            info = PatchInfo(
+                codec=patch.codec,
+                base_version=patch.base_version,
+                base_sha256=patch.base_sha256,
+                produces=model_path(model, version),
+            )
+            add(
+                patch_path(model, patch.base_version, version, patch.codec),
+                patch.data,
+                info.to_json(),
+            )
+        role.signed.targets.update(targets)
+        self._prune(model, role.signed)
+        self._commit(roles)
+        return targets
+
+    def set_pointer(self, pointer: RolloutPointer) -> None:
+        """Sign which version the model's rollout offers, to whom, and what the rest keep."""
+        roles = self._roles_for(pointer.model)
+        role = roles[pointer.model]
+        for version in pointer.versions:
+            if model_path(pointer.model, version) not in role.signed.targets:
+                raise TrustError(
+                    f"{pointer.model} v{version} is not published (or was pruned); "
+                    "a pointer may only name a version devices can fetch"
+                )
+        data = _pointer_bytes(pointer)
+        target = _target(pointer_path(pointer.model), data, pointer.to_json())
+        self._store.bytes.put(_target_key(target), data)
+        role.signed.targets[target.path] = target
+        self._commit(roles)
+
+    def abort(self, model: str) -> RolloutPointer | None:
+        """Move the pointer back to the version before the offered one, and withdraw
+        the offered version's targets, so no refreshing device is offered it again."""
+        current = self.pointer(model)
+        if current is None:
+            raise TrustError(f"{model} has no rollout pointer to move back")
+        role = self._roles_for(model)[model]
+        withdrawn = current.offered
+        for path in [p for p in role.signed.targets if _version_of(p) == withdrawn]:
+            del role.signed.targets[path]
+        back = (
+            None
+            if current.previous is None
+            else RolloutPointer(model, offered=current.previous, previous=None, percent=100)
+        )
+        if back is None:
+            del role.signed.targets[pointer_path(model)]
+        else:
+            data = _pointer_bytes(back)
+            target = _target(pointer_path(model), data, back.to_json())
+            self._store.bytes.put(_target_key(target), data)
+            role.signed.targets[target.path] = target
+        self._commit({model: role})
+        return back
+
+    def _prune(self, model: str, role: Targets) -> None:
+        """Keep the newest `keep_versions` versions and whatever the pointer names;
+        golden inputs stay while a kept version refers to them."""
+        pointer_target = role.targets.get(pointer_path(model))
+        pinned = (
+            set(RolloutPointer.from_json(pointer_target.custom).versions)
+            if pointer_target
+            else set()
+        )
+        versions = sorted({v for p in role.targets if (v := _version_of(p)) is not None})
+        keep = set(versions[-self.keep_versions :]) | pinned
+        for path in [
+            p for p in role.targets if (v := _version_of(p)) is not None and v not in keep
+        ]:
+            del role.targets[path]
+        wanted = {
+            t.custom.get("golden")
+            for t in role.targets.values()
+            if isinstance(t.custom, dict) and "golden" in t.custom
+        }
+        for path in [p for p in role.targets if "/golden/" in p and p not in wanted]:
+            del role.targets[path]
+
+    def resign_due(self) -> list[str]:
+        """What the schedule calls: a new timestamp always; any other online role
+        re-signed when it nears expiry or when it is signed by a key root no longer
+        names (after an online-key rotation). Returns the roles re-signed."""
+        snapshot = self._snapshot()
+        if snapshot is None:
+            self._commit({Targets.type: self._new_top_level_targets()})
+            return [Targets.type, Snapshot.type, Timestamp.type]
+        keyid = self._online.public_key.keyid
+        now = self._clock()
+        due: dict[str, Metadata[Targets]] = {}
+        rotated = False
+        for name in [Targets.type, *self.models()]:
+            md = self._role(snapshot, name)
+            lifetime = self.lifetimes.targets if name == Targets.type else self.lifetimes.model
+            if keyid not in md.signatures:
+                rotated = True
+            if keyid not in md.signatures or _due(md.signed, now, lifetime, self.lifetimes):
+                due[name] = md
+        if rotated:
+            top = due.setdefault(Targets.type, self._role(snapshot, Targets.type))
+            self._delegate_to(top.signed, self._online.public_key)
+        snapshot_due = (
+            due
+            or keyid not in snapshot.signatures
+            or _due(snapshot.signed, now, self.lifetimes.snapshot, self.lifetimes)
+        )
+        if snapshot_due:
+            self._commit(due)
+            return [*due, Snapshot.type, Timestamp.type]
+        self._write_timestamp(self._timestamp().signed.snapshot_meta)  # type: ignore[union-attr]
+        return [Timestamp.type]
+
+    @staticmethod
+    def _delegate_to(top: Targets, key: Key) -> None:
+        """Every model role delegated to `key` alone: the retired online key signs nothing."""
+        delegations = top.delegations
+        if delegations is None or delegations.roles is None:
+            return
+        delegations.keys = {key.keyid: key}
+        for role in delegations.roles.values():
+            role.keyids = [key.keyid]
+
+
+def _due(signed: Signed, now: datetime, lifetime: timedelta, lifetimes: Lifetimes) -> bool:
+    return signed.expires - now < lifetime * lifetimes.renew_at
+
+
+def _pointer_bytes(pointer: RolloutPointer) -> bytes:
+    import json
+
+    return json.dumps(pointer.to_json(), sort_keys=True, separators=(",", ":")).encode()
+
+
+# -- the offline side: root ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RootSignatures:
+    """How far a pending root is from trusted: it needs a threshold of the keys of
+    the root before it AND of its own (a rotation proves both old and new agree)."""
+
+    version: int
+    old_signed: int
+    old_needed: int
+    new_signed: int
+    new_needed: int
+
+    @property
+    def complete(self) -> bool:
+        return self.old_signed >= self.old_needed and self.new_signed >= self.new_needed
+
+
+class RootCeremony:
+    """Root changes, made by people holding root key files; never by a function."""
+
+    def __init__(
+        self,
+        store: ByteStore,
+        *,
+        lifetimes: Lifetimes | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._store = _Store(store)
+        self.lifetimes = lifetimes or Lifetimes()
+        self._clock = clock
+
+    def init(self, root_keys: Sequence[Signer], threshold: int, online_key: Key) -> Metadata[Root]:
+        """Root v1: the root keys with their threshold, the online key for every other
+        role. Every root key present signs it, so devices can ship it as their anchor."""
+        if self._store.root_versions():
+            raise TrustError("the store already has a root; rotate keys instead of init")
+        if not 1 <= threshold <= len(root_keys):
+            raise TrustError(f"threshold {threshold} needs between 1 and {len(root_keys)} keys")
+        root = Root(expires=self._clock() + self.lifetimes.root, consistent_snapshot=True)
+        for signer in root_keys:
+            root.add_key(signer.public_key, Root.type)
+        root.roles[Root.type].threshold = threshold
+        for role in ONLINE_ROLES:
+            root.add_key(online_key, role)
+        md = Metadata(root)
+        for signer in root_keys:
+            md.sign(signer, append=True)
+        self._store.write(md)
+        return md
+
+    def trusted(self) -> Metadata[Root]:
+        return self._store.root()
+
+    def pending(self) -> Metadata[Root] | None:
+        current = self._store.root().signed.version
+        versions = [v for v in self._store.root_versions(PENDING) if v > current]
+        return self._store.load(f"{PENDING}{versions[-1]}.root.json", Root) if versions else None
+
+    def _propose(self, change: Callable[[Root], None]) -> Metadata[Root]:
+        if self.pending() is not None:
+            raise TrustError("a root change is already pending; sign it or let it be replaced")
+        current = self._store.root()
+        root = Root.from_dict(current.signed.to_dict())
+        root.version += 1
+        root.expires = self._clock() + self.lifetimes.root
+        change(root)
+        md = Metadata(root)
+        self._store.bytes.put(f"{PENDING}{root.version}.root.json", md.to_bytes(_SERIALIZER))
+        return md
+
+    def replace_root_key(self, old_keyid: str, new_key: Key) -> Metadata[Root]:
+        def change(root: Root) -> None:
+            if old_keyid not in root.roles[Root.type].keyids:
+                raise TrustError(f"{old_keyid} is not a root key")
+            root.revoke_key(old_keyid, Root.type)
+            root.add_key(new_key, Root.type)
+
+        return self._propose(change)
+
+    def replace_online_key(self, new_key: Key) -> Metadata[Root]:
+        def change(root: Root) -> None:
+            for role in ONLINE_ROLES:
+                for keyid in list(root.roles[role].keyids):
+                    root.revoke_key(keyid, role)
+                root.add_key(new_key, role)
+
+        return self._propose(change)
+
+    def status(self, md: Metadata[Root]) -> RootSignatures:
+        previous = self._store.load(f"{METADATA}{md.signed.version - 1}.root.json", Root)
+        old = previous.signed.get_verification_result(Root.type, md.signed_bytes, md.signatures)
+        new = md.signed.get_verification_result(Root.type, md.signed_bytes, md.signatures)
+        return RootSignatures(
+            version=md.signed.version,
+            old_signed=len(old.signed),
+            old_needed=previous.signed.roles[Root.type].threshold,
+            new_signed=len(new.signed),
+            new_needed=md.signed.roles[Root.type].threshold,
+        )
+
+    def sign_pending(self, signer: Signer) -> RootSignatures:
+        """Add one key's signature; once old and new thresholds are met, the pending
+        root is published as the trusted one (and the next device refresh walks to it)."""
+        md = self.pending()
+        if md is None:
+            raise TrustError("no pending root to sign")
+        keyid = signer.public_key.keyid
+        previous = self._store.load(f"{METADATA}{md.signed.version - 1}.root.json", Root)
+        if keyid not in previous.signed.roles[Root.type].keyids + md.signed.roles[Root.type].keyids:
+            raise TrustError(
+                f"key {keyid} is not a root key of v{md.signed.version - 1} or v{md.signed.version}"
+            )
+        md.sign(signer, append=True)
+        self._store.bytes.put(f"{PENDING}{md.signed.version}.root.json", md.to_bytes(_SERIALIZER))
+        status = self.status(md)
+        if status.complete:
+            try:
+                previous.verify_delegate(Root.type, md)
+                md.verify_delegate(Root.type, md)
+            except UnsignedMetadataError as exc:
+                raise TrustError(f"root v{md.signed.version} does not verify: {exc}") from exc
+            self._store.write(md)
+        return status
+
+    def publish_signed_root(self, md: Metadata[Root]) -> None:
+        """Publish a root that must already carry both thresholds (refused otherwise)."""
+        previous = self._store.load(f"{METADATA}{md.signed.version - 1}.root.json", Root)
+        try:
+            previous.verify_delegate(Root.type, md)
+            md.verify_delegate(Root.type, md)
+        except UnsignedMetadataError as exc:
+            raise TrustError(
+                f"root v{md.signed.version} lacks the signatures to be trusted: {exc}"
+            ) from exc
+        self._store.write(md)
