@@ -126,10 +126,11 @@ def _watch_once(cloud: LocalRuntime, models: list[str], seen: _Watch) -> None:
                 _say(_run_line(model, run))
         rollout = registry.rollout(model)
         if rollout is not None:
-            now = (int(rollout["version"]), str(rollout["state"]))
+            now = (int(rollout["version"]), f"{rollout['state']} at stage {rollout.get('stage')}")
             if seen.rollouts.get(model) != now:
                 seen.rollouts[model] = now
-                _say(f"{model}: v{now[0]} rollout {now[1]}")
+                reason = f": {rollout['reason']}" if rollout.get("reason") else ""
+                _say(f"{model}: v{now[0]} rollout {now[1]}{reason}")
         for device in fleet.for_model(model):
             report = device.report
             now_device = (report.version, report.health)
