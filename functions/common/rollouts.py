@@ -285,10 +285,13 @@ class Rollouts:
         installed, failed = counts["installed"], counts["failed"]
         reports = installed + failed
         policy = rollout.policy
-        if (
-            reports >= min(policy.abort_min_reports, max(rollout.needed, 1))
-            and failed / reports > policy.abort_share
-        ):
+        # A stage with fewer devices than it takes to advance needs them all (needed is
+        # then every device it has): judged once they all reported, if that is fewer
+        # than the minimum. A bigger stage is judged only on the minimum.
+        enough = policy.abort_min_reports
+        if rollout.needed < policy.healthy_to_advance:
+            enough = min(enough, max(rollout.needed, 1))
+        if reports >= enough and failed / reports > policy.abort_share:
             reason = (
                 f"{rollout.stage_name()}: {failed} of {reports} devices failed to install "
                 f"v{rollout.version}, over the {policy.abort_share:.0%} allowed"
