@@ -348,7 +348,8 @@ class Rollouts:
             )
         else:
             changed = self._abort(rollout, now, "aborted by the operator")
-        changed = changed.noted(now, action + ("d" if action.endswith("e") else "ed"))
+        if action != "abort":  # an abort notes itself, with its reason
+            changed = changed.noted(now, action + ("d" if action.endswith("e") else "ed"))
         if self._write(changed) is None:
             raise RolloutRefused(f"the {model} rollout changed meanwhile; look again and retry")
         return changed
