@@ -282,7 +282,9 @@ class Demo:
                 f"every device to run v{target}",
             )
             wait_until(
-                lambda: (self.registry.rollout(self.scenario.model) or {}).get("state") == "all",
+                lambda: (
+                    (self.registry.rollout(self.scenario.model) or {}).get("state") == "complete"
+                ),
                 ROLLOUT_TIMEOUT,
                 f"the v{target} rollout to reach every stage",
             )
