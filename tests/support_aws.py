@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,16 +20,18 @@ import requests
 from sklearn.datasets import load_digits
 
 from edge.uploads import encode_batch
-from edgeloop.contract import TrustedKeys, load_public_key
+from edgeloop.contract import StagePlan, ThingTopics, TrustedKeys, announcement, load_public_key
+from edgeloop.contract.stages import BANDS
+from edgeloop.factory.config import RolloutSection
 from edgeloop.local.aws import provision
 from edgeloop.local.router import sqs_event
 from functions.common.clients import iot_data_client
 from functions.common.cold_start import reset_cold_start
 from functions.common.identity import enroll
 from functions.common.registry import Registry
-from functions.common.rollouts import start_rollout
+from functions.common.rollouts import Policy, Rollout, State
 from functions.common.rules import TOPIC_THING
-from functions.common.wiring import publisher
+from functions.common.wiring import rollouts
 from functions.presign import handler as presign
 from functions.status import handler as status
 from tests.factories import digits_toml
@@ -46,6 +48,11 @@ params = { n_clusters = 4 }
 [gate]
 metric = "silhouette"
 threshold = 0.5
+[rollout]
+stages = [1, 10, 50, 100]
+healthy_to_advance = 2
+abort_min_reports = 3
+abort_share = 0.34
 """
 
 
@@ -108,6 +115,24 @@ class LocalCloud:
     def announcements(self, topic: str) -> list[dict[str, Any]]:
         return [p for p in self.published if p["topic"] == topic]
 
+    def band_offers(self, model: str) -> dict[int, bytes]:
+        """What each band of `model` was last offered (b"": cleared), bands never
+        published on left out."""
+        return {
+            band: found[-1]["payload"]
+            for band in range(BANDS)
+            if (found := self.announcements(announcement(model, band)))
+        }
+
+    def thing_offers(self, things: Iterable[str]) -> dict[str, bytes]:
+        """What each of `things` was last offered on its own topic, those never offered
+        anything left out."""
+        return {
+            thing: found[-1]["payload"]
+            for thing in things
+            if (found := self.announcements(ThingTopics(thing).manifest))
+        }
+
     def enroll(self, thing: str, model: str, canary: bool = False) -> None:
         enroll(self.client("iot"), thing, model, self.names["CANARY_GROUP"] if canary else None)
 
@@ -129,12 +154,15 @@ class LocalCloud:
         )
 
 
-# pump-1..6: vibration, named canaries; pump-7..9: digits; pump-10..12: vibration, all ring.
+# pump-1..6: vibration, named canaries (stage 0); pump-7..9: digits; pump-10..12:
+# vibration, in the stage their name's basis point puts them (pump-10: stage 3, the
+# 10-50% of the default plan; pump-11 and pump-12: stage 4).
 ROSTER = (
     *((f"pump-{i}", "vibration", True) for i in range(1, 7)),
     *((f"pump-{i}", "digits", False) for i in range(7, 10)),
     *((f"pump-{i}", "vibration", False) for i in range(10, 13)),
 )
+NAMED_CANARIES = tuple(thing for thing, model, canary in ROSTER if canary)
 
 
 @pytest.fixture
@@ -154,9 +182,6 @@ def cloud(
         **{k: v for k, v in names.items() if k != "QUEUE_URL"},
         "MODEL_CONFIG_DIR": str(config_dir),
         "AWS_ENDPOINT_URL": moto_endpoint,
-        "CANARY_HEALTHY_COUNT": "2",
-        "ABORT_MIN_REPORTS": "3",
-        "ABORT_FAILURE_SHARE": "0.34",
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_NAMESPACE": "edgeloop",
     }
@@ -196,17 +221,52 @@ def registry_of(cloud: LocalCloud) -> Registry:
 
 
 def report_status(topic_thing: str, **fields: Any) -> dict[str, Any]:
-    report = {"model": "vibration", "version": 2, "health": "healthy", "ring": "canary", **fields}
+    """One report through the status function, as the IoT rule hands it over.
+
+    By default the report is the device's outcome of an update: it installed v2.
+    """
+    report = {
+        "model": "vibration",
+        "version": 2,
+        "health": "healthy",
+        "step": "succeeded",
+        "target_version": 2,
+        **fields,
+    }
     result: dict[str, Any] = status.handler(
         {**report, TOPIC_THING: topic_thing}, FakeLambdaContext()
     )
     return result
 
 
+def report_heartbeat(topic_thing: str, **fields: Any) -> dict[str, Any]:
+    """A report that is no outcome: what the agent sends on its timer and on connecting."""
+    return report_status(topic_thing, **{"step": "idle", "target_version": None, **fields})
+
+
+def finished_rollout(model: str, version: int) -> Rollout:
+    """A rollout that reached every stage, as the registry keeps it."""
+    return Rollout(
+        model=model,
+        version=version,
+        previous=None,
+        state=State.COMPLETE,
+        stage=StagePlan().last,
+        plan=StagePlan(),
+        policy=Policy.of(RolloutSection()),
+        started_at="2026-01-01T00:00:00Z",
+        stage_started_at="2026-01-01T00:00:00Z",
+        needed=0,
+    )
+
+
 def start_test_rollout(
     cloud: LocalCloud, version: int = 2, previous_manifest: bytes | None = None
 ) -> Registry:
-    registry = Registry(cloud.client("dynamodb"), cloud.names["REGISTRY_TABLE"])
+    """Start vibration v`version`'s rollout (manifest `manifest-v2`) with the functions' own
+    state machine; with `previous_manifest`, after a rollout of the version before that
+    reached everyone."""
+    registry = registry_of(cloud)
     s3 = cloud.client("s3")
     bucket = cloud.names["ARTIFACT_BUCKET"]
     if previous_manifest is not None:
@@ -216,14 +276,12 @@ def start_test_rollout(
             Body=previous_manifest,
         )
         registry.put_rollout(
-            "vibration",
-            {"version": version - 1, "state": "all", "started_at": "2026-01-01T00:00:00Z"},
-            expect_state=None,
+            "vibration", finished_rollout("vibration", version - 1).to_json(), expect_revision=None
         )
     s3.put_object(
         Bucket=bucket, Key=f"models/vibration/{version}/manifest.json", Body=b"manifest-v2"
     )
-    start_rollout(registry, publisher(), "vibration", version, b"manifest-v2")
+    assert rollouts().start("vibration", version, b"manifest-v2")
     return registry
 
 

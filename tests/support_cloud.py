@@ -19,7 +19,8 @@ import boto3
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgeloop.contract import Ring, ThingTopics, UploadAnswer, announcement
+from edgeloop.contract import ThingTopics, UploadAnswer, announcement
+from edgeloop.contract.stages import BANDS
 from edgeloop.local.router import IotRules
 from functions.common.env import PresignEnv
 from functions.common.identity import ThingRegistryIdentity, enroll
@@ -85,13 +86,23 @@ class CloudStandIn:
         """Register a device in the stand-in's thing registry, as the platform team does."""
         enroll(self.iot, thing, model)
 
-    def announce(self, model: str, ring: str, manifest: bytes) -> None:
+    def announce(self, model: str, manifest: bytes) -> None:
+        """Offer `manifest` on every band's retained topic, as a rollout that reached the
+        whole fleet has: whatever its thing name, every device of `model` hears it."""
+        self._publish_retained([announcement(model, band) for band in range(BANDS)], manifest)
+
+    def offer(self, thing: str, manifest: bytes) -> None:
+        """Offer `manifest` on one device's own retained topic, as a rollout's first stage
+        does to each named canary."""
+        self._publish_retained([ThingTopics(thing).manifest], manifest)
+
+    def _publish_retained(self, topics: list[str], payload: bytes) -> None:
         deadline = time.monotonic() + 15
         while not self.client.is_connected() and time.monotonic() < deadline:
             time.sleep(0.02)  # after a broker restart, paho is still reconnecting
-        self.client.publish(
-            announcement(model, Ring(ring)), manifest, qos=1, retain=True
-        ).wait_for_publish(5)
+        sent = [self.client.publish(topic, payload, qos=1, retain=True) for topic in topics]
+        for info in sent:
+            info.wait_for_publish(5)
 
     def uploaded_keys(self, prefix: str = "data/") -> list[str]:
         response = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)

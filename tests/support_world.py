@@ -59,7 +59,7 @@ class World:
         path = self.tmp / f"{thing}.toml"
         extra = "\n".join(f"[{name}]\n{body}" for name, body in sections.items())
         path.write_text(
-            f'[device]\nthing = "{thing}"\nmodel = "vibration"\nn_features = 8\nring = "canary"\n'
+            f'[device]\nthing = "{thing}"\nmodel = "vibration"\nn_features = 8\n'
             f'[broker]\nurl = "{self.broker.url}"\nreconnect_min = 0.05\nreconnect_max = 0.5\n'
             f'[artifacts]\nbase_url = "{self.server.base_url}"\n'
             'manifest_keys = ["keys/manifest.pem"]\n'

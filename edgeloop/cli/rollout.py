@@ -103,7 +103,11 @@ def register(sub: Any, json_help: str) -> None:
         "every device it reached the previous version again. AWS settings come from the "
         "usual environment.",
     )
-    p.add_argument("action", choices=("status", "pause", "resume", "abort"))
+    p.add_argument(
+        "action",
+        choices=("status", "pause", "resume", "abort"),
+        help="status shows the rollout and its history; pause, resume and abort change it",
+    )
     p.add_argument("--model", required=True, help="the model name (as in its config)")
     p.add_argument(
         "--table",

@@ -290,10 +290,13 @@ class Rollouts:
         installed, failed = counts["installed"], counts["failed"]
         reports = installed + failed
         policy = rollout.policy
-        if (
-            reports >= min(policy.abort_min_reports, max(rollout.needed, 1))
-            and failed / reports > policy.abort_share
-        ):
+        # A stage with fewer devices than it takes to advance needs them all (needed is
+        # then every device it has): judged once they all reported, if that is fewer
+        # than the minimum. A bigger stage is judged only on the minimum.
+        enough = policy.abort_min_reports
+        if rollout.needed < policy.healthy_to_advance:
+            enough = min(enough, max(rollout.needed, 1))
+        if reports >= enough and failed / reports > policy.abort_share:
             reason = (
                 f"{rollout.stage_name()}: {failed} of {reports} devices failed to install "
                 f"v{rollout.version}, over the {policy.abort_share:.0%} allowed"
@@ -350,7 +353,8 @@ class Rollouts:
             )
         else:
             changed = self._abort(rollout, now, "aborted by the operator")
-        changed = changed.noted(now, action + ("d" if action.endswith("e") else "ed"))
+        if action != "abort":  # an abort notes itself, with its reason
+            changed = changed.noted(now, action + ("d" if action.endswith("e") else "ed"))
         if self._write(changed) is None:
             raise RolloutRefused(f"the {model} rollout changed meanwhile; look again and retry")
         return changed

@@ -150,26 +150,42 @@ def test_the_compressed_full_artifact_is_not_called_a_patch(
     assert "compressed full (.zst)" in (out / "report.md").read_text()
 
 
-def test_events_are_stamped_as_they_happen_canary_first(
+def test_events_are_stamped_as_they_happen_stage_by_stage(
     report: tuple[dict[str, Any], Path],
 ) -> None:
     doc, _ = report
     events = _events(doc)
     assert [t for t, _ in events] == sorted(t for t, _ in events)
-    rings = {name: d["ring"] for name, d in doc["devices"].items()}
+    stages = {name: int(d["stage"].split()[1]) for name, d in doc["devices"].items()}
+    assert 0 in stages.values(), "the named canaries are stage 0"
     for version in sorted(int(v) for v in doc["full_artifact_bytes"]):
-
-        def when(text: str) -> list[float]:
-            return [t for t, message in events if text in message]
-
-        [announced] = when(f"v{version} announced to the canary ring")
-        [promoted] = when(f"v{version} promoted from canary to all")
-        for name, ring in rings.items():
-            [swapped] = when(f"{name} ({ring}) swapped to v{version}")
-            if ring == "canary":
-                assert announced <= swapped <= promoted
-            else:
-                assert swapped >= promoted
+        history = [
+            (t, m)
+            for t, message in events
+            # Each rollout history entry, with the time the cloud wrote it.
+            if (
+                m := re.fullmatch(
+                    rf"\[\d\d:\d\d:\d\d(?:\.\d+)?Z\] v{version} stage (\d+) .*", message
+                )
+            )
+        ]
+        entered = [
+            (int(m.group(1)), t) for t, m in history if " stage entered: needs " in m.group(0)
+        ]
+        assert entered, f"v{version}: no stage entered"
+        assert [s for s, _ in entered] == sorted({s for s, _ in entered}), "stages in order"
+        assert sum(" complete: " in m.group(0) for _, m in history) == 1
+        for name, stage in stages.items():
+            [swapped] = [
+                t
+                for t, message in events
+                if message.startswith(f"{name} (stage {stage} ")
+                and re.search(rf"swapped to v{version}\b", message)
+            ]
+            # A device hears of a version once the stage that covers it (or, if its
+            # stage was skipped, a later one) is entered.
+            reached = min(t for s, t in entered if s >= stage)
+            assert reached <= swapped, (name, stage, version)
 
 
 def test_the_report_states_the_gate_and_that_held_out_rows_grow(

@@ -25,7 +25,7 @@ from tests.support_world import World, _status, wait_for
 def test_a_health_failure_after_the_swap_rolls_back_and_reports_failed(world: World) -> None:
     """Case 10: the rollout counts `rolled_back` as a failure (see test_rollout_faults)."""
     v1, v2, _ = vibration_runs()
-    world.cloud.announce("vibration", "canary", world.releases.release(1, v1))
+    world.cloud.announce("vibration", world.releases.release(1, v1))
     agent = world.agent("pump-1", source=iter(()), watch="window = 300\n")
     agent.start(score=False)
     wait_for(lambda: agent.version == 1, what="v1")
@@ -36,7 +36,7 @@ def test_a_health_failure_after_the_swap_rolls_back_and_reports_failed(world: Wo
         return replace(manifest, stats={**manifest.stats, "alarm_rate": 0.0001})
 
     world.cloud.announce(
-        "vibration", "canary", world.releases.release(2, v2, bases=[1], mutate=claims_rare_alarms)
+        "vibration", world.releases.release(2, v2, bases=[1], mutate=claims_rare_alarms)
     )
     # Succeeded, not just swapped: the watch is armed once v2 is committed.
     wait_for(
@@ -69,7 +69,7 @@ def test_an_agent_process_killed_mid_download_restarts_on_a_complete_model(world
     from tests.support_http import Fault
 
     v1, v2, _ = vibration_runs()
-    world.cloud.announce("vibration", "canary", world.releases.release(1, v1))
+    world.cloud.announce("vibration", world.releases.release(1, v1))
     config = world.config_file("pump-9", source="rate = 50.0\n")
     command = [sys.executable, "-m", "edge.cli", "run", "--config", str(config)]
 
@@ -84,9 +84,16 @@ def test_an_agent_process_killed_mid_download_restarts_on_a_complete_model(world
         path = "models/vibration/2/model.tflite"
         raw = world.releases.release(2, v2)
         world.server.faults[path] = Fault(stall_after=500)
-        world.cloud.announce("vibration", "canary", raw)
+        world.cloud.announce("vibration", raw)
         wait_for(lambda: world.server.served(path) >= 1, what="download started")
-        wait_for(lambda: _status(world, "pump-9").get("step") == "downloading", what="downloading")
+        # Killed mid-download: the agent reports no intermediate step to the cloud, so
+        # the test watches the partial file it resumes from, 500 bytes on disk.
+        staging = world.tmp / "state-pump-9" / "models" / "staging"
+
+        def partial_download() -> bool:
+            return any(p.stat().st_size >= 500 for p in staging.glob("*.part"))
+
+        wait_for(partial_download, what="500 bytes of v2 on disk")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:
@@ -129,7 +136,7 @@ def test_an_update_that_failed_on_the_cdn_is_retried_until_it_succeeds(
     impatient = HttpFetcher(world.server.base_url, timeout=0.2, retries=0, backoff=0.01)
     agent = world.agent("pump-1", source=iter(()), fetcher=impatient)
     agent.start(score=False)
-    world.cloud.announce("vibration", "canary", raw)
+    world.cloud.announce("vibration", raw)
     wait_for(lambda: _status(world, "pump-1").get("step") == "failed", what="a failed download")
     assert "DownloadFailed" in _status(world, "pump-1")["detail"]
     del world.server.faults[path]
@@ -155,9 +162,9 @@ def test_an_update_that_crashes_unexpectedly_does_not_stop_later_updates(world: 
     fetcher = CrashesOnce(HttpFetcher(world.server.base_url, timeout=2.0, retries=1))
     agent = world.agent("pump-1", source=iter(()), fetcher=fetcher)
     agent.start(score=False)
-    world.cloud.announce("vibration", "canary", world.releases.release(1, v1))
+    world.cloud.announce("vibration", world.releases.release(1, v1))
     wait_for(lambda: "unexpected RuntimeError" in _status(world, "pump-1").get("detail", ""))
-    world.cloud.announce("vibration", "canary", world.releases.release(2, v2))
+    world.cloud.announce("vibration", world.releases.release(2, v2))
     wait_for(lambda: agent.version == 2, what="the next update installed")
     assert agent.failure is None
 
@@ -334,7 +341,7 @@ def test_an_agent_run_prints_a_log_a_person_can_follow(world: World) -> None:
     from edgeloop.contract.signers import LocalSigner
 
     v1, v2, _ = vibration_runs()
-    world.cloud.announce("vibration", "canary", world.releases.release(1, v1))
+    world.cloud.announce("vibration", world.releases.release(1, v1))
     config = world.config_file(
         "pump-5", source="anomaly_rate = 0.3\nrate = 400.0\n", watch="window = 300\n"
     )
@@ -345,14 +352,14 @@ def test_an_agent_run_prints_a_log_a_person_can_follow(world: World) -> None:
             lambda: agent.saw("event=update_installed", "version=1"), what="v1 installed"
         )
         forged = world.releases.release(2, v2, signer=LocalSigner.generate())
-        world.cloud.announce("vibration", "canary", forged)
+        world.cloud.announce("vibration", forged)
         agent.wait_for(lambda: agent.saw("event=update_refused", "UnknownKey"), what="refused")
 
         def claims_rare_alarms(manifest: Manifest) -> Manifest:
             return replace(manifest, stats={**manifest.stats, "alarm_rate": 0.0001})
 
         raw = world.releases.release(2, v2, bases=[1], mutate=claims_rare_alarms)
-        world.cloud.announce("vibration", "canary", raw)
+        world.cloud.announce("vibration", raw)
         agent.wait_for(
             lambda: agent.saw("event=update_installed", "version=2"), what="v2 installed"
         )
@@ -430,7 +437,7 @@ def test_the_csv_source_takes_the_feature_names_from_the_installed_manifest(
     """Finding 9 (#15): with no names in the config, the running model's input names."""
     v1, _, _ = vibration_runs()
     named = with_fields(input=TensorSpec(shape=(-1, 8), names=NAMES))
-    world.cloud.announce("vibration", "canary", world.releases.release(1, v1, mutate=named))
+    world.cloud.announce("vibration", world.releases.release(1, v1, mutate=named))
     first = world.agent("pump-1", source=iter(()))
     first.start(score=False)
     wait_for(lambda: first.version == 1, what="v1 with named inputs")

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from edgeloop.contract import Ring, announcement
 from edgeloop.local.router import sqs_event
+from functions.common.wiring import rollouts
 from functions.retrain import handler as retrain
 from functions.retrain.wiring import retrain_service
 from tests.support_aws import (
+    NAMED_CANARIES,
     FakeLambdaContext,
     LocalCloud,
     digit_batches,
@@ -31,23 +32,33 @@ def test_an_aborted_rollout_leaves_devices_not_yet_updated_where_they_are(
 ) -> None:
     """Case 13 (and case 10's second half: rolled_back reports count as failures)."""
     registry = start_test_rollout(cloud, previous_manifest=b"manifest-v1")
+    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(NAMED_CANARIES, b"manifest-v2")
     report_status("pump-1")
-    report_status("pump-2", version=1, step="failed", target_version=2, health="degraded")
+    # One failure in two reports: under the stage's minimum of three, no verdict yet.
+    assert (
+        report_status("pump-2", version=1, step="failed", target_version=2, health="degraded")[
+            "rollout"
+        ]
+        is None
+    )
     assert (
         report_status("pump-3", version=1, step="rolled_back", target_version=2)["rollout"]
         == "aborted"
     )
-    rollout = registry.rollout("vibration")
+    rollout = rollouts().get("vibration")
     assert rollout is not None
-    assert (rollout["state"], rollout["failed"], rollout["healthy"]) == ("aborted", 2, 1)
-    assert cloud.announcements(announcement("vibration", Ring.ALL)) == []
+    assert (rollout.state, rollout.stage) == ("aborted", 0)
+    assert "2 of 3 devices failed to install v2" in rollout.reason
+    assert registry.stage_counts("vibration", 2, 0) == {"installed": 1, "failed": 2}
+    assert cloud.band_offers("vibration") == {}  # v2 never went past the named canaries
     # Canary devices not yet updated are offered what everyone else runs again.
-    canary = cloud.announcements(announcement("vibration", Ring.CANARY))
-    assert canary[-1]["payload"] == b"manifest-v1"
-    # An aborted rollout is final: later healthy reports do not revive it.
-    report_status("pump-4")
-    report_status("pump-5")
-    assert cloud.announcements(announcement("vibration", Ring.ALL)) == []
+    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(NAMED_CANARIES, b"manifest-v1")
+    # An aborted rollout is final: later installs neither count nor revive it.
+    assert report_status("pump-4")["counted"] is False
+    assert report_status("pump-5")["counted"] is False
+    assert registry.stage_counts("vibration", 2, 0) == {"installed": 1, "failed": 2}
+    assert rollouts().get("vibration").state == "aborted"  # type: ignore[union-attr]
+    assert cloud.band_offers("vibration") == {}
 
 
 def test_a_duplicate_s3_notification_is_a_no_op(cloud: LocalCloud) -> None:

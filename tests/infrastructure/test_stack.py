@@ -251,7 +251,8 @@ def test_presign_and_status_read_who_a_device_is_from_the_thing_registry(
         for g in _resources(template, "AWS::IoT::ThingGroup").values()
         if g["Properties"]["ThingGroupName"].endswith("-canary")
     ]
-    for fragment in ("Presign", "Status", "EvaluateRollouts"):
+    # Retrain and rollback start rollouts: they ask who the named canaries are.
+    for fragment in ("Presign", "Status", "EvaluateRollouts", "Retrain", "Rollback"):
         function = _resources(template, "AWS::Lambda::Function")[
             _logical_id(template, "AWS::Lambda::Function", fragment)
         ]
@@ -272,7 +273,10 @@ def test_the_device_policy_pins_each_thing_to_its_own_topics(template: Template)
     assert "edgeloop/models" not in publish  # devices never announce models
     subscribe = json.dumps(by_action["iot:Subscribe"]["Resource"])
     assert f"topicfilter/edgeloop/things/{thing}/upload/response" in subscribe
-    assert "topicfilter/edgeloop/models/*/rings/*/manifest" in subscribe
+    # Its band's announcements (which band follows from its name) and its own offers.
+    assert "topicfilter/edgeloop/models/*/bands/*/manifest" in subscribe
+    assert f"topicfilter/edgeloop/things/{thing}/manifest" in subscribe
+    assert "rings" not in json.dumps(statements)
     # Nothing lets a device reach another thing's topics.
     assert "edgeloop/things/*" not in json.dumps(statements)
     assert "edgeloop/things/+" not in json.dumps(statements)
@@ -295,12 +299,13 @@ def test_topic_rules_route_requests_and_status_with_the_topics_thing(template: T
     )
 
 
-def test_rings_are_thing_groups(template: Template) -> None:
+def test_the_named_canaries_are_the_only_thing_group(template: Template) -> None:
+    """Stages after the named canaries follow from thing names: no group to keep."""
     names = sorted(
         g["Properties"]["ThingGroupName"]
         for g in _resources(template, "AWS::IoT::ThingGroup").values()
     )
-    assert names == ["edgeloop-all", "edgeloop-canary"]
+    assert names == ["edgeloop-canary"]
 
 
 def test_alarms_cover_the_dlq_errors_and_refused_promotions(template: Template) -> None:

@@ -279,9 +279,9 @@ def test_an_announcement_with_a_4301_digit_version_does_not_stop_updates(world: 
     agent = world.agent("pump-1", source=iter(()))
     agent.start(score=False)
     huge = b'{"model": "vibration", "version": 1' + b"0" * 4300 + b"}"
-    world.cloud.announce("vibration", "canary", huge)
+    world.cloud.announce("vibration", huge)
     wait_for(lambda: "MalformedManifest" in _status(world, "pump-1").get("detail", ""))
-    world.cloud.announce("vibration", "canary", world.releases.release(1, v1))
+    world.cloud.announce("vibration", world.releases.release(1, v1))
     wait_for(lambda: agent.version == 1, what="the next, valid announcement installed")
     assert agent.failure is None
 
@@ -297,9 +297,9 @@ def test_a_signed_manifest_with_a_non_ascii_path_does_not_stop_updates(world: Wo
             manifest, artifact=replace(manifest.artifact, path="models/vibration/1/modèle.tflite")
         )
 
-    world.cloud.announce("vibration", "canary", world.releases.release(1, v1, mutate=accented))
+    world.cloud.announce("vibration", world.releases.release(1, v1, mutate=accented))
     wait_for(lambda: "MalformedManifest" in _status(world, "pump-1").get("detail", ""))
-    world.cloud.announce("vibration", "canary", world.releases.release(1, v1))
+    world.cloud.announce("vibration", world.releases.release(1, v1))
     wait_for(lambda: agent.version == 1, what="the next, valid announcement installed")
     assert agent.failure is None
 

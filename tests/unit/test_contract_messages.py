@@ -12,7 +12,6 @@ from edgeloop.contract import (
     AlarmKind,
     Fields,
     Health,
-    Ring,
     StatusRejected,
     StatusReport,
     Step,
@@ -53,10 +52,12 @@ def test_the_reader_coerces_nothing_into_an_integer(value: Any) -> None:
 
 
 def test_the_reader_takes_enum_values_and_lists_the_choices() -> None:
-    f = Fields({"ring": "canary", "bad": "beta"}, "doc", Refused)
-    assert f.choice("ring", Ring) is Ring.CANARY
-    with pytest.raises(Refused, match=r"doc\.bad 'beta' is not one of canary, all"):
-        f.choice("bad", Ring)
+    f = Fields({"health": "degraded", "bad": "superb"}, "doc", Refused)
+    assert f.choice("health", Health) is Health.DEGRADED
+    with pytest.raises(
+        Refused, match=r"doc\.bad 'superb' is not one of healthy, degraded, failed, no_model"
+    ):
+        f.choice("bad", Health)
 
 
 def test_an_upload_request_round_trips_through_its_bytes() -> None:
@@ -106,12 +107,13 @@ def test_a_status_report_round_trips_with_its_enums() -> None:
         version=3,
         health=Health.DEGRADED,
         step=Step.ROLLED_BACK,
-        ring=Ring.CANARY,
+        target_version=4,
     )
     parsed = StatusReport.from_bytes(report.to_bytes())
     assert parsed == report
     assert parsed.step.failed
     assert not Step.SUCCEEDED.failed
+    assert parsed.outcome == "failed"
     assert json.loads(report.to_bytes())["health"] == "degraded"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeloop.contract import Ring, ThingTopics, announcement, thing_of
+from edgeloop.contract import ThingTopics, announcement, thing_of
 
 
 def test_thing_topics_live_under_the_things_own_prefix() -> None:
@@ -13,6 +13,7 @@ def test_thing_topics_live_under_the_things_own_prefix() -> None:
     assert topics.upload_response == "edgeloop/things/pump-7/upload/response"
     assert topics.status == "edgeloop/things/pump-7/status"
     assert topics.events == "edgeloop/things/pump-7/events"
+    assert topics.manifest == "edgeloop/things/pump-7/manifest"
     for topic in (topics.upload_request, topics.status, topics.events):
         assert thing_of(topic) == "pump-7"
 
@@ -23,14 +24,16 @@ def test_thing_names_that_could_widen_a_topic_are_refused(name: str) -> None:
         ThingTopics(name)
 
 
-def test_announcements_are_per_model_and_ring() -> None:
-    assert announcement("digits", Ring.CANARY) == "edgeloop/models/digits/rings/canary/manifest"
-    with pytest.raises(ValueError, match="rollout ring"):
-        announcement("digits", "beta")  # type: ignore[arg-type]
+def test_announcements_are_per_model_and_band() -> None:
+    assert announcement("digits", 0) == "edgeloop/models/digits/bands/00/manifest"
+    assert announcement("digits", 99) == "edgeloop/models/digits/bands/99/manifest"
+    for band in (-1, 100):
+        with pytest.raises(ValueError, match="band"):
+            announcement("digits", band)
     with pytest.raises(ValueError, match="model name"):
-        announcement("Digits/+", Ring.ALL)
+        announcement("Digits/+", 0)
 
 
 def test_other_topics_belong_to_no_thing() -> None:
-    assert thing_of("edgeloop/models/digits/rings/all/manifest") is None
+    assert thing_of("edgeloop/models/digits/bands/07/manifest") is None
     assert thing_of("edgeloop/things/a/b/status") is None

@@ -1,4 +1,4 @@
-"""A device's model and ring come from the IoT thing registry (moto's, over HTTP)."""
+"""A device's model and canary membership come from the IoT thing registry (moto's, over HTTP)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import uuid
 import boto3
 import pytest
 
-from edgeloop.contract import Ring
-from functions.common.identity import ThingRegistryIdentity, UnknownDevice, enroll
+from functions.common.identity import (
+    ThingRegistryIdentity,
+    UnknownDevice,
+    enroll,
+    named_canaries,
+)
 
 
 @pytest.fixture
@@ -16,14 +20,16 @@ def iot(moto_endpoint: str) -> object:
     return boto3.client("iot", endpoint_url=moto_endpoint, region_name="eu-west-1")
 
 
-def test_the_registry_names_the_model_and_the_canary_ring(iot: object) -> None:
+def test_the_registry_names_the_model_and_the_named_canaries(iot: object) -> None:
     group = f"canary-{uuid.uuid4().hex[:6]}"
     enroll(iot, "pump-1", "vibration", canary_group=group)
     enroll(iot, "pump-2", "vibration")
     identity = ThingRegistryIdentity(iot, group)
     assert identity.of("pump-1").model == "vibration"
-    assert identity.of("pump-1").ring is Ring.CANARY
-    assert identity.of("pump-2").ring is Ring.ALL
+    assert identity.of("pump-1").canary is True
+    assert identity.of("pump-2").canary is False
+    assert named_canaries(iot, group) == ["pump-1"]
+    assert named_canaries(iot, f"no-such-group-{uuid.uuid4().hex[:6]}") == []
 
 
 def test_an_unenrolled_thing_or_one_without_a_model_is_unknown(iot: object) -> None:

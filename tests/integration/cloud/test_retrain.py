@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
 
-from edgeloop.contract import Ring, announcement
+from edgeloop.contract import announcement
+from edgeloop.contract.stages import BANDS
 from edgeloop.delta import PatchSpec, apply_checked
 from functions.common.registry import Registry
-from functions.common.rollouts import start_rollout
-from functions.common.wiring import publisher
+from functions.common.wiring import publisher, rollouts
 from functions.evaluate_rollouts import handler as evaluate_rollouts
 from functions.retrain import handler as retrain
 from functions.retrain.wiring import retrain_service
@@ -21,11 +22,13 @@ from functions.rollback import handler as rollback
 from functions.rollback.logic import RollbackRefused
 from tests.factories import planted_outliers
 from tests.support_aws import (
+    NAMED_CANARIES,
     FakeLambdaContext,
     LocalCloud,
     digit_batches,
     npz_bytes,
     registry_of,
+    report_heartbeat,
     upload_round,
 )
 
@@ -40,7 +43,16 @@ def test_fifty_uploads_for_one_model_trigger_exactly_one_run(cloud: LocalCloud) 
     assert runs[0]["rows"] == 50 * 28
 
 
-def test_a_promoted_model_is_published_signed_and_announced_to_canary(cloud: LocalCloud) -> None:
+def once_per_band(cloud: LocalCloud, model: str) -> bool:
+    """Every band of `model` was offered exactly one announcement."""
+    return all(len(cloud.announcements(announcement(model, b))) == 1 for b in range(BANDS))
+
+
+def test_a_promoted_model_is_published_signed_and_announced_to_its_first_stages(
+    cloud: LocalCloud,
+) -> None:
+    # pump-7 (a digits device in stage 3 of 1 → 10 → 50 → 100%) has reported before.
+    report_heartbeat("pump-7", model="digits", version=None, health="no_model")
     retrain.handler(upload_round(cloud, digit_batches(40, 0, 30), 1), FakeLambdaContext())
     registry = registry_of(cloud)
     assert registry.runs("digits")[0]["decision"] == "promoted"
@@ -55,11 +67,14 @@ def test_a_promoted_model_is_published_signed_and_announced_to_canary(cloud: Loc
         s3.get_object(Bucket=bucket, Key="models/digits/latest.json")["Body"].read()
     )
     assert latest == {"version": 1, "manifest": "models/digits/1/manifest.json"}
-    [announced] = cloud.announcements(announcement("digits", Ring.CANARY))
-    assert announced["retain"] is True
-    assert announced["qos"] == 1
-    assert announced["payload"] == raw
-    assert cloud.announcements(announcement("digits", Ring.ALL)) == []
+    # No named canaries, and no device in stages 1 and 2 yet: skipped. Stage 3
+    # (up to 50%) has pump-7, so the rollout waits there.
+    assert cloud.band_offers("digits") == dict.fromkeys(range(50), raw)
+    for offer in cloud.published:
+        assert (offer["retain"], offer["qos"]) == (True, 1)
+    rollout = rollouts().get("digits")
+    assert rollout is not None
+    assert (rollout.stage, rollout.needed) == (3, 1)
 
 
 def test_a_second_promotion_ships_a_patch_from_the_first(cloud: LocalCloud) -> None:
@@ -151,7 +166,7 @@ def test_rollback_ships_old_weights_as_a_higher_version(cloud: LocalCloud) -> No
     assert v3.version == 3
     assert v3.artifact.sha256 == v1.artifact.sha256
     assert v3.metrics["rollback_of"] == 1.0
-    assert cloud.announcements(announcement("digits", Ring.CANARY))[-1]["payload"] == v3.to_bytes()
+    assert cloud.band_offers("digits") == dict.fromkeys(range(BANDS), v3.to_bytes())
 
 
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")
@@ -185,12 +200,13 @@ def test_a_failed_announcement_is_made_good_by_the_schedule(
     event = upload_round(cloud, digit_batches(30, 0, 30), 1)
     retrain.handler(event, FakeLambdaContext())
     assert registry_of(cloud).latest_version("digits") == 1
-    assert cloud.announcements(announcement("digits", Ring.CANARY)) == []
+    assert cloud.band_offers("digits") == {}
     evaluate_rollouts.handler({}, FakeLambdaContext())
-    [announced] = cloud.announcements(announcement("digits", Ring.CANARY))
-    assert cloud.trusted_keys().verify(announced["payload"]).version == 1
+    offers = cloud.band_offers("digits")
+    assert sorted(offers) == list(range(BANDS))  # no device reported yet: every stage skipped
+    assert {cloud.trusted_keys().verify(raw).version for raw in offers.values()} == {1}
     evaluate_rollouts.handler({}, FakeLambdaContext())
-    assert len(cloud.announcements(announcement("digits", Ring.CANARY))) == 1
+    assert once_per_band(cloud, "digits")
 
 
 def test_a_publish_that_fails_after_the_rollout_is_written_is_made_good_by_the_schedule(
@@ -209,56 +225,62 @@ def test_a_publish_that_fails_after_the_rollout_is_written_is_made_good_by_the_s
     monkeypatch.setattr(publisher(), "publish", flaky)
     event = upload_round(cloud, digit_batches(30, 0, 30), 1)
     retrain.handler(event, FakeLambdaContext())
-    assert registry_of(cloud).rollout("digits")["announced"] is False  # type: ignore[index]
-    assert cloud.announcements(announcement("digits", Ring.CANARY)) == []
+    pending = rollouts().get("digits")
+    assert pending is not None
+    assert pending.publish is not None  # written, not yet carried out
+    assert cloud.band_offers("digits") == {}
     evaluate_rollouts.handler({}, FakeLambdaContext())
-    [announced] = cloud.announcements(announcement("digits", Ring.CANARY))
-    assert cloud.trusted_keys().verify(announced["payload"]).version == 1
-    assert registry_of(cloud).rollout("digits")["announced"] is True  # type: ignore[index]
+    offers = cloud.band_offers("digits")
+    assert sorted(offers) == list(range(BANDS))
+    assert {cloud.trusted_keys().verify(raw).version for raw in offers.values()} == {1}
+    assert rollouts().get("digits").publish is None  # type: ignore[union-attr]
     evaluate_rollouts.handler({}, FakeLambdaContext())
-    assert len(cloud.announcements(announcement("digits", Ring.CANARY))) == 1
+    assert once_per_band(cloud, "digits")
 
 
 def test_losing_the_announcement_race_to_the_schedule_fails_nothing(
     cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The retrain reads "no rollout yet", the schedule announces the new champion
+    """The retrain reads "no rollout yet", the schedule starts the new champion's rollout
     meanwhile, and the retrain's conditional write loses: that is success, not a
-    failed batch (it was an ERROR traceback and a 17 s redelivery in the demo)."""
+    failed batch (it was an ERROR traceback and a 17 s redelivery in the demo), and
+    the version is announced once."""
     service = retrain_service()
     registry = registry_of(cloud)
+    lost: list[bool] = []
 
-    class ReadBeforeTheSchedule:
-        """The registry as the retrain saw it: its first read came before the schedule's
-        write; any later read sees the table as it is."""
+    class ReadBeforeTheSchedule(Registry):
+        """The registry as the retrain saw it: its first read of the rollout came before
+        the schedule's write; any later read sees the table as it is."""
 
         def __init__(self, seen: dict[str, Any] | None) -> None:
+            super().__init__(cloud.client("dynamodb"), cloud.names["REGISTRY_TABLE"])
             self.reads = [seen]
 
         def rollout(self, model: str) -> dict[str, Any] | None:
-            return self.reads.pop() if self.reads else registry.rollout(model)
-
-        def put_rollout(self, model: str, doc: dict[str, Any], *, expect_state: str | None) -> None:
-            registry.put_rollout(model, doc, expect_state=expect_state)
+            return self.reads.pop() if self.reads else super().rollout(model)
 
     def schedule_wins(model: str, version: int, manifest: bytes) -> bool:
         seen = registry.rollout(model)
         evaluate_rollouts.handler({}, FakeLambdaContext())
-        return start_rollout(
-            ReadBeforeTheSchedule(seen),  # type: ignore[arg-type]
-            publisher(),
-            model,
-            version,
-            manifest,
+        started = replace(rollouts(), registry=ReadBeforeTheSchedule(seen)).start(
+            model, version, manifest
         )
+        lost.append(not started)
+        return started
 
     monkeypatch.setattr(service.retrainer, "announce", schedule_wins)
     response = retrain.handler(
         upload_round(cloud, digit_batches(30, 0, 30), 1), FakeLambdaContext()
     )
     assert response == {"batchItemFailures": []}
-    [announced] = cloud.announcements(announcement("digits", Ring.CANARY))
-    assert cloud.trusted_keys().verify(announced["payload"]).version == 1
+    assert lost == [True]  # the race was run, and lost
+    assert once_per_band(cloud, "digits")
+    offers = cloud.band_offers("digits")
+    assert {cloud.trusted_keys().verify(raw).version for raw in offers.values()} == {1}
+    rollout = rollouts().get("digits")
+    assert rollout is not None
+    assert [e["event"] for e in rollout.history].count("started") == 1
 
 
 def test_kmeans_data_above_the_stream_threshold_trains_chunk_by_chunk(
@@ -288,5 +310,6 @@ def test_kmeans_data_above_the_stream_threshold_trains_chunk_by_chunk(
     )
     assert record["streamed"]["passes"] == 3
     assert len(record["data"]["batches"]) == 6
-    [announced] = cloud.announcements(announcement("vibration", Ring.CANARY))
-    assert cloud.trusted_keys().verify(announced["payload"]).version == 1
+    offers = cloud.thing_offers(NAMED_CANARIES)
+    assert sorted(offers) == sorted(NAMED_CANARIES)
+    assert {cloud.trusted_keys().verify(raw).version for raw in offers.values()} == {1}

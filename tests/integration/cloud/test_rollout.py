@@ -7,21 +7,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edgeloop.cli.main import main
-from edgeloop.contract import Health, Ring, StatusReport, announcement, format_time, utc_now
+from edgeloop.contract import Health, StatusReport, Step, format_time, utc_now
 from functions.common.fleet import DeviceRecord, FleetTable
 from functions.common.wiring import rollouts
 from functions.evaluate_rollouts import handler as evaluate_rollouts
 from tests.support_aws import (
+    NAMED_CANARIES,
     FakeLambdaContext,
     LocalCloud,
+    registry_of,
+    report_heartbeat,
     report_status,
     start_test_rollout,
 )
 
 
 def test_status_reports_land_in_the_fleet_table(cloud: LocalCloud, capsys: Any) -> None:
-    report_status("pump-1", ring="all", version=1)
-    report_status("pump-2", ring="all", version=None, health="no_model", queue_depth=4)
+    report_heartbeat("pump-1", version=1)
+    report_heartbeat("pump-2", version=None, health="no_model", queue_depth=4)
     records = FleetTable(cloud.client("dynamodb"), cloud.names["FLEET_TABLE"]).for_model(
         "vibration"
     )
@@ -68,47 +71,88 @@ def test_a_malformed_report_is_ignored_with_a_reason(cloud: LocalCloud) -> None:
     assert "status.health 'superb' is not one of" in result["reason"]
 
 
-def test_canary_promotes_to_all_after_enough_healthy_reports(cloud: LocalCloud) -> None:
+def test_a_rollout_moves_through_its_stages_on_installs_from_each_stage(
+    cloud: LocalCloud,
+) -> None:
+    # pump-10 (stage 3 of 1 → 10 → 50 → 100%) has reported before: stage 3 has a device.
+    report_heartbeat("pump-10", version=1)
     registry = start_test_rollout(cloud)
-    [canary] = cloud.announcements(announcement("vibration", Ring.CANARY))
-    assert canary["retain"] is True
-    assert report_status("pump-1")["rollout"] is None
-    assert report_status("pump-10", version=2)["rollout"] is None  # not a canary
-    assert report_status("pump-3")["rollout"] == "all"
-    rollout = registry.rollout("vibration")
+    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(NAMED_CANARIES, b"manifest-v2")
+    assert [p["retain"] for p in cloud.published] == [True] * len(NAMED_CANARIES)
+    assert cloud.band_offers("vibration") == {}
+    assert report_status("pump-1")["rollout"] is None  # one of the two installs stage 0 needs
+    assert report_status("pump-3")["rollout"] == "stage 3"
+    rollout = rollouts().get("vibration")
     assert rollout is not None
-    assert (rollout["state"], rollout["healthy"]) == ("all", 2)
-    [everyone] = cloud.announcements(announcement("vibration", Ring.ALL))
-    assert everyone["retain"] is True
-    assert everyone["payload"] == b"manifest-v2"
+    assert (rollout.state, rollout.stage, rollout.needed) == ("rolling", 3, 1)
+    # Stages 1 and 2 (bands 0-9) have no device that ever reported: skipped, and said so.
+    assert [(e["stage"], e["event"]) for e in rollout.history] == [
+        (0, "stage entered"),
+        (0, "started"),
+        (0, "stage passed"),
+        (1, "stage skipped"),
+        (2, "stage skipped"),
+        (3, "stage entered"),
+    ]
+    # Each band hears of v2 once, when the stage that adds it is entered.
+    assert cloud.band_offers("vibration") == dict.fromkeys(range(50), b"manifest-v2")
+    assert len(cloud.published) == len(NAMED_CANARIES) + 50
+    assert registry.stage_counts("vibration", 2, 0) == {"installed": 2, "failed": 0}
+    # The last stage has no device that ever reported: entered with nothing to wait
+    # for, and complete at the schedule's next look.
+    assert report_status("pump-10")["rollout"] == "stage 4"
+    assert cloud.band_offers("vibration") == dict.fromkeys(range(100), b"manifest-v2")
+    assert evaluate_rollouts.handler({}, FakeLambdaContext()) == {
+        "decided": {"vibration": "complete"}
+    }
+    assert rollouts().get("vibration").state == "complete"  # type: ignore[union-attr]
+    assert len(cloud.published) == len(NAMED_CANARIES) + 100
 
 
 def test_a_first_rollout_aborted_clears_the_canary_announcement(cloud: LocalCloud) -> None:
     start_test_rollout(cloud)
     for thing in ("pump-1", "pump-2", "pump-3"):
         report_status(thing, version=None, health="no_model", step="failed", target_version=2)
-    assert cloud.announcements(announcement("vibration", Ring.CANARY))[-1]["payload"] == b""
+    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(NAMED_CANARIES, b"")
+    assert cloud.band_offers("vibration") == {}
 
 
-def test_a_quiet_canary_stalls_when_its_window_closes(cloud: LocalCloud) -> None:
-    registry = start_test_rollout(cloud)
+def test_a_quiet_stage_stalls_when_its_window_closes_and_says_why(cloud: LocalCloud) -> None:
+    start_test_rollout(cloud)
     report_status("pump-1")
     assert rollouts().evaluate("vibration", now=datetime.now(UTC) + timedelta(minutes=5)) is None
     assert rollouts().evaluate("vibration", now=datetime.now(UTC) + timedelta(hours=2)) == "stalled"
-    rollout = registry.rollout("vibration")
+    rollout = rollouts().get("vibration")
     assert rollout is not None
-    assert rollout["state"] == "stalled"
-    assert cloud.announcements(announcement("vibration", Ring.ALL)) == []
+    assert rollout.state == "stalled"
+    assert rollout.reason.startswith(
+        "stage 0 (named canaries): 1 of 2 installs needed within 60 min (0 failed)"
+    )
+    assert rollout.history[-1]["event"] == "stalled"
+    assert cloud.band_offers("vibration") == {}
 
 
 def test_the_scheduled_handler_evaluates_every_model(cloud: LocalCloud) -> None:
     start_test_rollout(cloud)
+    registry = registry_of(cloud)
+    fleet = FleetTable(cloud.client("dynamodb"), cloud.names["FLEET_TABLE"])
+    # Two outcomes counted, as the status function counts them, without its evaluation.
     for thing in ("pump-1", "pump-2"):
-        FleetTable(cloud.client("dynamodb"), cloud.names["FLEET_TABLE"]).record(
-            DeviceRecord(
-                thing,
-                format_time(utc_now()),
-                StatusReport(model="vibration", version=2, health=Health.HEALTHY, ring=Ring.CANARY),
-            )
+        report = StatusReport(
+            model="vibration",
+            version=2,
+            health=Health.HEALTHY,
+            step=Step.SUCCEEDED,
+            target_version=2,
         )
-    assert evaluate_rollouts.handler({}, FakeLambdaContext()) == {"decided": {"vibration": "all"}}
+        record = DeviceRecord(thing, format_time(utc_now()), report, stage=0, canary=True)
+        assert fleet.record_outcome(record, 2, registry.tally("vibration", 2, 0, "installed"))
+    # Stage 0 passes; stages 1-4 have no device that ever reported (the named canaries
+    # are not counted in their bands): the rollout reaches the last stage at once.
+    assert evaluate_rollouts.handler({}, FakeLambdaContext()) == {
+        "decided": {"vibration": "stage 4"}
+    }
+    assert evaluate_rollouts.handler({}, FakeLambdaContext()) == {
+        "decided": {"vibration": "complete"}
+    }
+    assert evaluate_rollouts.handler({}, FakeLambdaContext()) == {"decided": {}}

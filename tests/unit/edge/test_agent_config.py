@@ -15,7 +15,7 @@ from edge.config import (
     parse_agent_config,
 )
 from edge.errors import AgentConfigError
-from edgeloop.contract import Ring, public_key_pem
+from edgeloop.contract import public_key_pem
 from edgeloop.contract.signers import LocalSigner
 
 FLEET = LocalSigner.generate()
@@ -38,7 +38,6 @@ def test_defaults_come_from_the_declaration_and_paths_from_the_config_file(tmp_p
     assert config.upload == UploadSection()
     assert config.watch == WatchSection()
     assert config.source.kind is SourceKind.SYNTHETIC
-    assert config.device.ring is Ring.ALL
     assert config.state_dir == tmp_path / "state"
     assert config.artifacts.manifest_keys == (tmp_path / "keys" / "fleet.pem",)
     assert config.artifacts.base_url == "http://cdn.local/"
@@ -51,7 +50,9 @@ def test_defaults_come_from_the_declaration_and_paths_from_the_config_file(tmp_p
         ("upload", "batch_rows", 0, r"upload\.batch_rows must be an integer in \[1, 1000000\]"),
         ("upload", "sample_rate", True, r"upload\.sample_rate must be a finite number"),
         ("watch", "window", "500", r"watch\.window must be an integer"),
-        ("device", "ring", "beta", r"device\.ring 'beta' is not one of"),
+        # The cloud puts a device in its rollout stage: the config has no say.
+        ("device", "ring", "canary", r"device\.ring: unknown key"),
+        ("device", "stage", 0, r"device\.stage: unknown key"),
         ("device", "model", "Vibration", r"device\.model: model name"),
         ("source", "loop", 1, r"source\.loop must be true or false"),
         ("broker", "colour", "red", r"broker\.colour: unknown key"),

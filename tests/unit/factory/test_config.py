@@ -64,11 +64,22 @@ def test_kmeans_params_default_what_is_not_given() -> None:
             "train.params.n_clustres: unknown key",
         ),
         ({"train": {"params": {"score_quantile": 1.0}}}, "train.params.score_quantile"),
+        ({"rollout": {"abort_share": 1.5}}, "rollout.abort_share"),
+        ({"rollout": {"healthy_to_advance": 0}}, "rollout.healthy_to_advance"),
+        ({"rollout": {"stages": [10, 50]}}, "must end at 100"),
+        ({"rollout": {"stages": [50, 10, 100]}}, "must increase strictly"),
+        ({"rollout": {"ring": "canary"}}, "rollout.ring: unknown key"),
     ],
 )
 def test_bad_config_names_the_key(overrides: dict[str, Any], named: str) -> None:
     with pytest.raises(ConfigError, match=named.replace("(", r"\(").replace(".", r"\.")):
         parse_config(_doc(**overrides))
+
+
+def test_rollout_settings_default_to_the_plan_and_read_from_the_config() -> None:
+    assert parse_config(_doc()).rollout.stages == (1, 10, 50, 100)
+    rollout = parse_config(_doc(rollout={"stages": [5, 100], "healthy_to_advance": 2})).rollout
+    assert (rollout.stages, rollout.healthy_to_advance) == ((5, 100), 2)
 
 
 def test_feature_names_must_match_the_width() -> None:

@@ -14,6 +14,8 @@ RETRAIN = {
     "IDEMPOTENCY_TABLE": "idempotency",
     "SIGNING_KEY_ID": "alias/edgeloop-manifests",
     "MODEL_CONFIG_DIR": "/var/task/models",
+    "FLEET_TABLE": "fleet",
+    "CANARY_GROUP": "edgeloop-canaries",
 }
 
 
@@ -59,9 +61,9 @@ def test_a_missing_variable_is_named(missing: str) -> None:
                 "REGISTRY_TABLE": "reg",
                 "FLEET_TABLE": "fleet",
                 "ARTIFACT_BUCKET": "art",
-                "ABORT_FAILURE_SHARE": "1.5",
+                "CANARY_GROUP": "",
             },
-            "ABORT_FAILURE_SHARE",
+            "CANARY_GROUP",
         ),
     ],
 )
