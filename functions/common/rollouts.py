@@ -60,6 +60,14 @@ class State(StrEnum):
         return self in (State.ROLLING, State.PAUSED, State.STALLED)
 
 
+@dataclass(frozen=True)
+class Repair:
+    """What the schedule's `ensure_announced` made good, for its log."""
+
+    version: int
+    what: str
+
+
 class RolloutRefused(ValueError):
     """An operator's request that does not apply to the rollout as it stands."""
 
@@ -260,20 +268,22 @@ class Rollouts:
         self._publish(rollout, manifest)
         return True
 
-    def ensure_announced(self, model: str, now: datetime | None = None) -> int | None:
+    def ensure_announced(self, model: str, now: datetime | None = None) -> Repair | None:
         """Finish what a change left unpublished, or start a champion nobody started."""
         champion = self.registry.champion(model)
         rollout = self.get(model)
         if rollout is not None and rollout.publish is not None:
             self._publish(rollout)
-            return rollout.version
+            return Repair(rollout.version, "finished a publish left half-done")
         if champion is None:
             return None
         version = int(champion["version"])
         if self.store is None or (rollout is not None and rollout.version >= version):
             return None
         manifest = self.store.get(self.artifact_bucket, manifest_key(model, version))
-        return version if self.start(model, version, manifest, now) else None
+        if not self.start(model, version, manifest, now):
+            return None
+        return Repair(version, "started the rollout of a champion nobody had started")
 
     # --- evaluating -------------------------------------------------------------------
 
@@ -357,7 +367,7 @@ class Rollouts:
             changed = changed.noted(now, action + ("d" if action.endswith("e") else "ed"))
         if self._write(changed) is None:
             raise RolloutRefused(f"the {model} rollout changed meanwhile; look again and retry")
-        return changed
+        return replace(changed, revision=changed.revision + 1)  # as `_write` stored it
 
     # --- transitions -----------------------------------------------------------------
 

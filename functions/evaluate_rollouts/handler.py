@@ -28,12 +28,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     models = sorted(load_model_configs(env.model_config_dir))
     metrics.add_metric(name="RolloutEvaluations", unit=MetricUnit.Count, value=len(models))
     for model in models:
-        announced = rollouts().ensure_announced(model)
-        if announced is not None:
-            logger.warning(
-                "rollout publish was unfinished; finished now",
-                extra={"model": model, "version": announced},
-            )
+        repair = rollouts().ensure_announced(model)
+        if repair is not None:
+            logger.warning(repair.what, extra={"model": model, "version": repair.version})
             metrics.add_metric(name="LateAnnouncements", unit=MetricUnit.Count, value=1)
         state = rollouts().evaluate(model)
         if state is not None:
