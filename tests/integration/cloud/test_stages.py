@@ -314,6 +314,7 @@ def test_each_report_costs_the_same_requests_at_50_and_500_devices(cloud: LocalC
     small = measure(1)
     grow_to(500)
     large = measure(2)
-    outcome = Counter({"GetItem": 2, "TransactWriteItems": 1})  # rollout, counter; the count
-    heartbeat = Counter({"GetItem": 1, "UpdateItem": 1})  # rollout; the device's item
+    # The device's recorded identity, the rollout, the stage's counter; the count.
+    outcome = Counter({"GetItem": 3, "TransactWriteItems": 1})
+    heartbeat = Counter({"GetItem": 2, "UpdateItem": 1})  # identity, rollout; the item
     assert small == large == ([outcome] * 5, [heartbeat] * 5)
