@@ -150,6 +150,15 @@ class FleetTable:
             return False
         return True
 
+    def _band_query(self, model: str, band: int | str) -> dict[str, Any]:
+        return {
+            "TableName": self._table,
+            "IndexName": BY_BAND_INDEX,
+            "KeyConditionExpression": "#b = :b",
+            "ExpressionAttributeNames": {"#b": "model_band"},
+            "ExpressionAttributeValues": {":b": {"S": model_band(model, band)}},
+        }
+
     def count_in_bands(self, model: str, bands: Iterable[int], cap: int) -> int:
         """Devices of `model` in `bands` that ever reported, counted up to `cap`.
 
@@ -157,14 +166,7 @@ class FleetTable:
         """
         found = 0
         for band in bands:
-            kwargs: dict[str, Any] = {
-                "TableName": self._table,
-                "IndexName": BY_BAND_INDEX,
-                "KeyConditionExpression": "#b = :b",
-                "ExpressionAttributeNames": {"#b": "model_band"},
-                "ExpressionAttributeValues": {":b": {"S": model_band(model, band)}},
-                "Select": "COUNT",
-            }
+            kwargs = {**self._band_query(model, band), "Select": "COUNT"}
             while found < cap:
                 kwargs["Limit"] = cap - found
                 self.reads += 1
@@ -219,13 +221,7 @@ class FleetTable:
         things: list[str] = []
         bands: list[int | str] = [CANARY_BAND, *range(BANDS)]
         for band in bands:
-            kwargs: dict[str, Any] = {
-                "TableName": self._table,
-                "IndexName": BY_BAND_INDEX,
-                "KeyConditionExpression": "#b = :b",
-                "ExpressionAttributeNames": {"#b": "model_band"},
-                "ExpressionAttributeValues": {":b": {"S": model_band(model, band)}},
-            }
+            kwargs = self._band_query(model, band)
             while True:
                 self.reads += 1
                 response = self._db.query(**kwargs)
