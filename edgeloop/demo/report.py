@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeloop.demo import shipments
+from functions.common.registry import Registry
 
 if TYPE_CHECKING:
     from edgeloop.demo.scenarios import Scenario
@@ -23,14 +24,11 @@ def build_report(
     received = shipments.by_device(logged)
     full_sizes: dict[int, int] = {}
     compressed_sizes: dict[int, int] = {}
-    s3 = cloud.client("s3")
-    for version in sorted({x["version"] for x in shipped}):
-        for name, sizes in (("model.tflite", full_sizes), ("model.tflite.zst", compressed_sizes)):
-            head = s3.head_object(
-                Bucket=cloud.resources.artifact_bucket,
-                Key=f"models/{scenario.model}/{version}/{name}",
-            )
-            sizes[version] = int(head["ContentLength"])
+    registry = Registry(cloud.client("dynamodb"), cloud.resources.registry_table)
+    for version in sorted({x["version"] for x in shipped if x["version"] is not None}):
+        record = registry.version(scenario.model, version) or {}
+        full_sizes[version] = int(record.get("size", 0))
+        compressed_sizes[version] = int(record.get("compressed_full_size", 0))
     devices = {}
     for agent in state.agents:
         c = agent.counters
@@ -115,7 +113,7 @@ def gate_sentence(gate: dict[str, Any]) -> str:
 def update_lines(report: dict[str, Any]) -> list[str]:
     """Per version: what a device fetched to get it, against the compressed model."""
     lines = []
-    for version in sorted({x["version"] for x in report["shipments"]}):
+    for version in sorted({x["version"] for x in report["shipments"] if x["version"]}):
         got = [x for x in report["shipments"] if x["version"] == version]
         patches = sorted({x["bytes"] for x in got if x["kind"] == "patch"})
         compressed = report["compressed_artifact_bytes"].get(str(version))
