@@ -48,7 +48,8 @@ class UpdateError(Exception):
         # A wrapped refusal is named by what refused it (HashMismatch, ModelLoadError):
         # that is the word an operator searches the docs and the logs for.
         kind = type(self.cause).__name__ if self.cause is not None else type(self).__name__
-        return f"{kind}: {self}"
+        message = str(self)
+        return message if message.startswith(f"{kind}: ") else f"{kind}: {message}"
 
 
 class RetryableUpdateError(UpdateError):

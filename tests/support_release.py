@@ -16,11 +16,17 @@ from pathlib import Path
 from securesystemslib.signer import CryptoSigner
 
 from edgeloop.contract import Manifest
-from edgeloop.contract.trust_targets import REPOSITORY_PREFIX, RolloutPointer
+from edgeloop.contract.trust_targets import REPOSITORY_PREFIX, RolloutPointer, VersionSpec
 from edgeloop.factory.deltas import plan_deltas
 from edgeloop.factory.release import build_release
 from edgeloop.factory.run import RunResult, train_run
-from edgeloop.trust import DirectoryStore, RootCeremony, TrustRepository, VersionRelease
+from edgeloop.trust import (
+    DirectoryStore,
+    PatchRelease,
+    RootCeremony,
+    TrustRepository,
+    VersionRelease,
+)
 from edgeloop.trust.keys import generate_root_key
 from edgeloop.trust.repository import utc_now
 from tests.factories import as_dataset, kmeans_config, planted_outliers
@@ -100,9 +106,17 @@ class Releases:
         compressed: bool = False,
         offer: bool = True,
         previous: int | None = None,
+        packed: dict[str, bytes] | None = None,
+        model_bytes: bytes | None = None,
+        patches: tuple[PatchRelease, ...] | None = None,
+        bare: bool = False,
+        spec_mutate: Callable[[Manifest], Manifest] | None = None,
     ) -> Manifest:
         """Publish `run` as `version` (patches from `bases`; with `compressed`, its zstd
-        form too) and, with `offer`, point every device at it."""
+        form too, or `packed`'s files by encoding) and, with `offer`, point every device
+        at it. `model_bytes` signs other bytes than the run's as the model, `patches`
+        other patches, and `bare` leaves out the spec and golden inputs: what a
+        compromised or broken cloud could sign; `spec_mutate` changes only the spec."""
         assert run.tflite is not None
         tflite = run.tflite
         self.models[version] = tflite
@@ -112,7 +126,18 @@ class Releases:
             manifest = replace(manifest, artifact=replace(manifest.artifact, compressed=None))
         if mutate is not None:
             manifest = mutate(manifest)
-        self.repo().publish(VersionRelease.of(manifest, files))
+        release = VersionRelease.of(manifest, files)
+        if packed is not None:
+            release = replace(release, compressed=packed)
+        if model_bytes is not None:
+            release = replace(release, model_bytes=model_bytes)
+        if patches is not None:
+            release = replace(release, patches=patches)
+        if bare:
+            release = replace(release, spec=None, golden=None)
+        if spec_mutate is not None:
+            release = replace(release, spec=VersionSpec.of(spec_mutate(manifest)).to_bytes())
+        self.repo().publish(release)
         if offer:
             self.point(version, previous)
         self.sync()
@@ -121,6 +146,33 @@ class Releases:
     def point(self, version: int, previous: int | None = None, percent: int = 100) -> None:
         self.repo().set_pointer(RolloutPointer(MODEL, version, previous, percent))
         self.sync()
+
+    def ceremony(self) -> RootCeremony:
+        return RootCeremony(self.store, clock=self.clock)
+
+    def rotate_root_key(self, index: int) -> None:
+        """Replace root key `index` as its holders would: two old and two new signatures."""
+        ceremony = self.ceremony()
+        new = CryptoSigner.generate_ecdsa()
+        ceremony.replace_root_key(self.root_keys[index].public_key.keyid, new.public_key)
+        others = [k for i, k in enumerate(self.root_keys) if i != index]
+        self.root_keys[index] = new
+        for key in (new, *others):
+            ceremony.sign_pending(key)
+        assert ceremony.pending() is None
+
+    def rotate_online_key(self, resign: bool = True) -> CryptoSigner:
+        """Root names a new online key; with `resign`, everything is signed again with it
+        (the schedule's next run). Returns the retired key."""
+        retired, self.online = self.online, CryptoSigner.generate_ecdsa()
+        ceremony = self.ceremony()
+        ceremony.replace_online_key(self.online.public_key)
+        for key in self.root_keys[:2]:
+            ceremony.sign_pending(key)
+        if resign:
+            self.repo().resign_due()
+        self.sync()
+        return retired
 
     def target_key(self, path: str) -> str:
         """The CDN key of a target: hash-prefixed, under the repository."""

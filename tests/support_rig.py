@@ -77,6 +77,17 @@ class Rig:
         options.update(overrides)
         return Updater(**options)  # type: ignore[arg-type]
 
+    def key(self, version: int, name: str) -> str:
+        """The CDN key of one of `version`'s files (model.tflite, from-1.wdiff, ...)."""
+        return self.releases.target_key(f"vibration/{version}/{name}")
+
+    def served(self, version: int, name: str) -> int:
+        """How often the CDN served one of `version`'s files (0: it is not published)."""
+        try:
+            return self.server.served(self.key(version, name))
+        except KeyError:
+            return 0
+
     def steps(self) -> list[str]:
         return [step for step, _, _ in self.reports]
 
