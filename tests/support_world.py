@@ -18,6 +18,8 @@ from edge.sources import Sample
 from tests.support_broker import EmbeddedAmqtt, Mosquitto, start_broker
 from tests.support_cloud import CloudStandIn
 from tests.support_http import ArtifactServer, artifact_server
+from edgeloop.contract import Manifest
+from edgeloop.factory.run import RunResult
 from tests.support_release import Releases
 
 VIBRATION_TOML = """
@@ -51,6 +53,13 @@ class World:
         (tmp / "models" / "vibration.toml").write_text(VIBRATION_TOML)
         self.cloud = CloudStandIn(broker.url, moto, f"data-{uuid.uuid4().hex[:8]}", tmp / "models")
         self.agents: list[Agent] = []
+
+    def publish(self, version: int, run: RunResult, **options: Any) -> Manifest:
+        """What a rollout that reached every device does: sign the version and the pointer
+        naming it, then nudge every band."""
+        manifest = self.releases.release(version, run, **options)
+        self.cloud.nudge("vibration", version)
+        return manifest
 
     def config_file(self, thing: str, **sections: str) -> Path:
         path = self.tmp / f"{thing}.toml"
