@@ -21,14 +21,17 @@ import pytest
 import requests
 from sklearn.datasets import load_digits
 
+from edge.download import HttpFetcher
+from edge.trust import InstalledModel, Offer, SignedRepository, TrustLimits
 from edge.uploads import encode_batch
 from edgeloop.contract import Nudge, StagePlan, ThingTopics, announcement
 from edgeloop.contract.stages import BANDS
 from edgeloop.contract.trust_targets import REPOSITORY_PREFIX, RolloutPointer
 from edgeloop.factory.config import RolloutSection
 from edgeloop.local.aws import init_trust, provision
-from edgeloop.trust import KmsSigner, S3Store, TrustRepository, VersionRelease
+from edgeloop.local.cdn import BucketOrigin, LocalCdn
 from edgeloop.local.router import sqs_event
+from edgeloop.trust import KmsSigner, S3Store, TrustRepository, VersionRelease
 from functions.common.clients import iot_data_client
 from functions.common.cold_start import reset_cold_start
 from functions.common.identity import enroll
@@ -78,6 +81,7 @@ class LocalCloud:
     config_dir: Path
     published: list[dict[str, Any]]
     root: bytes = b""  # root v1 of the fleet's repository: what devices ship with
+    cdn: LocalCdn | None = None
 
     def client(self, service: str) -> Any:
         return boto3.client(service, endpoint_url=self.endpoint, region_name="eu-west-1")
@@ -91,6 +95,21 @@ class LocalCloud:
 
     def pointer(self, model: str) -> RolloutPointer | None:
         return self.trust().pointer(model)
+
+    def device(self, thing: str, tmp: Path) -> SignedRepository:
+        """A device's view of the repository, through a CDN stand-in over the bucket."""
+        if self.cdn is None:
+            self.cdn = LocalCdn(BucketOrigin(self.client("s3"), self.names["ARTIFACT_BUCKET"]))
+        http = HttpFetcher(self.cdn.base_url + REPOSITORY_PREFIX, timeout=5.0, retries=1)
+        return SignedRepository(
+            http, self.root, tmp / thing, limits=TrustLimits(min_refresh_seconds=0.0)
+        )
+
+    def offer(
+        self, model: str, thing: str, tmp: Path, installed: InstalledModel | None = None
+    ) -> tuple[Offer, SignedRepository]:
+        device = self.device(thing, tmp)
+        return device.refresh(model, thing, installed), device
 
     def post_upload(self, answer: dict[str, Any], data: bytes) -> requests.Response:
         return requests.post(answer["url"], data=answer["fields"], files={"file": data}, timeout=10)
@@ -204,6 +223,8 @@ def cloud(
     cloud.new_container()
     yield cloud
     reset_cold_start()
+    if cloud.cdn is not None:
+        cloud.cdn.stop()
 
 
 def npz_bytes(X: np.ndarray, y: np.ndarray | None = None) -> bytes:

@@ -15,11 +15,11 @@ from edge.agent import Agent
 from edge.config import load_agent_config
 from edge.download import HttpFetcher
 from edge.sources import Sample
+from edgeloop.contract import Manifest
+from edgeloop.factory.run import RunResult
 from tests.support_broker import EmbeddedAmqtt, Mosquitto, start_broker
 from tests.support_cloud import CloudStandIn
 from tests.support_http import ArtifactServer, artifact_server
-from edgeloop.contract import Manifest
-from edgeloop.factory.run import RunResult
 from tests.support_release import Releases
 
 VIBRATION_TOML = """

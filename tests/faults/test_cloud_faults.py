@@ -20,6 +20,7 @@ from tests.support_aws import (
     FakeLambdaContext,
     LocalCloud,
     digit_batches,
+    nudge,
     registry_of,
     report_status,
     start_test_rollout,
@@ -31,8 +32,10 @@ def test_an_aborted_rollout_leaves_devices_not_yet_updated_where_they_are(
     cloud: LocalCloud,
 ) -> None:
     """Case 13 (and case 10's second half: rolled_back reports count as failures)."""
-    registry = start_test_rollout(cloud, previous_manifest=b"manifest-v1")
-    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(NAMED_CANARIES, b"manifest-v2")
+    registry = start_test_rollout(cloud, previous=True)
+    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(
+        NAMED_CANARIES, nudge("vibration", 2)
+    )
     report_status("pump-1")
     # One failure in two reports: under the stage's minimum of three, no verdict yet.
     assert (
@@ -52,7 +55,9 @@ def test_an_aborted_rollout_leaves_devices_not_yet_updated_where_they_are(
     assert registry.stage_counts("vibration", 2, 0) == {"installed": 1, "failed": 2}
     assert cloud.band_offers("vibration") == {}  # v2 never went past the named canaries
     # Canary devices not yet updated are offered what everyone else runs again.
-    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(NAMED_CANARIES, b"manifest-v1")
+    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(
+        NAMED_CANARIES, nudge("vibration", 1)
+    )
     # An aborted rollout is final: later installs neither count nor revive it.
     assert report_status("pump-4")["counted"] is False
     assert report_status("pump-5")["counted"] is False

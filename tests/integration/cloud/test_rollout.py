@@ -15,6 +15,7 @@ from tests.support_aws import (
     NAMED_CANARIES,
     FakeLambdaContext,
     LocalCloud,
+    nudge,
     registry_of,
     report_heartbeat,
     report_status,
@@ -77,7 +78,9 @@ def test_a_rollout_moves_through_its_stages_on_installs_from_each_stage(
     # pump-10 (stage 3 of 1 → 10 → 50 → 100%) has reported before: stage 3 has a device.
     report_heartbeat("pump-10", version=1)
     registry = start_test_rollout(cloud)
-    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(NAMED_CANARIES, b"manifest-v2")
+    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(
+        NAMED_CANARIES, nudge("vibration", 2)
+    )
     assert [p["retain"] for p in cloud.published] == [True] * len(NAMED_CANARIES)
     assert cloud.band_offers("vibration") == {}
     assert report_status("pump-1")["rollout"] is None  # one of the two installs stage 0 needs
@@ -95,13 +98,13 @@ def test_a_rollout_moves_through_its_stages_on_installs_from_each_stage(
         (3, "stage entered"),
     ]
     # Each band hears of v2 once, when the stage that adds it is entered.
-    assert cloud.band_offers("vibration") == dict.fromkeys(range(50), b"manifest-v2")
+    assert cloud.band_offers("vibration") == dict.fromkeys(range(50), nudge("vibration", 2))
     assert len(cloud.published) == len(NAMED_CANARIES) + 50
     assert registry.stage_counts("vibration", 2, 0) == {"installed": 2, "failed": 0}
     # The last stage has no device that ever reported: entered with nothing to wait
     # for, and complete at the schedule's next look.
     assert report_status("pump-10")["rollout"] == "stage 4"
-    assert cloud.band_offers("vibration") == dict.fromkeys(range(100), b"manifest-v2")
+    assert cloud.band_offers("vibration") == dict.fromkeys(range(100), nudge("vibration", 2))
     assert evaluate_rollouts.handler({}, FakeLambdaContext()) == {
         "decided": {"vibration": "complete"}
     }
@@ -113,7 +116,9 @@ def test_a_first_rollout_aborted_clears_the_canary_announcement(cloud: LocalClou
     start_test_rollout(cloud)
     for thing in ("pump-1", "pump-2", "pump-3"):
         report_status(thing, version=None, health="no_model", step="failed", target_version=2)
-    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(NAMED_CANARIES, b"")
+    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(
+        NAMED_CANARIES, nudge("vibration", None)
+    )
     assert cloud.band_offers("vibration") == {}
 
 
