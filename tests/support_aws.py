@@ -34,6 +34,7 @@ from edgeloop.local.router import sqs_event
 from edgeloop.trust import KmsSigner, S3Store, TrustRepository, VersionRelease
 from functions.common.clients import iot_data_client
 from functions.common.cold_start import reset_cold_start
+from functions.common.fleet import FleetTable
 from functions.common.identity import enroll
 from functions.common.registry import Registry
 from functions.common.rollouts import Policy, Rollout, State
@@ -163,6 +164,8 @@ class LocalCloud:
 
     def enroll(self, thing: str, model: str, canary: bool = False) -> None:
         enroll(self.client("iot"), thing, model, self.names["CANARY_GROUP"] if canary else None)
+        # As the local runtime does: the identity the fleet table kept is forgotten.
+        FleetTable(self.client("dynamodb"), self.names["FLEET_TABLE"]).forget_identity(thing)
 
     def new_container(self) -> None:
         """The functions start cold, as in a new Lambda container, with their

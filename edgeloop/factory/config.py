@@ -184,8 +184,9 @@ class RolloutSection(_Strict):
     window_minutes: Annotated[float, Field(gt=0.0, le=7 * 24 * 60)] = 60.0
     # Abort when more than this share of a stage's outcomes are failures ...
     abort_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
-    # ... once the stage has this many outcomes (or all its devices reported).
-    abort_min_reports: Annotated[int, Field(ge=1)] = 3
+    # ... once the stage has this many outcomes (or all its devices reported). Ten
+    # keeps a 1% failure rate from aborting a stage on one unlucky early report.
+    abort_min_reports: Annotated[int, Field(ge=1)] = 10
 
     @model_validator(mode="after")
     def _stages(self) -> RolloutSection:

@@ -14,6 +14,7 @@ from edgeloop.local.broker import EmbeddedBroker
 from edgeloop.local.cdn import BucketOrigin, LocalCdn
 from edgeloop.local.router import EventRouter, Handler
 from functions.common.cold_start import reset_cold_start
+from functions.common.fleet import FleetTable
 from functions.common.identity import enroll
 
 
@@ -99,13 +100,15 @@ class LocalRuntime:
 
     def enroll(self, thing: str, model: str, canary: bool = False) -> None:
         """Register a device in the local thing registry, as the platform team does in
-        IoT Core: its model, and whether it is a named canary."""
+        IoT Core: its model, and whether it is a named canary. The identity the fleet
+        table kept for it is forgotten, so the change applies to its next report."""
         enroll(
             self.aws.client("iot"),
             thing,
             model,
             self.resources.canary_group if canary else None,
         )
+        FleetTable(self.aws.client("dynamodb"), self.resources.fleet_table).forget_identity(thing)
 
     def client(self, service: str) -> Any:
         return self.aws.client(service)

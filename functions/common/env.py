@@ -29,13 +29,18 @@ class IdentityEnv(_Env):
 
     # The IoT thing group whose members are the named canaries.
     canary_group: str = Field(alias="CANARY_GROUP", min_length=1)
+    # Where each device's last known identity is kept, and how long it is trusted
+    # before the thing registry is asked again.
+    fleet_table: str = Field(alias="FLEET_TABLE", min_length=3)
+    identity_ttl_hours: Annotated[float, Field(gt=0.0, le=24 * 30)] = Field(
+        default=24.0, alias="IDENTITY_TTL_HOURS"
+    )
 
 
 class PresignEnv(IdentityEnv):
     data_bucket: str = Field(alias="DATA_BUCKET", min_length=3)
     model_config_dir: Path = Field(alias="MODEL_CONFIG_DIR")
     # Upload grants per device per window, counted in the fleet table.
-    fleet_table: str = Field(alias="FLEET_TABLE", min_length=3)
     grants_per_window: Annotated[int, Field(ge=1)] = Field(default=120, alias="GRANTS_PER_WINDOW")
     grant_window_seconds: Annotated[int, Field(ge=1, le=86400)] = Field(
         default=3600, alias="GRANT_WINDOW_SECONDS"
@@ -54,7 +59,6 @@ class RolloutEnv(IdentityEnv):
 
     model_config_dir: Path = Field(alias="MODEL_CONFIG_DIR")
     registry_table: str = Field(alias="REGISTRY_TABLE", min_length=3)
-    fleet_table: str = Field(alias="FLEET_TABLE", min_length=3)
     # The TUF repository lives under models/tuf/ here, behind the CDN.
     artifact_bucket: str = Field(alias="ARTIFACT_BUCKET", min_length=3)
     # The online key: signs targets, snapshot and timestamp (never root).

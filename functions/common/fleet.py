@@ -42,6 +42,7 @@ class DeviceRecord:
     report: StatusReport
     stage: int | None = None  # the rollout stage the cloud puts it in, when one runs
     canary: bool = False  # a named canary, by the thing registry
+    identity_checked_at: str = ""  # when the registry said model and canary; "" for never
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +52,15 @@ class DeviceRecord:
             "canary": self.canary,
             **asdict(self.report),
         }
+
+
+@dataclass(frozen=True)
+class RecordedIdentity:
+    """What the thing registry said of a device when it last reported."""
+
+    model: str
+    canary: bool
+    checked_at: str
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,8 @@ class FleetTable:
             "#l": "last_seen",
             "#r": "report",
             "#s": "stage",
+            "#c": "canary",
+            "#i": "identity_at",
         }
         values: dict[str, Any] = {
             ":m": {"S": report.model},
@@ -88,11 +100,13 @@ class FleetTable:
             ":l": {"S": record.last_seen},
             ":r": {"S": report.to_bytes().decode()},
             ":s": {"NULL": True} if record.stage is None else {"N": str(record.stage)},
+            ":c": {"BOOL": record.canary},
+            ":i": {"S": record.identity_checked_at},
         }
         return {
             "TableName": self._table,
             "Key": {"thing": {"S": record.thing}},
-            "UpdateExpression": "SET #m = :m, #b = :b, #l = :l, #r = :r, #s = :s",
+            "UpdateExpression": "SET #m = :m, #b = :b, #l = :l, #r = :r, #s = :s, #c = :c, #i = :i",
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
         }
@@ -112,10 +126,10 @@ class FleetTable:
         counted toward `version`.
         """
         update = self._update(record)
-        update["UpdateExpression"] += ", #c = :v"
-        update["ExpressionAttributeNames"]["#c"] = "counted"
+        update["UpdateExpression"] += ", #k = :v"
+        update["ExpressionAttributeNames"]["#k"] = "counted"
         update["ExpressionAttributeValues"][":v"] = {"N": str(version)}
-        update["ConditionExpression"] = "attribute_not_exists(#c) OR #c <> :v"
+        update["ConditionExpression"] = "attribute_not_exists(#k) OR #k <> :v"
         add = {
             "TableName": tally.table,
             "Key": tally.key,
@@ -162,6 +176,36 @@ class FleetTable:
             if found >= cap:
                 return cap
         return found
+
+    def recorded_identity(self, thing: str) -> RecordedIdentity | None:
+        """The identity the item recorded, read eventually consistent: half a read unit,
+        and a stale answer is one the registry gave within the cache's lifetime anyway."""
+        self.reads += 1
+        item = self._db.get_item(
+            TableName=self._table,
+            Key={"thing": {"S": thing}},
+            ProjectionExpression="#m, #c, #i",
+            ExpressionAttributeNames={"#m": "model", "#c": "canary", "#i": "identity_at"},
+        ).get("Item")
+        if item is None or not item.get("identity_at", {}).get("S"):
+            return None
+        return RecordedIdentity(
+            item["model"]["S"], bool(item.get("canary", {}).get("BOOL")), item["identity_at"]["S"]
+        )
+
+    def forget_identity(self, thing: str) -> None:
+        """After a change of enrolment: the next report asks the thing registry again."""
+        self.writes += 1
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key={"thing": {"S": thing}},
+                UpdateExpression="REMOVE identity_at",
+                ConditionExpression="attribute_exists(thing)",  # never reported: nothing kept
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
 
     def get(self, thing: str) -> DeviceRecord | None:
         self.reads += 1

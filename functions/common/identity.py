@@ -7,8 +7,13 @@ count only toward the rollout stage the registry and the thing's name put it in
 (edgeloop.contract.stages). Both ask here, so there is one
 answer to "who is this device".
 
-Lookups are cached per cold start for a few minutes: a device reports far more
-often than its enrolment changes, and the registry's API has a rate limit.
+Lookups are cached per cold start for a few minutes, and for longer in the
+device's own fleet item (`RecordedIdentity`): a device reports far more often
+than its enrolment changes, the registry's API has a rate limit, and each
+lookup is two billed registry operations, where reading the fleet item is half
+a read unit. A report whose model disagrees with the recorded answer is looked
+up afresh before it is refused, so re-enrolling a device takes effect at once
+for it.
 """
 
 from __future__ import annotations
@@ -16,10 +21,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
+
+from edgeloop.contract import format_time, parse_time, utc_now
+from functions.common.fleet import FleetTable
 
 MODEL_ATTRIBUTE = "model"
 CACHE_SECONDS = 300.0
@@ -35,12 +44,46 @@ class DeviceIdentity:
     thing: str
     model: str
     canary: bool  # a named canary: the canary thing group's member, stage 0 of every rollout
+    checked_at: str = ""  # when the thing registry said so (UTC); "" for just now
 
 
 class FleetIdentity(Protocol):
-    def of(self, thing: str) -> DeviceIdentity:
-        """The device's identity, or UnknownDevice."""
+    def of(self, thing: str, claimed_model: str | None = None) -> DeviceIdentity:
+        """The device's identity, or UnknownDevice. `claimed_model`, what the device
+        says its model is, only decides whether a cached answer is worth re-checking."""
         ...
+
+
+class RecordedIdentity:
+    """The registry's answer as the device's fleet item recorded it, while fresh.
+
+    The status function writes the answer it used into the item with every
+    report (`functions.common.fleet`), so the cache costs no write of its own.
+    """
+
+    def __init__(
+        self,
+        fleet: FleetTable,
+        registry: FleetIdentity,
+        ttl: timedelta,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._fleet = fleet
+        self._registry = registry
+        self._ttl = ttl
+        self._clock = clock
+
+    def of(self, thing: str, claimed_model: str | None = None) -> DeviceIdentity:
+        now = self._clock()
+        recorded = self._fleet.recorded_identity(thing)
+        if (
+            recorded is not None
+            and now - parse_time(recorded.checked_at) < self._ttl
+            and (claimed_model is None or claimed_model == recorded.model)
+        ):
+            return DeviceIdentity(thing, recorded.model, recorded.canary, recorded.checked_at)
+        found = self._registry.of(thing, claimed_model)
+        return replace(found, checked_at=format_time(now))
 
 
 class ThingRegistryIdentity:
@@ -61,7 +104,7 @@ class ThingRegistryIdentity:
         self._lock = threading.Lock()
         self.lookups = 0  # registry reads made, for the cost figures
 
-    def of(self, thing: str) -> DeviceIdentity:
+    def of(self, thing: str, claimed_model: str | None = None) -> DeviceIdentity:
         now = self._clock()
         with self._lock:
             cached = self._cache.get(thing)

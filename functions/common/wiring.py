@@ -17,7 +17,12 @@ from functions.common.cold_start import cold_start
 from functions.common.env import IdentityEnv, PresignEnv, ReleaseEnv, RolloutEnv, cached_env
 from functions.common.fleet import FleetTable
 from functions.common.grants import GrantCounter
-from functions.common.identity import FleetIdentity, ThingRegistryIdentity, UnknownDevice
+from functions.common.identity import (
+    FleetIdentity,
+    RecordedIdentity,
+    ThingRegistryIdentity,
+    UnknownDevice,
+)
 from functions.common.mqtt_publisher import MqttPublisher
 from functions.common.publisher import IotDataPublisher, Publisher
 from functions.common.registry import Registry
@@ -54,8 +59,14 @@ def fleet(table: str) -> FleetTable:
 
 @cold_start
 def identity() -> FleetIdentity:
-    """Who a device is, from the thing registry; shared by presign and status."""
-    return ThingRegistryIdentity(client("iot"), cached_env(IdentityEnv).canary_group)
+    """Who a device is: the thing registry's answer, kept in the device's fleet item;
+    shared by presign and status."""
+    env = cached_env(IdentityEnv)
+    return RecordedIdentity(
+        fleet(env.fleet_table),
+        ThingRegistryIdentity(client("iot"), env.canary_group),
+        timedelta(hours=env.identity_ttl_hours),
+    )
 
 
 @cold_start

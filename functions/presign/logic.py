@@ -72,7 +72,7 @@ def presign(
     except UnknownModel as exc:
         raise PresignRefused("unknown_model", str(exc.args[0])) from exc
     try:
-        enrolled = identity.of(thing)
+        enrolled = identity.of(thing, request.model)
     except UnknownDevice as exc:
         raise PresignRefused("unknown_device", str(exc)) from exc
     if enrolled.model != request.model:

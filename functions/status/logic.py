@@ -63,7 +63,7 @@ def record_status(
     except StatusRejected as exc:
         raise StatusIgnored(str(exc)) from exc
     try:
-        enrolled = identity.of(thing)
+        enrolled = identity.of(thing, report.model)
     except UnknownDevice as exc:
         raise StatusIgnored(str(exc)) from exc
     if report.model != enrolled.model:
@@ -73,7 +73,8 @@ def record_status(
         )
     rollout: Rollout | None = rollout_of(report.model)
     stage = None if rollout is None else rollout.plan.stage_of(thing, enrolled.canary)
-    record = DeviceRecord(thing, format_time(now or utc_now()), report, stage, enrolled.canary)
+    at = format_time(now or utc_now())
+    record = DeviceRecord(thing, at, report, stage, enrolled.canary, enrolled.checked_at or at)
     outcome = report.outcome
     if (
         rollout is None

@@ -117,8 +117,9 @@ class IotWiring(Construct):
             },
         )
         intake.bucket.grant_put(self.presign, "data/*")
-        # One conditional update per grant on the device's own counter item.
-        pipeline.fleet_table.grant(self.presign, "dynamodb:UpdateItem")
+        # One conditional update per grant on the device's own counter item, and the
+        # device's recorded identity read from its item.
+        pipeline.fleet_table.grant(self.presign, "dynamodb:UpdateItem", "dynamodb:GetItem")
         self.status = tracked_function(
             self,
             "Status",

@@ -90,8 +90,8 @@ def test_a_rollout_moves_through_its_stages_on_installs_from_each_stage(
     assert (rollout.state, rollout.stage, rollout.needed) == ("rolling", 3, 1)
     # Stages 1 and 2 (bands 0-9) have no device that ever reported: skipped, and said so.
     assert [(e["stage"], e["event"]) for e in rollout.history] == [
-        (0, "stage entered"),
         (0, "started"),
+        (0, "stage entered"),
         (0, "stage passed"),
         (1, "stage skipped"),
         (2, "stage skipped"),

@@ -106,11 +106,11 @@ def test_stages_without_devices_are_skipped_and_say_so(cloud: LocalCloud) -> Non
     assert rollout is not None
     assert (rollout.state, rollout.stage, rollout.needed) == ("rolling", 3, 1)
     assert [(e["stage"], e["event"], e["detail"]) for e in rollout.history] == [
+        (0, "started", "v1"),
         (0, "stage skipped", "no named canaries"),
         (1, "stage skipped", "no device of this stage has reported yet"),
         (2, "stage skipped", "no device of this stage has reported yet"),
         (3, "stage entered", "needs 1 installs"),
-        (3, "started", "v1"),
     ]
     assert sorted(cloud.band_offers("digits")) == list(range(50))
 
@@ -318,6 +318,7 @@ def test_each_report_costs_the_same_requests_at_50_and_500_devices(cloud: LocalC
     small = measure(1)
     grow_to(500)
     large = measure(2)
-    outcome = Counter({"GetItem": 2, "TransactWriteItems": 1})  # rollout, counter; the count
-    heartbeat = Counter({"GetItem": 1, "UpdateItem": 1})  # rollout; the device's item
+    # The device's recorded identity, the rollout, the stage's counter; the count.
+    outcome = Counter({"GetItem": 3, "TransactWriteItems": 1})
+    heartbeat = Counter({"GetItem": 2, "UpdateItem": 1})  # identity, rollout; the item
     assert small == large == ([outcome] * 5, [heartbeat] * 5)

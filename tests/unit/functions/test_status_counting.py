@@ -37,7 +37,7 @@ class Identities:
     def __init__(self, canaries: set[str]) -> None:
         self.canaries = canaries
 
-    def of(self, thing: str) -> DeviceIdentity:
+    def of(self, thing: str, claimed_model: str | None = None) -> DeviceIdentity:
         if thing == "ghost":
             raise UnknownDevice("thing 'ghost' is not enrolled")
         return DeviceIdentity(thing, "vibration", thing in self.canaries)
