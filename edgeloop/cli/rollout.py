@@ -37,8 +37,7 @@ def _rollouts(args: argparse.Namespace) -> Any:
         registry=Registry(dynamodb, args.table),
         fleet=FleetTable(dynamodb, args.table),  # unread: these actions never enter a stage
         publisher=None,
-        store=None,
-        artifact_bucket="",
+        trust=None,
         canaries=lambda model: [],
         settings=no_settings,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from functions.common.clients import client, iot_data_client

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from edgeloop.contract.trust_targets import RolloutPointer
 from edgeloop.local.router import sqs_event
 from functions.common.wiring import rollouts
 from functions.retrain import handler as retrain
@@ -54,6 +55,11 @@ def test_an_aborted_rollout_leaves_devices_not_yet_updated_where_they_are(
     assert "2 of 3 devices failed to install v2" in rollout.reason
     assert registry.stage_counts("vibration", 2, 0) == {"installed": 1, "failed": 2}
     assert cloud.band_offers("vibration") == {}  # v2 never went past the named canaries
+    # The pointer is back on v1 for everyone, and v2's targets left the signed role.
+    assert cloud.pointer("vibration") == RolloutPointer("vibration", 1, None, 100)
+    role = cloud.trust().model_role("vibration")
+    assert role is not None
+    assert not [p for p in role.targets if p.startswith("vibration/2/")]
     # Canary devices not yet updated are offered what everyone else runs again.
     assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(
         NAMED_CANARIES, nudge("vibration", 1)
