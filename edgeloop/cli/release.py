@@ -248,7 +248,7 @@ def _describe(root: Path, model: str, updater: Any) -> dict[str, Any]:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from tuf.api.exceptions import RepositoryError
+    from tuf.api.exceptions import DownloadError, RepositoryError
 
     root = Path(args.release)
     if not root.is_dir():
@@ -259,7 +259,7 @@ def _show(args: argparse.Namespace) -> int:
     try:
         with _verified(root) as updater:
             docs = [_describe(root, m, updater) for m in models]
-    except RepositoryError as exc:
+    except (RepositoryError, DownloadError) as exc:
         raise CliError(
             f"{root}: the signed metadata does not verify from root.json: "
             f"{type(exc).__name__}: {exc}",
