@@ -203,7 +203,7 @@ def _describe(root: Path, model: str, updater: Any) -> dict[str, Any]:
     )
 
     pointer = updater.get_targetinfo(pointer_path(model))
-    versions = []
+    versions: list[dict[str, Any]] = []
     for v, manifest in sorted(released(root, model).items()):
         full = updater.get_targetinfo(manifest.artifact.path)
         if full is None:

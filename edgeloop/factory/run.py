@@ -401,9 +401,10 @@ def _gate_and_export(
         # target) and fetch only the new expected outputs. Held-out rows stay held out.
         from edgeloop.runtime import CompiledModel
 
-        golden = kept
-        expected = CompiledModel(tflite).predict(golden).astype(np.float64).reshape(len(golden), -1)
-    candidate.golden = golden
+        golden = np.asarray(kept, dtype=np.float32)
+        outputs_now = CompiledModel(tflite).predict(golden)
+        expected = np.asarray(outputs_now).reshape(len(golden), -1)
+    candidate.golden = golden.astype(np.float64)
     record.update(
         {
             "metrics": metrics,

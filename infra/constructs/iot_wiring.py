@@ -13,8 +13,8 @@ from constructs import Construct
 from edgeloop.contract.topics import ROOT
 from functions.common.rules import rule_sql
 from infra.constructs.artifact_hosting import ArtifactHosting
-from infra.constructs.signing import Signing
 from infra.constructs.data_intake import DataIntake
+from infra.constructs.signing import Signing
 from infra.constructs.training_pipeline import (
     TrainingPipeline,
     canary_group_name,
