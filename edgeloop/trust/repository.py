@@ -239,12 +239,12 @@ class TrustRepository:
         online: Signer,
         *,
         lifetimes: Lifetimes | None = None,
-        keep_versions: int = 3,
+        keep_versions: int = 2,
         clock: Callable[[], datetime] = utc_now,
         attempts: int = 8,
     ) -> None:
-        if keep_versions < 2:
-            raise ValueError("keep at least two versions: a patch needs its base")
+        if keep_versions < 1:
+            raise ValueError("keep at least the newest version")
         self._store = _Store(store)
         self._online = online
         self.lifetimes = lifetimes or Lifetimes()
@@ -483,6 +483,7 @@ class TrustRepository:
             if role.targets.get(target.path) == target:
                 return None  # signed already: a retried publish changes nothing
             role.targets[target.path] = target
+            self._prune(pointer.model, role)
             return roles
 
         self._transaction(change)
@@ -526,20 +527,26 @@ class TrustRepository:
         self._transaction(change)
 
     def _prune(self, model: str, role: Targets) -> None:
-        """Keep the newest `keep_versions` versions and whatever the pointer names;
-        golden inputs stay while a kept version refers to them."""
+        """Keep the newest `keep_versions` versions and whatever the pointer names, and
+        patches only into the newest and the offered version (nobody patches their way to
+        an older one); golden inputs stay while a kept version refers to them.
+
+        Every device downloads the model's role whole whenever it changes, so what it
+        lists is paid for by the fleet on each publish and each pointer move."""
         pointer_target = role.targets.get(pointer_path(model))
-        pinned = (
-            set(RolloutPointer.from_json(pointer_target.custom).versions)
-            if pointer_target
-            else set()
-        )
+        pointer = RolloutPointer.from_json(pointer_target.custom) if pointer_target else None
+        pinned = set(pointer.versions) if pointer else set()
         versions = sorted({v for p in role.targets if (v := _version_of(p)) is not None})
         keep = set(versions[-self.keep_versions :]) | pinned
-        for path in [
-            p for p in role.targets if (v := _version_of(p)) is not None and v not in keep
-        ]:
-            del role.targets[path]
+        patched = {versions[-1]} if versions else set()
+        if pointer is not None:
+            patched.add(pointer.offered)
+        for path in list(role.targets):
+            version = _version_of(path)
+            if version is None:
+                continue
+            if version not in keep or (version not in patched and "/from-" in path):
+                del role.targets[path]
         wanted = {
             t.custom.get("golden")
             for t in role.targets.values()

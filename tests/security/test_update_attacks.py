@@ -246,7 +246,7 @@ def test_another_models_validly_signed_manifest_is_refused(rig: Rig) -> None:
     assert rig.served(2, "model.tflite") == 0
     assert_serving(rig, 1)
     # The device's own next version installs.
-    rig.releases.release(3, v2, previous=1)
+    rig.releases.release(3, v2, previous=2)
     assert rig.updater().handle().step == "succeeded"
 
 
@@ -392,7 +392,7 @@ def test_a_crash_while_trying_a_model_refuses_it_after_restart_without_a_loop(ri
     assert result.step == "failed"
     assert "RefusedBefore" in result.detail
     assert_serving(rig, 1)
-    rig.releases.release(3, v2, previous=1)
+    rig.releases.release(3, v2, previous=2)
     assert rig.updater().handle().step == "succeeded"
 
 
