@@ -180,19 +180,21 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         "## Devices",
         "",
-        "Bytes each device fetched: patches, the zstd-compressed full model (what a device "
-        "without a usable patch fetches) and the uncompressed full model (the last resort).",
+        "Bytes each device fetched: the signed metadata and the small files beside a "
+        "version (its spec, golden inputs when they changed), patches, the zstd-compressed "
+        "full model (what a device without a usable patch fetches) and the uncompressed "
+        "full model (the last resort).",
         "",
-        "| device | stage | version | patches | compressed full (.zst) | full (.tflite) | "
-        "upload share before swap | after |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| device | stage | version | metadata | patches | compressed full (.zstd) "
+        "| full (.tflite) | upload share before swap | after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, d in report["devices"].items():
         b = d["bytes_received"]
         version = f"v{d['final_version']}" if d["final_version"] else "-"
         lines.append(
             f"| {name} | {d['stage']} | {version} "
-            f"| {b['patch']} | {b['compressed']} | {b['full']} | "
+            f"| {b['metadata']} | {b['patch']} | {b['compressed']} | {b['full']} | "
             f"{d['upload_share_before_swap']:.0%} | {d['upload_share_after_swap']:.0%} |"
         )
     lines += ["", "## What happened", "", *[f"    {e}" for e in report["events"]], ""]
