@@ -466,26 +466,36 @@ def test_a_real_export_two_bytes_off_that_hangs_litert_is_stopped_by_the_time_li
 
 
 def test_an_aborted_canary_version_replayed_on_the_all_topic_is_refused(world: World) -> None:
-    """An aborted canary version keeps its signature, but the pointer no longer names it:
-    its nudge replayed on every band's topic installs nothing anywhere."""
+    """A canary version keeps its signature, but only the pointer says who runs it: its
+    nudge replayed on every band's topic installs nothing on a device the pointer does not
+    name, and once the rollout is aborted not even on the canary that missed it."""
     v1, v2, _ = vibration_runs()
     world.releases.release(1, v1)
-    agent = world.agent("pump-1", source=iter(()))
-    agent.start(score=False)
-    wait_for(lambda: agent.version == 1, what="v1 everywhere")
+    pump = world.agent("pump-1", source=iter(()))
+    canary = world.agent("canary-7", source=iter(()))
+    for agent in (pump, canary):
+        agent.start(score=False)
+    wait_for(lambda: pump.version == canary.version == 1, what="v1 everywhere")
+    canary.stop()  # offline while v2 goes to the named canaries
+    world.agents.remove(canary)
     world.releases.release(2, v2, offer=False)
     repo = world.releases.repo()
     repo.set_pointer(RolloutPointer("vibration", 2, 1, percent=0, canaries=("canary-7",)))
     world.releases.sync()
     canary_nudge = b'{"model":"vibration","version":2}'
     world.cloud.nudge_thing("canary-7", canary_nudge)
+    refreshes = pump.updates.refreshes
+    world.cloud.nudge("vibration", payload=canary_nudge)  # the replay, on every band
+    wait_for(lambda: pump.updates.refreshes > refreshes, what="the refresh the replay caused")
+    wait_for(lambda: pump.step == "already_installed", what="the refresh's outcome")
+    assert pump.version == 1
     repo.withdraw("vibration", 2, back_to=1)  # the abort
     world.releases.sync()
-    refreshes = agent.updates.refreshes
-    world.cloud.nudge("vibration", payload=canary_nudge)  # the replay, on every band
-    wait_for(lambda: agent.updates.refreshes > refreshes, what="the refresh the replay caused")
-    wait_for(lambda: agent.step == "already_installed", what="the refresh's outcome")
-    assert agent.version == 1
+    back = world.agent("canary-7", source=iter(()))  # comes back, hears the retained nudge
+    back.start(score=False)
+    wait_for(lambda: back.updates.refreshes >= 1, what="the canary's refresh")
+    wait_for(lambda: back.step == "already_installed", what="the canary's refresh outcome")
+    assert back.version == 1
     assert not [p for p, _ in world.server.requests if "/vibration/2/" in p]
 
 
