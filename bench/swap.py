@@ -226,7 +226,7 @@ def measure() -> dict[str, Any]:
     child, _ = _update_latency(runs, ChildProcessProbe(timeout=30.0))
     own, update_peak = _update_latency(runs, InProcessProbe())
     # How long each update spent fetching its patch over HTTP: what carrying the
-    # patch inside the announcement could save at most (on this loopback).
+    # patch inside the nudge could save at most (on this loopback).
     fetch_ms, total_ms = [], []
     for version in range(2, UPDATES + 2):
         marks = [(s, t) for s, v, t in steps if v == version]

@@ -57,7 +57,7 @@ class TrustLimits:
     snapshot_max_bytes: int = 64 * 1024
     targets_max_bytes: int = 512 * 1024
     max_root_rotations: int = 32
-    # A storm of announcements costs the CDN one refresh per device per interval.
+    # A storm of nudges costs the CDN one refresh per device per interval.
     min_refresh_seconds: float = 30.0
 
     def updater_config(self) -> UpdaterConfig:

@@ -224,7 +224,7 @@ class RolloutPointer:
     `offered` goes to the covered devices (named canaries, then `percent` of the
     fleet by stable band); every other device keeps `previous` (None: nothing
     yet). Moving `offered` back is an abort: a device that refreshes is no
-    longer offered the withdrawn version, whatever announcement it saw.
+    longer offered the withdrawn version, whatever nudge it heard.
     """
 
     model: str

@@ -142,15 +142,16 @@ class LocalCdn:
         object or the byte range asked for (206), or 416 for a range past its end."""
         key = request.path.lstrip("/")
         if not key.startswith("models/") or ".." in key.split("/"):
-            request.send_error(403)
+            _refuse(request, 403)
             return
         try:
             body = self.origin.get(key)
         except KeyError:
-            request.send_error(404)
+            # Every refresh asks for the next root version and expects this answer.
+            _refuse(request, 404)
             return
         except OriginUnavailable:
-            request.send_error(502)
+            _refuse(request, 502)
             return
         match = _RANGE.fullmatch(request.headers.get("Range") or "")
         first, last = 0, len(body) - 1
@@ -187,6 +188,16 @@ class LocalCdn:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+def _refuse(request: BaseHTTPRequestHandler, status: int) -> None:
+    """An error status with an empty body; a device that gave up meanwhile is no error."""
+    try:
+        request.send_response(status)
+        request.send_header("Content-Length", "0")
+        request.end_headers()
+    except (BrokenPipeError, ConnectionResetError):
+        return
 
 
 def _request_handler(cdn: LocalCdn) -> type[BaseHTTPRequestHandler]:
