@@ -193,9 +193,7 @@ def measure() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         fleet = _Fleet(Path(tmp))
         updater = fleet.updater(
-            Path(tmp),
-            lambda step, version, _: steps.append((step, version, time.perf_counter())),
-            InProcessProbe(),
+            Path(tmp), lambda step, version, _: steps.append((step, version, time.perf_counter()))
         )
         scorer = updater.scorer
         fleet.repository.publish(1, runs[0])

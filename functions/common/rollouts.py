@@ -448,16 +448,17 @@ class Rollouts:
             return f"stage {changed.stage}"
         return changed.state.value
 
-    def pointer(self, rollout: Rollout) -> RolloutPointer:
+    def pointer(self, rollout: Rollout, canaries: list[str] | None = None) -> RolloutPointer:
         """The signed pointer for a rollout that is not aborted: its version for the named
         canaries and the share of the fleet its stage covers, `previous` for the rest."""
         percent = 0 if rollout.stage <= 0 else rollout.plan.percentages[rollout.stage - 1]
+        named = self.canaries(rollout.model) if canaries is None else canaries
         return RolloutPointer(
             rollout.model,
             offered=rollout.version,
             previous=rollout.previous,
             percent=percent,
-            canaries=tuple(sorted(self.canaries(rollout.model))),
+            canaries=tuple(sorted(named)),
         )
 
     def _publish(self, rollout: Rollout) -> None:
@@ -466,13 +467,15 @@ class Rollouts:
         if job is None or self.publisher is None or self.trust is None:
             return
         trust = self.trust()
+        # Looked up once: the pointer names them, and they are nudged.
+        canaries = self.canaries(rollout.model)
         if rollout.state is State.ABORTED:
             trust.withdraw(rollout.model, rollout.version, back_to=rollout.previous)
         else:
-            trust.set_pointer(self.pointer(rollout))
+            trust.set_pointer(self.pointer(rollout, canaries))
         payload = Nudge(rollout.model, job.version).to_bytes()
         if job.canaries:
-            for thing in self.canaries(rollout.model):
+            for thing in canaries:
                 self.publisher.publish(ThingTopics(thing).nudge, payload, retain=True)
         for band in range(job.low, job.high):
             self.publisher.publish(announcement(rollout.model, band), payload, retain=True)
