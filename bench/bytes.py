@@ -1,10 +1,16 @@
-"""Bytes shipped per device per update, over a sequence of retrains on growing data.
+"""Bytes a device receives per update, over a sequence of retrains on growing data.
 
 Each step retrains (warm-started from the last shipped model) on more data than
-the one before, exactly as the factory does, and publishes what the planner
-plans: a device holding the previous version fetches the smallest thing that
-gets it to the new one, a patch or the compressed full artifact. The figure is
-that size divided by the zstd-compressed full artifact, median over the steps.
+the one before, exactly as the factory does, and publishes it as the cloud does:
+into a TUF repository (the online role signs it, the pointer names it for the
+whole fleet), served by the CDN stand-in. A real device (edge.trust over the
+agent's HTTP fetcher) holding the previous version is nudged and refreshes.
+Everything it receives for the update is counted: the nudge (its MQTT PUBLISH
+packet), the signed metadata it downloads, the version's spec, the golden
+inputs when they changed, and the patch (or the compressed full model when no
+patch is smaller). The ratio's denominator is what the same update costs
+without a patch: the same nudge, metadata, spec and golden inputs, plus the
+compressed full model. The figure is the median over the steps.
 
 Quality is judged on rows no model trained on: a digits test split, and for
 k-means a labelled stream with planted anomalies (alarm F1). Each step also
@@ -15,7 +21,9 @@ trains a cold model on the same data, and the deployed model must stay within
 from __future__ import annotations
 
 import statistics
+import tempfile
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +32,12 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.metrics import f1_score
 
+from bench.common import BenchRepository
+from edge.download import HttpFetcher
 from edge.sources import synthetic_vibration
-from edgeloop.contract import CODECS
+from edge.trust import InstalledModel, Offer, SignedRepository, TrustLimits
+from edgeloop.contract import CODECS, Nudge, announcement
+from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
 from edgeloop.delta import LayoutChanged, make_patch
 from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import ModelConfig, parse_config
@@ -33,10 +45,12 @@ from edgeloop.factory.data import Dataset
 from edgeloop.factory.deltas import plan_deltas
 from edgeloop.factory.run import train_run
 from edgeloop.runtime import CompiledModel
+from tests.support_http import cdn_of_files
 
 STEPS = 9  # 9 models: 8 updates
 TOLERANCE_POINTS = 0.5
 QUALITY_GOAL_RATIO = 0.25
+GOAL_MIN_MODEL_BYTES = 50 * 1024
 
 # The shipped configurations, with the gate opened so every retrain ships: the
 # figure is what an update costs, not how often the gate lets one through.
@@ -56,18 +70,82 @@ class Variant:
     model: str  # digits | vibration
     quantize: str
     sparsify: float | None
+    # Wider hidden layers than the shipped config: a model of about a megabyte.
+    hidden: tuple[int, ...] | None = None
+    seeds: tuple[int, ...] = (0, 1, 2)
 
     @property
     def name(self) -> str:
         sparse = "dense" if self.sparsify is None else f"sparse{self.sparsify:g}"
-        return f"{self.model}-{self.quantize}-{sparse}"
+        wide = "" if self.hidden is None else "-" + "x".join(map(str, self.hidden))
+        return f"{self.model}{wide}-{self.quantize}-{sparse}"
 
     def config(self) -> ModelConfig:
         doc = tomllib.loads(DIGITS if self.model == "digits" else VIBRATION)
         doc["export"] = {"quantize": self.quantize}
         if self.sparsify is not None:
             doc["export"]["sparsify_tolerance"] = self.sparsify
+        if self.hidden is not None:
+            # Fewer epochs: sklearn trains a megabyte MLP slowly, and the figure is
+            # the bytes of an update, not the best accuracy.
+            doc["train"]["params"].update(
+                {"hidden_layer_sizes": list(self.hidden), "max_iter": 60, "warm_max_iter": 20}
+            )
         return parse_config(doc)
+
+
+class Device:
+    """A device of the fleet, refreshing from the repository as the agent does, every
+    byte it receives counted by kind."""
+
+    def __init__(self, workdir: Path, repository: BenchRepository, cdn_url: str) -> None:
+        self.signed = SignedRepository(
+            HttpFetcher(cdn_url + REPOSITORY_PREFIX, 10.0, 1),
+            repository.root,
+            workdir,
+            limits=TrustLimits(min_refresh_seconds=0.0),
+        )
+        self.installed: InstalledModel | None = None
+
+    def _received(self, fetch: Callable[[], object]) -> int:
+        before = self.signed.bytes_received
+        fetch()
+        return self.signed.bytes_received - before
+
+    def update(self, model: str, version: int) -> dict[str, int]:
+        """Nudged for `version`: refresh, and fetch what installing it takes; returns the
+        bytes of each part, and of the compressed full model it did not need."""
+        received: dict[str, int] = {"nudge": nudge_packet_bytes(model, version)}
+        offers: list[Offer] = []
+        received["metadata"] = self._received(
+            lambda: offers.append(self.signed.refresh(model, "bench-device", self.installed))
+        )
+        (offer,) = offers
+        assert offer.version == version, offer
+        assert offer.model is not None
+        assert offer.spec is not None
+        assert offer.golden is not None
+        spec, golden = offer.spec, offer.golden
+        received["spec"] = self._received(lambda: self.signed.download(spec))
+        received["golden"] = self._received(lambda: self.signed.download(golden, keep=True))
+        packed = offer.compressed["zstd"]
+        received["compressed_full"] = packed.length
+        if offer.patch is not None:
+            patch = offer.patch[0]
+            received["patch"] = self._received(lambda: self.signed.download(patch))
+        else:
+            received["patch"] = self._received(lambda: self.signed.download(packed))
+        self.installed = InstalledModel(version, offer.model.hashes["sha256"])
+        return received
+
+
+def nudge_packet_bytes(model: str, version: int) -> int:
+    """The MQTT PUBLISH packet a device receives: fixed header, topic, packet id (QoS 1),
+    payload. The band does not change the size."""
+    topic = announcement(model, 0).encode()
+    payload = Nudge(model, version).to_bytes()
+    remaining = 2 + len(topic) + 2 + len(payload)
+    return 1 + (1 if remaining < 128 else 2) + remaining
 
 
 def _digits_data(seed: int) -> tuple[list[Dataset], np.ndarray, np.ndarray]:
@@ -108,7 +186,24 @@ def _quality(
 
 
 def run_sequence(variant: Variant, seed: int) -> dict[str, Any]:
-    config = variant.config()
+    with tempfile.TemporaryDirectory(prefix="edgeloop-bytes-") as tmp:
+        config = variant.config()
+        repository = BenchRepository.local(Path(tmp) / "cloud", config)
+        cdn = cdn_of_files(repository.files)
+        try:
+            device = Device(Path(tmp) / "device", repository, cdn.base_url)
+            return _sequence(variant, seed, config, repository, device)
+        finally:
+            cdn.stop()
+
+
+def _sequence(
+    variant: Variant,
+    seed: int,
+    config: ModelConfig,
+    repository: BenchRepository,
+    device: Device,
+) -> dict[str, Any]:
     steps, X_test, y_test = (_digits_data if variant.model == "digits" else _vibration_data)(seed)
     champion = None
     published: dict[int, bytes] = {}
@@ -124,6 +219,9 @@ def run_sequence(variant: Variant, seed: int) -> dict[str, Any]:
         previous = published.get(version - 1)
         plan = plan_deltas(tflite, {version - 1: previous} if previous else {})
         yardstick = plan.compressed_full_size
+        repository.published = {version - 1: previous} if previous else {}
+        repository.publish(version, run)
+        received = device.update(config.model.name, version)
         row: dict[str, Any] = {
             "version": version,
             "rows": len(data.X),
@@ -140,6 +238,9 @@ def run_sequence(variant: Variant, seed: int) -> dict[str, Any]:
         }
         if previous is not None:
             shipped = plan.shipped_bytes(version - 1)
+            assert received["patch"] == shipped, (received, shipped)
+            around = received["nudge"] + received["metadata"] + received["spec"]
+            around += received["golden"]
             # Every codec's patch again, for the breakdown: the plan keeps only the best.
             codecs: dict[str, int | None] = {}
             for codec in CODECS:
@@ -150,6 +251,10 @@ def run_sequence(variant: Variant, seed: int) -> dict[str, Any]:
             row.update(
                 {
                     "shipped_bytes": shipped,
+                    "received": received,
+                    "update_bytes": around + shipped,
+                    "full_update_bytes": around + yardstick,
+                    "ratio": (around + shipped) / (around + yardstick),
                     "shipped_ratio": shipped / yardstick,
                     "shipped_as": plan.patches[0].codec if plan.patches else "full (zstd)",
                     "patch_bytes_by_codec": codecs,
@@ -160,28 +265,50 @@ def run_sequence(variant: Variant, seed: int) -> dict[str, Any]:
         champion = run.model
     updates = [r for r in rows if "shipped_ratio" in r]
     gaps = [(r["cold_quality"] - r["quality"]) * 100 for r in rows]
+
+    def median_of(part: str) -> float:
+        return float(statistics.median(r["received"][part] for r in updates))
+
     return {
         "seed": seed,
-        "median_ratio": statistics.median(r["shipped_ratio"] for r in updates),
-        "max_ratio": max(r["shipped_ratio"] for r in updates),
+        "median_ratio": statistics.median(r["ratio"] for r in updates),
+        "max_ratio": max(r["ratio"] for r in updates),
+        "median_patch_only_ratio": statistics.median(r["shipped_ratio"] for r in updates),
+        "median_model_bytes": statistics.median(r["model_bytes"] for r in rows),
+        "median_received": {
+            part: median_of(part)
+            for part in ("nudge", "metadata", "spec", "golden", "patch", "compressed_full")
+        },
         "mean_gap_points": statistics.fmean(gaps),
         "final_gap_points": gaps[-1],
         "steps": rows,
     }
 
 
-def measure(variants: list[Variant], seeds: tuple[int, ...] = (0, 1, 2)) -> dict[str, Any]:
-    out: dict[str, Any] = {"steps": STEPS, "seeds": list(seeds), "variants": {}}
+def measure(variants: list[Variant]) -> dict[str, Any]:
+    out: dict[str, Any] = {"steps": STEPS, "variants": {}}
     for variant in variants:
-        runs = [run_sequence(variant, seed) for seed in seeds]
+        runs = [run_sequence(variant, seed) for seed in variant.seeds]
         summary = {
+            "seeds": len(runs),
             "median_ratio": statistics.median(r["median_ratio"] for r in runs),
             "max_ratio": max(r["max_ratio"] for r in runs),
+            "median_patch_only_ratio": statistics.median(
+                r["median_patch_only_ratio"] for r in runs
+            ),
+            "model_bytes": statistics.median(r["median_model_bytes"] for r in runs),
+            "median_received": {
+                part: statistics.median(r["median_received"][part] for r in runs)
+                for part in runs[0]["median_received"]
+            },
             "mean_gap_points": statistics.fmean(r["mean_gap_points"] for r in runs),
             "final_gap_points": statistics.fmean(r["final_gap_points"] for r in runs),
         }
+        # The 25% goal is for models of 50 KB and up; a smaller model is reported as it
+        # is (what dominates its bytes is in median_received).
+        summary["goal_applies"] = summary["model_bytes"] >= GOAL_MIN_MODEL_BYTES
         summary["meets_goal"] = (
-            summary["median_ratio"] <= QUALITY_GOAL_RATIO
+            (summary["median_ratio"] <= QUALITY_GOAL_RATIO or not summary["goal_applies"])
             and summary["mean_gap_points"] <= TOLERANCE_POINTS
             and summary["max_ratio"] <= 1.0
         )
@@ -194,6 +321,8 @@ VARIANTS = [
     Variant("digits", "int8", 0.01),
     Variant("vibration", "int8", None),
     Variant("digits", "none", None),
+    # About a megabyte: 64 → 512 → 512 → 10 in float32, one seed (each fit is slow).
+    Variant("digits", "none", 0.01, hidden=(512, 512), seeds=(0,)),
 ]
 
 
@@ -201,4 +330,4 @@ if __name__ == "__main__":
     import sys
 
     model, quantize, *rest = sys.argv[1:]
-    measure([Variant(model, quantize, float(rest[0]) if rest else None)])
+    measure([Variant(model, quantize, float(rest[0]) if rest else None, seeds=(0,))])

@@ -11,31 +11,31 @@ import os
 import platform
 import resource
 import time
-from collections.abc import Callable, Sequence
-from datetime import timedelta
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
+from securesystemslib.signer import CryptoSigner, Signer
 
-from edgeloop.contract import announcement
-from edgeloop.contract.signers import LocalSigner, sign_manifest
+from edgeloop.contract import Manifest, Nudge, announcement
 from edgeloop.contract.stages import BANDS
+from edgeloop.contract.trust_targets import REPOSITORY_PREFIX, RolloutPointer
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.deltas import plan_deltas
-from edgeloop.factory.release import build_manifest, compressed_file, delta_files, version_prefix
+from edgeloop.factory.release import build_release
 from edgeloop.factory.run import RunResult
+from edgeloop.trust import (
+    ByteStore,
+    DirectoryStore,
+    RootCeremony,
+    TrustRepository,
+    VersionRelease,
+)
+from edgeloop.trust.keys import generate_root_key
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def announce_to_everyone(client: Any, model: str, raw: bytes) -> int:
-    """What the cloud publishes when a rollout covers the whole fleet: the manifest,
-    retained, on each of the model's 1% bands. Returns the publishes made."""
-    for band in range(BANDS):
-        client.publish(announcement(model, band), raw, qos=1, retain=True).wait_for_publish(30)
-    return BANDS
 
 
 def machine() -> dict[str, Any]:
@@ -93,30 +93,56 @@ def wait_until(
     return time.monotonic() - start
 
 
-def release_files(
-    config: ModelConfig, runs: Sequence[RunResult], signer: LocalSigner
-) -> tuple[list[bytes], dict[str, bytes]]:
-    """Publish `runs` as versions 1..n the way the retrain function does: the
-    model, patches from every earlier version, the compressed model and a
-    signed manifest. Returns the manifests and every file by its CDN path."""
-    model = config.model.name
-    files: dict[str, bytes] = {}
-    manifests: list[bytes] = []
-    published: dict[int, bytes] = {}
-    for version, run in enumerate(runs, start=1):
+class BenchRepository:
+    """A fleet's TUF repository, signed as the cloud signs it, and every file of it by the
+    path a CDN serves it under: `files` is what `tests.support_http.cdn_of_files` serves,
+    kept current."""
+
+    def __init__(self, store: ByteStore, online: Signer, root: bytes, config: ModelConfig) -> None:
+        self.config, self.store, self.online, self.root = config, store, online, root
+        self.files: dict[str, bytes] = {}
+        self.published: dict[int, bytes] = {}
+        self.sync()
+
+    @staticmethod
+    def local(workdir: Path, config: ModelConfig) -> BenchRepository:
+        """In a directory, with a local root of three keys and a local online key."""
+        store = DirectoryStore(workdir / "bucket")
+        keys = [generate_root_key(workdir / "root-keys" / f"{i}.pem", None) for i in range(3)]
+        online = CryptoSigner.generate_ecdsa()
+        root = RootCeremony(store).init(keys, 2, online.public_key).to_bytes()
+        TrustRepository(store, online).resign_due()
+        return BenchRepository(store, online, root, config)
+
+    def repo(self) -> TrustRepository:
+        return TrustRepository(self.store, self.online)
+
+    def sync(self) -> None:
+        for key in self.store.list("tuf/"):
+            data = self.store.get(key)
+            assert data is not None
+            self.files[REPOSITORY_PREFIX + key] = data
+
+    def publish(self, version: int, run: RunResult, percent: int = 100) -> Manifest:
+        """Version `version` with patches from every earlier one, and the pointer naming it
+        for `percent` of the fleet, as the retrain function and the rollout do."""
         if run.tflite is None:
             raise ValueError(f"run {version} produced no model to publish")
-        files[version_prefix(model, version) + "model.tflite"] = run.tflite
-        plan = plan_deltas(run.tflite, published)
-        deltas = []
-        for ref, data in delta_files(model, version, plan):
-            files[ref.path] = data
-            deltas.append(ref)
-        packed, packed_data = compressed_file(model, version, plan)
-        files[packed.path] = packed_data
-        manifest = build_manifest(
-            config, version, run.tflite, deltas, run.record, timedelta(days=1), None, packed
-        )
-        manifests.append(sign_manifest(manifest, signer).to_bytes())
-        published[version] = run.tflite
-    return manifests, files
+        plan = plan_deltas(run.tflite, self.published)
+        manifest, files = build_release(self.config, version, run.tflite, plan, run.record)
+        repo = self.repo()
+        repo.publish(VersionRelease.of(manifest, files))
+        previous = max(self.published) if self.published else None
+        repo.set_pointer(RolloutPointer(self.config.model.name, version, previous, percent))
+        self.published[version] = run.tflite
+        self.sync()
+        return manifest
+
+
+def nudge_everyone(client: Any, model: str, version: int) -> int:
+    """What the cloud publishes when a rollout covers the whole fleet: a nudge, retained,
+    on each of the model's 1% bands. Returns the publishes made."""
+    payload = Nudge(model, version).to_bytes()
+    for band in range(BANDS):
+        client.publish(announcement(model, band), payload, qos=1, retain=True).wait_for_publish(30)
+    return BANDS

@@ -1,12 +1,13 @@
-"""Fan-out: one announcement, 1,000 agents on one machine, each swapped.
+"""Fan-out: one nudge, 1,000 agents on one machine, each swapped.
 
-The agents are the real `edge.agent.Agent` (MQTT link, verification, download,
+The agents are the real `edge.agent.Agent` (MQTT link, TUF refresh, download,
 patch, health check, swap), without sensors or uploads, spread over processes
 (one process cannot watch more than ~1,000 sockets with select()). The cloud
-side publishes once per version and band: a retained QoS 1 message on each of
-the model's 100 band topics (a rollout at 100%), each device subscribed to one,
-which the broker fans out. The first announcement ships the full model
-(compressed), the second a patch.
+side signs the version and its pointer into the repository, then publishes once
+per version and band: a retained QoS 1 nudge on each of the model's 100 band
+topics (a rollout at 100%), each device subscribed to one, which the broker
+fans out. Every agent then refreshes the signed metadata from the CDN and
+fetches the version: the full model (compressed) first, then a patch.
 """
 
 from __future__ import annotations
@@ -24,10 +25,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.common import announce_to_everyone, release_files, wait_until
+from bench.common import BenchRepository, nudge_everyone, wait_until
 from bench.soak import train_versions, worker
-from edgeloop.contract import public_key_pem
-from edgeloop.contract.signers import LocalSigner
 from edgeloop.contract.stages import BANDS
 from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import parse_config
@@ -45,13 +44,12 @@ def measure(agents: int = AGENTS) -> dict[str, Any]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 16 * agents)), hard))
     config = parse_config(tomllib.loads(ANOMALY_TOML))
     runs = train_versions(2)
-    signer = LocalSigner.generate()
-    manifests, files = release_files(config, runs, signer)
+    workdir = Path(tempfile.mkdtemp(prefix="edgeloop-fanout-"))
+    repository = BenchRepository.local(workdir / "cloud", config)
     has_mosquitto = shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
     broker = Mosquitto() if has_mosquitto else EmbeddedBroker()
-    cdn = cdn_of_files(files)
-    workdir = Path(tempfile.mkdtemp(prefix="edgeloop-fanout-"))
-    (workdir / "key.pem").write_bytes(public_key_pem(signer.public_key()))
+    cdn = cdn_of_files(repository.files)
+    (workdir / "root.json").write_bytes(repository.root)
     context = multiprocessing.get_context("spawn")
     workers = []
     for first in range(0, agents, PER_PROCESS):
@@ -80,9 +78,10 @@ def measure(agents: int = AGENTS) -> dict[str, Any]:
         announcer = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fanout-announcer")
         announcer.connect("127.0.0.1", broker.port)
         announcer.loop_start()
-        for version, raw in enumerate(manifests, start=1):
+        for version, run in enumerate(runs, start=1):
             start = time.monotonic()
-            publishes += announce_to_everyone(announcer, "vibration", raw)
+            repository.publish(version, run)
+            publishes += nudge_everyone(announcer, "vibration", version)
 
             def everyone_on(v: int = version) -> bool:
                 return all(r["versions"] == [v] for r in ask("state"))
@@ -111,10 +110,10 @@ def measure(agents: int = AGENTS) -> dict[str, Any]:
         "agents": agents,
         "processes": len(workers),
         "broker": broker.kind,
-        "cloud_publishes_per_version": publishes // len(manifests),
+        "cloud_publishes_per_version": publishes // len(runs),
         "rounds": rounds,
         "worst_announce_to_all_swapped_s": worst,
-        "meets_goal": worst < GOAL_SECONDS and publishes == len(manifests) * BANDS,
+        "meets_goal": worst < GOAL_SECONDS and publishes == len(runs) * BANDS,
     }
 
 

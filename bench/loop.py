@@ -56,7 +56,7 @@ def measure() -> dict[str, Any]:
         with LocalRuntime({"vibration": CONFIG}, broker.url, batching_window=1.0) as cloud:
             registry = Registry(cloud.client("dynamodb"), cloud.resources.registry_table)
             workdir = Path(tempfile.mkdtemp(prefix="edgeloop-bench-loop-"))
-            (workdir / "key.pem").write_bytes(cloud.manifest_public_key())
+            (workdir / "root.json").write_bytes(cloud.trust_root)
             for i in range(DEVICES):
                 cloud.enroll(f"loop-{i:02d}", "vibration", canary=True)
             agents = [
@@ -69,10 +69,8 @@ def measure() -> dict[str, Any]:
                                 "n_features": 8,
                             },
                             "broker": {"url": broker.url, "reconnect_min": 0.05},
-                            "artifacts": {
-                                "base_url": cloud.cdn.base_url,
-                                "manifest_keys": ["key.pem"],
-                            },
+                            "artifacts": {"base_url": cloud.cdn.base_url},
+                            "trust": {"root": "root.json", "min_refresh_seconds": 0.0},
                             "state": {"dir": f"d{i:02d}"},
                             "upload": {"batch_rows": 40, "sample_rate": 1.0, "retry_seconds": 0.2},
                             "status_interval": 1.0,

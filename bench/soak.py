@@ -23,19 +23,20 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.common import announce_to_everyone, release_files, wait_until
+from bench.common import BenchRepository, nudge_everyone, wait_until
 from edge.agent import Agent
 from edge.config import parse_agent_config
 from edge.probe import InProcessProbe
 from edge.sources import synthetic_vibration
-from edgeloop.contract import public_key_pem
-from edgeloop.contract.signers import LocalSigner
+from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
 from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import parse_config
 from edgeloop.factory.data import Dataset
 from edgeloop.factory.run import RunResult, train_run
 from edgeloop.local.broker import EmbeddedBroker
 from edgeloop.local.runtime import LocalRuntime
+from edgeloop.trust import KmsSigner, S3Store
+from edgeloop.trust.store import mutable
 from tests.support_broker import Mosquitto
 
 RESULTS = Path(__file__).parent / "results"
@@ -72,12 +73,8 @@ def worker(pipe: Any, spec: dict[str, Any]) -> None:
                     "n_features": 8,
                 },
                 "broker": {"url": spec["broker"], "reconnect_min": 0.5, "reconnect_max": 15.0},
-                "artifacts": {
-                    "base_url": spec["cdn"],
-                    "manifest_keys": ["key.pem"],
-                    "timeout": 30.0,
-                    "retries": 6,
-                },
+                "artifacts": {"base_url": spec["cdn"], "timeout": 30.0, "retries": 6},
+                "trust": {"root": "root.json", "min_refresh_seconds": 0.0},
                 "state": {"dir": f"agent-{i:04d}"},
                 "upload": {"batch_rows": 40, "sample_rate": 1.0, "retry_seconds": 2.0},
                 "status_interval": 3600.0,
@@ -139,9 +136,7 @@ def main() -> int:
         "broker": broker.kind,
         "rounds": [],
     }
-    signer = LocalSigner.generate()
     workdir = Path(tempfile.mkdtemp(prefix="edgeloop-soak-"))
-    (workdir / "key.pem").write_bytes(public_key_pem(signer.public_key()))
     # The soak publishes its own versions, so uploads only have to reach S3. The
     # data bucket's notifications are switched off: moto's SQS does work per
     # queued message on every send, and with thousands queued each upload took
@@ -162,14 +157,13 @@ def main() -> int:
         s3.put_bucket_notification_configuration(
             Bucket=cloud.resources.data_bucket, NotificationConfiguration={}
         )
-        bucket = cloud.resources.artifact_bucket
-        manifests, files = release_files(config, runs, signer)
-        # Published artifacts go to the CDN stand-in's cache too, as CloudFront
-        # warmed at publish time would hold them: moto, busy with a thousand
-        # devices' uploads, answered cache misses after the agents' timeouts.
-        for path, data in files.items():
-            s3.put_object(Bucket=bucket, Key=path, Body=data)
-            cloud.artifacts.prime(path, data)
+        (workdir / "root.json").write_bytes(cloud.trust_root)
+        repository = BenchRepository(
+            S3Store(s3, cloud.resources.artifact_bucket, REPOSITORY_PREFIX),
+            KmsSigner.of_key(cloud.client("kms"), cloud.resources.signing_key_id),
+            cloud.trust_root,
+            config,
+        )
         # paho's select() cannot watch file descriptors above 1024, so one process
         # holds at most a few hundred agents: the fleet is spread over processes,
         # as real devices would be (one agent each).
@@ -205,7 +199,7 @@ def main() -> int:
         announcer.connect("127.0.0.1", broker.port)
         announcer.loop_start()
         queued = 0
-        for version, raw in enumerate(manifests, start=1):
+        for version, run in enumerate(runs, start=1):
             round_start = time.monotonic()
             if version == 2:
                 broker.stop()  # the broker goes away; agents keep scoring and queueing uploads
@@ -216,7 +210,14 @@ def main() -> int:
             if version == 2:
                 broker.start()
                 wait_until(lambda: announcer.is_connected(), 60, "the announcer to reconnect")
-            announce_to_everyone(announcer, "vibration", raw)
+            repository.publish(version, run)
+            # What is published goes to the CDN stand-in's cache too, as CloudFront
+            # warmed at publish time would hold it: moto, busy with a thousand
+            # devices' uploads, answered cache misses after the agents' timeouts.
+            for path, data in repository.files.items():
+                if not mutable(path):
+                    cloud.artifacts.prime(path, data)
+            nudge_everyone(announcer, "vibration", version)
 
             def everyone_on(v: int = version) -> bool:
                 return all(r["versions"] == [v] for r in ask("state"))

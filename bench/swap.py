@@ -1,8 +1,9 @@
 """Hot swap under load: a 10,000 samples/s scoring loop while real updates land.
 
 One thread scores single samples on a 100 µs clock, as a device's sensor loop
-would; another runs the agent's real update path (signed manifest, patch from
-an HTTP server, verify, load, health check, swap, persist) over and over. A
+would; another runs the agent's real update path (TUF refresh of the signed
+metadata, patch from an HTTP server, verify, load, health check, swap, persist)
+over and over. A
 sample is dropped if it waits longer than the agent's one-second input buffer;
 the stall is how late the latest sample was scored. The same loop runs first
 without updates, so the two are compared side by side.
@@ -12,30 +13,33 @@ from __future__ import annotations
 
 import gc
 import json
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import tomllib
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.common import release_files
+from bench.common import BenchRepository
 from edge.download import HttpFetcher
 from edge.model_sources import model_sources
 from edge.probe import ChildProcessProbe, InProcessProbe
 from edge.scoring import Scorer
 from edge.sources import synthetic_vibration
 from edge.store import ModelStore
+from edge.trust import SignedRepository, TrustLimits
 from edge.updater import Updater
-from edgeloop.contract import TensorSpec, TrustedKeys
-from edgeloop.contract.signers import LocalSigner
+from edgeloop.contract import TensorSpec
+from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
 from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.factory.config import parse_config
 from edgeloop.factory.data import Dataset
-from edgeloop.factory.run import train_run
+from edgeloop.factory.run import RunResult, train_run
 from tests.support_http import cdn_of_files
 
 RATE = 10_000
@@ -46,9 +50,8 @@ UPDATES = 12
 GOAL_STALL_MS = 5.0
 
 
-def _releases(count: int) -> tuple[list[bytes], dict[str, bytes], LocalSigner]:
+def _runs(count: int) -> list[RunResult]:
     config = parse_config(tomllib.loads(ANOMALY_TOML))
-    signer = LocalSigner.generate()
     runs = []
     champion = None
     for version in range(1, count + 1):
@@ -58,8 +61,40 @@ def _releases(count: int) -> tuple[list[bytes], dict[str, bytes], LocalSigner]:
         run = train_run(config, Dataset(X=rows.astype(np.float64), y=None, batches=()), champion)
         champion = run.model
         runs.append(run)
-    manifests, files = release_files(config, runs, signer)
-    return manifests, files, signer
+    return runs
+
+
+class _Fleet:
+    """The cloud side of one measurement: a TUF repository served by a CDN stand-in;
+    each version is published (not timed: that is the cloud's work) before the device
+    updates to it."""
+
+    def __init__(self, tmp: Path) -> None:
+        config = parse_config(tomllib.loads(ANOMALY_TOML))
+        self.repository = BenchRepository.local(tmp / "cloud", config)
+        self.cdn = cdn_of_files(self.repository.files)
+
+    def updater(self, tmp: Path, report: Any, probe: Any = None) -> Updater:
+        store = ModelStore(tmp / "models")
+        repository = SignedRepository(
+            HttpFetcher(self.cdn.base_url + REPOSITORY_PREFIX, 10.0, 3),
+            self.repository.root,
+            tmp / "trust",
+            limits=TrustLimits(min_refresh_seconds=0.0),
+            staging=store.staging,
+        )
+        return Updater(
+            model="vibration",
+            thing="bench-1",
+            store=store,
+            scorer=Scorer(0.6),
+            repository=repository,
+            sources=model_sources(repository),
+            device_input=TensorSpec(shape=(-1, 8)),
+            report=report,
+            max_bytes=1 << 24,
+            **({"probe": probe} if probe is not None else {}),
+        )
 
 
 def _score_loop(
@@ -101,63 +136,78 @@ def _score_loop(
     }
 
 
-def _update_latency(
-    manifests: list[bytes], base_url: str, signer: LocalSigner, probe: Any
-) -> list[float]:
-    """Seconds each update took, one after another, with nothing else running."""
+def _update_latency(runs: list[RunResult], probe: Any) -> tuple[list[float], int]:
+    """Seconds each update took, one after another, with nothing else running, and the
+    peak of Python allocations on the device's side from the first install on (bytes).
+
+    The cloud's work (planning patches, signing) is done for every version first; the
+    CDN is then switched from one published state to the next between updates, so
+    neither the timing nor the allocations include it."""
     with tempfile.TemporaryDirectory() as tmp:
-        store = ModelStore(Path(tmp) / "models")
-        updater = Updater(
-            model="vibration",
-            store=store,
-            scorer=Scorer(0.6),
-            trusted=TrustedKeys([signer.public_key()]),
-            sources=model_sources(HttpFetcher(base_url, 10.0, 3), store.staging),
-            device_input=TensorSpec(shape=(-1, 8)),
-            report=lambda *_: None,
-            max_bytes=1 << 24,
-            probe=probe,
-        )
-        assert updater.handle(manifests[0]).step == "succeeded"
+        fleet = _Fleet(Path(tmp))
+        states = []
+        for version, run in enumerate(runs, start=1):
+            fleet.repository.publish(version, run)
+            states.append(dict(fleet.repository.files))
+        served = fleet.repository.files
+
+        def serve(version: int) -> None:
+            served.clear()
+            served.update(states[version - 1])
+
+        serve(1)
+        tracemalloc.start()
+        updater = fleet.updater(Path(tmp), lambda *_: None, probe)
+        assert updater.handle().step == "succeeded"
         seconds = []
-        for raw in manifests[1:]:
+        for version in range(2, len(runs) + 1):
+            serve(version)
             start = time.perf_counter()
-            assert updater.handle(raw).step == "succeeded"
+            result = updater.handle()
             seconds.append(time.perf_counter() - start)
-        return seconds
+            assert result.step == "succeeded", result
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        fleet.cdn.stop()
+        return seconds, peak
+
+
+def agent_import_rss_mb() -> float:
+    """The resident memory of a fresh interpreter that imported the agent: what a device
+    pays before its first model (python-tuf and securesystemslib's verifying side now)."""
+    code = (
+        "import resource, edge.agent, edge.trust; "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return round(float(out.stdout.strip()), 1)
 
 
 def measure() -> dict[str, Any]:
-    manifests, files, signer = _releases(UPDATES + 1)
+    runs = _runs(UPDATES + 1)
     # As the agent does when it starts scoring (edge.agent.Agent.start): the
     # training above left a heap no device process has.
     gc.collect()
     gc.freeze()
-    server = cdn_of_files(files)
     steps: list[tuple[str, int | None, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        store = ModelStore(Path(tmp) / "models")
-        scorer = Scorer(0.6)
-        updater = Updater(
-            model="vibration",
-            store=store,
-            scorer=scorer,
-            trusted=TrustedKeys([signer.public_key()]),
-            sources=model_sources(HttpFetcher(server.base_url, 10.0, 3), store.staging),
-            device_input=TensorSpec(shape=(-1, 8)),
-            report=lambda step, version, _: steps.append((step, version, time.perf_counter())),
-            max_bytes=1 << 24,
+        fleet = _Fleet(Path(tmp))
+        updater = fleet.updater(
+            Path(tmp), lambda step, version, _: steps.append((step, version, time.perf_counter()))
         )
-        assert updater.handle(manifests[0]).step == "succeeded"
+        scorer = updater.scorer
+        fleet.repository.publish(1, runs[0])
+        assert updater.handle().step == "succeeded"
         baseline = _score_loop(scorer, 2.0)
         results: list[str] = []
         update_seconds: list[float] = []
 
         def updates() -> None:
             time.sleep(0.2)
-            for raw in manifests[1:]:
+            for version, run in enumerate(runs[1:], start=2):
+                fleet.repository.publish(version, run)
                 t = time.perf_counter()
-                results.append(updater.handle(raw).step)
+                results.append(updater.handle().step)
                 update_seconds.append(time.perf_counter() - t)
                 time.sleep(0.1)
 
@@ -167,14 +217,14 @@ def measure() -> dict[str, Any]:
         worker.join()
         if worker.is_alive() or len(results) < UPDATES:
             under_updates["note"] = "the scoring window ended before every update finished"
-    # The same updates again with nothing else running, once with the child-process
-    # check and once with the check in the agent's own process (as before it):
-    # what trying an untrusted model in a child costs, side by side.
-    child = _update_latency(manifests, server.base_url, signer, ChildProcessProbe(timeout=30.0))
-    own = _update_latency(manifests, server.base_url, signer, InProcessProbe())
-    server.stop()
+        # The same updates again with nothing else running, once with the child-process
+        # check and once with the check in the agent's own process (as before it):
+        # what trying an untrusted model in a child costs, side by side.
+        fleet.cdn.stop()
+    child, _ = _update_latency(runs, ChildProcessProbe(timeout=30.0))
+    own, update_peak = _update_latency(runs, InProcessProbe())
     # How long each update spent fetching its patch over HTTP: what carrying the
-    # patch inside the announcement could save at most (on this loopback).
+    # patch inside the nudge could save at most (on this loopback).
     fetch_ms, total_ms = [], []
     for version in range(2, UPDATES + 2):
         marks = [(s, t) for s, v, t in steps if v == version]
@@ -182,12 +232,10 @@ def measure() -> dict[str, Any]:
         if "downloading" in times and "patching" in times:
             fetch_ms.append((times["patching"] - times["downloading"]) * 1000)
             total_ms.append((marks[-1][1] - marks[0][1]) * 1000)
-    manifest_bytes = [len(m) for m in manifests[1:]]
-    patch_bytes = [len(data) for path, data in files.items() if "/from-" in path]
+    patch_bytes = [len(data) for path, data in fleet.repository.files.items() if ".from-" in path]
     figures_inline = {
         "patch_fetch_ms_p50": round(float(np.median(fetch_ms)), 2) if fetch_ms else None,
         "update_ms_p50": round(float(np.median(total_ms)), 2) if total_ms else None,
-        "manifest_bytes_p50": int(np.median(manifest_bytes)),
         "patch_bytes_p50": int(np.median(patch_bytes)) if patch_bytes else None,
     }
     figures = {
@@ -202,6 +250,10 @@ def measure() -> dict[str, Any]:
             "in_process_check_p50": round(1000 * float(np.median(own)), 1),
             "added_p50": round(1000 * float(np.median(child) - np.median(own)), 1),
             "goal_added_ms": GOAL_PROBE_MS,
+        },
+        "agent_memory": {
+            "import_rss_mb": agent_import_rss_mb(),
+            "update_peak_alloc_kb": round(update_peak / 1024, 1),
         },
         "without_updates": baseline,
         "with_updates": under_updates,

@@ -1,8 +1,8 @@
-"""The agent: receive, verify, fetch, patch, check, swap, report; score locally; upload.
+"""The agent: refresh, verify, fetch, patch, check, swap, report; score locally; upload.
 
 This class only wires the parts together. Threads, each running one part:
-- the MQTT link (edge.link), which calls back on announcements;
-- the update worker (edge.update_worker): one update at a time, newest wins;
+- the MQTT link (edge.link), which calls back on nudges;
+- the update worker (edge.update_worker): one refresh at a time, nudges coalesced;
 - local scoring (edge.local_scoring): source → model → alarms → upload policy;
 - the uploader (edge.uploads): disk queue → presigned POST;
 - the status timer (edge.status).
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from edge.alarms import AlarmEvents
 from edge.config import AgentConfig
 from edge.counters import Counters
-from edge.download import ArtifactFetcher, HttpFetcher
+from edge.download import HttpFetcher
 from edge.drift import DriftWindow
 from edge.link import Link
 from edge.local_scoring import LocalScoring
@@ -29,12 +29,14 @@ from edge.sources import Sample, SkippedLines, source_from_config
 from edge.status import StatusBoard
 from edge.store import ModelStore
 from edge.supervisor import Supervisor
+from edge.trust import SignedRepository, TrustLimits
 from edge.update_worker import UpdateWorker
 from edge.updater import ModelProbe, Updater
 from edge.upload_policy import UploadPolicy
 from edge.uploads import Uploader, UploadQueue
 from edge.watch import SwapGuard
-from edgeloop.contract import StatusReport, Step, TensorSpec, TrustedKeys
+from edgeloop.contract import StatusReport, Step, TensorSpec
+from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
 from edgeloop.runtime import CompiledModel, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ class Agent:
         self,
         config: AgentConfig,
         source: Iterator[Sample] | None = None,
-        fetcher: ArtifactFetcher | None = None,
+        http: HttpFetcher | None = None,
         probe: ModelProbe | None = None,
     ) -> None:
         self.config = config
@@ -56,29 +58,41 @@ class Agent:
         self.queue = UploadQueue(config.state_dir / "uploads", config.upload.queue_max_batches)
         self.drift = DriftWindow()
         self.board = StatusBoard(d.model, self.scorer, self.queue, self.drift, self._status)
-        fetcher = fetcher or HttpFetcher(
-            config.artifacts.base_url,
+        http = http or HttpFetcher(
+            config.artifacts.base_url + REPOSITORY_PREFIX,
             config.artifacts.timeout,
             config.artifacts.retries,
             user_agent=f"edgeloop-agent/{d.thing}",
         )
+        # The worker paces refreshes; the repository answers every one it is asked.
+        self.repository = SignedRepository(
+            http,
+            config.trust.root.read_bytes(),
+            config.state_dir / "trust",
+            limits=TrustLimits(min_refresh_seconds=0.0),
+            staging=self.store.staging,
+        )
         self.guard = SwapGuard(self.scorer, self.store, config.watch, self.board.record)
         self.updater = Updater(
             model=d.model,
+            thing=d.thing,
             store=self.store,
             scorer=self.scorer,
-            trusted=TrustedKeys.from_pem(*(p.read_bytes() for p in config.artifacts.manifest_keys)),
-            sources=model_sources(fetcher, self.store.staging, config.artifacts.max_bytes),
+            repository=self.repository,
+            sources=model_sources(self.repository, config.artifacts.max_bytes),
             device_input=TensorSpec(shape=(-1, d.n_features), names=d.feature_names),
             report=self.board.record,
             max_bytes=config.artifacts.max_bytes,
             on_swapped=self._swapped,
             probe=probe or ChildProcessProbe(timeout=config.artifacts.check_timeout),
         )
-        self.updates = UpdateWorker(self.updater, self.board.record)
-        self.link = Link(
-            config.broker, d.thing, d.model, self.updates.announced, self.board.publish
+        self.updates = UpdateWorker(
+            self.updater,
+            self.board.record,
+            min_interval=config.trust.min_refresh_seconds,
+            every=config.trust.refresh_interval,
         )
+        self.link = Link(config.broker, d.thing, d.model, self.updates.nudged, self.board.publish)
         self.uploader = Uploader(self.queue, self.link, d.model, config.upload.retry_seconds)
         self.uploads = UploadPolicy(config.upload, self.queue, self.counters, config.source.seed)
         self.scoring = LocalScoring(

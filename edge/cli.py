@@ -10,19 +10,51 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
-from edgeloop.contract import ContractError, TensorSpec, TrustedKeys, accept_manifest
+from edge.errors import UpdateError
+from edgeloop.contract import ContractError
 
 
-def _verify(args: argparse.Namespace) -> int:
-    trusted = TrustedKeys.from_pem(*(Path(k).read_bytes() for k in args.key))
-    device_input = TensorSpec(shape=(-1, args.features)) if args.features is not None else None
-    manifest = accept_manifest(
-        Path(args.manifest).read_bytes(),
-        trusted,
-        installed_version=args.installed_version,
-        device_input=device_input,
+def _check(args: argparse.Namespace) -> int:
+    """What a device with this config would be offered, from a fresh copy of its trust
+    anchor: the agent's own refresh, in a temporary directory, installing nothing."""
+    import tempfile
+
+    from edge.config import load_agent_config
+    from edge.download import HttpFetcher
+    from edge.trust import SignedRepository, TrustLimits
+    from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
+
+    config = load_agent_config(args.config)
+    thing = args.thing or config.device.thing
+    http = HttpFetcher(
+        config.artifacts.base_url + REPOSITORY_PREFIX,
+        config.artifacts.timeout,
+        config.artifacts.retries,
+        user_agent="edgeloop-agent-check",
     )
-    print(json.dumps({"model": manifest.model, "version": manifest.version, "accepted": True}))
+    with tempfile.TemporaryDirectory(prefix="edgeloop-check-") as scratch:
+        repo = SignedRepository(
+            http,
+            config.trust.root.read_bytes(),
+            Path(scratch),
+            limits=TrustLimits(min_refresh_seconds=0.0),
+        )
+        try:
+            offer = repo.refresh(config.device.model, thing, None)
+        except UpdateError as exc:
+            print(json.dumps({"thing": thing, "model": config.device.model, "refused": exc.reason}))
+            return 1
+    pointer = offer.pointer
+    doc = {
+        "thing": thing,
+        "model": config.device.model,
+        "offered": offer.version,
+        "rollout": None if pointer is None else pointer.to_json(),
+        "model_bytes": offer.model.length if offer.model else None,
+        "compressed_bytes": {e: t.length for e, t in offer.compressed.items()},
+        "metadata_bytes": repo.bytes_received,
+    }
+    print(json.dumps(doc))
     return 0
 
 
@@ -92,7 +124,8 @@ def configure_logging(level: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeloop-agent",
-        description="Device agent: verifies, fetches and hot-swaps models, scores locally.",
+        description="Device agent: refreshes the fleet's signed metadata, fetches and hot-swaps "
+        "models, scores locally.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('edgeloop')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -107,12 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_run)
 
-    p = sub.add_parser("verify", help="make every check the agent makes on a manifest")
-    p.add_argument("manifest")
-    p.add_argument("--key", action="append", required=True, help="pinned PEM public key")
-    p.add_argument("--installed-version", type=int, default=None)
-    p.add_argument("--features", type=int, default=None, help="features this device produces")
-    p.set_defaults(run=_verify)
+    p = sub.add_parser(
+        "check",
+        help="refresh the signed metadata from the config's root and say what this device "
+        "is offered (installs nothing, keeps no state)",
+    )
+    p.add_argument("--config", required=True, help="agent.toml")
+    p.add_argument("--thing", default=None, help="ask for another thing name than the config's")
+    p.set_defaults(run=_check)
     return parser
 
 

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from tuf.api.metadata import Metadata, Root
+
 from edge.errors import AgentConfigError
-from edgeloop.contract import Fields, load_public_key
+from edgeloop.contract import Fields
 from edgeloop.contract.topics import check_model_name, check_thing_name
 from edgeloop.tomlfile import read_toml
 
@@ -99,9 +101,6 @@ class BrokerSection:
 @dataclass(frozen=True)
 class ArtifactsSection:
     base_url: str
-    manifest_keys: tuple[Path, ...] = field(
-        metadata=rule(existing_file=True, check=lambda paths: _public_keys(paths))
-    )
     max_bytes: int = field(default=64 * 1024 * 1024, metadata=rule(low=1024, high=2**31))
     timeout: float = field(default=10.0, metadata=rule(low=0.05, high=600))
     retries: int = field(default=4, metadata=rule(low=0, high=100))
@@ -121,11 +120,20 @@ class ArtifactsSection:
                 "so it cannot carry a query or a fragment"
             )
         _check_port("artifacts.base_url", self.base_url)
-        if not self.manifest_keys:
-            raise AgentConfigError("artifacts.manifest_keys must be a list of PEM public key files")
         if not self.base_url.endswith("/"):
             # Artifact paths are appended to it.
             object.__setattr__(self, "base_url", self.base_url + "/")
+
+
+@dataclass(frozen=True)
+class TrustSection:
+    # The fleet's root metadata shipped with the device: its trust anchor until it
+    # has verified a newer root (kept under the state directory, `trust/metadata`).
+    root: Path = field(metadata=rule(existing_file=True, check=lambda p: _root_metadata(p)))
+    # Nudges within this many seconds of the last refresh wait for the next one.
+    min_refresh_seconds: float = field(default=10.0, metadata=rule(low=0.0, high=3600))
+    # A refresh without a nudge: a missed nudge or a frozen CDN is noticed by then.
+    refresh_interval: float = field(default=3600.0, metadata=rule(low=1.0, high=86400))
 
 
 @dataclass(frozen=True)
@@ -169,6 +177,7 @@ class AgentConfig:
     device: DeviceSection
     broker: BrokerSection
     artifacts: ArtifactsSection
+    trust: TrustSection
     state: StateSection
     source: SourceSection = field(default_factory=SourceSection)
     upload: UploadSection = field(default_factory=UploadSection)
@@ -192,15 +201,16 @@ def _check_port(key: str, url: str) -> None:
         raise AgentConfigError(f"{key} {url!r}: the port must be in [1, 65535]")
 
 
-def _public_keys(paths: tuple[Path, ...]) -> None:
-    # Read at load, so a wrong key file stops the agent before it connects.
-    for path in paths:
-        try:
-            load_public_key(path.read_bytes())
-        except OSError as exc:
-            raise ValueError(f"{path}: {exc.strerror}") from exc
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+def _root_metadata(path: Path) -> None:
+    # Read at load, so a wrong trust anchor stops the agent before it connects.
+    try:
+        md = Metadata[Root].from_bytes(path.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror}") from exc
+    except Exception as exc:  # python-tuf raises its own and the JSON decoder's errors
+        raise ValueError(f"{path} is not TUF root metadata: {exc}") from exc
+    if not isinstance(md.signed, Root):
+        raise ValueError(f"{path} holds {md.signed.type} metadata, not root")
 
 
 def read_section(cls: type[S], doc: Any, where: str, base: Path) -> S:
@@ -254,19 +264,12 @@ def _value(f: Fields, key: str, kind: Any, meta: typing.Mapping[str, Any], base:
         if not all(isinstance(item, str) and item for item in items):
             raise f.fail(key, "a list of non-empty strings")
         value = tuple(items)
-    elif typing.get_origin(kind) is tuple:
-        items = f.items(key)
-        if not items or not all(isinstance(item, str) and item for item in items):
-            raise f.fail(key, "a non-empty list of file names")
-        value = tuple(_path(item, base) for item in items)
     elif isinstance(kind, type) and issubclass(kind, enum.Enum):
         value = f.choice(key, kind)
     else:  # a declaration this loop cannot read is a bug here, not in the file
         raise TypeError(f"{f.path(key)}: no reader for {kind!r}")
-    if meta.get("existing_file"):
-        for path in value if isinstance(value, tuple) else (value,):
-            if not path.is_file():
-                raise AgentConfigError(f"{f.path(key)}: {path} does not exist")
+    if meta.get("existing_file") and value is not None and not value.is_file():
+        raise AgentConfigError(f"{f.path(key)}: {value} does not exist")
     check = meta.get("check")
     return value if check is None else f.checked(key, value, check)
 

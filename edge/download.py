@@ -1,14 +1,11 @@
-"""Downloading artifacts from the CDN: size cap, timeouts, retries with backoff, resume.
+"""Downloading from the CDN: size cap, timeouts, retries with backoff, resume.
 
-The updater only needs "these bytes, exactly this many, kept in this staging
-file": the `ArtifactFetcher` protocol. `HttpFetcher` is the one the device
-uses; tests hand the updater their own fetcher to simulate a lossy or lying
-repository.
-
-The manifest says how big every file is, so a download never reads past that:
-a server that keeps sending is cut off at the declared length. A partial file
-survives a network drop or a restart in the staging directory, and the next
-attempt asks for the rest with an HTTP Range request.
+`HttpFetcher` is what the device uses underneath python-tuf's ngclient
+(edge.trust): metadata is read whole under a cap, targets into a staging file.
+The signed metadata says how big every target is, so a download never reads
+past that: a server that keeps sending is cut off at the declared length. A
+partial file survives a network drop or a restart in the staging directory,
+and the next attempt asks for the rest with an HTTP Range request.
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from edge.backoff import Backoff
 from edge.errors import DownloadFailed, NotOnCdn
@@ -29,17 +25,6 @@ from edgeloop.contract import SizeMismatch
 
 CHUNK = 64 * 1024
 _TRANSIENT = (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError)
-
-
-class ArtifactFetcher(Protocol):
-    def fetch(self, path: str, dest: Path, size: int) -> bytes:
-        """The file at `path` (relative to the CDN base), exactly `size` bytes.
-
-        `dest` is the staging file: whatever it already holds may be resumed.
-        Raises DownloadFailed when it cannot be had now, SizeMismatch when the
-        server sends more than `size`.
-        """
-        ...
 
 
 @dataclass(frozen=True)
@@ -134,7 +119,7 @@ class HttpFetcher:
                     self._count(len(chunk))
                     if received > size:
                         raise SizeMismatch(
-                            f"{url} sends more than the {size} bytes the manifest declares; "
+                            f"{url} sends more than the {size} bytes the signed metadata declares; "
                             "cut off, the download is discarded"
                         )
                     out.write(chunk)

@@ -3,19 +3,22 @@
 An update fails in one of two ways, and the hierarchy says which:
 
     UpdateError
-    ├── RetryableUpdateError      the CDN or the disk failed: try the same announcement later
+    ├── RetryableUpdateError      the CDN or the disk failed: refresh again later
     │   ├── DownloadFailed
     │   │   └── NotOnCdn          the CDN answered 403 or 404
+    │   ├── TrustUnavailable      the signed metadata could not be fetched now
+    │   ├── MetadataExpired       the newest signed metadata has expired (a frozen CDN)
     │   ├── StagingFailed
-    │   └── ClockBehind           the manifest is dated after this device's clock
-    └── UpdateRefused             the manifest or the model is wrong: final for that version
-        ├── ManifestRefused       a refusal of the wire contract (signature, expiry, hash...)
-        ├── NotThisDevice         another model's manifest, or dates out of order
+    │   └── ClockBehind           the clock is behind what this device has seen
+    └── UpdateRefused             the release or the model is wrong: final for that version
+        ├── TrustRefused          TUF refused metadata or a target (signature, version, hash...)
+        ├── ManifestRefused       a refusal of the wire contract (input spec, hash, patch base...)
+        ├── NotThisDevice         a version of another model
         ├── ModelUnusable         the interpreter cannot load it, or it fits another device
         ├── ModelCrashed          it killed the interpreter in the child process that tried it
         ├── ModelTooSlow          it did not load and pass its checks within the time limit
-        ├── Unchecked             the manifest carries no health checks to try it with
-        ├── HealthCheckFailed     it does not reproduce the manifest's golden outputs
+        ├── Unchecked             the version carries no health checks to try it with
+        ├── HealthCheckFailed     it does not give the expected outputs on the golden inputs
         └── RefusedBefore         it failed on this device before
 
 The update worker retries by `isinstance(error, RetryableUpdateError)`; nothing
@@ -37,7 +40,7 @@ class UpdateError(Exception):
     ) -> None:
         super().__init__(message)
         self.cause = cause
-        # The version the update was about, once a verified manifest named it.
+        # The version the update was about, once the signed pointer named it.
         self.version = version
 
     @property
@@ -45,11 +48,12 @@ class UpdateError(Exception):
         # A wrapped refusal is named by what refused it (HashMismatch, ModelLoadError):
         # that is the word an operator searches the docs and the logs for.
         kind = type(self.cause).__name__ if self.cause is not None else type(self).__name__
-        return f"{kind}: {self}"
+        message = str(self)
+        return message if message.startswith(f"{kind}: ") else f"{kind}: {message}"
 
 
 class RetryableUpdateError(UpdateError):
-    """The same announcement may succeed later: the network or the disk failed, not the release."""
+    """The same refresh may succeed later: the network or the disk failed, not the release."""
 
 
 class DownloadFailed(RetryableUpdateError):
@@ -84,10 +88,10 @@ class StagingFailed(RetryableUpdateError):
 
 
 class ClockBehind(RetryableUpdateError):
-    """The manifest was created after this device's clock says it is now.
+    """This device's clock is behind what it has seen (a version's creation time).
 
     Retried: a board without a real-time clock is behind until NTP has run,
-    and the same manifest is good once it has.
+    and the same refresh is good once it has.
     """
 
 
@@ -101,12 +105,13 @@ class TrustRefused(UpdateRefused):
 
 
 class ManifestRefused(UpdateRefused):
-    """The wire contract refused the manifest or the bytes it names (see edgeloop.contract)."""
+    """The wire contract refused a verified version or the bytes it names (see
+    edgeloop.contract): an input this device does not make, a malformed spec, a patch
+    that does not produce the model."""
 
 
 class NotThisDevice(UpdateRefused):
-    """A validly signed manifest that does not bind to this device: another model's, or one
-    whose dates are out of order."""
+    """A validly signed version that does not bind to this device: another model's."""
 
 
 class ModelUnusable(UpdateRefused):
@@ -122,11 +127,11 @@ class ModelTooSlow(UpdateRefused):
 
 
 class Unchecked(UpdateRefused):
-    """A manifest without health checks: a device only installs a model it can try first."""
+    """A version without health checks: a device only installs a model it can try first."""
 
 
 class HealthCheckFailed(UpdateRefused):
-    """The new model does not reproduce the manifest's golden outputs."""
+    """The new model does not reproduce the expected outputs on the golden inputs."""
 
 
 class RefusedBefore(UpdateRefused):

@@ -1,7 +1,7 @@
 """The agent's MQTT connection: persistent session, QoS 1, reconnects with backoff and jitter.
 
 The link owns reconnecting. The agent reacts to its callbacks (connected,
-announcement, upload answer) and never polls the connection.
+nudge, upload answer) and never polls the connection.
 """
 
 from __future__ import annotations
@@ -43,16 +43,17 @@ class Link:
         broker: BrokerSection,
         thing: str,
         model: str,
-        on_announcement: Callable[[bytes], None],
+        on_nudge: Callable[[bytes], None],
         on_connected: Callable[[], None] | None = None,
     ) -> None:
         self.broker = broker
         self.topics = ThingTopics(thing)
-        # The device hears of a version on two retained topics: its 1% band's (the
+        # The device is nudged to refresh on two retained topics: its 1% band's (the
         # stage that covers the band publishes there) and its own, where a named
-        # canary is offered versions first. Which band is fixed by the thing name.
-        self.announcements = (announcement(model, band_of(thing)), self.topics.manifest)
-        self._on_announcement = on_announcement
+        # canary hears first. Which band is fixed by the thing name. A nudge is never
+        # the authority: the signed rollout pointer says what this thing runs.
+        self.nudges = (announcement(model, band_of(thing)), self.topics.nudge)
+        self._on_nudge = on_nudge
         self._on_connected = on_connected
         # A fixed client id and clean_session=False: the broker keeps our
         # subscriptions and queued QoS 1 messages while we are away.
@@ -142,7 +143,7 @@ class Link:
             log.warning("event=connect_refused broker=%s reason=%r", self.broker.url, str(reason))
             return
         log.info("event=connected broker=%s thing=%s", self.broker.url, self.topics.thing)
-        client.subscribe([*((t, 1) for t in self.announcements), (self.topics.upload_response, 1)])
+        client.subscribe([*((t, 1) for t in self.nudges), (self.topics.upload_response, 1)])
         self.connections += 1
         self._is_connected.set()
         if self._on_connected is not None:
@@ -165,9 +166,9 @@ class Link:
             log.exception("event=message_failed topic=%s", message.topic)
 
     def _dispatch(self, message: mqtt.MQTTMessage) -> None:
-        if message.topic in self.announcements:
-            if message.payload:  # an empty retained message clears the announcement
-                self._on_announcement(bytes(message.payload))
+        if message.topic in self.nudges:
+            # Whatever it says (even nothing): it only asks for a refresh.
+            self._on_nudge(bytes(message.payload))
         elif message.topic == self.topics.upload_response:
             try:
                 answer = parse_upload_answer(bytes(message.payload))

@@ -2,7 +2,7 @@
 
 A model file a few bytes away from a real export can crash the interpreter
 (SIGSEGV) or make it score for tens of seconds. Both would take the agent
-down with it, and with a retained announcement it would crash again on every
+down with it, and with the pointer still naming that version it would crash again on every
 start. So the agent first loads the model and runs its health checks in
 `python -m edge.probe`, with a time limit, and swaps only after the child
 succeeds.

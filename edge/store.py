@@ -61,7 +61,7 @@ class Installed:
 class StoreState:
     current: int | None = None
     previous: int | None = None
-    # Versions that failed after a swap; their retained announcement is not retried.
+    # Versions that failed after a swap; not tried again while the pointer names them.
     refused: list[int] = field(default_factory=list)
     # The newest created_at of a manifest this device installed: proof that the
     # time is at least that, whatever a clock without a battery says at boot.

@@ -57,7 +57,7 @@ class TrustLimits:
     snapshot_max_bytes: int = 64 * 1024
     targets_max_bytes: int = 512 * 1024
     max_root_rotations: int = 32
-    # A storm of announcements costs the CDN one refresh per device per interval.
+    # A storm of nudges costs the CDN one refresh per device per interval.
     min_refresh_seconds: float = 30.0
 
     def updater_config(self) -> UpdaterConfig:
@@ -93,6 +93,7 @@ class Offer:
     patch: tuple[TargetFile, PatchInfo] | None = None
     golden: TargetFile | None = None
     golden_cached: bool = False
+    spec: TargetFile | None = None
     fresh: bool = True  # False: a refresh within the rate limit, answered from the last one
 
     @property
@@ -162,14 +163,17 @@ class SignedRepository:
         *,
         limits: TrustLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        staging: Path | None = None,
     ) -> None:
         self.limits = limits or TrustLimits()
         self.bytes_received = 0
         self._http = dataclasses.replace(http, on_bytes=self._received)
         self._root = root
         self._metadata_dir = state_dir / "metadata"
+        # Only content-addressed targets (golden inputs) are kept here; models and
+        # patches pass through `staging` and the agent's model store keeps them.
         self._targets_dir = state_dir / "targets"
-        self._staging = state_dir / "staging"
+        self._staging = staging or state_dir / "staging"
         self._clock = clock
         self._updater: Updater | None = None
         self._last: dict[str, tuple[float, Offer]] = {}
@@ -252,16 +256,12 @@ class SignedRepository:
                 )
                 if target is None:
                     continue
-                spec = PatchInfo.from_json(target.custom)
-                if spec.base_sha256 == installed.sha256 and spec.produces == full.path:
-                    patch = (target, spec)
+                made = PatchInfo.from_json(target.custom)
+                if made.base_sha256 == installed.sha256 and made.produces == full.path:
+                    patch = (target, made)
                     break
-        golden = None
-        golden_path = full.custom.get("golden") if isinstance(full.custom, dict) else None
-        if isinstance(golden_path, str):
-            golden = updater.get_targetinfo(golden_path)
-            if golden is None:
-                raise TrustRefused(f"{full.path} names golden inputs {golden_path} nobody signed")
+        golden = self._named(updater, full, "golden")
+        spec = self._named(updater, full, "spec")
         return Offer(
             model,
             version,
@@ -271,7 +271,19 @@ class SignedRepository:
             patch=patch,
             golden=golden,
             golden_cached=golden is not None and self.cached(golden) is not None,
+            spec=spec,
         )
+
+    @staticmethod
+    def _named(updater: Updater, full: TargetFile, key: str) -> TargetFile | None:
+        """The target the model target's custom metadata names under `key`, if any."""
+        path = full.custom.get(key) if isinstance(full.custom, dict) else None
+        if not isinstance(path, str):
+            return None
+        target = updater.get_targetinfo(path)
+        if target is None:
+            raise TrustRefused(f"{full.path} names {key} {path} nobody signed")
+        return target
 
     def _target_file(self, target: TargetFile) -> Path:
         return self._targets_dir / quote(target.path, safe="")
@@ -286,13 +298,27 @@ class SignedRepository:
             return None
         return data
 
-    def download(self, target: TargetFile) -> bytes:
-        """The target's bytes, checked by ngclient against its signed length and hashes."""
+    def download(self, target: TargetFile, keep: bool = False) -> bytes:
+        """The target's bytes, checked by ngclient against its signed length and hashes.
+
+        With `keep`, the verified file stays for `cached` (content-addressed targets);
+        otherwise it passes through the staging directory and is gone after.
+        """
         if self._updater is None:
             raise TrustRefused("download before any refresh: nothing is trusted yet")
         held = self.cached(target)
         if held is not None:
             return held
+        if keep:
+            self._targets_dir.mkdir(parents=True, exist_ok=True)
+            destination = self._target_file(target)
+        else:
+            self._staging.mkdir(parents=True, exist_ok=True)
+            destination = self._staging / (quote(target.path, safe="") + ".verified")
         with self._checked():
-            path = self._updater.download_target(target, str(self._target_file(target)))
-        return Path(path).read_bytes()
+            path = Path(self._updater.download_target(target, str(destination)))
+        try:
+            return path.read_bytes()
+        finally:
+            if not keep:
+                path.unlink(missing_ok=True)

@@ -1,20 +1,26 @@
-"""The update worker: one update at a time, the newest announcement wins, failures retried.
+"""The update worker: one refresh at a time, nudges coalesced, rate-limited, retried.
 
-A retained announcement is delivered once per subscription, so an update that
-failed on the CDN or the disk (a RetryableUpdateError) is tried again by the
-agent itself after a jittered pause that doubles from RETRY_MIN_SECONDS to
-RETRY_MAX_SECONDS, unless a newer announcement arrives first. Refusals of the
-manifest or the model are final.
+A refresh runs when the agent starts, when a nudge arrives (any message on
+the device's nudge topics; what it says decides nothing), and on a timer, so
+a device that missed every nudge, or whose CDN froze, still finds out. Nudges
+that arrive while a refresh runs or within `min_interval` of the last one are
+folded into the next refresh: a storm of messages costs the CDN one refresh
+per device per interval. A refresh that failed on the CDN or the disk (a
+RetryableUpdateError) is tried again after a jittered pause that doubles from
+RETRY_MIN_SECONDS to RETRY_MAX_SECONDS, or at the next nudge, whichever comes
+first. Refusals of a version are final for that version.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 from edge.backoff import Backoff
 from edge.updater import Report, Updater
-from edgeloop.contract import Step
+from edgeloop.contract import MalformedNudge, Nudge, Step
 
 log = logging.getLogger(__name__)
 
@@ -22,47 +28,80 @@ RETRY_MIN_SECONDS = 5.0
 RETRY_MAX_SECONDS = 600.0
 
 
-class UpdateWorker:
-    def __init__(self, updater: Updater, report: Report) -> None:
-        self._updater, self._report = updater, report
-        self._pending: bytes | None = None
-        self._ready = threading.Condition()
+def describe_nudge(raw: bytes) -> str:
+    """What a nudge says, for the log: never trusted, so never refused either."""
+    if not raw:
+        return "nudge"
+    try:
+        nudge = Nudge.from_bytes(raw)
+    except MalformedNudge as exc:
+        return f"nudge ({exc})"[:200]
+    return f"nudge: {nudge.model} v{nudge.version}"
 
-    def announced(self, raw: bytes) -> None:
-        """The link's callback: a newer announcement replaces one not yet started."""
+
+class UpdateWorker:
+    def __init__(
+        self,
+        updater: Updater,
+        report: Report,
+        *,
+        min_interval: float = 10.0,
+        every: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._updater, self._report = updater, report
+        self.min_interval, self.every = min_interval, every
+        self._clock = clock
+        self._nudge: str | None = None
+        self._ready = threading.Condition()
+        self.refreshes = 0
+
+    def nudged(self, raw: bytes) -> None:
+        """The link's callback: ask for a refresh; one pending nudge stands for all."""
         with self._ready:
-            self._pending = raw
+            self._nudge = describe_nudge(raw)
             self._ready.notify_all()
 
     def wake(self) -> None:
         with self._ready:
             self._ready.notify_all()
 
-    def _next(self, stop: threading.Event) -> bytes | None:
+    def _next(self, stop: threading.Event, due: float) -> str | None:
+        """Why to refresh next (a nudge, or `due` reached), or None once stopped."""
         with self._ready:
-            while self._pending is None and not stop.is_set():
-                self._ready.wait(0.5)
-            raw, self._pending = self._pending, None
-            return raw
+            while self._nudge is None and not stop.is_set():
+                left = due - self._clock()
+                if left <= 0:
+                    return "timer"
+                self._ready.wait(min(left, 0.5))
+            return None if stop.is_set() else self._nudge
 
     def run(self, stop: threading.Event) -> None:
         backoff = Backoff(RETRY_MIN_SECONDS, RETRY_MAX_SECONDS)
+        due = self._clock()  # at start: what does the pointer say now?
+        last = float("-inf")
         while not stop.is_set():
-            raw = self._next(stop)
-            if raw is None:
-                continue
-            try:
-                result = self._updater.handle(raw)
-            except Exception as exc:
-                # Whatever one announcement does, the next one must still be handled.
-                log.exception("event=update_crashed")
-                self._report(Step.FAILED, None, f"unexpected {type(exc).__name__}: {exc}")
-                continue
-            if not result.retryable:
-                backoff.reset()
-                continue
-            if stop.wait(backoff.next()):
+            why = self._next(stop, due)
+            if why is None:
+                return
+            pause = last + self.min_interval - self._clock()
+            if pause > 0 and stop.wait(pause):
                 return
             with self._ready:
-                if self._pending is None:
-                    self._pending = raw
+                if self._nudge is not None:
+                    why, self._nudge = self._nudge, None
+            last = self._clock()
+            self.refreshes += 1
+            try:
+                result = self._updater.handle(why)
+            except Exception as exc:
+                # Whatever one refresh does, the next one must still run.
+                log.exception("event=update_crashed")
+                self._report(Step.FAILED, None, f"unexpected {type(exc).__name__}: {exc}")
+                due = self._clock() + self.every
+                continue
+            if result.retryable:
+                due = self._clock() + backoff.next()
+            else:
+                backoff.reset()
+                due = self._clock() + self.every

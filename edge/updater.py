@@ -3,9 +3,13 @@
     received → verified → downloading → patching → checking → swapped → persisted → succeeded
                   any refusal or failure → failed, and the old model keeps serving
 
-`handle` reads as that sequence: verify, obtain, check, stage, swap, commit.
-Each step is a small method; each failure is one UpdateError (edge.errors)
-whose reason goes into the status report.
+`handle` reads as that sequence: refresh, obtain, check, stage, swap, commit.
+What starts an update is a nudge or the agent's timer, never what it says:
+the refresh asks the fleet's TUF repository (edge.trust) what the signed
+rollout pointer names for this thing, and only a version that is newer than
+the installed one is fetched, from verified targets only. Each step is a
+small method; each failure is one UpdateError (edge.errors) whose reason goes
+into the status report.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from edge.binding import check_binding, device_now
+from tuf.api.metadata import TargetFile
+
+from edge.binding import CLOCK_SKEW, check_binding
 from edge.errors import (
+    ClockBehind,
     DownloadFailed,
     HealthCheckFailed,
     ManifestRefused,
@@ -26,26 +33,33 @@ from edge.errors import (
     RefusedBefore,
     RetryableUpdateError,
     StagingFailed,
+    TrustRefused,
+    TrustUnavailable,
     Unchecked,
     UpdateError,
     UpdateRefused,
 )
-from edge.model_sources import ModelSource
+from edge.model_sources import ModelSource, Update
 from edge.probe import ChildProcessProbe, ProbeVerdict
 from edge.scoring import LoadedModel, Scorer, run_health_checks
 from edge.store import Installed, ModelStore
+from edge.trust import InstalledModel, Offer, SignedRepository
 from edgeloop.contract import (
+    FULL_ENCODINGS,
+    ArtifactRef,
+    CompressedRef,
     ContractError,
+    DeltaRef,
     Manifest,
     SizeMismatch,
     Step,
     TensorSpec,
-    TrustedKeys,
-    VersionNotNewer,
-    accept_manifest,
     check_blob,
+    check_input,
+    format_time,
     utc_now,
 )
+from edgeloop.contract.trust_targets import VersionSpec, golden_inputs
 from edgeloop.runtime import CompiledModel, ModelLoadError
 
 Report = Callable[[Step, int | None, str], None]  # step, target version, detail
@@ -56,63 +70,76 @@ DEFAULT_CHECK_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class UpdateResult:
-    step: Step  # succeeded | failed | already_installed
+    step: Step  # succeeded | failed | already_installed | idle (nothing offered)
     version: int | None
     detail: str
     error: UpdateError | None = None
 
     @property
     def retryable(self) -> bool:
-        """The CDN or the disk failed, not the release: the same announcement may succeed later.
-
-        A retained announcement arrives once per subscription, so the agent retries it itself.
-        """
+        """The CDN or the disk failed, not the release: the same refresh may succeed later."""
         return isinstance(self.error, RetryableUpdateError)
+
+
+class _NothingNew(Exception):
+    """The pointer names no version newer than the installed one for this thing."""
+
+    def __init__(self, step: Step, version: int | None, detail: str) -> None:
+        super().__init__(detail)
+        self.step, self.version, self.detail = step, version, detail
 
 
 class Updater:
     def __init__(
         self,
         model: str,
+        thing: str,
         store: ModelStore,
         scorer: Scorer,
-        trusted: TrustedKeys,
+        repository: SignedRepository,
         sources: Sequence[ModelSource],
         device_input: TensorSpec,
         report: Report,
         max_bytes: int,
         on_swapped: Callable[[LoadedModel, LoadedModel | None], None] | None = None,
         probe: ModelProbe | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         if not sources:
             raise ValueError("an updater needs at least one model source")
-        self.model = model  # the only model whose manifests this device installs
+        self.model = model  # the only model this device installs
+        self.thing = thing  # where the rollout pointer places this device
         self.store = store
         self.scorer = scorer
-        self.trusted = trusted
+        self.repository = repository
         self.sources = tuple(sources)
         self.device_input = device_input
         self.report = report
         self.max_bytes = max_bytes
         self.on_swapped = on_swapped
         self.probe: ModelProbe = probe or ChildProcessProbe(timeout=DEFAULT_CHECK_SECONDS)
+        self.clock = clock
 
-    def handle(self, raw: bytes, now: datetime | None = None) -> UpdateResult:
-        self.report(Step.RECEIVED, None, "")
+    def handle(self, why: str = "") -> UpdateResult:
+        """Refresh, and install what the pointer names for this thing if it is newer.
+
+        `why` (a nudge, the timer) goes into the log only: it decides nothing.
+        """
+        self.report(Step.RECEIVED, None, why)
         current = self.scorer.model
-        installed = current.version if current is not None else None
         try:
-            manifest = self._verify(raw, installed, now)
+            update = self._refresh(current)
+        except _NothingNew as nothing:
+            self.report(nothing.step, nothing.version, nothing.detail)
+            return UpdateResult(nothing.step, nothing.version, nothing.detail)
         except UpdateError as exc:
-            if isinstance(exc.cause, VersionNotNewer) and exc.version == installed:
-                self.report(Step.ALREADY_INSTALLED, exc.version, f"v{installed} is already running")
-                return UpdateResult(Step.ALREADY_INSTALLED, exc.version, str(exc))
             return self._failed(exc.version, exc)
+        manifest = update.manifest
         self.report(Step.VERIFIED, manifest.version, "")
         try:
-            model_bytes = self._obtain(manifest, current)
+            model_bytes = self._obtain(update, current)
             loaded = self._check(manifest, model_bytes)
-            self._stage(manifest, model_bytes, raw)
+            self._stage(manifest, model_bytes)
         except UpdateError as exc:
             return self._failed(manifest.version, exc)
         finally:
@@ -135,38 +162,93 @@ class Updater:
 
     # --- the steps ---------------------------------------------------------------------
 
-    def _verify(self, raw: bytes, installed: int | None, clock: datetime | None) -> Manifest:
-        now = device_now(clock or utc_now(), self.store.state.clock_floor)
-        try:
-            manifest = accept_manifest(
-                raw,
-                self.trusted,
-                installed_version=installed,
-                device_input=self.device_input,
-                now=now,
+    def _refresh(self, current: LoadedModel | None) -> Update:
+        """What the signed pointer names for this thing, as a verified update, or why not."""
+        now = self.clock()
+        floor = self.store.state.clock_floor
+        if floor is not None and now + CLOCK_SKEW < floor:
+            # Expiry is judged on this clock: behind what the device has already
+            # seen, expired metadata could look fresh. Not a refresh until NTP ran.
+            raise ClockBehind(
+                f"this device's clock ({format_time(now)}) is behind the newest version it "
+                f"installed ({format_time(floor)}); no refresh until the clock is set"
             )
-        except VersionNotNewer as exc:
-            parsed = self.trusted.verify(raw)  # signature already held, so this cannot fail
-            check_binding(parsed, self.model, now)  # another model's v1 is not "installed"
-            raise ManifestRefused(str(exc), exc, version=parsed.version) from exc
-        except ContractError as exc:
-            raise _contract_refusal(exc) from exc
-        check_binding(manifest, self.model, now)
-        if not manifest.health_checks:  # refused before a byte is downloaded
-            raise Unchecked(
-                f"manifest for {manifest.model} v{manifest.version} has no health checks; "
-                "the device only installs a model it can try before serving it",
-                version=manifest.version,
-            )
-        if manifest.version in self.store.state.refused:
+        installed = (
+            InstalledModel(current.version, current.manifest.artifact.sha256)
+            if current is not None
+            else None
+        )
+        offer = self.repository.refresh(self.model, self.thing, installed)
+        if offer.version is None:
+            raise _NothingNew(Step.IDLE, None, "the rollout offers this device no version yet")
+        if not offer.update:
+            running = installed.version if installed is not None else None
+            detail = f"v{running} is already running"
+            if running != offer.version:
+                detail += f"; the rollout offers v{offer.version} here and versions only go up"
+            raise _NothingNew(Step.ALREADY_INSTALLED, running, detail)
+        if offer.version in self.store.state.refused:
             raise RefusedBefore(
-                f"v{manifest.version} failed on this device before; waiting for a newer version",
-                version=manifest.version,
+                f"v{offer.version} failed on this device before; waiting for a newer version",
+                version=offer.version,
             )
-        return manifest
+        try:
+            update = self._assemble(offer)
+        except ContractError as exc:
+            raise ManifestRefused(str(exc), exc, version=offer.version) from exc
+        check_binding(update.manifest, self.model, now)
+        try:
+            check_input(update.manifest, self.device_input)
+        except ContractError as exc:
+            raise ManifestRefused(str(exc), exc, version=offer.version) from exc
+        return update
 
-    def _obtain(self, manifest: Manifest, current: LoadedModel | None) -> bytes:
+    def _assemble(self, offer: Offer) -> Update:
+        """The version as this device will keep it, from verified targets only."""
+        version = offer.version
+        model = offer.model
+        assert version is not None
+        assert model is not None
+        if offer.spec is None or offer.golden is None:
+            # Refused before a byte of the model is downloaded.
+            raise Unchecked(
+                f"{self.model} v{version} has no spec or golden inputs: no health checks; "
+                "the device only installs a model it can try before serving it",
+                version=version,
+            )
+        spec = VersionSpec.from_bytes(self.repository.download(offer.spec))
+        if (spec.model, spec.version) != (self.model, version):
+            raise TrustRefused(
+                f"the spec signed for {self.model} v{version} describes "
+                f"{spec.model} v{spec.version}",
+                version=version,
+            )
+        golden = golden_inputs(self.repository.download(offer.golden, keep=True))
+        compressed = None
+        for encoding in FULL_ENCODINGS:
+            packed = offer.compressed.get(encoding)
+            if packed is not None:
+                compressed = CompressedRef(encoding, packed.path, _sha(packed), packed.length)
+                break
+        deltas: tuple[DeltaRef, ...] = ()
+        if offer.patch is not None:
+            target, info = offer.patch
+            deltas = (
+                DeltaRef(
+                    info.base_version,
+                    info.base_sha256,
+                    info.codec,
+                    target.path,
+                    _sha(target),
+                    target.length,
+                ),
+            )
+        artifact = ArtifactRef(model.path, _sha(model), model.length, compressed)
+        return Update(spec.manifest(artifact, golden, deltas), offer)
+
+    def _obtain(self, update: Update, current: LoadedModel | None) -> bytes:
         """The first model source that yields bytes matching the manifest wins."""
+        manifest = update.manifest
         if manifest.artifact.size > self.max_bytes:
             raise _contract_refusal(
                 SizeMismatch(
@@ -179,8 +261,8 @@ class Updater:
         offering = self.sources
         for i, source in enumerate(offering):
             try:
-                data = self._from(source, manifest, installed)
-            except (ManifestRefused, DownloadFailed) as exc:
+                data = self._from(source, update, installed)
+            except (ManifestRefused, TrustRefused, DownloadFailed, TrustUnavailable) as exc:
                 if i == len(offering) - 1:
                     raise
                 # Anything wrong with a smaller source falls back to the next one.
@@ -195,13 +277,15 @@ class Updater:
         raise DownloadFailed(f"no model source offered v{version}")  # the last always offers
 
     def _from(
-        self, source: ModelSource, manifest: Manifest, installed: Installed | None
+        self, source: ModelSource, update: Update, installed: Installed | None
     ) -> bytes | None:
+        manifest = update.manifest
+
         def progress(step: Step, detail: str) -> None:
             self.report(step, manifest.version, detail)
 
         try:
-            data = source.obtain(manifest, installed, progress)
+            data = source.obtain(update, installed, progress)
             if data is not None:
                 check_blob(
                     data,
@@ -242,9 +326,9 @@ class Updater:
         self.store.attempt_over()
         return LoadedModel(manifest, runtime)
 
-    def _stage(self, manifest: Manifest, model_bytes: bytes, raw: bytes) -> None:
+    def _stage(self, manifest: Manifest, model_bytes: bytes) -> None:
         try:
-            self.store.stage(manifest.version, model_bytes, raw)
+            self.store.stage(manifest.version, model_bytes, manifest.to_bytes())
         except OSError as exc:
             raise StagingFailed(
                 f"cannot write v{manifest.version} to {self.store.versions}: {exc.strerror}"
@@ -274,3 +358,8 @@ def probe_refusal(reason: str) -> UpdateRefused:
 
 def _contract_refusal(exc: ContractError) -> ManifestRefused:
     return ManifestRefused(str(exc), exc)
+
+
+def _sha(target: TargetFile) -> str:
+    sha: str = target.hashes["sha256"]
+    return sha

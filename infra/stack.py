@@ -57,7 +57,9 @@ class EdgeloopStack(Stack):
             signing=signing,
             access_logs=access_logs,
         )
-        iot = IotWiring(self, "IotWiring", intake=intake, hosting=hosting, pipeline=pipeline)
+        iot = IotWiring(
+            self, "IotWiring", intake=intake, hosting=hosting, pipeline=pipeline, signing=signing
+        )
         Monitoring(
             self,
             "Monitoring",
@@ -73,7 +75,9 @@ class EdgeloopStack(Stack):
         CfnOutput(
             self, "CdnBaseUrl", value=f"https://{hosting.distribution.distribution_domain_name}/"
         )
-        CfnOutput(self, "ManifestKeyArn", value=signing.key.key_arn)
+        # `edgeloop trust init --bucket ArtifactBucket --kms-key-id OnlineKeyArn` (offline).
+        CfnOutput(self, "OnlineKeyArn", value=signing.key.key_arn)
+        CfnOutput(self, "ArtifactBucket", value=hosting.bucket.bucket_name)
         CfnOutput(self, "DevicePolicyName", value=iot.policy.ref)
         CfnOutput(self, "FleetTable", value=pipeline.fleet_table.table_name)
         CfnOutput(self, "DataBucket", value=intake.bucket.bucket_name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import settings
@@ -15,10 +15,8 @@ from edgeloop.contract import (
     HealthCheck,
     Manifest,
     TensorSpec,
-    TrustedKeys,
     sha256_hex,
 )
-from edgeloop.contract.signers import LocalSigner
 
 # CI keeps fuzzing cheap; `make fuzz` selects the long profile.
 settings.register_profile("ci", max_examples=60, deadline=None)
@@ -26,16 +24,6 @@ settings.register_profile("fuzz", max_examples=20_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 NOW = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def signer() -> LocalSigner:
-    return LocalSigner.generate()
-
-
-@pytest.fixture
-def trusted(signer: LocalSigner) -> TrustedKeys:
-    return TrustedKeys([signer.public_key()])
 
 
 def make_manifest(version: int = 3, n_features: int = 8, model: str = "vibration") -> Manifest:
@@ -50,7 +38,6 @@ def make_manifest(version: int = 3, n_features: int = 8, model: str = "vibration
             sha256=sha256_hex(artifact),
             size=len(artifact),
         ),
-        valid_for=timedelta(days=7),
         now=NOW,
         deltas=(
             DeltaRef(
@@ -109,7 +96,7 @@ _AWS_ENV = {
 
 
 # Shared rigs: the local AWS (moto's server) with the stack's resources, and the
-# agent's update rig (artifact server, signed releases, store, interpreter).
+# agent's update rig (CDN stand-in, a TUF repository of real releases, store, interpreter).
 from tests.support_aws import cloud  # noqa: E402, F401
 from tests.support_infra import synthesized_template  # noqa: E402, F401
 from tests.support_rig import rig  # noqa: E402, F401

@@ -1,4 +1,6 @@
-"""A fresh local AWS (moto's server over HTTP) per test: buckets, tables, queue, KMS key.
+"""A fresh local AWS (moto's server over HTTP) per test: buckets, tables, queue, KMS key,
+and the fleet's TUF repository initialised in the artifact bucket (local root keys, the
+online roles on moto's KMS key), as `edgeloop trust init` leaves it.
 
 S3 notifications go to SQS inside moto exactly as they would in AWS, and the
 tests hand the received messages to the retrain handler as a Lambda SQS event.
@@ -19,12 +21,17 @@ import pytest
 import requests
 from sklearn.datasets import load_digits
 
+from edge.download import HttpFetcher
+from edge.trust import InstalledModel, Offer, SignedRepository, TrustLimits
 from edge.uploads import encode_batch
-from edgeloop.contract import StagePlan, ThingTopics, TrustedKeys, announcement, load_public_key
+from edgeloop.contract import Nudge, StagePlan, ThingTopics, announcement
 from edgeloop.contract.stages import BANDS
+from edgeloop.contract.trust_targets import REPOSITORY_PREFIX, RolloutPointer
 from edgeloop.factory.config import RolloutSection
-from edgeloop.local.aws import provision
+from edgeloop.local.aws import init_trust, provision
+from edgeloop.local.cdn import BucketOrigin, LocalCdn
 from edgeloop.local.router import sqs_event
+from edgeloop.trust import KmsSigner, S3Store, TrustRepository, VersionRelease
 from functions.common.clients import iot_data_client
 from functions.common.cold_start import reset_cold_start
 from functions.common.fleet import FleetTable
@@ -74,13 +81,36 @@ class LocalCloud:
     names: dict[str, str]
     config_dir: Path
     published: list[dict[str, Any]]
+    root: bytes = b""  # root v1 of the fleet's repository: what devices ship with
+    cdn: LocalCdn | None = None
 
     def client(self, service: str) -> Any:
         return boto3.client(service, endpoint_url=self.endpoint, region_name="eu-west-1")
 
-    def trusted_keys(self) -> TrustedKeys:
-        key = self.client("kms").get_public_key(KeyId=self.names["SIGNING_KEY_ID"])["PublicKey"]
-        return TrustedKeys([load_public_key(key)])
+    def trust(self) -> TrustRepository:
+        """The fleet's repository as the functions sign it (moto's KMS key)."""
+        return TrustRepository(
+            S3Store(self.client("s3"), self.names["ARTIFACT_BUCKET"], REPOSITORY_PREFIX),
+            KmsSigner.of_key(self.client("kms"), self.names["SIGNING_KEY_ID"]),
+        )
+
+    def pointer(self, model: str) -> RolloutPointer | None:
+        return self.trust().pointer(model)
+
+    def device(self, thing: str, tmp: Path) -> SignedRepository:
+        """A device's view of the repository, through a CDN stand-in over the bucket."""
+        if self.cdn is None:
+            self.cdn = LocalCdn(BucketOrigin(self.client("s3"), self.names["ARTIFACT_BUCKET"]))
+        http = HttpFetcher(self.cdn.base_url + REPOSITORY_PREFIX, timeout=5.0, retries=1)
+        return SignedRepository(
+            http, self.root, tmp / thing, limits=TrustLimits(min_refresh_seconds=0.0)
+        )
+
+    def offer(
+        self, model: str, thing: str, tmp: Path, installed: InstalledModel | None = None
+    ) -> tuple[Offer, SignedRepository]:
+        device = self.device(thing, tmp)
+        return device.refresh(model, thing, installed), device
 
     def post_upload(self, answer: dict[str, Any], data: bytes) -> requests.Response:
         return requests.post(answer["url"], data=answer["fields"], files={"file": data}, timeout=10)
@@ -117,8 +147,7 @@ class LocalCloud:
         return [p for p in self.published if p["topic"] == topic]
 
     def band_offers(self, model: str) -> dict[int, bytes]:
-        """What each band of `model` was last offered (b"": cleared), bands never
-        published on left out."""
+        """The last nudge on each band of `model`, bands never nudged left out."""
         return {
             band: found[-1]["payload"]
             for band in range(BANDS)
@@ -126,12 +155,11 @@ class LocalCloud:
         }
 
     def thing_offers(self, things: Iterable[str]) -> dict[str, bytes]:
-        """What each of `things` was last offered on its own topic, those never offered
-        anything left out."""
+        """The last nudge on each of `things`' own topic, those never nudged left out."""
         return {
             thing: found[-1]["payload"]
             for thing in things
-            if (found := self.announcements(ThingTopics(thing).manifest))
+            if (found := self.announcements(ThingTopics(thing).nudge))
         }
 
     def enroll(self, thing: str, model: str, canary: bool = False) -> None:
@@ -191,12 +219,15 @@ def cloud(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     cloud = LocalCloud(moto_endpoint, names, config_dir, [])
+    cloud.root = init_trust(cloud.client, resources, tmp_path / "root-keys")
     # The fleet the cloud tests speak for, as the thing registry knows it.
     for thing, model, canary in ROSTER:
         cloud.enroll(thing, model, canary)
     cloud.new_container()
     yield cloud
     reset_cold_start()
+    if cloud.cdn is not None:
+        cloud.cdn.stop()
 
 
 def npz_bytes(X: np.ndarray, y: np.ndarray | None = None) -> bytes:
@@ -263,28 +294,26 @@ def finished_rollout(model: str, version: int) -> Rollout:
     )
 
 
-def start_test_rollout(
-    cloud: LocalCloud, version: int = 2, previous_manifest: bytes | None = None
-) -> Registry:
-    """Start vibration v`version`'s rollout (manifest `manifest-v2`) with the functions' own
-    state machine; with `previous_manifest`, after a rollout of the version before that
-    reached everyone."""
+def nudge(model: str, version: int | None) -> bytes:
+    return Nudge(model, version).to_bytes()
+
+
+def publish_test_version(cloud: LocalCloud, version: int, model: str = "vibration") -> None:
+    """A version in the fleet's repository (its bytes stand-ins), so a pointer may name it."""
+    cloud.trust().publish(VersionRelease(model, version, b"model-v%d" % version))
+
+
+def start_test_rollout(cloud: LocalCloud, version: int = 2, previous: bool = False) -> Registry:
+    """Start vibration v`version`'s rollout with the functions' own state machine; with
+    `previous`, after a rollout of the version before that reached everyone."""
     registry = registry_of(cloud)
-    s3 = cloud.client("s3")
-    bucket = cloud.names["ARTIFACT_BUCKET"]
-    if previous_manifest is not None:
-        s3.put_object(
-            Bucket=bucket,
-            Key=f"models/vibration/{version - 1}/manifest.json",
-            Body=previous_manifest,
-        )
+    if previous:
+        publish_test_version(cloud, version - 1)
         registry.put_rollout(
             "vibration", finished_rollout("vibration", version - 1).to_json(), expect_revision=None
         )
-    s3.put_object(
-        Bucket=bucket, Key=f"models/vibration/{version}/manifest.json", Body=b"manifest-v2"
-    )
-    assert rollouts().start("vibration", version, b"manifest-v2")
+    publish_test_version(cloud, version)
+    assert rollouts().start("vibration", version)
     return registry
 
 

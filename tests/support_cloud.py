@@ -2,8 +2,8 @@
 
 Upload requests get the real presign logic against moto's S3 (and its thing
 registry), so uploads are real presigned POSTs over HTTP; status reports and
-events are kept for the test to read; announcements are retained publishes, as
-the functions make them.
+events are kept for the test to read; nudges are retained publishes, as the
+functions make them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import boto3
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgeloop.contract import ThingTopics, UploadAnswer, announcement
+from edgeloop.contract import Nudge, ThingTopics, UploadAnswer, announcement
 from edgeloop.contract.stages import BANDS
 from edgeloop.local.router import IotRules
 from functions.common.env import PresignEnv
@@ -86,15 +86,15 @@ class CloudStandIn:
         """Register a device in the stand-in's thing registry, as the platform team does."""
         enroll(self.iot, thing, model)
 
-    def announce(self, model: str, manifest: bytes) -> None:
-        """Offer `manifest` on every band's retained topic, as a rollout that reached the
-        whole fleet has: whatever its thing name, every device of `model` hears it."""
-        self._publish_retained([announcement(model, band) for band in range(BANDS)], manifest)
+    def nudge(self, model: str, version: int | None = None, payload: bytes | None = None) -> None:
+        """Nudge every band's retained topic, as a rollout that reached the whole fleet
+        has: whatever its thing name, every device of `model` refreshes."""
+        body = Nudge(model, version).to_bytes() if payload is None else payload
+        self._publish_retained([announcement(model, band) for band in range(BANDS)], body)
 
-    def offer(self, thing: str, manifest: bytes) -> None:
-        """Offer `manifest` on one device's own retained topic, as a rollout's first stage
-        does to each named canary."""
-        self._publish_retained([ThingTopics(thing).manifest], manifest)
+    def nudge_thing(self, thing: str, payload: bytes) -> None:
+        """A message on one device's own retained topic, as a named canary hears first."""
+        self._publish_retained([ThingTopics(thing).nudge], payload)
 
     def _publish_retained(self, topics: list[str], payload: bytes) -> None:
         deadline = time.monotonic() + 15

@@ -1,21 +1,39 @@
-"""Signed releases of real models, served by a real HTTP server, for the agent's tests."""
+"""Real releases of real models in a TUF repository (a directory) served by the test CDN.
+
+Real keys and signatures: three root keys (two sign root) and a local online key,
+as `edgeloop trust init` and KMS would give; the repository is exactly what the
+release writer publishes (edgeloop.factory.release, edgeloop.trust).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cache
+from pathlib import Path
+
+from securesystemslib.signer import CryptoSigner
 
 from edgeloop.contract import Manifest
-from edgeloop.contract.signers import LocalSigner, sign_manifest
+from edgeloop.contract.trust_targets import REPOSITORY_PREFIX, RolloutPointer, VersionSpec
 from edgeloop.factory.deltas import plan_deltas
-from edgeloop.factory.release import build_manifest, compressed_file, delta_files, version_prefix
+from edgeloop.factory.release import build_release
 from edgeloop.factory.run import RunResult, train_run
+from edgeloop.trust import (
+    DirectoryStore,
+    PatchRelease,
+    RootCeremony,
+    TrustRepository,
+    VersionRelease,
+)
+from edgeloop.trust.keys import generate_root_key
+from edgeloop.trust.repository import utc_now
 from tests.factories import as_dataset, kmeans_config, planted_outliers
 from tests.support_http import ArtifactServer
 
 CONFIG = kmeans_config(threshold=0.3, n_clusters=4)
+MODEL = CONFIG.model.name
 
 
 @cache
@@ -33,44 +51,134 @@ def vibration_runs() -> tuple[RunResult, RunResult, RunResult]:
 
 
 @dataclass
+class Clock:
+    now: datetime = field(default_factory=utc_now)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
 class Releases:
+    """The cloud of an update test: it publishes versions and moves the pointer."""
+
     server: ArtifactServer
-    signer: LocalSigner = field(default_factory=LocalSigner.generate)
+    directory: Path
+    online: CryptoSigner = field(default_factory=CryptoSigner.generate_ecdsa)
+    clock: Clock = field(default_factory=Clock)
     models: dict[int, bytes] = field(default_factory=dict)
+    root_keys: list[CryptoSigner] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.store = DirectoryStore(self.directory / "bucket")
+        self.root_keys = [
+            generate_root_key(self.directory / "root-keys" / f"root-{i}.pem", None)
+            for i in range(3)
+        ]
+        RootCeremony(self.store, clock=self.clock).init(self.root_keys, 2, self.online.public_key)
+        self.repo().resign_due()
+        self.sync()
+
+    @property
+    def root(self) -> bytes:
+        """Root v1: what a device ships with."""
+        data = self.store.get("tuf/metadata/1.root.json")
+        assert data is not None
+        return data
+
+    def repo(self) -> TrustRepository:
+        return TrustRepository(self.store, self.online, clock=self.clock)
+
+    def sync(self) -> None:
+        """The CDN serves what the bucket holds now (a test may hold it back or alter it)."""
+        for key in self.store.list("tuf/"):
+            data = self.store.get(key)
+            assert data is not None
+            self.server.files[REPOSITORY_PREFIX + key] = data
 
     def release(
         self,
         version: int,
         run: RunResult,
         bases: Sequence[int] = (),
-        valid_for: timedelta = timedelta(days=1),
         now: datetime | None = None,
         mutate: Callable[[Manifest], Manifest] | None = None,
-        signer: LocalSigner | None = None,
         compressed: bool = False,
-    ) -> bytes:
-        """Publish `run` as `version`; with `compressed`, a zstd full artifact too
-        (without it, the manifest is one from a cloud that publishes none)."""
+        offer: bool = True,
+        previous: int | None = None,
+        packed: dict[str, bytes] | None = None,
+        model_bytes: bytes | None = None,
+        patches: tuple[PatchRelease, ...] | None = None,
+        bare: bool = False,
+        spec_mutate: Callable[[Manifest], Manifest] | None = None,
+    ) -> Manifest:
+        """Publish `run` as `version` (patches from `bases`; with `compressed`, its zstd
+        form too, or `packed`'s files by encoding) and, with `offer`, point every device
+        at it. `model_bytes` signs other bytes than the run's as the model, `patches`
+        other patches, and `bare` leaves out the spec and golden inputs: what a
+        compromised or broken cloud could sign; `spec_mutate` changes only the spec."""
         assert run.tflite is not None
         tflite = run.tflite
-        prefix = version_prefix(CONFIG.model.name, version)
-        self.server.files[prefix + "model.tflite"] = tflite
         self.models[version] = tflite
         plan = plan_deltas(tflite, {v: self.models[v] for v in bases})
-        deltas = []
-        for ref, data in delta_files(CONFIG.model.name, version, plan):
-            self.server.files[ref.path] = data
-            deltas.append(ref)
-        packed = None
-        if compressed:
-            packed, packed_data = compressed_file(CONFIG.model.name, version, plan)
-            self.server.files[packed.path] = packed_data
-        manifest = build_manifest(
-            CONFIG, version, tflite, deltas, run.record, valid_for, now, packed
-        )
+        manifest, files = build_release(CONFIG, version, tflite, plan, run.record, now)
+        if not compressed:
+            manifest = replace(manifest, artifact=replace(manifest.artifact, compressed=None))
         if mutate is not None:
             manifest = mutate(manifest)
-        return sign_manifest(manifest, signer or self.signer).to_bytes()
+        release = VersionRelease.of(manifest, files)
+        if packed is not None:
+            release = replace(release, compressed=packed)
+        if model_bytes is not None:
+            release = replace(release, model_bytes=model_bytes)
+        if patches is not None:
+            release = replace(release, patches=patches)
+        if bare:
+            release = replace(release, spec=None, golden=None)
+        if spec_mutate is not None:
+            release = replace(release, spec=VersionSpec.of(spec_mutate(manifest)).to_bytes())
+        self.repo().publish(release)
+        if offer:
+            self.point(version, previous)
+        self.sync()
+        return manifest
+
+    def point(self, version: int, previous: int | None = None, percent: int = 100) -> None:
+        self.repo().set_pointer(RolloutPointer(MODEL, version, previous, percent))
+        self.sync()
+
+    def ceremony(self) -> RootCeremony:
+        return RootCeremony(self.store, clock=self.clock)
+
+    def rotate_root_key(self, index: int) -> None:
+        """Replace root key `index` as its holders would: two old and two new signatures."""
+        ceremony = self.ceremony()
+        new = CryptoSigner.generate_ecdsa()
+        ceremony.replace_root_key(self.root_keys[index].public_key.keyid, new.public_key)
+        others = [k for i, k in enumerate(self.root_keys) if i != index]
+        self.root_keys[index] = new
+        for key in (new, *others):
+            ceremony.sign_pending(key)
+        assert ceremony.pending() is None
+
+    def rotate_online_key(self, resign: bool = True) -> CryptoSigner:
+        """Root names a new online key; with `resign`, everything is signed again with it
+        (the schedule's next run). Returns the retired key."""
+        retired, self.online = self.online, CryptoSigner.generate_ecdsa()
+        ceremony = self.ceremony()
+        ceremony.replace_online_key(self.online.public_key)
+        for key in self.root_keys[:2]:
+            ceremony.sign_pending(key)
+        if resign:
+            self.repo().resign_due()
+        self.sync()
+        return retired
+
+    def target_key(self, path: str) -> str:
+        """The CDN key of a target: hash-prefixed, under the repository."""
+        role = self.repo().model_role(path.split("/")[0])
+        assert role is not None
+        return REPOSITORY_PREFIX + "tuf/targets/" + role.targets[path].get_prefixed_paths()[0]
 
 
 def with_fields(**changes: object) -> Callable[[Manifest], Manifest]:

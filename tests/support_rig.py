@@ -1,4 +1,5 @@
-"""An update rig: a real artifact server, real signed releases, a real store and interpreter."""
+"""An update rig: a real CDN stand-in, a real TUF repository of real releases, a real
+store and interpreter, and the device's refresh over the agent's HTTP fetcher."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from edge.download import HttpFetcher
 from edge.model_sources import model_sources
 from edge.scoring import Scorer
 from edge.store import ModelStore
+from edge.trust import SignedRepository, TrustLimits
 from edge.updater import Updater
-from edgeloop.contract import Step, TensorSpec, TrustedKeys
+from edgeloop.contract import Step, TensorSpec
+from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
 from tests.support_http import ArtifactServer, artifact_server
 from tests.support_release import Releases, vibration_runs
 
@@ -36,9 +39,22 @@ class Rig:
     # before taking it, so the cut lands between two steps, as one would).
     power_cut_at: Step | None = None
     timeout: float = 2.0
+    thing: str = "pump-1"
 
     def fetcher(self) -> HttpFetcher:
-        return HttpFetcher(self.server.base_url, timeout=self.timeout, retries=2, backoff=0.01)
+        return HttpFetcher(
+            self.server.base_url + REPOSITORY_PREFIX, timeout=self.timeout, retries=2, backoff=0.01
+        )
+
+    def repository(self, root: bytes | None = None) -> SignedRepository:
+        """The device's view of the repository; its trusted metadata persists on disk."""
+        return SignedRepository(
+            self.fetcher(),
+            root or self.releases.root,
+            self.root / "trust",
+            limits=TrustLimits(min_refresh_seconds=0.0),
+            staging=self.store.staging,
+        )
 
     def record(self, step: Step, version: int | None, detail: str) -> None:
         if step == self.power_cut_at:
@@ -46,18 +62,31 @@ class Rig:
         self.reports.append((step, version, detail))
 
     def updater(self, **overrides: object) -> Updater:
+        repository = overrides.pop("repository", None) or self.repository()
         options: dict[str, object] = {
             "model": "vibration",
+            "thing": self.thing,
             "store": self.store,
             "scorer": self.scorer,
-            "trusted": TrustedKeys([self.releases.signer.public_key()]),
-            "sources": model_sources(self.fetcher(), self.store.staging, 1 << 24),
+            "repository": repository,
+            "sources": model_sources(repository, 1 << 24),  # type: ignore[arg-type]
             "device_input": TensorSpec(shape=(-1, 8)),
             "report": self.record,
             "max_bytes": 1 << 24,
         }
         options.update(overrides)
         return Updater(**options)  # type: ignore[arg-type]
+
+    def key(self, version: int, name: str) -> str:
+        """The CDN key of one of `version`'s files (model.tflite, from-1.wdiff, ...)."""
+        return self.releases.target_key(f"vibration/{version}/{name}")
+
+    def served(self, version: int, name: str) -> int:
+        """How often the CDN served one of `version`'s files (0: it is not published)."""
+        try:
+            return self.server.served(self.key(version, name))
+        except KeyError:
+            return 0
 
     def steps(self) -> list[str]:
         return [step for step, _, _ in self.reports]
@@ -70,12 +99,19 @@ class Rig:
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
     with artifact_server() as server:
-        yield Rig(tmp_path, server, Releases(server), ModelStore(tmp_path / "models"), Scorer(0.6))
+        yield Rig(
+            tmp_path,
+            server,
+            Releases(server, tmp_path / "cloud"),
+            ModelStore(tmp_path / "models"),
+            Scorer(0.6),
+        )
 
 
 def install_v1(rig: Rig) -> None:
     v1, _, _ = vibration_runs()
-    assert rig.updater().handle(rig.releases.release(1, v1)).step == "succeeded"
+    rig.releases.release(1, v1)
+    assert rig.updater().handle().step == "succeeded"
     assert rig.scorer.model is not None
     rig.reports.clear()
 

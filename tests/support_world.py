@@ -1,4 +1,5 @@
-"""A world for agent tests: a broker, a CDN stand-in, signed releases, a cloud stand-in."""
+"""A world for agent tests: a broker, a CDN stand-in, a TUF repository of real releases,
+a cloud stand-in."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import pytest
 
 from edge.agent import Agent
 from edge.config import load_agent_config
-from edge.download import ArtifactFetcher
+from edge.download import HttpFetcher
 from edge.sources import Sample
-from edgeloop.contract import public_key_pem
+from edgeloop.contract import Manifest
+from edgeloop.factory.run import RunResult
 from tests.support_broker import EmbeddedAmqtt, Mosquitto, start_broker
 from tests.support_cloud import CloudStandIn
 from tests.support_http import ArtifactServer, artifact_server
@@ -45,15 +47,19 @@ class World:
         self, tmp: Path, broker: Mosquitto | EmbeddedAmqtt, server: ArtifactServer, moto: str
     ) -> None:
         self.tmp, self.broker, self.server = tmp, broker, server
-        self.releases = Releases(server)
-        (tmp / "keys").mkdir()
-        (tmp / "keys" / "manifest.pem").write_bytes(
-            public_key_pem(self.releases.signer.public_key())
-        )
+        self.releases = Releases(server, tmp / "cloud")
+        (tmp / "root.json").write_bytes(self.releases.root)
         (tmp / "models").mkdir()
         (tmp / "models" / "vibration.toml").write_text(VIBRATION_TOML)
         self.cloud = CloudStandIn(broker.url, moto, f"data-{uuid.uuid4().hex[:8]}", tmp / "models")
         self.agents: list[Agent] = []
+
+    def publish(self, version: int, run: RunResult, **options: Any) -> Manifest:
+        """What a rollout that reached every device does: sign the version and the pointer
+        naming it, then nudge every band."""
+        manifest = self.releases.release(version, run, **options)
+        self.cloud.nudge("vibration", version)
+        return manifest
 
     def config_file(self, thing: str, **sections: str) -> Path:
         path = self.tmp / f"{thing}.toml"
@@ -62,8 +68,8 @@ class World:
             f'[device]\nthing = "{thing}"\nmodel = "vibration"\nn_features = 8\n'
             f'[broker]\nurl = "{self.broker.url}"\nreconnect_min = 0.05\nreconnect_max = 0.5\n'
             f'[artifacts]\nbase_url = "{self.server.base_url}"\n'
-            'manifest_keys = ["keys/manifest.pem"]\n'
             f"timeout = 2.0\nretries = 3\n"
+            '[trust]\nroot = "root.json"\nmin_refresh_seconds = 0.0\n'
             f'[state]\ndir = "state-{thing}"\n{extra}\n'
         )
         return path
@@ -72,12 +78,12 @@ class World:
         self,
         thing: str,
         source: Iterator[Sample] | None = None,
-        fetcher: ArtifactFetcher | None = None,
+        http: HttpFetcher | None = None,
         **sections: str,
     ) -> Agent:
         self.cloud.enroll(thing, "vibration")
         config = load_agent_config(self.config_file(thing, **sections))
-        agent = Agent(config, source=source, fetcher=fetcher)
+        agent = Agent(config, source=source, http=http)
         self.agents.append(agent)
         return agent
 

@@ -72,7 +72,10 @@ reconnect_max = 5.0
 
 [artifacts]
 base_url = "{cdn_url}"
-manifest_keys = ["{trust}"]
+
+[trust]
+root = "{trust}"     # the local root; a fleet's comes from `edgeloop trust init`
+min_refresh_seconds = 1.0
 
 [state]
 dir = "{state}"
@@ -178,8 +181,8 @@ def _up(args: argparse.Namespace) -> int:
         broker_url=args.broker,
         batching_window=args.batching_window,
     ) as cloud:
-        trust = out / "manifest-public.pem"
-        trust.write_bytes(cloud.manifest_public_key())
+        trust = out / "root.json"
+        trust.write_bytes(cloud.trust_root)
         # The local thing registry knows the device, as IoT Core would after
         # enrolment: its model, and that it is a named canary (the first stage of
         # every rollout), so it is offered each new version at once.

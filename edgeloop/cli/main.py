@@ -1,11 +1,10 @@
-"""`edgeloop`: the cloud side's command line (keys, manifests, models, releases, local cloud)."""
+"""`edgeloop`: the cloud side's command line (models, releases, trust, rollouts, local cloud)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NoReturn
 
 from edgeloop import __version__
@@ -15,10 +14,9 @@ from edgeloop.cli.errors import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     CliError,
-    emit,
     report,
 )
-from edgeloop.contract import ContractError, Manifest, TrustedKeys, public_key_pem
+from edgeloop.contract import ContractError
 
 JSON_HELP = 'print one JSON object, errors included ({"error": ..., "code": ...})'
 
@@ -37,69 +35,6 @@ class _UsageError(Exception):
         self.message = message
 
 
-def _read(path: str, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError as exc:
-        raise CliError(f"{what} {path}: no such file") from exc
-    except OSError as exc:
-        raise CliError(f"{what} {path}: {exc.strerror}") from exc
-
-
-def _keygen(args: argparse.Namespace) -> int:
-    from edgeloop.contract.signers import LocalSigner
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    private, public = out / "signing-key.pem", out / "manifest-public.pem"
-    if private.exists() and not args.force:
-        raise CliError(f"{private} exists; pass --force to replace it", "exists")
-    signer = LocalSigner.generate()
-    private.write_bytes(signer.private_pem())
-    private.chmod(0o600)
-    public.write_bytes(public_key_pem(signer.public_key()))
-    doc = {"key_id": signer.key_id, "private": str(private), "public": str(public)}
-    if args.json:
-        emit(doc)
-    else:
-        print(
-            f"key {signer.key_id}\n  private (keep it): {private}\n"
-            f"  public (devices pin it): {public}"
-        )
-    return 0
-
-
-def _sign(args: argparse.Namespace) -> int:
-    import json
-
-    from edgeloop.contract.signers import LocalSigner, sign_manifest
-
-    signer = LocalSigner.from_pem(_read(args.key, "--key"))
-    try:
-        doc = json.loads(_read(args.manifest, "manifest"))
-    except ValueError as exc:
-        raise CliError(f"{args.manifest}: not JSON ({exc})", "malformed") from exc
-    if isinstance(doc, dict):
-        doc.pop("signature", None)
-    signed = sign_manifest(Manifest.from_json(doc), signer)
-    Path(args.out).write_bytes(signed.to_bytes())
-    if args.json:
-        emit({"key_id": signer.key_id, "out": args.out})
-    else:
-        print(f"signed {signed.model} v{signed.version} with key {signer.key_id}: {args.out}")
-    return 0
-
-
-def _verify(args: argparse.Namespace) -> int:
-    trusted = TrustedKeys.from_pem(*(_read(k, "--key") for k in args.key))
-    manifest = trusted.verify(_read(args.manifest, "manifest"))
-    if args.json:
-        emit({"model": manifest.model, "version": manifest.version, "verified": True})
-    else:
-        print(f"verified: {manifest.model} v{manifest.version}, signed by a pinned key")
-    return 0
-
-
 def _demo(args: argparse.Namespace) -> int:
     from edgeloop.cli.demo import run
 
@@ -113,36 +48,13 @@ def _version_line() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="edgeloop",
-        description="Cloud side of edgeloop: train and release models, sign and verify "
-        "manifests, make patches, run the local cloud and the demo.",
+        description="Cloud side of edgeloop: train and release models, make patches, keep the "
+        "fleet's keys and rollouts, run the local cloud and the demo.",
     )
     parser.add_argument(
         "--version", action="version", version=_version_line(), help="print the version and exit"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("keygen", help="make a local ECDSA P-256 manifest signing key pair")
-    p.add_argument(
-        "--out",
-        default=".edgeloop/keys",
-        help="directory for the two PEM files (default: %(default)s)",
-    )
-    p.add_argument("--force", action="store_true", help="replace an existing key")
-    p.add_argument("--json", action="store_true", help=JSON_HELP)
-    p.set_defaults(run=_keygen)
-
-    p = sub.add_parser("sign", help="sign a manifest JSON file with a local PEM key")
-    p.add_argument("manifest", help="the manifest (JSON); an existing signature is replaced")
-    p.add_argument("--key", required=True, help="PEM private key from `edgeloop keygen`")
-    p.add_argument("-o", "--out", required=True, help="where the signed manifest goes")
-    p.add_argument("--json", action="store_true", help=JSON_HELP)
-    p.set_defaults(run=_sign)
-
-    p = sub.add_parser("verify", help="check a manifest's signature against pinned public keys")
-    p.add_argument("manifest", help="the signed manifest (JSON)")
-    p.add_argument("--key", action="append", required=True, help="PEM public key (repeatable)")
-    p.add_argument("--json", action="store_true", help=JSON_HELP)
-    p.set_defaults(run=_verify)
 
     factory.register(sub, JSON_HELP)
     predict.register(sub)

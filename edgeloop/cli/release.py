@@ -1,59 +1,34 @@
-"""`edgeloop release make | show`: a training run as a signed release, laid out like the CDN.
+"""`edgeloop release make | show`: training runs as a TUF repository on disk, laid out
+like the CDN, and what a device would verify of it.
 
-`make` writes, under OUT, exactly what the cloud publishes under its artifact
-bucket: `models/{model}/{version}/` with model.tflite, model.tflite.zst, a
-patch from each base version and the signed manifest.json, plus
-`models/{model}/latest.json`. OUT can then be served as the CDN base URL
-(`python -m http.server -d OUT`), and `edgeloop verify` / `edgeloop-agent
-verify` can be tried on a real manifest.
+`make` signs a promoted run into OUT exactly as the cloud publishes into its
+artifact bucket: the repository under `OUT/models/tuf/` (the model, its zstd
+form, patches from earlier versions, its spec and golden inputs, and a rollout
+pointer offering it to every device), with a local root (three unencrypted
+root keys, two of which sign root) and a local online key under `OUT/keys/`
+made on first use, and `OUT/root.json`, the trust anchor an agent ships with.
+The cloud's own copies (what later patches start from) go to `OUT/registry/`,
+as in its registry bucket. `python -m http.server -d OUT` serves OUT as an
+agent's `artifacts.base_url`. A fleet's root is made offline with `edgeloop
+trust init`, never like this.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from edgeloop.cli.errors import EXIT_FAILED, CliError, emit
-from edgeloop.contract import ContractError, Manifest, TrustedKeys, public_key_pem
+from edgeloop.contract import Manifest, parse_manifest
 
-DEFAULT_BASES = 3
-
-
-@dataclass(frozen=True)
-class Version:
-    """One published version directory, `models/{model}/{version}/`."""
-
-    directory: Path
-    manifest: Manifest
-    raw: bytes
-
-    @property
-    def model_bytes(self) -> bytes:
-        return (self.directory / "model.tflite").read_bytes()
-
-
-def read_version(directory: Path) -> Version:
-    path = directory / "manifest.json"
-    try:
-        raw = path.read_bytes()
-        manifest = Manifest.from_json(json.loads(raw))
-    except FileNotFoundError as exc:
-        raise CliError(f"{directory}: no manifest.json (not a release version directory)") from exc
-    except ValueError as exc:
-        raise CliError(f"{path}: not a manifest ({exc})", "malformed") from exc
-    return Version(directory, manifest, raw)
-
-
-def versions_under(root: Path) -> list[Version]:
-    """Every version below `root`: a release root, a model directory or a version directory."""
-    if (root / "manifest.json").is_file():
-        return [read_version(root)]
-    found = [read_version(p.parent) for p in sorted(root.glob("**/manifest.json"))]
-    return sorted(found, key=lambda v: (v.manifest.model, v.manifest.version))
+DEFAULT_BASES = 2
+ROOT_KEYS, ROOT_THRESHOLD = 3, 2
 
 
 def _run_record(run: Path) -> dict[str, Any]:
@@ -72,79 +47,98 @@ def _run_record(run: Path) -> dict[str, Any]:
     return record
 
 
+def registry_dir(out: Path, model: str) -> Path:
+    return out / "registry" / model / "versions"
+
+
+def released(out: Path, model: str) -> dict[int, Manifest]:
+    """The versions of `model` released under OUT, from the registry copies."""
+    found = {}
+    for path in sorted(registry_dir(out, model).glob("*/manifest.json")):
+        manifest = parse_manifest(path.read_bytes())
+        found[manifest.version] = manifest
+    return found
+
+
+def _local_keys(out: Path) -> tuple[Any, list[Any]]:
+    """The local online key and root keys under OUT/keys, made on first use."""
+    from securesystemslib.signer import CryptoSigner
+
+    from edgeloop.trust import generate_root_key, load_root_key
+
+    keys = out / "keys"
+    root_files = [keys / f"root-{i}.pem" for i in range(ROOT_KEYS)]
+    online_file = keys / "online.pem"
+    if not online_file.exists():
+        for path in root_files:
+            generate_root_key(path, None)
+        generate_root_key(online_file, None)
+    online: CryptoSigner = load_root_key(online_file, None)
+    return online, [load_root_key(p, None) for p in root_files]
+
+
 def _make(args: argparse.Namespace) -> int:
-    from edgeloop.contract.signers import LocalSigner, sign_manifest
+    from edgeloop.contract.trust_targets import REPOSITORY_PREFIX, RolloutPointer
     from edgeloop.factory.config import parse_config
     from edgeloop.factory.deltas import plan_deltas
-    from edgeloop.factory.release import (
-        build_manifest,
-        compressed_file,
-        delta_files,
-        manifest_key,
-        version_prefix,
+    from edgeloop.factory.release import build_release
+    from edgeloop.trust import (
+        DirectoryStore,
+        Lifetimes,
+        RootCeremony,
+        TrustRepository,
+        VersionRelease,
     )
 
     run = Path(args.run_dir)
     record = _run_record(run)
     config = parse_config(record["config"], str(run / "run.json"))
     model = config.model.name
-    try:
-        signer = LocalSigner.from_pem(Path(args.key).read_bytes())
-    except FileNotFoundError as exc:
-        raise CliError(f"--key {args.key}: no such file (make one with `edgeloop keygen`)") from exc
     out = Path(args.out)
-    earlier = [v for v in versions_under(out / "models" / model) if v.manifest.model == model]
-    given = [v for b in args.base for v in versions_under(Path(b))]
-    if any(v.manifest.model != model for v in given):
-        raise CliError(f"--base: every base must be a release of {model!r}")
-    bases = {v.manifest.version: v for v in (given or earlier[-args.bases :])}
-    known = [v.manifest.version for v in [*earlier, *given]]
-    version = args.version or (max(known) + 1 if known else 1)
-    if version in [v.manifest.version for v in earlier]:
+    earlier = released(out, model)
+    version = args.version or (max(earlier) + 1 if earlier else 1)
+    if version in earlier:
         raise CliError(
             f"{out}: {model} v{version} is already released; versions are immutable", "exists"
         )
-    if any(b >= version for b in bases):
-        raise CliError(f"--version {version} must be above every base ({sorted(bases)})")
-
+    if earlier and version < max(earlier):
+        raise CliError(f"--version {version} must be above every released one ({max(earlier)})")
+    bases = {
+        v: (registry_dir(out, model) / str(v) / "model.tflite").read_bytes()
+        for v in sorted(earlier)[-args.bases :]
+        if args.bases > 0
+    }
     tflite = (run / "model.tflite").read_bytes()
-    plan = plan_deltas(tflite, {v: b.model_bytes for v, b in bases.items()})
-    files: dict[str, bytes] = {version_prefix(model, version) + "model.tflite": tflite}
-    deltas = []
-    for ref, data in delta_files(model, version, plan):
-        files[ref.path] = data
-        deltas.append(ref)
-    compressed, compressed_data = compressed_file(model, version, plan)
-    files[compressed.path] = compressed_data
-    manifest = build_manifest(
-        config,
-        version,
-        tflite,
-        deltas,
-        record,
-        timedelta(days=args.valid_days),
-        compressed=compressed,
-    )
-    signed = sign_manifest(manifest, signer)
-    files[manifest_key(model, version)] = signed.to_bytes()
-    latest = {"version": version, "manifest": manifest_key(model, version)}
-    files[f"models/{model}/latest.json"] = json.dumps(latest).encode()
-    for key, data in files.items():
-        target = out / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    (out / "manifest-public.pem").write_bytes(public_key_pem(signer.public_key()))
-    directory = out / version_prefix(model, version)
+    plan = plan_deltas(tflite, bases)
+    manifest, files = build_release(config, version, tflite, plan, record)
+
+    store = DirectoryStore(out / REPOSITORY_PREFIX)
+    online, root_keys = _local_keys(out)
+    # No schedule re-signs a release on disk: its signatures last --valid-days.
+    days = timedelta(days=args.valid_days)
+    lifetimes = Lifetimes(root=days, targets=days, model=days, snapshot=days, timestamp=days)
+    if not store.get("tuf/metadata/1.root.json"):
+        root = RootCeremony(store, lifetimes=lifetimes).init(
+            root_keys, ROOT_THRESHOLD, online.public_key
+        )
+        (out / "root.json").write_bytes(root.to_bytes())
+    repo = TrustRepository(store, online, lifetimes=lifetimes)
+    version_dir = registry_dir(out, model) / str(version)
+    version_dir.mkdir(parents=True, exist_ok=True)
+    (version_dir / "model.tflite").write_bytes(tflite)
+    (version_dir / "manifest.json").write_bytes(manifest.to_bytes())
+    repo.publish(VersionRelease.of(manifest, files))
+    previous = max(earlier) if earlier else None
+    repo.set_pointer(RolloutPointer(model, offered=version, previous=previous, percent=100))
     summary = {
         "model": model,
         "version": version,
-        "directory": str(directory),
-        "manifest": str(directory / "manifest.json"),
-        "public_key": str(out / "manifest-public.pem"),
-        "key_id": signer.key_id,
+        "repository": str(out / REPOSITORY_PREFIX / "tuf"),
+        "root": str(out / "root.json"),
         "bases": sorted(bases),
         "patches": [
-            {"from_version": d.from_version, "codec": d.codec, "size": d.size} for d in deltas
+            {"from_version": d.from_version, "codec": d.codec, "size": d.size}
+            for d in manifest.deltas
         ],
         "dropped": [{"from_version": v, "reason": r} for v, r in plan.dropped],
         "size": len(tflite),
@@ -153,9 +147,9 @@ def _make(args: argparse.Namespace) -> int:
     if args.json:
         emit(summary)
         return 0
-    print(f"released {model} v{version} in {directory}")
-    print(f"  model.tflite {len(tflite)} B, model.tflite.zst {plan.compressed_full_size} B")
-    for d in deltas:
+    print(f"released {model} v{version} in {summary['repository']}, offered to every device")
+    print(f"  model.tflite {len(tflite)} B, compressed (zstd) {plan.compressed_full_size} B")
+    for d in manifest.deltas:
         share = d.size / max(1, plan.compressed_full_size)
         print(
             f"  patch from v{d.from_version}: {d.codec}, {d.size} B "
@@ -163,128 +157,169 @@ def _make(args: argparse.Namespace) -> int:
         )
     for v, reason in plan.dropped:
         print(f"  no patch from v{v}: {reason}")
-    print(f"  manifest.json signed by {signer.key_id}; devices pin {out / 'manifest-public.pem'}")
+    print(f"  devices trust {out / 'root.json'} (local root keys in {out / 'keys'})")
     return 0
 
 
-def _describe(v: Version, trusted: TrustedKeys | None) -> dict[str, Any]:
-    m = v.manifest
-    verified: bool | str = "no key given"
-    if trusted is not None:
-        try:
-            trusted.verify(v.raw)
-            verified = True
-        except ContractError as exc:
-            verified = f"{type(exc).__name__}: {exc}"
-    compressed = m.artifact.compressed
+@contextmanager
+def _verified(root: Path) -> Iterator[Any]:
+    """An ngclient Updater that has refreshed from the directory as a device would."""
+    from tuf.ngclient import FetcherInterface, Updater
+
+    from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
+
+    base = root / REPOSITORY_PREFIX
+
+    class DirectoryFetcher(FetcherInterface):
+        def _fetch(self, url: str) -> Iterator[bytes]:
+            from tuf.api.exceptions import DownloadHTTPError
+
+            path = base / url.removeprefix("file:///")
+            if not path.is_file():
+                raise DownloadHTTPError(f"{url}: not found", 404)
+            yield path.read_bytes()
+
+    anchor = root / "root.json"
+    if not anchor.is_file():
+        raise CliError(f"{root}: no root.json (make a release with `edgeloop release make`)")
+    with tempfile.TemporaryDirectory(prefix="edgeloop-show-") as scratch:
+        updater = Updater(
+            metadata_dir=scratch,
+            metadata_base_url="file:///tuf/metadata/",
+            target_base_url="file:///tuf/targets/",
+            fetcher=DirectoryFetcher(),
+            bootstrap=anchor.read_bytes(),
+        )
+        updater.refresh()
+        yield updater
+
+
+def _describe(root: Path, model: str, updater: Any) -> dict[str, Any]:
+    from edgeloop.contract.trust_targets import (
+        PatchInfo,
+        RolloutPointer,
+        VersionSpec,
+        pointer_path,
+    )
+
+    pointer = updater.get_targetinfo(pointer_path(model))
+    versions: list[dict[str, Any]] = []
+    for v, manifest in sorted(released(root, model).items()):
+        full = updater.get_targetinfo(manifest.artifact.path)
+        if full is None:
+            versions.append({"version": v, "signed": False})
+            continue
+        spec_target = updater.get_targetinfo(full.custom["spec"]) if full.custom else None
+        spec = None
+        if spec_target is not None:
+            data = (root / "models/tuf/targets" / spec_target.get_prefixed_paths()[0]).read_bytes()
+            spec_target.verify_length_and_hashes(data)
+            spec = VersionSpec.from_bytes(data)
+        patches = []
+        for d in manifest.deltas:
+            target = updater.get_targetinfo(d.path)
+            if target is not None:
+                info = PatchInfo.from_json(target.custom)
+                patches.append(
+                    {"from_version": info.base_version, "codec": info.codec, "size": target.length}
+                )
+        compressed = manifest.artifact.compressed
+        packed = updater.get_targetinfo(compressed.path) if compressed else None
+        versions.append(
+            {
+                "version": v,
+                "signed": True,
+                "size": full.length,
+                "sha256": full.hashes["sha256"],
+                "compressed_size": packed.length if packed else None,
+                "patches": patches,
+                "created_at": spec.created_at if spec else None,
+                "input": spec.input.to_json() if spec else None,
+                "metrics": dict(spec.metrics) if spec else {},
+                "decision_threshold": spec.decision_threshold if spec else None,
+                "health_check_rows": len(spec.expected) if spec else 0,
+            }
+        )
     return {
-        "model": m.model,
-        "version": m.version,
-        "directory": str(v.directory),
-        "created_at": m.created_at,
-        "expires_at": m.expires_at,
-        "input": m.input.to_json(),
-        "output": m.output.to_json(),
-        "artifact": m.artifact.to_json(),
-        "compressed_size": compressed.size if compressed else None,
-        "patches": [d.to_json() for d in m.deltas],
-        "metrics": dict(m.metrics),
-        "decision_threshold": m.decision_threshold,
-        "health_check_rows": sum(len(h.inputs) for h in m.health_checks),
-        "key_id": m.signature.key_id if m.signature else None,
-        "verified": verified,
+        "model": model,
+        "rollout": RolloutPointer.from_json(pointer.custom).to_json() if pointer else None,
+        "versions": versions,
     }
 
 
 def _show(args: argparse.Namespace) -> int:
+    from tuf.api.exceptions import DownloadError, RepositoryError
+
     root = Path(args.release)
-    if not root.exists():
+    if not root.is_dir():
         raise CliError(f"{root}: no such release directory")
-    found = versions_under(root)
-    if not found:
-        raise CliError(f"{root}: no manifest.json below it (make one with `edgeloop release make`)")
-    keys = list(args.key or [])
-    for candidate in (
-        root / "manifest-public.pem",
-        *(p / "manifest-public.pem" for p in root.parents),
-    ):
-        if not keys and candidate.is_file():
-            keys = [str(candidate)]
-    trusted = TrustedKeys.from_pem(*(Path(k).read_bytes() for k in keys)) if keys else None
-    docs = [_describe(v, trusted) for v in found]
+    models = sorted(p.name for p in (root / "registry").glob("*") if p.is_dir())
+    if not models:
+        raise CliError(f"{root}: no release below it (make one with `edgeloop release make`)")
+    try:
+        with _verified(root) as updater:
+            docs = [_describe(root, m, updater) for m in models]
+    except (RepositoryError, DownloadError) as exc:
+        raise CliError(
+            f"{root}: the signed metadata does not verify from root.json: "
+            f"{type(exc).__name__}: {exc}",
+            "refused",
+            EXIT_FAILED,
+        ) from exc
     if args.json:
-        emit({"release": str(root), "keys": keys, "versions": docs})
+        emit({"release": str(root), "verified": True, "models": docs})
         return 0
+    print(f"{root}: signed metadata verified from {root / 'root.json'}, as a device does")
     for d in docs:
-        compressed = d["compressed_size"]
-        print(f"{d['model']} v{d['version']}  ({d['directory']})")
-        print(f"  created {d['created_at']}, expires {d['expires_at']}")
-        names = ", ".join(d["input"]["names"][:8]) or "unnamed"
-        if len(d["input"]["names"]) > 8:
-            names += ", …"
-        names = f"{d['input']['shape'][-1]} features ({names})"
-        print(f"  input: {names}")
-        outputs = ", ".join(d["output"]["names"])
-        print(
-            f"  output: {outputs}"
-            + (
-                f" (alarm above {d['decision_threshold']:.4f})"
-                if d["decision_threshold"] is not None
-                else ""
-            )
-        )
-        print(
-            f"  model.tflite {d['artifact']['size']} B, sha256 {d['artifact']['sha256'][:16]}…, "
-            f"compressed (model.tflite.zst) {compressed} B"
-        )
-        for p in d["patches"]:
-            share = p["size"] / max(1, compressed or d["artifact"]["size"])
+        pointer = d["rollout"]
+        offered = f"v{pointer['offered']} to {pointer['percent']}%" if pointer else "nothing"
+        print(f"{d['model']}: the rollout offers {offered}")
+        for v in d["versions"]:
+            if not v["signed"]:
+                print(f"  v{v['version']}: no longer signed (pruned or withdrawn)")
+                continue
+            print(f"  v{v['version']} (created {v['created_at']})")
             print(
-                f"  patch from v{p['from_version']}: {p['codec']} {p['size']} B "
-                f"({share:.0%} of the compressed model)"
+                f"    model.tflite {v['size']} B, sha256 {v['sha256'][:16]}…, "
+                f"compressed {v['compressed_size']} B"
             )
-        if not d["patches"]:
-            print("  no patches (a device fetches the compressed model)")
-        metrics = ", ".join(f"{k} {v:.4f}" for k, v in d["metrics"].items())
-        print(f"  metrics: {metrics or '-'}; health check: {d['health_check_rows']} golden rows")
-        verdict = "verified" if d["verified"] is True else f"not verified ({d['verified']})"
-        print(f"  signature: key {d['key_id']}, {verdict}")
-    return 0 if trusted is None or all(d["verified"] is True for d in docs) else EXIT_FAILED
+            for p in v["patches"]:
+                share = p["size"] / max(1, v["compressed_size"] or v["size"])
+                print(
+                    f"    patch from v{p['from_version']}: {p['codec']} {p['size']} B "
+                    f"({share:.0%} of the compressed model)"
+                )
+            metrics = ", ".join(f"{k} {x:.4f}" for k, x in v["metrics"].items())
+            print(f"    metrics: {metrics or '-'}; health check: {v['health_check_rows']} rows")
+    return 0
 
 
 def register(sub: Any, json_help: str) -> None:
     p = sub.add_parser(
         "release",
-        help="turn a training run into a signed release laid out like the CDN, and show one",
-        description="make: sign a promoted run as models/{model}/{version}/ under OUT, with "
-        "patches from earlier versions; show: print a release and check its signatures.",
+        help="turn a training run into a TUF repository on disk laid out like the CDN; show one",
+        description="make: sign a promoted run into OUT/models/tuf/ with patches from earlier "
+        "versions and a pointer offering it; show: verify a release as a device would and "
+        "print its versions.",
     )
     rel = p.add_subparsers(dest="release_command", required=True, metavar="ACTION")
     m = rel.add_parser(
         "make",
-        help="sign a promoted `edgeloop train --out` run as a release under OUT",
-        description="Writes OUT/models/{model}/{version}/ (model.tflite, model.tflite.zst, "
-        "from-N.{codec} patches, signed manifest.json), OUT/models/{model}/latest.json and "
-        "OUT/manifest-public.pem. Serve OUT as the CDN base URL.",
+        help="sign a promoted `edgeloop train --out` run into the release OUT",
+        description="Writes OUT/models/tuf/ (metadata and targets), OUT/registry/ (the copies "
+        "later patches start from) and, the first time, OUT/keys/ (a local root and online "
+        "key, unencrypted: for trying, never for a fleet) and OUT/root.json (the trust anchor "
+        "for `[trust] root`). Serve OUT as the CDN base URL.",
     )
     m.add_argument(
         "run_dir", metavar="RUN", help="the --out directory of a promoted `edgeloop train`"
     )
-    m.add_argument("--key", required=True, help="PEM private key from `edgeloop keygen`")
     m.add_argument("-o", "--out", required=True, help="the release root (the CDN base directory)")
-    m.add_argument(
-        "--base",
-        action="append",
-        default=[],
-        help="an earlier release (version directory or root) to make a patch from; repeatable "
-        "(default: the last --bases versions already under OUT)",
-    )
     m.add_argument(
         "--bases",
         type=int,
         default=DEFAULT_BASES,
-        help="how many earlier versions under OUT get a patch when no --base is given "
-        "(default: %(default)s)",
+        help="how many earlier versions under OUT get a patch (default: %(default)s)",
     )
     m.add_argument(
         "--version", type=int, default=None, help="version number (default: one above the newest)"
@@ -293,18 +328,15 @@ def register(sub: Any, json_help: str) -> None:
         "--valid-days",
         type=int,
         default=30,
-        help="days until the manifest expires and devices refuse it (default: %(default)s)",
+        help="days the signatures last; no schedule re-signs a release on disk "
+        "(default: %(default)s)",
     )
     m.add_argument("--json", action="store_true", help=json_help)
     m.set_defaults(run=_make)
 
-    s = rel.add_parser("show", help="print a release's versions, patches and signature check")
-    s.add_argument("release", help="a release root, model directory or version directory")
-    s.add_argument(
-        "--key",
-        action="append",
-        help="PEM public key to verify with, repeatable (default: manifest-public.pem in the "
-        "release root)",
+    s = rel.add_parser(
+        "show", help="verify a release from its root.json as a device would, print its versions"
     )
+    s.add_argument("release", help="a release root (the -o of `edgeloop release make`)")
     s.add_argument("--json", action="store_true", help=json_help)
     s.set_defaults(run=_show)

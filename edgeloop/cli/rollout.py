@@ -37,8 +37,7 @@ def _rollouts(args: argparse.Namespace) -> Any:
         registry=Registry(dynamodb, args.table),
         fleet=FleetTable(dynamodb, args.table),  # unread: these actions never enter a stage
         publisher=None,
-        store=None,
-        artifact_bucket="",
+        trust=None,
         canaries=lambda model: [],
         settings=no_settings,
     )
@@ -57,7 +56,7 @@ def describe(doc: dict[str, Any]) -> list[str]:
     if doc.get("reason"):
         lines.append(f"why: {doc['reason']}")
     if doc.get("publish"):
-        lines.append("announcements pending: the schedule publishes them within a minute")
+        lines.append("publish pending (pointer, nudges): the schedule finishes it within a minute")
     rows = [
         [str(e["at"]), str(e["stage"]), str(e["event"]), str(e.get("detail", ""))]
         for e in doc.get("history", [])

@@ -3,17 +3,18 @@
 Split by reason to change:
 - `encoding`: canonical JSON, SHA-256, UTC times, time-ordered ids;
 - `reader`: the one strict reader every message and config goes through;
-- message types, each parsed beside where it is serialised: `manifest`,
-  `status`, `uploads`, and the MQTT `topics`;
-- `acceptance`: what a device checks of a manifest and the bytes it fetches;
-- `verify`: the device's signature check against its pinned keys;
-- `signers`: the cloud's signers (local PEM, AWS KMS), never imported by a
-  device and so not re-exported here.
+- message types, each parsed beside where it is serialised: `status`,
+  `uploads`, `events`, `nudge`, and the MQTT `topics`;
+- `manifest`: a version as the device keeps it (assembled from verified targets);
+- `trust_targets`: what the fleet's TUF repository's target names and custom
+  metadata mean (the rollout pointer, patches, a version's spec); python-tuf
+  signs and verifies, the contract only says what the verified fields mean;
+- `acceptance`: what a device checks of a version and the bytes it fetches.
 
 No scikit-learn, boto3 or pydantic import anywhere in this package.
 """
 
-from edgeloop.contract.acceptance import check_blob, check_fresh, check_input, check_newer
+from edgeloop.contract.acceptance import check_blob, check_input
 from edgeloop.contract.encoding import (
     EncodingError,
     canonical_json,
@@ -28,13 +29,9 @@ from edgeloop.contract.errors import (
     HashMismatch,
     InputSpecMismatch,
     MalformedManifest,
-    ManifestExpired,
     PatchBaseMismatch,
     PatchCorrupt,
-    SignatureInvalid,
     SizeMismatch,
-    UnknownKey,
-    VersionNotNewer,
 )
 from edgeloop.contract.events import AlarmEvent, AlarmKind
 from edgeloop.contract.manifest import (
@@ -45,10 +42,10 @@ from edgeloop.contract.manifest import (
     DeltaRef,
     HealthCheck,
     Manifest,
-    Signature,
     TensorSpec,
     parse_manifest,
 )
+from edgeloop.contract.nudge import MalformedNudge, Nudge
 from edgeloop.contract.reader import Fields
 from edgeloop.contract.stages import StagePlan, band_of, basis_points
 from edgeloop.contract.status import Health, StatusRejected, StatusReport, Step
@@ -62,17 +59,8 @@ from edgeloop.contract.uploads import (
     new_batch_id,
     parse_upload_answer,
 )
-from edgeloop.contract.verify import (
-    ALGORITHM,
-    TrustedKeys,
-    accept_manifest,
-    key_id_of,
-    load_public_key,
-    public_key_pem,
-)
 
 __all__ = [
-    "ALGORITHM",
     "CODECS",
     "FULL_ENCODINGS",
     "AlarmEvent",
@@ -88,12 +76,11 @@ __all__ = [
     "HealthCheck",
     "InputSpecMismatch",
     "MalformedManifest",
+    "MalformedNudge",
     "Manifest",
-    "ManifestExpired",
+    "Nudge",
     "PatchBaseMismatch",
     "PatchCorrupt",
-    "Signature",
-    "SignatureInvalid",
     "SizeMismatch",
     "StagePlan",
     "StatusRejected",
@@ -101,31 +88,22 @@ __all__ = [
     "Step",
     "TensorSpec",
     "ThingTopics",
-    "TrustedKeys",
-    "UnknownKey",
     "UploadAnswer",
     "UploadGrant",
     "UploadMessageInvalid",
     "UploadRefusal",
     "UploadRequest",
-    "VersionNotNewer",
-    "accept_manifest",
     "announcement",
     "band_of",
     "basis_points",
     "canonical_json",
     "check_blob",
-    "check_fresh",
     "check_input",
-    "check_newer",
     "format_time",
-    "key_id_of",
-    "load_public_key",
     "new_batch_id",
     "parse_manifest",
     "parse_time",
     "parse_upload_answer",
-    "public_key_pem",
     "sha256_hex",
     "thing_of",
     "time_ordered_id",

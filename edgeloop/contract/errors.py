@@ -15,22 +15,6 @@ class MalformedManifest(ContractError):
     """The bytes are not a manifest: bad JSON, a missing field, a wrong type."""
 
 
-class SignatureInvalid(ContractError):
-    """The manifest is unsigned, or its signature does not cover these bytes."""
-
-
-class UnknownKey(ContractError):
-    """The manifest names a signing key this device does not trust."""
-
-
-class ManifestExpired(ContractError):
-    """The manifest's expires_at is in the past (a freeze or replay attempt)."""
-
-
-class VersionNotNewer(ContractError):
-    """The manifest's version is not above the installed one (a rollback attempt)."""
-
-
 class InputSpecMismatch(ContractError):
     """The model expects input this device does not produce."""
 

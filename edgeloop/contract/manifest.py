@@ -1,9 +1,11 @@
-"""The manifest: what a model version is, where its bytes are, and who vouches for it.
+"""The manifest: what a model version is and where its bytes are, as the device keeps it.
 
-A manifest travels as canonical JSON. Its signature covers every field but
-itself, so any field the cloud adds is covered too, even one an older agent
-does not know. Each type reads itself (`from_json`) right beside the way it
-writes itself (`to_json`).
+Nobody signs a manifest any more and no device receives one: the device
+assembles it from what the fleet's TUF repository vouched for (the model,
+compressed and patch targets with their hashes, the version's spec and golden
+inputs; see edgeloop.contract.trust_targets) and keeps it beside the installed
+model. Each type reads itself (`from_json`) right beside the way it writes
+itself (`to_json`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from edgeloop.contract.encoding import (
@@ -29,8 +31,8 @@ from edgeloop.contract.topics import check_model_name
 CODECS = ("bsdiff4", "zstd", "wdiff")
 # How a full artifact may also be published compressed (edgeloop.delta.compress_full).
 FULL_ENCODINGS = ("zstd",)
-# An announcement carries the manifest; anything larger is not one. Read before parsing,
-# so a flood of bytes costs the device nothing but the read.
+# A manifest or a version's spec is a few KB; anything larger is not one. Checked
+# before parsing, so a flood of bytes costs the device nothing but the read.
 MAX_MANIFEST_BYTES = 256 * 1024
 
 # Paths are relative to the CDN base and written from a small alphabet: a
@@ -211,29 +213,10 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
-class Signature:
-    alg: str
-    key_id: str
-    value: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"alg": self.alg, "key_id": self.key_id, "value": self.value}
-
-    @staticmethod
-    def from_json(f: Fields) -> Signature:
-        return Signature(
-            alg=f.text("alg", max_length=64),
-            key_id=f.text("key_id", max_length=128),
-            value=f.text("value", max_length=1024),
-        )
-
-
-@dataclass(frozen=True)
 class Manifest:
     model: str
     version: int
     created_at: str
-    expires_at: str
     input: TensorSpec
     output: TensorSpec
     artifact: ArtifactRef
@@ -244,14 +227,12 @@ class Manifest:
     # Training-time score statistics (mean, std, quantiles, expected alarm rate)
     # that the agent compares its rolling scores with to report drift.
     stats: Mapping[str, float] = field(default_factory=dict)
-    signature: Signature | None = None
 
-    def unsigned_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "version": self.version,
             "created_at": self.created_at,
-            "expires_at": self.expires_at,
             "input": self.input.to_json(),
             "output": self.output.to_json(),
             "artifact": self.artifact.to_json(),
@@ -262,21 +243,14 @@ class Manifest:
             "stats": dict(self.stats),
         }
 
-    def to_json(self) -> dict[str, Any]:
-        doc = self.unsigned_json()
-        if self.signature is not None:
-            doc["signature"] = self.signature.to_json()
-        return doc
-
     @staticmethod
     def from_json(doc: Any) -> Manifest:
-        """Every field typed and checked; the signature is checked elsewhere, first."""
+        """Every field typed and checked."""
         f = Fields(doc, "manifest", MalformedManifest)
         return Manifest(
             model=f.checked("model", f.text("model", max_length=64), check_model_name),
             version=f.integer("version", low=1),
             created_at=_time(f, "created_at"),
-            expires_at=_time(f, "expires_at"),
             input=TensorSpec.from_json(f.child("input")),
             output=TensorSpec.from_json(f.child("output")),
             artifact=ArtifactRef.from_json(f.child("artifact")),
@@ -285,25 +259,14 @@ class Manifest:
             decision_threshold=f.optional_number("decision_threshold"),
             health_checks=tuple(HealthCheck.from_json(h) for h in f.children("health_checks")),
             stats=f.numbers("stats"),
-            signature=Signature.from_json(f.child("signature")) if f.has("signature") else None,
         )
 
     def to_bytes(self) -> bytes:
         return canonical_json(self.to_json())
 
-    def signing_payload(self) -> bytes:
-        return canonical_json(self.unsigned_json())
-
-    def with_signature(self, signature: Signature) -> Manifest:
-        return replace(self, signature=signature)
-
     @property
     def created(self) -> datetime:
         return parse_time(self.created_at)
-
-    @property
-    def expires(self) -> datetime:
-        return parse_time(self.expires_at)
 
     def delta_from(self, installed_sha256: str) -> DeltaRef | None:
         """The smallest patch whose base is the installed model, if the manifest has one."""
@@ -318,7 +281,6 @@ class Manifest:
         input: TensorSpec,
         output: TensorSpec,
         artifact: ArtifactRef,
-        valid_for: timedelta,
         now: datetime | None = None,
         **rest: Any,
     ) -> Manifest:
@@ -327,7 +289,6 @@ class Manifest:
             model=model,
             version=version,
             created_at=format_time(created),
-            expires_at=format_time(created + valid_for),
             input=input,
             output=output,
             artifact=artifact,
@@ -359,10 +320,5 @@ def load_json_object(raw: bytes) -> dict[str, Any]:
     return Fields(doc, "manifest", MalformedManifest).doc
 
 
-def parse_manifest(raw: bytes) -> tuple[Manifest, dict[str, Any]]:
-    """Parse manifest bytes without checking the signature (see verify.TrustedKeys).
-
-    Returns the typed manifest and the raw JSON object.
-    """
-    doc = load_json_object(raw)
-    return Manifest.from_json(doc), doc
+def parse_manifest(raw: bytes) -> Manifest:
+    return Manifest.from_json(load_json_object(raw))

@@ -36,7 +36,7 @@ def basis_points(thing: str) -> int:
 
 
 def band_of(thing: str) -> int:
-    """The 1% band (0-99) whose announcement topic the device listens on."""
+    """The 1% band (0-99) whose nudge topic the device listens on."""
     return basis_points(thing) // _BAND_WIDTH
 
 

@@ -39,10 +39,10 @@ def check_model_name(model: str) -> str:
 
 
 def announcement(model: str, band: int) -> str:
-    """Retained topic carrying the signed manifest the rollout offers one 1% band."""
+    """Retained topic of one 1% band's nudge: refresh, the rollout moved for this band."""
     if isinstance(band, bool) or not isinstance(band, int) or not 0 <= band < BANDS:
         raise ValueError(f"band {band!r} is not a whole number from 0 to {BANDS - 1}")
-    return f"{ROOT}/models/{check_model_name(model)}/bands/{band:02d}/manifest"
+    return f"{ROOT}/models/{check_model_name(model)}/bands/{band:02d}/nudge"
 
 
 @dataclass(frozen=True)
@@ -75,13 +75,13 @@ class ThingTopics:
         return f"{self.prefix}/events"
 
     @property
-    def manifest(self) -> str:
-        """Retained: what the rollout offers this device as a named canary."""
-        return f"{self.prefix}/manifest"
+    def nudge(self) -> str:
+        """Retained: the nudge a named canary hears when the rollout moves for it."""
+        return f"{self.prefix}/nudge"
 
 
 _THING_TOPIC_RE = re.compile(
-    rf"^{ROOT}/things/([^/+#]+)/(upload/request|upload/response|status|events|manifest)$"
+    rf"^{ROOT}/things/([^/+#]+)/(upload/request|upload/response|status|events|nudge)$"
 )
 
 

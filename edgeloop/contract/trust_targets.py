@@ -9,11 +9,22 @@ model's delegated role.
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from edgeloop.contract.encoding import EncodingError, parse_time
 from edgeloop.contract.errors import ContractError
+from edgeloop.contract.manifest import (
+    ArtifactRef,
+    DeltaRef,
+    HealthCheck,
+    Manifest,
+    TensorSpec,
+    load_json_object,
+)
 from edgeloop.contract.reader import Fields
 from edgeloop.contract.stages import basis_points
 
@@ -22,6 +33,9 @@ from edgeloop.contract.stages import basis_points
 MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _TOP_LEVEL_ROLES = frozenset({"root", "targets", "snapshot", "timestamp"})
 MAX_CANARIES = 32
+# Where the repository lives under the CDN's base URL (and in the artifact bucket):
+# `models/tuf/metadata/...`, `models/tuf/targets/...`.
+REPOSITORY_PREFIX = "models/"
 
 
 class MalformedTrustTarget(ContractError):
@@ -55,6 +69,124 @@ def golden_path(model: str, sha256: str) -> str:
 
 def pointer_path(model: str) -> str:
     return f"{model}/rollout.json"
+
+
+def spec_path(model: str, version: int) -> str:
+    return f"{model}/{version}/spec.json"
+
+
+def golden_bytes(inputs: tuple[tuple[float, ...], ...]) -> bytes:
+    """The golden inputs as their target file holds them: the same rows, the same bytes."""
+    rows = [list(row) for row in inputs]
+    return json.dumps({"inputs": rows}, separators=(",", ":")).encode()
+
+
+def golden_inputs(raw: bytes) -> tuple[tuple[float, ...], ...]:
+    doc = load_json_object(raw)
+    return Fields(doc, "golden", MalformedTrustTarget, known=("inputs",)).matrix("inputs")
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    """What a device needs to know of a version besides its bytes, as a small target file:
+    input and output, the health checks' expected outputs (for the golden inputs, a
+    target of their own) and tolerance, the decision threshold, metrics and the
+    training-time score statistics drift is measured against."""
+
+    model: str
+    version: int
+    created_at: str
+    input: TensorSpec
+    output: TensorSpec
+    expected: tuple[tuple[float, ...], ...]
+    tolerance: float
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    decision_threshold: float | None = None
+    stats: Mapping[str, float] = field(default_factory=dict)
+
+    @staticmethod
+    def of(manifest: Manifest) -> VersionSpec:
+        """The spec of a manifest the cloud built (its one health check's inputs go apart)."""
+        if len(manifest.health_checks) != 1:
+            raise ValueError("a version carries exactly one health check")
+        check = manifest.health_checks[0]
+        return VersionSpec(
+            model=manifest.model,
+            version=manifest.version,
+            created_at=manifest.created_at,
+            input=manifest.input,
+            output=manifest.output,
+            expected=check.expected,
+            tolerance=check.tolerance,
+            metrics=manifest.metrics,
+            decision_threshold=manifest.decision_threshold,
+            stats=manifest.stats,
+        )
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "model": self.model,
+            "version": self.version,
+            "created_at": self.created_at,
+            "input": self.input.to_json(),
+            "output": self.output.to_json(),
+            "expected": [list(row) for row in self.expected],
+            "tolerance": self.tolerance,
+            "metrics": dict(self.metrics),
+            "decision_threshold": self.decision_threshold,
+            "stats": dict(self.stats),
+        }
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+    @staticmethod
+    def from_bytes(raw: bytes) -> VersionSpec:
+        f = Fields(load_json_object(raw), "spec", MalformedTrustTarget)
+        created_at = f.text("created_at", max_length=32)
+        try:
+            parse_time(created_at)
+        except EncodingError as exc:
+            raise f.fail("created_at", "a UTC time like 2026-01-31T12:00:00Z") from exc
+        try:
+            return VersionSpec(
+                model=f.checked("model", f.text("model", max_length=64), check_model_name),
+                version=f.integer("version", low=1),
+                created_at=created_at,
+                input=TensorSpec.from_json(f.child("input")),
+                output=TensorSpec.from_json(f.child("output")),
+                expected=f.matrix("expected"),
+                tolerance=f.number("tolerance", low=0.0),
+                metrics=f.numbers("metrics"),
+                decision_threshold=f.optional_number("decision_threshold"),
+                stats=f.numbers("stats"),
+            )
+        except ContractError as exc:  # TensorSpec's reader raises the manifest's refusal
+            raise MalformedTrustTarget(str(exc)) from exc
+
+    def manifest(
+        self,
+        artifact: ArtifactRef,
+        golden: tuple[tuple[float, ...], ...],
+        deltas: tuple[DeltaRef, ...] = (),
+    ) -> Manifest:
+        """The version as the device keeps it, from what TUF vouched for."""
+        if len(golden) != len(self.expected):
+            raise MalformedTrustTarget(
+                f"{self.model} v{self.version}: {len(golden)} golden inputs but "
+                f"{len(self.expected)} expected outputs"
+            )
+        return Manifest(
+            model=self.model,
+            version=self.version,
+            created_at=self.created_at,
+            input=self.input,
+            output=self.output,
+            artifact=artifact,
+            deltas=deltas,
+            metrics=self.metrics,
+            decision_threshold=self.decision_threshold,
+            health_checks=(HealthCheck(golden, self.expected, self.tolerance),),
+            stats=self.stats,
+        )
 
 
 @dataclass(frozen=True)
@@ -92,7 +224,7 @@ class RolloutPointer:
     `offered` goes to the covered devices (named canaries, then `percent` of the
     fleet by stable band); every other device keeps `previous` (None: nothing
     yet). Moving `offered` back is an abort: a device that refreshes is no
-    longer offered the withdrawn version, whatever announcement it saw.
+    longer offered the withdrawn version, whatever nudge it heard.
     """
 
     model: str

@@ -23,8 +23,9 @@ def _table(state: DemoState, bytes_by_device: dict[str, dict[str, int]]) -> Any:
         "samples",
         "uploaded",
         "queued",
+        "bytes metadata",
         "bytes patch",
-        "bytes .zst",
+        "bytes .zstd",
         "bytes .tflite",
     ):
         devices.add_column(
@@ -41,6 +42,7 @@ def _table(state: DemoState, bytes_by_device: dict[str, dict[str, int]]) -> Any:
             str(c.scored),
             str(c.uploaded_rows_without_model + c.uploaded_rows_with_model),
             str(len(agent.queue)),
+            str(received.get("metadata", 0)),
             str(received.get("patch", 0)),
             str(received.get("compressed", 0)),
             str(received.get("full", 0)),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeloop.demo import shipments
+from functions.common.registry import Registry
 
 if TYPE_CHECKING:
     from edgeloop.demo.scenarios import Scenario
@@ -23,14 +24,11 @@ def build_report(
     received = shipments.by_device(logged)
     full_sizes: dict[int, int] = {}
     compressed_sizes: dict[int, int] = {}
-    s3 = cloud.client("s3")
-    for version in sorted({x["version"] for x in shipped}):
-        for name, sizes in (("model.tflite", full_sizes), ("model.tflite.zst", compressed_sizes)):
-            head = s3.head_object(
-                Bucket=cloud.resources.artifact_bucket,
-                Key=f"models/{scenario.model}/{version}/{name}",
-            )
-            sizes[version] = int(head["ContentLength"])
+    registry = Registry(cloud.client("dynamodb"), cloud.resources.registry_table)
+    for version in sorted({x["version"] for x in shipped if x["version"] is not None}):
+        record = registry.version(scenario.model, version) or {}
+        full_sizes[version] = int(record.get("size", 0))
+        compressed_sizes[version] = int(record.get("compressed_full_size", 0))
     devices = {}
     for agent in state.agents:
         c = agent.counters
@@ -115,7 +113,7 @@ def gate_sentence(gate: dict[str, Any]) -> str:
 def update_lines(report: dict[str, Any]) -> list[str]:
     """Per version: what a device fetched to get it, against the compressed model."""
     lines = []
-    for version in sorted({x["version"] for x in report["shipments"]}):
+    for version in sorted({x["version"] for x in report["shipments"] if x["version"]}):
         got = [x for x in report["shipments"] if x["version"] == version]
         patches = sorted({x["bytes"] for x in got if x["kind"] == "patch"})
         compressed = report["compressed_artifact_bytes"].get(str(version))
@@ -182,19 +180,21 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         "## Devices",
         "",
-        "Bytes each device fetched: patches, the zstd-compressed full model (what a device "
-        "without a usable patch fetches) and the uncompressed full model (the last resort).",
+        "Bytes each device fetched: the signed metadata and the small files beside a "
+        "version (its spec, golden inputs when they changed), patches, the zstd-compressed "
+        "full model (what a device without a usable patch fetches) and the uncompressed "
+        "full model (the last resort).",
         "",
-        "| device | stage | version | patches | compressed full (.zst) | full (.tflite) | "
-        "upload share before swap | after |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| device | stage | version | metadata | patches | compressed full (.zstd) "
+        "| full (.tflite) | upload share before swap | after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, d in report["devices"].items():
         b = d["bytes_received"]
         version = f"v{d['final_version']}" if d["final_version"] else "-"
         lines.append(
             f"| {name} | {d['stage']} | {version} "
-            f"| {b['patch']} | {b['compressed']} | {b['full']} | "
+            f"| {b['metadata']} | {b['patch']} | {b['compressed']} | {b['full']} | "
             f"{d['upload_share_before_swap']:.0%} | {d['upload_share_after_swap']:.0%} |"
         )
     lines += ["", "## What happened", "", *[f"    {e}" for e in report["events"]], ""]

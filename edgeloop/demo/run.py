@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 import threading
 import tomllib
@@ -25,6 +24,7 @@ from edgeloop.factory.config import parse_config
 from edgeloop.local.runtime import LocalRuntime
 from edgeloop.runtime import CompiledModel
 from functions.common.registry import Registry
+from functions.common.releases import version_key
 
 ROUND_TIMEOUT = 60.0
 ROLLOUT_TIMEOUT = 60.0
@@ -169,7 +169,7 @@ class Demo:
             self.registry = Registry(cloud.client("dynamodb"), cloud.resources.registry_table)
             self.say(f"local cloud up: moto at {cloud.aws.endpoint}, broker {cloud.broker_url}")
             workdir = Path(tempfile.mkdtemp(prefix="edgeloop-demo-"))
-            (workdir / "manifest-public.pem").write_bytes(cloud.manifest_public_key())
+            (workdir / "root.json").write_bytes(cloud.trust_root)
             agents = [self._agent(workdir, i) for i in range(self.options.devices)]
             self.state.agents = agents
             for agent in agents:
@@ -220,10 +220,11 @@ class Demo:
                 },
                 "artifacts": {
                     "base_url": self.cloud.cdn.base_url,
-                    "manifest_keys": ["manifest-public.pem"],
                     "timeout": 5.0,
                     "retries": 3,
                 },
+                # The stages of the demo move within seconds: a nudge is acted on at once.
+                "trust": {"root": "root.json", "min_refresh_seconds": 0.0},
                 "state": {"dir": f"device-{index + 1:02d}"},
                 "upload": {
                     "batch_rows": s.batch_rows,
@@ -331,15 +332,11 @@ class Demo:
         return {"confusion": truth_alarm, "predictions": predictions}
 
     def _deployed_model(self) -> bytes:
+        assert self.state.champion is not None
+        key = version_key(self.scenario.model, self.state.champion, "model.tflite")
         s3 = self.cloud.client("s3")
-        bucket = self.cloud.resources.artifact_bucket
-        latest = json.loads(
-            s3.get_object(Bucket=bucket, Key=f"models/{self.scenario.model}/latest.json")[
-                "Body"
-            ].read()
-        )
-        manifest = json.loads(s3.get_object(Bucket=bucket, Key=latest["manifest"])["Body"].read())
-        body: bytes = s3.get_object(Bucket=bucket, Key=manifest["artifact"]["path"])["Body"].read()
+        bucket = self.cloud.resources.registry_bucket
+        body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         return body
 
     def _report(self, field_results: dict[str, Any]) -> dict[str, Any]:

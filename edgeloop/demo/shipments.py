@@ -1,9 +1,12 @@
 """What the CDN sent each device, named for what it is.
 
-The CDN stand-in logs every response by path. A version directory holds
-three kinds of file, and the demo reports them apart: the full model
-(`model.tflite`), the zstd-compressed full model (`model.tflite.zst`, what a
-device without a usable patch fetches) and patches (`from-{version}.{codec}`).
+The CDN stand-in logs every response by path. Devices fetch only from the
+fleet's TUF repository (`models/tuf/`), and the demo reports four kinds apart:
+the signed metadata and the small files beside a version (its spec, golden
+inputs), the full model (`….model.tflite`), the zstd-compressed full model
+(`….model.tflite.zstd`, what a device without a usable patch fetches) and
+patches (`….from-{version}.{codec}`). Target files are hash-prefixed:
+`models/tuf/targets/{model}/{version}/{sha256}.{name}`.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-KINDS = ("patch", "compressed", "full")
+KINDS = ("metadata", "patch", "compressed", "full")
 LABELS = {
+    "metadata": "signed metadata, spec, golden inputs",
     "patch": "patches",
-    "compressed": "compressed full model (.zst)",
+    "compressed": "compressed full model (.zstd)",
     "full": "full model (.tflite)",
 }
+_TARGETS = "models/tuf/targets/"
 
 
 class Logged(Protocol):
@@ -26,18 +31,24 @@ class Logged(Protocol):
 
 
 def kind_of(path: str) -> str:
-    name = path.rsplit("/", 1)[-1]
+    if not path.startswith(_TARGETS):
+        return "metadata" if path.startswith("models/tuf/metadata/") else "other"
+    name = path.rsplit("/", 1)[-1].split(".", 1)[-1]
     if name == "model.tflite":
         return "full"
-    if name == "model.tflite.zst":
+    if name == "model.tflite.zstd":
         return "compressed"
     if name.startswith("from-"):
         return "patch"
-    return "other"
+    return "metadata"
 
 
-def version_of(path: str) -> int:
-    return int(path.split("/")[2])
+def version_of(path: str) -> int | None:
+    """The version a target file belongs to; None for metadata and golden inputs."""
+    if not path.startswith(_TARGETS):
+        return None
+    parts = path[len(_TARGETS) :].split("/")
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
 def by_device(shipments: Iterable[Logged]) -> dict[str, dict[str, int]]:

@@ -1,9 +1,14 @@
-"""The manifest for a promoted model, built from its run record (pure; signing is separate)."""
+"""A promoted model as a release: its manifest and the files it names (pure; the
+fleet's TUF repository signs them, edgeloop.trust).
+
+Paths are the TUF target paths of edgeloop.contract.trust_targets, so the
+manifest the cloud keeps of a version and the one a device assembles from
+verified targets name the same files.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from edgeloop.contract import (
@@ -15,52 +20,34 @@ from edgeloop.contract import (
     TensorSpec,
     sha256_hex,
 )
+from edgeloop.contract.trust_targets import compressed_path, model_path, patch_path
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.deltas import DeltaPlan
 
 
-def version_prefix(model: str, version: int) -> str:
-    return f"models/{model}/{version}/"
-
-
-def manifest_key(model: str, version: int) -> str:
-    return version_prefix(model, version) + "manifest.json"
-
-
-def delta_files(model: str, version: int, plan: DeltaPlan) -> list[tuple[DeltaRef, bytes]]:
-    """Where each planned patch is published, and its bytes."""
-    prefix = version_prefix(model, version)
-    files = []
-    for p in plan.patches:
-        path = f"{prefix}from-{p.from_version}.{p.codec}"
-        files.append(
-            (DeltaRef(p.from_version, p.from_sha256, p.codec, path, p.sha256, p.size), p.data)
-        )
-    return files
-
-
-def compressed_file(model: str, version: int, plan: DeltaPlan) -> tuple[CompressedRef, bytes]:
-    """Where the zstd-compressed full artifact is published, and its bytes."""
-    data = plan.compressed_full
-    path = version_prefix(model, version) + "model.tflite.zst"
-    return CompressedRef("zstd", path, sha256_hex(data), len(data)), data
-
-
-def build_manifest(
+def build_release(
     config: ModelConfig,
     version: int,
     tflite: bytes,
-    deltas: Sequence[DeltaRef],
+    plan: DeltaPlan,
     record: dict[str, Any],
-    valid_for: timedelta,
     now: datetime | None = None,
-    compressed: CompressedRef | None = None,
-) -> Manifest:
-    """What a device needs to accept, fetch, check and judge this version."""
+) -> tuple[Manifest, dict[str, bytes]]:
+    """What a device needs to fetch, check and judge this version, and the bytes of
+    every file it names (the model, its zstd form, a patch from each planned base)."""
     model = config.model.name
+    files = {model_path(model, version): tflite}
+    deltas = []
+    for p in plan.patches:
+        path = patch_path(model, p.from_version, version, p.codec)
+        deltas.append(DeltaRef(p.from_version, p.from_sha256, p.codec, path, p.sha256, p.size))
+        files[path] = p.data
+    packed = plan.compressed_full
+    zst = compressed_path(model, version, "zstd")
+    files[zst] = packed
     health = record["health_check"]
     outputs = record["output_names"]
-    return Manifest.new(
+    manifest = Manifest.new(
         model=model,
         version=version,
         input=TensorSpec(shape=(-1, config.model.n_features), names=config.model.feature_names),
@@ -68,12 +55,11 @@ def build_manifest(
             shape=(-1, len(outputs)) if config.is_classifier else (-1,), names=tuple(outputs)
         ),
         artifact=ArtifactRef(
-            version_prefix(model, version) + "model.tflite",
+            model_path(model, version),
             sha256_hex(tflite),
             len(tflite),
-            compressed,
+            CompressedRef("zstd", zst, sha256_hex(packed), len(packed)),
         ),
-        valid_for=valid_for,
         now=now,
         deltas=tuple(deltas),
         metrics={k: v for k, v in record["metrics"].items() if k != "holdout_rows"},
@@ -87,3 +73,4 @@ def build_manifest(
         ),
         stats=record.get("stats") or {},
     )
+    return manifest, files

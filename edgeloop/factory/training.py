@@ -53,6 +53,9 @@ class TrainedModel:
     # The int8 scales of the model this one was warm-started from, by weight
     # name: export reuses each one the new weights still fit (see quantize_int8).
     int8_base: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    # The health check's inputs this model shipped with: its successors reuse them,
+    # so a device fetches golden inputs once (edgeloop.contract.trust_targets).
+    golden: FloatArray | None = None
 
     def scaled(self, X: FloatArray) -> FloatArray:
         out: FloatArray = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale

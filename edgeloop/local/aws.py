@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -112,6 +113,22 @@ def provision(
         signing_key_id=key,
         canary_group=canary_group,
     )
+
+
+def init_trust(client: Callable[[str], Any], resources: Resources, keys_dir: Path) -> bytes:
+    """What the platform team does offline with `edgeloop trust init`, done here with
+    three throwaway root keys in `keys_dir` (two sign root) and the online roles on the
+    KMS key; then the first timestamp. Returns root v1, the anchor devices ship with."""
+    from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
+    from edgeloop.trust import KmsSigner, RootCeremony, S3Store, TrustRepository
+    from edgeloop.trust.keys import generate_root_key
+
+    store = S3Store(client("s3"), resources.artifact_bucket, REPOSITORY_PREFIX)
+    online = KmsSigner.of_key(client("kms"), resources.signing_key_id)
+    keys = [generate_root_key(keys_dir / f"root-{i}.pem", None) for i in range(3)]
+    root = RootCeremony(store).init(keys, 2, online.public_key)
+    TrustRepository(store, online).resign_due()
+    return root.to_bytes()
 
 
 def _queue_arn(sqs: Any, url: str) -> str:

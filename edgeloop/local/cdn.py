@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from edgeloop.trust.store import mutable
+
 
 @dataclass
 class Shipment:
@@ -24,7 +26,16 @@ class Shipment:
 
     @property
     def kind(self) -> str:
-        return "full" if self.path.endswith("model.tflite") else "patch"
+        """What the bytes were: signed metadata, a full model (plain or compressed), a
+        patch, or the small files beside a version (spec, golden inputs, pointer)."""
+        if "/tuf/metadata/" in self.path:
+            return "metadata"
+        name = self.path.rsplit("/", 1)[-1]
+        if name.endswith((".model.tflite", ".model.tflite.zstd")):
+            return "full"
+        if ".from-" in name:
+            return "patch"
+        return "metadata"
 
 
 @dataclass
@@ -37,7 +48,9 @@ class CdnLog:
             self.shipments.append(Shipment(device, path, size))
 
     def bytes_by_device(self) -> dict[str, dict[str, int]]:
-        totals: dict[str, dict[str, int]] = defaultdict(lambda: {"full": 0, "patch": 0})
+        totals: dict[str, dict[str, int]] = defaultdict(
+            lambda: {"full": 0, "patch": 0, "metadata": 0}
+        )
         with self.lock:
             for s in self.shipments:
                 totals[s.device][s.kind] += s.bytes
@@ -62,9 +75,11 @@ class OriginUnavailable(RuntimeError):
 class BucketOrigin:
     """The artifact bucket behind an edge cache.
 
-    Artifacts live under versioned paths and never change once published,
-    so, like CloudFront with a long TTL, each is read from the bucket once.
-    Manifests (`.json`) are always read through, because a rollback rewrites them.
+    The repository's files live under versioned or hash-prefixed names and never
+    change once written, so, like CloudFront with a long TTL, each is read from
+    the bucket once. The timestamp is always read through (edgeloop.trust.store:
+    it is the one file a CDN must re-check), and a missing object is never
+    remembered: a device probing for the next root must see it once it exists.
     """
 
     def __init__(self, s3: Any, bucket: str) -> None:
@@ -95,7 +110,7 @@ class BucketOrigin:
             if cached is not None:
                 return cached
             body = self._read(key)
-            if not key.endswith(".json"):
+            if not mutable(key):
                 with self._lock:
                     self._objects[key] = body
             return body
@@ -127,15 +142,16 @@ class LocalCdn:
         object or the byte range asked for (206), or 416 for a range past its end."""
         key = request.path.lstrip("/")
         if not key.startswith("models/") or ".." in key.split("/"):
-            request.send_error(403)
+            _refuse(request, 403)
             return
         try:
             body = self.origin.get(key)
         except KeyError:
-            request.send_error(404)
+            # Every refresh asks for the next root version and expects this answer.
+            _refuse(request, 404)
             return
         except OriginUnavailable:
-            request.send_error(502)
+            _refuse(request, 502)
             return
         match = _RANGE.fullmatch(request.headers.get("Range") or "")
         first, last = 0, len(body) - 1
@@ -172,6 +188,16 @@ class LocalCdn:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+def _refuse(request: BaseHTTPRequestHandler, status: int) -> None:
+    """An error status with an empty body; a device that gave up meanwhile is no error."""
+    try:
+        request.send_response(status)
+        request.send_header("Content-Length", "0")
+        request.end_headers()
+    except (BrokenPipeError, ConnectionResetError):
+        return
 
 
 def _request_handler(cdn: LocalCdn) -> type[BaseHTTPRequestHandler]:

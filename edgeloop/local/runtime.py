@@ -9,8 +9,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from edgeloop.contract import load_public_key, public_key_pem
-from edgeloop.local.aws import CREDENTIALS, MotoServer, Resources
+from edgeloop.local.aws import CREDENTIALS, MotoServer, Resources, init_trust
 from edgeloop.local.broker import EmbeddedBroker
 from edgeloop.local.cdn import BucketOrigin, LocalCdn
 from edgeloop.local.router import EventRouter, Handler
@@ -55,6 +54,8 @@ class LocalRuntime:
         self.resources: Resources = self.aws.provision(visibility_timeout=20)
         self.broker = None if broker_url else EmbeddedBroker()
         self.broker_url = broker_url or self.broker.url  # type: ignore[union-attr]
+        # A fleet's root is made offline (`edgeloop trust init`); a local cloud's here.
+        self.trust_root = init_trust(self.aws.client, self.resources, self.workdir / "root-keys")
         self.artifacts = BucketOrigin(self.aws.client("s3"), self.resources.artifact_bucket)
         self.cdn = LocalCdn(self.artifacts)
         os.environ.update(
@@ -108,12 +109,6 @@ class LocalRuntime:
             self.resources.canary_group if canary else None,
         )
         FleetTable(self.aws.client("dynamodb"), self.resources.fleet_table).forget_identity(thing)
-
-    def manifest_public_key(self) -> bytes:
-        der = self.aws.client("kms").get_public_key(KeyId=self.resources.signing_key_id)[
-            "PublicKey"
-        ]
-        return public_key_pem(load_public_key(der))
 
     def client(self, service: str) -> Any:
         return self.aws.client(service)

@@ -96,8 +96,12 @@ class KmsSigner(AWSSigner):
     """
 
     def __init__(self, kms: Any, aws_key_id: str, public_key: SSlibKey) -> None:
-        super().__init__(aws_key_id, public_key)
+        # Not AWSSigner.__init__: it makes a boto3 client of its own from the process's
+        # environment, which may not name a region (or the endpoint) the caller's does.
+        self.aws_key_id = aws_key_id
+        self._public_key = public_key
         self.client = kms
+        self.aws_algo = self.aws_algos[public_key.scheme]
 
     @classmethod
     def of_key(cls, kms: Any, aws_key_id: str) -> KmsSigner:

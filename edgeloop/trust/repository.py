@@ -41,17 +41,21 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from edgeloop.contract import Manifest
 from edgeloop.contract.trust_targets import (
     PatchInfo,
     RolloutPointer,
+    VersionSpec,
     check_model_name,
     compressed_path,
+    golden_bytes,
     golden_path,
     model_path,
     patch_path,
     pointer_path,
+    spec_path,
 )
-from edgeloop.trust.store import ByteStore
+from edgeloop.trust.store import ByteStore, KeyExists
 
 METADATA = "tuf/metadata/"
 TARGETS = "tuf/targets/"
@@ -62,6 +66,8 @@ _ROOT_FILE = re.compile(r"(\d+)\.root\.json")
 _SERIALIZER = JSONSerializer(compact=True)
 
 S = TypeVar("S", Root, Timestamp, Snapshot, Targets)
+# What a transaction's change returns: the targets roles to commit, or None for nothing.
+_Change = Mapping[str, Metadata[Targets]] | None
 
 
 class TrustError(Exception):
@@ -106,10 +112,14 @@ class PatchRelease:
 class VersionRelease:
     """One published version of a model, as the release writer hands it over.
 
-    `custom` is the model target's custom metadata: input and output spec, the
-    health checks' expected outputs and tolerance, stats. The golden inputs
-    travel as their own content-addressed target because they are the bulk of
-    it and rarely change between versions.
+    The model target's custom metadata names two small targets beside it: the
+    version's spec (input and output, the health checks' expected outputs and
+    tolerance, metrics, stats) and its golden inputs. Both are files rather than
+    custom metadata because the model's role lists every kept version and a
+    device downloads the role whole on every pointer move: a spec inline would
+    be paid again for each version kept and each stage, a spec file once per
+    update. The golden inputs are content-addressed, so a device holding them
+    from an earlier version does not fetch them again.
 
     TUF signs canonical JSON, which has no floats: numbers in `custom` are
     written as decimal strings (`repr(x)` reads back as exactly `x`).
@@ -122,6 +132,33 @@ class VersionRelease:
     compressed: Mapping[str, bytes] = field(default_factory=dict)  # encoding -> bytes
     patches: tuple[PatchRelease, ...] = ()
     golden: bytes | None = None
+    spec: bytes | None = None  # the version's spec (edgeloop.contract.trust_targets.VersionSpec)
+
+    @staticmethod
+    def of(manifest: Manifest, files: Mapping[str, bytes]) -> VersionRelease:
+        """The release of a version the cloud built (edgeloop.factory.release): its
+        manifest and the bytes of every file the manifest names, by path."""
+        artifact = manifest.artifact
+        if artifact.path != model_path(manifest.model, manifest.version):
+            raise TrustError(
+                f"{artifact.path} is not where {manifest.model} v{manifest.version}"
+                " lives in the repository"
+            )
+        compressed = {}
+        if artifact.compressed is not None:
+            compressed[artifact.compressed.encoding] = files[artifact.compressed.path]
+        return VersionRelease(
+            model=manifest.model,
+            version=manifest.version,
+            model_bytes=files[artifact.path],
+            compressed=compressed,
+            patches=tuple(
+                PatchRelease(d.from_version, d.from_sha256, d.codec, files[d.path])
+                for d in manifest.deltas
+            ),
+            golden=golden_bytes(manifest.health_checks[0].inputs),
+            spec=VersionSpec.of(manifest).to_bytes(),
+        )
 
 
 def _target(path: str, data: bytes, custom: Mapping[str, Any] | None = None) -> TargetFile:
@@ -166,14 +203,18 @@ class _Store:
             raise NotInitialised("no root metadata in the store; run `edgeloop trust init` first")
         return self.load(f"{METADATA}{versions[-1]}.root.json", Root)
 
-    def write(self, md: Metadata[Any], role: str | None = None) -> bytes:
+    def write(self, md: Metadata[Any], role: str | None = None, create_only: bool = False) -> bytes:
         """`role` names a targets role's file; the other roles are named by their type."""
         data = md.to_bytes(_SERIALIZER)
         if isinstance(md.signed, Timestamp):
             self.bytes.put(f"{METADATA}timestamp.json", data)
         else:
-            self.bytes.put(f"{METADATA}{md.signed.version}.{role or md.signed.type}.json", data)
+            key = f"{METADATA}{md.signed.version}.{role or md.signed.type}.json"
+            self.bytes.put(key, data, create_only=create_only)
         return data
+
+    def has(self, role: str, version: int) -> bool:
+        return self.bytes.get(f"{METADATA}{version}.{role}.json") is not None
 
 
 class TrustRepository:
@@ -181,6 +222,15 @@ class TrustRepository:
 
     Holds no root key and cannot change root: a root that does not name this
     signer's key for the online roles is refused at construction.
+
+    Several functions write at once (a retrain publishing, a status report
+    moving a stage, the schedule re-signing), so every change is a transaction
+    over the store: read the newest snapshot, change the roles, write them and
+    a snapshot under new version numbers with create-only writes. The snapshot
+    is the commit: of two writers of the same snapshot version one fails, reads
+    the winner's state and applies its change again on top. The timestamp only
+    publishes the newest snapshot; a writer that finds a newer snapshot after
+    writing it names that one instead, so the last word is always the newest.
     """
 
     def __init__(
@@ -189,16 +239,18 @@ class TrustRepository:
         online: Signer,
         *,
         lifetimes: Lifetimes | None = None,
-        keep_versions: int = 3,
+        keep_versions: int = 2,
         clock: Callable[[], datetime] = utc_now,
+        attempts: int = 8,
     ) -> None:
-        if keep_versions < 2:
-            raise ValueError("keep at least two versions: a patch needs its base")
+        if keep_versions < 1:
+            raise ValueError("keep at least the newest version")
         self._store = _Store(store)
         self._online = online
         self.lifetimes = lifetimes or Lifetimes()
         self.keep_versions = keep_versions
         self._clock = clock
+        self._attempts = attempts
         self.root = self._store.root()
         keyid = online.public_key.keyid
         for role in ONLINE_ROLES:
@@ -216,11 +268,18 @@ class TrustRepository:
             return None
         return self._store.load(f"{METADATA}timestamp.json", Timestamp)
 
+    def _newest_snapshot_version(self, known: int) -> int:
+        """The newest committed snapshot at or after `known` (what the timestamp names):
+        one a writer committed but did not get to publish counts, it is complete."""
+        while self._store.has(Snapshot.type, known + 1):
+            known += 1
+        return known
+
     def _snapshot(self) -> Metadata[Snapshot] | None:
         timestamp = self._timestamp()
         if timestamp is None:
             return None
-        version = timestamp.signed.snapshot_meta.version
+        version = self._newest_snapshot_version(timestamp.signed.snapshot_meta.version)
         return self._store.load(f"{METADATA}{version}.snapshot.json", Snapshot)
 
     def _role(self, snapshot: Metadata[Snapshot], role: str) -> Metadata[Targets]:
@@ -260,10 +319,28 @@ class TrustRepository:
         targets.delegations = Delegations(keys={}, roles={})
         return Metadata(targets)
 
-    def _commit(self, changed: Mapping[str, Metadata[Targets]]) -> None:
+    def _transaction(self, change: Callable[[Metadata[Snapshot] | None], _Change]) -> None:
+        """Apply `change` to the newest state and commit it; again on top of another
+        writer's commit when one came first."""
+        for _ in range(self._attempts):
+            snapshot = self._snapshot()
+            changed = change(snapshot)
+            if changed is None:
+                return
+            try:
+                self._commit(snapshot, changed)
+                return
+            except KeyExists:
+                continue
+        raise TrustError(
+            f"gave up after {self._attempts} attempts: other writers committed each time"
+        )
+
+    def _commit(
+        self, snapshot: Metadata[Snapshot] | None, changed: Mapping[str, Metadata[Targets]]
+    ) -> None:
         """Write the changed targets roles as new versions, then a snapshot and a
         timestamp naming them: devices see all of it at once or none of it."""
-        snapshot = self._snapshot()
         if snapshot is None:
             snap = Metadata(Snapshot(version=1, expires=self._expiry(self.lifetimes.snapshot)))
             snap.signed.meta.clear()
@@ -272,12 +349,28 @@ class TrustRepository:
             snap.signed.version += 1
         for role, md in changed.items():
             listed = snap.signed.meta.get(f"{role}.json")
-            md.signed.version = listed.version + 1 if listed else 1
+            version = listed.version + 1 if listed else 1
+            # A version some writer took (and may never list) is skipped, not reused.
+            while self._store.has(role, version):
+                version += 1
+            md.signed.version = version
             lifetime = self.lifetimes.targets if role == Targets.type else self.lifetimes.model
-            data = self._store.write(self._sign(md, lifetime), role)
+            data = self._store.write(self._sign(md, lifetime), role, create_only=True)
             snap.signed.meta[f"{role}.json"] = MetaFile(md.signed.version, length=len(data))
-        snap_data = self._store.write(self._sign(snap, self.lifetimes.snapshot))
-        self._write_timestamp(MetaFile(snap.signed.version, length=len(snap_data)))
+        snap_data = self._store.write(self._sign(snap, self.lifetimes.snapshot), create_only=True)
+        self._publish_newest(snap.signed.version, len(snap_data))
+
+    def _publish_newest(self, version: int, length: int) -> None:
+        """Point the timestamp at snapshot `version`, or at a newer one another writer
+        committed meanwhile, so the timestamp written last always names the newest."""
+        while True:
+            self._write_timestamp(MetaFile(version, length=length))
+            newest = self._newest_snapshot_version(version)
+            if newest == version:
+                return
+            data = self._store.bytes.get(f"{METADATA}{newest}.snapshot.json")
+            assert data is not None
+            version, length = newest, len(data)
 
     def _write_timestamp(self, snapshot_meta: MetaFile) -> None:
         current = self._timestamp()
@@ -289,11 +382,12 @@ class TrustRepository:
         )
         self._store.write(self._sign(Metadata(timestamp), self.lifetimes.timestamp))
 
-    def _roles_for(self, model: str) -> dict[str, Metadata[Targets]]:
+    def _roles_for(
+        self, snapshot: Metadata[Snapshot] | None, model: str
+    ) -> dict[str, Metadata[Targets]]:
         """The model's role, and top-level targets too when it needs a new delegation.
         The model's role is last, so `[*roles.values()][-1]` is it."""
         check_model_name(model)
-        snapshot = self._snapshot()
         top = (
             self._role(snapshot, Targets.type)
             if snapshot is not None
@@ -316,6 +410,13 @@ class TrustRepository:
         role = Targets(version=1, expires=self._expiry(self.lifetimes.model))
         return {Targets.type: top, model: Metadata(role)}
 
+    def _put_target(
+        self, path: str, data: bytes, custom: Mapping[str, Any] | None = None
+    ) -> TargetFile:
+        target = _target(path, data, custom)
+        self._store.bytes.put(_target_key(target), data)
+        return target
+
     # -- what functions call ---------------------------------------------------------
 
     def publish(self, release: VersionRelease) -> dict[str, TargetFile]:
@@ -325,24 +426,22 @@ class TrustRepository:
         bytes are not yet on the CDN.
         """
         model, version = release.model, release.version
-        roles = self._roles_for(model)
-        role = roles[model]
         targets: dict[str, TargetFile] = {}
-
-        def add(path: str, data: bytes, custom: Mapping[str, Any] | None = None) -> None:
-            target = _target(path, data, custom)
-            self._store.bytes.put(_target_key(target), data)
-            targets[path] = target
-
         custom = dict(release.custom)
         if release.golden is not None:
-            golden = _target(golden_path(model, "x"), release.golden)
-            path = golden_path(model, golden.hashes["sha256"])
-            add(path, release.golden)
-            custom["golden"] = path
-        add(model_path(model, version), release.model_bytes, custom)
+            sha = _target(golden_path(model, "x"), release.golden).hashes["sha256"]
+            golden = self._put_target(golden_path(model, sha), release.golden)
+            targets[golden.path] = golden
+            custom["golden"] = golden.path
+        if release.spec is not None:
+            spec = self._put_target(spec_path(model, version), release.spec)
+            targets[spec.path] = spec
+            custom["spec"] = spec.path
+        full = self._put_target(model_path(model, version), release.model_bytes, custom)
+        targets[full.path] = full
         for encoding, data in sorted(release.compressed.items()):
-            add(compressed_path(model, version, encoding), data)
+            packed = self._put_target(compressed_path(model, version, encoding), data)
+            targets[packed.path] = packed
         for patch in release.patches:
             info = PatchInfo(
                 codec=patch.codec,
@@ -350,72 +449,104 @@ class TrustRepository:
                 base_sha256=patch.base_sha256,
                 produces=model_path(model, version),
             )
-            add(
+            target = self._put_target(
                 patch_path(model, patch.base_version, version, patch.codec),
                 patch.data,
                 info.to_json(),
             )
-        role.signed.targets.update(targets)
-        self._prune(model, role.signed)
-        self._commit(roles)
+            targets[target.path] = target
+
+        def change(snapshot: Metadata[Snapshot] | None) -> _Change:
+            roles = self._roles_for(snapshot, model)
+            role = roles[model].signed
+            role.targets.update(targets)
+            self._prune(model, role)
+            return roles
+
+        self._transaction(change)
         return targets
 
     def set_pointer(self, pointer: RolloutPointer) -> None:
         """Sign which version the model's rollout offers, to whom, and what the rest keep."""
-        roles = self._roles_for(pointer.model)
-        role = roles[pointer.model]
-        for version in pointer.versions:
-            if model_path(pointer.model, version) not in role.signed.targets:
-                raise TrustError(
-                    f"{pointer.model} v{version} is not published (or was pruned); "
-                    "a pointer may only name a version devices can fetch"
-                )
         data = _pointer_bytes(pointer)
-        target = _target(pointer_path(pointer.model), data, pointer.to_json())
-        self._store.bytes.put(_target_key(target), data)
-        role.signed.targets[target.path] = target
-        self._commit(roles)
+        target = self._put_target(pointer_path(pointer.model), data, pointer.to_json())
 
-    def abort(self, model: str) -> RolloutPointer | None:
-        """Move the pointer back to the version before the offered one, and withdraw
-        the offered version's targets, so no refreshing device is offered it again."""
-        current = self.pointer(model)
-        if current is None:
-            raise TrustError(f"{model} has no rollout pointer to move back")
-        role = self._roles_for(model)[model]
-        withdrawn = current.offered
-        for path in [p for p in role.signed.targets if _version_of(p) == withdrawn]:
-            del role.signed.targets[path]
+        def change(snapshot: Metadata[Snapshot] | None) -> _Change:
+            roles = self._roles_for(snapshot, pointer.model)
+            role = roles[pointer.model].signed
+            for version in pointer.versions:
+                if model_path(pointer.model, version) not in role.targets:
+                    raise TrustError(
+                        f"{pointer.model} v{version} is not published (or was pruned); "
+                        "a pointer may only name a version devices can fetch"
+                    )
+            if role.targets.get(target.path) == target:
+                return None  # signed already: a retried publish changes nothing
+            role.targets[target.path] = target
+            self._prune(pointer.model, role)
+            return roles
+
+        self._transaction(change)
+
+    def withdraw(self, model: str, version: int, back_to: int | None) -> None:
+        """An abort: the pointer goes back to `back_to` (None: no pointer) and `version`'s
+        targets leave the model's role, so no refreshing device is offered it again.
+
+        Idempotent, as the schedule may finish an abort a failed call left half-done.
+        """
         back = (
             None
-            if current.previous is None
-            else RolloutPointer(model, offered=current.previous, previous=None, percent=100)
+            if back_to is None
+            else RolloutPointer(model, offered=back_to, previous=None, percent=100)
         )
-        if back is None:
-            del role.signed.targets[pointer_path(model)]
-        else:
-            data = _pointer_bytes(back)
-            target = _target(pointer_path(model), data, back.to_json())
-            self._store.bytes.put(_target_key(target), data)
-            role.signed.targets[target.path] = target
-        self._commit({model: role})
-        return back
+        pointer_target = (
+            None
+            if back is None
+            else self._put_target(pointer_path(model), _pointer_bytes(back), back.to_json())
+        )
+
+        def change(snapshot: Metadata[Snapshot] | None) -> _Change:
+            if snapshot is None or f"{model}.json" not in snapshot.signed.meta:
+                return None
+            roles = self._roles_for(snapshot, model)
+            role = roles[model].signed
+            withdrawn = [p for p in role.targets if _version_of(p) == version]
+            current = role.targets.get(pointer_path(model))
+            if not withdrawn and current == pointer_target:
+                return None
+            for path in withdrawn:
+                del role.targets[path]
+            if pointer_target is None:
+                role.targets.pop(pointer_path(model), None)
+            else:
+                if model_path(model, back_to or 0) not in role.targets:
+                    raise TrustError(f"{model} v{back_to} is not published; cannot go back to it")
+                role.targets[pointer_target.path] = pointer_target
+            return roles
+
+        self._transaction(change)
 
     def _prune(self, model: str, role: Targets) -> None:
-        """Keep the newest `keep_versions` versions and whatever the pointer names;
-        golden inputs stay while a kept version refers to them."""
+        """Keep the newest `keep_versions` versions and whatever the pointer names, and
+        patches only into the newest and the offered version (nobody patches their way to
+        an older one); golden inputs stay while a kept version refers to them.
+
+        Every device downloads the model's role whole whenever it changes, so what it
+        lists is paid for by the fleet on each publish and each pointer move."""
         pointer_target = role.targets.get(pointer_path(model))
-        pinned = (
-            set(RolloutPointer.from_json(pointer_target.custom).versions)
-            if pointer_target
-            else set()
-        )
+        pointer = RolloutPointer.from_json(pointer_target.custom) if pointer_target else None
+        pinned = set(pointer.versions) if pointer else set()
         versions = sorted({v for p in role.targets if (v := _version_of(p)) is not None})
         keep = set(versions[-self.keep_versions :]) | pinned
-        for path in [
-            p for p in role.targets if (v := _version_of(p)) is not None and v not in keep
-        ]:
-            del role.targets[path]
+        patched = {versions[-1]} if versions else set()
+        if pointer is not None:
+            patched.add(pointer.offered)
+        for path in list(role.targets):
+            version = _version_of(path)
+            if version is None:
+                continue
+            if version not in keep or (version not in patched and "/from-" in path):
+                del role.targets[path]
         wanted = {
             t.custom.get("golden")
             for t in role.targets.values()
@@ -428,34 +559,49 @@ class TrustRepository:
         """What the schedule calls: a new timestamp always; any other online role
         re-signed when it nears expiry or when it is signed by a key root no longer
         names (after an online-key rotation). Returns the roles re-signed."""
-        snapshot = self._snapshot()
-        if snapshot is None:
-            self._commit({Targets.type: self._new_top_level_targets()})
-            return [Targets.type, Snapshot.type, Timestamp.type]
-        keyid = self._online.public_key.keyid
-        now = self._clock()
-        due: dict[str, Metadata[Targets]] = {}
-        rotated = False
-        for name in [Targets.type, *self.models()]:
-            md = self._role(snapshot, name)
-            lifetime = self.lifetimes.targets if name == Targets.type else self.lifetimes.model
-            if keyid not in md.signatures:
-                rotated = True
-            if keyid not in md.signatures or _due(md.signed, now, lifetime, self.lifetimes):
-                due[name] = md
-        if rotated:
-            top = due.setdefault(Targets.type, self._role(snapshot, Targets.type))
-            self._delegate_to(top.signed, self._online.public_key)
-        snapshot_due = (
-            due
-            or keyid not in snapshot.signatures
-            or _due(snapshot.signed, now, self.lifetimes.snapshot, self.lifetimes)
-        )
-        if snapshot_due:
-            self._commit(due)
-            return [*due, Snapshot.type, Timestamp.type]
-        self._write_timestamp(self._timestamp().signed.snapshot_meta)  # type: ignore[union-attr]
-        return [Timestamp.type]
+        resigned: list[str] = []
+
+        def change(snapshot: Metadata[Snapshot] | None) -> _Change:
+            resigned.clear()
+            if snapshot is None:
+                resigned.extend([Targets.type, Snapshot.type, Timestamp.type])
+                return {Targets.type: self._new_top_level_targets()}
+            keyid = self._online.public_key.keyid
+            now = self._clock()
+            due: dict[str, Metadata[Targets]] = {}
+            rotated = False
+            for name in [Targets.type, *self._delegated(snapshot)]:
+                md = self._role(snapshot, name)
+                lifetime = self.lifetimes.targets if name == Targets.type else self.lifetimes.model
+                if keyid not in md.signatures:
+                    rotated = True
+                if keyid not in md.signatures or _due(md.signed, now, lifetime, self.lifetimes):
+                    due[name] = md
+            if rotated:
+                top = due.setdefault(Targets.type, self._role(snapshot, Targets.type))
+                self._delegate_to(top.signed, self._online.public_key)
+            if (
+                due
+                or keyid not in snapshot.signatures
+                or _due(snapshot.signed, now, self.lifetimes.snapshot, self.lifetimes)
+            ):
+                resigned.extend([*due, Snapshot.type, Timestamp.type])
+                return due
+            return None
+
+        self._transaction(change)
+        if not resigned:
+            snapshot = self._snapshot()
+            assert snapshot is not None
+            data = self._store.bytes.get(f"{METADATA}{snapshot.signed.version}.snapshot.json")
+            assert data is not None
+            self._publish_newest(snapshot.signed.version, len(data))
+            resigned.append(Timestamp.type)
+        return resigned
+
+    def _delegated(self, snapshot: Metadata[Snapshot]) -> list[str]:
+        delegations = self._role(snapshot, Targets.type).signed.delegations
+        return sorted(delegations.roles or {}) if delegations else []
 
     @staticmethod
     def _delegate_to(top: Targets, key: Key) -> None:

@@ -12,9 +12,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 # Versioned metadata and hash-prefixed targets never change once written, so a
-# CDN may keep them forever; timestamp.json is the one file it must re-check.
+# CDN may keep them forever. timestamp.json is the one file it must re-check on
+# every request: a nudge goes out right after a publish, and a device that read a
+# cached timestamp then would find nothing new until its next timer.
 IMMUTABLE = "public, max-age=31536000, immutable"
-SHORT = "public, max-age=60"
+SHORT = "no-cache"
+
+
+def mutable(key: str) -> bool:
+    """The keys a cache must re-check: the timestamp and roots still collecting signatures."""
+    return key.endswith("/timestamp.json") or "/pending/" in key
+
+
+class KeyExists(Exception):
+    """A create-only write found the key already written: another writer was first."""
 
 
 class ByteStore(Protocol):
@@ -22,7 +33,9 @@ class ByteStore(Protocol):
         """The object's bytes, None when there is none."""
         ...
 
-    def put(self, key: str, data: bytes) -> None: ...
+    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+        """Write `data` at `key`; with `create_only`, raise KeyExists instead of replacing."""
+        ...
 
     def list(self, prefix: str) -> list[str]:
         """Every key starting with `prefix`, sorted."""
@@ -30,7 +43,7 @@ class ByteStore(Protocol):
 
 
 def cache_control(key: str) -> str:
-    return SHORT if key.endswith("/timestamp.json") or "/pending/" in key else IMMUTABLE
+    return SHORT if mutable(key) else IMMUTABLE
 
 
 class DirectoryStore:
@@ -50,14 +63,23 @@ class DirectoryStore:
         except FileNotFoundError:
             return None
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # A reader never sees half a file: write beside it, then rename over it.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-        os.replace(tmp, path)
+        if not create_only:
+            os.replace(tmp, path)
+            return
+        # link() fails when the name exists: the one atomic "create if absent".
+        try:
+            os.link(tmp, path)
+        except FileExistsError as exc:
+            raise KeyExists(key) from exc
+        finally:
+            os.unlink(tmp)
 
     def list(self, prefix: str) -> list[str]:
         if not self.root.exists():
@@ -82,14 +104,26 @@ class S3Store:
         data: bytes = response["Body"].read()
         return data
 
-    def put(self, key: str, data: bytes) -> None:
-        self._s3.put_object(
-            Bucket=self.bucket,
-            Key=self.prefix + key,
-            Body=data,
-            ContentType="application/json" if key.endswith(".json") else "application/octet-stream",
-            CacheControl=cache_control(key),
-        )
+    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+        try:
+            self._s3.put_object(
+                Bucket=self.bucket,
+                Key=self.prefix + key,
+                Body=data,
+                ContentType=(
+                    "application/json" if key.endswith(".json") else "application/octet-stream"
+                ),
+                CacheControl=cache_control(key),
+                **({"IfNoneMatch": "*"} if create_only else {}),
+            )
+        except self._s3.exceptions.ClientError as exc:
+            # 412: the key exists; 409: a concurrent conditional write to it is in flight.
+            if exc.response.get("Error", {}).get("Code") in (
+                "PreconditionFailed",
+                "ConditionalRequestConflict",
+            ):
+                raise KeyExists(key) from exc
+            raise
 
     def list(self, prefix: str) -> list[str]:
         keys: list[str] = []

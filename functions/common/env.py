@@ -54,23 +54,23 @@ class PresignEnv(IdentityEnv):
 
 
 class RolloutEnv(IdentityEnv):
-    """What moves rollouts on (status, the schedule), and what starts them."""
+    """What moves rollouts on (status, the schedule), and what starts them: each may sign
+    the fleet's TUF metadata (a rollout pointer, the schedule's fresh timestamp)."""
 
     model_config_dir: Path = Field(alias="MODEL_CONFIG_DIR")
     registry_table: str = Field(alias="REGISTRY_TABLE", min_length=3)
+    # The TUF repository lives under models/tuf/ here, behind the CDN.
     artifact_bucket: str = Field(alias="ARTIFACT_BUCKET", min_length=3)
+    # The online key: signs targets, snapshot and timestamp (never root).
+    signing_key_id: str = Field(alias="SIGNING_KEY_ID", min_length=1)
 
 
 class ReleaseEnv(RolloutEnv):
-    """What a function that signs and publishes versions, then starts their rollout, needs
+    """What a function that publishes versions, then starts their rollout, needs
     (retrain, rollback)."""
 
     registry_bucket: str = Field(alias="REGISTRY_BUCKET", min_length=3)
-    signing_key_id: str = Field(alias="SIGNING_KEY_ID", min_length=1)
     delta_bases: Annotated[int, Field(ge=0, le=32)] = Field(default=3, alias="DELTA_BASES")
-    manifest_ttl_days: Annotated[int, Field(ge=1, le=365)] = Field(
-        default=30, alias="MANIFEST_TTL_DAYS"
-    )
 
 
 class RetrainEnv(ReleaseEnv):

@@ -1,32 +1,28 @@
-"""Publishing a promoted model: versioned artifacts, patches, a signed manifest, the pointer.
+"""Publishing a promoted model: the fleet's TUF repository, and the registry's own copies.
 
-Layout in the artifact bucket (served by CloudFront under `models/`):
-    models/{model}/{version}/model.tflite
-    models/{model}/{version}/from-{base}.{codec}
-    models/{model}/{version}/manifest.json
-    models/{model}/latest.json            (the only mutable object)
-Version directories are written with If-None-Match: a version is never rewritten.
+Devices get a version only through the TUF repository in the artifact bucket
+(edgeloop.trust, served by the CDN under `models/`): the model, its zstd form,
+patches from earlier versions, its spec and golden inputs, all signed by the
+online KMS key in the model's role. The registry bucket keeps what the cloud
+itself reads again (never served):
+    registry/{model}/versions/{version}/model.tflite      a base for later patches,
+    registry/{model}/versions/{version}/manifest.json     and what a rollback republishes
+    registry/{model}/versions/{version}/estimator.joblib  the warm start of the next run
+Written with If-None-Match: a version is never rewritten.
 """
 
 from __future__ import annotations
 
 import io
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from edgeloop.contract import Manifest
-from edgeloop.contract.signers import Signer, sign_manifest
+from edgeloop.contract import Manifest, parse_manifest
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.deltas import DeltaPlan, plan_deltas
-from edgeloop.factory.release import (
-    build_manifest,
-    compressed_file,
-    delta_files,
-    manifest_key,
-    version_prefix,
-)
+from edgeloop.factory.release import build_release
+from edgeloop.trust import TrustRepository, VersionRelease
 from functions.common.registry import Registry
 from functions.common.storage import ObjectMissing, ObjectStore
 
@@ -36,28 +32,30 @@ if TYPE_CHECKING:
     from edgeloop.factory.training import TrainedModel
 
 
+def version_key(model: str, version: int, name: str) -> str:
+    return f"registry/{model}/versions/{version}/{name}"
+
+
 def estimator_key(model: str, version: int) -> str:
-    return f"registry/{model}/versions/{version}/estimator.joblib"
+    return version_key(model, version, "estimator.joblib")
 
 
 @dataclass(frozen=True)
 class Publication:
     manifest: Manifest
-    manifest_bytes: bytes
     plan: DeltaPlan
 
 
 @dataclass(frozen=True)
 class ReleaseWriter:
-    """Writes versions of one deployment's models. The only code that signs manifests."""
+    """Writes versions of one deployment's models. The only code that publishes them."""
 
     store: ObjectStore
     registry: Registry
-    signer: Signer
-    artifact_bucket: str
+    # Built on first use: it reads the trusted root from the bucket.
+    trust: Callable[[], TrustRepository]
     registry_bucket: str
     delta_bases: int
-    manifest_ttl: timedelta
 
     def _bases(self, model: str) -> dict[int, bytes]:
         bases = {}
@@ -65,10 +63,10 @@ class ReleaseWriter:
             version = int(record["version"])
             try:
                 bases[version] = self.store.get(
-                    self.artifact_bucket, version_prefix(model, version) + "model.tflite"
+                    self.registry_bucket, version_key(model, version, "model.tflite")
                 )
             except ObjectMissing:
-                continue  # an expired or removed version simply gets no patch
+                continue  # a removed version simply gets no patch
         return bases
 
     def publish(
@@ -81,48 +79,29 @@ class ReleaseWriter:
     ) -> Publication:
         model = config.model.name
         version = self.registry.claim_next_version(model, {"run_id": run_id})
-        prefix = version_prefix(model, version)
-        self.store.put(self.artifact_bucket, prefix + "model.tflite", tflite, immutable=True)
         plan = plan_deltas(tflite, self._bases(model))
-        deltas = []
-        for ref, data in delta_files(model, version, plan):
-            self.store.put(self.artifact_bucket, ref.path, data, immutable=True)
-            deltas.append(ref)
-        compressed, compressed_data = compressed_file(model, version, plan)
-        self.store.put(self.artifact_bucket, compressed.path, compressed_data, immutable=True)
-        manifest = build_manifest(
-            config, version, tflite, deltas, record, self.manifest_ttl, compressed=compressed
-        )
-        signed = sign_manifest(manifest, self.signer)
-        raw = signed.to_bytes()
-        self.store.put(
-            self.artifact_bucket,
-            manifest_key(model, version),
-            raw,
-            content_type="application/json",
-            immutable=True,
-        )
+        manifest, files = build_release(config, version, tflite, plan, record)
+        for name, data in (("model.tflite", tflite), ("manifest.json", manifest.to_bytes())):
+            self.store.put(
+                self.registry_bucket, version_key(model, version, name), data, immutable=True
+            )
         self._save_estimator(model, version, trained)
-        self.store.put(
-            self.artifact_bucket,
-            f"models/{model}/latest.json",
-            json.dumps({"version": version, "manifest": manifest_key(model, version)}).encode(),
-            content_type="application/json",
-        )
+        # Signed last: a device is never offered a version the registry cannot patch
+        # from or roll back to.
+        self.trust().publish(VersionRelease.of(manifest, files))
         self.registry.publish_version(
             model,
             version,
             {
                 "run_id": run_id,
-                "sha256": signed.artifact.sha256,
-                "size": signed.artifact.size,
-                "manifest": manifest_key(model, version),
-                "deltas": [d.to_json() for d in deltas],
+                "sha256": manifest.artifact.sha256,
+                "size": manifest.artifact.size,
+                "deltas": [d.to_json() for d in manifest.deltas],
                 "compressed_full_size": plan.compressed_full_size,
             },
         )
         self.registry.set_champion(model, version, {"run_id": run_id})
-        return Publication(signed, raw, plan)
+        return Publication(manifest, plan)
 
     def _save_estimator(self, model: str, version: int, trained: TrainedModel) -> None:
         import joblib
@@ -150,23 +129,22 @@ class ReleaseWriter:
         Devices refuse lower versions, so going back means going forward with old bytes.
         """
         model = config.model.name
-        old_raw = self.store.get(self.artifact_bucket, manifest_key(model, to_version))
-        old = json.loads(old_raw)
-        tflite = self.store.get(self.artifact_bucket, old["artifact"]["path"])
+        old = parse_manifest(
+            self.store.get(self.registry_bucket, version_key(model, to_version, "manifest.json"))
+        )
+        tflite = self.store.get(
+            self.registry_bucket, version_key(model, to_version, "model.tflite")
+        )
         raw_estimator = self.store.get(self.registry_bucket, estimator_key(model, to_version))
         import joblib
 
         trained: TrainedModel = joblib.load(io.BytesIO(raw_estimator))
-        hc = old["health_checks"][0]
+        check = old.health_checks[0]
         record = {
-            "health_check": {
-                "inputs": hc["inputs"],
-                "expected": hc["expected"],
-                "tolerance": hc["tolerance"],
-            },
-            "output_names": old["output"]["names"] or ["anomaly_score"],
-            "metrics": {**old["metrics"], "rollback_of": float(to_version)},
-            "decision_threshold": old["decision_threshold"],
-            "stats": old["stats"],
+            "health_check": check.to_json(),
+            "output_names": list(old.output.names) or ["anomaly_score"],
+            "metrics": {**old.metrics, "rollback_of": float(to_version)},
+            "decision_threshold": old.decision_threshold,
+            "stats": dict(old.stats),
         }
         return self.publish(config, tflite, trained, record, run_id)

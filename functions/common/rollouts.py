@@ -21,7 +21,12 @@ at all: a stage without any advances at once and says so in the history.
 Every change is a conditional write on the rollout's revision, so two
 evaluators never both act. What a change must publish is written with it
 (`publish`) and cleared once it went out; the schedule finishes a publish that
-failed half-way.
+failed half-way. Publishing is two things, in this order: sign the model's
+rollout pointer in the fleet's TUF repository (the only thing a device
+believes: which version its stage runs), then nudge the devices whose stage
+changed to refresh (retained messages on their band's and own topics). A
+nudge that went out before its pointer would only cost a refresh that finds
+nothing new; a pointer without its nudge is found at the next nudge or timer.
 """
 
 from __future__ import annotations
@@ -34,13 +39,21 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from edgeloop.contract import StagePlan, ThingTopics, announcement, format_time, parse_time, utc_now
+from edgeloop.contract import (
+    Nudge,
+    StagePlan,
+    ThingTopics,
+    announcement,
+    format_time,
+    parse_time,
+    utc_now,
+)
+from edgeloop.contract.trust_targets import RolloutPointer
 from edgeloop.factory.config import RolloutSection
-from edgeloop.factory.release import manifest_key
+from edgeloop.trust import TrustRepository
 from functions.common.fleet import FleetTable
 from functions.common.publisher import Publisher
 from functions.common.registry import Registry, StaleWrite
-from functions.common.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +121,9 @@ class Policy:
 
 @dataclass(frozen=True)
 class Publish:
-    """What a change still has to publish: `version`'s manifest (None: clear) on bands
-    [low, high) and, if `canaries`, on each named canary's own topic."""
+    """What a change still has to publish: the rollout's pointer as it now stands, then a
+    nudge naming `version` (None: the rollout offers nothing) on bands [low, high) and,
+    if `canaries`, on each named canary's own topic."""
 
     version: int | None
     low: int
@@ -209,10 +223,9 @@ class Rollouts:
     registry: Registry
     fleet: FleetTable
     # None for the operator's command line, which only writes its decision: the
-    # schedule carries out what it leaves to publish (an abort's announcements).
+    # schedule carries out what it leaves to publish (an abort's pointer and nudges).
     publisher: Publisher | None
-    store: ObjectStore | None
-    artifact_bucket: str
+    trust: Callable[[], TrustRepository] | None
     # The named canaries of a model (members of the canary thing group).
     canaries: Callable[[str], list[str]]
     # The model's rollout settings (its config's [rollout] section).
@@ -226,7 +239,7 @@ class Rollouts:
 
     # --- starting -------------------------------------------------------------------
 
-    def start(self, model: str, version: int, manifest: bytes, now: datetime | None = None) -> bool:
+    def start(self, model: str, version: int, now: datetime | None = None) -> bool:
         """Offer a new version to the first stage that has devices. True if this call did.
 
         Losing the conditional write to another starter of the same (or a newer)
@@ -265,7 +278,7 @@ class Rollouts:
             if winner is not None and winner.version >= version:
                 return False
             raise
-        self._publish(rollout, manifest)
+        self._publish(rollout)
         return True
 
     def ensure_announced(self, model: str, now: datetime | None = None) -> Repair | None:
@@ -278,10 +291,9 @@ class Rollouts:
         if champion is None:
             return None
         version = int(champion["version"])
-        if self.store is None or (rollout is not None and rollout.version >= version):
+        if self.trust is None or (rollout is not None and rollout.version >= version):
             return None
-        manifest = self.store.get(self.artifact_bucket, manifest_key(model, version))
-        if not self.start(model, version, manifest, now):
+        if not self.start(model, version, now):
             return None
         return Repair(version, "started the rollout of a champion nobody had started")
 
@@ -436,20 +448,35 @@ class Rollouts:
             return f"stage {changed.stage}"
         return changed.state.value
 
-    def _publish(self, rollout: Rollout, manifest: bytes | None = None) -> None:
+    def pointer(self, rollout: Rollout, canaries: list[str] | None = None) -> RolloutPointer:
+        """The signed pointer for a rollout that is not aborted: its version for the named
+        canaries and the share of the fleet its stage covers, `previous` for the rest."""
+        percent = 0 if rollout.stage <= 0 else rollout.plan.percentages[rollout.stage - 1]
+        named = self.canaries(rollout.model) if canaries is None else canaries
+        return RolloutPointer(
+            rollout.model,
+            offered=rollout.version,
+            previous=rollout.previous,
+            percent=percent,
+            canaries=tuple(sorted(named)),
+        )
+
+    def _publish(self, rollout: Rollout) -> None:
         """Carry out the rollout's pending publish, then note that it went out."""
         job = rollout.publish
-        if job is None or self.publisher is None or self.store is None:
+        if job is None or self.publisher is None or self.trust is None:
             return
-        if job.version is None:
-            payload = b""
-        elif manifest is not None and job.version == rollout.version:
-            payload = manifest
+        trust = self.trust()
+        # Looked up once: the pointer names them, and they are nudged.
+        canaries = self.canaries(rollout.model)
+        if rollout.state is State.ABORTED:
+            trust.withdraw(rollout.model, rollout.version, back_to=rollout.previous)
         else:
-            payload = self.store.get(self.artifact_bucket, manifest_key(rollout.model, job.version))
+            trust.set_pointer(self.pointer(rollout, canaries))
+        payload = Nudge(rollout.model, job.version).to_bytes()
         if job.canaries:
-            for thing in self.canaries(rollout.model):
-                self.publisher.publish(ThingTopics(thing).manifest, payload, retain=True)
+            for thing in canaries:
+                self.publisher.publish(ThingTopics(thing).nudge, payload, retain=True)
         for band in range(job.low, job.high):
             self.publisher.publish(announcement(rollout.model, band), payload, retain=True)
         done = replace(rollout, publish=None, revision=rollout.revision + 1)

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from edgeloop.contract.signers import KmsSigner
 from functions.common.clients import client, iot_data_client
 from functions.common.cold_start import cold_start
 from functions.common.env import IdentityEnv, PresignEnv, ReleaseEnv, RolloutEnv, cached_env
@@ -32,6 +31,7 @@ from functions.common.storage import ObjectStore, S3ObjectStore
 
 if TYPE_CHECKING:
     from edgeloop.factory.config import RolloutSection
+    from edgeloop.trust import TrustRepository
     from functions.common.releases import ReleaseWriter
     from functions.common.rollouts import Rollouts
 
@@ -78,9 +78,26 @@ def grant_counter() -> GrantCounter:
     )
 
 
-# The two parts below are imported when first built: the rollout state machine and
-# the release writer bring in the model factory's NumPy code, which presign, the
-# busiest function, never uses and should not load at every cold start.
+# The parts below are imported when first built: the rollout state machine, the
+# release writer and the trust repository bring in NumPy and python-tuf, which
+# presign, the busiest function, never uses and should not load at every cold start.
+
+
+@cold_start
+def trust_repository() -> TrustRepository:
+    """The fleet's TUF repository in the artifact bucket, signed online with the KMS key.
+
+    Fails at construction when the bucket holds no root yet (`edgeloop trust init`
+    was not run) or when root does not name this key for the online roles.
+    """
+    from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
+    from edgeloop.trust import KmsSigner, S3Store, TrustRepository
+
+    env = cached_env(RolloutEnv)
+    return TrustRepository(
+        S3Store(client("s3"), env.artifact_bucket, REPOSITORY_PREFIX),
+        KmsSigner.of_key(client("kms"), env.signing_key_id),
+    )
 
 
 @cold_start
@@ -109,8 +126,7 @@ def rollouts() -> Rollouts:
         registry=registry(env.registry_table),
         fleet=fleet(env.fleet_table),
         publisher=publisher(),
-        store=object_store(),
-        artifact_bucket=env.artifact_bucket,
+        trust=trust_repository,
         canaries=canaries,
         settings=settings,
     )
@@ -124,14 +140,12 @@ def release_writer() -> ReleaseWriter:
     return ReleaseWriter(
         store=object_store(),
         registry=registry(env.registry_table),
-        signer=KmsSigner(client("kms"), env.signing_key_id),
-        artifact_bucket=env.artifact_bucket,
+        trust=trust_repository,
         registry_bucket=env.registry_bucket,
         delta_bases=env.delta_bases,
-        manifest_ttl=timedelta(days=env.manifest_ttl_days),
     )
 
 
-def rollout_starter() -> Callable[[str, int, bytes], bool]:
+def rollout_starter() -> Callable[[str, int], bool]:
     """Starts a new version's rollout (what retrain and rollback do last)."""
     return rollouts().start

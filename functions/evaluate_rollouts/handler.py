@@ -3,7 +3,9 @@
 Counted outcomes also trigger an evaluation (functions.status); the schedule is
 what closes a stage's window when devices go quiet, what finishes a publish
 that failed half-way (including an operator's abort), and what starts a
-champion whose rollout never started.
+champion whose rollout never started. It also keeps the fleet's signed
+metadata fresh: a new timestamp every run (it expires in hours, so devices
+notice a frozen CDN), the other online roles before they expire.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.common.env import RolloutEnv, cached_env
 from functions.common.model_configs import load_model_configs
 from functions.common.observability import logger, metrics, tracer
-from functions.common.wiring import rollouts
+from functions.common.wiring import rollouts, trust_repository
 
 
 @logger.inject_lambda_context
@@ -40,4 +42,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             )
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
             logger.info("rollout moved", extra={"model": model, "state": state})
-    return {"decided": decided}
+    resigned = trust_repository().resign_due()
+    metrics.add_metric(name="MetadataResigned", unit=MetricUnit.Count, value=len(resigned))
+    return {"decided": decided, "resigned": resigned}

@@ -135,7 +135,7 @@ class Retrainer:
     registry_bucket: str
     configs: dict[str, ModelConfig]
     max_training_bytes: int
-    announce: Callable[[str, int, bytes], bool]
+    announce: Callable[[str, int], bool]
     # k-means data larger than this is trained chunk by chunk from S3
     # (edgeloop.factory.stream) instead of being loaded whole.
     stream_above_bytes: int = 256 * 1024 * 1024
@@ -361,7 +361,7 @@ class Retrainer:
         )
         self.registry.mark_trained(model, pending)
         if publication is not None:
-            self.announce(model, publication.manifest.version, publication.manifest_bytes)
+            self.announce(model, publication.manifest.version)
         return outcome
 
     def retrain_each(self, models: Iterable[str]) -> tuple[list[RunOutcome], dict[str, Exception]]:

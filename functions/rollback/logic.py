@@ -47,7 +47,7 @@ def roll_back(
     configs: Mapping[str, ModelConfig],
     registry: Registry,
     releases: ReleaseWriter,
-    announce: Callable[[str, int, bytes], bool],
+    announce: Callable[[str, int], bool],
 ) -> int:
     """Publish `request.to_version`'s weights as the next version and announce it. Returns it."""
     config = configs.get(request.model)
@@ -59,5 +59,5 @@ def roll_back(
         )
     publication = releases.rollback(config, request.to_version, time_ordered_id())
     version = publication.manifest.version
-    announce(request.model, version, publication.manifest_bytes)
+    announce(request.model, version)
     return version

@@ -1,4 +1,7 @@
-"""Artifact hosting: versioned models in a bucket only CloudFront can read."""
+"""Artifact hosting: the fleet's TUF repository (`models/tuf/`) in a bucket only CloudFront
+can read. Versioned metadata and hash-prefixed targets carry a year-long Cache-Control;
+timestamp.json carries no-cache, so CloudFront asks the bucket again each time (after
+its policy's one-second minimum) and a nudged device sees the new pointer."""
 
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ class ArtifactHosting(Construct):
             "ArtifactBucket",
             access_logs=access_logs,
             log_prefix="artifact-bucket/",
-            # Versions are immutable by key already; bucket versioning also keeps a
-            # deleted or overwritten latest.json recoverable.
+            # Metadata versions and targets are immutable by key already; bucket
+            # versioning also keeps an overwritten timestamp.json recoverable.
             versioned=True,
             lifecycle_rules=[
                 s3.LifecycleRule(
@@ -46,8 +49,8 @@ class ArtifactHosting(Construct):
         suppress(
             self.distribution,
             "AwsSolutions-CFR1",
-            "devices anywhere may fetch models; every artifact is hash-checked against a "
-            "signed manifest",
+            "devices anywhere may fetch models; every file is checked against TUF metadata "
+            "signed by the online key under an offline root",
         )
         suppress(
             self.distribution,

@@ -14,6 +14,7 @@ from edgeloop.contract.topics import ROOT
 from functions.common.rules import rule_sql
 from infra.constructs.artifact_hosting import ArtifactHosting
 from infra.constructs.data_intake import DataIntake
+from infra.constructs.signing import Signing
 from infra.constructs.training_pipeline import (
     TrainingPipeline,
     canary_group_name,
@@ -21,15 +22,15 @@ from infra.constructs.training_pipeline import (
 )
 
 THING = "${iot:Connection.Thing.ThingName}"
-# A rollout's announcements: one retained topic per model and 1% band, and each
-# named canary's own.
-ANNOUNCEMENTS = f"{ROOT}/models/*/bands/*/manifest"
-CANARY_ANNOUNCEMENTS = f"{ROOT}/things/*/manifest"
+# A rollout's nudges to refresh: one retained topic per model and 1% band, and each
+# named canary's own. A nudge is never the authority (the signed pointer is).
+ANNOUNCEMENTS = f"{ROOT}/models/*/bands/*/nudge"
+CANARY_ANNOUNCEMENTS = f"{ROOT}/things/*/nudge"
 
 
 def device_policy_document(partition: str, region: str, account: str) -> dict[str, object]:
     """Each device connects as its own thing, publishes only on its own topics, and may
-    subscribe to its upload answers and to model announcements, nothing else."""
+    subscribe to its upload answers and to the nudges, nothing else."""
     arn = f"arn:{partition}:iot:{region}:{account}"
     own = f"{ROOT}/things/{THING}"
     return {
@@ -56,7 +57,7 @@ def device_policy_document(partition: str, region: str, account: str) -> dict[st
                 "Resource": [
                     f"{arn}:topicfilter/{own}/upload/response",
                     f"{arn}:topicfilter/{ANNOUNCEMENTS}",
-                    f"{arn}:topicfilter/{own}/manifest",
+                    f"{arn}:topicfilter/{own}/nudge",
                 ],
             },
             {
@@ -65,7 +66,7 @@ def device_policy_document(partition: str, region: str, account: str) -> dict[st
                 "Resource": [
                     f"{arn}:topic/{own}/upload/response",
                     f"{arn}:topic/{ANNOUNCEMENTS}",
-                    f"{arn}:topic/{own}/manifest",
+                    f"{arn}:topic/{own}/nudge",
                 ],
             },
         ],
@@ -81,6 +82,7 @@ class IotWiring(Construct):
         intake: DataIntake,
         hosting: ArtifactHosting,
         pipeline: TrainingPipeline,
+        signing: Signing,
     ) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
@@ -99,6 +101,7 @@ class IotWiring(Construct):
             "REGISTRY_TABLE": pipeline.registry_table.table_name,
             "FLEET_TABLE": pipeline.fleet_table.table_name,
             "ARTIFACT_BUCKET": hosting.bucket.bucket_name,
+            "SIGNING_KEY_ID": signing.key.key_arn,
             "CANARY_GROUP": canary_group,
         }
         self.presign = tracked_function(
@@ -136,7 +139,10 @@ class IotWiring(Construct):
         for function in (self.status, self.evaluate_rollouts):
             pipeline.fleet_table.grant_read_write_data(function)
             pipeline.registry_table.grant_read_write_data(function)
-            hosting.bucket.grant_read(function, "models/*")
+            # Both sign the rollout pointer into the TUF repository (the schedule also
+            # re-signs the timestamp); neither writes anything else devices fetch.
+            hosting.bucket.grant_read_write(function, "models/tuf/*")
+            signing.allow_signing(function)
         pipeline.fleet_table.grant_read_write_data(self.status)
         self._may_read_identities(self.presign)
         for function in (pipeline.retrain, pipeline.rollback, self.status, self.evaluate_rollouts):

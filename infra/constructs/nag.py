@@ -28,13 +28,13 @@ def matching(pattern: str) -> RegexAppliesTo:
 SCOPED_WILDCARDS: tuple[tuple[AppliesTo, str], ...] = (
     ("Resource::*", "X-Ray tracing and iot:DescribeEndpoint accept no narrower resource"),
     (
-        matching(r"^Resource::<.*\.Arn>\/(data|quarantine|models|registry)\/\*$"),
+        matching(r"^Resource::<.*\.Arn>\/(data|quarantine|models|models\/tuf|registry)\/\*$"),
         "object access is limited to one key prefix of one bucket",
     ),
     (matching(r"^Resource::<.*\.Arn>\/index\/\*$"), "the fleet table's own indexes"),
     (
         matching(r"^Resource::arn:<AWS::Partition>:iot:.+:topic\/edgeloop\/.*$"),
-        "publishing is limited to edgeloop's announcement or per-thing answer topics",
+        "publishing is limited to edgeloop's nudge or per-thing answer topics",
     ),
     (
         matching(r"^Resource::arn:<AWS::Partition>:iot:.+:thing\/\*$"),

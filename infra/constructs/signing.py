@@ -1,4 +1,11 @@
-"""Signing: the KMS key that vouches for every manifest. Only retrain and rollback sign."""
+"""Signing: the online key of the fleet's TUF repository, in KMS.
+
+It signs targets, snapshot and timestamp, never root: root is offline, two of
+three key files held by people (`edgeloop trust init`), and no function can
+read a root key because the cloud holds none. The functions that write the
+repository may sign: retrain and rollback publish versions, status and the
+schedule move rollout pointers, and the schedule re-signs the timestamp.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +20,9 @@ class Signing(Construct):
         super().__init__(scope, id)
         self.key = kms.Key(
             self,
-            "ManifestKey",
-            description="edgeloop manifest signing key (ECDSA P-256); devices pin its public key",
+            "OnlineKey",
+            description="edgeloop online trust key (ECDSA P-256): signs the TUF targets, "
+            "snapshot and timestamp roles; root, offline, names it",
             key_spec=kms.KeySpec.ECC_NIST_P256,
             key_usage=kms.KeyUsage.SIGN_VERIFY,
             removal_policy=RemovalPolicy.RETAIN,

@@ -182,7 +182,8 @@ class TrainingPipeline(Construct):
             environment=release_env,
         )
         for publisher in (self.retrain, self.rollback):
-            hosting.bucket.grant_read_write(publisher, "models/*")
+            # The TUF repository only: what devices fetch is signed metadata and targets.
+            hosting.bucket.grant_read_write(publisher, "models/tuf/*")
             self.registry_bucket.grant_read_write(publisher, "registry/*")
             self.registry_table.grant_read_write_data(publisher)
             self.fleet_table.grant_read_data(publisher)

@@ -136,9 +136,12 @@ def test_the_compressed_full_artifact_is_not_called_a_patch(
     report: tuple[dict[str, Any], Path],
 ) -> None:
     doc, out = report
-    kinds = {s["path"].rsplit("/", 1)[-1].split(".")[-1]: s["kind"] for s in doc["shipments"]}
-    assert kinds.get("zst") == "compressed"
-    assert all(kind == "patch" for ext, kind in kinds.items() if ext not in ("zst", "tflite"))
+    targets = [s for s in doc["shipments"] if s["version"] is not None]
+    kinds = {s["path"].rsplit("/", 1)[-1].split(".", 1)[-1]: s["kind"] for s in targets}
+    assert kinds.get("model.tflite.zstd") == "compressed"
+    for name, kind in kinds.items():
+        assert kind == ("patch" if name.startswith("from-") else kinds[name]), name
+    assert {s["kind"] for s in doc["shipments"] if s["version"] is None} == {"metadata"}
     first = min(int(v) for v in doc["full_artifact_bytes"])
     for name, device in doc["devices"].items():
         # Every device fetched its first model compressed, and nothing but patches as patches.
@@ -147,7 +150,7 @@ def test_the_compressed_full_artifact_is_not_called_a_patch(
         assert received["patch"] == sum(
             s["bytes"] for s in doc["shipments"] if s["kind"] == "patch" and s["device"] == name
         )
-    assert "compressed full (.zst)" in (out / "report.md").read_text()
+    assert "compressed full (.zstd)" in (out / "report.md").read_text()
 
 
 def test_events_are_stamped_as_they_happen_stage_by_stage(

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,7 +113,9 @@ def test_your_csv_to_your_device_running_a_model_trained_on_it(
     up, info = local_cloud
     state = workdir / "state"
     assert info["agent_config"] == str(state / "agent.toml")
-    assert (state / "manifest-public.pem").read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    # The device's trust anchor: the local cloud's root metadata, as `edgeloop trust init`
+    # writes a fleet's.
+    assert json.loads((state / "root.json").read_text())["signed"]["_type"] == "root"
     assert _status(state)["models"]["vibration"]["champion"] is None
 
     # Step 3: the device, fed from the CSV by column name.
@@ -160,15 +161,10 @@ def test_your_csv_to_your_device_running_a_model_trained_on_it(
         assert "pump-7" in status.stdout
         assert "promoted" in status.stdout
 
-        # Step 5: the model the device received, scored on the CSV by column name.
-        cdn = info["cdn_base_url"]
-        latest = json.loads(urllib.request.urlopen(f"{cdn}models/vibration/latest.json").read())
-        manifest = urllib.request.urlopen(cdn + latest["manifest"]).read()
-        received = workdir / "received"
-        received.mkdir()
-        (received / "manifest.json").write_bytes(manifest)
-        artifact = json.loads(manifest)["artifact"]["path"]
-        (received / "model.tflite").write_bytes(urllib.request.urlopen(cdn + artifact).read())
+        # Step 5: the model the device received (kept in its state directory beside the
+        # manifest it assembled from the verified metadata), scored on the CSV by column name.
+        received = state / "devices" / "pump-7" / "models" / "versions" / str(doc["champion"])
+        assert (received / "model.tflite").is_file()
         scored = subprocess.run(
             _edgeloop("predict", str(received), str(workdir / "sensor.csv"), "--json"),
             env=_env(),

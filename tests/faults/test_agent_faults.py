@@ -8,16 +8,18 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from edge.agent import Agent
 from edge.config import load_agent_config
-from edge.download import ArtifactFetcher, HttpFetcher
+from edge.download import HttpFetcher
 from edge.errors import AgentConfigError, SourceGone
 from edge.sources import Sample, SkippedLines, csv_replay, json_lines, synthetic_vibration
 from edgeloop.contract import Manifest, TensorSpec
+from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
 from tests.support_release import vibration_runs, with_fields
 from tests.support_world import World, _status, wait_for
 
@@ -25,7 +27,7 @@ from tests.support_world import World, _status, wait_for
 def test_a_health_failure_after_the_swap_rolls_back_and_reports_failed(world: World) -> None:
     """Case 10: the rollout counts `rolled_back` as a failure (see test_rollout_faults)."""
     v1, v2, _ = vibration_runs()
-    world.cloud.announce("vibration", world.releases.release(1, v1))
+    world.publish(1, v1)
     agent = world.agent("pump-1", source=iter(()), watch="window = 300\n")
     agent.start(score=False)
     wait_for(lambda: agent.version == 1, what="v1")
@@ -35,9 +37,7 @@ def test_a_health_failure_after_the_swap_rolls_back_and_reports_failed(world: Wo
 
         return replace(manifest, stats={**manifest.stats, "alarm_rate": 0.0001})
 
-    world.cloud.announce(
-        "vibration", world.releases.release(2, v2, bases=[1], mutate=claims_rare_alarms)
-    )
+    world.publish(2, v2, bases=[1], mutate=claims_rare_alarms)
     # Succeeded, not just swapped: the watch is armed once v2 is committed.
     wait_for(
         lambda: agent.step == "succeeded" and agent.board.target_version == 2,
@@ -54,8 +54,10 @@ def test_a_health_failure_after_the_swap_rolls_back_and_reports_failed(world: Wo
     assert (status["health"], status["target_version"]) == ("degraded", 2)
     assert "alarms on" in status["detail"]
     assert agent.store.current().version == 1  # type: ignore[union-attr]
-    # The retained announcement of v2 is not retried on this device.
-    assert agent.updater.handle(world.releases.release(2, v2, bases=[1])).step == "failed"
+    # v2, which the pointer still names, is not tried again on this device.
+    again = agent.updater.handle()
+    assert again.step == "failed"
+    assert "RefusedBefore" in again.detail
 
 
 def test_an_agent_process_killed_mid_download_restarts_on_a_complete_model(world: World) -> None:
@@ -69,7 +71,7 @@ def test_an_agent_process_killed_mid_download_restarts_on_a_complete_model(world
     from tests.support_http import Fault
 
     v1, v2, _ = vibration_runs()
-    world.cloud.announce("vibration", world.releases.release(1, v1))
+    world.publish(1, v1)
     config = world.config_file("pump-9", source="rate = 50.0\n")
     command = [sys.executable, "-m", "edge.cli", "run", "--config", str(config)]
 
@@ -81,10 +83,10 @@ def test_an_agent_process_killed_mid_download_restarts_on_a_complete_model(world
     first = launch()
     try:
         wait_for(lambda: _status(world, "pump-9").get("version") == 1, what="v1 in the process")
-        path = "models/vibration/2/model.tflite"
-        raw = world.releases.release(2, v2)
+        world.releases.release(2, v2)
+        path = world.releases.target_key("vibration/2/model.tflite")
         world.server.faults[path] = Fault(stall_after=500)
-        world.cloud.announce("vibration", raw)
+        world.cloud.nudge("vibration", 2)
         wait_for(lambda: world.server.served(path) >= 1, what="download started")
         # Killed mid-download: the agent reports no intermediate step to the cloud, so
         # the test watches the partial file it resumes from, 500 bytes on disk.
@@ -123,48 +125,51 @@ def test_an_agent_process_killed_mid_download_restarts_on_a_complete_model(world
 def test_an_update_that_failed_on_the_cdn_is_retried_until_it_succeeds(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Case 7: a retained announcement arrives once, so after a CDN failure the agent
-    retries it itself, with a growing, jittered pause."""
+    """Case 7: a retained nudge arrives once, so after a CDN failure the agent refreshes
+    again itself, with a growing, jittered pause."""
     import edge.update_worker
     from tests.support_http import Fault
 
     monkeypatch.setattr(edge.update_worker, "RETRY_MIN_SECONDS", 0.2)
     v1, _, _ = vibration_runs()
-    raw = world.releases.release(1, v1)
-    path = "models/vibration/1/model.tflite"
+    world.releases.release(1, v1)
+    path = world.releases.target_key("vibration/1/model.tflite")
     world.server.faults[path] = Fault(stall_after=10)
-    impatient = HttpFetcher(world.server.base_url, timeout=0.2, retries=0, backoff=0.01)
-    agent = world.agent("pump-1", source=iter(()), fetcher=impatient)
+    impatient = HttpFetcher(
+        world.server.base_url + REPOSITORY_PREFIX, timeout=0.2, retries=0, backoff=0.01
+    )
+    agent = world.agent("pump-1", source=iter(()), http=impatient)
     agent.start(score=False)
-    world.cloud.announce("vibration", raw)
+    world.cloud.nudge("vibration", 1)
     wait_for(lambda: _status(world, "pump-1").get("step") == "failed", what="a failed download")
-    assert "DownloadFailed" in _status(world, "pump-1")["detail"]
+    assert "DownloadError" in _status(world, "pump-1")["detail"]
     del world.server.faults[path]
     wait_for(lambda: agent.version == 1, what="the retry to succeed")
 
 
-class CrashesOnce:
-    """A fetcher with a bug that shows on its first call: not a network failure."""
+@dataclass(frozen=True)
+class CrashesOnce(HttpFetcher):
+    """A fetcher with a bug that shows on its first download of a target: not a
+    network failure."""
 
-    def __init__(self, inner: ArtifactFetcher) -> None:
-        self.inner, self.calls = inner, 0
+    calls: list[str] = field(default_factory=list)
 
     def fetch(self, path: str, dest: Path, size: int) -> bytes:
-        self.calls += 1
-        if self.calls == 1:
+        self.calls.append(path)
+        if len(self.calls) == 1:
             raise RuntimeError("an unforeseen bug")
-        return self.inner.fetch(path, dest, size)
+        return super().fetch(path, dest, size)
 
 
 def test_an_update_that_crashes_unexpectedly_does_not_stop_later_updates(world: World) -> None:
     """Finding 1 (#15): one message must not end the update thread."""
     v1, v2, _ = vibration_runs()
-    fetcher = CrashesOnce(HttpFetcher(world.server.base_url, timeout=2.0, retries=1))
-    agent = world.agent("pump-1", source=iter(()), fetcher=fetcher)
+    fetcher = CrashesOnce(world.server.base_url + REPOSITORY_PREFIX, timeout=2.0, retries=1)
+    agent = world.agent("pump-1", source=iter(()), http=fetcher)
     agent.start(score=False)
-    world.cloud.announce("vibration", world.releases.release(1, v1))
+    world.publish(1, v1)
     wait_for(lambda: "unexpected RuntimeError" in _status(world, "pump-1").get("detail", ""))
-    world.cloud.announce("vibration", world.releases.release(2, v2))
+    world.publish(2, v2)
     wait_for(lambda: agent.version == 2, what="the next update installed")
     assert agent.failure is None
 
@@ -258,11 +263,7 @@ def test_a_csv_file_gone_for_good_ends_the_process_with_one_line(world: World) -
         ("artifacts", 'base_url = "http://cdn:70000/"', r"artifacts\.base_url .*port"),
         ("artifacts", 'base_url = "http:///models"', r"artifacts\.base_url must be .* with a host"),
         ("source", 'kind = "csv"\npath = "gone.csv"', r"source\.path: .*gone\.csv does not exist"),
-        (
-            "artifacts",
-            'manifest_keys = ["bad.pem"]',
-            r"artifacts\.manifest_keys: .*bad\.pem: not a",
-        ),
+        ("trust", 'root = "bad.pem"', r"trust\.root: .*bad\.pem is not TUF root metadata"),
     ],
 )
 def test_the_whole_config_is_validated_when_it_loads(
@@ -338,10 +339,11 @@ def test_an_agent_run_prints_a_log_a_person_can_follow(world: World) -> None:
     broker going away and coming back; one line each, never one per sample."""
     from dataclasses import replace
 
-    from edgeloop.contract.signers import LocalSigner
+    from securesystemslib.signer import CryptoSigner
+    from tuf.api.metadata import Metadata
 
     v1, v2, _ = vibration_runs()
-    world.cloud.announce("vibration", world.releases.release(1, v1))
+    world.publish(1, v1)
     config = world.config_file(
         "pump-5", source="anomaly_rate = 0.3\nrate = 400.0\n", watch="window = 300\n"
     )
@@ -351,15 +353,20 @@ def test_an_agent_run_prints_a_log_a_person_can_follow(world: World) -> None:
         agent.wait_for(
             lambda: agent.saw("event=update_installed", "version=1"), what="v1 installed"
         )
-        forged = world.releases.release(2, v2, signer=LocalSigner.generate())
-        world.cloud.announce("vibration", forged)
-        agent.wait_for(lambda: agent.saw("event=update_refused", "UnknownKey"), what="refused")
+        timestamp = REPOSITORY_PREFIX + "tuf/metadata/timestamp.json"
+        genuine = world.server.files[timestamp]
+        forged = Metadata.from_bytes(genuine)
+        forged.signed.version += 1
+        forged.sign(CryptoSigner.generate_ecdsa(), append=False)
+        world.server.files[timestamp] = forged.to_bytes()
+        world.cloud.nudge("vibration", 2)
+        agent.wait_for(lambda: agent.saw("event=update_refused", "Unsigned"), what="refused")
+        world.server.files[timestamp] = genuine
 
         def claims_rare_alarms(manifest: Manifest) -> Manifest:
             return replace(manifest, stats={**manifest.stats, "alarm_rate": 0.0001})
 
-        raw = world.releases.release(2, v2, bases=[1], mutate=claims_rare_alarms)
-        world.cloud.announce("vibration", raw)
+        world.publish(2, v2, bases=[1], mutate=claims_rare_alarms)
         agent.wait_for(
             lambda: agent.saw("event=update_installed", "version=2"), what="v2 installed"
         )
@@ -437,7 +444,7 @@ def test_the_csv_source_takes_the_feature_names_from_the_installed_manifest(
     """Finding 9 (#15): with no names in the config, the running model's input names."""
     v1, _, _ = vibration_runs()
     named = with_fields(input=TensorSpec(shape=(-1, 8), names=NAMES))
-    world.cloud.announce("vibration", world.releases.release(1, v1, mutate=named))
+    world.publish(1, v1, mutate=named)
     first = world.agent("pump-1", source=iter(()))
     first.start(score=False)
     wait_for(lambda: first.version == 1, what="v1 with named inputs")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from edgeloop.contract.trust_targets import RolloutPointer
 from edgeloop.local.router import sqs_event
 from functions.common.wiring import rollouts
 from functions.retrain import handler as retrain
@@ -20,6 +21,7 @@ from tests.support_aws import (
     FakeLambdaContext,
     LocalCloud,
     digit_batches,
+    nudge,
     registry_of,
     report_status,
     start_test_rollout,
@@ -31,8 +33,10 @@ def test_an_aborted_rollout_leaves_devices_not_yet_updated_where_they_are(
     cloud: LocalCloud,
 ) -> None:
     """Case 13 (and case 10's second half: rolled_back reports count as failures)."""
-    registry = start_test_rollout(cloud, previous_manifest=b"manifest-v1")
-    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(NAMED_CANARIES, b"manifest-v2")
+    registry = start_test_rollout(cloud, previous=True)
+    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(
+        NAMED_CANARIES, nudge("vibration", 2)
+    )
     report_status("pump-1")
     # One failure in two reports: under the stage's minimum of three, no verdict yet.
     assert (
@@ -51,8 +55,15 @@ def test_an_aborted_rollout_leaves_devices_not_yet_updated_where_they_are(
     assert "2 of 3 devices failed to install v2" in rollout.reason
     assert registry.stage_counts("vibration", 2, 0) == {"installed": 1, "failed": 2}
     assert cloud.band_offers("vibration") == {}  # v2 never went past the named canaries
+    # The pointer is back on v1 for everyone, and v2's targets left the signed role.
+    assert cloud.pointer("vibration") == RolloutPointer("vibration", 1, None, 100)
+    role = cloud.trust().model_role("vibration")
+    assert role is not None
+    assert not [p for p in role.targets if p.startswith("vibration/2/")]
     # Canary devices not yet updated are offered what everyone else runs again.
-    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(NAMED_CANARIES, b"manifest-v1")
+    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(
+        NAMED_CANARIES, nudge("vibration", 1)
+    )
     # An aborted rollout is final: later installs neither count nor revive it.
     assert report_status("pump-4")["counted"] is False
     assert report_status("pump-5")["counted"] is False

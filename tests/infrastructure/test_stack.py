@@ -153,34 +153,68 @@ def test_only_cloudfront_reads_the_artifact_bucket(template: Template) -> None:
     )
 
 
-def test_the_signing_key_is_p256_and_only_retrain_and_rollback_may_sign(
+TUF_WRITERS = ("Retrain", "Rollback", "Status", "EvaluateRollouts")
+
+
+def _statements(template: Template) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for logical, policy in _resources(template, "AWS::IAM::Policy").items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            found.append((logical, statement))
+    return found
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return action if isinstance(action, list) else [action]
+
+
+def test_the_online_key_is_p256_and_only_the_functions_writing_tuf_metadata_may_sign(
     template: Template,
 ) -> None:
     template.has_resource_properties(
         "AWS::KMS::Key", {"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY"}
     )
-    signers = []
-    for logical, policy in _resources(template, "AWS::IAM::Policy").items():
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-            actions = (
-                statement["Action"]
-                if isinstance(statement["Action"], list)
-                else [statement["Action"]]
-            )
-            if any(a in ("kms:Sign", "kms:*") for a in actions):
-                signers.append(logical)
-    assert len(signers) == 2
-    assert sorted(f for f in ("Retrain", "Rollback") for s in signers if f in s) == [
-        "Retrain",
-        "Rollback",
+    signers = [
+        logical
+        for logical, statement in _statements(template)
+        if any(a in ("kms:Sign", "kms:*") for a in _actions(statement))
     ]
+    assert sorted(f for f in TUF_WRITERS for s in signers if f in s.split("Role")[0]) == sorted(
+        TUF_WRITERS
+    )
+    assert len(signers) == len(TUF_WRITERS)
     [key] = _resources(template, "AWS::KMS::Key").values()
     for statement in key["Properties"]["KeyPolicy"]["Statement"]:
-        actions = (
-            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        )
         principal = json.dumps(statement["Principal"])
-        assert "kms:Sign" not in actions or "Retrain" in principal or "Rollback" in principal
+        assert "kms:Sign" not in _actions(statement) or any(f in principal for f in TUF_WRITERS)
+    for function in _resources(template, "AWS::Lambda::Function").values():
+        variables = function["Properties"].get("Environment", {}).get("Variables", {})
+        assert "MANIFEST_TTL_DAYS" not in variables
+
+
+def test_functions_write_only_the_tuf_repository_under_the_artifact_bucket(
+    template: Template,
+) -> None:
+    """No function writes anything else devices fetch; root keys are nowhere in the cloud,
+    so no statement could reach one (root metadata is public, its keys are offline)."""
+    bucket = _logical_id(template, "AWS::S3::Bucket", "ArtifactBucket")
+    writers = set()
+    for logical, statement in _statements(template):
+        if not any(a.startswith("s3:Put") or a == "s3:*" for a in _actions(statement)):
+            continue
+        resources = json.dumps(statement["Resource"])
+        if bucket not in resources:
+            continue
+        assert "/models/tuf/*" in resources, (logical, resources)
+        assert '/models/*"' not in resources
+        writers.add(next(f for f in TUF_WRITERS if f in logical))
+    assert writers == set(TUF_WRITERS)
+    for function in _resources(template, "AWS::Lambda::Function").values():
+        variables = function["Properties"].get("Environment", {}).get("Variables", {})
+        assert not any("ROOT" in name for name in variables)
+        if "SIGNING_KEY_ID" in variables:
+            assert "ARTIFACT_BUCKET" in variables
 
 
 def test_rollback_is_invoked_by_an_operator_only(template: Template) -> None:
@@ -273,9 +307,9 @@ def test_the_device_policy_pins_each_thing_to_its_own_topics(template: Template)
     assert "edgeloop/models" not in publish  # devices never announce models
     subscribe = json.dumps(by_action["iot:Subscribe"]["Resource"])
     assert f"topicfilter/edgeloop/things/{thing}/upload/response" in subscribe
-    # Its band's announcements (which band follows from its name) and its own offers.
-    assert "topicfilter/edgeloop/models/*/bands/*/manifest" in subscribe
-    assert f"topicfilter/edgeloop/things/{thing}/manifest" in subscribe
+    # Its band's nudges (which band follows from its name) and its own.
+    assert "topicfilter/edgeloop/models/*/bands/*/nudge" in subscribe
+    assert f"topicfilter/edgeloop/things/{thing}/nudge" in subscribe
     assert "rings" not in json.dumps(statements)
     # Nothing lets a device reach another thing's topics.
     assert "edgeloop/things/*" not in json.dumps(statements)

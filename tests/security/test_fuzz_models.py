@@ -1,6 +1,6 @@
 """Real exported models with a few bytes changed, properly signed (a cloud that shipped a
-broken model): the agent refuses each one that does not compute what the manifest says,
-in a child process, and keeps serving the model it had.
+broken model): the agent refuses each one that does not compute what its spec says, in a
+child process, and keeps serving the model it had.
 
 CI runs a dozen mutations; `make fuzz` runs thousands.
 """
@@ -48,12 +48,14 @@ def test_a_mutated_model_is_refused_or_computes_what_was_shipped(
         model[int(where * len(model))] = value
     broken = replace(v2, tflite=bytes(model))
     with artifact_server() as server, tempfile.TemporaryDirectory() as tmp:
-        releases = Releases(server)
+        releases = Releases(server, Path(tmp) / "cloud")
         store = ModelStore(Path(tmp) / "models")
         scorer = Scorer(0.6)
         updater = Rig(Path(tmp), server, releases, store, scorer).updater()
-        assert updater.handle(releases.release(1, v1)).step == Step.SUCCEEDED
-        result = updater.handle(releases.release(2, broken))
+        releases.release(1, v1)
+        assert updater.handle().step == Step.SUCCEEDED
+        releases.release(2, broken)
+        result = updater.handle()
         serving = scorer.model
         assert serving is not None
         if result.step == Step.SUCCEEDED:

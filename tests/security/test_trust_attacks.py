@@ -13,6 +13,7 @@ from securesystemslib.signer import CryptoSigner
 
 from edge.errors import MetadataExpired, TrustRefused
 from edgeloop.contract.trust_targets import RolloutPointer, model_path
+from edgeloop.trust import DirectoryStore, TrustRepository
 from edgeloop.trust.repository import TrustError
 from tests.support_http import Fault
 from tests.support_trust import PREFIX, TrustWorld, installed, later, model_bytes, world
@@ -129,7 +130,7 @@ def test_aborted_version_is_no_longer_offered_to_a_refreshing_device(world: Trus
     world.publish("digits", 2)
     device = world.device()
     assert device.refresh("digits", "thing-1", installed(1)).version == 2
-    world.repo().abort("digits")
+    world.repo().withdraw("digits", 2, back_to=1)
     world.sync()
     offer = world.device().refresh("digits", "thing-1", installed(1))
     assert offer.version == 1
@@ -219,3 +220,50 @@ def test_one_root_key_alone_cannot_rotate_root(world: TrustWorld) -> None:
     world.cdn.files[PREFIX + "tuf/metadata/2.root.json"] = pending
     with pytest.raises(TrustRefused, match="root"):
         world.device().refresh("digits", "thing-1", None)
+
+
+def test_an_abort_finished_twice_withdraws_only_the_aborted_version(world: TrustWorld) -> None:
+    """The schedule finishes a publish a failed call left half-done: doing the withdrawal
+    again must not take the version the pointer went back to."""
+    world.publish("digits", 1)
+    world.publish("digits", 2)
+    for _ in range(2):
+        world.repo().withdraw("digits", 2, back_to=1)
+    world.sync()
+    role = world.repo().model_role("digits")
+    assert role is not None
+    assert model_path("digits", 1) in role.targets
+    assert world.device().refresh("digits", "thing-1", None).version == 1
+
+
+def test_a_writer_that_loses_the_race_redoes_its_change_on_top_of_the_winners(
+    world: TrustWorld,
+) -> None:
+    """Functions write the repository at once (a publish, a pointer move, the schedule).
+    Here another writer commits between this one's read and its snapshot write: the
+    snapshot is written create-only, so this one fails, rereads and commits on top;
+    neither change is lost, and the timestamp names the newest snapshot."""
+    from tests.support_trust import release
+
+    world.publish("digits", 1)
+    world.repo().publish(release("pumps", 1))
+    other = world.repo()
+
+    class Interleaved(DirectoryStore):
+        raced = False
+
+        def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+            if key.endswith(".snapshot.json") and not Interleaved.raced:
+                Interleaved.raced = True
+                other.set_pointer(RolloutPointer("pumps", 1, None, percent=42))
+            super().put(key, data, create_only=create_only)
+
+    racing = TrustRepository(Interleaved(world.store.root), world.online, clock=world.clock)
+    racing.set_pointer(RolloutPointer("digits", 1, None, percent=17))
+    assert Interleaved.raced
+    world.sync()
+    device = world.device()
+    for model, percent in (("pumps", 42), ("digits", 17)):
+        pointer = device.refresh(model, "thing-1", None).pointer
+        assert pointer is not None
+        assert pointer.percent == percent

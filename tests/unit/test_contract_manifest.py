@@ -1,11 +1,10 @@
-"""The manifest's byte form, parsing and acceptance checks."""
+"""The manifest's byte form, parsing and acceptance checks; a version's spec and the nudge."""
 
 from __future__ import annotations
 
 import json
 import random
 from dataclasses import replace
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,20 +17,24 @@ from edgeloop.contract import (
     HashMismatch,
     InputSpecMismatch,
     MalformedManifest,
+    MalformedNudge,
     Manifest,
-    ManifestExpired,
+    Nudge,
     SizeMismatch,
     TensorSpec,
-    VersionNotNewer,
     canonical_json,
     check_blob,
-    check_fresh,
     check_input,
-    check_newer,
     parse_manifest,
     sha256_hex,
 )
-from tests.conftest import NOW, make_manifest
+from edgeloop.contract.trust_targets import (
+    MalformedTrustTarget,
+    VersionSpec,
+    golden_bytes,
+    golden_inputs,
+)
+from tests.conftest import make_manifest
 
 
 def _shuffled(value: Any, rng: random.Random) -> Any:
@@ -60,9 +63,7 @@ def test_canonical_json_refuses_nan() -> None:
 
 
 def test_manifest_round_trips_through_its_bytes(manifest: Manifest) -> None:
-    parsed, doc = parse_manifest(manifest.to_bytes())
-    assert parsed == manifest
-    assert doc == manifest.to_json()
+    assert parse_manifest(manifest.to_bytes()) == manifest
 
 
 @pytest.mark.parametrize(
@@ -78,9 +79,7 @@ def test_malformed_bytes_are_refused(raw: bytes, message: str) -> None:
         parse_manifest(raw)
 
 
-@pytest.mark.parametrize(
-    "field", ["model", "version", "created_at", "expires_at", "input", "artifact", "deltas"]
-)
+@pytest.mark.parametrize("field", ["model", "version", "created_at", "input", "artifact", "deltas"])
 def test_missing_field_is_named(manifest: Manifest, field: str) -> None:
     doc = manifest.to_json()
     del doc[field]
@@ -98,7 +97,6 @@ def test_missing_field_is_named(manifest: Manifest, field: str) -> None:
         (("artifact", "size"), -1, "manifest.artifact.size must be an integer >= 1"),
         (("artifact", "path"), "../../etc/passwd", "must be a relative path"),
         (("artifact", "path"), "https://evil.example/m", "must be a relative path"),
-        (("expires_at",), "tomorrow", "expires_at is 'tomorrow'"),
         (("model",), "a/b", "model name"),
         (("metrics",), {"accuracy": "high"}, "manifest.metrics.accuracy must be a finite number"),
     ],
@@ -113,23 +111,6 @@ def test_wrong_type_is_named(
     target[path[-1]] = value
     with pytest.raises(MalformedManifest, match=message):
         parse_manifest(json.dumps(doc).encode())
-
-
-def test_expired_manifest_is_refused(manifest: Manifest) -> None:
-    with pytest.raises(ManifestExpired, match="expired at 2026-06-08T12:00:00Z"):
-        check_fresh(manifest, NOW + timedelta(days=8))
-    check_fresh(manifest, NOW + timedelta(days=6))
-
-
-@pytest.mark.parametrize("installed", [3, 4])
-def test_version_not_newer_is_refused(manifest: Manifest, installed: int) -> None:
-    with pytest.raises(VersionNotNewer, match=f"v{installed} is installed"):
-        check_newer(manifest, installed)
-
-
-def test_newer_version_or_nothing_installed_passes(manifest: Manifest) -> None:
-    check_newer(manifest, 2)
-    check_newer(manifest, None)
 
 
 def test_input_spec_mismatch_is_refused(manifest: Manifest) -> None:
@@ -163,12 +144,11 @@ def test_a_compressed_artifact_round_trips_and_an_old_manifest_has_none(
 ) -> None:
     packed = CompressedRef("zstd", "models/m/2/model.tflite.zst", "c" * 64, 700)
     with_packed = replace(manifest, artifact=replace(manifest.artifact, compressed=packed))
-    parsed, doc = parse_manifest(with_packed.to_bytes())
-    assert parsed.artifact.compressed == packed
-    assert doc["artifact"]["compressed"]["encoding"] == "zstd"
-    # A manifest from a cloud that publishes no compressed file has no such key.
+    assert parse_manifest(with_packed.to_bytes()).artifact.compressed == packed
+    assert with_packed.to_json()["artifact"]["compressed"]["encoding"] == "zstd"
+    # A version without a compressed target has no such key.
     assert "compressed" not in manifest.to_json()["artifact"]
-    assert parse_manifest(manifest.to_bytes())[0].artifact.compressed is None
+    assert parse_manifest(manifest.to_bytes()).artifact.compressed is None
 
 
 def test_a_compressed_artifact_path_is_checked_like_any_other(manifest: Manifest) -> None:
@@ -181,3 +161,45 @@ def test_a_compressed_artifact_path_is_checked_like_any_other(manifest: Manifest
     }
     with pytest.raises(MalformedManifest, match=r"manifest\.artifact\.compressed\.path"):
         parse_manifest(json.dumps(doc).encode())
+
+
+def test_a_version_spec_round_trips_and_rebuilds_the_manifest(manifest: Manifest) -> None:
+    spec = VersionSpec.of(manifest)
+    assert VersionSpec.from_bytes(spec.to_bytes()) == spec
+    golden = manifest.health_checks[0].inputs
+    rebuilt = spec.manifest(manifest.artifact, golden_inputs(golden_bytes(golden)), manifest.deltas)
+    assert rebuilt == manifest
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model": "Not A Name"}, "spec.model"),
+        ({"created_at": "yesterday"}, "spec.created_at"),
+        ({"tolerance": -1}, "spec.tolerance"),
+        ({"expected": "none"}, "spec.expected"),
+    ],
+)
+def test_a_malformed_spec_is_refused_with_the_field_named(
+    manifest: Manifest, change: dict[str, Any], message: str
+) -> None:
+    doc = json.loads(VersionSpec.of(manifest).to_bytes())
+    doc.update(change)
+    with pytest.raises(MalformedTrustTarget, match=message):
+        VersionSpec.from_bytes(json.dumps(doc).encode())
+
+
+def test_golden_inputs_that_do_not_match_the_expected_outputs_are_refused(
+    manifest: Manifest,
+) -> None:
+    spec = VersionSpec.of(manifest)
+    with pytest.raises(MalformedTrustTarget, match="golden inputs"):
+        spec.manifest(manifest.artifact, ())
+
+
+def test_a_nudge_round_trips_and_anything_else_is_malformed() -> None:
+    assert Nudge.from_bytes(Nudge("vibration", 3).to_bytes()) == Nudge("vibration", 3)
+    assert Nudge.from_bytes(b'{"model":"vibration","version":null}').version is None
+    for raw in (b"", b"\xff", b"[]", b'{"model":"v","version":1,"extra":1}', b"x" * 300):
+        with pytest.raises(MalformedNudge):
+            Nudge.from_bytes(raw)

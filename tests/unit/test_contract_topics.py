@@ -13,7 +13,7 @@ def test_thing_topics_live_under_the_things_own_prefix() -> None:
     assert topics.upload_response == "edgeloop/things/pump-7/upload/response"
     assert topics.status == "edgeloop/things/pump-7/status"
     assert topics.events == "edgeloop/things/pump-7/events"
-    assert topics.manifest == "edgeloop/things/pump-7/manifest"
+    assert topics.nudge == "edgeloop/things/pump-7/nudge"
     for topic in (topics.upload_request, topics.status, topics.events):
         assert thing_of(topic) == "pump-7"
 
@@ -25,8 +25,8 @@ def test_thing_names_that_could_widen_a_topic_are_refused(name: str) -> None:
 
 
 def test_announcements_are_per_model_and_band() -> None:
-    assert announcement("digits", 0) == "edgeloop/models/digits/bands/00/manifest"
-    assert announcement("digits", 99) == "edgeloop/models/digits/bands/99/manifest"
+    assert announcement("digits", 0) == "edgeloop/models/digits/bands/00/nudge"
+    assert announcement("digits", 99) == "edgeloop/models/digits/bands/99/nudge"
     for band in (-1, 100):
         with pytest.raises(ValueError, match="band"):
             announcement("digits", band)
@@ -35,5 +35,5 @@ def test_announcements_are_per_model_and_band() -> None:
 
 
 def test_other_topics_belong_to_no_thing() -> None:
-    assert thing_of("edgeloop/models/digits/bands/07/manifest") is None
+    assert thing_of("edgeloop/models/digits/bands/07/nudge") is None
     assert thing_of("edgeloop/things/a/b/status") is None

@@ -1,8 +1,11 @@
-"""`edgeloop release`: a training run becomes a signed release that every trust command accepts."""
+"""`edgeloop release`: training runs become a TUF repository on disk that a device, and
+`edgeloop-agent check`, verify from the release's root."""
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +13,15 @@ import pytest
 from sklearn.datasets import load_digits
 
 from edge.cli import main as agent_main
+from edge.download import HttpFetcher
+from edge.trust import InstalledModel, SignedRepository, TrustLimits
 from edgeloop.cli.main import main
-from edgeloop.contract import TrustedKeys, sha256_hex
-from edgeloop.delta import PatchSpec, apply_checked, decompress_full
+from edgeloop.contract import sha256_hex
+from edgeloop.delta import PatchSpec, apply_checked
+from edgeloop.local.cdn import LocalCdn
 from edgeloop.runtime import CompiledModel
 from tests.factories import digits_toml
+from tests.support_http import cdn_of_files
 
 
 @pytest.fixture(scope="module")
@@ -25,111 +32,118 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     X, y = load_digits(return_X_y=True)
     np.savez(w / "first.npz", X=X[:500], y=y[:500])
     np.savez(w / "more.npz", X=X[500:1000], y=y[500:1000])
-    assert main(["keygen", "--out", str(w / "keys")]) == 0
-    config, key = str(w / "digits.toml"), str(w / "keys" / "signing-key.pem")
+    config = str(w / "digits.toml")
     assert main(["train", config, str(w / "first.npz"), "--out", str(w / "r1")]) == 0
     args = ["train", config, str(w / "first.npz"), str(w / "more.npz")]
     assert main([*args, "--out", str(w / "r2"), "--champion", str(w / "r1")]) == 0
-    assert main(["release", "make", str(w / "r1"), "--key", key, "-o", str(w / "cdn")]) == 0
-    assert main(["release", "make", str(w / "r2"), "--key", key, "-o", str(w / "cdn")]) == 0
+    assert main(["release", "make", str(w / "r1"), "-o", str(w / "cdn")]) == 0
+    assert main(["release", "make", str(w / "r2"), "-o", str(w / "cdn")]) == 0
     return w
 
 
-def test_a_release_is_laid_out_like_the_cdn(release: Path) -> None:
-    v2 = release / "cdn" / "models" / "digits" / "2"
-    manifest = json.loads((v2 / "manifest.json").read_text())
-    assert manifest["artifact"]["path"] == "models/digits/2/model.tflite"
-    assert manifest["artifact"]["compressed"]["path"] == "models/digits/2/model.tflite.zst"
-    for ref in [manifest["artifact"], manifest["artifact"]["compressed"], *manifest["deltas"]]:
-        body = (release / "cdn" / ref["path"]).read_bytes()
-        assert sha256_hex(body) == ref["sha256"]
-        assert len(body) == ref["size"]
-    latest = json.loads((release / "cdn" / "models" / "digits" / "latest.json").read_text())
-    assert latest == {"version": 2, "manifest": "models/digits/2/manifest.json"}
+@pytest.fixture
+def served(release: Path) -> Iterator[LocalCdn]:
+    """The release directory as a CDN serves it (`python -m http.server -d cdn`)."""
+    root = release / "cdn"
+    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    cdn = cdn_of_files(files)
+    try:
+        yield cdn
+    finally:
+        cdn.stop()
+
+
+def test_a_release_is_a_tuf_repository_laid_out_like_the_cdn(release: Path) -> None:
+    cdn = release / "cdn"
+    metadata = cdn / "models" / "tuf" / "metadata"
+    assert (cdn / "root.json").read_bytes() == (metadata / "1.root.json").read_bytes()
+    assert (metadata / "timestamp.json").is_file()
+    assert sorted(p.name for p in (cdn / "keys").iterdir()) == [
+        "online.pem",
+        "root-0.pem",
+        "root-1.pem",
+        "root-2.pem",
+    ]
+    # Targets are hash-prefixed: a CDN cache never mixes versions.
+    for target in (cdn / "models" / "tuf" / "targets" / "digits").rglob("*.*"):
+        digest = target.name.split(".", 1)[0]
+        assert sha256_hex(target.read_bytes()) == digest
+    # The copies later releases patch from, as the cloud keeps them in its registry bucket.
+    assert (cdn / "registry" / "digits" / "versions" / "2" / "model.tflite").is_file()
 
 
 def test_the_second_release_carries_a_patch_from_the_first_that_rebuilds_it(
-    release: Path,
+    release: Path, served: LocalCdn, tmp_path: Path
 ) -> None:
     cdn = release / "cdn"
-    manifest = json.loads((cdn / "models/digits/2/manifest.json").read_text())
-    [delta] = manifest["deltas"]
-    assert delta["from_version"] == 1
-    old = (cdn / "models/digits/1/model.tflite").read_bytes()
-    new = apply_checked(
-        old,
-        (cdn / delta["path"]).read_bytes(),
-        PatchSpec(
-            delta["codec"],
-            delta["from_sha256"],
-            manifest["artifact"]["sha256"],
-            manifest["artifact"]["size"],
-        ),
+    v1 = (cdn / "registry/digits/versions/1/model.tflite").read_bytes()
+    device = SignedRepository(
+        HttpFetcher(served.base_url + "models/", timeout=5.0, retries=0),
+        (cdn / "root.json").read_bytes(),
+        tmp_path,
+        limits=TrustLimits(min_refresh_seconds=0.0),
     )
-    assert new == (cdn / "models/digits/2/model.tflite").read_bytes()
-    unpacked = decompress_full((cdn / "models/digits/2/model.tflite.zst").read_bytes())
-    assert CompiledModel(unpacked).predict(np.zeros((1, 64))).shape == (1, 10)
+    offer = device.refresh("digits", "any-device", InstalledModel(1, sha256_hex(v1)))
+    assert offer.version == 2
+    assert offer.patch is not None
+    assert offer.model is not None
+    target, info = offer.patch
+    rebuilt = apply_checked(
+        v1,
+        device.download(target),
+        PatchSpec(info.codec, info.base_sha256, offer.model.hashes["sha256"], offer.model.length),
+    )
+    assert rebuilt == (cdn / "registry/digits/versions/2/model.tflite").read_bytes()
+    assert CompiledModel(rebuilt).predict(np.zeros((1, 64))).shape == (1, 10)
 
 
-def test_every_trust_command_accepts_the_release(
-    release: Path, capsys: pytest.CaptureFixture[str]
+def test_the_agent_checks_what_a_release_offers_it(
+    release: Path, served: LocalCdn, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    manifest = str(release / "cdn" / "models" / "digits" / "2" / "manifest.json")
-    public = str(release / "keys" / "manifest-public.pem")
-    assert (release / "cdn" / "manifest-public.pem").read_text() == Path(public).read_text()
-    assert main(["verify", manifest, "--key", public]) == 0
-    args = [manifest, "--key", public, "--installed-version", "1", "--features", "64"]
-    assert agent_main(["verify", *args]) == 0
-    assert '"accepted": true' in capsys.readouterr().out
-    # A re-signed copy verifies too: sign takes the release's manifest as it is.
-    assert (
-        main(
-            [
-                "sign",
-                manifest,
-                "--key",
-                str(release / "keys" / "signing-key.pem"),
-                "-o",
-                str(release / "resigned.json"),
-            ]
-        )
-        == 0
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        '[device]\nthing = "pump-1"\nmodel = "digits"\nn_features = 64\n'
+        '[broker]\nurl = "mqtt://127.0.0.1:1883"\n'
+        f'[artifacts]\nbase_url = "{served.base_url}"\n'
+        f'[trust]\nroot = "{release / "cdn" / "root.json"}"\n'
+        f'[state]\ndir = "{tmp_path / "state"}"\n'
     )
-    assert (
-        TrustedKeys.from_pem(Path(public).read_bytes())
-        .verify((release / "resigned.json").read_bytes())
-        .version
-        == 2
-    )
+    capsys.readouterr()
+    assert agent_main(["check", "--config", str(config)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["offered"], doc["rollout"]["offered"], doc["rollout"]["previous"]) == (2, 2, 1)
+    assert doc["metadata_bytes"] > 0
+    assert not (tmp_path / "state").exists()  # a check keeps no state
 
 
-def test_show_prints_each_version_and_checks_its_signature(
+def test_show_prints_each_version_verified_as_a_device_does(
     release: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     capsys.readouterr()
     assert main(["release", "show", str(release / "cdn")]) == 0
     out = capsys.readouterr().out
-    assert "digits v1" in out
-    assert "digits v2" in out
+    assert "verified from" in out
+    assert "v1 (created" in out
+    assert "v2 (created" in out
     assert "patch from v1:" in out
-    assert out.count("verified") == 2
     assert main(["release", "show", str(release / "cdn"), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert [v["version"] for v in doc["versions"]] == [1, 2]
-    assert all(v["verified"] is True for v in doc["versions"])
+    [digits] = doc["models"]
+    assert [v["version"] for v in digits["versions"]] == [1, 2]
+    assert digits["rollout"]["offered"] == 2
 
 
-def test_show_fails_when_a_manifest_was_edited(
+def test_show_fails_when_signed_metadata_was_edited(
     release: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    v2 = tmp_path / "2"
-    v2.mkdir()
-    doc = json.loads((release / "cdn/models/digits/2/manifest.json").read_text())
-    doc["decision_threshold"] = 0.5
-    (v2 / "manifest.json").write_text(json.dumps(doc))
-    key = str(release / "keys" / "manifest-public.pem")
-    assert main(["release", "show", str(v2), "--key", key]) == 1
-    assert "not verified" in capsys.readouterr().out
+    copy = tmp_path / "cdn"
+    shutil.copytree(release / "cdn", copy)
+    [role] = sorted((copy / "models/tuf/metadata").glob("*.digits.json"))[-1:]
+    doc = json.loads(role.read_text())
+    doc["signed"]["targets"]["digits/rollout.json"]["custom"]["percent"] = 1
+    role.write_text(json.dumps(doc))
+    assert main(["release", "show", str(copy)]) == 1
+    assert "does not verify" in capsys.readouterr().err
 
 
 def test_a_refused_run_or_a_taken_version_is_not_released(
@@ -138,16 +152,10 @@ def test_a_refused_run_or_a_taken_version_is_not_released(
     (tmp_path / "strict.toml").write_text(digits_toml(threshold=0.999, min_improvement=0.0))
     args = ["train", str(tmp_path / "strict.toml"), str(release / "first.npz")]
     assert main([*args, "--out", str(tmp_path / "refused")]) == 3
-    key = str(release / "keys" / "signing-key.pem")
     capsys.readouterr()
-    assert (
-        main(
-            ["release", "make", str(tmp_path / "refused"), "--key", key, "-o", str(tmp_path / "o")]
-        )
-        == 1
-    )
+    assert main(["release", "make", str(tmp_path / "refused"), "-o", str(tmp_path / "o")]) == 1
     assert "was not promoted" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
-    again = ["release", "make", str(release / "r2"), "--key", key, "-o", str(release / "cdn")]
+    again = ["release", "make", str(release / "r2"), "-o", str(release / "cdn")]
     assert main([*again, "--version", "2"]) == 2
     assert "already released" in capsys.readouterr().err

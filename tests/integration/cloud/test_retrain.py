@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from edgeloop.contract import announcement
+from edge.trust import InstalledModel
+from edgeloop.contract import Manifest, announcement, parse_manifest, sha256_hex
 from edgeloop.contract.stages import BANDS
+from edgeloop.contract.trust_targets import RolloutPointer, VersionSpec
 from edgeloop.delta import PatchSpec, apply_checked
 from functions.common.registry import Registry
+from functions.common.releases import version_key
 from functions.common.wiring import publisher, rollouts
 from functions.evaluate_rollouts import handler as evaluate_rollouts
 from functions.retrain import handler as retrain
@@ -27,6 +31,7 @@ from tests.support_aws import (
     LocalCloud,
     digit_batches,
     npz_bytes,
+    nudge,
     registry_of,
     report_heartbeat,
     upload_round,
@@ -49,7 +54,7 @@ def once_per_band(cloud: LocalCloud, model: str) -> bool:
 
 
 def test_a_promoted_model_is_published_signed_and_announced_to_its_first_stages(
-    cloud: LocalCloud,
+    cloud: LocalCloud, tmp_path: Path
 ) -> None:
     # pump-7 (a digits device in stage 3 of 1 → 10 → 50 → 100%) has reported before.
     report_heartbeat("pump-7", model="digits", version=None, health="no_model")
@@ -57,44 +62,51 @@ def test_a_promoted_model_is_published_signed_and_announced_to_its_first_stages(
     registry = registry_of(cloud)
     assert registry.runs("digits")[0]["decision"] == "promoted"
     assert registry.latest_version("digits") == 1
-    s3 = cloud.client("s3")
-    bucket = cloud.names["ARTIFACT_BUCKET"]
-    raw = s3.get_object(Bucket=bucket, Key="models/digits/1/manifest.json")["Body"].read()
-    manifest = cloud.trusted_keys().verify(raw)
-    artifact = s3.get_object(Bucket=bucket, Key=manifest.artifact.path)["Body"].read()
-    assert len(artifact) == manifest.artifact.size
-    latest = json.loads(
-        s3.get_object(Bucket=bucket, Key="models/digits/latest.json")["Body"].read()
-    )
-    assert latest == {"version": 1, "manifest": "models/digits/1/manifest.json"}
+    # What a device of stage 3 verifies from its shipped root: v1, signed, fetchable.
+    offer, device = cloud.offer("digits", "pump-7", tmp_path)
+    assert offer.version == 1
+    assert offer.model is not None
+    assert offer.spec is not None
+    assert offer.golden is not None
+    assert len(device.download(offer.model)) == offer.model.length
+    assert VersionSpec.from_bytes(device.download(offer.spec)).version == 1
     # No named canaries, and no device in stages 1 and 2 yet: skipped. Stage 3
-    # (up to 50%) has pump-7, so the rollout waits there.
-    assert cloud.band_offers("digits") == dict.fromkeys(range(50), raw)
-    for offer in cloud.published:
-        assert (offer["retain"], offer["qos"]) == (True, 1)
+    # (up to 50%) has pump-7, so the rollout waits there, and only its bands are nudged.
+    assert cloud.pointer("digits") == RolloutPointer("digits", 1, None, 50)
+    assert cloud.band_offers("digits") == dict.fromkeys(range(50), nudge("digits", 1))
+    for offered in cloud.published:
+        assert (offered["retain"], offered["qos"]) == (True, 1)
     rollout = rollouts().get("digits")
     assert rollout is not None
     assert (rollout.stage, rollout.needed) == (3, 1)
+    # Nothing but the TUF repository is published where devices read.
+    keys = cloud.client("s3").list_objects_v2(Bucket=cloud.names["ARTIFACT_BUCKET"])["Contents"]
+    assert all(k["Key"].startswith("models/tuf/") for k in keys)
 
 
-def test_a_second_promotion_ships_a_patch_from_the_first(cloud: LocalCloud) -> None:
+def test_a_second_promotion_ships_a_patch_from_the_first(cloud: LocalCloud, tmp_path: Path) -> None:
     retrain.handler(upload_round(cloud, digit_batches(20, 0, 30), 1), FakeLambdaContext())
     retrain.handler(upload_round(cloud, digit_batches(20, 600, 40), 2), FakeLambdaContext())
-    s3 = cloud.client("s3")
-    bucket = cloud.names["ARTIFACT_BUCKET"]
-    raw = s3.get_object(Bucket=bucket, Key="models/digits/2/manifest.json")["Body"].read()
-    manifest = cloud.trusted_keys().verify(raw)
-    v1 = s3.get_object(Bucket=bucket, Key="models/digits/1/model.tflite")["Body"].read()
-    [delta] = manifest.deltas
-    assert delta.from_version == 1
-    patch = s3.get_object(Bucket=bucket, Key=delta.path)["Body"].read()
-    assert delta.size < manifest.artifact.size
+    v1 = (
+        cloud.client("s3")
+        .get_object(
+            Bucket=cloud.names["REGISTRY_BUCKET"], Key=version_key("digits", 1, "model.tflite")
+        )["Body"]
+        .read()
+    )
+    offer, device = cloud.offer("digits", "pump-7", tmp_path, InstalledModel(1, sha256_hex(v1)))
+    assert offer.version == 2
+    assert offer.patch is not None
+    assert offer.model is not None
+    target, info = offer.patch
+    assert (info.base_version, info.produces) == (1, offer.model.path)
+    assert target.length < offer.model.length
     rebuilt = apply_checked(
         v1,
-        patch,
-        PatchSpec(delta.codec, delta.from_sha256, manifest.artifact.sha256, manifest.artifact.size),
+        device.download(target),
+        PatchSpec(info.codec, info.base_sha256, offer.model.hashes["sha256"], offer.model.length),
     )
-    assert len(rebuilt) == manifest.artifact.size
+    assert len(rebuilt) == offer.model.length
 
 
 def test_a_refused_gate_publishes_nothing(cloud: LocalCloud) -> None:
@@ -138,13 +150,15 @@ def test_a_transient_failure_sends_the_records_back_and_keeps_the_uploads(
     def flaky(model: str) -> None:
         raise ConnectionError("network dropped")
 
-    monkeypatch.setattr(service.retrainer, "retrain", flaky)
-    response = retrain.handler(event, FakeLambdaContext())
+    # Only the retrain is patched, and only for the first delivery (the fixture's
+    # environment, also set through monkeypatch, stays).
+    with monkeypatch.context() as patched:
+        patched.setattr(service.retrainer, "retrain", flaky)
+        response = retrain.handler(event, FakeLambdaContext())
     assert {f["itemIdentifier"] for f in response["batchItemFailures"]} == {
         r["messageId"] for r in event["Records"] if "Records" in json.loads(r["body"])
     }
     assert len(registry_of(cloud).pending_uploads("digits")) == 10
-    monkeypatch.undo()
     # Redelivered: the uploads are still pending, so the run happens now.
     assert retrain.handler(event, FakeLambdaContext()) == {"batchItemFailures": []}
     assert registry_of(cloud).runs("digits")[0]["decision"] == "promoted"
@@ -156,17 +170,21 @@ def test_rollback_ships_old_weights_as_a_higher_version(cloud: LocalCloud) -> No
     result = rollback.handler({"model": "digits", "to_version": 1}, FakeLambdaContext())
     assert result == {"rollback_version": 3}
     s3 = cloud.client("s3")
-    bucket = cloud.names["ARTIFACT_BUCKET"]
-    v1 = cloud.trusted_keys().verify(
-        s3.get_object(Bucket=bucket, Key="models/digits/1/manifest.json")["Body"].read()
-    )
-    v3 = cloud.trusted_keys().verify(
-        s3.get_object(Bucket=bucket, Key="models/digits/3/manifest.json")["Body"].read()
-    )
+    bucket = cloud.names["REGISTRY_BUCKET"]
+
+    def kept(version: int) -> Manifest:
+        key = version_key("digits", version, "manifest.json")
+        return parse_manifest(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    v1, v3 = kept(1), kept(3)
     assert v3.version == 3
     assert v3.artifact.sha256 == v1.artifact.sha256
     assert v3.metrics["rollback_of"] == 1.0
-    assert cloud.band_offers("digits") == dict.fromkeys(range(BANDS), v3.to_bytes())
+    role = cloud.trust().model_role("digits")
+    assert role is not None
+    assert role.targets[v3.artifact.path].hashes["sha256"] == v1.artifact.sha256
+    assert cloud.band_offers("digits") == dict.fromkeys(range(BANDS), nudge("digits", 3))
+    assert cloud.pointer("digits") == RolloutPointer("digits", 3, None, 100)
 
 
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")
@@ -193,7 +211,7 @@ def test_a_failed_announcement_is_made_good_by_the_schedule(
 ) -> None:
     service = retrain_service()
 
-    def broker_down(model: str, version: int, manifest: bytes) -> None:
+    def broker_down(model: str, version: int) -> None:
         raise ConnectionError("IoT data plane unreachable")
 
     monkeypatch.setattr(service.retrainer, "announce", broker_down)
@@ -204,7 +222,7 @@ def test_a_failed_announcement_is_made_good_by_the_schedule(
     evaluate_rollouts.handler({}, FakeLambdaContext())
     offers = cloud.band_offers("digits")
     assert sorted(offers) == list(range(BANDS))  # no device reported yet: every stage skipped
-    assert {cloud.trusted_keys().verify(raw).version for raw in offers.values()} == {1}
+    assert set(offers.values()) == {nudge("digits", 1)}
     evaluate_rollouts.handler({}, FakeLambdaContext())
     assert once_per_band(cloud, "digits")
 
@@ -232,7 +250,7 @@ def test_a_publish_that_fails_after_the_rollout_is_written_is_made_good_by_the_s
     evaluate_rollouts.handler({}, FakeLambdaContext())
     offers = cloud.band_offers("digits")
     assert sorted(offers) == list(range(BANDS))
-    assert {cloud.trusted_keys().verify(raw).version for raw in offers.values()} == {1}
+    assert set(offers.values()) == {nudge("digits", 1)}
     assert rollouts().get("digits").publish is None  # type: ignore[union-attr]
     evaluate_rollouts.handler({}, FakeLambdaContext())
     assert once_per_band(cloud, "digits")
@@ -260,12 +278,10 @@ def test_losing_the_announcement_race_to_the_schedule_fails_nothing(
         def rollout(self, model: str) -> dict[str, Any] | None:
             return self.reads.pop() if self.reads else super().rollout(model)
 
-    def schedule_wins(model: str, version: int, manifest: bytes) -> bool:
+    def schedule_wins(model: str, version: int) -> bool:
         seen = registry.rollout(model)
         evaluate_rollouts.handler({}, FakeLambdaContext())
-        started = replace(rollouts(), registry=ReadBeforeTheSchedule(seen)).start(
-            model, version, manifest
-        )
+        started = replace(rollouts(), registry=ReadBeforeTheSchedule(seen)).start(model, version)
         lost.append(not started)
         return started
 
@@ -277,7 +293,7 @@ def test_losing_the_announcement_race_to_the_schedule_fails_nothing(
     assert lost == [True]  # the race was run, and lost
     assert once_per_band(cloud, "digits")
     offers = cloud.band_offers("digits")
-    assert {cloud.trusted_keys().verify(raw).version for raw in offers.values()} == {1}
+    assert set(offers.values()) == {nudge("digits", 1)}
     rollout = rollouts().get("digits")
     assert rollout is not None
     assert [e["event"] for e in rollout.history].count("started") == 1
@@ -312,4 +328,4 @@ def test_kmeans_data_above_the_stream_threshold_trains_chunk_by_chunk(
     assert len(record["data"]["batches"]) == 6
     offers = cloud.thing_offers(NAMED_CANARIES)
     assert sorted(offers) == sorted(NAMED_CANARIES)
-    assert {cloud.trusted_keys().verify(raw).version for raw in offers.values()} == {1}
+    assert set(offers.values()) == {nudge("vibration", 1)}

@@ -8,6 +8,7 @@ from typing import Any
 
 from edgeloop.cli.main import main
 from edgeloop.contract import Health, StatusReport, Step, format_time, utc_now
+from edgeloop.contract.trust_targets import RolloutPointer
 from functions.common.fleet import DeviceRecord, FleetTable
 from functions.common.wiring import rollouts
 from functions.evaluate_rollouts import handler as evaluate_rollouts
@@ -15,11 +16,18 @@ from tests.support_aws import (
     NAMED_CANARIES,
     FakeLambdaContext,
     LocalCloud,
+    nudge,
     registry_of,
     report_heartbeat,
     report_status,
     start_test_rollout,
 )
+
+
+def evaluate() -> dict[str, str]:
+    """What the schedule's run decided (it also re-signs the timestamp each time)."""
+    decided: dict[str, str] = evaluate_rollouts.handler({}, FakeLambdaContext())["decided"]
+    return decided
 
 
 def test_status_reports_land_in_the_fleet_table(cloud: LocalCloud, capsys: Any) -> None:
@@ -77,9 +85,15 @@ def test_a_rollout_moves_through_its_stages_on_installs_from_each_stage(
     # pump-10 (stage 3 of 1 → 10 → 50 → 100%) has reported before: stage 3 has a device.
     report_heartbeat("pump-10", version=1)
     registry = start_test_rollout(cloud)
-    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(NAMED_CANARIES, b"manifest-v2")
+    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(
+        NAMED_CANARIES, nudge("vibration", 2)
+    )
     assert [p["retain"] for p in cloud.published] == [True] * len(NAMED_CANARIES)
     assert cloud.band_offers("vibration") == {}
+    # What devices believe: the signed pointer offers v2 to the named canaries only.
+    assert cloud.pointer("vibration") == RolloutPointer(
+        "vibration", 2, None, 0, tuple(sorted(NAMED_CANARIES))
+    )
     assert report_status("pump-1")["rollout"] is None  # one of the two installs stage 0 needs
     assert report_status("pump-3")["rollout"] == "stage 3"
     rollout = rollouts().get("vibration")
@@ -94,26 +108,32 @@ def test_a_rollout_moves_through_its_stages_on_installs_from_each_stage(
         (2, "stage skipped"),
         (3, "stage entered"),
     ]
+    assert cloud.pointer("vibration").percent == 50  # type: ignore[union-attr]
     # Each band hears of v2 once, when the stage that adds it is entered.
-    assert cloud.band_offers("vibration") == dict.fromkeys(range(50), b"manifest-v2")
+    assert cloud.band_offers("vibration") == dict.fromkeys(range(50), nudge("vibration", 2))
     assert len(cloud.published) == len(NAMED_CANARIES) + 50
     assert registry.stage_counts("vibration", 2, 0) == {"installed": 2, "failed": 0}
     # The last stage has no device that ever reported: entered with nothing to wait
     # for, and complete at the schedule's next look.
     assert report_status("pump-10")["rollout"] == "stage 4"
-    assert cloud.band_offers("vibration") == dict.fromkeys(range(100), b"manifest-v2")
-    assert evaluate_rollouts.handler({}, FakeLambdaContext()) == {
-        "decided": {"vibration": "complete"}
-    }
+    assert cloud.pointer("vibration").percent == 100  # type: ignore[union-attr]
+    assert cloud.band_offers("vibration") == dict.fromkeys(range(100), nudge("vibration", 2))
+    assert evaluate() == {"vibration": "complete"}
     assert rollouts().get("vibration").state == "complete"  # type: ignore[union-attr]
     assert len(cloud.published) == len(NAMED_CANARIES) + 100
 
 
-def test_a_first_rollout_aborted_clears_the_canary_announcement(cloud: LocalCloud) -> None:
+def test_a_first_rollout_aborted_withdraws_the_version_and_the_pointer(cloud: LocalCloud) -> None:
     start_test_rollout(cloud)
     for thing in ("pump-1", "pump-2", "pump-3"):
         report_status(thing, version=None, health="no_model", step="failed", target_version=2)
-    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(NAMED_CANARIES, b"")
+    assert cloud.pointer("vibration") is None
+    role = cloud.trust().model_role("vibration")
+    assert role is not None
+    assert not [p for p in role.targets if p.startswith("vibration/2/")]
+    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(
+        NAMED_CANARIES, nudge("vibration", None)
+    )
     assert cloud.band_offers("vibration") == {}
 
 
@@ -149,10 +169,23 @@ def test_the_scheduled_handler_evaluates_every_model(cloud: LocalCloud) -> None:
         assert fleet.record_outcome(record, 2, registry.tally("vibration", 2, 0, "installed"))
     # Stage 0 passes; stages 1-4 have no device that ever reported (the named canaries
     # are not counted in their bands): the rollout reaches the last stage at once.
-    assert evaluate_rollouts.handler({}, FakeLambdaContext()) == {
-        "decided": {"vibration": "stage 4"}
-    }
-    assert evaluate_rollouts.handler({}, FakeLambdaContext()) == {
-        "decided": {"vibration": "complete"}
-    }
-    assert evaluate_rollouts.handler({}, FakeLambdaContext()) == {"decided": {}}
+    assert evaluate() == {"vibration": "stage 4"}
+    assert evaluate() == {"vibration": "complete"}
+    assert evaluate() == {}
+
+
+def test_the_schedule_re_signs_the_timestamp_every_run(cloud: LocalCloud) -> None:
+    """Devices notice a frozen CDN because the timestamp expires in hours: the schedule
+    signs a new one each minute, whatever the rollouts do."""
+    timestamp = "models/tuf/metadata/timestamp.json"
+    s3 = cloud.client("s3")
+
+    def signed_version() -> int:
+        body = s3.get_object(Bucket=cloud.names["ARTIFACT_BUCKET"], Key=timestamp)["Body"]
+        version: int = json.loads(body.read())["signed"]["version"]
+        return version
+
+    before = signed_version()
+    result = evaluate_rollouts.handler({}, FakeLambdaContext())
+    assert result["resigned"] == ["timestamp"]
+    assert signed_version() == before + 1

@@ -26,10 +26,18 @@ from tests.support_aws import (
     ROSTER,
     FakeLambdaContext,
     LocalCloud,
+    nudge,
+    publish_test_version,
     report_heartbeat,
     report_status,
     start_test_rollout,
 )
+
+
+def evaluate() -> dict[str, str]:
+    """What the schedule's run decided (it also re-signs the timestamp each time)."""
+    decided: dict[str, str] = evaluate_rollouts.handler({}, FakeLambdaContext())["decided"]
+    return decided
 
 
 def stage_of() -> int:
@@ -98,7 +106,8 @@ def test_stages_without_devices_are_skipped_and_say_so(cloud: LocalCloud) -> Non
     """digits has no named canaries, and its only device that ever reported, pump-7, is in
     stage 3: the rollout goes straight there, with each skipped stage in its history."""
     report_heartbeat("pump-7", model="digits", version=None, health="no_model")
-    assert rollouts().start("digits", 1, b"manifest-v1")
+    publish_test_version(cloud, 1, "digits")
+    assert rollouts().start("digits", 1)
     rollout = rollouts().get("digits")
     assert rollout is not None
     assert (rollout.state, rollout.stage, rollout.needed) == ("rolling", 3, 1)
@@ -177,10 +186,8 @@ def test_a_device_counts_again_for_the_next_version(cloud: LocalCloud) -> None:
     report_status("pump-1")
     report_status("pump-2")
     evaluate_rollouts.handler({}, FakeLambdaContext())  # the empty last stage completes
-    cloud.client("s3").put_object(
-        Bucket=cloud.names["ARTIFACT_BUCKET"], Key="models/vibration/3/manifest.json", Body=b"v3"
-    )
-    assert rollouts().start("vibration", 3, b"v3")
+    publish_test_version(cloud, 3)
+    assert rollouts().start("vibration", 3)
     assert report_status("pump-1", version=3, target_version=3)["counted"] is True
     assert registry.stage_counts("vibration", 3, 0) == {"installed": 1, "failed": 0}
 
@@ -208,7 +215,7 @@ def test_pause_resume_and_abort_from_the_command_line(
     cloud: LocalCloud, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report_heartbeat("pump-10", version=1)
-    registry = start_test_rollout(cloud, previous_manifest=b"manifest-v1")
+    registry = start_test_rollout(cloud, previous=True)
     report_status("pump-1")
     capsys.readouterr()
 
@@ -217,7 +224,7 @@ def test_pause_resume_and_abort_from_the_command_line(
     assert registry.rollout("vibration")["state"] == "paused"  # type: ignore[index]
     # Paused: installs still count, but nothing moves the rollout on.
     assert report_status("pump-2") == {"recorded": True, "counted": True, "rollout": None}
-    assert evaluate_rollouts.handler({}, FakeLambdaContext()) == {"decided": {}}
+    assert evaluate() == {}
     assert stage_of() == 0
     assert cloud.band_offers("vibration") == {}
     assert rollout_cli(cloud, "pause") == 1  # not rolling: refused, and says why
@@ -226,10 +233,8 @@ def test_pause_resume_and_abort_from_the_command_line(
     assert rollout_cli(cloud, "resume") == 0
     assert registry.rollout("vibration")["state"] == "rolling"  # type: ignore[index]
     # The schedule evaluates what counted meanwhile.
-    assert evaluate_rollouts.handler({}, FakeLambdaContext()) == {
-        "decided": {"vibration": "stage 3"}
-    }
-    assert cloud.band_offers("vibration") == dict.fromkeys(range(50), b"manifest-v2")
+    assert evaluate() == {"vibration": "stage 3"}
+    assert cloud.band_offers("vibration") == dict.fromkeys(range(50), nudge("vibration", 2))
 
     capsys.readouterr()
     assert rollout_cli(cloud, "abort") == 0
@@ -248,8 +253,10 @@ def test_pause_resume_and_abort_from_the_command_line(
     # previous version again on every band the rollout reached, and to each named canary.
     assert aborted.publish is not None
     evaluate_rollouts.handler({}, FakeLambdaContext())
-    assert cloud.band_offers("vibration") == dict.fromkeys(range(50), b"manifest-v1")
-    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(NAMED_CANARIES, b"manifest-v1")
+    assert cloud.band_offers("vibration") == dict.fromkeys(range(50), nudge("vibration", 1))
+    assert cloud.thing_offers(NAMED_CANARIES) == dict.fromkeys(
+        NAMED_CANARIES, nudge("vibration", 1)
+    )
     assert rollouts().get("vibration").publish is None  # type: ignore[union-attr]
     assert rollout_cli(cloud, "resume") == 1  # aborted is final
 
@@ -295,7 +302,8 @@ def test_each_report_costs_the_same_requests_at_50_and_500_devices(cloud: LocalC
             fleet_things.append(thing)
 
     def measure(version: int) -> tuple[list[Counter[str]], list[Counter[str]]]:
-        assert rollouts().start("digits", version, b"manifest")
+        publish_test_version(cloud, version, "digits")
+        assert rollouts().start("digits", version)
         rollout = rollouts().get("digits")
         assert rollout is not None
         assert (rollout.stage, rollout.needed) == (1, len(fleet_things))

@@ -18,16 +18,16 @@ from tests.support_release import vibration_runs
 from tests.support_world import World, _status, wait_for
 
 
-def test_a_retained_announcement_reaches_a_new_agent_which_updates(
+def test_a_retained_nudge_reaches_a_new_agent_which_updates(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="edge.status")
     v1, v2, _ = vibration_runs()
-    world.cloud.announce("vibration", world.releases.release(1, v1))
+    world.publish(1, v1)
     agent = world.agent("pump-1", source=iter(()))
     agent.start()
     wait_for(lambda: agent.version == 1, what="v1 installed")
-    world.cloud.announce("vibration", world.releases.release(2, v2, bases=[1]))
+    world.publish(2, v2, bases=[1])
     wait_for(lambda: agent.version == 2, what="v2 installed")
     wait_for(
         lambda: (
@@ -70,7 +70,7 @@ def test_the_embedded_amqtt_broker_carries_the_loop_too(tmp_path: Path, moto_end
             agent = w.agent("pump-1", source=iter(()))
             agent.start()
             assert agent.link.wait_connected(10)
-            w.cloud.announce("vibration", w.releases.release(1, v1))
+            w.publish(1, v1)
             wait_for(lambda: agent.version == 1, what="v1 over amqtt")
         finally:
             w.close()
@@ -81,14 +81,14 @@ def test_a_scoring_loop_at_1000_samples_per_second_loses_nothing_during_a_swap(
     world: World,
 ) -> None:
     v1, v2, _ = vibration_runs()
-    world.cloud.announce("vibration", world.releases.release(1, v1))
+    world.publish(1, v1)
     agent = world.agent("pump-1", source=iter(()))
     agent.start(score=False)
     wait_for(lambda: agent.version == 1, what="v1 installed")
     samples = list(synthetic_vibration(8, 0.01, seed=3, count=6000))
     versions: list[int] = []
     pace = 1.0 / 1500  # 1,500 samples/s asked for
-    world.cloud.announce("vibration", world.releases.release(2, v2, bases=[1]))
+    world.publish(2, v2, bases=[1])
     start = time.monotonic()
     for i, sample in enumerate(samples):
         agent.process(sample)
@@ -114,7 +114,7 @@ def test_uploads_drop_from_everything_to_a_sample_once_a_model_runs(world: World
     for sample in synthetic_vibration(8, 0.0, seed=4, count=500):
         agent.process(sample)
     assert agent.counters.uploaded_rows_without_model == 500
-    world.cloud.announce("vibration", world.releases.release(1, v1))
+    world.publish(1, v1)
     wait_for(lambda: agent.version == 1, what="v1")
     for sample in synthetic_vibration(8, 0.01, seed=5, count=4000):
         agent.process(sample)
@@ -142,7 +142,7 @@ def test_a_full_upload_queue_drops_the_oldest_and_counts_them(world: World) -> N
 
 def test_broker_down_then_back_reconnects_updates_and_loses_no_upload(world: World) -> None:
     v1, v2, _ = vibration_runs()
-    world.cloud.announce("vibration", world.releases.release(1, v1))
+    world.publish(1, v1)
     agent = world.agent("pump-1", source=iter(()), upload="batch_rows = 50\nretry_seconds = 0.1\n")
     agent.start(score=False)
     wait_for(lambda: agent.version == 1 and agent.link.connected, what="v1")
@@ -153,7 +153,7 @@ def test_broker_down_then_back_reconnects_updates_and_loses_no_upload(world: Wor
     queued = agent.counters.batches_queued
     assert queued >= 3
     world.broker.start()
-    world.cloud.announce("vibration", world.releases.release(2, v2, bases=[1]))
+    world.publish(2, v2, bases=[1])
     wait_for(lambda: agent.link.connected, what="reconnect")
     wait_for(lambda: agent.version == 2, what="v2 after reconnect")
     wait_for(lambda: len(agent.queue) == 0, timeout=30, what="queue drained")
@@ -164,7 +164,7 @@ def test_broker_down_then_back_reconnects_updates_and_loses_no_upload(world: Wor
 
 def test_a_restarted_agent_scores_at_once_with_its_persisted_model(world: World) -> None:
     v1, _, _ = vibration_runs()
-    world.cloud.announce("vibration", world.releases.release(1, v1))
+    world.publish(1, v1)
     first = world.agent("pump-1", source=iter(()))
     first.start(score=False)
     wait_for(lambda: first.version == 1, what="v1")

@@ -12,18 +12,20 @@ from edgeloop.local.cdn import BucketOrigin, LocalCdn
 from tests.support_aws import LocalCloud
 from tests.support_http import cdn_of_files
 
+MODEL = "models/tuf/targets/m/1/" + "ab" * 32 + ".model.tflite"
+
 
 def _cdn(cloud: LocalCloud) -> tuple[LocalCdn, str]:
     s3 = cloud.client("s3")
     bucket = cloud.names["ARTIFACT_BUCKET"]
-    s3.put_object(Bucket=bucket, Key="models/m/1/model.tflite", Body=bytes(range(256)) * 4)
+    s3.put_object(Bucket=bucket, Key=MODEL, Body=bytes(range(256)) * 4)
     return LocalCdn(BucketOrigin(s3, bucket)), bucket
 
 
 def test_serves_whole_objects_and_ranges_and_counts_bytes_per_device(cloud: LocalCloud) -> None:
     cdn, _ = _cdn(cloud)
     try:
-        url = cdn.base_url + "models/m/1/model.tflite"
+        url = cdn.base_url + MODEL
         ua = {"User-Agent": "edgeloop-agent/dev-1"}
         whole = requests.get(url, headers=ua, timeout=5)
         assert whole.status_code == 200
@@ -34,7 +36,9 @@ def test_serves_whole_objects_and_ranges_and_counts_bytes_per_device(cloud: Loca
         assert tail.content == (bytes(range(256)) * 4)[1000:]
         beyond = requests.get(url, headers={**ua, "Range": "bytes=2000-"}, timeout=5)
         assert beyond.status_code == 416
-        assert cdn.log.bytes_by_device() == {"dev-1": {"full": 1024 + 24, "patch": 0}}
+        assert cdn.log.bytes_by_device() == {
+            "dev-1": {"full": 1024 + 24, "patch": 0, "metadata": 0}
+        }
     finally:
         cdn.stop()
 
@@ -49,21 +53,31 @@ def test_refuses_paths_outside_models_and_reports_missing_objects(cloud: LocalCl
         cdn.stop()
 
 
-def test_artifacts_are_read_once_but_manifests_always_read_through(cloud: LocalCloud) -> None:
+def test_files_are_read_once_but_the_timestamp_always_read_through(cloud: LocalCloud) -> None:
+    """Versioned metadata and hash-prefixed targets never change; timestamp.json does,
+    and a device nudged right after a publish must see the new one."""
     cdn, bucket = _cdn(cloud)
     s3 = cloud.client("s3")
-    s3.put_object(Bucket=bucket, Key="models/m/1/manifest.json", Body=b'{"v": 1}')
+    timestamp, snapshot = (
+        "models/tuf/metadata/timestamp.json",
+        "models/tuf/metadata/3.snapshot.json",
+    )
+    s3.put_object(Bucket=bucket, Key=timestamp, Body=b'{"v": 1}')
+    s3.put_object(Bucket=bucket, Key=snapshot, Body=b'{"s": 3}')
     try:
-        for key in ("models/m/1/model.tflite", "models/m/1/manifest.json"):
+        for key in (MODEL, timestamp, snapshot):
             assert requests.get(cdn.base_url + key, timeout=5).status_code == 200
-        # Published artifacts are immutable, so the stand-in (like a CDN with a
-        # long TTL) keeps serving what it read; a rewritten manifest shows at once.
-        s3.delete_object(Bucket=bucket, Key="models/m/1/model.tflite")
-        s3.put_object(Bucket=bucket, Key="models/m/1/manifest.json", Body=b'{"v": 2}')
-        assert requests.get(cdn.base_url + "models/m/1/model.tflite", timeout=5).status_code == 200
-        assert requests.get(cdn.base_url + "models/m/1/manifest.json", timeout=5).content == (
-            b'{"v": 2}'
-        )
+        s3.delete_object(Bucket=bucket, Key=MODEL)
+        s3.delete_object(Bucket=bucket, Key=snapshot)
+        s3.put_object(Bucket=bucket, Key=timestamp, Body=b'{"v": 2}')
+        for key in (MODEL, snapshot):
+            assert requests.get(cdn.base_url + key, timeout=5).status_code == 200
+        assert requests.get(cdn.base_url + timestamp, timeout=5).content == b'{"v": 2}'
+        # A missing object is never remembered: the next root appears once published.
+        root = "models/tuf/metadata/2.root.json"
+        assert requests.get(cdn.base_url + root, timeout=5).status_code == 404
+        s3.put_object(Bucket=bucket, Key=root, Body=b"{}")
+        assert requests.get(cdn.base_url + root, timeout=5).status_code == 200
     finally:
         cdn.stop()
 

@@ -26,7 +26,9 @@ PARSERS = list(_parsers(build_parser()))
 def test_the_walk_reaches_every_command() -> None:
     names = {" ".join(path) for path, _ in PARSERS}
     assert {"train", "predict", "release make", "release show", "local up", "local status"} <= names
-    assert {"feed", "fleet", "demo", "keygen", "sign", "verify", "delta", "patch"} <= names
+    assert {"feed", "fleet", "demo", "delta", "patch", "rollout", "trust init"} <= names
+    # The hand-written manifest signing is gone: TUF (`edgeloop trust`) is the one path.
+    assert not {"keygen", "sign", "verify"} & names
 
 
 @pytest.mark.parametrize(

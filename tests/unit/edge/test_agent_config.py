@@ -15,19 +15,29 @@ from edge.config import (
     parse_agent_config,
 )
 from edge.errors import AgentConfigError
-from edgeloop.contract import public_key_pem
-from edgeloop.contract.signers import LocalSigner
+from edgeloop.trust import DirectoryStore, RootCeremony
+from edgeloop.trust.keys import generate_root_key
 
-FLEET = LocalSigner.generate()
+
+def fleet_root(tmp_path: Path) -> bytes:
+    """Root v1 of a fleet, as `edgeloop trust init` writes it."""
+    store = DirectoryStore(tmp_path / "fleet")
+    if store.get("tuf/metadata/1.root.json") is None:
+        keys = [generate_root_key(tmp_path / "fleet-keys" / f"{i}.pem", None) for i in range(3)]
+        RootCeremony(store).init(keys, 2, keys[0].public_key)
+    data = store.get("tuf/metadata/1.root.json")
+    assert data is not None
+    return data
 
 
 def minimal(tmp_path: Path) -> dict[str, object]:
-    (tmp_path / "keys").mkdir(exist_ok=True)
-    (tmp_path / "keys" / "fleet.pem").write_bytes(public_key_pem(FLEET.public_key()))
+    (tmp_path / "root.json").write_bytes(fleet_root(tmp_path))
+    (tmp_path / "not-root.json").write_text('{"signed": {"_type": "timestamp"}}')
     return {
         "device": {"thing": "pump-1", "model": "vibration", "n_features": 8},
         "broker": {"url": "mqtt://localhost:1883"},
-        "artifacts": {"base_url": "http://cdn.local", "manifest_keys": ["keys/fleet.pem"]},
+        "artifacts": {"base_url": "http://cdn.local"},
+        "trust": {"root": "root.json"},
         "state": {"dir": "state"},
     }
 
@@ -39,7 +49,8 @@ def test_defaults_come_from_the_declaration_and_paths_from_the_config_file(tmp_p
     assert config.watch == WatchSection()
     assert config.source.kind is SourceKind.SYNTHETIC
     assert config.state_dir == tmp_path / "state"
-    assert config.artifacts.manifest_keys == (tmp_path / "keys" / "fleet.pem",)
+    assert config.trust.root == tmp_path / "root.json"
+    assert (config.trust.min_refresh_seconds, config.trust.refresh_interval) == (10.0, 3600.0)
     assert config.artifacts.base_url == "http://cdn.local/"
     assert (config.broker.host, config.broker.port) == ("localhost", 1883)
 
@@ -56,12 +67,10 @@ def test_defaults_come_from_the_declaration_and_paths_from_the_config_file(tmp_p
         ("device", "model", "Vibration", r"device\.model: model name"),
         ("source", "loop", 1, r"source\.loop must be true or false"),
         ("broker", "colour", "red", r"broker\.colour: unknown key"),
-        (
-            "artifacts",
-            "manifest_keys",
-            ["keys/gone.pem"],
-            r"manifest_keys: .*gone\.pem does not exist",
-        ),
+        ("trust", "root", "gone.json", r"trust\.root: .*gone\.json does not exist"),
+        ("trust", "root", "not-root.json", r"trust\.root: .*is not TUF root metadata"),
+        # The pinned PEM of the hand-written manifests is gone: root is the only anchor.
+        ("artifacts", "manifest_keys", ["k.pem"], r"artifacts\.manifest_keys: unknown key"),
         ("broker", "url", "http://localhost", r"broker\.url must look like mqtt://"),
         ("device", "feature_names", ["rpm"], r"device\.feature_names has 1 names, n_features is 8"),
         (

@@ -1,23 +1,28 @@
-"""The update worker: it retries what the hierarchy calls retryable, and nothing else."""
+"""The update worker: it retries what the hierarchy calls retryable, and nothing else;
+nudges are coalesced and rate-limited."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import ClassVar
 
 import pytest
 
+from edge.backoff import Backoff
 from edge.errors import (
     DownloadFailed,
     HealthCheckFailed,
     ManifestRefused,
     RetryableUpdateError,
     StagingFailed,
+    TrustRefused,
     UpdateError,
     UpdateRefused,
 )
-from edge.update_worker import UpdateWorker
+from edge.update_worker import RETRY_MAX_SECONDS, UpdateWorker
 from edge.updater import UpdateResult
-from edgeloop.contract import HashMismatch, Step
+from edgeloop.contract import HashMismatch, Nudge, Step
 
 
 class Stop(threading.Event):
@@ -33,15 +38,18 @@ class Stop(threading.Event):
 
 
 class ScriptedUpdater:
-    """Answers each attempt with the next scripted error (None: success); stops the
-    worker when the script is played out."""
+    """Answers each refresh with the next scripted error (None: success); stops the
+    worker when the script is played out. `during` runs inside each refresh (a nudge
+    arriving meanwhile)."""
 
     def __init__(self, errors: list[UpdateError | None], stop: Stop) -> None:
         self.errors, self.stop = errors, stop
-        self.handled: list[bytes] = []
+        self.handled: list[str] = []
+        self.during: Callable[[], None] = lambda: None
 
-    def handle(self, raw: bytes) -> UpdateResult:
-        self.handled.append(raw)
+    def handle(self, why: str) -> UpdateResult:
+        self.handled.append(why)
+        self.during()
         error = self.errors.pop(0)
         if not self.errors:
             self.stop.set()
@@ -50,20 +58,58 @@ class ScriptedUpdater:
         return UpdateResult(Step.FAILED, 1, error.reason, error)
 
 
-def play(errors: list[UpdateError | None]) -> tuple[ScriptedUpdater, Stop]:
+class Clock:
+    """Jumps `step` seconds at each reading: every pause the worker plans has passed by
+    the time it looks again, so nothing really waits."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+class RecordedBackoff(Backoff):
+    pauses: ClassVar[list[float]] = []
+
+    def next(self) -> float:
+        pause = super().next()
+        RecordedBackoff.pauses.append(pause)
+        return pause
+
+
+def play(
+    errors: list[UpdateError | None], step: float = 10_000.0, min_interval: float = 10.0
+) -> tuple[ScriptedUpdater, Stop, UpdateWorker]:
     stop = Stop()
     updater = ScriptedUpdater(errors, stop)
-    worker = UpdateWorker(updater, lambda *_: None)  # type: ignore[arg-type]
-    worker.announced(b"v1")
-    worker.run(stop)  # returns once the script is played out
-    return updater, stop
+    worker = UpdateWorker(
+        updater,  # type: ignore[arg-type]
+        lambda *_: None,
+        min_interval=min_interval,
+        every=3600.0,
+        clock=Clock(step),
+    )
+    return updater, stop, worker
+
+
+@pytest.fixture(autouse=True)
+def recorded_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    RecordedBackoff.pauses = []
+    monkeypatch.setattr("edge.update_worker.Backoff", RecordedBackoff)
+    return RecordedBackoff.pauses
 
 
 @pytest.mark.parametrize("error", [DownloadFailed("cdn down"), StagingFailed("disk full")])
-def test_a_retryable_failure_is_tried_again_until_it_succeeds(error: UpdateError) -> None:
-    updater, stop = play([error, error, None])
-    assert updater.handled == [b"v1", b"v1", b"v1"]
-    assert len(stop.pauses) == 2  # one jittered pause before each retry
+def test_a_retryable_failure_is_tried_again_until_it_succeeds(
+    error: UpdateError, recorded_backoff: list[float]
+) -> None:
+    updater, stop, worker = play([error, error, None])
+    worker.run(stop)  # returns once the script is played out
+    assert updater.handled == ["timer", "timer", "timer"]  # at start, then two retries
+    assert len(recorded_backoff) == 2  # one jittered pause before each retry
+    assert all(p <= RETRY_MAX_SECONDS for p in recorded_backoff)
 
 
 @pytest.mark.parametrize(
@@ -71,12 +117,38 @@ def test_a_retryable_failure_is_tried_again_until_it_succeeds(error: UpdateError
     [
         ManifestRefused("bad hash", HashMismatch("bad hash")),
         HealthCheckFailed("wrong outputs"),
+        TrustRefused("Unsigned"),
     ],
 )
-def test_a_refusal_is_final(error: UpdateError) -> None:
-    updater, stop = play([error])
-    assert updater.handled == [b"v1"]
-    assert stop.pauses == []
+def test_a_refusal_is_final(error: UpdateError, recorded_backoff: list[float]) -> None:
+    updater, stop, worker = play([error, None])
+    worker.run(stop)
+    # Not retried: the next refresh is the timer's, an interval later.
+    assert updater.handled == ["timer", "timer"]
+    assert recorded_backoff == []
+
+
+def test_nudges_during_a_refresh_are_one_more_refresh_after_the_rate_limit() -> None:
+    updater, stop, worker = play([None, None], step=0.0, min_interval=7.0)
+    worker.nudged(Nudge("vibration", 1).to_bytes())
+
+    def storm() -> None:
+        if len(updater.handled) == 1:
+            for version in (2, 3, 4):
+                worker.nudged(Nudge("vibration", version).to_bytes())
+
+    updater.during = storm
+    worker.run(stop)
+    assert updater.handled == ["nudge: vibration v1", "nudge: vibration v4"]
+    assert stop.pauses == [7.0]  # the rest of the interval since the last refresh
+
+
+def test_a_nudge_that_is_not_one_still_asks_for_a_refresh() -> None:
+    updater, stop, worker = play([None], step=0.0)
+    worker.nudged(b"\xff not json")
+    worker.run(stop)
+    assert len(updater.handled) == 1
+    assert updater.handled[0].startswith("nudge (")
 
 
 def test_the_hierarchy_tells_retryable_from_final() -> None:

@@ -12,7 +12,7 @@ RETRAIN = {
     "REGISTRY_BUCKET": "registry-bucket",
     "REGISTRY_TABLE": "registry",
     "IDEMPOTENCY_TABLE": "idempotency",
-    "SIGNING_KEY_ID": "alias/edgeloop-manifests",
+    "SIGNING_KEY_ID": "alias/edgeloop-online",
     "MODEL_CONFIG_DIR": "/var/task/models",
     "FLEET_TABLE": "fleet",
     "CANARY_GROUP": "edgeloop-canaries",
@@ -23,12 +23,19 @@ def test_a_complete_environment_loads_with_defaults() -> None:
     env = load_env(RetrainEnv, RETRAIN)
     assert env.data_bucket == "data-bucket"
     assert env.delta_bases == 3
-    assert env.manifest_ttl_days == 30
 
 
 def test_values_are_parsed_from_strings() -> None:
-    env = load_env(RetrainEnv, {**RETRAIN, "DELTA_BASES": "5", "MANIFEST_TTL_DAYS": "7"})
-    assert (env.delta_bases, env.manifest_ttl_days) == (5, 7)
+    env = load_env(RetrainEnv, {**RETRAIN, "DELTA_BASES": "5"})
+    assert env.delta_bases == 5
+
+
+def test_the_functions_that_move_rollouts_need_the_online_key() -> None:
+    """Status and the schedule sign rollout pointers and timestamps into the repository."""
+    rollout = {k: v for k, v in RETRAIN.items() if k not in ("DATA_BUCKET", "IDEMPOTENCY_TABLE")}
+    del rollout["SIGNING_KEY_ID"]
+    with pytest.raises(EnvError, match="SIGNING_KEY_ID: Field required"):
+        load_env(RolloutEnv, rollout)
 
 
 @pytest.mark.parametrize("missing", sorted(RETRAIN))
