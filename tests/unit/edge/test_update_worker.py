@@ -221,7 +221,7 @@ def test_follow_ups_for_a_version_the_device_is_never_offered_stop() -> None:
             clock.now = due
         return real_next(stop_, due)
 
-    worker._next = next_reason  # type: ignore[method-assign]
+    worker._next = next_reason  # type: ignore[method-assign,assignment]
     worker.run(stop)
     gaps = [b - a for a, b in itertools.pairwise(at)]
     assert len(at) == 5
