@@ -81,7 +81,7 @@ def table() -> str:
                     f"{r['spec']:.0f}, golden inputs {r['golden']:.0f}, patch {r['patch']:.0f} "
                     f"vs zstd model {r['compressed_full']:.0f}; "
                     f"{s['mean_gap_points']:+.2f} pt vs cold ({b['steps']} steps × "
-                    f"{s['seeds']} seeds)",
+                    f"{s['seeds']} seed{'s' if s['seeds'] != 1 else ''})",
                     "-" if compare else _mark(s["meets_goal"]),
                     "`python -m bench.run bytes`",
                 )

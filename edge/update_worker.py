@@ -9,6 +9,12 @@ per device per interval. A refresh that failed on the CDN or the disk (a
 RetryableUpdateError) is tried again after a jittered pause that doubles from
 RETRY_MIN_SECONDS to RETRY_MAX_SECONDS, or at the next nudge, whichever comes
 first. Refusals of a version are final for that version.
+
+A nudge names the version it was sent for. If the refresh it caused found
+another one, the metadata the device read was older than the nudge (a CDN
+cache, a timestamp another writer was replacing), so the worker looks again,
+a few times, FOLLOW_UP_SECONDS apart: never installing what the nudge says,
+only asking the repository again, within the rate limit.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ log = logging.getLogger(__name__)
 
 RETRY_MIN_SECONDS = 5.0
 RETRY_MAX_SECONDS = 600.0
+FOLLOW_UP_SECONDS = 5.0
+FOLLOW_UPS = 3
 
 
 def describe_nudge(raw: bytes) -> str:
@@ -37,6 +45,14 @@ def describe_nudge(raw: bytes) -> str:
     except MalformedNudge as exc:
         return f"nudge ({exc})"[:200]
     return f"nudge: {nudge.model} v{nudge.version}"
+
+
+def nudged_version(raw: bytes) -> int | None:
+    """The version a nudge was sent for, if it says; only ever a reason to look again."""
+    try:
+        return Nudge.from_bytes(raw).version
+    except MalformedNudge:
+        return None
 
 
 class UpdateWorker:
@@ -53,6 +69,7 @@ class UpdateWorker:
         self.min_interval, self.every = min_interval, every
         self._clock = clock
         self._nudge: str | None = None
+        self._expected: int | None = None  # the version the pending nudge was sent for
         self._ready = threading.Condition()
         self.refreshes = 0
 
@@ -60,6 +77,7 @@ class UpdateWorker:
         """The link's callback: ask for a refresh; one pending nudge stands for all."""
         with self._ready:
             self._nudge = describe_nudge(raw)
+            self._expected = nudged_version(raw)
             self._ready.notify_all()
 
     def wake(self) -> None:
@@ -80,6 +98,8 @@ class UpdateWorker:
         backoff = Backoff(RETRY_MIN_SECONDS, RETRY_MAX_SECONDS)
         due = self._clock()  # at start: what does the pointer say now?
         last = float("-inf")
+        expected: int | None = None  # what the last nudge was sent for
+        follow_ups = 0
         while not stop.is_set():
             why = self._next(stop, due)
             if why is None:
@@ -90,6 +110,7 @@ class UpdateWorker:
             with self._ready:
                 if self._nudge is not None:
                     why, self._nudge = self._nudge, None
+                    expected, self._expected, follow_ups = self._expected, None, 0
             last = self._clock()
             self.refreshes += 1
             try:
@@ -102,6 +123,11 @@ class UpdateWorker:
                 continue
             if result.retryable:
                 due = self._clock() + backoff.next()
+                continue
+            backoff.reset()
+            due = self._clock() + self.every
+            if expected is not None and result.version != expected and follow_ups < FOLLOW_UPS:
+                follow_ups += 1
+                due = self._clock() + max(FOLLOW_UP_SECONDS, self.min_interval)
             else:
-                backoff.reset()
-                due = self._clock() + self.every
+                expected = None

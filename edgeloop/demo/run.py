@@ -138,7 +138,9 @@ class Demo:
         return plan.describe(plan.stage_of(thing, thing in self.named_canaries))
 
     def fetched(self, thing: str, version: int) -> str:
-        """What the device fetched to get `version`, for its swap line."""
+        """What the device fetched to get `version`, for its swap line: the model's bytes
+        (a patch, the compressed or the full model) and the version's spec beside them.
+        The signed metadata is shared by every version and shown per device in the report."""
         got = [
             s
             for s in list(self.cloud.cdn.log.shipments)
@@ -146,15 +148,17 @@ class Demo:
             and shipments.version_of(s.path) == version
             and shipments.kind_of(s.path) in shipments.KINDS
         ]
-        if not got:
+        model = [s for s in got if shipments.kind_of(s.path) != "metadata"]
+        if not model:
             return ""
-        kinds = {shipments.kind_of(s.path) for s in got}
+        kinds = {shipments.kind_of(s.path) for s in model}
         what = (
             "a patch"
             if kinds == {"patch"}
             else shipments.LABELS[max(kinds, key=shipments.KINDS.index)]
         )
-        return f" ({what}, {sum(s.bytes for s in got)} B)"
+        spec = sum(s.bytes for s in got) - sum(s.bytes for s in model)
+        return f" ({what}, {sum(s.bytes for s in model)} B; spec {spec} B)"
 
     def run(self) -> dict[str, Any]:
         warnings.filterwarnings("ignore", message="No application metrics to publish")

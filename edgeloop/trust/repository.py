@@ -375,6 +375,9 @@ class TrustRepository:
     def _write_timestamp(self, snapshot_meta: MetaFile) -> None:
         current = self._timestamp()
         version = current.signed.version + 1 if current else 1
+        if current is not None and current.signed.snapshot_meta.version > snapshot_meta.version:
+            # Another writer published a newer snapshot since this one read: never go back.
+            snapshot_meta = current.signed.snapshot_meta
         timestamp = Timestamp(
             version=version,
             expires=self._expiry(self.lifetimes.timestamp),

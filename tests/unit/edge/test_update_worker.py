@@ -3,6 +3,7 @@ nudges are coalesced and rate-limited."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from typing import ClassVar
@@ -20,7 +21,12 @@ from edge.errors import (
     UpdateError,
     UpdateRefused,
 )
-from edge.update_worker import RETRY_MAX_SECONDS, UpdateWorker
+from edge.update_worker import (
+    FOLLOW_UP_SECONDS,
+    FOLLOW_UPS,
+    RETRY_MAX_SECONDS,
+    UpdateWorker,
+)
 from edge.updater import UpdateResult
 from edgeloop.contract import HashMismatch, Nudge, Step
 
@@ -160,3 +166,64 @@ def test_the_hierarchy_tells_retryable_from_final() -> None:
     assert refusal.reason == "HashMismatch: declared size differs"
     assert UpdateResult(Step.FAILED, 1, "", DownloadFailed("x")).retryable
     assert not UpdateResult(Step.FAILED, 1, "", refusal).retryable
+
+
+def test_a_refresh_that_finds_an_older_version_than_its_nudge_looks_again() -> None:
+    """The metadata the device read was older than the nudge (a CDN cache, a timestamp
+    being replaced): it asks the repository again within seconds, not at the hourly
+    timer, and installs only what the repository then says."""
+    clock = Clock(100.0)
+    at: list[float] = []
+
+    class Stale(ScriptedUpdater):
+        def handle(self, why: str) -> UpdateResult:
+            super().handle(why)
+            at.append(clock.now)
+            found = 2 if len(self.handled) == 3 else 1
+            return UpdateResult(Step.ALREADY_INSTALLED if found == 1 else Step.SUCCEEDED, found, "")
+
+    stop = Stop()
+    updater = Stale([None] * 3, stop)
+    worker = UpdateWorker(
+        updater,  # type: ignore[arg-type]
+        lambda *_: None,
+        min_interval=0.0,
+        every=3600.0,
+        clock=clock,
+    )
+    worker.nudged(Nudge("vibration", 2).to_bytes())
+    worker.run(stop)
+    assert len(at) == 3
+    assert all(b - a < 3600 for a, b in itertools.pairwise(at))  # not the hourly timer
+
+
+def test_follow_ups_for_a_version_the_device_is_never_offered_stop() -> None:
+    """A replayed nudge for a version this device is never offered costs it at most
+    FOLLOW_UPS extra refreshes; after those, the next is the hourly timer's."""
+    clock = Clock(FOLLOW_UP_SECONDS)
+    updater, stop, _ = play([None] * 5)
+    at: list[float] = []
+    updater.during = lambda: at.append(clock.now)
+    worker = UpdateWorker(
+        updater,  # type: ignore[arg-type]
+        lambda *_: None,
+        min_interval=0.0,
+        every=3600.0,
+        clock=clock,
+    )
+    worker.nudged(Nudge("vibration", 9).to_bytes())
+    # The worker waits on a condition between readings of the clock; jump the hour
+    # at once once the follow-ups are spent.
+    real_next = worker._next
+
+    def next_reason(stop_: threading.Event, due: float) -> str | None:
+        if len(at) == 1 + FOLLOW_UPS:
+            clock.now = due
+        return real_next(stop_, due)
+
+    worker._next = next_reason  # type: ignore[method-assign,assignment]
+    worker.run(stop)
+    gaps = [b - a for a, b in itertools.pairwise(at)]
+    assert len(at) == 5
+    assert all(g < 3600 for g in gaps[:FOLLOW_UPS])
+    assert gaps[FOLLOW_UPS] >= 3600 - FOLLOW_UP_SECONDS
