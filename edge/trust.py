@@ -132,11 +132,11 @@ class CdnFetcher(FetcherInterface):
         data = self._carried.get(path)
         if data is None:
             return None
+        self.from_nudge.append(path)
         if len(data) > max_length:
             raise tuf_errors.DownloadLengthMismatchError(
                 f"{path} as the nudge carried it is {len(data)} bytes, over {max_length}"
             )
-        self.from_nudge.append(path)
         return data
 
     def _path(self, url: str) -> str:
@@ -273,16 +273,24 @@ class SignedRepository:
         # so exempting them would let replayed nudges drive CDN requests.
         self._last[model] = (now, last[1] if last else Offer(model, None, None))
         with self._checked():
-            updater = self._refreshed(model, carried or {})
-            offer = self._decide(updater, model, thing, installed)
+            offer = self._refreshed(model, thing, installed, carried or {})
         self._last[model] = (now, offer)
         return offer
 
-    def _refreshed(self, model: str, carried: Mapping[str, bytes]) -> Updater:
+    def _refreshed(
+        self,
+        model: str,
+        thing: str,
+        installed: InstalledModel | None,
+        carried: Mapping[str, bytes],
+    ) -> Offer:
+        """Refresh and decide: ngclient loads the model's role only when the decision
+        asks for its targets, so a carried role is judged there."""
         fetcher = CdnFetcher(self._http, self._staging, carried)
         updater = self._new_updater(fetcher)
         try:
             updater.refresh()
+            offer = self._decide(updater, model, thing, installed)
         except (tuf_errors.RepositoryError, tuf_errors.DownloadLengthMismatchError) as exc:
             if not fetcher.from_nudge:
                 raise
@@ -298,6 +306,7 @@ class SignedRepository:
             fetcher = CdnFetcher(self._http, self._staging)
             updater = self._new_updater(fetcher)
             updater.refresh()
+            offer = self._decide(updater, model, thing, installed)
         # "from_nudge=3 cdn_requests=1": the nudge's metadata answered, the CDN only
         # the root probe.
         log.info(
@@ -307,7 +316,7 @@ class SignedRepository:
             len(fetcher.from_cdn),
         )
         self._updater, self._fetcher = updater, fetcher
-        return updater
+        return offer
 
     def _decide(
         self, updater: Updater, model: str, thing: str, installed: InstalledModel | None
