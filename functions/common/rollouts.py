@@ -27,6 +27,9 @@ believes: which version its stage runs), then nudge the devices whose stage
 changed to refresh (retained messages on their band's and own topics). A
 nudge that went out before its pointer would only cost a refresh that finds
 nothing new; a pointer without its nudge is found at the next nudge or timer.
+Each nudge carries the repository's metadata as it stands after the pointer
+moved (and the offered version's spec) as far as one 5 KB IoT message allows,
+so a nudged device asks the CDN for little more than the patch.
 """
 
 from __future__ import annotations
