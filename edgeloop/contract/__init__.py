@@ -49,7 +49,17 @@ from edgeloop.contract.nudge import MalformedNudge, Nudge
 from edgeloop.contract.reader import Fields
 from edgeloop.contract.stages import StagePlan, band_of, basis_points
 from edgeloop.contract.status import Health, StatusRejected, StatusReport, Step
-from edgeloop.contract.topics import ThingTopics, announcement, thing_of
+from edgeloop.contract.topics import (
+    DEFAULT_STACK,
+    IngestTopic,
+    RuleNames,
+    ThingTopics,
+    announcement,
+    check_stack_name,
+    ingest_topic,
+    parse_ingest,
+    thing_of,
+)
 from edgeloop.contract.uploads import (
     UploadAnswer,
     UploadGrant,
@@ -62,6 +72,7 @@ from edgeloop.contract.uploads import (
 
 __all__ = [
     "CODECS",
+    "DEFAULT_STACK",
     "FULL_ENCODINGS",
     "AlarmEvent",
     "AlarmKind",
@@ -74,6 +85,7 @@ __all__ = [
     "HashMismatch",
     "Health",
     "HealthCheck",
+    "IngestTopic",
     "InputSpecMismatch",
     "MalformedManifest",
     "MalformedNudge",
@@ -81,6 +93,7 @@ __all__ = [
     "Nudge",
     "PatchBaseMismatch",
     "PatchCorrupt",
+    "RuleNames",
     "SizeMismatch",
     "StagePlan",
     "StatusRejected",
@@ -99,8 +112,11 @@ __all__ = [
     "canonical_json",
     "check_blob",
     "check_input",
+    "check_stack_name",
     "format_time",
+    "ingest_topic",
     "new_batch_id",
+    "parse_ingest",
     "parse_manifest",
     "parse_time",
     "parse_upload_answer",
