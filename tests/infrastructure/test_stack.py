@@ -12,8 +12,8 @@ import pytest
 from aws_cdk import Stack
 from aws_cdk.assertions import Annotations, Match, Template
 
-from infra.app import build_app
 from edgeloop.contract import RuleNames
+from infra.app import build_app
 from infra.constructs.data_intake import MAX_RECEIVES
 
 
