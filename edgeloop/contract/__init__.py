@@ -51,6 +51,7 @@ from edgeloop.contract.stages import StagePlan, band_of, basis_points
 from edgeloop.contract.status import Health, StatusRejected, StatusReport, Step
 from edgeloop.contract.topics import (
     DEFAULT_STACK,
+    INGEST_PREFIX,
     IngestTopic,
     RuleNames,
     ThingTopics,
@@ -74,6 +75,7 @@ __all__ = [
     "CODECS",
     "DEFAULT_STACK",
     "FULL_ENCODINGS",
+    "INGEST_PREFIX",
     "AlarmEvent",
     "AlarmKind",
     "ArtifactRef",

@@ -24,8 +24,10 @@ ROOT = "edgeloop"
 # '+' or '#', so a name can never widen a topic filter.
 _THING_RE = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")
 _MODEL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-# CloudFormation stack names; the IoT rules are named after the stack.
-_STACK_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+# CloudFormation stack names, short enough that every rule named after one
+# (`{stack}_upload_requests` the longest) stays within IoT's 128 characters.
+_STACK_MAX = 128 - len("_upload_requests")
+_STACK_RE = re.compile(rf"^[A-Za-z][A-Za-z0-9-]{{0,{_STACK_MAX - 1}}}$")
 _RULE_RE = re.compile(r"^[A-Za-z0-9_]{1,128}$")
 
 INGEST_PREFIX = "$aws/rules/"
@@ -54,8 +56,8 @@ def check_model_name(model: str) -> str:
 def check_stack_name(stack: str) -> str:
     if not _STACK_RE.fullmatch(stack):
         raise ValueError(
-            f"stack name {stack!r} is not valid: use 1-128 characters from letters, "
-            "digits and '-', starting with a letter"
+            f"stack name {stack!r} is not valid: use 1-{_STACK_MAX} characters from "
+            "letters, digits and '-', starting with a letter (the IoT rules are named after it)"
         )
     return stack
 
@@ -72,12 +74,6 @@ class RuleNames:
 
     def __post_init__(self) -> None:
         check_stack_name(self.stack)
-        for name in (self.status, self.upload_requests):
-            if not _RULE_RE.fullmatch(name):
-                raise ValueError(
-                    f"stack name {self.stack!r} is too long: its rule name {name!r} "
-                    "passes IoT's 128 characters"
-                )
 
     def _named(self, what: str) -> str:
         # Rule names allow only letters, digits and '_'; stack names have '-' but no '_'.

@@ -55,10 +55,16 @@ def test_rule_names_follow_the_stack_name_in_the_alphabet_iot_allows() -> None:
     assert staging.upload_requests == "edgeloop_staging_upload_requests"
 
 
-@pytest.mark.parametrize("stack", ["", "1stack", "a_b", "a/b", "a+b", "x" * 129, "x" * 120])
+@pytest.mark.parametrize("stack", ["", "1stack", "a_b", "a/b", "a+b", "x" * 113])
 def test_stack_names_that_cannot_name_a_rule_are_refused(stack: str) -> None:
     with pytest.raises(ValueError, match="stack name"):
         RuleNames(stack)
+
+
+def test_the_longest_stack_name_still_names_rules_iot_accepts() -> None:
+    rules = RuleNames("x" * 112)
+    assert len(rules.upload_requests) == 128
+    assert ingest_topic(rules.upload_requests, "edgeloop/things/t/upload/request")
 
 
 def test_a_basic_ingest_topic_names_its_rule_and_keeps_the_thing_the_policy_pinned() -> None:
