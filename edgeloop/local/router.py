@@ -77,6 +77,10 @@ class Rule:
     action: RuleAction
 
 
+# Lambda retries a failed asynchronous invocation twice; locally the pauses are short.
+ASYNC_RETRY_PAUSES = (1.0, 2.0)
+
+
 class IotRules:
     """What IoT topic rules do, on a plain MQTT broker.
 
@@ -193,12 +197,32 @@ class IotRules:
             except queue.Empty:
                 continue
             try:
-                action(event)
-            except Exception as exc:  # a failed invocation: recorded, the rule goes on
-                self.errors.append(f"rule action: {type(exc).__name__}: {exc}")
+                self._invoke(action, event)
             finally:
                 with self._lock:
                     self._outstanding -= 1
+
+    def _invoke(self, action: RuleAction, event: dict[str, Any]) -> None:
+        """As Lambda does with an IoT rule's asynchronous invocation: a function error is
+        retried twice, after a pause (a minute, then two, in AWS; seconds here), and only
+        the last failure is an error. A device sends an update's outcome once, so one
+        failed status call under load would otherwise leave a stage waiting."""
+        for attempt, pause in enumerate((*ASYNC_RETRY_PAUSES, None)):
+            try:
+                action(event)
+                return
+            except Exception as exc:  # a failed invocation: retried, then recorded
+                failure = f"rule action: {type(exc).__name__}: {exc}"
+                if pause is None or self._stop.is_set():
+                    self.errors.append(failure)
+                    return
+                log.warning(
+                    "event=rule_action_failed attempt=%d retry_in=%.0fs %s",
+                    attempt + 1,
+                    pause,
+                    failure,
+                )
+                self._stop.wait(pause)
 
 
 def _drop(event: dict[str, Any]) -> None:

@@ -218,3 +218,32 @@ def test_an_agents_status_reaches_the_status_function_by_basic_ingest_and_an_old
         for link in links:
             link.stop()
         broker.close()
+
+
+def test_a_failed_rule_action_is_retried_as_lambda_retries_an_asynchronous_call(
+    broker: Mosquitto | EmbeddedBroker, device: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("edgeloop.local.router.ASYNC_RETRY_PAUSES", (0.05, 0.05))
+    calls: list[str] = []
+
+    def flaky(event: dict[str, Any]) -> None:
+        thing, _ = split_rule_event(event)
+        calls.append(thing)
+        if thing == "pump-1" and len(calls) == 1:
+            raise TimeoutError("the table did not answer")
+        if thing == "pump-2":
+            raise TimeoutError("never answers")
+
+    engine = IotRules(broker.url, [Rule(RULES.status, "edgeloop/things/+/status", flaky)], 1)
+    engine.start()
+    try:
+        assert engine.wait_ready(10), "the rules never subscribed"
+        device.publish(ingest_topic(RULES.status, PUMP_1.status), _report())
+        wait_for(lambda: calls == ["pump-1", "pump-1"], what="the retried action")
+        assert engine.errors == []  # a failure that a retry made good is no error
+        device.publish(ingest_topic(RULES.status, ThingTopics("pump-2").status), _report())
+        wait_for(lambda: len(engine.errors) == 1, what="the action that kept failing")
+        assert calls[2:] == ["pump-2"] * 3  # the call and two retries, as Lambda makes
+        assert "never answers" in engine.errors[0]
+    finally:
+        engine.stop()
