@@ -243,6 +243,8 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
         process = subprocess.Popen(
             [
                 sys.executable,
+                "-X",
+                "faulthandler",  # SIGABRT dumps every thread's stack (see below)
                 "-m",
                 "edgeloop.cli.main",
                 "demo",
