@@ -268,14 +268,18 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
     process.send_signal(signal.SIGINT)
     try:
         # Drains stdout while it waits, which the demo keeps writing to until it stops.
-        process.communicate(timeout=30)
+        # Stopping joins the local cloud's threads, one of which may be training a
+        # model: on a loaded machine that takes a while, so the bound is generous.
+        process.communicate(timeout=90)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        tail = (tmp_path / "stderr.txt").read_text()[-4000:]
-        raise AssertionError(
-            f"the demo did not stop within 30 s of Ctrl-C; its log:\n{tail}"
-        ) from None
+        process.send_signal(signal.SIGABRT)  # every thread's stack, into stderr
+        try:
+            process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+        tail = (tmp_path / "stderr.txt").read_text()[-8000:]
+        raise AssertionError(f"the demo did not stop within 90 s of Ctrl-C:\n{tail}") from None
     assert process.returncode == 130
     assert "stopped" in (tmp_path / "stderr.txt").read_text()
     assert not (tmp_path / "report.json").exists()
