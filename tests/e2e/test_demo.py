@@ -236,6 +236,10 @@ def test_the_demo_trains_and_exports_digits_as_models_digits_toml_does() -> None
     assert "--picture docs/demo-report.png" in (REPO / "Makefile").read_text()
 
 
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
     # A file, not a pipe: nobody reads stderr until the demo has exited, and agents
     # that log reconnect attempts while it shuts down would fill a pipe and block it.
@@ -258,6 +262,10 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
             stderr=errors,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # As typed at a terminal: a test run started in the background (`make test &`,
+            # a CI runner without job control) ignores SIGINT, and a child would inherit
+            # that and never see the Ctrl-C this test sends.
+            preexec_fn=_interruptible,
         )
     assert process.stdout is not None
     deadline = time.monotonic() + 60
