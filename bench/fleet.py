@@ -32,7 +32,9 @@ threads, each device's own reports in order; before that, one at a time in
 simulated-time order.
 
     python -m bench.run fleet                         # 1k, 10k, 100k + the 1M model, README
-    python -m bench.fleet --sizes 1000 10000          # some sizes, no README
+    python -m bench.fleet --sizes 1000 10000          # some sizes, printed
+    python -m bench.fleet --sizes 1000 10000 --reuse earlier.json --save
+                                  # run two sizes again, keep the others; results, README
 """
 
 from __future__ import annotations
@@ -1399,7 +1401,13 @@ def reads_by_type(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"by_type": table, "flat": flat}
 
 
-def measure(sizes: Iterable[int] = SIZES) -> dict[str, Any]:
+def measure(
+    sizes: Iterable[int] = SIZES, reuse: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Run the real rollout at each size, model 1M, and cost it all. `reuse` holds real
+    runs of an earlier result to keep as measured (sizes not run again here): their
+    request counts stand, and their cost inputs (what one device's update asks of the
+    CDN, the nudge's and the status report's size) are this run's."""
     sizes = tuple(sizes)
     config = parse_config(tomllib.loads(ANOMALY_TOML))
     runs = train_versions(2)
@@ -1425,7 +1433,12 @@ def measure(sizes: Iterable[int] = SIZES) -> dict[str, Any]:
             ),
             flush=True,
         )
-    for r in real.values():
+    fresh = set(real)
+    for size, kept in (reuse or {}).items():
+        if size not in real:
+            real[size] = kept
+    for size in fresh:
+        r = real[size]
         update = r["device_update"]
         r["cost_inputs"] = dataclasses.asdict(
             Sizes(
@@ -1435,6 +1448,11 @@ def measure(sizes: Iterable[int] = SIZES) -> dict[str, Any]:
                 download_bytes=int(update["bytes"]),
             )
         )
+    latest = real[max(fresh, key=int)]
+    for size in set(real) - fresh:
+        real[size]["cost_inputs"] = latest["cost_inputs"]
+        real[size]["cost_inputs_from"] = latest["devices"]
+    real = dict(sorted(real.items(), key=lambda kv: int(kv[0])))
     for r in real.values():
         r["per_update"] = per_update(
             r["reached"],
@@ -1487,7 +1505,7 @@ def measure(sizes: Iterable[int] = SIZES) -> dict[str, Any]:
     ) and (modelled["per_update"]["cloud_messages"] <= GOAL_MESSAGES)
     cost_ok = modelled["per_update"]["usd_per_million_updates_total"] <= GOAL_USD_PER_MILLION
     return {
-        "sizes": list(sizes),
+        "sizes": [int(n) for n in real],
         "device_model": DEVICE_MODEL,
         "prices": PRICES,
         "status_message_bytes": status_bytes,
@@ -1511,12 +1529,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--out", type=Path, help="write the figures here (default: print)")
+    parser.add_argument(
+        "--save",
+        action="store_true",
+        help="write them to bench/results/fleet.json and the README's table, as bench.run does",
+    )
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        help="an earlier result whose real runs of other sizes are kept as measured",
+    )
     args = parser.parse_args()
     start = time.monotonic()
-    figures = measure(args.sizes)
+    reuse = json.loads(args.reuse.read_text())["runs"] if args.reuse else None
+    figures = measure(args.sizes, reuse)
     figures["seconds"] = round(time.monotonic() - start, 1)
     text = json.dumps(figures, indent=2, default=float)
-    if args.out:
+    if args.save:
+        from bench.common import write_result
+        from bench.run import rewrite_readme
+
+        print(f"fleet: {write_result('fleet', figures)}")
+        rewrite_readme()
+    elif args.out:
         args.out.write_text(text + "\n")
     else:
         print(text)
