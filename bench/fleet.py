@@ -231,10 +231,14 @@ PRICES: dict[str, dict[str, Any]] = {
         "confirmed": "third-party quote",
     },
     "kms_request": {
-        "usd": 0.03 / 1e4,
-        "unit": "KMS request (Sign), asymmetric ECC key",
+        "usd": 0.15 / 1e4,
+        "unit": "KMS request (Sign) with an asymmetric ECC key",
         "source": "https://aws.amazon.com/kms/pricing/",
-        "confirmed": "no stored copy read for this version",
+        "confirmed": "the stored copy of the pricing page shows no request rates; third-party "
+        "pages read 2026-11-22 disagree: $0.03 per 10,000 for every key type "
+        "(https://www.wring.co/blog/aws-kms-pricing-guide) or asymmetric operations at 5x "
+        "that (https://www.factualminds.com/blog/aws-kms-pricing-keys-requests-multi-region/). "
+        "The higher is taken",
     },
     "cloudfront_https_request": {
         "usd": 0.0100 / 1e4,
