@@ -10,8 +10,10 @@ this thing: the version to run, and the targets to get it with.
 from __future__ import annotations
 
 import dataclasses
+import io
+import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,8 @@ from edgeloop.contract.trust_targets import (
     patch_path,
     pointer_path,
 )
+
+log = logging.getLogger(__name__)
 
 METADATA = "tuf/metadata/"
 TARGETS = "tuf/targets/"
@@ -106,11 +110,34 @@ class CdnFetcher(FetcherInterface):
 
     Metadata (small, sometimes of unknown exact size) is read whole under a
     cap; targets (exact size known) go through the resumable staging file.
+    Files a nudge carried (by path under the repository root) are served from
+    memory instead, under the same caps: ngclient verifies them as it verifies
+    anything the CDN sends, so serving them here trusts them no more.
     """
 
-    def __init__(self, http: HttpFetcher, staging: Path) -> None:
+    def __init__(
+        self, http: HttpFetcher, staging: Path, carried: Mapping[str, bytes] | None = None
+    ) -> None:
         self._http = http
         self._staging = staging
+        self._carried = dict(carried or {})
+        self.from_nudge: list[str] = []  # paths served from the carried files
+        self.from_cdn: list[str] = []  # paths asked of the CDN (a 404 too)
+
+    def forget(self, path: str) -> bool:
+        """Serve `path` from the CDN from now on; True if it was carried."""
+        return self._carried.pop(path, None) is not None
+
+    def _carried_copy(self, path: str, max_length: int) -> bytes | None:
+        data = self._carried.get(path)
+        if data is None:
+            return None
+        self.from_nudge.append(path)
+        if len(data) > max_length:
+            raise tuf_errors.DownloadLengthMismatchError(
+                f"{path} as the nudge carried it is {len(data)} bytes, over {max_length}"
+            )
+        return data
 
     def _path(self, url: str) -> str:
         if not url.startswith(self._http.base_url):
@@ -135,12 +162,22 @@ class CdnFetcher(FetcherInterface):
     _http_cap = 64 * 1024
 
     def download_bytes(self, url: str, max_length: int) -> bytes:
+        path = self._path(url)
+        carried = self._carried_copy(path, max_length)
+        if carried is not None:
+            return carried
+        self.from_cdn.append(path)
         with self._translated():
-            return self._http.fetch_at_most(self._path(url), max_length)
+            return self._http.fetch_at_most(path, max_length)
 
     @contextmanager
     def download_file(self, url: str, max_length: int) -> Iterator[IO[bytes]]:
         path = self._path(url)
+        carried = self._carried_copy(path, max_length)
+        if carried is not None:
+            yield io.BytesIO(carried)
+            return
+        self.from_cdn.append(path)
         self._staging.mkdir(parents=True, exist_ok=True)
         dest = self._staging / (quote(path, safe="") + ".part")
         with self._translated():
@@ -176,6 +213,7 @@ class SignedRepository:
         self._staging = staging or state_dir / "staging"
         self._clock = clock
         self._updater: Updater | None = None
+        self._fetcher: CdnFetcher | None = None
         self._last: dict[str, tuple[float, Offer]] = {}
 
     def _received(self, n: int) -> None:
@@ -196,7 +234,7 @@ class SignedRepository:
         except ContractError as exc:
             raise TrustRefused(f"signed metadata breaks the contract: {exc}", exc) from exc
 
-    def _new_updater(self) -> Updater:
+    def _new_updater(self, fetcher: CdnFetcher) -> Updater:
         self._metadata_dir.mkdir(parents=True, exist_ok=True)
         # The shipped root is the anchor only until a newer root has been verified and kept.
         have_root = (self._metadata_dir / "root.json").exists()
@@ -205,27 +243,79 @@ class SignedRepository:
             metadata_base_url=self._http.base_url + METADATA,
             target_dir=str(self._targets_dir),
             target_base_url=self._http.base_url + TARGETS,
-            fetcher=CdnFetcher(self._http, self._staging),
+            fetcher=fetcher,
             config=self.limits.updater_config(),
             bootstrap=None if have_root else self._root,
         )
 
-    def refresh(self, model: str, thing: str, installed: InstalledModel | None) -> Offer:
+    def refresh(
+        self,
+        model: str,
+        thing: str,
+        installed: InstalledModel | None,
+        carried: Mapping[str, bytes] | None = None,
+    ) -> Offer:
         """Refresh the metadata (at most once per `min_refresh_seconds` per model) and
         decide. Raises TrustUnavailable, MetadataExpired or TrustRefused; whichever,
-        the installed model keeps serving."""
+        the installed model keeps serving.
+
+        `carried` are the files a nudge brought (path under the repository root:
+        bytes), tried before the CDN and verified exactly as the CDN's would be.
+        A refresh they fail (expired, older than what this device trusts, forged)
+        is done again from the CDN alone, at once.
+        """
         now = self._clock()
         last = self._last.get(model)
         if last is not None and now - last[0] < self.limits.min_refresh_seconds:
             return dataclasses.replace(last[1], fresh=False)
-        # Counted as a refresh even if it fails: a failing CDN is not asked harder.
+        # Counted as a refresh even if it fails: a failing CDN is not asked harder. A
+        # refresh from carried files counts too: a forged nudge falls back to the CDN,
+        # so exempting them would let replayed nudges drive CDN requests.
         self._last[model] = (now, last[1] if last else Offer(model, None, None))
         with self._checked():
-            updater = self._new_updater()
-            updater.refresh()
-            self._updater = updater
-            offer = self._decide(updater, model, thing, installed)
+            offer = self._refreshed(model, thing, installed, carried or {})
         self._last[model] = (now, offer)
+        return offer
+
+    def _refreshed(
+        self,
+        model: str,
+        thing: str,
+        installed: InstalledModel | None,
+        carried: Mapping[str, bytes],
+    ) -> Offer:
+        """Refresh and decide: ngclient loads the model's role only when the decision
+        asks for its targets, so a carried role is judged there."""
+        fetcher = CdnFetcher(self._http, self._staging, carried)
+        updater = self._new_updater(fetcher)
+        try:
+            updater.refresh()
+            offer = self._decide(updater, model, thing, installed)
+        except (tuf_errors.RepositoryError, tuf_errors.DownloadLengthMismatchError) as exc:
+            if not fetcher.from_nudge:
+                raise
+            # Perhaps the nudge's fault (hours old and expired, older than what this
+            # device trusts, forged): none of it was trusted, so ask the CDN alone.
+            log.warning(
+                "event=nudge_metadata_refused model=%s carried=%d reason=%r; "
+                "refreshing from the CDN alone",
+                model,
+                len(fetcher.from_nudge),
+                f"{type(exc).__name__}: {exc}"[:200],
+            )
+            fetcher = CdnFetcher(self._http, self._staging)
+            updater = self._new_updater(fetcher)
+            updater.refresh()
+            offer = self._decide(updater, model, thing, installed)
+        # "from_nudge=3 cdn_requests=1": the nudge's metadata answered, the CDN only
+        # the root probe.
+        log.info(
+            "event=refreshed model=%s from_nudge=%d cdn_requests=%d",
+            model,
+            len(fetcher.from_nudge),
+            len(fetcher.from_cdn),
+        )
+        self._updater, self._fetcher = updater, fetcher
         return offer
 
     def _decide(
@@ -316,7 +406,19 @@ class SignedRepository:
             self._staging.mkdir(parents=True, exist_ok=True)
             destination = self._staging / (quote(target.path, safe="") + ".verified")
         with self._checked():
-            path = Path(self._updater.download_target(target, str(destination)))
+            try:
+                path = Path(self._updater.download_target(target, str(destination)))
+            except tuf_errors.RepositoryError as exc:
+                carried = TARGETS + target.get_prefixed_paths()[0]
+                if self._fetcher is None or not self._fetcher.forget(carried):
+                    raise
+                # The nudge's copy failed ngclient's check: never used, fetched again.
+                log.warning(
+                    "event=nudge_target_refused target=%s reason=%r; fetching it from the CDN",
+                    target.path,
+                    f"{type(exc).__name__}: {exc}"[:200],
+                )
+                path = Path(self._updater.download_target(target, str(destination)))
         try:
             return path.read_bytes()
         finally:

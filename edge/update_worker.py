@@ -44,13 +44,15 @@ def describe_nudge(raw: bytes) -> str:
         nudge = Nudge.from_bytes(raw)
     except MalformedNudge as exc:
         return f"nudge ({exc})"[:200]
-    return f"nudge: {nudge.model} v{nudge.version}"
+    carrying = f", carrying {len(nudge.carried)} files" if nudge.carried else ""
+    return f"nudge: {nudge.model} v{nudge.version}{carrying}"
 
 
-def nudged_version(raw: bytes) -> int | None:
-    """The version a nudge was sent for, if it says; only ever a reason to look again."""
+def read_nudge(raw: bytes) -> Nudge | None:
+    """The nudge, if it is one: its version is only ever a reason to look again, its
+    files only copies for ngclient to verify."""
     try:
-        return Nudge.from_bytes(raw).version
+        return Nudge.from_bytes(raw)
     except MalformedNudge:
         return None
 
@@ -70,14 +72,18 @@ class UpdateWorker:
         self._clock = clock
         self._nudge: str | None = None
         self._expected: int | None = None  # the version the pending nudge was sent for
+        self._carried: dict[str, bytes] = {}  # the files the pending nudge brought
         self._ready = threading.Condition()
         self.refreshes = 0
 
     def nudged(self, raw: bytes) -> None:
         """The link's callback: ask for a refresh; one pending nudge stands for all."""
+        nudge = read_nudge(raw)
         with self._ready:
             self._nudge = describe_nudge(raw)
-            self._expected = nudged_version(raw)
+            self._expected = None if nudge is None else nudge.version
+            # The newest nudge's files stand for all: each was read after its publish.
+            self._carried = {} if nudge is None else nudge.files
             self._ready.notify_all()
 
     def wake(self) -> None:
@@ -107,14 +113,18 @@ class UpdateWorker:
             pause = last + self.min_interval - self._clock()
             if pause > 0 and stop.wait(pause):
                 return
+            # Only the refresh a nudge caused uses its files: follow-ups, retries and the
+            # timer ask the CDN, for they run because what was carried did not settle it.
+            carried: dict[str, bytes] = {}
             with self._ready:
                 if self._nudge is not None:
                     why, self._nudge = self._nudge, None
                     expected, self._expected, follow_ups = self._expected, None, 0
+                    carried, self._carried = self._carried, {}
             last = self._clock()
             self.refreshes += 1
             try:
-                result = self._updater.handle(why)
+                result = self._updater.handle(why, carried)
             except Exception as exc:
                 # Whatever one refresh does, the next one must still run.
                 log.exception("event=update_crashed")

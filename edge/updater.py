@@ -14,7 +14,7 @@ into the status report.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -120,15 +120,17 @@ class Updater:
         self.probe: ModelProbe = probe or ChildProcessProbe(timeout=DEFAULT_CHECK_SECONDS)
         self.clock = clock
 
-    def handle(self, why: str = "") -> UpdateResult:
+    def handle(self, why: str = "", carried: Mapping[str, bytes] | None = None) -> UpdateResult:
         """Refresh, and install what the pointer names for this thing if it is newer.
 
         `why` (a nudge, the timer) goes into the log only: it decides nothing.
+        `carried` (the files a nudge brought) spares CDN requests, verified as the
+        CDN's own would be.
         """
         self.report(Step.RECEIVED, None, why)
         current = self.scorer.model
         try:
-            update = self._refresh(current)
+            update = self._refresh(current, carried)
         except _NothingNew as nothing:
             self.report(nothing.step, nothing.version, nothing.detail)
             return UpdateResult(nothing.step, nothing.version, nothing.detail)
@@ -162,7 +164,9 @@ class Updater:
 
     # --- the steps ---------------------------------------------------------------------
 
-    def _refresh(self, current: LoadedModel | None) -> Update:
+    def _refresh(
+        self, current: LoadedModel | None, carried: Mapping[str, bytes] | None = None
+    ) -> Update:
         """What the signed pointer names for this thing, as a verified update, or why not."""
         now = self.clock()
         floor = self.store.state.clock_floor
@@ -178,7 +182,7 @@ class Updater:
             if current is not None
             else None
         )
-        offer = self.repository.refresh(self.model, self.thing, installed)
+        offer = self.repository.refresh(self.model, self.thing, installed, carried)
         if offer.version is None:
             raise _NothingNew(Step.IDLE, None, "the rollout offers this device no version yet")
         if not offer.update:

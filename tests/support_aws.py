@@ -146,18 +146,19 @@ class LocalCloud:
     def announcements(self, topic: str) -> list[dict[str, Any]]:
         return [p for p in self.published if p["topic"] == topic]
 
-    def band_offers(self, model: str) -> dict[int, bytes]:
-        """The last nudge on each band of `model`, bands never nudged left out."""
+    def band_offers(self, model: str) -> dict[int, tuple[str, int | None]]:
+        """What the last nudge on each band of `model` names, bands never nudged left out."""
         return {
-            band: found[-1]["payload"]
+            band: _named(found[-1]["payload"])
             for band in range(BANDS)
             if (found := self.announcements(announcement(model, band)))
         }
 
-    def thing_offers(self, things: Iterable[str]) -> dict[str, bytes]:
-        """The last nudge on each of `things`' own topic, those never nudged left out."""
+    def thing_offers(self, things: Iterable[str]) -> dict[str, tuple[str, int | None]]:
+        """What the last nudge on each of `things`' own topic names, those never nudged
+        left out."""
         return {
-            thing: found[-1]["payload"]
+            thing: _named(found[-1]["payload"])
             for thing in things
             if (found := self.announcements(ThingTopics(thing).nudge))
         }
@@ -294,8 +295,14 @@ def finished_rollout(model: str, version: int) -> Rollout:
     )
 
 
-def nudge(model: str, version: int | None) -> bytes:
-    return Nudge(model, version).to_bytes()
+def nudge(model: str, version: int | None) -> tuple[str, int | None]:
+    """What a nudge names (the files it carries are the nudge tests' concern)."""
+    return model, version
+
+
+def _named(payload: bytes) -> tuple[str, int | None]:
+    sent = Nudge.from_bytes(payload)
+    return sent.model, sent.version
 
 
 def publish_test_version(cloud: LocalCloud, version: int, model: str = "vibration") -> None:

@@ -45,7 +45,7 @@ from edgeloop.contract.manifest import (
     TensorSpec,
     parse_manifest,
 )
-from edgeloop.contract.nudge import MalformedNudge, Nudge
+from edgeloop.contract.nudge import IOT_MESSAGE_UNIT, CarriedFile, MalformedNudge, Nudge
 from edgeloop.contract.reader import Fields
 from edgeloop.contract.stages import StagePlan, band_of, basis_points
 from edgeloop.contract.status import Health, StatusRejected, StatusReport, Step
@@ -63,9 +63,11 @@ from edgeloop.contract.uploads import (
 __all__ = [
     "CODECS",
     "FULL_ENCODINGS",
+    "IOT_MESSAGE_UNIT",
     "AlarmEvent",
     "AlarmKind",
     "ArtifactRef",
+    "CarriedFile",
     "CompressedRef",
     "ContractError",
     "DeltaRef",

@@ -41,7 +41,7 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from edgeloop.contract import Manifest
+from edgeloop.contract import CarriedFile, Manifest
 from edgeloop.contract.trust_targets import (
     PatchInfo,
     RolloutPointer,
@@ -303,6 +303,50 @@ class TrustRepository:
         role = self.model_role(model)
         target = role.targets.get(pointer_path(model)) if role else None
         return RolloutPointer.from_json(target.custom) if target else None
+
+    def nudge_files(self, model: str, version: int | None) -> list[CarriedFile]:
+        """What a device refreshing for `model` right now would fetch, as published bytes,
+        in the order it fetches them: the timestamp, the snapshot that timestamp names,
+        the model's role it lists, `version`'s spec, and last the top-level targets (a
+        device has it already unless it never refreshed or the model is new).
+
+        Exactly what devices are served, read back from the store: the timestamp
+        names its snapshot, not a newer one a writer has yet to publish, so the
+        set is one consistent state a device's ngclient can verify end to end.
+        """
+        raw = self._store.bytes.get(f"{METADATA}timestamp.json")
+        if raw is None:
+            return []
+        files = [CarriedFile(f"{METADATA}timestamp.json", raw)]
+        timestamp = Metadata[Timestamp].from_bytes(raw)
+        assert isinstance(timestamp.signed, Timestamp)
+        key = f"{METADATA}{timestamp.signed.snapshot_meta.version}.snapshot.json"
+        snapshot_bytes = self._read(key)
+        files.append(CarriedFile(key, snapshot_bytes))
+        snapshot = Metadata[Snapshot].from_bytes(snapshot_bytes).signed
+        assert isinstance(snapshot, Snapshot)
+        listed = snapshot.meta
+        if f"{model}.json" in listed:
+            role_key = f"{METADATA}{listed[f'{model}.json'].version}.{model}.json"
+            role_bytes = self._read(role_key)
+            files.append(CarriedFile(role_key, role_bytes))
+            role = Metadata[Targets].from_bytes(role_bytes).signed
+            assert isinstance(role, Targets)
+            spec = None if version is None else role.targets.get(spec_path(model, version))
+            if spec is not None:
+                spec_key = _target_key(spec)
+                files.append(CarriedFile(spec_key, self._read(spec_key)))
+        top = listed.get(f"{Targets.type}.json")
+        if top is not None:
+            top_key = f"{METADATA}{top.version}.{Targets.type}.json"
+            files.append(CarriedFile(top_key, self._read(top_key)))
+        return files
+
+    def _read(self, key: str) -> bytes:
+        data = self._store.bytes.get(key)
+        if data is None:
+            raise NotInitialised(f"{key} is named by the repository but is not in the store")
+        return data
 
     # -- signing -------------------------------------------------------------------
 

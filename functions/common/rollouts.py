@@ -27,6 +27,9 @@ believes: which version its stage runs), then nudge the devices whose stage
 changed to refresh (retained messages on their band's and own topics). A
 nudge that went out before its pointer would only cost a refresh that finds
 nothing new; a pointer without its nudge is found at the next nudge or timer.
+Each nudge carries the repository's metadata as it stands after the pointer
+moved (and the offered version's spec) as far as one 5 KB IoT message allows,
+so a nudged device asks the CDN for little more than the patch.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from enum import StrEnum
 from typing import Any
 
 from edgeloop.contract import (
+    IOT_MESSAGE_UNIT,
     Nudge,
     StagePlan,
     ThingTopics,
@@ -58,6 +62,12 @@ from functions.common.registry import Registry, StaleWrite
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 40
+
+
+def nudge_budget(topic: str) -> int:
+    """The payload bytes a nudge on `topic` may take and still be one IoT metering unit
+    (AWS counts the topic too): carrying more would double what the publish costs."""
+    return IOT_MESSAGE_UNIT - len(topic.encode())
 
 
 class State(StrEnum):
@@ -473,12 +483,24 @@ class Rollouts:
             trust.withdraw(rollout.model, rollout.version, back_to=rollout.previous)
         else:
             trust.set_pointer(self.pointer(rollout, canaries))
-        payload = Nudge(rollout.model, job.version).to_bytes()
+        # Read after the pointer moved: the metadata that says so rides in the nudge.
+        carried = trust.nudge_files(rollout.model, job.version)
+        payloads: dict[int, bytes] = {}
+
+        def payload(topic: str) -> bytes:
+            budget = nudge_budget(topic)
+            if budget not in payloads:
+                nudge = Nudge.filled(rollout.model, job.version, carried, budget)
+                payloads[budget] = nudge.to_bytes()
+            return payloads[budget]
+
         if job.canaries:
             for thing in canaries:
-                self.publisher.publish(ThingTopics(thing).nudge, payload, retain=True)
+                topic = ThingTopics(thing).nudge
+                self.publisher.publish(topic, payload(topic), retain=True)
         for band in range(job.low, job.high):
-            self.publisher.publish(announcement(rollout.model, band), payload, retain=True)
+            topic = announcement(rollout.model, band)
+            self.publisher.publish(topic, payload(topic), retain=True)
         done = replace(rollout, publish=None, revision=rollout.revision + 1)
         # Evaluated on meanwhile: whoever wrote last noted or redid the publish.
         with contextlib.suppress(StaleWrite):

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from edgeloop.cli.main import main
-from edgeloop.contract import Health, StatusReport, Step, format_time, utc_now
-from edgeloop.contract.trust_targets import RolloutPointer
+from edgeloop.contract import (
+    IOT_MESSAGE_UNIT,
+    Health,
+    Nudge,
+    StatusReport,
+    Step,
+    format_time,
+    utc_now,
+)
+from edgeloop.contract.trust_targets import REPOSITORY_PREFIX, RolloutPointer
+from edgeloop.trust import S3Store
 from functions.common.fleet import DeviceRecord, FleetTable
 from functions.common.wiring import rollouts
 from functions.evaluate_rollouts import handler as evaluate_rollouts
@@ -189,3 +199,49 @@ def test_the_schedule_re_signs_the_timestamp_every_run(cloud: LocalCloud) -> Non
     result = evaluate_rollouts.handler({}, FakeLambdaContext())
     assert result["resigned"] == ["timestamp"]
     assert signed_version() == before + 1
+
+
+def _carrying(cloud: LocalCloud) -> list[tuple[str, Nudge]]:
+    """Every nudge published, by topic, each checked to be one IoT metering unit."""
+    sent = [(p["topic"], Nudge.from_bytes(p["payload"])) for p in cloud.published]
+    for p in cloud.published:
+        assert len(p["payload"]) + len(p["topic"].encode()) <= IOT_MESSAGE_UNIT
+    return sent
+
+
+def test_a_stage_nudge_carries_the_metadata_a_device_verifies_without_the_cdn(
+    cloud: LocalCloud, tmp_path: Path
+) -> None:
+    start_test_rollout(cloud)
+    sent = _carrying(cloud)
+    assert sent
+    store = S3Store(cloud.client("s3"), cloud.names["ARTIFACT_BUCKET"], REPOSITORY_PREFIX)
+    for _, sent_nudge in sent:
+        paths = [path for path, _ in sent_nudge.carried]
+        assert paths[0] == "tuf/metadata/timestamp.json"
+        assert paths[1].endswith(".snapshot.json")
+        assert paths[2].endswith(".vibration.json")
+        for path, data in sent_nudge.carried:
+            assert store.get(path) == data  # the published bytes, not a re-encoding
+    device = cloud.device("pump-1", tmp_path)
+    assert cloud.cdn is not None
+    shipped = len(cloud.cdn.log.shipments)
+    offer = device.refresh("vibration", "pump-1", None, carried=sent[0][1].files)
+    assert offer.version == 2  # pump-1 is a named canary
+    assert len(cloud.cdn.log.shipments) == shipped  # nothing but the root probe's 404
+
+
+def test_an_abort_nudge_carries_the_withdrawal(cloud: LocalCloud, tmp_path: Path) -> None:
+    start_test_rollout(cloud)
+    cloud.published.clear()
+    for thing in ("pump-1", "pump-2", "pump-3"):
+        report_status(thing, version=None, health="no_model", step="failed", target_version=2)
+    sent = _carrying(cloud)
+    assert sent
+    assert all(n.version is None and n.carried for _, n in sent)
+    device = cloud.device("pump-1", tmp_path)
+    assert cloud.cdn is not None
+    shipped = len(cloud.cdn.log.shipments)
+    offer = device.refresh("vibration", "pump-1", None, carried=sent[0][1].files)
+    assert offer.version is None  # the withdrawn pointer, verified from the nudge's copy
+    assert len(cloud.cdn.log.shipments) == shipped

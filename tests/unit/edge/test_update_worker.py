@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 import pytest
@@ -28,7 +28,7 @@ from edge.update_worker import (
     UpdateWorker,
 )
 from edge.updater import UpdateResult
-from edgeloop.contract import HashMismatch, Nudge, Step
+from edgeloop.contract import CarriedFile, HashMismatch, Nudge, Step
 
 
 class Stop(threading.Event):
@@ -51,10 +51,12 @@ class ScriptedUpdater:
     def __init__(self, errors: list[UpdateError | None], stop: Stop) -> None:
         self.errors, self.stop = errors, stop
         self.handled: list[str] = []
+        self.carried: list[dict[str, bytes]] = []
         self.during: Callable[[], None] = lambda: None
 
-    def handle(self, why: str) -> UpdateResult:
+    def handle(self, why: str, carried: Mapping[str, bytes] | None = None) -> UpdateResult:
         self.handled.append(why)
+        self.carried.append(dict(carried or {}))
         self.during()
         error = self.errors.pop(0)
         if not self.errors:
@@ -149,6 +151,19 @@ def test_nudges_during_a_refresh_are_one_more_refresh_after_the_rate_limit() -> 
     assert stop.pauses == [7.0]  # the rest of the interval since the last refresh
 
 
+def test_only_the_refresh_a_nudge_caused_gets_its_carried_files() -> None:
+    """The newest nudge's files go to the refresh it causes; the follow-up it asks
+    for (and any retry or timer refresh) asks the CDN alone."""
+    updater, stop, worker = play([None, None])
+    files = (CarriedFile("tuf/metadata/timestamp.json", b"{}"),)
+    worker.nudged(Nudge("vibration", 1, files).to_bytes())
+    worker.nudged(Nudge("vibration", 2, files[:0]).to_bytes())
+    worker.nudged(Nudge("vibration", 3, files).to_bytes())
+    worker.run(stop)
+    assert updater.handled[0] == "nudge: vibration v3, carrying 1 files"
+    assert updater.carried == [{"tuf/metadata/timestamp.json": b"{}"}, {}]
+
+
 def test_a_nudge_that_is_not_one_still_asks_for_a_refresh() -> None:
     updater, stop, worker = play([None], step=0.0)
     worker.nudged(b"\xff not json")
@@ -176,8 +191,8 @@ def test_a_refresh_that_finds_an_older_version_than_its_nudge_looks_again() -> N
     at: list[float] = []
 
     class Stale(ScriptedUpdater):
-        def handle(self, why: str) -> UpdateResult:
-            super().handle(why)
+        def handle(self, why: str, carried: Mapping[str, bytes] | None = None) -> UpdateResult:
+            super().handle(why, carried)
             at.append(clock.now)
             found = 2 if len(self.handled) == 3 else 1
             return UpdateResult(Step.ALREADY_INSTALLED if found == 1 else Step.SUCCEEDED, found, "")

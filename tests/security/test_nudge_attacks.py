@@ -1,0 +1,243 @@
+"""The nudge carries the repository's fresh metadata and the spec, and trusts none of it.
+
+A nudged device asks the CDN only for the root probe and the patch. Whatever the
+nudge carries is handed to ngclient as if the CDN had sent it: a forged, stale or
+replayed copy is refused there, the device refreshes from the CDN alone, and
+updates (or refuses, when the CDN is bad too) exactly as it would have without it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+
+import pytest
+
+from edgeloop.contract import IOT_MESSAGE_UNIT, CarriedFile, Nudge, ThingTopics, announcement
+from edgeloop.contract.trust_targets import REPOSITORY_PREFIX, RolloutPointer
+from functions.common.rollouts import nudge_budget
+from tests.support_release import MODEL, vibration_runs
+from tests.support_rig import Rig, assert_serving, install_v1
+from tests.support_world import World, wait_for
+
+ROOT_PROBE = REPOSITORY_PREFIX + "tuf/metadata/2.root.json"
+BAND = announcement(MODEL, 7)
+
+
+def _nudge(rig: Rig, version: int, topic: str = BAND) -> Nudge:
+    """What Rollouts publishes on `topic` once the pointer names `version`."""
+    files = rig.releases.repo().nudge_files(MODEL, version)
+    return Nudge.filled(MODEL, version, files, nudge_budget(topic))
+
+
+def _asked(rig: Rig, since: int) -> list[str]:
+    """What the CDN was asked for since request number `since`, 404s included."""
+    return [path for path, _ in rig.server.requests[since:]]
+
+
+def _tampered(nudge: Nudge, path_part: str) -> Nudge:
+    """The nudge with one byte of a carried file flipped."""
+    changed = []
+    for path, data in nudge.carried:
+        if path_part in path:
+            flipped = bytearray(data)
+            flipped[len(flipped) // 2] ^= 0x01
+            data = bytes(flipped)
+        changed.append(CarriedFile(path, data))
+    return Nudge(nudge.model, nudge.version, tuple(changed))
+
+
+def _trusted(rig: Rig, role: str) -> bytes:
+    return (rig.root / "trust" / "metadata" / f"{role}.json").read_bytes()
+
+
+def test_a_nudged_update_asks_the_cdn_only_for_the_root_probe_and_the_patch(rig: Rig) -> None:
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    rig.releases.release(2, v2, bases=[1], previous=1)
+    nudge = _nudge(rig, 2)
+    payload = nudge.to_bytes()
+    assert len(payload) + len(BAND) <= IOT_MESSAGE_UNIT
+    assert [p.split("/")[-1].split(".", 1)[-1] for p, _ in nudge.carried][:4] == [
+        "json",  # timestamp.json
+        "snapshot.json",
+        "vibration.json",
+        "spec.json",
+    ]
+    before = len(rig.server.requests)
+    result = rig.updater().handle("nudge", Nudge.from_bytes(payload).files)
+    assert result.step == "succeeded", result.detail
+    assert _asked(rig, before) == [ROOT_PROBE, rig.key(2, "from-1.wdiff")]
+    assert_serving(rig, 2)
+
+
+def test_without_carried_files_the_same_update_asks_the_cdn_six_times(rig: Rig) -> None:
+    """The baseline the nudge's files remove: root probe, timestamp, snapshot, role,
+    spec, patch."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    rig.releases.release(2, v2, bases=[1], previous=1)
+    before = len(rig.server.requests)
+    assert rig.updater().handle("nudge").step == "succeeded"
+    asked = _asked(rig, before)
+    assert len(asked) == 6, asked
+    assert asked[0] == ROOT_PROBE
+    assert asked[-1] == rig.key(2, "from-1.wdiff")
+
+
+def test_a_tampered_role_in_the_nudge_is_refused_and_the_cdn_updates_the_device(
+    rig: Rig,
+) -> None:
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    rig.releases.release(2, v2, bases=[1], previous=1)
+    forged = _tampered(_nudge(rig, 2), ".vibration.json")
+    before = len(rig.server.requests)
+    result = rig.updater().handle("nudge", forged.files)
+    assert result.step == "succeeded", result.detail
+    role_path = next(p for p, _ in forged.carried if p.endswith(".vibration.json"))
+    assert REPOSITORY_PREFIX + role_path in _asked(rig, before)  # fetched again from the CDN
+    assert _trusted(rig, MODEL) == rig.server.files[REPOSITORY_PREFIX + role_path]
+    assert_serving(rig, 2)
+
+
+def test_a_tampered_nudge_and_a_tampered_cdn_are_both_refused(rig: Rig) -> None:
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    rig.releases.release(2, v2, bases=[1], previous=1)
+    forged = _tampered(_nudge(rig, 2), ".vibration.json")
+    role_path = REPOSITORY_PREFIX + next(
+        p for p, _ in forged.carried if p.endswith(".vibration.json")
+    )
+    rig.server.files[role_path] = forged.files[role_path[len(REPOSITORY_PREFIX) :]]
+    result = rig.updater().handle("nudge", forged.files)
+    assert result.step == "failed"
+    assert "Length" in result.detail or "Unsigned" in result.detail, result.detail
+    assert rig.served(2, "from-1.wdiff") == 0
+    assert_serving(rig, 1)
+
+
+def test_a_tampered_spec_in_the_nudge_is_refused_and_fetched_from_the_cdn(rig: Rig) -> None:
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    rig.releases.release(2, v2, bases=[1], previous=1)
+    forged = _tampered(_nudge(rig, 2), ".spec.json")
+    before = len(rig.server.requests)
+    result = rig.updater().handle("nudge", forged.files)
+    assert result.step == "succeeded", result.detail
+    assert rig.key(2, "spec.json") in _asked(rig, before)
+    assert_serving(rig, 2)
+
+
+def test_a_retained_nudge_whose_timestamp_expired_falls_back_to_the_cdn(rig: Rig) -> None:
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    rig.releases.clock.now -= timedelta(hours=7)
+    rig.releases.release(2, v2, bases=[1], previous=1)
+    retained = _nudge(rig, 2)  # signed seven hours ago: its timestamp has expired
+    rig.releases.clock.now += timedelta(hours=7)
+    rig.releases.repo().resign_due()  # the schedule's fresh timestamp, on the CDN
+    rig.releases.sync()
+    before = len(rig.server.requests)
+    result = rig.updater().handle("nudge", retained.files)
+    assert result.step == "succeeded", result.detail
+    assert REPOSITORY_PREFIX + "tuf/metadata/timestamp.json" in _asked(rig, before)
+    assert (
+        _trusted(rig, "timestamp")
+        == rig.server.files[REPOSITORY_PREFIX + "tuf/metadata/timestamp.json"]
+    )
+    assert_serving(rig, 2)
+
+
+def test_a_nudge_older_than_the_trusted_timestamp_falls_back_and_still_updates(rig: Rig) -> None:
+    install_v1(rig)
+    old = _nudge(rig, 1)  # retained since v1's rollout
+    rig.releases.repo().resign_due()  # a newer timestamp, which the device then trusts
+    rig.releases.sync()
+    assert rig.updater().handle("timer").step == "already_installed"
+    _, v2, _ = vibration_runs()
+    rig.releases.release(2, v2, bases=[1], previous=1)
+    result = rig.updater().handle("nudge", old.files)
+    assert result.step == "succeeded", result.detail
+    assert_serving(rig, 2)
+
+
+def test_a_replayed_old_nudge_cannot_roll_a_device_back(rig: Rig) -> None:
+    """The nudge of v1's rollout, replayed once the device runs v2: its metadata is older
+    than what the device trusts, so ngclient refuses it, and the CDN says v2."""
+    v1, v2, _ = vibration_runs()
+    rig.releases.release(1, v1)
+    old = _nudge(rig, 1)
+    assert rig.updater().handle("nudge", old.files).step == "succeeded"
+    rig.releases.release(2, v2, bases=[1], previous=1)
+    assert rig.updater().handle("nudge", _nudge(rig, 2).files).step == "succeeded"
+    trusted = json.loads(_trusted(rig, "timestamp"))["signed"]["version"]
+    result = rig.updater().handle("nudge", old.files)
+    assert result.step == "already_installed", result.detail
+    assert json.loads(_trusted(rig, "timestamp"))["signed"]["version"] >= trusted
+    assert_serving(rig, 2)
+
+
+def test_a_carried_set_over_one_iot_unit_is_trimmed_and_the_update_works(rig: Rig) -> None:
+    """Thirty-two named canaries with long names make the role too big to ride along:
+    the role is left to the CDN, the smaller files still ride, the update works."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    rig.releases.release(2, v2, bases=[1], offer=False)
+    canaries = tuple(f"pump-{i:02d}-" + "x" * 110 for i in range(32))
+    rig.releases.repo().set_pointer(RolloutPointer(MODEL, 2, 1, percent=100, canaries=canaries))
+    rig.releases.sync()
+    topic = ThingTopics(canaries[0]).nudge
+    files = rig.releases.repo().nudge_files(MODEL, 2)
+    assert sum(len(f.data) for f in files) + len(topic) > IOT_MESSAGE_UNIT
+    nudge = _nudge(rig, 2, topic)
+    assert len(nudge.to_bytes()) + len(topic) <= IOT_MESSAGE_UNIT
+    carried = [p for p, _ in nudge.carried]
+    assert not [p for p in carried if p.endswith(".vibration.json")]  # the role: CDN
+    assert [p for p in carried if p.endswith(".spec.json")]  # the spec still fits
+    before = len(rig.server.requests)
+    result = rig.updater().handle("nudge", nudge.files)
+    assert result.step == "succeeded", result.detail
+    asked = _asked(rig, before)
+    assert asked[0] == ROOT_PROBE
+    assert asked[-1] == rig.key(2, "from-1.wdiff")
+    assert len(asked) == 3
+    assert asked[1].endswith(".vibration.json")
+    assert_serving(rig, 2)
+
+
+def test_a_carried_file_over_its_cap_is_refused_and_the_cdn_answers(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A nudge may carry up to 16 KB; a timestamp is capped at 4 KB as the CDN's is,
+    before ngclient parses a byte of it."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    rig.releases.release(2, v2, bases=[1], previous=1)
+    padded = CarriedFile("tuf/metadata/timestamp.json", b" " * 5000)
+    with caplog.at_level(logging.WARNING, logger="edge.trust"):
+        result = rig.updater().handle("nudge", Nudge(MODEL, 2, (padded,)).files)
+    assert result.step == "succeeded", result.detail
+    assert "5000 bytes, over 4096" in caplog.text
+    assert_serving(rig, 2)
+
+
+def test_an_agent_nudged_over_mqtt_asks_the_cdn_only_for_the_root_probe_and_the_patch(
+    world: World,
+) -> None:
+    v1, v2, _ = vibration_runs()
+    world.releases.release(1, v1)
+    agent = world.agent("pump-1", source=iter(()))
+    agent.start(score=False)
+    wait_for(lambda: agent.version == 1, what="v1 installed at start")
+    wait_for(lambda: agent.step == "succeeded", what="the first update's end")
+    world.releases.release(2, v2, bases=[1], previous=1)
+    files = world.releases.repo().nudge_files(MODEL, 2)
+    topic = announcement(MODEL, 0)
+    before = len(world.server.requests)
+    world.cloud.nudge(MODEL, payload=Nudge.filled(MODEL, 2, files, nudge_budget(topic)).to_bytes())
+    wait_for(lambda: agent.version == 2, what="v2 installed on the carrying nudge")
+    asked = [path for path, _ in world.server.requests[before:]]
+    patch = world.releases.target_key("vibration/2/from-1.wdiff")
+    assert asked == [ROOT_PROBE, patch]
