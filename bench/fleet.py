@@ -68,7 +68,7 @@ from bench.soak import train_versions
 from edge.config import AgentConfig
 from edge.download import HttpFetcher
 from edge.trust import InstalledModel, SignedRepository, TrustLimits
-from edgeloop.contract import StatusReport, ThingTopics, parse_time
+from edgeloop.contract import Nudge, StatusReport, ThingTopics, parse_time
 from edgeloop.contract.stages import StagePlan, basis_points
 from edgeloop.contract.status import Health, Step
 from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
@@ -570,7 +570,8 @@ class ObservedDevice:
         """Refresh (with what the nudge carries, if any) and fetch what the offered
         version takes: spec, golden inputs unless held, patch or compressed model."""
         before, received = len(self.origin.requests), self.signed.bytes_received
-        offer = self.signed.refresh(MODEL, self.thing, self.installed)
+        carried = Nudge.from_bytes(nudge).files if nudge is not None else None
+        offer = self.signed.refresh(MODEL, self.thing, self.installed, carried)
         assert offer.model is not None, offer
         for target in (offer.spec, offer.golden):
             if target is not None:
@@ -585,6 +586,7 @@ class ObservedDevice:
         return {
             "version": offer.version,
             "nudge_bytes": 0 if nudge is None else len(nudge),
+            "carried": sorted(carried or {}),
             "cdn_requests": len(asked),
             "bytes": self.signed.bytes_received - received,
             "paths": asked,
