@@ -171,7 +171,7 @@ class Agent:
         self.drift.clear()
 
     def _status(self, payload: bytes) -> None:
-        self.link.publish(self.link.topics.status, payload)
+        self.link.publish(self.link.status_topic, payload)
 
     def _event(self, payload: bytes) -> None:
         self.link.publish(self.link.topics.events, payload)

@@ -23,7 +23,12 @@ from tuf.api.metadata import Metadata, Root
 
 from edge.errors import AgentConfigError
 from edgeloop.contract import Fields
-from edgeloop.contract.topics import check_model_name, check_thing_name
+from edgeloop.contract.topics import (
+    DEFAULT_STACK,
+    check_model_name,
+    check_stack_name,
+    check_thing_name,
+)
 from edgeloop.tomlfile import read_toml
 
 S = TypeVar("S")
@@ -73,6 +78,13 @@ class BrokerSection:
     # Reconnect backoff: starts at min, doubles to max, with full jitter.
     reconnect_min: float = field(default=1.0, metadata=rule(low=0.01, high=600))
     reconnect_max: float = field(default=60.0, metadata=rule(low=0.01, high=3600))
+    # Status reports and upload requests go straight to the stack's IoT rules
+    # (`$aws/rules/{rule}/...`), past the broker: AWS IoT Core bills no messaging for
+    # them. The local runtime's brokers route them the same way. Off for a broker
+    # where something else subscribes to the plain topics.
+    basic_ingest: bool = True
+    # The stack's name (`cdk deploy -c stack_name=...`): the IoT rules are named after it.
+    stack_name: str = field(default=DEFAULT_STACK, metadata=rule(check=check_stack_name))
 
     def __post_init__(self) -> None:
         parsed = urlparse(self.url)

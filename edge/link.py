@@ -22,12 +22,14 @@ from edge.backoff import Backoff
 from edge.config import BrokerSection
 from edge.errors import UploadFailed
 from edgeloop.contract import (
+    RuleNames,
     ThingTopics,
     UploadAnswer,
     UploadMessageInvalid,
     UploadRequest,
     announcement,
     band_of,
+    ingest_topic,
     parse_upload_answer,
 )
 
@@ -48,6 +50,17 @@ class Link:
     ) -> None:
         self.broker = broker
         self.topics = ThingTopics(thing)
+        # What only a rule consumes is published to the rule by name (Basic Ingest);
+        # alarm events stay on the broker, where whoever watches them subscribes.
+        if broker.basic_ingest:
+            rules = RuleNames(broker.stack_name)
+            self.status_topic = ingest_topic(rules.status, self.topics.status)
+            self.upload_request_topic = ingest_topic(
+                rules.upload_requests, self.topics.upload_request
+            )
+        else:
+            self.status_topic = self.topics.status
+            self.upload_request_topic = self.topics.upload_request
         # The device is nudged to refresh on two retained topics: its 1% band's (the
         # stage that covers the band publishes there) and its own, where a named
         # canary hears first. Which band is fixed by the thing name. A nudge is never
@@ -198,7 +211,7 @@ class Link:
         with self._answer_ready:
             self._waiting.add(request_id)
         try:
-            self.publish(self.topics.upload_request, request.to_bytes())
+            self.publish(self.upload_request_topic, request.to_bytes())
             deadline = time.monotonic() + timeout
             with self._answer_ready:
                 while request_id not in self._answers:

@@ -13,8 +13,9 @@ from cdk_nag import AwsSolutionsChecks
 from infra.stack import EdgeloopStack
 
 
-def build_app(outdir: str | None = None) -> cdk.App:
-    app = cdk.App(outdir=outdir) if outdir else cdk.App()
+def build_app(outdir: str | None = None, context: dict[str, str] | None = None) -> cdk.App:
+    """The app; `context` as `cdk synth -c key=value` would give it (`stack_name`)."""
+    app = cdk.App(outdir=outdir, context=context)
     EdgeloopStack(
         app,
         app.node.try_get_context("stack_name") or "edgeloop",

@@ -19,9 +19,9 @@ import boto3
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgeloop.contract import Nudge, ThingTopics, UploadAnswer, announcement
+from edgeloop.contract import Nudge, RuleNames, ThingTopics, UploadAnswer, announcement
 from edgeloop.contract.stages import BANDS
-from edgeloop.local.router import IotRules
+from edgeloop.local.router import IotRules, Rule
 from functions.common.env import PresignEnv
 from functions.common.identity import ThingRegistryIdentity, enroll
 from functions.common.rules import split_rule_event
@@ -55,13 +55,15 @@ class CloudStandIn:
         self.client.reconnect_delay_set(1, 2)
         self.client.connect(parsed.hostname or "127.0.0.1", parsed.port or 1883)
         self.client.loop_start()
+        names = RuleNames()
         self.rules = IotRules(
             broker_url,
-            {
-                "edgeloop/things/+/upload/request": self._presign,
-                "edgeloop/things/+/status": self._keep(self.statuses),
-                "edgeloop/things/+/events": self._keep(self.events),
-            },
+            [
+                Rule(names.upload_requests, "edgeloop/things/+/upload/request", self._presign),
+                Rule(names.status, "edgeloop/things/+/status", self._keep(self.statuses)),
+                # No stack has this rule; the tests read alarm events through it.
+                Rule("test_events", "edgeloop/things/+/events", self._keep(self.events)),
+            ],
             # One at a time, in arrival order: tests read a thing's last status.
             concurrency=1,
         )

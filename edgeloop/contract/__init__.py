@@ -49,7 +49,18 @@ from edgeloop.contract.nudge import IOT_MESSAGE_UNIT, CarriedFile, MalformedNudg
 from edgeloop.contract.reader import Fields
 from edgeloop.contract.stages import StagePlan, band_of, basis_points
 from edgeloop.contract.status import Health, StatusRejected, StatusReport, Step
-from edgeloop.contract.topics import ThingTopics, announcement, thing_of
+from edgeloop.contract.topics import (
+    DEFAULT_STACK,
+    INGEST_PREFIX,
+    IngestTopic,
+    RuleNames,
+    ThingTopics,
+    announcement,
+    check_stack_name,
+    ingest_topic,
+    parse_ingest,
+    thing_of,
+)
 from edgeloop.contract.uploads import (
     UploadAnswer,
     UploadGrant,
@@ -62,7 +73,9 @@ from edgeloop.contract.uploads import (
 
 __all__ = [
     "CODECS",
+    "DEFAULT_STACK",
     "FULL_ENCODINGS",
+    "INGEST_PREFIX",
     "IOT_MESSAGE_UNIT",
     "AlarmEvent",
     "AlarmKind",
@@ -76,6 +89,7 @@ __all__ = [
     "HashMismatch",
     "Health",
     "HealthCheck",
+    "IngestTopic",
     "InputSpecMismatch",
     "MalformedManifest",
     "MalformedNudge",
@@ -83,6 +97,7 @@ __all__ = [
     "Nudge",
     "PatchBaseMismatch",
     "PatchCorrupt",
+    "RuleNames",
     "SizeMismatch",
     "StagePlan",
     "StatusRejected",
@@ -101,8 +116,11 @@ __all__ = [
     "canonical_json",
     "check_blob",
     "check_input",
+    "check_stack_name",
     "format_time",
+    "ingest_topic",
     "new_batch_id",
+    "parse_ingest",
     "parse_manifest",
     "parse_time",
     "parse_upload_answer",

@@ -11,6 +11,8 @@ import threading
 import time
 from typing import Any
 
+from edgeloop.contract import parse_ingest
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -29,6 +31,44 @@ def wait_listening(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
 
 
+def _aws_iot_broker() -> type[Any]:
+    """amqtt's broker, taking Basic Ingest publishes as AWS IoT Core does.
+
+    amqtt closes the connection of any client that publishes on a topic starting
+    with '$'. MQTT only keeps such topics out of wildcard subscriptions; AWS IoT
+    Core takes `$aws/rules/{rule}/...` from devices and hands it to the rule. Here
+    those publishes reach whoever subscribed to them by name (the local rules
+    engine, on `$aws/rules/#`), and every other '$' topic is still refused.
+    """
+    from amqtt.broker import Broker
+
+    # The override below hooks amqtt's internals; fail at start, not by silently
+    # closing every agent that reports its status.
+    for method in ("_handle_message_delivery", "_broadcast_message"):
+        if not callable(getattr(Broker, method, None)):
+            raise RuntimeError(
+                f"this amqtt has no Broker.{method}: the embedded broker cannot take "
+                "Basic Ingest publishes; use mosquitto (--broker) or set "
+                "[broker] basic_ingest = false on the agents"
+            )
+
+    class AwsIotBroker(Broker):  # type: ignore[misc]
+        async def _handle_message_delivery(
+            self, client_session: Any, handler: Any, wait_deliver: Any
+        ) -> bool:
+            message = wait_deliver.result()
+            topic = getattr(message, "topic", None) or ""
+            if parse_ingest(topic) is not None and "+" not in topic and "#" not in topic:
+                await self._broadcast_message(client_session, topic, message.data)
+                return True
+            delivered: bool = await super()._handle_message_delivery(
+                client_session, handler, wait_deliver
+            )
+            return delivered
+
+    return AwsIotBroker
+
+
 class EmbeddedBroker:
     kind = "amqtt"
 
@@ -44,8 +84,6 @@ class EmbeddedBroker:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        from amqtt.broker import Broker
-
         loop = asyncio.new_event_loop()
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
@@ -53,7 +91,7 @@ class EmbeddedBroker:
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
             },
         }
-        broker = Broker(config, loop=loop)
+        broker = _aws_iot_broker()(config, loop=loop)
         started = threading.Event()
 
         def run() -> None:

@@ -7,6 +7,7 @@ Lambda would give them.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 import time
@@ -20,8 +21,10 @@ import paho.mqtt.client as mqtt
 from botocore.exceptions import BotoCoreError, ClientError
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgeloop.contract import thing_of
+from edgeloop.contract import DEFAULT_STACK, INGEST_PREFIX, RuleNames, parse_ingest, thing_of
 from functions.common.rules import TOPIC_THING
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -65,24 +68,44 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
 RuleAction = Callable[[dict[str, Any]], object]
 
 
+@dataclass(frozen=True)
+class Rule:
+    """An IoT topic rule: its name, its FROM topic filter and its action."""
+
+    name: str
+    topic_filter: str
+    action: RuleAction
+
+
+# Lambda retries a failed asynchronous invocation twice; locally the pauses are short.
+ASYNC_RETRY_PAUSES = (1.0, 2.0)
+
+
 class IotRules:
     """What IoT topic rules do, on a plain MQTT broker.
 
     Each JSON object published on a rule's topic filter goes to the rule's action
     as `SELECT *, topic(3) AS topic_thing` gives it: the payload, plus the thing
-    the topic names. Actions run on a pool of threads, as Lambda scales out; one
-    that raises is recorded in `errors`, like a failed invocation.
+    the topic names. A Basic Ingest publish (`$aws/rules/{rule}/{topic}`) goes to
+    the rule it names, whatever its FROM filter says, as in AWS, and the thing
+    is read from the topic after the prefix; one naming no rule is dropped and
+    logged (AWS counts it as RuleNotFound). Actions run on a pool of threads, as
+    Lambda scales out; one that raises is recorded in `errors`, like a failed
+    invocation.
     """
 
     def __init__(
         self,
         broker_url: str,
-        rules: dict[str, RuleAction],
+        rules: list[Rule],
         concurrency: int = 8,
         errors: list[str] | None = None,
     ) -> None:
-        self.rules = rules
+        self.rules = {rule.name: rule for rule in rules}
+        if len(self.rules) != len(rules):
+            raise ValueError("two rules with one name: IoT rule names are unique")
         self.errors = [] if errors is None else errors
+        self.rules_not_found = 0
         self._pending: queue.Queue[tuple[RuleAction, dict[str, Any]]] = queue.Queue()
         self._stop = threading.Event()
         self._outstanding = 0  # routed and not yet finished, queued or running
@@ -92,7 +115,9 @@ class IotRules:
             CallbackAPIVersion.VERSION2, client_id=f"edgeloop-rules-{uuid.uuid4().hex[:6]}"
         )
         self._mqtt.on_connect = self._subscribe
+        self._mqtt.on_subscribe = self._subscribed
         self._mqtt.on_message = self._route
+        self._ready = threading.Event()
         # The rules engine in AWS never loses its subscriptions; after a broker
         # restart this one should be back as soon as the broker is.
         self._mqtt.reconnect_delay_set(1, 2)
@@ -120,9 +145,22 @@ class IotRules:
             return self._outstanding > 0
 
     def _subscribe(self, client: mqtt.Client, *_: Any) -> None:
-        client.subscribe([(topic_filter, 1) for topic_filter in self.rules])
+        # Wildcards never match topics that start with '$', so Basic Ingest needs a
+        # subscription of its own.
+        filters = {rule.topic_filter for rule in self.rules.values()} | {f"{INGEST_PREFIX}#"}
+        client.subscribe([(topic_filter, 1) for topic_filter in sorted(filters)])
+
+    def _subscribed(self, *_: Any) -> None:
+        self._ready.set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether the rules listen: a publish before that reaches no rule."""
+        return self._ready.wait(timeout)
 
     def _route(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        rule = self._rule_for(message.topic)
+        if rule is None:
+            return
         thing = thing_of(message.topic)
         try:
             payload = json.loads(message.payload)
@@ -130,13 +168,27 @@ class IotRules:
             return  # IoT rules drop payloads that are not JSON, too
         if thing is None or not isinstance(payload, dict):
             return
-        for topic_filter, action in self.rules.items():
-            if mqtt.topic_matches_sub(topic_filter, message.topic):
-                with self._lock:
-                    self._outstanding += 1
-                # The topic's thing is added, the payload kept.
-                self._pending.put((action, {**payload, TOPIC_THING: thing}))
-                return
+        with self._lock:
+            self._outstanding += 1
+        # The topic's thing is added, the payload kept.
+        self._pending.put((rule.action, {**payload, TOPIC_THING: thing}))
+
+    def _rule_for(self, topic: str) -> Rule | None:
+        ingest = parse_ingest(topic)
+        if ingest is not None:
+            rule = self.rules.get(ingest.rule)
+            if rule is None:
+                self.rules_not_found += 1
+                log.warning("event=rule_not_found rule=%s topic=%s", ingest.rule, topic)
+            return rule
+        if topic.startswith(INGEST_PREFIX):
+            log.warning("event=rule_not_found topic=%s reason=malformed", topic)
+            self.rules_not_found += 1
+            return None
+        for rule in self.rules.values():
+            if mqtt.topic_matches_sub(rule.topic_filter, topic):
+                return rule
+        return None
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -145,12 +197,36 @@ class IotRules:
             except queue.Empty:
                 continue
             try:
-                action(event)
-            except Exception as exc:  # a failed invocation: recorded, the rule goes on
-                self.errors.append(f"rule action: {type(exc).__name__}: {exc}")
+                self._invoke(action, event)
             finally:
                 with self._lock:
                     self._outstanding -= 1
+
+    def _invoke(self, action: RuleAction, event: dict[str, Any]) -> None:
+        """As Lambda does with an IoT rule's asynchronous invocation: a function error is
+        retried twice, after a pause (a minute, then two, in AWS; seconds here), and only
+        the last failure is an error. A device sends an update's outcome once, so one
+        failed status call under load would otherwise leave a stage waiting."""
+        for attempt, pause in enumerate((*ASYNC_RETRY_PAUSES, None)):
+            try:
+                action(event)
+                return
+            except Exception as exc:  # a failed invocation: retried, then recorded
+                failure = f"rule action: {type(exc).__name__}: {exc}"
+                if pause is None or self._stop.is_set():
+                    self.errors.append(failure)
+                    return
+                log.warning(
+                    "event=rule_action_failed attempt=%d retry_in=%.0fs %s",
+                    attempt + 1,
+                    pause,
+                    failure,
+                )
+                self._stop.wait(pause)
+
+
+def _drop(event: dict[str, Any]) -> None:
+    """A rule whose action is switched off."""
 
 
 class EventRouter:
@@ -166,6 +242,7 @@ class EventRouter:
         schedule_seconds: float = 2.0,
         status_rule: bool = True,
         rule_concurrency: int = 8,
+        stack_name: str = DEFAULT_STACK,
     ) -> None:
         self.sqs, self.queue_url, self.queue_arn = sqs, queue_url, queue_arn
         self.handlers = handlers
@@ -173,11 +250,21 @@ class EventRouter:
         self.schedule_seconds = schedule_seconds
         self.retrain_invocations = 0
         self.errors: list[str] = []
-        rules: dict[str, RuleAction] = {
-            "edgeloop/things/+/upload/request": lambda event: self._invoke("presign", event)
-        }
-        if status_rule:
-            rules["edgeloop/things/+/status"] = lambda event: self._invoke("status", event)
+        names = RuleNames(stack_name)
+        rules = [
+            Rule(
+                names.upload_requests,
+                "edgeloop/things/+/upload/request",
+                lambda event: self._invoke("presign", event),
+            ),
+            # Without the status function (the soak), the rule still exists, as a
+            # deployed stack's would, and drops what it gets.
+            Rule(
+                names.status,
+                "edgeloop/things/+/status",
+                (lambda event: self._invoke("status", event)) if status_rule else _drop,
+            ),
+        ]
         self.rules = IotRules(broker_url, rules, rule_concurrency, self.errors)
         self._stop = threading.Event()
         # One lock per event source: like separate Lambda functions, a long retrain
@@ -191,6 +278,9 @@ class EventRouter:
 
     def start(self) -> None:
         self.rules.start()
+        # A device's first report must not arrive before anything listens for it.
+        if not self.rules.wait_ready(10):
+            raise TimeoutError("the local IoT rules did not subscribe to the broker within 10 s")
         for thread in self._threads:
             thread.start()
 

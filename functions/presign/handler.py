@@ -1,7 +1,9 @@
 """IoT rule → presign: answer a device's upload request on its own response topic.
 
-The rule is `SELECT *, topic(3) AS topic_thing FROM 'edgeloop/things/+/upload/request'`,
-so the thing name comes from the topic the device was allowed to publish on.
+The rule is `{stack}_upload_requests`,
+`SELECT *, topic(3) AS topic_thing FROM 'edgeloop/things/+/upload/request'`, reached by name
+(Basic Ingest) or on the plain topic; either way the thing name comes from the topic the
+device was allowed to publish on.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """IoT rule → status: record a device's report; an outcome that counted may move its rollout on.
 
-The rule is `SELECT *, topic(3) AS topic_thing FROM 'edgeloop/things/+/status'`.
+The rule is `{stack}_status`, `SELECT *, topic(3) AS topic_thing FROM 'edgeloop/things/+/status'`;
+agents publish to it by name (Basic Ingest), older ones on the plain topic.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from aws_cdk import aws_iot as iot
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from edgeloop.contract.topics import ROOT
+from edgeloop.contract.topics import ROOT, RuleNames, ingest_topic
 from functions.common.rules import rule_sql
 from infra.constructs.artifact_hosting import ArtifactHosting
 from infra.constructs.data_intake import DataIntake
@@ -28,9 +28,17 @@ ANNOUNCEMENTS = f"{ROOT}/models/*/bands/*/nudge"
 CANARY_ANNOUNCEMENTS = f"{ROOT}/things/*/nudge"
 
 
-def device_policy_document(partition: str, region: str, account: str) -> dict[str, object]:
+def device_policy_document(
+    partition: str, region: str, account: str, rules: RuleNames
+) -> dict[str, object]:
     """Each device connects as its own thing, publishes only on its own topics, and may
-    subscribe to its upload answers and to the nudges, nothing else."""
+    subscribe to its upload answers and to the nudges, nothing else.
+
+    Status reports and upload requests may also go by Basic Ingest, to the one rule
+    that consumes each and only on the thing's own topic: the rule's `topic(3)` is
+    then the connection's thing name, as on the plain topic. The plain topics stay
+    for agents that do not use Basic Ingest yet.
+    """
     arn = f"arn:{partition}:iot:{region}:{account}"
     own = f"{ROOT}/things/{THING}"
     return {
@@ -49,6 +57,8 @@ def device_policy_document(partition: str, region: str, account: str) -> dict[st
                     f"{arn}:topic/{own}/upload/request",
                     f"{arn}:topic/{own}/status",
                     f"{arn}:topic/{own}/events",
+                    f"{arn}:topic/{ingest_topic(rules.upload_requests, f'{own}/upload/request')}",
+                    f"{arn}:topic/{ingest_topic(rules.status, f'{own}/status')}",
                 ],
             },
             {
@@ -86,11 +96,16 @@ class IotWiring(Construct):
     ) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
+        # Devices name the rules (Basic Ingest), so the names are fixed by the stack's
+        # name as the contract derives them; agents are configured with the same name.
+        self.rule_names = RuleNames(stack.stack_name)
         self.policy = iot.CfnPolicy(
             self,
             "DevicePolicy",
             policy_name=f"{stack.stack_name}-device",
-            policy_document=device_policy_document(stack.partition, stack.region, stack.account),
+            policy_document=device_policy_document(
+                stack.partition, stack.region, stack.account, self.rule_names
+            ),
         )
         # Who a device is (its model, whether it is a named canary) is read from
         # the thing registry, never from what the device sends; every other
@@ -156,10 +171,18 @@ class IotWiring(Construct):
         self._may_publish(self.presign, [f"{ROOT}/things/*/upload/response"], retain=False)
         for function in (pipeline.retrain, pipeline.rollback, self.status, self.evaluate_rollouts):
             self._may_publish(function, [ANNOUNCEMENTS, CANARY_ANNOUNCEMENTS], retain=True)
+        # Each rule keeps its FROM topic, so agents publishing on the plain topic (not yet
+        # upgraded, or told not to use Basic Ingest) still reach it; a Basic Ingest
+        # publish reaches it by name.
         self.upload_rule = self._rule(
-            "UploadRequests", f"{ROOT}/things/+/upload/request", self.presign
+            "UploadRequests",
+            self.rule_names.upload_requests,
+            f"{ROOT}/things/+/upload/request",
+            self.presign,
         )
-        self.status_rule = self._rule("StatusReports", f"{ROOT}/things/+/status", self.status)
+        self.status_rule = self._rule(
+            "StatusReports", self.rule_names.status, f"{ROOT}/things/+/status", self.status
+        )
 
     def _may_read_identities(
         self, function: lambda_.IFunction, canary_group: str | None = None
@@ -194,10 +217,13 @@ class IotWiring(Construct):
             )
         )
 
-    def _rule(self, id: str, topic_filter: str, function: lambda_.IFunction) -> iot.CfnTopicRule:
+    def _rule(
+        self, id: str, name: str, topic_filter: str, function: lambda_.IFunction
+    ) -> iot.CfnTopicRule:
         rule = iot.CfnTopicRule(
             self,
             id,
+            rule_name=name,
             topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
                 sql=rule_sql(topic_filter),
                 aws_iot_sql_version="2016-03-23",

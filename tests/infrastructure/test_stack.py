@@ -12,6 +12,7 @@ import pytest
 from aws_cdk import Stack
 from aws_cdk.assertions import Annotations, Match, Template
 
+from edgeloop.contract import RuleNames
 from infra.app import build_app
 from infra.constructs.data_intake import MAX_RECEIVES
 
@@ -34,6 +35,17 @@ def template(synthesized: tuple[Stack, Template, Path]) -> Template:
 
 def _resources(template: Template, kind: str) -> dict[str, Any]:
     return dict(template.find_resources(kind))
+
+
+def _joined(value: Any) -> str:
+    """An ARN as text: `Fn::Join` flattened, references to the partition, region and
+    account kept as their names."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return str(separator).join(_joined(p) for p in parts)
+    return "<" + json.dumps(value) + ">"
 
 
 def _logical_id(template: Template, kind: str, fragment: str) -> str:
@@ -303,7 +315,7 @@ def test_the_device_policy_pins_each_thing_to_its_own_topics(template: Template)
         "Bool": {"iot:Connection.Thing.IsAttached": "true"}
     }
     publish = json.dumps(by_action["iot:Publish"]["Resource"])
-    assert publish.count(f"edgeloop/things/{thing}/") == 3
+    assert publish.count(f"edgeloop/things/{thing}/") == 5
     assert "edgeloop/models" not in publish  # devices never announce models
     subscribe = json.dumps(by_action["iot:Subscribe"]["Resource"])
     assert f"topicfilter/edgeloop/things/{thing}/upload/response" in subscribe
@@ -314,6 +326,53 @@ def test_the_device_policy_pins_each_thing_to_its_own_topics(template: Template)
     # Nothing lets a device reach another thing's topics.
     assert "edgeloop/things/*" not in json.dumps(statements)
     assert "edgeloop/things/+" not in json.dumps(statements)
+
+
+def test_devices_may_publish_by_basic_ingest_only_to_their_own_topics_of_the_named_rules(
+    template: Template,
+) -> None:
+    [policy] = _resources(template, "AWS::IoT::Policy").values()
+    [publish] = [
+        s
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        if s["Action"] == "iot:Publish"
+    ]
+    thing = "${iot:Connection.Thing.ThingName}"
+    arns = [_joined(r) for r in publish["Resource"]]
+    topics = sorted(arn.split(":topic/", 1)[1] for arn in arns if "$aws/" in arn)
+    assert topics == [
+        f"$aws/rules/edgeloop_status/edgeloop/things/{thing}/status",
+        f"$aws/rules/edgeloop_upload_requests/edgeloop/things/{thing}/upload/request",
+    ]
+    # No grant over every rule, and nothing from the reserved space but the rules.
+    statements = json.dumps(policy["Properties"]["PolicyDocument"])
+    assert "$aws/rules/*" not in statements
+    assert "$aws/rules/+" not in statements
+    assert statements.count("$aws/") == 2
+
+
+def test_topic_rules_have_the_names_devices_publish_to(template: Template) -> None:
+    names = sorted(
+        r["Properties"]["RuleName"] for r in _resources(template, "AWS::IoT::TopicRule").values()
+    )
+    assert names == [RuleNames("edgeloop").status, RuleNames("edgeloop").upload_requests]
+    assert names == ["edgeloop_status", "edgeloop_upload_requests"]
+
+
+def test_topic_rules_and_the_policy_are_named_after_the_stack_so_two_stacks_never_share_one(
+    tmp_path: Path,
+) -> None:
+    app = build_app(str(tmp_path), context={"stack_name": "edgeloop-staging"})
+    stack = app.node.children[0]
+    assert isinstance(stack, Stack)
+    staging = Template.from_stack(stack)
+    names = sorted(
+        r["Properties"]["RuleName"] for r in _resources(staging, "AWS::IoT::TopicRule").values()
+    )
+    assert names == ["edgeloop_staging_status", "edgeloop_staging_upload_requests"]
+    [policy] = _resources(staging, "AWS::IoT::Policy").values()
+    assert "$aws/rules/edgeloop_staging_status/" in json.dumps(policy)
+    assert "$aws/rules/edgeloop_status/" not in json.dumps(policy)
 
 
 def test_topic_rules_route_requests_and_status_with_the_topics_thing(template: Template) -> None:

@@ -53,6 +53,8 @@ def test_defaults_come_from_the_declaration_and_paths_from_the_config_file(tmp_p
     assert (config.trust.min_refresh_seconds, config.trust.refresh_interval) == (10.0, 3600.0)
     assert config.artifacts.base_url == "http://cdn.local/"
     assert (config.broker.host, config.broker.port) == ("localhost", 1883)
+    # Status and upload requests go to the default stack's rules by Basic Ingest.
+    assert (config.broker.basic_ingest, config.broker.stack_name) == (True, "edgeloop")
 
 
 @pytest.mark.parametrize(
@@ -67,6 +69,10 @@ def test_defaults_come_from_the_declaration_and_paths_from_the_config_file(tmp_p
         ("device", "model", "Vibration", r"device\.model: model name"),
         ("source", "loop", 1, r"source\.loop must be true or false"),
         ("broker", "colour", "red", r"broker\.colour: unknown key"),
+        ("broker", "basic_ingest", "yes", r"broker\.basic_ingest must be true or false"),
+        # Rule names allow letters, digits and '_': a stack name maps onto them.
+        ("broker", "stack_name", "edge_loop", r"broker\.stack_name: stack name"),
+        ("broker", "stack_name", "x" * 120, r"broker\.stack_name: stack name .* 1-112 characters"),
         ("trust", "root", "gone.json", r"trust\.root: .*gone\.json does not exist"),
         ("trust", "root", "not-root.json", r"trust\.root: .*is not TUF root metadata"),
         # The pinned PEM of the hand-written manifests is gone: root is the only anchor.
