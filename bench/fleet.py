@@ -1373,12 +1373,13 @@ def per_device_day(units: dict[str, Any], status_messages: int) -> dict[str, Any
     cap = capacity(per, units["item_bytes"])
     p = {k: v["usd"] for k, v in PRICES.items()}
     metered = 0 if STATUS_OVER_BASIC_INGEST else status_messages
+    heartbeat_ms = units.get("report_ms_by_type", {}).get(HEARTBEAT, units["report_ms"])
     beat_usd = beats * (
         metered * p["iot_message"]
         + p["iot_rule_triggered"]
         + p["iot_rule_action"]
         + p["lambda_request"]
-        + (units["report_ms_by_type"][HEARTBEAT] / 1000) * LAMBDA_MEMORY_GB * p["lambda_gb_second"]
+        + (heartbeat_ms / 1000) * LAMBDA_MEMORY_GB * p["lambda_gb_second"]
         + cap["wru"] * p["dynamodb_wru"]
         + cap["rru"] * p["dynamodb_rru"]
     )
