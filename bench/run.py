@@ -305,7 +305,13 @@ def _fleet_rows(fl: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"100% of stages passed in {ro['complete_s']} s; installed p50 "
                 f"{ro['p50_installed_s']} s, p99 {ro['p99_installed_s']} s, last "
                 f"{ro['all_installed_s']} s; ${u['usd_per_million_updates_total']:.2f} per M "
-                f"updates; {r['wall_s']['total']:.0f} s to run",
+                f"updates; {r['wall_s']['total']:.0f} s to run"
+                + (
+                    f" (run at {r['commit']}, kept: its CDN requests and message sizes are the "
+                    f"{r['cost_inputs_from']:,}-device run's)"
+                    if r.get("cost_inputs_from")
+                    else ""
+                ),
                 _mark(
                     goals["dynamodb_reads_per_report_flat"]
                     and u["cloud_messages"] <= fl["goal_messages"]
