@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import bytes as bytes_bench
-from bench import fanout, inference, loop, patchgen, poison, scale, swap
+from bench import fanout, fleet, inference, loop, patchgen, poison, scale, swap
 from bench.common import RESULTS, write_result
 
 README = Path(__file__).parents[1] / "README.md"
@@ -33,6 +33,7 @@ SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
     "scale": scale.measure,
     "patchgen": patchgen.measure,
     "poison": poison.measure,
+    "fleet": fleet.measure,
 }
 
 
@@ -212,7 +213,10 @@ def table() -> str:
     ps = _load("poison")
     if ps:
         rows.extend(_poison_rows(ps))
-    machine = next((r["machine"] for r in (b, i, w, lp, f, sc, pg, ps) if r), None)
+    fl = _load("fleet")
+    if fl:
+        rows.extend(_fleet_rows(fl))
+    machine = next((r["machine"] for r in (b, i, w, lp, f, sc, pg, ps, fl) if r), None)
     lines = [
         "| figure | goal | measured | reached | reproduce |",
         "| --- | --- | --- | --- | --- |",
@@ -267,6 +271,94 @@ def _poison_rows(ps: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"{screened} poisoned, {honest} honest device-rounds",
                 _mark(ok),
                 "`python -m bench.run poison`",
+            )
+        )
+    return out
+
+
+def _fleet_rows(fl: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """Per device-update at each size measured, the 1M model with the bill, and what a
+    device and a model cost a day whether or not they update."""
+    goals = fl["goals"]
+    reads = fl["reads_per_report"]["by_type"]
+    cmd = "`python -m bench.run fleet`"
+    out = []
+    for n, r in fl["runs"].items():
+        u, ro = r["per_update"], r["rollout"]
+        by_type = ", ".join(
+            f"{kind} {reads[kind][n]['reads']:g} ({reads[kind][n]['rru']:g} RRU)"
+            for kind in ("counted", "duplicate", "not counted", "heartbeat")
+            if n in reads.get(kind, {})
+        )
+        out.append(
+            (
+                f"rollout to {int(n):,} devices, real status/rollout code on moto",
+                "DynamoDB reads per report flat (per report type); ≤ 3 cloud messages per "
+                "device-update",
+                f"per device-update ({r['reached']:,} reached): {u['cloud_messages']:g} IoT "
+                f"messages ({u['iot_messages_received']:g} in, {u['iot_messages_sent']:g} out), "
+                f"{u['lambda_invocations']:g} Lambda, {u['dynamodb_reads']:g} DynamoDB reads / "
+                f"{u['dynamodb_writes']:g} writes ({u['dynamodb_rru']:g} RRU / "
+                f"{u['dynamodb_wru']:g} WRU), {u['s3_requests']:g} S3, {u['kms_requests']:g} "
+                f"KMS, {u['iot_registry_operations']:g} registry operations, "
+                f"{u['cdn_requests']:g} CDN requests; DynamoDB reads per report: {by_type}; "
+                f"100% of stages passed in {ro['complete_s']} s; installed p50 "
+                f"{ro['p50_installed_s']} s, p99 {ro['p99_installed_s']} s, last "
+                f"{ro['all_installed_s']} s; ${u['usd_per_million_updates_total']:.2f} per M "
+                f"updates; {r['wall_s']['total']:.0f} s to run"
+                + (
+                    f" (run at {r['commit']}, kept: its CDN requests and message sizes are the "
+                    f"{r['cost_inputs_from']:,}-device run's)"
+                    if r.get("cost_inputs_from")
+                    else ""
+                ),
+                _mark(
+                    goals["dynamodb_reads_per_report_flat"]
+                    and u["cloud_messages"] <= fl["goal_messages"]
+                ),
+                cmd,
+            )
+        )
+    m = fl["modelled"]
+    u = m["per_update"]
+    dominant = sorted(u["usd_per_million_updates"].items(), key=lambda kv: -kv[1])[:3]
+    out.append(
+        (
+            f"rollout to {m['devices']:,} devices, SimPy model with the costs measured at "
+            f"{m['costs_from']:,}",
+            f"≤ 3 cloud messages; ≤ ${fl['goal_usd_per_million']:g} per million device-updates "
+            "before data transfer",
+            f"{u['cloud_messages']:g} messages per device-update; 100% of stages passed in "
+            f"{m['complete_s']} s; installed p50 {m['p50_installed_s']} s, p99 "
+            f"{m['p99_installed_s']} s, last {m['all_installed_s']} s; "
+            f"${u['usd_per_million_updates_total']:.2f} per M updates (largest: "
+            + ", ".join(f"{k} ${v:.2f}" for k, v in dominant)
+            + f"; each CDN request per update ${u['usd_per_million_per_extra_cdn_request']:.2f}"
+            f"), data transfer ${u['data_transfer_usd_per_million_updates']:.2f} on top",
+            _mark(goals["cloud_messages_le_3"] and goals["usd_per_million_le_5"]),
+            cmd,
+        )
+    )
+    basis = fl["runs"].get(str(m["costs_from"]))
+    if basis:
+        h = basis["per_device_day"]["heartbeats"]
+        i = basis["per_device_day"]["identity_lookups"]
+        s = basis["per_model_day"]
+        out.append(
+            (
+                "every day, updates or not: heartbeats, identity lookups, the schedule",
+                "report",
+                f"per device-day: {h['per_day']:g} heartbeats (every {h['interval_s']:.0f} s: "
+                f"{h['messages']:g} messages, {h['lambda_invocations']:g} Lambda, "
+                f"{h['dynamodb_rru']:g} RRU / {h['dynamodb_wru']:g} WRU) "
+                f"${h['usd_per_million_device_days']:.2f} per M device-days; "
+                f"{i['per_day']:g} identity lookup (every {i['ttl_hours']:g} h: "
+                f"{i['registry_operations']:g} registry operations) "
+                f"${i['usd_per_million_device_days']:.2f} per M device-days. Per model-day: "
+                f"{s['schedule_runs']:g} schedule runs, {s['dynamodb_rru']:g} RRU, "
+                f"${s['usd_per_model_day']:.3f}",
+                "-",
+                cmd,
             )
         )
     return out
