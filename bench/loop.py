@@ -23,7 +23,7 @@ import numpy as np
 from bench.common import wait_until
 from edge.agent import Agent
 from edge.config import parse_agent_config
-from edge.sources import synthetic_vibration
+from edge.sources import Sample, synthetic_vibration, vibration_modes
 from edgeloop.demo.scenarios import ANOMALY_TOML
 from edgeloop.local.broker import EmbeddedBroker
 from edgeloop.local.runtime import LocalRuntime
@@ -40,6 +40,25 @@ GOAL_SECONDS = 5.0
 CONFIG = ANOMALY_TOML.replace(
     "min_improvement = 0.002", "min_improvement = 0.0\nsilhouette_margin = 0.0"
 )
+
+
+def _round_stream(number: int) -> list[Sample]:
+    """One long stream dealt out in slices, so the round covers the machine's operating
+    modes (a single device dwells in one for minutes). In the first round the machine
+    ran in only two of its four modes, as a new machine's first data often does: the
+    second round's retrain then has something to learn, and ships, and the loop it
+    times is a real second version. With all four modes in both rounds the first
+    model is already as good as the data allows, and the gate ships nothing."""
+    rows = DEVICES * ROWS_PER_DEVICE
+    modes = vibration_modes(8)
+    kept: list[Sample] = []
+    for sample in synthetic_vibration(8, 0.01, seed=number):
+        nearest = int(np.argmin(((modes - sample.x) ** 2).sum(axis=1)))
+        if number > 1 or sample.planted_anomaly or nearest < 2:
+            kept.append(sample)
+        if len(kept) >= 2 * rows:
+            break
+    return kept[-rows:]
 
 
 def _wait(condition: Any, timeout: float, what: str) -> float:
@@ -87,10 +106,7 @@ def measure() -> dict[str, Any]:
             for number in range(1, ROUNDS + 1):
                 before = registry.champion("vibration")
                 target = (int(before["version"]) if before else 0) + 1
-                # One long stream dealt out in slices, so the round covers every
-                # operating mode (a single device dwells in one for minutes).
-                stream = list(synthetic_vibration(8, 0.01, seed=number, count=4 * DEVICES * 60))
-                stream = stream[len(stream) - DEVICES * ROWS_PER_DEVICE :]
+                stream = _round_stream(number)
                 for i, agent in enumerate(agents):
                     for sample in stream[i * ROWS_PER_DEVICE : (i + 1) * ROWS_PER_DEVICE]:
                         agent.process(sample)
