@@ -6,7 +6,8 @@ into a TUF repository (the online role signs it, the pointer names it for the
 whole fleet), served by the CDN stand-in. A real device (edge.trust over the
 agent's HTTP fetcher) holding the previous version is nudged and refreshes.
 Everything it receives for the update is counted: the nudge (its MQTT PUBLISH
-packet), the signed metadata it downloads, the version's spec, the golden
+packet, carrying the signed metadata and spec that fit in one IoT unit, as the
+rollout publishes it), the metadata it still downloads, the version's spec, the golden
 inputs when they changed, and the patch (or the compressed full model when no
 patch is smaller). The ratio's denominator is what the same update costs
 without a patch: the same nudge, metadata, spec and golden inputs, plus the
@@ -36,7 +37,7 @@ from bench.common import BenchRepository
 from edge.download import HttpFetcher
 from edge.sources import synthetic_vibration
 from edge.trust import InstalledModel, Offer, SignedRepository, TrustLimits
-from edgeloop.contract import CODECS, Nudge, announcement
+from edgeloop.contract import CODECS, IOT_MESSAGE_UNIT, Nudge, announcement
 from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
 from edgeloop.delta import LayoutChanged, make_patch
 from edgeloop.demo.scenarios import ANOMALY_TOML
@@ -99,6 +100,7 @@ class Device:
     byte it receives counted by kind."""
 
     def __init__(self, workdir: Path, repository: BenchRepository, cdn_url: str) -> None:
+        self.repository = repository
         self.signed = SignedRepository(
             HttpFetcher(cdn_url + REPOSITORY_PREFIX, 10.0, 1),
             repository.root,
@@ -115,10 +117,20 @@ class Device:
     def update(self, model: str, version: int) -> dict[str, int]:
         """Nudged for `version`: refresh, and fetch what installing it takes; returns the
         bytes of each part, and of the compressed full model it did not need."""
-        received: dict[str, int] = {"nudge": nudge_packet_bytes(model, version)}
+        # The nudge as the rollout publishes it: carrying what fits in one IoT unit.
+        topic = announcement(model, 0)
+        nudge = Nudge.filled(
+            model,
+            version,
+            self.repository.repo().nudge_files(model, version),
+            IOT_MESSAGE_UNIT - len(topic),
+        )
+        received: dict[str, int] = {"nudge": nudge_packet_bytes(topic, nudge.to_bytes())}
         offers: list[Offer] = []
         received["metadata"] = self._received(
-            lambda: offers.append(self.signed.refresh(model, "bench-device", self.installed))
+            lambda: offers.append(
+                self.signed.refresh(model, "bench-device", self.installed, nudge.files)
+            )
         )
         (offer,) = offers
         assert offer.version == version, offer
@@ -139,13 +151,15 @@ class Device:
         return received
 
 
-def nudge_packet_bytes(model: str, version: int) -> int:
-    """The MQTT PUBLISH packet a device receives: fixed header, topic, packet id (QoS 1),
-    payload. The band does not change the size."""
-    topic = announcement(model, 0).encode()
-    payload = Nudge(model, version).to_bytes()
-    remaining = 2 + len(topic) + 2 + len(payload)
-    return 1 + (1 if remaining < 128 else 2) + remaining
+def nudge_packet_bytes(topic: str, payload: bytes) -> int:
+    """The MQTT PUBLISH packet a device receives: fixed header (its remaining length in
+    as many bytes as it takes), topic, packet id (QoS 1), payload. The band does not
+    change the size."""
+    remaining = 2 + len(topic.encode()) + 2 + len(payload)
+    length_bytes = 1
+    while remaining >= 128**length_bytes:
+        length_bytes += 1
+    return 1 + length_bytes + remaining
 
 
 def _digits_data(seed: int) -> tuple[list[Dataset], np.ndarray, np.ndarray]:

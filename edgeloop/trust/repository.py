@@ -307,8 +307,7 @@ class TrustRepository:
     def nudge_files(self, model: str, version: int | None) -> list[CarriedFile]:
         """What a device refreshing for `model` right now would fetch, as published bytes,
         in the order it fetches them: the timestamp, the snapshot that timestamp names,
-        the model's role it lists, `version`'s spec, and last the top-level targets (a
-        device has it already unless it never refreshed or the model is new).
+        the model's role it lists, and `version`'s spec.
 
         Exactly what devices are served, read back from the store: the timestamp
         names its snapshot, not a newer one a writer has yet to publish, so the
@@ -336,10 +335,9 @@ class TrustRepository:
             if spec is not None:
                 spec_key = _target_key(spec)
                 files.append(CarriedFile(spec_key, self._read(spec_key)))
-        top = listed.get(f"{Targets.type}.json")
-        if top is not None:
-            top_key = f"{METADATA}{top.version}.{Targets.type}.json"
-            files.append(CarriedFile(top_key, self._read(top_key)))
+        # Not the top-level targets: it changes only when a model or a key is added, and
+        # every device fetched it at its first refresh, so carrying it would add 0.9 KB
+        # to every delivery to save a request almost none makes.
         return files
 
     def _read(self, key: str) -> bytes:

@@ -27,6 +27,7 @@ from tests.support_aws import (
     FakeLambdaContext,
     LocalCloud,
     nudge,
+    publish_test_version,
     registry_of,
     report_heartbeat,
     report_status,
@@ -212,6 +213,11 @@ def _carrying(cloud: LocalCloud) -> list[tuple[str, Nudge]]:
 def test_a_stage_nudge_carries_the_metadata_a_device_verifies_without_the_cdn(
     cloud: LocalCloud, tmp_path: Path
 ) -> None:
+    # A device of a model already released, refreshed as every agent does when it starts.
+    publish_test_version(cloud, 1)
+    device = cloud.device("pump-1", tmp_path)
+    device.refresh("vibration", "pump-1", None)
+    cloud.published.clear()
     start_test_rollout(cloud)
     sent = _carrying(cloud)
     assert sent
@@ -223,7 +229,6 @@ def test_a_stage_nudge_carries_the_metadata_a_device_verifies_without_the_cdn(
         assert paths[2].endswith(".vibration.json")
         for path, data in sent_nudge.carried:
             assert store.get(path) == data  # the published bytes, not a re-encoding
-    device = cloud.device("pump-1", tmp_path)
     assert cloud.cdn is not None
     shipped = len(cloud.cdn.log.shipments)
     offer = device.refresh("vibration", "pump-1", None, carried=sent[0][1].files)
@@ -232,6 +237,9 @@ def test_a_stage_nudge_carries_the_metadata_a_device_verifies_without_the_cdn(
 
 
 def test_an_abort_nudge_carries_the_withdrawal(cloud: LocalCloud, tmp_path: Path) -> None:
+    publish_test_version(cloud, 1)
+    device = cloud.device("pump-1", tmp_path)
+    device.refresh("vibration", "pump-1", None)  # as every agent does when it starts
     start_test_rollout(cloud)
     cloud.published.clear()
     for thing in ("pump-1", "pump-2", "pump-3"):
@@ -239,7 +247,6 @@ def test_an_abort_nudge_carries_the_withdrawal(cloud: LocalCloud, tmp_path: Path
     sent = _carrying(cloud)
     assert sent
     assert all(n.version is None and n.carried for _, n in sent)
-    device = cloud.device("pump-1", tmp_path)
     assert cloud.cdn is not None
     shipped = len(cloud.cdn.log.shipments)
     offer = device.refresh("vibration", "pump-1", None, carried=sent[0][1].files)
