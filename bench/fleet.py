@@ -4,12 +4,14 @@ and to 1M in a discrete-event model fed with the costs measured at 10k.
 The real part runs what the cloud functions run, against moto's server over
 HTTP, with the production Registry, FleetTable, RecordedIdentity (the identity
 kept in the device's fleet item, in front of ThingRegistryIdentity),
-IotDataPublisher and S3ObjectStore:
+IotDataPublisher and the TUF repository in the run's bucket, signed with the KMS
+key (the rollout's pointer, and the files each nudge carries):
 
 - per status message, functions.status.logic.record_status, then
   Rollouts.evaluate when the outcome counted (functions.status.handler);
 - every minute, Rollouts.ensure_announced + Rollouts.evaluate (the schedule);
-- Rollouts.start for v2 (what the retrain does last).
+- the release of v1 and v2 into the repository, then Rollouts.start for v2 (what
+  the retrain does last).
 
 Devices are plain function calls in simulated time. Every device is enrolled in
 the thing registry (IoT CreateThing, 10 of them in the canary thing group) and
@@ -22,9 +24,12 @@ sends a heartbeat when it reconnects, as the agent does on every connect.
 Every AWS request is counted by a botocore hook, per report and by what the
 report turned out to be (counted, moved the rollout, duplicate, not counted,
 heartbeat). DynamoDB capacity is computed from the item sizes found at the end
-of the run and DynamoDB's rules (moto reports none). One real device update
-(edge.updater against the CDN stand-in) counts the CDN requests and bytes of an
-update. `PRICES` is the price table, with its sources.
+of the run and DynamoDB's rules (moto reports none). One device of the last
+stage updates for real (edge.trust's SignedRepository, python-tuf over the
+agent's fetcher) through the CDN stand-in in front of the bucket, with what the
+nudge that reached it carried: its CDN requests and bytes are one update's. A
+function's billed duration is its CPU time plus each request at SERVICE_MS.
+`PRICES` is the price table, with its sources.
 
 Once the rollout is complete no report can change it, so the reports left (the
 devices that were offline, reconnecting over a day) are handled by several
@@ -1578,7 +1583,9 @@ def measure(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--out", type=Path, help="write the figures here (default: print)")
     parser.add_argument(
@@ -1593,7 +1600,12 @@ def main() -> int:
     )
     args = parser.parse_args()
     start = time.monotonic()
-    reuse = json.loads(args.reuse.read_text())["runs"] if args.reuse else None
+    reuse = None
+    if args.reuse:
+        try:
+            reuse = json.loads(args.reuse.read_text())["runs"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            parser.error(f"--reuse {args.reuse}: not a fleet result to keep runs from ({exc})")
     figures = measure(args.sizes, reuse)
     figures["seconds"] = round(time.monotonic() - start, 1)
     text = json.dumps(figures, indent=2, default=float)
