@@ -49,7 +49,7 @@ def test_a_retained_nudge_reaches_a_new_agent_which_updates(
     # in the agent's log only.
     assert steps == ["succeeded"]
     logged = [r.getMessage().split()[0] for r in caplog.records if "version=2" in r.getMessage()]
-    assert logged == [
+    assert logged[:7] == [
         "event=update_verified",
         "event=update_downloading",
         "event=update_patching",
@@ -58,6 +58,9 @@ def test_a_retained_nudge_reaches_a_new_agent_which_updates(
         "event=update_persisted",
         "event=update_installed",
     ]
+    # The v1 nudge's refresh may already have found v2 (published meanwhile): the v2
+    # nudge then finds it running, which is logged and changes nothing.
+    assert set(logged[7:]) <= {"event=update_already_installed"}
     assert world.server.served("models/vibration/2/model.tflite") == 0
 
 
