@@ -903,7 +903,7 @@ def _run_real(
     rollout = rollouts.get(MODEL)
     assert rollout is not None
     sizes = _item_sizes(
-        client_unmetered(endpoint), resources.fleet_table, resources.registry_table, devices.things
+        unmetered("dynamodb"), resources.fleet_table, resources.registry_table, devices.things
     )
     installs = sorted(state.installs)
     per_report = book.per_report()
@@ -978,16 +978,6 @@ def _commit() -> str:
 
 def _progress(n: int, phase: str, wall: dict[str, float]) -> None:
     print(f"fleet: {n:,} devices: {phase} in {wall[phase]:.1f} s", flush=True)
-
-
-def client_unmetered(endpoint: str) -> Any:
-    return boto3.client(
-        "dynamodb",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
 
 
 def _parse(iso: str) -> float:

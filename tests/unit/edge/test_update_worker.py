@@ -92,14 +92,18 @@ def play(
 ) -> tuple[ScriptedUpdater, Stop, UpdateWorker]:
     stop = Stop()
     updater = ScriptedUpdater(errors, stop)
-    worker = UpdateWorker(
+    return updater, stop, worker_of(updater, Clock(step), min_interval)
+
+
+def worker_of(updater: ScriptedUpdater, clock: Clock, min_interval: float) -> UpdateWorker:
+    """An update worker on the scripted updater and clock, reporting nowhere."""
+    return UpdateWorker(
         updater,  # type: ignore[arg-type]
         lambda *_: None,
         min_interval=min_interval,
         every=3600.0,
-        clock=Clock(step),
+        clock=clock,
     )
-    return updater, stop, worker
 
 
 @pytest.fixture(autouse=True)
@@ -199,13 +203,7 @@ def test_a_refresh_that_finds_an_older_version_than_its_nudge_looks_again() -> N
 
     stop = Stop()
     updater = Stale([None] * 3, stop)
-    worker = UpdateWorker(
-        updater,  # type: ignore[arg-type]
-        lambda *_: None,
-        min_interval=0.0,
-        every=3600.0,
-        clock=clock,
-    )
+    worker = worker_of(updater, clock, min_interval=0.0)
     worker.nudged(Nudge("vibration", 2).to_bytes())
     worker.run(stop)
     assert len(at) == 3
@@ -219,13 +217,7 @@ def test_follow_ups_for_a_version_the_device_is_never_offered_stop() -> None:
     updater, stop, _ = play([None] * 5)
     at: list[float] = []
     updater.during = lambda: at.append(clock.now)
-    worker = UpdateWorker(
-        updater,  # type: ignore[arg-type]
-        lambda *_: None,
-        min_interval=0.0,
-        every=3600.0,
-        clock=clock,
-    )
+    worker = worker_of(updater, clock, min_interval=0.0)
     worker.nudged(Nudge("vibration", 9).to_bytes())
     # The worker waits on a condition between readings of the clock; jump the hour
     # at once once the follow-ups are spent.
