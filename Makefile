@@ -11,13 +11,16 @@ TFL214_STAMP := $(TFL214)/.installed
 APT_STAMP := .venv/.apt-installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo test lint bench synth fuzz soak clean system-deps
+.PHONY: help demo test lint bench synth fuzz soak clean system-deps lock lambda-package lambda-task-local
 
 help:
 	@echo "make demo   - the whole loop on one machine, no AWS account"
 	@echo "make test   - lint, type-check and every test tier"
 	@echo "make bench  - benchmarks, results in bench/results/ and the README table"
 	@echo "make synth  - synthesize the CDK stack (no Docker, no AWS credentials)"
+	@echo "make lambda-package    - the functions' /var/task for Lambda (build/lambda/task), no Docker"
+	@echo "make lambda-task-local - the same lock for this interpreter, and the template the tests read"
+	@echo "make lock   - re-resolve infra/lambda/requirements.lock"
 	@echo "make lint   - ruff, mypy and the import layers only"
 	@echo "make fuzz   - the fuzzing properties at a long budget"
 	@echo "make soak   - 1,000 agents through three updates and a broker restart"
@@ -49,24 +52,53 @@ $(TFL214_STAMP):
 	$(TFL214)/bin/python -m pip install --quiet 'numpy<2' 'tflite-runtime==2.14.0'
 	@touch $@
 
+# What ships: one hashed lock for the functions (infra/lambda/requirements.lock),
+# built into /var/task by infra/lambda/build_task.py for the image (the Dockerfile),
+# for Lambda's platform without Docker (lambda-package), and for this interpreter
+# (lambda-task-local: the tree the tests and the local cloud run the functions from),
+# beside the synthesized template whose environment and roles they run with.
+LAMBDA_BUILD := build/lambda
+LAMBDA_LOCAL_STAMP := $(LAMBDA_BUILD)/task-local/.built
+LAMBDA_TEMPLATE := $(LAMBDA_BUILD)/edgeloop.template.json
+FUNCTION_SOURCES := $(shell find edgeloop edge functions -name '*.py' -not -path '*/__pycache__/*') $(wildcard models/*.toml)
+INFRA_SOURCES := $(shell find infra functions edgeloop/contract -name '*.py' -not -path '*/__pycache__/*')
+
+lock: $(STAMP)
+	$(PY) -m pip install --quiet uv
+	$(PY) -m uv pip compile pyproject.toml --extra cloud --universal --python-version 3.11 \
+	  --generate-hashes --quiet --no-header --no-emit-package backports-strenum \
+	  -o infra/lambda/requirements.lock
+
+lambda-package: $(STAMP)
+	$(PY) infra/lambda/build_task.py --out $(LAMBDA_BUILD)/task --target lambda
+
+$(LAMBDA_LOCAL_STAMP): $(STAMP) infra/lambda/requirements.lock infra/lambda/build_task.py $(FUNCTION_SOURCES)
+	$(PY) infra/lambda/build_task.py --out $(LAMBDA_BUILD)/task-local --target local
+	@touch $@
+
+$(LAMBDA_TEMPLATE): $(STAMP) $(INFRA_SOURCES)
+	$(PY) -m infra.app --template-into $(LAMBDA_BUILD)
+
+lambda-task-local: $(LAMBDA_LOCAL_STAMP) $(LAMBDA_TEMPLATE)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-test: $(STAMP) $(APT_STAMP) $(TFL214_STAMP) lint
+test: $(STAMP) $(APT_STAMP) $(TFL214_STAMP) lambda-task-local lint
 	PATH="$$PATH:/usr/sbin" EDGELOOP_TFLITE214_PYTHON=$(CURDIR)/$(TFL214)/bin/python \
-	  $(PY) -m pytest $(wildcard tests/unit tests/integration tests/infrastructure tests/security tests/faults tests/e2e) $(PYTEST_ARGS)
+	  $(PY) -m pytest $(wildcard tests/unit tests/integration tests/packaged tests/infrastructure tests/security tests/faults tests/e2e) $(PYTEST_ARGS)
 
 # The default scenario (digits, 5 devices); the report lands in demo-report/ and its
 # picture refreshes the README's (docs/demo-report.png). DEMO_ARGS adds options, e.g.
 # make demo DEMO_ARGS="--scenario anomaly --devices 10".
-demo: $(STAMP)
+demo: $(STAMP) lambda-task-local
 	$(VENV)/bin/edgeloop demo --picture docs/demo-report.png $(DEMO_ARGS)
 
 # Writes bench/results/*.json and rewrites the README's benchmark table.
-bench: $(STAMP) $(APT_STAMP) $(TFL214_STAMP)
+bench: $(STAMP) $(APT_STAMP) $(TFL214_STAMP) lambda-task-local
 	PATH="$$PATH:/usr/sbin" EDGELOOP_TFLITE214_PYTHON=$(CURDIR)/$(TFL214)/bin/python \
 	  $(PY) -m bench.run $(BENCH)
 
@@ -87,8 +119,8 @@ fuzz: $(STAMP)
 
 # 1,000 real agents, three model updates and a broker restart (not in CI).
 SOAK_AGENTS ?= 1000
-soak: $(STAMP) $(APT_STAMP)
+soak: $(STAMP) $(APT_STAMP) lambda-task-local
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.soak --agents $(SOAK_AGENTS)
 
 clean:
-	rm -rf $(VENV) $(TFL214) .tools cdk.out .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TFL214) .tools cdk.out build .mypy_cache .ruff_cache .pytest_cache

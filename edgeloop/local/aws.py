@@ -146,17 +146,27 @@ class MotoServer:
     made in-process moto answer after its clients' 60 s timeout.
     """
 
-    def __init__(self, own_process: bool = False) -> None:
+    def __init__(self, own_process: bool = False, iam: bool = False) -> None:
+        """With `iam`, moto authorizes every request against IAM (its own process, as
+        `edgeloop.local.moto_iam` explains); `credentials` must then be set to a
+        principal's before `client()` is used."""
         self._server: Any = None
         self._process: subprocess.Popen[bytes] | None = None
-        if own_process:
+        self.credentials = {
+            "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        }
+        if own_process or iam:
             from edgeloop.local.broker import dying_with_parent, free_port, wait_listening
 
             port = free_port()
+            command = (
+                ["edgeloop.local.moto_iam", "--port", str(port)]
+                if iam
+                else ["moto.server", "-H", "127.0.0.1", "-p", str(port)]
+            )
             self._process = subprocess.Popen(
-                dying_with_parent(
-                    [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-                ),
+                dying_with_parent([sys.executable, "-m", *command]),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -176,8 +186,7 @@ class MotoServer:
             service,
             endpoint_url=self.endpoint,
             region_name=REGION,
-            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            **self.credentials,
         )
 
     def provision(self, prefix: str = "edgeloop", visibility_timeout: int = 30) -> Resources:

@@ -5,34 +5,31 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from edgeloop.local.aws import CREDENTIALS, MotoServer, Resources, init_trust
+from edgeloop.local.aws import REGION, MotoServer, Resources, init_trust
 from edgeloop.local.broker import EmbeddedBroker
 from edgeloop.local.cdn import BucketOrigin, LocalCdn
-from edgeloop.local.router import EventRouter, Handler
-from functions.common.cold_start import reset_cold_start
+from edgeloop.local.packaged import LambdaBuild, PackagedStack
+from edgeloop.local.router import EventRouter
 from functions.common.fleet import FleetTable
 from functions.common.identity import enroll
 
 
-def _without_metrics(handler: Handler) -> Handler:
-    """Powertools keeps disabled metrics in memory and prints them once a metric has 100
-    values; locally nobody reads them, so they are dropped after each invocation."""
-    from functions.common.observability import metrics
-
-    def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        try:
-            return handler(event, context)
-        finally:
-            metrics.clear_metrics()
-
-    return invoke
-
-
 class LocalRuntime:
+    """The cloud as it deploys, on one machine.
+
+    The functions run from the packaged task tree with the environment and role
+    the synthesized template gives each (`edgeloop.local.packaged`), against moto
+    with IAM authorization on. What differs from AWS: the model configs come from
+    `model_configs` (an image bakes them in), the functions publish to the local
+    broker instead of the IoT data plane, and the uploads queue redelivers after
+    `visibility_timeout` seconds instead of the stack's 90 minutes.
+    """
+
     def __init__(
         self,
         model_configs: dict[str, str],
@@ -43,53 +40,59 @@ class LocalRuntime:
         status_rule: bool = True,
         batch_size: int = 100,
         moto_process: bool = False,
+        build: LambdaBuild | None = None,
+        visibility_timeout: int = 20,
     ) -> None:
+        build = build or LambdaBuild.find()
         self.workdir = Path(tempfile.mkdtemp(prefix="edgeloop-local-"))
         self.config_dir = self.workdir / "models"
         self.config_dir.mkdir()
         for name, text in model_configs.items():
             (self.config_dir / f"{name}.toml").write_text(text)
         self._saved_env = dict(os.environ)
-        self.aws = MotoServer(own_process=moto_process)
-        self.resources: Resources = self.aws.provision(visibility_timeout=20)
+        # moto runs in its own process whatever `moto_process` says: IAM mode is a
+        # process-wide switch.
+        del moto_process
+        self.aws = MotoServer(iam=True)
         self.broker = None if broker_url else EmbeddedBroker()
         self.broker_url = broker_url or self.broker.url  # type: ignore[union-attr]
+        self.stack = PackagedStack(
+            build,
+            self.aws.endpoint,
+            REGION,
+            f"edgeloop-{uuid.uuid4().hex[:6]}",
+            self.workdir,
+            extra_env={
+                "MODEL_CONFIG_DIR": str(self.config_dir),
+                "EDGELOOP_MQTT_URL": self.broker_url,
+                **(env or {}),
+            },
+            queue_visibility=visibility_timeout,
+        )
+        self.aws.credentials = self.stack.operator.as_kwargs()
+        self.resources: Resources = self.stack.names()
         # A fleet's root is made offline (`edgeloop trust init`); a local cloud's here.
         self.trust_root = init_trust(self.aws.client, self.resources, self.workdir / "root-keys")
         self.artifacts = BucketOrigin(self.aws.client("s3"), self.resources.artifact_bucket)
         self.cdn = LocalCdn(self.artifacts)
+        # What runs in this process (the operator's tools, the demo's report) acts as
+        # the platform team.
         os.environ.update(
             {
-                **CREDENTIALS,
+                **self.stack.operator.as_env(),
+                "AWS_DEFAULT_REGION": REGION,
                 "AWS_ENDPOINT_URL": self.aws.endpoint,
-                **self.resources.function_env(),
-                "MODEL_CONFIG_DIR": str(self.config_dir),
-                "EDGELOOP_MQTT_URL": self.broker_url,
-                "POWERTOOLS_METRICS_DISABLED": "true",
-                "POWERTOOLS_TRACE_DISABLED": "true",
-                "POWERTOOLS_LOG_LEVEL": "ERROR",
-                **(env or {}),
             }
         )
-        reset_cold_start()
-        from functions.evaluate_rollouts.handler import handler as evaluate_rollouts
-        from functions.presign.handler import handler as presign
-        from functions.retrain.handler import handler as retrain
-        from functions.status.handler import handler as status
-
+        functions = self.stack.functions
         self.router = EventRouter(
             self.aws.client("sqs"),
             self.resources.queue_url,
             self.resources.queue_arn,
             self.broker_url,
             {
-                name: _without_metrics(handler)
-                for name, handler in (
-                    ("retrain", retrain),
-                    ("presign", presign),
-                    ("status", status),
-                    ("evaluate_rollouts", evaluate_rollouts),
-                )
+                name: functions[name]
+                for name in ("retrain", "presign", "status", "evaluate_rollouts")
             },
             batching_window=batching_window,
             batch_size=batch_size,
@@ -115,11 +118,11 @@ class LocalRuntime:
 
     def close(self) -> None:
         self.router.stop()
+        self.stack.close()
         self.cdn.stop()
         if self.broker is not None:
             self.broker.close()
         self.aws.stop()
-        reset_cold_start()
         os.environ.clear()
         os.environ.update(self._saved_env)
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -19,9 +19,20 @@ _CONFIG = Config(
 )
 
 
+# Upload grants must be SigV4 on the bucket's regional endpoint: in regions that still
+# list SigV2 (us-east-1, eu-west-1, us-west-2, ap-southeast-2...) botocore would sign a
+# presigned POST the legacy way, against the global endpoint, and S3 refuses SigV2.
+_S3_CONFIG = _CONFIG.merge(
+    Config(
+        signature_version="s3v4",
+        s3={"addressing_style": "virtual", "us_east_1_regional_endpoint": "regional"},
+    )
+)
+
+
 @cold_start
 def client(service: str) -> Any:
-    return boto3.client(service, config=_CONFIG)
+    return boto3.client(service, config=_S3_CONFIG if service == "s3" else _CONFIG)
 
 
 @cold_start

@@ -1,0 +1,232 @@
+"""moto's server with IAM authorization on: every request is checked against its caller's policy.
+
+Run as its own process (`python -m edgeloop.local.moto_iam --port N`): moto keeps
+its authorization switch and request count in module globals, so a server with
+IAM on must not share an interpreter with one that has it off.
+
+moto's IAM mode checks a request that carries an `Authorization` header. A
+presigned request (a device's upload grant) carries its credential in the query
+string or the POST form instead, and moto's IAM mode answers it with a server
+error. AWS authorizes such a request as the principal that signed it, so this
+module adds exactly that to moto and nothing else: the signer's access key is
+looked up, and its policies are evaluated for the action on the object's ARN (a
+POST's key is in its form, so the object, not the bucket, is the resource). The
+signature itself is not recomputed here; moto checks a presigned URL's expiry
+and signed headers as it always does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import boto3
+
+OPERATOR = "edgeloop-operator"
+ADMIN_STATEMENTS: list[dict[str, Any]] = [{"Effect": "Allow", "Action": "*", "Resource": "*"}]
+# moto evaluates the resource of S3 and SQS requests; for every other service it
+# asks whether the action is allowed on "*". A statement scoped to a table or a key
+# would then never match, so for those services an Allow keeps its actions and loses
+# its resources here. Their resources are asserted on the template instead
+# (tests/infrastructure).
+RESOURCE_CHECKED = ("s3", "sqs")
+# Where moto names the action it checks differently from IAM, each IAM action also
+# grants moto's name for it:
+# - IAM names the IoT data plane's actions `iot:`; moto names them after the signing
+#   service, `iotdata:`, and has no retained variant of Publish;
+# - AWS authorizes a DynamoDB transaction item by item, as the item actions it holds;
+#   moto checks the operation's own name. A role allowed any write action may send a
+#   transaction here; which writes it holds is the role's item actions' business.
+MOTO_NAMES = {
+    "iot:Publish": "iotdata:Publish",
+    "iot:RetainPublish": "iotdata:Publish",
+    "dynamodb:PutItem": "dynamodb:TransactWriteItems",
+    "dynamodb:UpdateItem": "dynamodb:TransactWriteItems",
+    "dynamodb:DeleteItem": "dynamodb:TransactWriteItems",
+    "dynamodb:ConditionCheckItem": "dynamodb:TransactWriteItems",
+    "dynamodb:GetItem": "dynamodb:TransactGetItems",
+}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+
+    def as_env(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+        }
+
+    def as_kwargs(self) -> dict[str, str]:
+        return {
+            "aws_access_key_id": self.access_key_id,
+            "aws_secret_access_key": self.secret_access_key,
+        }
+
+
+def for_moto(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The statements as moto can evaluate them (see RESOURCE_CHECKED)."""
+    out: list[dict[str, Any]] = []
+    for statement in statements:
+        actions = statement["Action"]
+        actions = [actions] if isinstance(actions, str) else list(actions)
+        actions += sorted({MOTO_NAMES[a] for a in actions if a in MOTO_NAMES} - set(actions))
+        checked = [a for a in actions if a.split(":", 1)[0] in RESOURCE_CHECKED]
+        unchecked = [a for a in actions if a not in checked]
+        if checked:
+            out.append({**statement, "Action": checked})
+        if unchecked:
+            widened = statement["Effect"] == "Allow"
+            out.append(
+                {
+                    **statement,
+                    "Action": unchecked,
+                    "Resource": "*" if widened else statement["Resource"],
+                }
+            )
+    return out
+
+
+def create_principal(iam: Any, name: str, statements: list[dict[str, Any]]) -> Credentials:
+    """An IAM user that stands for a role: the role's statements, its own access key.
+
+    Lambda runs a function with its role's temporary credentials; moto's IAM mode
+    evaluates a user's inline policies the same way, without STS in the path.
+    """
+    iam.create_user(UserName=name)
+    if statements:
+        iam.put_user_policy(
+            UserName=name,
+            PolicyName="role",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": for_moto(statements)}),
+        )
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+
+
+def enable_authorization(endpoint: str) -> None:
+    """From now on every request to this server is authorized against IAM."""
+    import requests
+
+    answer = requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10)
+    answer.raise_for_status()
+
+
+def operator(endpoint: str, region: str) -> Credentials:
+    """The platform team's principal: allowed everything, made before authorization is on."""
+    iam = boto3.client(
+        "iam",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id="bootstrap",
+        aws_secret_access_key="bootstrap",
+    )
+    return create_principal(iam, OPERATOR, ADMIN_STATEMENTS)
+
+
+def _presigned_credential(handler: Any) -> str | None:
+    """The access key id a presigned request was signed with by SigV4, or None.
+
+    A SigV2 presigned request (`AWSAccessKeyId`, `Signature`) is refused, as S3
+    refuses it on buckets created since SigV2's deprecation: moto accepts it, so a
+    grant signed the legacy way would pass every local test and fail in AWS.
+    """
+    query = parse_qs(urlparse(handler.uri).query)
+    for source in (query, handler.querystring):
+        for name in ("X-Amz-Credential", "x-amz-credential"):
+            if name in source:
+                return str(source[name][0]).split("/", 1)[0]
+    return None
+
+
+def _authorize_presigned(handler: Any, resource: str) -> None:
+    from moto.iam.access_control import (
+        CreateAccessKeyFailure,
+        IAMPolicy,
+        IAMUserAccessKey,
+        PermissionResult,
+    )
+    from moto.s3.exceptions import S3AccessDeniedError, S3InvalidAccessKeyIdError
+
+    key_id = _presigned_credential(handler)
+    if key_id is None:
+        raise S3AccessDeniedError()
+    try:
+        principal = IAMUserAccessKey(handler.current_account, "aws", key_id, headers={})
+    except CreateAccessKeyFailure:
+        raise S3InvalidAccessKeyIdError() from None
+    if handler.method == "POST" and "key" in handler.querystring:
+        # A POST names the bucket in its URL and the object in its form.
+        resource = f"{resource}/{handler.querystring['key'][0]}"
+    # moto names the S3 action it is authorizing in `data` (a form POST is PutObject).
+    action = f"s3:{handler.data.get('Action') or handler._get_action()}"
+    permitted = False
+    for policy in principal.collect_policies():
+        result = IAMPolicy(policy).is_action_permitted(action, resource)
+        if result == PermissionResult.DENIED:
+            raise S3AccessDeniedError()
+        permitted = permitted or result == PermissionResult.PERMITTED
+    if not permitted:
+        raise S3AccessDeniedError()
+
+
+def _install_presigned_authorization() -> None:
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.iam.access_control import IAMRequest
+
+    check_signature = IAMRequest.check_signature
+
+    def check_signature_unless_iot_read(self: Any) -> None:
+        # moto recomputes the signature of an IoT GET (DescribeThing, ListThings...)
+        # from the wrong canonical request and refuses every one; the caller's key
+        # and its policy are still checked.
+        if not (self._service == "iot" and self._method == "GET"):
+            check_signature(self)
+
+    IAMRequest.check_signature = check_signature_unless_iot_read  # type: ignore[method-assign]
+
+    original = ActionAuthenticatorMixin._authenticate_and_authorize_action
+
+    def authorize(self: Any, iam_request_cls: type, resource: str = "*") -> None:
+        enforcing = ActionAuthenticatorMixin.request_count >= settings.INITIAL_NO_AUTH_ACTION_COUNT
+        if enforcing and "Authorization" not in self.headers:
+            _authorize_presigned(self, resource)
+            return
+        original(self, iam_request_cls, resource)
+
+    ActionAuthenticatorMixin._authenticate_and_authorize_action = authorize  # type: ignore[method-assign]
+
+
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    from moto.server import ThreadedMotoServer
+
+    _install_presigned_authorization()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    stopped.wait()
+    server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args()
+    serve(args.port, args.host)
+
+
+if __name__ == "__main__":
+    main()

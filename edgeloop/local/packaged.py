@@ -1,0 +1,161 @@
+"""The deployed shape on one machine: the template's resources, roles and packaged functions.
+
+`PackagedStack` reads what `make lambda-task-local` leaves in `build/lambda/` (the
+task tree built from the functions' lock, and the synthesized template), creates
+the template's resources in a moto server that runs with IAM authorization on,
+makes one IAM principal per function role holding exactly that role's statements,
+and hosts every image function as a `PackagedFunction`. The local cloud, the demo
+and the test tier call the functions only through it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from edgeloop.local.aws import Resources
+from edgeloop.local.lambda_host import PackagedFunction, image_environment
+from edgeloop.local.moto_iam import Credentials, create_principal, enable_authorization, operator
+from edgeloop.local.stack_template import LocalStack, StackTemplate, TemplateError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_ENV = "EDGELOOP_LAMBDA_BUILD"
+
+
+@dataclass(frozen=True)
+class LambdaBuild:
+    """What `make lambda-task-local` builds: the task tree and the template it deploys with."""
+
+    root: Path
+
+    @classmethod
+    def find(cls) -> LambdaBuild:
+        root = Path(os.environ.get(BUILD_ENV) or REPO_ROOT / "build" / "lambda")
+        build = cls(root)
+        for path in (build.task_root, build.template):
+            if not path.exists():
+                raise TemplateError(
+                    f"{path} is missing: build the functions as they ship with "
+                    f"`make lambda-task-local` (or point {BUILD_ENV} at such a build)"
+                )
+        return build
+
+    @property
+    def task_root(self) -> Path:
+        return self.root / "task-local"
+
+    @property
+    def template(self) -> Path:
+        return self.root / "edgeloop.template.json"
+
+    @property
+    def dockerfile(self) -> Path:
+        return (
+            self.task_root / "Dockerfile"
+            if (self.task_root / "Dockerfile").exists()
+            else (REPO_ROOT / "infra" / "lambda" / "Dockerfile")
+        )
+
+
+@dataclass(frozen=True)
+class StackResources:
+    """The names the operator's tools and the stand-ins need, read from the functions' env."""
+
+    names: dict[str, str]
+    queue_url: str
+    queue_arn: str
+
+    def __getitem__(self, key: str) -> str:
+        return self.names[key]
+
+
+class PackagedStack:
+    def __init__(
+        self,
+        build: LambdaBuild,
+        endpoint: str,
+        region: str,
+        prefix: str,
+        workdir: Path,
+        extra_env: Mapping[str, str] | None = None,
+        queue_visibility: int | None = None,
+        role_edit: Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        """`role_edit(function, statements)` may change a role before it is enforced:
+        the tests use it to prove that a missing statement is an AccessDenied."""
+        self.endpoint = endpoint
+        self.region = region
+        self.operator: Credentials = operator(endpoint, region)
+        self.template = StackTemplate.load(build.template)
+        self.stack = LocalStack(self.template, prefix, region).create(self.client, queue_visibility)
+        image_env = image_environment(build.dockerfile, build.task_root)
+        iam = self.client("iam")
+        self.functions: dict[str, PackagedFunction] = {}
+        self.credentials: dict[str, Credentials] = {}
+        for name, spec in self.stack.functions().items():
+            statements = role_edit(name, spec.statements) if role_edit else spec.statements
+            credentials = create_principal(iam, f"{prefix}-{name}", statements)
+            self.credentials[name] = credentials
+            self.functions[name] = PackagedFunction(
+                spec,
+                task_root=build.task_root,
+                workdir=workdir,
+                region=region,
+                credentials=credentials.as_env(),
+                extra_env={"AWS_ENDPOINT_URL": endpoint, **(extra_env or {})},
+                image_env=image_env,
+            )
+        enable_authorization(endpoint)
+        retrain = self.stack.functions()["retrain"]
+        queue_arn = self.stack.event_source(retrain.logical_id)
+        self.resources = StackResources(
+            names={
+                k: v
+                for spec in self.stack.functions().values()
+                for k, v in spec.environment.items()
+            },
+            queue_url=self.stack.queue_url(queue_arn),
+            queue_arn=queue_arn,
+        )
+
+    def names(self) -> Resources:
+        """The stack's resources by role, as the operator's tools and the stand-ins ask."""
+        names = self.resources
+        dead_letters = json.loads(
+            self.client("sqs").get_queue_attributes(
+                QueueUrl=names.queue_url, AttributeNames=["RedrivePolicy"]
+            )["Attributes"]["RedrivePolicy"]
+        )["deadLetterTargetArn"]
+        return Resources(
+            data_bucket=names["DATA_BUCKET"],
+            artifact_bucket=names["ARTIFACT_BUCKET"],
+            registry_bucket=names["REGISTRY_BUCKET"],
+            registry_table=names["REGISTRY_TABLE"],
+            fleet_table=names["FLEET_TABLE"],
+            idempotency_table=names["IDEMPOTENCY_TABLE"],
+            queue_url=names.queue_url,
+            queue_arn=names.queue_arn,
+            dead_letter_url=self.stack.queue_url(dead_letters),
+            signing_key_id=names["SIGNING_KEY_ID"],
+            canary_group=names["CANARY_GROUP"],
+        )
+
+    def client(self, service: str, as_function: str | None = None) -> Any:
+        """A client as the operator, or as a function's role."""
+        credentials = self.credentials[as_function] if as_function else self.operator
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            **credentials.as_kwargs(),
+        )
+
+    def close(self) -> None:
+        for function in self.functions.values():
+            function.close()
