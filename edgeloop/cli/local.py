@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 DEFAULT_DIR = ".edgeloop/local"
 STATE_FILE = "local.json"
 REGION = "eu-west-1"
-CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
 
 
 def load_model_dir(directory: Path) -> dict[str, tuple[str, ModelConfig]]:
@@ -203,6 +202,9 @@ def _up(args: argparse.Namespace) -> int:
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "aws_endpoint": cloud.aws.endpoint,
             "region": REGION,
+            # The local AWS authorizes every request (IAM on); this is the local
+            # platform team's key, valid only for this moto server.
+            "credentials": cloud.aws.credentials,
             "broker_url": cloud.broker_url,
             "cdn_base_url": cloud.cdn.base_url,
             "trust_file": str(trust),
@@ -298,7 +300,10 @@ def local_status(state: dict[str, Any]) -> dict[str, Any]:
     from functions.common.registry import Registry
 
     dynamodb = boto3.client(
-        "dynamodb", endpoint_url=state["aws_endpoint"], region_name=state["region"], **CREDENTIALS
+        "dynamodb",
+        endpoint_url=state["aws_endpoint"],
+        region_name=state["region"],
+        **state["credentials"],
     )
     registry = Registry(dynamodb, state["registry_table"])
     fleet = FleetTable(dynamodb, state["fleet_table"])
