@@ -305,36 +305,54 @@ class TrustRepository:
         return RolloutPointer.from_json(target.custom) if target else None
 
     def nudge_files(self, model: str, version: int | None) -> list[CarriedFile]:
-        """What a device refreshing for `model` right now would fetch, as published bytes,
-        in the order it fetches them: the timestamp, the snapshot that timestamp names,
-        the model's role it lists, and `version`'s spec.
+        """What a device refreshing for `model` right now would fetch after the timestamp,
+        as published bytes, in the order the nudge should carry them: the snapshot the
+        timestamp names, the model's role it lists, `version`'s spec, and the patches
+        into `version` (from the pointer's other version first, then newest base first).
 
-        Exactly what devices are served, read back from the store: the timestamp
-        names its snapshot, not a newer one a writer has yet to publish, so the
-        set is one consistent state a device's ngclient can verify end to end.
+        Not the timestamp: devices take it from the CDN only (it is what tells a
+        replayed nudge from the repository's newest state). Exactly what devices
+        are served, read back from the store: the timestamp names its snapshot,
+        not a newer one a writer has yet to publish, so the set is one consistent
+        state, and a device uses a carried file only when the fresh timestamp
+        leads to that very file.
         """
         raw = self._store.bytes.get(f"{METADATA}timestamp.json")
         if raw is None:
             return []
-        files = [CarriedFile(f"{METADATA}timestamp.json", raw)]
         timestamp = Metadata[Timestamp].from_bytes(raw)
         assert isinstance(timestamp.signed, Timestamp)
         key = f"{METADATA}{timestamp.signed.snapshot_meta.version}.snapshot.json"
         snapshot_bytes = self._read(key)
-        files.append(CarriedFile(key, snapshot_bytes))
+        files = [CarriedFile(key, snapshot_bytes)]
         snapshot = Metadata[Snapshot].from_bytes(snapshot_bytes).signed
         assert isinstance(snapshot, Snapshot)
         listed = snapshot.meta
-        if f"{model}.json" in listed:
-            role_key = f"{METADATA}{listed[f'{model}.json'].version}.{model}.json"
-            role_bytes = self._read(role_key)
-            files.append(CarriedFile(role_key, role_bytes))
-            role = Metadata[Targets].from_bytes(role_bytes).signed
-            assert isinstance(role, Targets)
-            spec = None if version is None else role.targets.get(spec_path(model, version))
-            if spec is not None:
-                spec_key = _target_key(spec)
-                files.append(CarriedFile(spec_key, self._read(spec_key)))
+        if f"{model}.json" not in listed or version is None:
+            return files
+        role_key = f"{METADATA}{listed[f'{model}.json'].version}.{model}.json"
+        role_bytes = self._read(role_key)
+        files.append(CarriedFile(role_key, role_bytes))
+        role = Metadata[Targets].from_bytes(role_bytes).signed
+        assert isinstance(role, Targets)
+        spec = role.targets.get(spec_path(model, version))
+        if spec is not None:
+            spec_key = _target_key(spec)
+            files.append(CarriedFile(spec_key, self._read(spec_key)))
+        pointer_target = role.targets.get(pointer_path(model))
+        pointer = RolloutPointer.from_json(pointer_target.custom) if pointer_target else None
+        base_first = pointer.previous if pointer is not None else None
+        patches = sorted(
+            (
+                (PatchInfo.from_json(t.custom).base_version, t)
+                for path, t in role.targets.items()
+                if path.startswith(f"{model}/{version}/from-")
+            ),
+            key=lambda pair: (pair[0] != base_first, -pair[0]),
+        )
+        for _, target in patches:
+            patch_key = _target_key(target)
+            files.append(CarriedFile(patch_key, self._read(patch_key)))
         # Not the top-level targets: it changes only when a model or a key is added, and
         # every device fetched it at its first refresh, so carrying it would add 0.9 KB
         # to every delivery to save a request almost none makes.
