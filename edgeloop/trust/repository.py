@@ -328,13 +328,15 @@ class TrustRepository:
         snapshot = Metadata[Snapshot].from_bytes(snapshot_bytes).signed
         assert isinstance(snapshot, Snapshot)
         listed = snapshot.meta
-        if f"{model}.json" not in listed or version is None:
+        if f"{model}.json" not in listed:
             return files
         role_key = f"{METADATA}{listed[f'{model}.json'].version}.{model}.json"
         role_bytes = self._read(role_key)
         files.append(CarriedFile(role_key, role_bytes))
         role = Metadata[Targets].from_bytes(role_bytes).signed
         assert isinstance(role, Targets)
+        if version is None:
+            return files
         spec = role.targets.get(spec_path(model, version))
         if spec is not None:
             spec_key = _target_key(spec)
@@ -552,10 +554,13 @@ class TrustRepository:
         self._transaction(change)
 
     def withdraw(self, model: str, version: int, back_to: int | None) -> None:
-        """An abort: the pointer goes back to `back_to` (None: no pointer) and `version`'s
-        targets leave the model's role, so no refreshing device is offered it again.
+        """An abort: the pointer goes back to `back_to` (None: no pointer), `version`'s
+        targets leave the model's role, so no refreshing device is offered it again,
+        and then their files leave the store, so nothing can fetch them either.
 
         Idempotent, as the schedule may finish an abort a failed call left half-done.
+        Files go after the metadata, as publishing puts them before it: a device
+        never sees a target whose bytes are gone.
         """
         back = (
             None
@@ -568,12 +573,15 @@ class TrustRepository:
             else self._put_target(pointer_path(model), _pointer_bytes(back), back.to_json())
         )
 
+        gone: set[str] = set()
+
         def change(snapshot: Metadata[Snapshot] | None) -> _Change:
             if snapshot is None or f"{model}.json" not in snapshot.signed.meta:
                 return None
             roles = self._roles_for(snapshot, model)
             role = roles[model].signed
             withdrawn = [p for p in role.targets if _version_of(p) == version]
+            gone.update(_target_key(role.targets[p]) for p in withdrawn)
             current = role.targets.get(pointer_path(model))
             if not withdrawn and current == pointer_target:
                 return None
@@ -588,6 +596,10 @@ class TrustRepository:
             return roles
 
         self._transaction(change)
+        # Also what an earlier, half-done call withdrew from the role but left behind.
+        gone.update(self._store.bytes.list(f"{TARGETS}{model}/{version}/"))
+        for key in sorted(gone):
+            self._store.bytes.delete(key)
 
     def _prune(self, model: str, role: Targets) -> None:
         """Keep the newest `keep_versions` versions and whatever the pointer names, and
