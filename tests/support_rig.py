@@ -69,7 +69,7 @@ class Rig:
             "store": self.store,
             "scorer": self.scorer,
             "repository": repository,
-            "sources": model_sources(  # type: ignore[arg-type]
+            "sources": model_sources(
                 repository,  # type: ignore[arg-type]
                 1 << 24,
                 held=lambda: (self.store.previous(), self.store.current()),
