@@ -101,7 +101,7 @@ def test_the_iot_policy_refuses_a_device_publishing_on_another_devices_topics(
 def test_a_huge_finite_value_is_quarantined_at_decode_and_the_retrain_runs(
     cloud: LocalCloud,
 ) -> None:
-    """Issue 24, finding 1: features of 1e308 are finite, and standardising them overflowed
+    """Finding 1 (#24): features of 1e308 are finite, and standardising them overflowed
     every run of the model. They are past the model's max_abs_value: set aside on reading."""
     for i, data in enumerate(digit_batches(10, 0, 60)):
         cloud.put_batch("digits", "pump-7", f"{i:08d}.npz", data)
@@ -119,7 +119,7 @@ def test_a_huge_finite_value_is_quarantined_at_decode_and_the_retrain_runs(
 def test_a_batch_that_breaks_training_is_quarantined_and_the_run_goes_on(
     cloud: LocalCloud,
 ) -> None:
-    """Issue 24, finding 1, the second guard: with no bound at decode (a config that
+    """Finding 1 (#24), the second guard: with no bound at decode (a config that
     allows any finite value), the batch that makes the fit raise is found by leaving
     halves out, quarantined with the reason, and the run trains without it."""
     config = cloud.config_dir / "digits.toml"

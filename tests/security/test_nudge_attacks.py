@@ -81,7 +81,7 @@ def test_a_nudged_update_asks_the_cdn_only_for_the_root_probe_and_the_timestamp(
 def test_a_replayed_nudge_from_before_an_abort_never_installs_the_aborted_version(
     rig: Rig,
 ) -> None:
-    """Issue 24, finding 2: v2's nudge, captured with everything it could carry (its
+    """Finding 2 (#24): v2's nudge, captured with everything it could carry (its
     timestamp too, valid for hours), replayed to a device on v1 after v2 was aborted.
     The device takes the timestamp from the CDN only, so it sees the abort: v1 stays."""
     install_v1(rig)

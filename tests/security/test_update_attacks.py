@@ -87,7 +87,7 @@ def test_endless_data_is_cut_off_at_the_declared_length(rig: Rig) -> None:
 def test_a_pointer_moved_back_takes_the_device_back_on_its_kept_bytes_and_says_so(
     rig: Rig,
 ) -> None:
-    """Case 3 (issue 24, finding 2): the signed pointer is the authority both ways. Moved
+    """Case 3 (finding 2 of #24): the signed pointer is the authority both ways. Moved
     back to v1 (an abort), a device on v2 goes back to v1, from the bytes it kept, and
     its report says the rollout replaced v2; asked again, v1 is already running."""
     v1, v2, _ = vibration_runs()
