@@ -46,7 +46,7 @@ from edgeloop.factory.data import Dataset
 from edgeloop.factory.deltas import plan_deltas
 from edgeloop.factory.run import train_run
 from edgeloop.runtime import CompiledModel
-from tests.support_http import cdn_of_files
+from tests.support_http import ArtifactServer
 
 STEPS = 9  # 9 models: 8 updates
 TOLERANCE_POINTS = 0.5
@@ -99,8 +99,10 @@ class Device:
     """A device of the fleet, refreshing from the repository as the agent does, every
     byte it receives counted by kind."""
 
-    def __init__(self, workdir: Path, repository: BenchRepository, cdn_url: str) -> None:
+    def __init__(self, workdir: Path, repository: BenchRepository, cdn: ArtifactServer) -> None:
         self.repository = repository
+        self.cdn = cdn
+        cdn_url = cdn.base_url
         self.signed = SignedRepository(
             HttpFetcher(cdn_url + REPOSITORY_PREFIX, 10.0, 1),
             repository.root,
@@ -125,8 +127,10 @@ class Device:
             self.repository.repo().nudge_files(model, version),
             IOT_MESSAGE_UNIT - len(topic),
         )
-        received: dict[str, int] = {"nudge": nudge_packet_bytes(topic, nudge.to_bytes())}
+        packet = nudge_packet_bytes(topic, nudge.to_bytes())
+        asked = len(self.cdn.requests)
         offers: list[Offer] = []
+        received: dict[str, int] = {}
         received["metadata"] = self._received(
             lambda: offers.append(
                 self.signed.refresh(model, "bench-device", self.installed, nudge.files)
@@ -142,11 +146,12 @@ class Device:
         received["golden"] = self._received(lambda: self.signed.download(golden, keep=True))
         packed = offer.compressed["zstd"]
         received["compressed_full"] = packed.length
-        if offer.patch is not None:
-            patch = offer.patch[0]
-            received["patch"] = self._received(lambda: self.signed.download(patch))
-        else:
-            received["patch"] = self._received(lambda: self.signed.download(packed))
+        shipped = offer.patch[0] if offer.patch is not None else packed
+        # A patch the nudge carried is counted as the patch, not as nudge.
+        carried = len(nudge.files.get("tuf/targets/" + shipped.get_prefixed_paths()[0], b""))
+        received["nudge"] = packet - carried
+        received["patch"] = carried + self._received(lambda: self.signed.download(shipped))
+        received["cdn_requests"] = len(self.cdn.requests) - asked
         self.installed = InstalledModel(version, offer.model.hashes["sha256"])
         return received
 
@@ -203,9 +208,10 @@ def run_sequence(variant: Variant, seed: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="edgeloop-bytes-") as tmp:
         config = variant.config()
         repository = BenchRepository.local(Path(tmp) / "cloud", config)
-        cdn = cdn_of_files(repository.files)
+        cdn = ArtifactServer()
+        cdn.files = repository.files  # served as the repository writes them
         try:
-            device = Device(Path(tmp) / "device", repository, cdn.base_url)
+            device = Device(Path(tmp) / "device", repository, cdn)
             return _sequence(variant, seed, config, repository, device)
         finally:
             cdn.stop()
@@ -291,7 +297,15 @@ def _sequence(
         "median_model_bytes": statistics.median(r["model_bytes"] for r in rows),
         "median_received": {
             part: median_of(part)
-            for part in ("nudge", "metadata", "spec", "golden", "patch", "compressed_full")
+            for part in (
+                "nudge",
+                "metadata",
+                "spec",
+                "golden",
+                "patch",
+                "compressed_full",
+                "cdn_requests",
+            )
         },
         "mean_gap_points": statistics.fmean(gaps),
         "final_gap_points": gaps[-1],

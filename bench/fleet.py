@@ -104,7 +104,7 @@ from functions.common.identity import (
 )
 from functions.common.publisher import IotDataPublisher, Publisher
 from functions.common.registry import Registry
-from functions.common.rollouts import Rollouts
+from functions.common.rollouts import Policy, Rollouts, abort_is_warranted
 from functions.status.logic import StatusIgnored, record_status
 
 SIZES = (1_000, 10_000, 100_000)
@@ -1144,10 +1144,13 @@ def simulate(n: int, seed: int = SEED) -> dict[str, Any]:
             known = (
                 len(members[stage])
                 if stage == 0
-                else min(section.healthy_to_advance, len(members[stage]))
+                else min(
+                    max(section.healthy_to_advance, section.abort_min_reports),
+                    len(members[stage]),
+                )
             )
             needed = min(section.healthy_to_advance, known)
-            state.update(stage=stage, needed=needed, stage_at=env.now)
+            state.update(stage=stage, needed=needed, enrolled=known, stage_at=env.now)
             if needed > 0 or stage == plan.last:
                 break
             stage += 1
@@ -1167,14 +1170,10 @@ def simulate(n: int, seed: int = SEED) -> dict[str, Any]:
         counts = state["counts"]
         installed = counts[(state["stage"], "installed")]
         failed = counts[(state["stage"], "failed")]
-        reports = installed + failed
-        enough = section.abort_min_reports
-        if state["needed"] < section.healthy_to_advance:
-            enough = min(enough, max(state["needed"], 1))
-        if reports >= enough and failed / reports > section.abort_share:
+        if abort_is_warranted(Policy.of(section), state["enrolled"], installed, failed):
             finish("aborted")
             return True
-        if installed >= state["needed"]:
+        if installed >= min(state["needed"], max(state["enrolled"] - failed, 0)):
             if state["stage"] >= plan.last:
                 finish("complete")
             else:

@@ -81,6 +81,7 @@ def table() -> str:
                     f"bytes: nudge {r['nudge']:.0f}, metadata {r['metadata']:.0f}, spec "
                     f"{r['spec']:.0f}, golden inputs {r['golden']:.0f}, patch {r['patch']:.0f} "
                     f"vs zstd model {r['compressed_full']:.0f}; "
+                    f"{r.get('cdn_requests', 0):.0f} CDN requests per update; "
                     f"{s['mean_gap_points']:+.2f} pt vs cold ({b['steps']} steps × "
                     f"{s['seeds']} seed{'s' if s['seeds'] != 1 else ''})",
                     "-" if compare else _mark(s["meets_goal"]),

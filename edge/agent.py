@@ -63,6 +63,7 @@ class Agent:
             config.artifacts.timeout,
             config.artifacts.retries,
             user_agent=f"edgeloop-agent/{d.thing}",
+            min_bytes_per_second=config.artifacts.min_bytes_per_second,
         )
         # The worker paces refreshes; the repository answers every one it is asked.
         self.repository = SignedRepository(
@@ -79,7 +80,11 @@ class Agent:
             store=self.store,
             scorer=self.scorer,
             repository=self.repository,
-            sources=model_sources(self.repository, config.artifacts.max_bytes),
+            sources=model_sources(
+                self.repository,
+                config.artifacts.max_bytes,
+                held=lambda: (self.store.previous(), self.store.current()),
+            ),
             device_input=TensorSpec(shape=(-1, d.n_features), names=d.feature_names),
             report=self.board.record,
             max_bytes=config.artifacts.max_bytes,
@@ -120,6 +125,24 @@ class Agent:
         for installed in (self.store.current(), self.store.previous()):
             if installed is None:
                 continue
+            # The store checks the model against its own manifest; both are files
+            # anyone with the disk can edit, so the signed metadata has the last word.
+            vouched = self.repository.vouches_for(
+                self.config.device.model, installed.version, installed.model
+            )
+            if vouched is False:
+                log.error(
+                    "event=stored_model_refused version=%s reason=%r",
+                    installed.version,
+                    "its bytes are not what the signed metadata this device verified says",
+                )
+                continue
+            if vouched is None:
+                log.warning(
+                    "event=stored_model_unlisted version=%s; the kept metadata no longer "
+                    "lists it, so it serves until the next refresh",
+                    installed.version,
+                )
             # Marked while it loads: a model that kills the process at boot is
             # rolled back on the next one instead of crashing every boot.
             self.store.attempt(installed.version)

@@ -116,6 +116,9 @@ class ArtifactsSection:
     max_bytes: int = field(default=64 * 1024 * 1024, metadata=rule(low=1024, high=2**31))
     timeout: float = field(default=10.0, metadata=rule(low=0.05, high=600))
     retries: int = field(default=4, metadata=rule(low=0, high=100))
+    # Each fetch must finish within timeout + its length at this rate, retries
+    # included: a path trickling bytes cannot hold the update thread for hours.
+    min_bytes_per_second: float = field(default=1024.0, metadata=rule(low=1.0, high=1e9))
     # How long a new model may take to load and pass its health checks in the
     # child process that tries it before the agent does.
     check_timeout: float = field(default=10.0, metadata=rule(low=0.5, high=600))

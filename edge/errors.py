@@ -5,7 +5,8 @@ An update fails in one of two ways, and the hierarchy says which:
     UpdateError
     ├── RetryableUpdateError      the CDN or the disk failed: refresh again later
     │   ├── DownloadFailed
-    │   │   └── NotOnCdn          the CDN answered 403 or 404
+    │   │   ├── NotOnCdn          the CDN answered 403 or 404
+    │   │   └── RedirectRefused   the CDN redirected to another host
     │   ├── TrustUnavailable      the signed metadata could not be fetched now
     │   ├── MetadataExpired       the newest signed metadata has expired (a frozen CDN)
     │   ├── StagingFailed
@@ -58,6 +59,10 @@ class RetryableUpdateError(UpdateError):
 
 class DownloadFailed(RetryableUpdateError):
     """The file could not be fetched within the retries; the message says what happened last."""
+
+
+class RedirectRefused(DownloadFailed):
+    """The CDN redirected to another host; the device fetches only from its CDN."""
 
 
 class NotOnCdn(DownloadFailed):

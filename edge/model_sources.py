@@ -1,4 +1,4 @@
-"""Where a new model's bytes come from, tried in order: patch, compressed, full.
+"""Where a new model's bytes come from, tried in order: kept, patch, compressed, full.
 
 Each is a target of the fleet's TUF repository, downloaded through it, so
 ngclient checks its signed length and hashes before a byte is used. Each
@@ -12,7 +12,8 @@ they came from: a patched result is only as good as that check.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,6 +53,25 @@ class ModelSource(Protocol):
         """The model's bytes (unchecked), None when this source has nothing for
         `update`, or an UpdateError or ContractError saying why they cannot be had."""
         ...
+
+
+@dataclass(frozen=True)
+class KeptSource:
+    """A model this device still keeps (the one it replaced): going back to it after an
+    abort downloads nothing. Used only when its bytes have the signed hash."""
+
+    held: Callable[[], Iterable[Installed | None]]
+    what: str = "kept model"
+
+    def obtain(
+        self, update: Update, installed: Installed | None, progress: Progress
+    ) -> bytes | None:
+        wanted = update.manifest.artifact.sha256
+        for kept in self.held():
+            if kept is not None and hashlib.sha256(kept.model).hexdigest() == wanted:
+                progress(Step.DOWNLOADING, f"kept v{kept.version}'s bytes: nothing to fetch")
+                return kept.model
+        return None
 
 
 @dataclass(frozen=True)
@@ -127,10 +147,15 @@ class FullSource:
 
 
 def model_sources(
-    repository: TargetDownloads, max_bytes: int = 64 * 1024 * 1024
+    repository: TargetDownloads,
+    max_bytes: int = 64 * 1024 * 1024,
+    held: Callable[[], Iterable[Installed | None]] | None = None,
 ) -> list[ModelSource]:
-    """The device's order: fewest bytes first. No download may exceed `max_bytes`."""
+    """The device's order: fewest bytes first (what it `held` first: none). No download
+    may exceed `max_bytes`."""
+    kept: list[ModelSource] = [] if held is None else [KeptSource(held)]
     return [
+        *kept,
         PatchSource(repository, max_bytes),
         CompressedSource(repository, max_bytes),
         FullSource(repository),  # the updater caps the model itself

@@ -2,6 +2,7 @@
 
     {state}/versions/{v}/model.tflite, manifest.json   complete versions only
     {state}/state.json                                 which version runs, which came before
+    {state}/state.prev.json                            the state it replaced (both checksummed)
     {state}/staging/{sha256}.part                      downloads in progress (resumable)
 
 A version directory is written under a temporary name, fsynced and renamed,
@@ -12,7 +13,9 @@ complete version: the old one or the new one, never a partial file.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field, replace
@@ -28,6 +31,11 @@ from edgeloop.contract import (
     format_time,
     parse_time,
 )
+
+log = logging.getLogger(__name__)
+
+STATE = "state.json"
+PREVIOUS_STATE = "state.prev.json"
 
 
 def fsync_dir(path: Path) -> None:
@@ -57,6 +65,10 @@ class Installed:
     manifest_raw: bytes
 
 
+class StateDamaged(ValueError):
+    """A state file that does not read back as what the store wrote (torn, edited, zeroed)."""
+
+
 @dataclass
 class StoreState:
     current: int | None = None
@@ -70,21 +82,62 @@ class StoreState:
     # boot, it means that version killed the agent: it is refused, not retried.
     attempting: int | None = None
 
-    def to_bytes(self) -> bytes:
+    def _body(self) -> dict[str, Any]:
         floor = format_time(self.clock_floor) if self.clock_floor is not None else None
-        return json.dumps(
-            {
-                "current": self.current,
-                "previous": self.previous,
-                "refused": self.refused,
-                "clock_floor": floor,
-                "attempting": self.attempting,
-            },
-            sort_keys=True,
-        ).encode()
+        return {
+            "current": self.current,
+            "previous": self.previous,
+            "refused": self.refused,
+            "clock_floor": floor,
+            "attempting": self.attempting,
+        }
+
+    def to_bytes(self) -> bytes:
+        body = self._body()
+        # The checksum tells a file the store wrote from one the disk or a hand changed.
+        return json.dumps({**body, "sha256": _digest(body)}, sort_keys=True).encode()
+
+    @staticmethod
+    def from_bytes(raw: bytes) -> StoreState:
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            raise StateDamaged(f"not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise StateDamaged("not a JSON object")
+        digest = doc.pop("sha256", None)
+        # A state file from before checksums has none; it is read as it always was.
+        if digest is not None and digest != _digest(doc):
+            raise StateDamaged("its checksum does not match its contents")
+        try:
+            floor = doc.get("clock_floor")
+            refused = doc.get("refused", [])
+            if not isinstance(refused, list):
+                raise StateDamaged("refused is not a list")
+            return StoreState(
+                _version(doc.get("current")),
+                _version(doc.get("previous")),
+                [v for v in (_version(r) for r in refused) if v is not None],
+                parse_time(floor) if isinstance(floor, str) else None,
+                _version(doc.get("attempting")),
+            )
+        except EncodingError as exc:
+            raise StateDamaged(f"clock_floor: {exc}") from exc
 
     def but(self, **changes: Any) -> StoreState:
         return replace(self, **changes)
+
+
+def _digest(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _version(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StateDamaged(f"{value!r:.40} is not a version")
+    return value
 
 
 class ModelStore:
@@ -98,23 +151,65 @@ class ModelStore:
         self._refuse_what_killed_the_last_run()
 
     def _read_state(self) -> StoreState:
-        path = self.root / "state.json"
-        if not path.exists():
-            return StoreState()
-        try:
-            doc: dict[str, Any] = json.loads(path.read_bytes())
-            floor = doc.get("clock_floor")
-            return StoreState(
-                doc.get("current"),
-                doc.get("previous"),
-                list(doc.get("refused", [])),
-                parse_time(floor) if floor else None,
-                doc.get("attempting"),
-            )
-        except (ValueError, TypeError, EncodingError):
-            # state.json is only ever replaced whole; unreadable means the disk
-            # lost it. Start without a model rather than guess.
-            return StoreState()
+        """state.json, else the copy of the state it replaced, else what the disk proves.
+
+        Every write keeps the state it replaces as state.prev.json, both with a
+        checksum. Neither readable (a torn disk, an edit), the store fails safe
+        rather than empty: the clock floor is at least the newest version it
+        holds was created, the complete versions on disk are kept, and the loss
+        of the refusals is logged, never silent.
+        """
+        damaged: list[str] = []
+        for name in (STATE, PREVIOUS_STATE):
+            path = self.root / name
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                damaged.append(f"{name}: {exc.strerror}")
+                continue
+            try:
+                state = StoreState.from_bytes(raw)
+            except StateDamaged as exc:
+                damaged.append(f"{name}: {exc}")
+                continue
+            if damaged:
+                log.error(
+                    "event=state_damaged fell_back_to=%s damaged=%r; the last change before "
+                    "the damage (a refusal, a raised clock floor) may be lost",
+                    name,
+                    "; ".join(damaged),
+                )
+                return state.but(clock_floor=self._proven_floor(state.clock_floor))
+            return state
+        if not damaged:
+            return StoreState()  # a new device
+        held = sorted(self._held_versions(), reverse=True)
+        state = StoreState(
+            current=held[0] if held else None,
+            previous=held[1] if len(held) > 1 else None,
+            clock_floor=self._proven_floor(None),
+        )
+        log.error(
+            "event=state_lost damaged=%r; running v%s from what the disk holds, clock floor %s; "
+            "the versions this device refused before are forgotten and may be tried again",
+            "; ".join(damaged),
+            state.current,
+            format_time(state.clock_floor) if state.clock_floor else "none",
+        )
+        return state
+
+    def _held_versions(self) -> list[int]:
+        return [int(d.name) for d in self.versions.iterdir() if d.name.isdigit()]
+
+    def _proven_floor(self, floor: datetime | None) -> datetime | None:
+        """At least `floor`, and at least the creation of every version the disk holds."""
+        for version in self._held_versions():
+            installed = self._load(version)
+            if installed is not None and (floor is None or installed.manifest.created > floor):
+                floor = installed.manifest.created
+        return floor
 
     def _refuse_what_killed_the_last_run(self) -> None:
         crashed = self.state.attempting
@@ -136,7 +231,10 @@ class ModelStore:
             self._write_state(self.state.but(attempting=None))
 
     def _write_state(self, state: StoreState) -> None:
-        write_atomic(self.root / "state.json", state.to_bytes())
+        # The state being replaced is kept first: whatever happens to state.json
+        # next, a verified copy one change older remains.
+        write_atomic(self.root / PREVIOUS_STATE, self.state.to_bytes())
+        write_atomic(self.root / STATE, state.to_bytes())
         self.state = state
 
     def _load(self, version: int | None) -> Installed | None:
@@ -199,9 +297,9 @@ class ModelStore:
         floor = self.state.clock_floor
         if trusted_created_at is not None and (floor is None or trusted_created_at > floor):
             floor = trusted_created_at
-        self._write_state(
-            self.state.but(current=version, previous=self.state.current, clock_floor=floor)
-        )
+        # The same number with other bytes (a new cloud's history) replaces it in place.
+        previous = self.state.current if self.state.current != version else self.state.previous
+        self._write_state(self.state.but(current=version, previous=previous, clock_floor=floor))
         self.prune()
 
     def rollback(self, refused_version: int) -> None:

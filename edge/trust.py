@@ -21,7 +21,7 @@ from typing import IO
 from urllib.parse import quote
 
 from tuf.api import exceptions as tuf_errors
-from tuf.api.metadata import TargetFile
+from tuf.api.metadata import Metadata, Root, TargetFile, Targets
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
 from edge.download import HttpFetcher
@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 METADATA = "tuf/metadata/"
 TARGETS = "tuf/targets/"
+# TUF's freshness role: the one file that says what the repository holds now. It is
+# never taken from a nudge (see `CdnFetcher`).
+TIMESTAMP = METADATA + "timestamp.json"
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,8 @@ class Offer:
     """What the signed pointer says this thing should run, and how to get it.
 
     `version` is what the pointer names for this thing (None: nothing). `model`
-    and the rest are set only when that version is newer than the installed one.
+    and the rest are set only when the installed model is not that version's
+    signed bytes (higher, lower, or the same number with other bytes).
     """
 
     model_name: str
@@ -113,6 +117,14 @@ class CdnFetcher(FetcherInterface):
     Files a nudge carried (by path under the repository root) are served from
     memory instead, under the same caps: ngclient verifies them as it verifies
     anything the CDN sends, so serving them here trusts them no more.
+
+    Except the timestamp: it always comes from the CDN. A carried timestamp is
+    validly signed for hours, so a nudge captured before an abort, or queued in
+    a persistent session while the abort went out, would still verify and name
+    the withdrawn version. The CDN's timestamp is the newest state (no-cache:
+    CloudFront asks S3 each time), and everything it leads to is versioned or
+    hash-named, so a carried snapshot, role or target is used only when the
+    fresh timestamp names exactly that file: a cache, never a source of news.
     """
 
     def __init__(
@@ -129,6 +141,8 @@ class CdnFetcher(FetcherInterface):
         return self._carried.pop(path, None) is not None
 
     def _carried_copy(self, path: str, max_length: int) -> bytes | None:
+        if path == TIMESTAMP:
+            return None  # freshness comes from the CDN, whatever a nudge carries
         data = self._carried.get(path)
         if data is None:
             return None
@@ -328,18 +342,23 @@ class SignedRepository:
         if pointer.model != model:
             raise TrustRefused(f"the pointer at {info.path} is for {pointer.model}")
         version = pointer.version_for(thing)
-        if version is None or (installed is not None and version <= installed.version):
-            return Offer(model, version, pointer)
+        if version is None:
+            return Offer(model, None, pointer)
         full = updater.get_targetinfo(model_path(model, version))
         if full is None:
             raise TrustRefused(f"the pointer names {model} v{version}, which has no signed target")
+        # A version is its bytes: "already running" only when the installed model has
+        # the number and the signed hash. The pointer is followed both ways: a lower
+        # version it names (an abort, a superseded rollout) is installed like a higher one.
+        if installed == InstalledModel(version, _sha256(full)):
+            return Offer(model, version, pointer)
         compressed = {
             encoding: target
             for encoding in FULL_ENCODINGS
             if (target := updater.get_targetinfo(compressed_path(model, version, encoding)))
         }
         patch = None
-        if installed is not None:
+        if installed is not None and installed.version != version:
             for codec in CODECS:
                 target = updater.get_targetinfo(
                     patch_path(model, installed.version, version, codec)
@@ -375,6 +394,36 @@ class SignedRepository:
             raise TrustRefused(f"{full.path} names {key} {path} nobody signed")
         return target
 
+    def vouches_for(self, model: str, version: int, data: bytes) -> bool | None:
+        """Whether the metadata this device last verified signs `data` as `version`'s
+        model, read from disk without the network, at agent start.
+
+        True or False; None when that metadata no longer lists the version (pruned
+        from the role after newer releases: the next refresh moves the device on).
+        The kept metadata is verified again (root → top-level targets → the
+        model's role), so an edited metadata file is no more believed than an
+        edited model; missing or unverifiable metadata vouches for nothing
+        (False). Expiry is not judged: the question is which bytes were signed.
+        """
+        try:
+            root = Metadata[Root].from_bytes((self._metadata_dir / "root.json").read_bytes())
+            top = Metadata[Targets].from_bytes((self._metadata_dir / "targets.json").read_bytes())
+            role_file = self._metadata_dir / f"{quote(model, safe='')}.json"
+            role = Metadata[Targets].from_bytes(role_file.read_bytes())
+            root.verify_delegate(Targets.type, top)
+            top.verify_delegate(model, role)
+        except (OSError, ValueError, tuf_errors.RepositoryError) as exc:
+            log.error("event=kept_metadata_unusable model=%s reason=%r", model, str(exc)[:200])
+            return False
+        target = role.signed.targets.get(model_path(model, version))
+        if target is None:
+            return None
+        try:
+            target.verify_length_and_hashes(data)
+        except tuf_errors.LengthOrHashMismatchError:
+            return False
+        return True
+
     def _target_file(self, target: TargetFile) -> Path:
         return self._targets_dir / quote(target.path, safe="")
 
@@ -408,7 +457,7 @@ class SignedRepository:
         with self._checked():
             try:
                 path = Path(self._updater.download_target(target, str(destination)))
-            except tuf_errors.RepositoryError as exc:
+            except (tuf_errors.RepositoryError, tuf_errors.DownloadLengthMismatchError) as exc:
                 carried = TARGETS + target.get_prefixed_paths()[0]
                 if self._fetcher is None or not self._fetcher.forget(carried):
                     raise
@@ -424,3 +473,8 @@ class SignedRepository:
         finally:
             if not keep:
                 path.unlink(missing_ok=True)
+
+
+def _sha256(target: TargetFile) -> str:
+    sha: str = target.hashes["sha256"]
+    return sha

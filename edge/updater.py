@@ -6,8 +6,9 @@
 `handle` reads as that sequence: refresh, obtain, check, stage, swap, commit.
 What starts an update is a nudge or the agent's timer, never what it says:
 the refresh asks the fleet's TUF repository (edge.trust) what the signed
-rollout pointer names for this thing, and only a version that is newer than
-the installed one is fetched, from verified targets only. Each step is a
+rollout pointer names for this thing, and whatever version that is (higher, or
+lower after an abort) is fetched unless the installed model already has its
+signed hash, from verified targets only. Each step is a
 small method; each failure is one UpdateError (edge.errors) whose reason goes
 into the status report.
 """
@@ -121,7 +122,7 @@ class Updater:
         self.clock = clock
 
     def handle(self, why: str = "", carried: Mapping[str, bytes] | None = None) -> UpdateResult:
-        """Refresh, and install what the pointer names for this thing if it is newer.
+        """Refresh, and install what the pointer names for this thing unless it runs already.
 
         `why` (a nudge, the timer) goes into the log only: it decides nothing.
         `carried` (the files a nudge brought) spares CDN requests, verified as the
@@ -155,6 +156,9 @@ class Updater:
             # committed, or it would restore the one before the previous.
             self.on_swapped(loaded, previous)
         detail = f"running v{manifest.version}"
+        if current is not None and current.version >= manifest.version:
+            # Followed down (an abort) or across (the same number, other bytes): said so.
+            detail += f" (the rollout replaced v{current.version}, which it no longer offers here)"
         self.report(Step.SUCCEEDED, manifest.version, detail)
         return UpdateResult(Step.SUCCEEDED, manifest.version, detail)
 
@@ -187,10 +191,7 @@ class Updater:
             raise _NothingNew(Step.IDLE, None, "the rollout offers this device no version yet")
         if not offer.update:
             running = installed.version if installed is not None else None
-            detail = f"v{running} is already running"
-            if running != offer.version:
-                detail += f"; the rollout offers v{offer.version} here and versions only go up"
-            raise _NothingNew(Step.ALREADY_INSTALLED, running, detail)
+            raise _NothingNew(Step.ALREADY_INSTALLED, running, f"v{running} is already running")
         if offer.version in self.store.state.refused:
             raise RefusedBefore(
                 f"v{offer.version} failed on this device before; waiting for a newer version",

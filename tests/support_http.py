@@ -31,6 +31,8 @@ class Fault:
     extra: bytes = b""  # bytes sent past the real file (an endless or padded body)
     drop_after: int | None = None  # close the connection after this many bytes, once
     ignore_range: bool = False
+    trickle_seconds: float | None = None  # one byte, then this long, then the next...
+    redirect_to: str | None = None  # answer 302 with this Location instead of the file
 
 
 @dataclass
@@ -58,7 +60,14 @@ class ArtifactServer(LocalCdn):
     def serve(self, request: BaseHTTPRequestHandler) -> None:
         path = request.path.lstrip("/")
         self.requests.append((path, request.headers.get("Range")))
-        if self.faults.get(path, Fault()).ignore_range:
+        fault = self.faults.get(path, Fault())
+        if fault.redirect_to is not None:
+            request.send_response(302)
+            request.send_header("Location", fault.redirect_to)
+            request.send_header("Content-Length", "0")
+            request.end_headers()
+            return
+        if fault.ignore_range:
             del request.headers["Range"]  # a server that ignores Range answers as if none came
         super().serve(request)
 
@@ -68,6 +77,13 @@ class ArtifactServer(LocalCdn):
             request.wfile.write(part[: fault.drop_after])
             fault.drop_after = None  # once
             request.close_connection = True
+            return
+        if fault.trickle_seconds is not None:
+            for i in range(len(part)):
+                request.wfile.write(part[i : i + 1])
+                request.wfile.flush()
+                if not self.released.is_set():
+                    self.released.wait(fault.trickle_seconds)
             return
         if fault.stall_after is not None:
             request.wfile.write(part[: fault.stall_after])

@@ -68,6 +68,7 @@ class Releases:
     clock: Clock = field(default_factory=Clock)
     models: dict[int, bytes] = field(default_factory=dict)
     root_keys: list[CryptoSigner] = field(default_factory=list)
+    synced: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.store = DirectoryStore(self.directory / "bucket")
@@ -90,11 +91,16 @@ class Releases:
         return TrustRepository(self.store, self.online, clock=self.clock)
 
     def sync(self) -> None:
-        """The CDN serves what the bucket holds now (a test may hold it back or alter it)."""
-        for key in self.store.list("tuf/"):
+        """The CDN serves what the bucket holds now (a test may hold it back or alter it);
+        what left the bucket since the last sync leaves the CDN."""
+        keys = set(self.store.list("tuf/"))
+        for key in self.synced - keys:
+            self.server.files.pop(REPOSITORY_PREFIX + key, None)
+        for key in keys:
             data = self.store.get(key)
             assert data is not None
             self.server.files[REPOSITORY_PREFIX + key] = data
+        self.synced = keys
 
     def release(
         self,

@@ -69,7 +69,11 @@ class Rig:
             "store": self.store,
             "scorer": self.scorer,
             "repository": repository,
-            "sources": model_sources(repository, 1 << 24),  # type: ignore[arg-type]
+            "sources": model_sources(
+                repository,  # type: ignore[arg-type]
+                1 << 24,
+                held=lambda: (self.store.previous(), self.store.current()),
+            ),
             "device_input": TensorSpec(shape=(-1, 8)),
             "report": self.record,
             "max_bytes": 1 << 24,

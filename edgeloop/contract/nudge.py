@@ -6,16 +6,18 @@ rate-limited refresh. It names the model and the version the rollout offers,
 for logs and for people watching the topics.
 
 It may also carry copies of repository files a refreshing device would fetch
-next (the timestamp, the snapshot it names, the model's role, the offered
-version's spec): an IoT message is billed per started 5 KB and a CDN request
-per request, so what rides along in the same 5 KB is a request the device need
-not make. The device hands them to python-tuf, which verifies them exactly as
-if the CDN had sent them; the nudge vouches for none of them.
+after the timestamp (the snapshot, the model's role, the offered version's
+spec, patches into it): an IoT message is billed per started 5 KB and a CDN
+request per request, so what rides along in the same 5 KB is a request the
+device need not make. The device hands them to python-tuf, which verifies them
+exactly as if the CDN had sent them; the nudge vouches for none of them. The
+timestamp itself always comes from the CDN (a device ignores a carried one):
+it is what tells a nudge from before an abort from the repository's newest state.
 
 Wire format: one line of compact JSON, then the carried files' bytes back to back.
 
-    {"files":[["tuf/metadata/timestamp.json",412],...],"model":"vibration","version":3}\\n
-    <412 bytes of timestamp.json><...>
+    {"files":[["tuf/metadata/7.snapshot.json",412],...],"model":"vibration","version":3}\\n
+    <412 bytes of 7.snapshot.json><...>
 
 The header names each file's path (relative to the repository root) and length,
 so the files travel byte for byte as signed (no re-encoding, no escaping: a

@@ -39,6 +39,11 @@ class ModelSection(_Strict):
     # Declaring the classes keeps every version's output layout the same even
     # when an early batch lacks a class; without it they come from the data.
     classes: tuple[int, ...] = ()
+    # The largest magnitude a feature value may have. A batch with a larger one is
+    # quarantined when it is decoded: 1e308 is finite, and standardising it
+    # overflows. Set it to what the sensors can really read; the default only
+    # keeps every value far from float64's and float32's limits.
+    max_abs_value: Annotated[float, Field(gt=0.0)] = 1e9
 
     @model_validator(mode="after")
     def _names_fit(self) -> ModelSection:

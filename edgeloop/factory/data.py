@@ -172,6 +172,15 @@ def _check_matrix(X: Any, config: ModelConfig) -> npt.NDArray[np.float64]:
         raise _Reject(
             "non_finite", f"{int(bad.sum())} NaN/inf values, first at row {row}, column {col}"
         )
+    bound = config.model.max_abs_value
+    large = np.abs(out) > bound
+    if large.any():
+        row, col = (int(i) for i in np.argwhere(large)[0])
+        raise _Reject(
+            "out_of_range",
+            f"{int(large.sum())} values beyond ±{bound:g} (model.max_abs_value), first "
+            f"{out[row, col]:g} at row {row}, column {col}",
+        )
     return out
 
 

@@ -305,36 +305,56 @@ class TrustRepository:
         return RolloutPointer.from_json(target.custom) if target else None
 
     def nudge_files(self, model: str, version: int | None) -> list[CarriedFile]:
-        """What a device refreshing for `model` right now would fetch, as published bytes,
-        in the order it fetches them: the timestamp, the snapshot that timestamp names,
-        the model's role it lists, and `version`'s spec.
+        """What a device refreshing for `model` right now would fetch after the timestamp,
+        as published bytes, in the order the nudge should carry them: the snapshot the
+        timestamp names, the model's role it lists, `version`'s spec, and the patches
+        into `version` (from the pointer's other version first, then newest base first).
 
-        Exactly what devices are served, read back from the store: the timestamp
-        names its snapshot, not a newer one a writer has yet to publish, so the
-        set is one consistent state a device's ngclient can verify end to end.
+        Not the timestamp: devices take it from the CDN only (it is what tells a
+        replayed nudge from the repository's newest state). Exactly what devices
+        are served, read back from the store: the timestamp names its snapshot,
+        not a newer one a writer has yet to publish, so the set is one consistent
+        state, and a device uses a carried file only when the fresh timestamp
+        leads to that very file.
         """
         raw = self._store.bytes.get(f"{METADATA}timestamp.json")
         if raw is None:
             return []
-        files = [CarriedFile(f"{METADATA}timestamp.json", raw)]
         timestamp = Metadata[Timestamp].from_bytes(raw)
         assert isinstance(timestamp.signed, Timestamp)
         key = f"{METADATA}{timestamp.signed.snapshot_meta.version}.snapshot.json"
         snapshot_bytes = self._read(key)
-        files.append(CarriedFile(key, snapshot_bytes))
+        files = [CarriedFile(key, snapshot_bytes)]
         snapshot = Metadata[Snapshot].from_bytes(snapshot_bytes).signed
         assert isinstance(snapshot, Snapshot)
         listed = snapshot.meta
-        if f"{model}.json" in listed:
-            role_key = f"{METADATA}{listed[f'{model}.json'].version}.{model}.json"
-            role_bytes = self._read(role_key)
-            files.append(CarriedFile(role_key, role_bytes))
-            role = Metadata[Targets].from_bytes(role_bytes).signed
-            assert isinstance(role, Targets)
-            spec = None if version is None else role.targets.get(spec_path(model, version))
-            if spec is not None:
-                spec_key = _target_key(spec)
-                files.append(CarriedFile(spec_key, self._read(spec_key)))
+        if f"{model}.json" not in listed:
+            return files
+        role_key = f"{METADATA}{listed[f'{model}.json'].version}.{model}.json"
+        role_bytes = self._read(role_key)
+        files.append(CarriedFile(role_key, role_bytes))
+        role = Metadata[Targets].from_bytes(role_bytes).signed
+        assert isinstance(role, Targets)
+        if version is None:
+            return files
+        spec = role.targets.get(spec_path(model, version))
+        if spec is not None:
+            spec_key = _target_key(spec)
+            files.append(CarriedFile(spec_key, self._read(spec_key)))
+        pointer_target = role.targets.get(pointer_path(model))
+        pointer = RolloutPointer.from_json(pointer_target.custom) if pointer_target else None
+        base_first = pointer.previous if pointer is not None else None
+        patches = sorted(
+            (
+                (PatchInfo.from_json(t.custom).base_version, t)
+                for path, t in role.targets.items()
+                if path.startswith(f"{model}/{version}/from-")
+            ),
+            key=lambda pair: (pair[0] != base_first, -pair[0]),
+        )
+        for _, target in patches:
+            patch_key = _target_key(target)
+            files.append(CarriedFile(patch_key, self._read(patch_key)))
         # Not the top-level targets: it changes only when a model or a key is added, and
         # every device fetched it at its first refresh, so carrying it would add 0.9 KB
         # to every delivery to save a request almost none makes.
@@ -534,10 +554,13 @@ class TrustRepository:
         self._transaction(change)
 
     def withdraw(self, model: str, version: int, back_to: int | None) -> None:
-        """An abort: the pointer goes back to `back_to` (None: no pointer) and `version`'s
-        targets leave the model's role, so no refreshing device is offered it again.
+        """An abort: the pointer goes back to `back_to` (None: no pointer), `version`'s
+        targets leave the model's role, so no refreshing device is offered it again,
+        and then their files leave the store, so nothing can fetch them either.
 
         Idempotent, as the schedule may finish an abort a failed call left half-done.
+        Files go after the metadata, as publishing puts them before it: a device
+        never sees a target whose bytes are gone.
         """
         back = (
             None
@@ -550,12 +573,15 @@ class TrustRepository:
             else self._put_target(pointer_path(model), _pointer_bytes(back), back.to_json())
         )
 
+        gone: set[str] = set()
+
         def change(snapshot: Metadata[Snapshot] | None) -> _Change:
             if snapshot is None or f"{model}.json" not in snapshot.signed.meta:
                 return None
             roles = self._roles_for(snapshot, model)
             role = roles[model].signed
             withdrawn = [p for p in role.targets if _version_of(p) == version]
+            gone.update(_target_key(role.targets[p]) for p in withdrawn)
             current = role.targets.get(pointer_path(model))
             if not withdrawn and current == pointer_target:
                 return None
@@ -570,6 +596,10 @@ class TrustRepository:
             return roles
 
         self._transaction(change)
+        # Also what an earlier, half-done call withdrew from the role but left behind.
+        gone.update(self._store.bytes.list(f"{TARGETS}{model}/{version}/"))
+        for key in sorted(gone):
+            self._store.bytes.delete(key)
 
     def _prune(self, model: str, role: Targets) -> None:
         """Keep the newest `keep_versions` versions and whatever the pointer names, and

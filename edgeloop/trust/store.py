@@ -41,6 +41,10 @@ class ByteStore(Protocol):
         """Every key starting with `prefix`, sorted."""
         ...
 
+    def delete(self, key: str) -> None:
+        """Remove `key`; removing what is not there is not an error."""
+        ...
+
 
 def cache_control(key: str) -> str:
     return SHORT if mutable(key) else IMMUTABLE
@@ -80,6 +84,9 @@ class DirectoryStore:
             raise KeyExists(key) from exc
         finally:
             os.unlink(tmp)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
     def list(self, prefix: str) -> list[str]:
         if not self.root.exists():
@@ -124,6 +131,9 @@ class S3Store:
             ):
                 raise KeyExists(key) from exc
             raise
+
+    def delete(self, key: str) -> None:
+        self._s3.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
     def list(self, prefix: str) -> list[str]:
         keys: list[str] = []

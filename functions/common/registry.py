@@ -125,6 +125,15 @@ class Registry:
     def version(self, model: str, version: int) -> dict[str, Any] | None:
         return self._get(model, _version_sk(version))
 
+    def mark_aborted(self, model: str, version: int, reason: str) -> None:
+        """Remember that `version`'s rollout was aborted, after its rollout item is
+        replaced by a newer one: a rollback to it must say so. Idempotent."""
+        self._put(model, f"aborted#{_version_sk(version)}", {"version": version, "reason": reason})
+
+    def aborted(self, model: str, version: int) -> dict[str, Any] | None:
+        """Why `version`'s rollout was aborted, or None if it never was."""
+        return self._get(model, f"aborted#{_version_sk(version)}")
+
     def published_versions(self, model: str, limit: int) -> list[dict[str, Any]]:
         """The newest published versions, newest first (claimed-but-unpublished skipped)."""
         found: list[dict[str, Any]] = []

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -55,6 +56,7 @@ from edgeloop.contract import (
 from edgeloop.contract.trust_targets import RolloutPointer
 from edgeloop.factory.config import RolloutSection
 from edgeloop.trust import TrustRepository
+from edgeloop.trust.repository import TrustError
 from functions.common.fleet import FleetTable
 from functions.common.publisher import Publisher
 from functions.common.registry import Registry, StaleWrite
@@ -62,6 +64,9 @@ from functions.common.registry import Registry, StaleWrite
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 40
+# Failures it takes to abort, however small the stage: one device can hold back its
+# own update, never the fleet's.
+MIN_FAILED_TO_ABORT = 2
 
 
 def nudge_budget(topic: str) -> int:
@@ -172,6 +177,9 @@ class Rollout:
     stage_started_at: str
     needed: int  # installs the current stage needs to advance
     revision: int = 0
+    # Devices of the current stage that ever reported, counted up to what the abort
+    # rule needs to know (max(healthy_to_advance, abort_min_reports)).
+    enrolled: int = 0
     reason: str = ""
     publish: Publish | None = None
     history: tuple[dict[str, Any], ...] = field(default=())
@@ -188,6 +196,7 @@ class Rollout:
             "started_at": self.started_at,
             "stage_started_at": self.stage_started_at,
             "needed": self.needed,
+            "enrolled": self.enrolled,
             "revision": self.revision,
             "reason": self.reason,
             "publish": None if self.publish is None else self.publish.to_json(),
@@ -209,6 +218,7 @@ class Rollout:
             started_at=str(doc["started_at"]),
             stage_started_at=str(doc["stage_started_at"]),
             needed=int(doc["needed"]),
+            enrolled=int(doc.get("enrolled", doc["needed"])),
             revision=int(doc.get("revision", 0)),
             reason=str(doc.get("reason", "")),
             publish=None if publish is None else Publish.from_json(publish),
@@ -226,6 +236,24 @@ class Rollout:
             "detail": detail,
         }
         return replace(self, history=(*self.history, entry)[-HISTORY_LIMIT:])
+
+
+def abort_is_warranted(policy: Policy, enrolled: int, installed: int, failed: int) -> bool:
+    """Whether a stage's outcomes are evidence enough to abort the rollout.
+
+    All of: more than `abort_share` of the outcomes are failures; there are
+    `abort_min_reports` outcomes, or every device the stage is known to have
+    reported (a small stage); at least MIN_FAILED_TO_ABORT devices failed; and
+    the failures are at least `abort_share` of the stage's enrolled devices. So
+    one device's failure (a broken board, or a device lying) never aborts: it
+    holds back only its own update.
+    """
+    reports = installed + failed
+    if reports == 0 or failed / reports <= policy.abort_share:
+        return False
+    if reports < min(policy.abort_min_reports, max(enrolled, 1)):
+        return False
+    return failed >= max(MIN_FAILED_TO_ABORT, math.ceil(policy.abort_share * enrolled))
 
 
 @dataclass
@@ -322,19 +350,15 @@ class Rollouts:
         installed, failed = counts["installed"], counts["failed"]
         reports = installed + failed
         policy = rollout.policy
-        # A stage with fewer devices than it takes to advance needs them all (needed is
-        # then every device it has): judged once they all reported, if that is fewer
-        # than the minimum. A bigger stage is judged only on the minimum.
-        enough = policy.abort_min_reports
-        if rollout.needed < policy.healthy_to_advance:
-            enough = min(enough, max(rollout.needed, 1))
-        if reports >= enough and failed / reports > policy.abort_share:
+        if abort_is_warranted(policy, rollout.enrolled, installed, failed):
             reason = (
                 f"{rollout.stage_name()}: {failed} of {reports} devices failed to install "
                 f"v{rollout.version}, over the {policy.abort_share:.0%} allowed"
             )
             return self._write(self._abort(rollout, now, reason))
-        if installed >= rollout.needed:
+        # Failures short of an abort hold back only the devices that failed: a stage
+        # too small to find its installs elsewhere passes on those of the others.
+        if installed >= min(rollout.needed, max(rollout.enrolled - failed, 0)):
             detail = f"{installed} installed, {failed} failed"
             if rollout.stage >= rollout.plan.last:
                 done = replace(rollout, state=State.COMPLETE, reason="")
@@ -396,8 +420,9 @@ class Rollouts:
     def _abort(self, rollout: Rollout, now: datetime, reason: str) -> Rollout:
         """Every device the rollout reached is offered `previous` again (or nothing).
 
-        Devices that installed the aborted version keep it (a device never
-        installs an older version); those that had not yet updated no longer can.
+        Devices that installed the aborted version go back to `previous` (the
+        signed pointer is followed both ways); those that had not yet updated
+        no longer can. With no previous version, devices keep what they run.
         """
         bands = rollout.plan.bands_covered(max(rollout.stage, 0))
         aborted = replace(
@@ -418,11 +443,17 @@ class Rollouts:
                 known = len(self.canaries(rollout.model))
             else:
                 known = self.fleet.count_in_bands(
-                    rollout.model, rollout.plan.bands_added(stage), policy.healthy_to_advance
+                    rollout.model,
+                    rollout.plan.bands_added(stage),
+                    max(policy.healthy_to_advance, policy.abort_min_reports),
                 )
             needed = min(policy.healthy_to_advance, known)
             rollout = replace(
-                rollout, stage=stage, needed=needed, stage_started_at=format_time(now)
+                rollout,
+                stage=stage,
+                needed=needed,
+                enrolled=known,
+                stage_started_at=format_time(now),
             )
             if needed > 0 or stage == rollout.plan.last:
                 break
@@ -452,6 +483,8 @@ class Rollouts:
             self.registry.put_rollout(changed.model, changed.to_json(), expect_revision=expected)
         except StaleWrite:
             return None  # another evaluator acted first
+        if changed.state is State.ABORTED:
+            self.registry.mark_aborted(changed.model, changed.version, changed.reason)
         if changed.publish is not None:
             self._publish(changed)
         if changed.state is State.ROLLING:
@@ -471,18 +504,47 @@ class Rollouts:
             canaries=tuple(sorted(named)),
         )
 
+    def _superseded(self, rollout: Rollout) -> bool:
+        """Whether `rollout`'s pending stage change lost to an abort or a newer rollout."""
+        if rollout.state is State.ABORTED:
+            return False
+        stored = self.get(rollout.model)
+        if stored is None or (
+            stored.version == rollout.version and stored.state is not State.ABORTED
+        ):
+            return False
+        log.info(
+            "event=publish_superseded model=%s version=%s by=%s",
+            rollout.model,
+            rollout.version,
+            f"v{stored.version} {stored.state.value}",
+        )
+        return True
+
     def _publish(self, rollout: Rollout) -> None:
         """Carry out the rollout's pending publish, then note that it went out."""
         job = rollout.publish
         if job is None or self.publisher is None or self.trust is None:
             return
+        # A stage change decided before an abort (the operator's, or another
+        # evaluator's) or before a newer rollout started must not publish after it.
+        if self._superseded(rollout):
+            return
         trust = self.trust()
         # Looked up once: the pointer names them, and they are nudged.
         canaries = self.canaries(rollout.model)
         if rollout.state is State.ABORTED:
+            self.registry.mark_aborted(rollout.model, rollout.version, rollout.reason)
             trust.withdraw(rollout.model, rollout.version, back_to=rollout.previous)
         else:
-            trust.set_pointer(self.pointer(rollout, canaries))
+            try:
+                trust.set_pointer(self.pointer(rollout, canaries))
+            except TrustError:
+                # The abort landed after the check above and withdrew the version first:
+                # the repository refuses to offer it again, and the abort stands.
+                if self._superseded(rollout):
+                    return
+                raise
         # Read after the pointer moved: the metadata that says so rides in the nudge.
         carried = trust.nudge_files(rollout.model, job.version)
         payloads: dict[int, bytes] = {}

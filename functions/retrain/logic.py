@@ -9,9 +9,10 @@ pending and reports their records for redelivery, so nothing is lost.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
@@ -19,6 +20,7 @@ from urllib.parse import unquote_plus
 from edgeloop.contract import format_time, time_ordered_id, utc_now
 from edgeloop.contract.topics import check_model_name, check_thing_name
 from edgeloop.factory.config import ModelConfig
+from edgeloop.factory.containment import train_contained
 from edgeloop.factory.data import (
     Batch,
     Dataset,
@@ -31,7 +33,7 @@ from edgeloop.factory.data import (
     read_batch,
     reference_set,
 )
-from edgeloop.factory.run import train_run, train_run_streamed
+from edgeloop.factory.run import RunResult, train_run, train_run_streamed
 from functions.common.registry import Registry
 from functions.common.releases import Publication, ReleaseWriter
 from functions.common.storage import ObjectInfo, ObjectMissing, ObjectStore
@@ -274,6 +276,25 @@ class Retrainer:
 
         return chunks, seen
 
+    def _contain(self, config: ModelConfig, culprits: Mapping[str, str]) -> list[Quarantined]:
+        """The uploads the run failed with and succeeded without, quarantined with why."""
+        contained = []
+        for key, reason in culprits.items():
+            try:
+                data = self.store.get(self.data_bucket, key)
+            except ObjectMissing:
+                continue
+            item = Quarantined(
+                key,
+                hashlib.sha256(data).hexdigest(),
+                "training_failed",
+                reason,
+                device_from_key(key),
+            )
+            self._quarantine(item)
+            contained.append(item)
+        return contained
+
     def _quarantine(self, item: Quarantined) -> None:
         target = "quarantine/" + item.key.removeprefix("data/")
         self.store.move(self.data_bucket, item.key, target)
@@ -304,8 +325,21 @@ class Retrainer:
             config.model.kind == "kmeans_anomaly"
             and sum(o.size for o in objects) > self.stream_above_bytes
         ):
-            chunks, seen = self._streamed(config, objects)
-            result = train_run_streamed(config, chunks, champion, reference)
+            by_key = {o.key: o for o in objects}
+            passes: list[dict[str, Any]] = []
+
+            def streamed(keys: Sequence[str]) -> RunResult:
+                chunks, seen = self._streamed(config, [by_key[k] for k in keys])
+                passes.append(seen)
+                return train_run_streamed(config, chunks, champion, reference)
+
+            contained = train_contained(list(by_key), streamed)
+            result, seen = contained.result, passes[-1]
+            culprits = self._contain(config, contained.culprits)
+            seen["quarantined"] = [
+                *(q for p in passes for q in p["quarantined"]),
+                *(q.to_json() for q in culprits),
+            ]
             result.record["data"] = {**seen, "rows": result.record.get("streamed", {}).get("rows")}
             quarantined = len(seen["quarantined"])
             rows = int(result.record["data"]["rows"] or 0)
@@ -320,7 +354,20 @@ class Retrainer:
                 )
                 self.registry.mark_trained(model, pending)
                 return RunOutcome(model, run_id, "failed", str(exc), quarantined=quarantined)
-            result = train_run(config, dataset, champion, reference)
+            good = {i.key: i for i in items if isinstance(i, Batch)}
+            bad = [i for i in items if isinstance(i, Quarantined)]
+
+            def in_memory(keys: Sequence[str]) -> RunResult:
+                return train_run(
+                    config, assemble([*bad, *(good[k] for k in keys)], config), champion, reference
+                )
+
+            contained = train_contained(list(good), in_memory)
+            result = contained.result
+            culprits = self._contain(config, contained.culprits)
+            kept = [b for k, b in good.items() if k not in contained.culprits]
+            dataset = assemble([*bad, *culprits, *kept], config)
+            quarantined += len(culprits)
             rows = dataset.rows
             quarantine_log = [q.to_json() for q in dataset.quarantined]
         outcome = RunOutcome(

@@ -45,15 +45,18 @@ def test_an_aborted_rollout_leaves_devices_not_yet_updated_where_they_are(
         ]
         is None
     )
+    # Two: over the share of outcomes, but not yet 34% of the stage's six devices.
     assert (
-        report_status("pump-3", version=1, step="rolled_back", target_version=2)["rollout"]
-        == "aborted"
+        report_status("pump-3", version=1, step="rolled_back", target_version=2)["rollout"] is None
+    )
+    assert (
+        report_status("pump-4", version=1, step="failed", target_version=2)["rollout"] == "aborted"
     )
     rollout = rollouts().get("vibration")
     assert rollout is not None
     assert (rollout.state, rollout.stage) == ("aborted", 0)
-    assert "2 of 3 devices failed to install v2" in rollout.reason
-    assert registry.stage_counts("vibration", 2, 0) == {"installed": 1, "failed": 2}
+    assert "3 of 4 devices failed to install v2" in rollout.reason
+    assert registry.stage_counts("vibration", 2, 0) == {"installed": 1, "failed": 3}
     assert cloud.band_offers("vibration") == {}  # v2 never went past the named canaries
     # The pointer is back on v1 for everyone, and v2's targets left the signed role.
     assert cloud.pointer("vibration") == RolloutPointer("vibration", 1, None, 100)
@@ -65,9 +68,9 @@ def test_an_aborted_rollout_leaves_devices_not_yet_updated_where_they_are(
         NAMED_CANARIES, nudge("vibration", 1)
     )
     # An aborted rollout is final: later installs neither count nor revive it.
-    assert report_status("pump-4")["counted"] is False
     assert report_status("pump-5")["counted"] is False
-    assert registry.stage_counts("vibration", 2, 0) == {"installed": 1, "failed": 2}
+    assert report_status("pump-6")["counted"] is False
+    assert registry.stage_counts("vibration", 2, 0) == {"installed": 1, "failed": 3}
     assert rollouts().get("vibration").state == "aborted"  # type: ignore[union-attr]
     assert cloud.band_offers("vibration") == {}
 

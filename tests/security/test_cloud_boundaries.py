@@ -96,3 +96,48 @@ def test_the_iot_policy_refuses_a_device_publishing_on_another_devices_topics(
                 assert own in text, resource
             assert "things/*" not in text, resource
             assert "things/+" not in text, resource
+
+
+def test_a_huge_finite_value_is_quarantined_at_decode_and_the_retrain_runs(
+    cloud: LocalCloud,
+) -> None:
+    """Finding 1 (#24): features of 1e308 are finite, and standardising them overflowed
+    every run of the model. They are past the model's max_abs_value: set aside on reading."""
+    for i, data in enumerate(digit_batches(10, 0, 60)):
+        cloud.put_batch("digits", "pump-7", f"{i:08d}.npz", data)
+    huge = npz_bytes(np.full((50, 64), 1e308), np.zeros(50, dtype=np.int64))
+    cloud.put_batch("digits", "pump-8", "90000000.npz", huge)
+    response = retrain.handler(cloud.receive_event(11), FakeLambdaContext())
+    assert response == {"batchItemFailures": []}
+    run = registry_of(cloud).runs("digits")[0]
+    assert run["decision"] in ("promoted", "refused"), run
+    assert [(q["key"], q["reason"]) for q in run["quarantined"]] == [
+        ("data/digits/pump-8/90000000.npz", "out_of_range")
+    ]
+
+
+def test_a_batch_that_breaks_training_is_quarantined_and_the_run_goes_on(
+    cloud: LocalCloud,
+) -> None:
+    """Finding 1 (#24), the second guard: with no bound at decode (a config that
+    allows any finite value), the batch that makes the fit raise is found by leaving
+    halves out, quarantined with the reason, and the run trains without it."""
+    config = cloud.config_dir / "digits.toml"
+    config.write_text(config.read_text().replace("[model]", "[model]\nmax_abs_value = 1.7e308", 1))
+    cloud.new_container()
+    for i, data in enumerate(digit_batches(10, 0, 60)):
+        cloud.put_batch("digits", "pump-7", f"{i:08d}.npz", data)
+    huge = npz_bytes(np.full((50, 64), 1e308), np.zeros(50, dtype=np.int64))
+    cloud.put_batch("digits", "pump-8", "90000000.npz", huge)
+    response = retrain.handler(cloud.receive_event(11), FakeLambdaContext())
+    assert response == {"batchItemFailures": []}
+    run = registry_of(cloud).runs("digits")[0]
+    assert run["decision"] in ("promoted", "refused"), run
+    assert [(q["key"], q["reason"]) for q in run["quarantined"]] == [
+        ("data/digits/pump-8/90000000.npz", "training_failed")
+    ]
+    assert "the run failed with it (ValueError" in run["quarantined"][0]["detail"]
+    s3 = cloud.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=cloud.names["DATA_BUCKET"])["Contents"]]
+    assert "quarantine/digits/pump-8/90000000.npz" in keys
+    assert registry_of(cloud).pending_uploads("digits") == []

@@ -1,9 +1,12 @@
-"""The nudge carries the repository's fresh metadata and the spec, and trusts none of it.
+"""The nudge carries the repository's metadata, the spec and the patch, and trusts none of it.
 
-A nudged device asks the CDN only for the root probe and the patch. Whatever the
-nudge carries is handed to ngclient as if the CDN had sent it: a forged, stale or
-replayed copy is refused there, the device refreshes from the CDN alone, and
-updates (or refuses, when the CDN is bad too) exactly as it would have without it.
+A nudged device asks the CDN only for the root probe and the timestamp. The
+timestamp never rides: it is what tells a replayed nudge (from before an abort)
+from the repository's newest state. Whatever the nudge carries is handed to
+ngclient as if the CDN had sent it, and used only where the fresh timestamp
+leads to that very file: a forged, stale or replayed copy is refused there or
+never reached, the device refreshes from the CDN alone, and updates (or
+refuses, when the CDN is bad too) exactly as it would have without it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from tests.support_rig import Rig, assert_serving, install_v1
 from tests.support_world import World, wait_for
 
 ROOT_PROBE = REPOSITORY_PREFIX + "tuf/metadata/2.root.json"
+TIMESTAMP = REPOSITORY_PREFIX + "tuf/metadata/timestamp.json"
 BAND = announcement(MODEL, 7)
 
 
@@ -52,24 +56,48 @@ def _trusted(rig: Rig, role: str) -> bytes:
     return (rig.root / "trust" / "metadata" / f"{role}.json").read_bytes()
 
 
-def test_a_nudged_update_asks_the_cdn_only_for_the_root_probe_and_the_patch(rig: Rig) -> None:
+def test_a_nudged_update_asks_the_cdn_only_for_the_root_probe_and_the_timestamp(
+    rig: Rig,
+) -> None:
     install_v1(rig)
     _, v2, _ = vibration_runs()
     rig.releases.release(2, v2, bases=[1], previous=1)
     nudge = _nudge(rig, 2)
     payload = nudge.to_bytes()
     assert len(payload) + len(BAND) <= IOT_MESSAGE_UNIT
-    assert [p.split("/")[-1].split(".", 1)[-1] for p, _ in nudge.carried][:4] == [
-        "json",  # timestamp.json
+    assert [p.split("/")[-1].split(".", 1)[-1] for p, _ in nudge.carried] == [
         "snapshot.json",
         "vibration.json",
         "spec.json",
+        "from-1.wdiff",
     ]
     before = len(rig.server.requests)
     result = rig.updater().handle("nudge", Nudge.from_bytes(payload).files)
     assert result.step == "succeeded", result.detail
-    assert _asked(rig, before) == [ROOT_PROBE, rig.key(2, "from-1.wdiff")]
+    assert _asked(rig, before) == [ROOT_PROBE, TIMESTAMP]
     assert_serving(rig, 2)
+
+
+def test_a_replayed_nudge_from_before_an_abort_never_installs_the_aborted_version(
+    rig: Rig,
+) -> None:
+    """Finding 2 (#24): v2's nudge, captured with everything it could carry (its
+    timestamp too, valid for hours), replayed to a device on v1 after v2 was aborted.
+    The device takes the timestamp from the CDN only, so it sees the abort: v1 stays."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    rig.releases.release(2, v2, bases=[1], previous=1)
+    stamp = CarriedFile("tuf/metadata/timestamp.json", rig.server.files[TIMESTAMP])
+    captured = _nudge(rig, 2)
+    captured = Nudge(MODEL, 2, (stamp, *captured.carried))
+    rig.releases.repo().withdraw(MODEL, 2, back_to=1)  # the abort
+    rig.releases.sync()
+    before = len(rig.server.requests)
+    result = rig.updater().handle("nudge", captured.files)
+    assert result.step == "already_installed", result.detail
+    assert TIMESTAMP in _asked(rig, before)
+    assert not [p for p in _asked(rig, before) if "/vibration/2/" in p]
+    assert_serving(rig, 1)
 
 
 def test_without_carried_files_the_same_update_asks_the_cdn_six_times(rig: Rig) -> None:
@@ -200,30 +228,35 @@ def test_a_carried_set_over_one_iot_unit_is_trimmed_and_the_update_works(rig: Ri
     result = rig.updater().handle("nudge", nudge.files)
     assert result.step == "succeeded", result.detail
     asked = _asked(rig, before)
-    assert asked[0] == ROOT_PROBE
-    assert asked[-1] == rig.key(2, "from-1.wdiff")
+    assert asked[:2] == [ROOT_PROBE, TIMESTAMP]
     assert len(asked) == 3
-    assert asked[1].endswith(".vibration.json")
+    assert asked[2].endswith(".vibration.json")
     assert_serving(rig, 2)
 
 
-def test_a_carried_file_over_its_cap_is_refused_and_the_cdn_answers(
+def test_a_carried_file_over_its_signed_length_is_refused_and_the_cdn_answers(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A nudge may carry up to 16 KB; a timestamp is capped at 4 KB as the CDN's is,
-    before ngclient parses a byte of it."""
+    """A carried patch padded past the length the role signs is cut off as the CDN's
+    would be, before a byte of it is applied, and the CDN's copy is fetched."""
     install_v1(rig)
     _, v2, _ = vibration_runs()
     rig.releases.release(2, v2, bases=[1], previous=1)
-    padded = CarriedFile("tuf/metadata/timestamp.json", b" " * 5000)
+    nudge = _nudge(rig, 2)
+    padded = tuple(
+        CarriedFile(path, data + b"\0" * 5000) if path.endswith(".wdiff") else (path, data)
+        for path, data in nudge.carried
+    )
+    before = len(rig.server.requests)
     with caplog.at_level(logging.WARNING, logger="edge.trust"):
-        result = rig.updater().handle("nudge", Nudge(MODEL, 2, (padded,)).files)
+        result = rig.updater().handle("nudge", Nudge(MODEL, 2, padded).files)  # type: ignore[arg-type]
     assert result.step == "succeeded", result.detail
-    assert "5000 bytes, over 4096" in caplog.text
+    assert "event=nudge_target_refused" in caplog.text
+    assert rig.key(2, "from-1.wdiff") in _asked(rig, before)
     assert_serving(rig, 2)
 
 
-def test_an_agent_nudged_over_mqtt_asks_the_cdn_only_for_the_root_probe_and_the_patch(
+def test_an_agent_nudged_over_mqtt_asks_the_cdn_only_for_the_root_probe_and_the_timestamp(
     world: World,
 ) -> None:
     v1, v2, _ = vibration_runs()
@@ -239,5 +272,4 @@ def test_an_agent_nudged_over_mqtt_asks_the_cdn_only_for_the_root_probe_and_the_
     world.cloud.nudge(MODEL, payload=Nudge.filled(MODEL, 2, files, nudge_budget(topic)).to_bytes())
     wait_for(lambda: agent.version == 2, what="v2 installed on the carrying nudge")
     asked = [path for path, _ in world.server.requests[before:]]
-    patch = world.releases.target_key("vibration/2/from-1.wdiff")
-    assert asked == [ROOT_PROBE, patch]
+    assert asked == [ROOT_PROBE, TIMESTAMP]

@@ -84,19 +84,27 @@ def test_endless_data_is_cut_off_at_the_declared_length(rig: Rig) -> None:
     assert list(rig.store.staging.iterdir()) == []
 
 
-def test_a_rollback_attack_with_a_lower_or_equal_version_is_refused(rig: Rig) -> None:
-    """Case 3: a validly signed pointer back to v1 is no reason to leave v2."""
+def test_a_pointer_moved_back_takes_the_device_back_on_its_kept_bytes_and_says_so(
+    rig: Rig,
+) -> None:
+    """Case 3 (finding 2 of #24): the signed pointer is the authority both ways. Moved
+    back to v1 (an abort), a device on v2 goes back to v1, from the bytes it kept, and
+    its report says the rollout replaced v2; asked again, v1 is already running."""
     v1, v2, _ = vibration_runs()
     rig.releases.release(1, v1)
+    assert rig.updater().handle().step == "succeeded"
     rig.releases.release(2, v2, previous=1)
     assert rig.updater().handle().step == "succeeded"
     rig.releases.point(1)
     requests = len(rig.server.requests)
     result = rig.updater().handle()
-    assert result.step == "already_installed"
-    assert "versions only go up" in result.detail
-    assert not [p for p, _ in rig.server.requests[requests:] if "/targets/" in p]
-    assert_serving(rig, 2)
+    assert result.step == "succeeded", result.detail
+    assert result.version == 1
+    assert "replaced v2" in result.detail
+    assert ("succeeded", 1, result.detail) in rig.reports  # what the status report says
+    assert not [p for p, _ in rig.server.requests[requests:] if "/model.tflite" in p]
+    assert_serving(rig, 1)
+    assert rig.updater().handle().step == "already_installed"
 
 
 def test_replayed_older_metadata_is_refused(rig: Rig) -> None:
