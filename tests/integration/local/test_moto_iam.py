@@ -118,7 +118,11 @@ def test_statements_moto_cannot_scope_keep_their_actions_and_lose_their_resource
         "Action": ["s3:GetObject"],
         "Resource": statements[0]["Resource"],
     } in adapted
-    assert {"Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": "*"} in adapted
+    assert {
+        "Effect": "Allow",
+        "Action": ["dynamodb:GetItem", "dynamodb:TransactGetItems"],
+        "Resource": "*",
+    } in adapted
     assert {
         "Effect": "Allow",
         "Action": ["iot:RetainPublish", "iotdata:Publish"],
