@@ -89,7 +89,7 @@ def deploy(tmp: Path, broker_url: str, role_edit: RoleEdit | None = None) -> Ite
         REGION,
         f"t-{uuid.uuid4().hex[:6]}",
         tmp,
-        extra_env={"EDGELOOP_MQTT_URL": broker_url},
+        extra_env={"EDGELOOP_MQTT_URL": broker_url} if broker_url else {},
         queue_visibility=5,
         role_edit=role_edit,
     )

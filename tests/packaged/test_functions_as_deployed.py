@@ -161,3 +161,26 @@ def test_a_retrain_whose_role_may_not_sign_promotes_nothing_and_says_why(
         without_kms_sign.client("dynamodb"), without_kms_sign.resources.registry_table
     )
     assert registry.champion("digits") is None
+
+
+@pytest.fixture
+def through_the_data_plane(tmp_path: Path) -> Iterator[Deployed]:
+    yield from deploy(tmp_path, None)
+
+
+@pytest.fixture
+def through_the_data_plane_without_publish(tmp_path: Path) -> Iterator[Deployed]:
+    yield from deploy(tmp_path, None, role_edit=without("iot:Publish", "presign"))
+
+
+def test_presign_answers_through_the_iot_data_plane_its_role_allows(
+    through_the_data_plane: Deployed,
+) -> None:
+    assert "url" in through_the_data_plane.grant("pump-1")
+
+
+def test_presign_without_its_publish_statement_cannot_answer(
+    through_the_data_plane_without_publish: Deployed,
+) -> None:
+    with pytest.raises(FunctionError, match=r"not authorized to perform: iotdata:Publish"):
+        through_the_data_plane_without_publish.grant("pump-1")
