@@ -228,6 +228,12 @@ class Rollout:
         return replace(self, history=(*self.history, entry)[-HISTORY_LIMIT:])
 
 
+def read_rollout(registry: Registry, model: str) -> Rollout | None:
+    """The model's rollout as the registry keeps it: all the status function reads of it."""
+    doc = registry.rollout(model)
+    return None if doc is None else Rollout.from_json({"model": model, **doc})
+
+
 @dataclass
 class Rollouts:
     registry: Registry
@@ -244,8 +250,7 @@ class Rollouts:
     # --- reading ------------------------------------------------------------------
 
     def get(self, model: str) -> Rollout | None:
-        doc = self.registry.rollout(model)
-        return None if doc is None else Rollout.from_json({"model": model, **doc})
+        return read_rollout(self.registry, model)
 
     # --- starting -------------------------------------------------------------------
 
