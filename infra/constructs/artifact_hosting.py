@@ -1,7 +1,8 @@
-"""Artifact hosting: the fleet's TUF repository (`models/tuf/`) in a bucket only CloudFront
-can read. Versioned metadata and hash-prefixed targets carry a year-long Cache-Control;
-timestamp.json carries no-cache, so CloudFront asks the bucket again each time (after
-its policy's one-second minimum) and a nudged device sees the new pointer."""
+"""Artifact hosting: the fleet's TUF repository (`models/tuf/`) in a private bucket, of which
+CloudFront reads that prefix only. Versioned metadata and hash-prefixed targets carry a
+year-long Cache-Control; timestamp.json carries no-cache, so CloudFront asks the bucket
+again each time (after its policy's one-second minimum) and a nudged device sees the new
+pointer."""
 
 from __future__ import annotations
 
