@@ -8,7 +8,12 @@ IotDataPublisher and the TUF repository in the run's bucket, signed with the KMS
 key (the rollout's pointer, and the files each nudge carries):
 
 - per status message, functions.status.logic.record_status, then
-  Rollouts.evaluate when the outcome counted (functions.status.handler);
+  Rollouts.evaluate when the outcome counted: in the stack the status function
+  only counts and the registry's stream invokes the schedule function for that
+  evaluation, in batches; here it runs right after the count and is billed with
+  the status message (one Lambda invocation where the stack has up to one more
+  per stream batch, and one evaluation per counted outcome where a batch has one
+  per model);
 - every minute, Rollouts.ensure_announced + Rollouts.evaluate (the schedule);
 - the release of v1 and v2 into the repository, then Rollouts.start for v2 (what
   the retrain does last).

@@ -4,6 +4,7 @@ IoT wiring, monitoring."""
 from __future__ import annotations
 
 from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
@@ -60,18 +61,16 @@ class EdgeloopStack(Stack):
         iot = IotWiring(
             self, "IotWiring", intake=intake, hosting=hosting, pipeline=pipeline, signing=signing
         )
-        Monitoring(
-            self,
-            "Monitoring",
-            dead_letters=intake.dead_letters,
-            functions={
-                "Retrain": pipeline.retrain,
-                "Presign": iot.presign,
-                "Status": iot.status,
-                "EvaluateRollouts": iot.evaluate_rollouts,
-                "Rollback": pipeline.rollback,
-            },
-        )
+        functions: dict[str, lambda_.IFunction] = {
+            "Retrain": pipeline.retrain,
+            "Presign": iot.presign,
+            "Status": iot.status,
+            "EvaluateRollouts": iot.evaluate_rollouts,
+            "Rollback": pipeline.rollback,
+        }
+        for function in functions.values():
+            hosting.forbid_root_writes(function)
+        Monitoring(self, "Monitoring", dead_letters=intake.dead_letters, functions=functions)
         CfnOutput(
             self, "CdnBaseUrl", value=f"https://{hosting.distribution.distribution_domain_name}/"
         )

@@ -31,15 +31,17 @@ from edgeloop.factory.config import RolloutSection
 from edgeloop.local.aws import init_trust, provision
 from edgeloop.local.cdn import BucketOrigin, LocalCdn
 from edgeloop.local.router import sqs_event
+from edgeloop.local.streams import StreamReader, passes, stream_event
 from edgeloop.trust import KmsSigner, S3Store, TrustRepository, VersionRelease
 from functions.common.clients import iot_data_client
 from functions.common.cold_start import reset_cold_start
 from functions.common.fleet import FleetTable
 from functions.common.identity import enroll
-from functions.common.registry import Registry
+from functions.common.registry import STAGE_COUNTER_FILTER, Registry
 from functions.common.rollouts import Policy, Rollout, State
 from functions.common.rules import TOPIC_THING
 from functions.common.wiring import rollouts
+from functions.evaluate_rollouts import handler as evaluate_rollouts
 from functions.presign import handler as presign
 from functions.status import handler as status
 from tests.factories import digits_toml
@@ -83,6 +85,9 @@ class LocalCloud:
     published: list[dict[str, Any]]
     root: bytes = b""  # root v1 of the fleet's repository: what devices ship with
     cdn: LocalCdn | None = None
+    # The registry's stream, read from where the fixture opened it, as the stack's
+    # event source mapping reads it for the schedule function.
+    stream: StreamReader | None = None
 
     def client(self, service: str) -> Any:
         return boto3.client(service, endpoint_url=self.endpoint, region_name="eu-west-1")
@@ -220,6 +225,7 @@ def cloud(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     cloud = LocalCloud(moto_endpoint, names, config_dir, [])
+    cloud.stream = StreamReader(cloud.client("dynamodbstreams"), resources.registry_stream_arn)
     cloud.root = init_trust(cloud.client, resources, tmp_path / "root-keys")
     # The fleet the cloud tests speak for, as the thing registry knows it.
     for thing, model, canary in ROSTER:
@@ -272,6 +278,21 @@ def report_status(topic_thing: str, **fields: Any) -> dict[str, Any]:
         {**report, TOPIC_THING: topic_thing}, FakeLambdaContext()
     )
     return result
+
+
+def deliver_counted(cloud: LocalCloud) -> dict[str, str] | None:
+    """Deliver what the registry's stream holds since the last delivery to the schedule
+    function, as the stack's event source mapping does: the records its filter passes, in
+    one batch. Returns what the evaluation decided, or None when the filter passed nothing
+    (Lambda would not have invoked the function)."""
+    assert cloud.stream is not None
+    counted = [r for r in cloud.stream.read() if passes(STAGE_COUNTER_FILTER, r)]
+    if not counted:
+        return None
+    result: dict[str, Any] = evaluate_rollouts.handler(stream_event(counted), FakeLambdaContext())
+    assert "resigned" not in result  # the stream's evaluation is not the schedule's run
+    decided: dict[str, str] = result["decided"]
+    return decided
 
 
 def report_heartbeat(topic_thing: str, **fields: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import boto3
 
-from functions.common.fleet import fleet_table_spec
+from functions.common.fleet import TTL_ATTRIBUTE, fleet_table_spec
 from functions.common.registry import registry_table_spec
 
 REGION = "eu-west-1"
@@ -40,6 +40,8 @@ class Resources:
     signing_key_id: str
     # The thing group of named canaries, as the stack's IoT wiring creates it.
     canary_group: str
+    # The registry table's stream, which carries counted outcomes to the schedule function.
+    registry_stream_arn: str
 
     def function_env(self) -> dict[str, str]:
         """The environment the stack gives its functions."""
@@ -58,15 +60,20 @@ class Resources:
 def provision(
     client: Callable[[str], Any], prefix: str = "edgeloop", visibility_timeout: int = 30
 ) -> Resources:
-    """Buckets, tables, the uploads queue with its DLQ, S3 → SQS notifications, the KMS key."""
+    """Buckets, tables (the registry's stream, the fleet's TTL), the uploads queue with its
+    DLQ, S3 → SQS notifications, the KMS key."""
     suffix = uuid.uuid4().hex[:8]
     s3, ddb, sqs, kms = (client(s) for s in ("s3", "dynamodb", "sqs", "kms"))
     buckets = {kind: f"{prefix}-{kind}-{suffix}" for kind in ("data", "artifacts", "registry")}
     for bucket in buckets.values():
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     tables = {kind: f"{prefix}-{kind}-{suffix}" for kind in ("registry", "fleet", "idempotency")}
-    ddb.create_table(**registry_table_spec(tables["registry"]))
+    registry = ddb.create_table(**registry_table_spec(tables["registry"]))["TableDescription"]
     ddb.create_table(**fleet_table_spec(tables["fleet"]))
+    ddb.update_time_to_live(
+        TableName=tables["fleet"],
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+    )
     ddb.create_table(
         TableName=tables["idempotency"],
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
@@ -112,6 +119,7 @@ def provision(
         dead_letter_url=dlq_url,
         signing_key_id=key,
         canary_group=canary_group,
+        registry_stream_arn=registry["LatestStreamArn"],
     )
 
 

@@ -144,6 +144,9 @@ class PackagedStack:
             dead_letter_url=self.stack.queue_url(dead_letters),
             signing_key_id=names["SIGNING_KEY_ID"],
             canary_group=names["CANARY_GROUP"],
+            registry_stream_arn=self.stack.event_source(
+                self.stack.functions()["evaluate_rollouts"].logical_id
+            ),
         )
 
     def client(self, service: str, as_function: str | None = None) -> Any:

@@ -1,4 +1,5 @@
-"""What AWS wires for us, done locally: SQS → retrain, IoT rules → presign/status, a schedule.
+"""What AWS wires for us, done locally: SQS → retrain, IoT rules → presign/status, a schedule,
+and the registry's stream → the schedule function.
 
 The handlers are the Lambda handlers themselves, called with the event shapes
 Lambda would give them.
@@ -22,6 +23,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeloop.contract import DEFAULT_STACK, INGEST_PREFIX, RuleNames, parse_ingest, thing_of
+from edgeloop.local.streams import StreamReader, passes, stream_event
+from functions.common.registry import STAGE_COUNTER_FILTER
 from functions.common.rules import TOPIC_THING
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,13 @@ class Rule:
 
 # Lambda retries a failed asynchronous invocation twice; locally the pauses are short.
 ASYNC_RETRY_PAUSES = (1.0, 2.0)
+# Lambda polls a stream's shards four times a second. Each poll of moto's stream keeps
+# a shard iterator in moto's memory for good (about 1 KB); at this rate a day of
+# `edgeloop local up` keeps about 350 MB, a demo or a test run a few hundred KB.
+STREAM_POLL_SECONDS = 0.25
+# The stack's stream event source: a 1 s batching window, two retries of a failed batch.
+STREAM_BATCHING_WINDOW = 1.0
+STREAM_RETRIES = 2
 
 
 class IotRules:
@@ -243,12 +253,17 @@ class EventRouter:
         status_rule: bool = True,
         rule_concurrency: int = 8,
         stack_name: str = DEFAULT_STACK,
+        streams: Any = None,
+        registry_stream_arn: str | None = None,
+        stream_batching_window: float = STREAM_BATCHING_WINDOW,
     ) -> None:
         self.sqs, self.queue_url, self.queue_arn = sqs, queue_url, queue_arn
         self.handlers = handlers
         self.batching_window, self.batch_size = batching_window, batch_size
         self.schedule_seconds = schedule_seconds
+        self.stream_batching_window = stream_batching_window
         self.retrain_invocations = 0
+        self.stream_invocations = 0
         self.errors: list[str] = []
         names = RuleNames(stack_name)
         rules = [
@@ -269,12 +284,27 @@ class EventRouter:
         self._stop = threading.Event()
         # One lock per event source: like separate Lambda functions, a long retrain
         # does not hold up upload requests or status reports.
-        self._busy = {"sqs": threading.Lock(), "schedule": threading.Lock()}
+        self._busy = {
+            "sqs": threading.Lock(),
+            "schedule": threading.Lock(),
+            "stream": threading.Lock(),
+        }
         # The SQS source stays at concurrency 1 here (the stack caps retrain at 2).
         self._threads = [
             threading.Thread(target=self._poll_queue, name="router-sqs", daemon=True),
             threading.Thread(target=self._schedule, name="router-schedule", daemon=True),
         ]
+        # Opened before anything starts, at the stream's end, as the stack's mapping
+        # starts at LATEST: counted outcomes from here on reach the schedule function.
+        self._stream = (
+            StreamReader(streams, registry_stream_arn)
+            if streams is not None and registry_stream_arn is not None
+            else None
+        )
+        if self._stream is not None:
+            self._threads.append(
+                threading.Thread(target=self._poll_stream, name="router-stream", daemon=True)
+            )
 
     def start(self) -> None:
         self.rules.start()
@@ -347,6 +377,49 @@ class EventRouter:
             with self._busy["schedule"]:
                 self._invoke("evaluate_rollouts", {})
 
+    # --- the registry's stream ---------------------------------------------------------
+
+    def _counted(self) -> list[dict[str, Any]]:
+        """What the stack's filter passes of the records written since the last read."""
+        assert self._stream is not None
+        try:
+            records = self._stream.read()
+        except (BotoCoreError, ClientError) as exc:
+            self.errors.append(f"stream read: {type(exc).__name__}: {exc}")
+            return []
+        return [r for r in records if passes(STAGE_COUNTER_FILTER, r)]
+
+    def _poll_stream(self) -> None:
+        """Lambda's DynamoDB event source: poll, filter, gather for the batching window from
+        the first record that passes, invoke; retry a failed batch, then drop it (the
+        schedule evaluates every model anyway)."""
+        while not self._stop.wait(STREAM_POLL_SECONDS):
+            batch = self._counted()
+            if not batch:
+                continue
+            with self._busy["stream"]:
+                deadline = time.monotonic() + self.stream_batching_window
+                while time.monotonic() < deadline and not self._stop.is_set():
+                    self._stop.wait(min(STREAM_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+                    batch.extend(self._counted())
+                self.stream_invocations += 1
+                for attempt in range(STREAM_RETRIES + 1):
+                    failure = self._try("evaluate_rollouts", stream_event(batch))
+                    if failure is None:
+                        break
+                    if attempt == STREAM_RETRIES or self._stop.is_set():
+                        self.errors.append(failure)
+                        break
+                    log.warning("event=stream_batch_failed attempt=%d %s", attempt + 1, failure)
+
+    def _try(self, name: str, event: dict[str, Any]) -> str | None:
+        """Invoke a handler; the failure as text, or None when it returned."""
+        try:
+            self.handlers[name](event, LocalContext(f"edgeloop-{name}"))
+        except Exception as exc:  # a failed invocation: its source decides what follows
+            return f"{name}: {type(exc).__name__}: {exc}"
+        return None
+
     def _invoke(self, name: str, event: dict[str, Any]) -> dict[str, Any] | None:
         try:
             return self.handlers[name](event, LocalContext(f"edgeloop-{name}"))
@@ -368,7 +441,8 @@ class EventRouter:
     def idle(self) -> bool:
         if self.rules.busy() or self.queue_depth():
             return False
-        if not self._busy["sqs"].acquire(blocking=False):
-            return False
-        self._busy["sqs"].release()
+        for source in ("sqs", "stream"):
+            if not self._busy[source].acquire(blocking=False):
+                return False
+            self._busy[source].release()
         return not self.rules.busy() and self.queue_depth() == 0

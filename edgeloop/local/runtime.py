@@ -98,6 +98,9 @@ class LocalRuntime:
             batch_size=batch_size,
             schedule_seconds=schedule_seconds,
             status_rule=status_rule,
+            # Counted outcomes reach the schedule function by the registry's stream.
+            streams=self.aws.client("dynamodbstreams"),
+            registry_stream_arn=self.resources.registry_stream_arn,
         )
         self.router.start()
 

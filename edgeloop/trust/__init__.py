@@ -6,6 +6,7 @@ libraries (python-tuf, securesystemslib), and the device never imports it.
 
 from edgeloop.trust.keys import KeyFileError, KmsSigner, generate_root_key, load_root_key
 from edgeloop.trust.repository import (
+    ROOT_METADATA_KEYS,
     Lifetimes,
     NotInitialised,
     OnlineKeyNotTrusted,
@@ -19,6 +20,7 @@ from edgeloop.trust.repository import (
 from edgeloop.trust.store import ByteStore, DirectoryStore, S3Store
 
 __all__ = [
+    "ROOT_METADATA_KEYS",
     "ByteStore",
     "DirectoryStore",
     "KeyFileError",

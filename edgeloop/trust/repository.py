@@ -62,6 +62,9 @@ TARGETS = "tuf/targets/"
 PENDING = "tuf/pending/"
 ONLINE_ROLES = (Targets.type, Snapshot.type, Timestamp.type)
 _ROOT_FILE = re.compile(r"(\d+)\.root\.json")
+# Every key root metadata is stored under, trusted or pending, as IAM resource patterns
+# (`*`: any characters): no online signer may write these (model names exclude "root").
+ROOT_METADATA_KEYS = (f"{METADATA}*.root.json", f"{PENDING}*")
 # Compact JSON: every byte of metadata is a byte each device downloads.
 _SERIALIZER = JSONSerializer(compact=True)
 

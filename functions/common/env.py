@@ -53,9 +53,16 @@ class PresignEnv(IdentityEnv):
     )
 
 
+class StatusEnv(IdentityEnv):
+    """What the status function needs to count an outcome: no key, no bucket (devices
+    reach it; the stage decision and its signature are the schedule's)."""
+
+    registry_table: str = Field(alias="REGISTRY_TABLE", min_length=3)
+
+
 class RolloutEnv(IdentityEnv):
-    """What moves rollouts on (status, the schedule), and what starts them: each may sign
-    the fleet's TUF metadata (a rollout pointer, the schedule's fresh timestamp)."""
+    """What moves rollouts on (the schedule), and what starts them (retrain, rollback):
+    each may sign the fleet's TUF metadata (a rollout pointer, a fresh timestamp)."""
 
     model_config_dir: Path = Field(alias="MODEL_CONFIG_DIR")
     registry_table: str = Field(alias="REGISTRY_TABLE", min_length=3)

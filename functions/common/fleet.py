@@ -24,6 +24,10 @@ from edgeloop.contract import StatusReport, band_of
 from edgeloop.contract.stages import BANDS
 
 BY_BAND_INDEX = "by_band"
+# DynamoDB's TTL attribute of the fleet table, in epoch seconds: an item carrying it
+# (a device's upload grant counter, functions.common.grants) is removed once that
+# second has passed. Status records carry none and stay.
+TTL_ATTRIBUTE = "expires"
 
 
 CANARY_BAND = "canary"

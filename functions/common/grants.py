@@ -17,6 +17,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from functions.common.fleet import TTL_ATTRIBUTE
+
 
 @dataclass(frozen=True)
 class GrantsExhausted(Exception):
@@ -87,8 +89,10 @@ class GrantCounter:
         """A new window (or the first grant ever) starts the count again."""
         return self._update(
             thing,
-            UpdateExpression="SET grant_window = :w, grants = :one, expires = :expires",
+            # The counter outlives its window by one more, then DynamoDB's TTL removes it.
+            UpdateExpression="SET grant_window = :w, grants = :one, #expires = :expires",
             ConditionExpression="attribute_not_exists(grant_window) OR grant_window < :w",
+            ExpressionAttributeNames={"#expires": TTL_ATTRIBUTE},
             ExpressionAttributeValues={
                 ":one": {"N": "1"},
                 ":w": {"N": str(window)},

@@ -1,11 +1,12 @@
 """Who a device is, from the cloud's own records: never from anything the device says.
 
 A device's model and whether it is a named canary come from the IoT thing
-registry: the thing's `model` attribute, and membership of the canary thing
-group. Presign grants uploads only under the thing's own model; status reports
-count only toward the rollout stage the registry and the thing's name put it in
-(edgeloop.contract.stages). Both ask here, so there is one
-answer to "who is this device".
+registry: the thing's `model` attribute (`MODEL_ATTRIBUTE`, which the device
+policy's nudge grant reads too, so a device hears only its own model's
+rollouts), and membership of the canary thing group. Presign grants uploads
+only under the thing's own model; status reports count only toward the rollout
+stage the registry and the thing's name put it in (edgeloop.contract.stages).
+Both ask here, so there is one answer to "who is this device".
 
 Lookups are cached per cold start for a few minutes, and for longer in the
 device's own fleet item (`RecordedIdentity`): a device reports far more often
@@ -28,9 +29,9 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from edgeloop.contract import format_time, parse_time, utc_now
+from edgeloop.contract.device_policy import MODEL_ATTRIBUTE as MODEL_ATTRIBUTE
 from functions.common.fleet import FleetTable
 
-MODEL_ATTRIBUTE = "model"
 CACHE_SECONDS = 300.0
 CACHE_ENTRIES = 100_000
 

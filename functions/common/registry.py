@@ -18,6 +18,8 @@ from edgeloop.contract import time_ordered_id
 from functions.common.fleet import Tally
 
 VERSION_WIDTH = 10
+# The sort key prefix of a stage's outcome counters (`tally#version#…#stage#NN`).
+STAGE_COUNTER_KIND = "tally#"
 MAX_CLAIM_ATTEMPTS = 20
 
 
@@ -253,7 +255,8 @@ class Registry:
     # --- stage counters ---------------------------------------------------------------
 
     def _tally_key(self, model: str, version: int, stage: int) -> dict[str, Any]:
-        return {"pk": _pk(model), "sk": {"S": f"tally#{_version_sk(version)}#stage#{stage:02d}"}}
+        sk = f"{STAGE_COUNTER_KIND}{_version_sk(version)}#stage#{stage:02d}"
+        return {"pk": _pk(model), "sk": {"S": sk}}
 
     def tally(self, model: str, version: int, stage: int, outcome: str) -> Tally:
         """Where one device's outcome for `version` in `stage` is counted."""
@@ -267,9 +270,41 @@ class Registry:
         return {k: int(item[k]["N"]) if k in item else 0 for k in ("installed", "failed")}
 
 
+# --- the stream of counted outcomes ---------------------------------------------------
+#
+# Every counted outcome changes a stage counter item. The table's stream carries each
+# change's keys (nothing else: the evaluation reads what it needs), and the schedule
+# function evaluates the models they name within seconds. The status function, which
+# devices reach, only counts; it holds no key and publishes nothing.
+
+STREAM_VIEW = "KEYS_ONLY"
+
+# Lambda's event filter (FilterCriteria) on the stream: stage counter items that were
+# created or changed; every other item of the registry (uploads, runs, versions, the
+# rollout itself) never invokes the function. The stack's event source mapping and the
+# local router apply this same pattern.
+STAGE_COUNTER_FILTER: dict[str, Any] = {
+    "eventName": ["INSERT", "MODIFY"],
+    "dynamodb": {"Keys": {"sk": {"S": [{"prefix": STAGE_COUNTER_KIND}]}}},
+}
+
+
+def counted_models(records: list[dict[str, Any]]) -> list[str]:
+    """The models whose stage counters the stream records say changed, each once, sorted."""
+    models = set()
+    for record in records:
+        keys = record.get("dynamodb", {}).get("Keys", {})
+        pk, sk = keys.get("pk", {}).get("S", ""), keys.get("sk", {}).get("S", "")
+        if pk.startswith("model#") and sk.startswith(STAGE_COUNTER_KIND):
+            models.add(pk.removeprefix("model#"))
+    return sorted(models)
+
+
 def registry_table_spec(name: str) -> dict[str, Any]:
-    """The table's key schema, shared by the CDK stack, the local runtime and the tests."""
+    """The table's key schema and stream, shared by the CDK stack, the local runtime and
+    the tests."""
     return {
+        "StreamSpecification": {"StreamEnabled": True, "StreamViewType": STREAM_VIEW},
         "TableName": name,
         "KeySchema": [
             {"AttributeName": "pk", "KeyType": "HASH"},

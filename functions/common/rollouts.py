@@ -256,6 +256,12 @@ def abort_is_warranted(policy: Policy, enrolled: int, installed: int, failed: in
     return failed >= max(MIN_FAILED_TO_ABORT, math.ceil(policy.abort_share * enrolled))
 
 
+def read_rollout(registry: Registry, model: str) -> Rollout | None:
+    """The model's rollout as the registry keeps it: all the status function reads of it."""
+    doc = registry.rollout(model)
+    return None if doc is None else Rollout.from_json({"model": model, **doc})
+
+
 @dataclass
 class Rollouts:
     registry: Registry
@@ -272,8 +278,7 @@ class Rollouts:
     # --- reading ------------------------------------------------------------------
 
     def get(self, model: str) -> Rollout | None:
-        doc = self.registry.rollout(model)
-        return None if doc is None else Rollout.from_json({"model": model, **doc})
+        return read_rollout(self.registry, model)
 
     # --- starting -------------------------------------------------------------------
 

@@ -8,79 +8,61 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
 from constructs import Construct
 
-from edgeloop.contract.topics import ROOT, RuleNames, ingest_topic
+from edgeloop.contract.device_policy import DeviceAction, device_grants
+from edgeloop.contract.topics import ROOT, RuleNames
+from functions.common.registry import STAGE_COUNTER_FILTER
 from functions.common.rules import rule_sql
 from infra.constructs.artifact_hosting import ArtifactHosting
 from infra.constructs.data_intake import DataIntake
 from infra.constructs.signing import Signing
+from infra.constructs.storage import allow_items, allow_objects
 from infra.constructs.training_pipeline import (
     TrainingPipeline,
     canary_group_name,
     tracked_function,
 )
 
-THING = "${iot:Connection.Thing.ThingName}"
-# A rollout's nudges to refresh: one retained topic per model and 1% band, and each
-# named canary's own. A nudge is never the authority (the signed pointer is).
+# Counted outcomes reach the schedule function in batches: a burst of reports from a
+# stage becomes one evaluation per model, a second after the first of them.
+STREAM_BATCH_SIZE = 1000
+STREAM_BATCHING_WINDOW = Duration.seconds(1)
+
+# Where the cloud publishes nudges: every model's bands, and each named canary's own
+# topic. A nudge is never the authority (the signed pointer is).
 ANNOUNCEMENTS = f"{ROOT}/models/*/bands/*/nudge"
 CANARY_ANNOUNCEMENTS = f"{ROOT}/things/*/nudge"
+
+# How each device action is written in an IoT policy: its action, and the resource
+# kind its names are.
+_IOT_ACTIONS = {
+    DeviceAction.CONNECT: ("iot:Connect", "client"),
+    DeviceAction.PUBLISH: ("iot:Publish", "topic"),
+    DeviceAction.SUBSCRIBE: ("iot:Subscribe", "topicfilter"),
+    DeviceAction.RECEIVE: ("iot:Receive", "topic"),
+}
 
 
 def device_policy_document(
     partition: str, region: str, account: str, rules: RuleNames
 ) -> dict[str, object]:
-    """Each device connects as its own thing, publishes only on its own topics, and may
-    subscribe to its upload answers and to the nudges, nothing else.
-
-    Status reports and upload requests may also go by Basic Ingest, to the one rule
-    that consumes each and only on the thing's own topic: the rule's `topic(3)` is
-    then the connection's thing name, as on the plain topic. The plain topics stay
-    for agents that do not use Basic Ingest yet.
-    """
+    """The device policy: `edgeloop.contract.device_policy`'s grants as IoT policy statements."""
     arn = f"arn:{partition}:iot:{region}:{account}"
-    own = f"{ROOT}/things/{THING}"
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": "iot:Connect",
-                "Resource": f"{arn}:client/{THING}",
-                "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
-            },
-            {
-                "Effect": "Allow",
-                "Action": "iot:Publish",
-                "Resource": [
-                    f"{arn}:topic/{own}/upload/request",
-                    f"{arn}:topic/{own}/status",
-                    f"{arn}:topic/{own}/events",
-                    f"{arn}:topic/{ingest_topic(rules.upload_requests, f'{own}/upload/request')}",
-                    f"{arn}:topic/{ingest_topic(rules.status, f'{own}/status')}",
-                ],
-            },
-            {
-                "Effect": "Allow",
-                "Action": "iot:Subscribe",
-                "Resource": [
-                    f"{arn}:topicfilter/{own}/upload/response",
-                    f"{arn}:topicfilter/{ANNOUNCEMENTS}",
-                    f"{arn}:topicfilter/{own}/nudge",
-                ],
-            },
-            {
-                "Effect": "Allow",
-                "Action": "iot:Receive",
-                "Resource": [
-                    f"{arn}:topic/{own}/upload/response",
-                    f"{arn}:topic/{ANNOUNCEMENTS}",
-                    f"{arn}:topic/{own}/nudge",
-                ],
-            },
-        ],
-    }
+    statements: list[dict[str, object]] = []
+    for grant in device_grants(rules):
+        action, kind = _IOT_ACTIONS[grant.action]
+        resources = [f"{arn}:{kind}/{name}" for name in grant.names]
+        statement: dict[str, object] = {
+            "Effect": "Allow",
+            "Action": action,
+            "Resource": resources[0] if len(resources) == 1 else resources,
+        }
+        if grant.attached_thing_only:
+            statement["Condition"] = {"Bool": {"iot:Connection.Thing.IsAttached": "true"}}
+        statements.append(statement)
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 class IotWiring(Construct):
@@ -112,13 +94,6 @@ class IotWiring(Construct):
         # device's rollout stage follows from its thing name.
         canary_group = canary_group_name(stack)
         self.canaries = iot.CfnThingGroup(self, "NamedCanaries", thing_group_name=canary_group)
-        rollout_env = {
-            "REGISTRY_TABLE": pipeline.registry_table.table_name,
-            "FLEET_TABLE": pipeline.fleet_table.table_name,
-            "ARTIFACT_BUCKET": hosting.bucket.bucket_name,
-            "SIGNING_KEY_ID": signing.key.key_arn,
-            "CANARY_GROUP": canary_group,
-        }
         self.presign = tracked_function(
             self,
             "Presign",
@@ -131,45 +106,76 @@ class IotWiring(Construct):
                 "CANARY_GROUP": canary_group,
             },
         )
-        intake.bucket.grant_put(self.presign, "data/*")
+        # The presigned POST is signed with this role: it can create objects under data/.
+        allow_objects(self.presign, intake.bucket, "data/", "PutObject")
         # One conditional update per grant on the device's own counter item, and the
         # device's recorded identity read from its item.
-        pipeline.fleet_table.grant(self.presign, "dynamodb:UpdateItem", "dynamodb:GetItem")
+        allow_items(self.presign, pipeline.fleet_table, "GetItem", "UpdateItem")
+        self._may_read_identities(self.presign)
+        self._may_publish(self.presign, [f"{ROOT}/things/*/upload/response"], retain=False)
+        # Devices reach the status function (through its rule): it only counts. It
+        # records the report and the outcome in one transaction on the device's item
+        # and its stage's counter, and holds no key, writes nothing devices fetch and
+        # publishes nothing.
         self.status = tracked_function(
             self,
             "Status",
             handler="functions.status.handler.handler",
             timeout=Duration.seconds(30),
             memory=512,
-            environment=rollout_env,
+            environment={
+                "REGISTRY_TABLE": pipeline.registry_table.table_name,
+                "FLEET_TABLE": pipeline.fleet_table.table_name,
+                "CANARY_GROUP": canary_group,
+            },
         )
+        allow_items(self.status, pipeline.fleet_table, "GetItem", "UpdateItem")
+        allow_items(self.status, pipeline.registry_table, "GetItem", "UpdateItem")
+        self._may_read_identities(self.status)
+        # The schedule decides stages and signs them, where no device can reach: every
+        # minute, and within seconds of a counted outcome through the registry's stream.
         self.evaluate_rollouts = tracked_function(
             self,
             "EvaluateRollouts",
             handler="functions.evaluate_rollouts.handler.handler",
             timeout=Duration.seconds(60),
             memory=512,
-            environment=rollout_env,
+            environment={
+                "REGISTRY_TABLE": pipeline.registry_table.table_name,
+                "FLEET_TABLE": pipeline.fleet_table.table_name,
+                "ARTIFACT_BUCKET": hosting.bucket.bucket_name,
+                "SIGNING_KEY_ID": signing.key.key_arn,
+                "CANARY_GROUP": canary_group,
+            },
         )
-        for function in (self.status, self.evaluate_rollouts):
-            pipeline.fleet_table.grant_read_write_data(function)
-            pipeline.registry_table.grant_read_write_data(function)
-            # Both sign the rollout pointer into the TUF repository (the schedule also
-            # re-signs the timestamp); neither writes anything else devices fetch.
-            hosting.bucket.grant_read_write(function, "models/tuf/*")
-            signing.allow_signing(function)
-        pipeline.fleet_table.grant_read_write_data(self.status)
-        self._may_read_identities(self.presign)
-        for function in (pipeline.retrain, pipeline.rollback, self.status, self.evaluate_rollouts):
-            self._may_read_identities(function, canary_group)
+        allow_items(self.evaluate_rollouts, pipeline.registry_table, "GetItem", "PutItem")
+        # Entering a stage asks whether it has devices; the named canaries' identities.
+        allow_items(self.evaluate_rollouts, pipeline.fleet_table, "GetItem", "Query", indexes=True)
+        # It signs rollout pointers and re-signs the timestamp.
+        hosting.may_write_repository(self.evaluate_rollouts)
+        signing.allow_signing(self.evaluate_rollouts)
+        self._may_read_identities(self.evaluate_rollouts, canary_group)
         events.Rule(
             self,
             "EveryMinute",
             schedule=events.Schedule.rate(Duration.minutes(1)),
             targets=[targets.LambdaFunction(self.evaluate_rollouts)],
         )
-        self._may_publish(self.presign, [f"{ROOT}/things/*/upload/response"], retain=False)
-        for function in (pipeline.retrain, pipeline.rollback, self.status, self.evaluate_rollouts):
+        self.evaluate_rollouts.add_event_source(
+            sources.DynamoEventSource(
+                pipeline.registry_table,
+                starting_position=lambda_.StartingPosition.LATEST,
+                filters=[lambda_.FilterCriteria.filter(STAGE_COUNTER_FILTER)],
+                batch_size=STREAM_BATCH_SIZE,
+                max_batching_window=STREAM_BATCHING_WINDOW,
+                # The schedule evaluates every model each minute anyway: a batch that
+                # keeps failing is dropped after two retries instead of holding the shard.
+                retry_attempts=2,
+            )
+        )
+        for function in (pipeline.retrain, pipeline.rollback):
+            self._may_read_identities(function, canary_group)
+        for function in (pipeline.retrain, pipeline.rollback, self.evaluate_rollouts):
             self._may_publish(function, [ANNOUNCEMENTS, CANARY_ANNOUNCEMENTS], retain=True)
         # Each rule keeps its FROM topic, so agents publishing on the plain topic (not yet
         # upgraded, or told not to use Basic Ingest) still reach it; a Basic Ingest
@@ -205,8 +211,13 @@ class IotWiring(Construct):
             )
 
     def _may_publish(self, function: lambda_.IFunction, topics: list[str], retain: bool) -> None:
+        """Publish on `topics` through the IoT data plane, whose account endpoint it looks
+        up first (DescribeEndpoint accepts no narrower resource)."""
         stack = Stack.of(self)
         actions = ["iot:Publish", "iot:RetainPublish"] if retain else ["iot:Publish"]
+        function.add_to_role_policy(
+            iam.PolicyStatement(actions=["iot:DescribeEndpoint"], resources=["*"])
+        )
         function.add_to_role_policy(
             iam.PolicyStatement(
                 actions=actions,

@@ -28,7 +28,7 @@ def matching(pattern: str) -> RegexAppliesTo:
 SCOPED_WILDCARDS: tuple[tuple[AppliesTo, str], ...] = (
     ("Resource::*", "X-Ray tracing and iot:DescribeEndpoint accept no narrower resource"),
     (
-        matching(r"^Resource::<.*\.Arn>\/(data|quarantine|models|models\/tuf|registry)\/\*$"),
+        matching(r"^Resource::<.*\.Arn>\/(data|reference|quarantine|models\/tuf|registry)\/\*$"),
         "object access is limited to one key prefix of one bucket",
     ),
     (matching(r"^Resource::<.*\.Arn>\/index\/\*$"), "the fleet table's own indexes"),
@@ -41,10 +41,6 @@ SCOPED_WILDCARDS: tuple[tuple[AppliesTo, str], ...] = (
         "reading a device's enrolment: any thing may send a request, and which one is only "
         "known from the topic at run time; the actions are read-only (DescribeThing, "
         "ListThingGroupsForThing)",
-    ),
-    (
-        matching(r"^Action::s3:(GetObject|GetBucket|List|Abort|DeleteObject)\*$"),
-        "CDK grant action groups",
     ),
 )
 

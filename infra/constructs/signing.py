@@ -3,8 +3,9 @@
 It signs targets, snapshot and timestamp, never root: root is offline, two of
 three key files held by people (`edgeloop trust init`), and no function can
 read a root key because the cloud holds none. The functions that write the
-repository may sign: retrain and rollback publish versions, status and the
-schedule move rollout pointers, and the schedule re-signs the timestamp.
+repository may sign, and no device reaches any of them: retrain and rollback
+publish versions, the schedule moves rollout pointers and re-signs the
+timestamp. The status function, which devices reach, only counts.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -42,4 +43,43 @@ def durable_table(
         ),
         removal_policy=RemovalPolicy.RETAIN,
         **options,
+    )
+
+
+# Grants name the exact API calls the function's code makes. CDK's grant_* helpers add
+# whole action groups (stream reads on tables without streams, s3:Delete*, s3:Abort*,
+# object tagging), which no function here uses.
+
+
+def allow_items(
+    function: iam.IGrantable,
+    table: dynamodb.ITableV2,
+    *actions: str,
+    indexes: bool = False,
+) -> None:
+    """DynamoDB item actions on `table` (and, with `indexes`, its indexes: queries).
+
+    A transaction needs the action of each of its items (an Update needs UpdateItem)."""
+    resources = [table.table_arn]
+    if indexes:
+        resources.append(f"{table.table_arn}/index/*")
+    function.grant_principal.add_to_principal_policy(
+        iam.PolicyStatement(actions=[f"dynamodb:{a}" for a in actions], resources=resources)
+    )
+
+
+def allow_objects(function: iam.IGrantable, bucket: s3.IBucket, prefix: str, *actions: str) -> None:
+    """S3 object actions on the keys under `prefix` of `bucket`."""
+    function.grant_principal.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=[f"s3:{a}" for a in actions], resources=[bucket.arn_for_objects(f"{prefix}*")]
+        )
+    )
+
+
+def allow_listing(function: iam.IGrantable, bucket: s3.IBucket) -> None:
+    """ListObjectsV2, and NoSuchKey instead of AccessDenied when a read finds no key
+    (the code tells "missing" from "forbidden" by it)."""
+    function.grant_principal.add_to_principal_policy(
+        iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn])
     )

@@ -7,19 +7,25 @@ from pathlib import Path
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from functions.common.fleet import BY_BAND_INDEX
+from functions.common.fleet import BY_BAND_INDEX, TTL_ATTRIBUTE
+from functions.common.registry import STREAM_VIEW
 from infra.constructs.artifact_hosting import ArtifactHosting
 from infra.constructs.data_intake import RETRAIN_TIMEOUT, DataIntake
 from infra.constructs.nag import suppress, suppress_scoped_wildcards
 from infra.constructs.signing import Signing
-from infra.constructs.storage import durable_table, private_bucket
+from infra.constructs.storage import (
+    allow_items,
+    allow_listing,
+    allow_objects,
+    durable_table,
+    private_bucket,
+)
 
 BATCH_SIZE = 100
 BATCHING_WINDOW = Duration.seconds(60)
@@ -79,9 +85,6 @@ def tracked_function(
         },
     )
     suppress_scoped_wildcards(function)
-    function.add_to_role_policy(
-        iam.PolicyStatement(actions=["iot:DescribeEndpoint"], resources=["*"])
-    )
     return function
 
 
@@ -97,11 +100,20 @@ class TrainingPipeline(Construct):
         access_logs: s3.IBucket,
     ) -> None:
         super().__init__(scope, id)
-        self.registry_table = durable_table(self, "Registry", partition_key="pk", sort_key="sk")
+        # Its stream carries each counted outcome to the schedule function (IotWiring).
+        self.registry_table = durable_table(
+            self,
+            "Registry",
+            partition_key="pk",
+            sort_key="sk",
+            dynamo_stream=dynamodb.StreamViewType(STREAM_VIEW),
+        )
         self.fleet_table = durable_table(
             self,
             "Fleet",
             partition_key="thing",
+            # The upload grant counters expire; status records carry no TTL attribute.
+            time_to_live_attribute=TTL_ATTRIBUTE,
             # By model and 1% band, keys only (functions.common.fleet explains why).
             global_secondary_indexes=[
                 dynamodb.GlobalSecondaryIndexPropsV2(
@@ -165,13 +177,18 @@ class TrainingPipeline(Construct):
                 report_batch_item_failures=True,
             )
         )
-        intake.bucket.grant_read(self.retrain, "data/*")
-        intake.bucket.grant_put(self.retrain, "quarantine/*")
-        intake.bucket.grant_delete(self.retrain, "data/*")
-        self.retrain.add_to_role_policy(
-            iam.PolicyStatement(actions=["s3:ListBucket"], resources=[intake.bucket.bucket_arn])
+        # Read uploads and the platform's reference sets; quarantine moves a bad upload
+        # (copy, then delete) and writes why beside it.
+        allow_objects(self.retrain, intake.bucket, "data/", "GetObject", "DeleteObject")
+        allow_objects(self.retrain, intake.bucket, "reference/", "GetObject")
+        allow_objects(self.retrain, intake.bucket, "quarantine/", "PutObject")
+        allow_listing(self.retrain, intake.bucket)
+        # Powertools idempotency's persistence layer.
+        allow_items(
+            self.retrain, self.idempotency_table, "GetItem", "PutItem", "UpdateItem", "DeleteItem"
         )
-        self.idempotency_table.grant_read_write_data(self.retrain)
+        # Pending uploads are cleared once a run consumed them.
+        allow_items(self.retrain, self.registry_table, "DeleteItem")
         # Invoked by an operator only (`aws lambda invoke`): no event source, no data access.
         self.rollback = tracked_function(
             self,
@@ -183,8 +200,12 @@ class TrainingPipeline(Construct):
         )
         for publisher in (self.retrain, self.rollback):
             # The TUF repository only: what devices fetch is signed metadata and targets.
-            hosting.bucket.grant_read_write(publisher, "models/tuf/*")
-            self.registry_bucket.grant_read_write(publisher, "registry/*")
-            self.registry_table.grant_read_write_data(publisher)
-            self.fleet_table.grant_read_data(publisher)
+            hosting.may_write_repository(publisher)
+            # The cloud's own copies of each version: patch bases, manifests, estimators.
+            allow_objects(publisher, self.registry_bucket, "registry/", "GetObject", "PutObject")
+            allow_listing(publisher, self.registry_bucket)
+            # Versions, runs, the champion, uploads (retrain), and starting the rollout.
+            allow_items(publisher, self.registry_table, "GetItem", "PutItem", "Query")
+            # Starting a rollout asks which of its stages have devices.
+            allow_items(publisher, self.fleet_table, "GetItem", "Query", indexes=True)
             signing.allow_signing(publisher)

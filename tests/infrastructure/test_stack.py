@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,10 @@ from aws_cdk import Stack
 from aws_cdk.assertions import Annotations, Match, Template
 
 from edgeloop.contract import RuleNames
+from edgeloop.contract.device_policy import device_grants
+from functions.common.fleet import TTL_ATTRIBUTE
+from functions.common.identity import MODEL_ATTRIBUTE
+from functions.common.registry import STAGE_COUNTER_FILTER
 from infra.app import build_app
 from infra.constructs.data_intake import MAX_RECEIVES
 
@@ -46,6 +51,10 @@ def _joined(value: Any) -> str:
         separator, parts = value["Fn::Join"]
         return str(separator).join(_joined(p) for p in parts)
     return "<" + json.dumps(value) + ">"
+
+
+# The thing registry attribute presign and status read a device's model from.
+MODEL = "${iot:Connection.Thing.Attributes[" + MODEL_ATTRIBUTE + "]}"
 
 
 def _logical_id(template: Template, kind: str, fragment: str) -> str:
@@ -153,6 +162,8 @@ def test_only_cloudfront_reads_the_artifact_bucket(template: Template) -> None:
     [allow] = allows
     assert allow["Principal"] == {"Service": "cloudfront.amazonaws.com"}
     assert allow["Action"] == "s3:GetObject"
+    # The TUF repository, not the whole bucket.
+    assert _joined(allow["Resource"]).endswith("/models/tuf/*")
     source = json.dumps(allow["Condition"]["StringEquals"]["AWS:SourceArn"])
     assert distribution in source
     template.has_resource_properties(
@@ -165,7 +176,8 @@ def test_only_cloudfront_reads_the_artifact_bucket(template: Template) -> None:
     )
 
 
-TUF_WRITERS = ("Retrain", "Rollback", "Status", "EvaluateRollouts")
+TUF_WRITERS = ("Retrain", "Rollback", "EvaluateRollouts")
+FUNCTIONS = ("Retrain", "Rollback", "Presign", "Status", "EvaluateRollouts")
 
 
 def _statements(template: Template) -> list[tuple[str, dict[str, Any]]]:
@@ -213,6 +225,8 @@ def test_functions_write_only_the_tuf_repository_under_the_artifact_bucket(
     bucket = _logical_id(template, "AWS::S3::Bucket", "ArtifactBucket")
     writers = set()
     for logical, statement in _statements(template):
+        if statement["Effect"] != "Allow":
+            continue
         if not any(a.startswith("s3:Put") or a == "s3:*" for a in _actions(statement)):
             continue
         resources = json.dumps(statement["Resource"])
@@ -232,9 +246,9 @@ def test_functions_write_only_the_tuf_repository_under_the_artifact_bucket(
 def test_rollback_is_invoked_by_an_operator_only(template: Template) -> None:
     rollback = _logical_id(template, "AWS::Lambda::Function", "Rollback")
     mappings = _resources(template, "AWS::Lambda::EventSourceMapping").values()
-    assert [m["Properties"]["FunctionName"]["Ref"] for m in mappings] == [
-        _logical_id(template, "AWS::Lambda::Function", "Retrain")
-    ]
+    assert sorted(m["Properties"]["FunctionName"]["Ref"] for m in mappings) == sorted(
+        _logical_id(template, "AWS::Lambda::Function", f) for f in ("Retrain", "EvaluateRollouts")
+    )
     permissions = _resources(template, "AWS::Lambda::Permission").values()
     assert rollback not in json.dumps([p["Properties"]["FunctionName"] for p in permissions])
     [schedule] = _resources(template, "AWS::Events::Rule").values()
@@ -319,8 +333,8 @@ def test_the_device_policy_pins_each_thing_to_its_own_topics(template: Template)
     assert "edgeloop/models" not in publish  # devices never announce models
     subscribe = json.dumps(by_action["iot:Subscribe"]["Resource"])
     assert f"topicfilter/edgeloop/things/{thing}/upload/response" in subscribe
-    # Its band's nudges (which band follows from its name) and its own.
-    assert "topicfilter/edgeloop/models/*/bands/*/nudge" in subscribe
+    # Its model's bands' nudges (which band follows from its name) and its own.
+    assert f"topicfilter/edgeloop/models/{MODEL}/bands/*/nudge" in subscribe
     assert f"topicfilter/edgeloop/things/{thing}/nudge" in subscribe
     assert "rings" not in json.dumps(statements)
     # Nothing lets a device reach another thing's topics.
@@ -442,3 +456,210 @@ def test_nag_also_passes_with_a_concrete_account_and_region(
     )
     assert [e.entry.data for e in errors] == []
     assert "eu-west-1" in json.dumps(Template.from_stack(stack).to_json())
+
+
+# --- least privilege, read from the template ------------------------------------------------
+
+
+def _role_statements(template: Template, function: str) -> list[dict[str, Any]]:
+    """Every statement of `function`'s role (its default policy)."""
+    [policy] = [
+        p
+        for p in _resources(template, "AWS::IAM::Policy").values()
+        if any(function in r["Ref"].split("ServiceRole")[0] for r in p["Properties"]["Roles"])
+        and any(
+            r["Ref"].split("ServiceRole")[0].endswith(function) for r in p["Properties"]["Roles"]
+        )
+    ]
+    statements: list[dict[str, Any]] = policy["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
+def _resource_list(statement: dict[str, Any]) -> list[str]:
+    resource = statement["Resource"]
+    return [_joined(r) for r in (resource if isinstance(resource, list) else [resource])]
+
+
+def _may(template: Template, function: str, action: str, resource: str) -> bool:
+    """IAM's answer for one role, one action and one resource: an explicit Deny wins, then
+    any Allow (`*` matches any characters, in actions and resources alike)."""
+
+    def like(value: str, pattern: str) -> bool:
+        return re.fullmatch(re.escape(pattern).replace(r"\*", ".*"), value) is not None
+
+    def matches(statement: dict[str, Any]) -> bool:
+        return any(like(action, a) for a in _actions(statement)) and any(
+            like(resource, r) for r in _resource_list(statement)
+        )
+
+    statements = [s for s in _role_statements(template, function) if matches(s)]
+    if any(s["Effect"] == "Deny" for s in statements):
+        return False
+    return any(s["Effect"] == "Allow" for s in statements)
+
+
+def _artifact_object(template: Template, key: str) -> str:
+    bucket = _logical_id(template, "AWS::S3::Bucket", "ArtifactBucket")
+    return "<" + json.dumps({"Fn::GetAtt": [bucket, "Arn"]}) + ">/" + key
+
+
+def test_a_device_hears_only_its_own_models_nudges(template: Template) -> None:
+    """The nudge grants name the thing's registry attribute, the one presign and status
+    read its model from: a device cannot subscribe to another model's rollout."""
+    [policy] = _resources(template, "AWS::IoT::Policy").values()
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    for action, kind in (("iot:Subscribe", "topicfilter"), ("iot:Receive", "topic")):
+        [statement] = [s for s in statements if s["Action"] == action]
+        nudges = [r for r in _resource_list(statement) if "/models/" in r]
+        assert [r.split(f":{kind}/", 1)[1] for r in nudges] == [
+            f"edgeloop/models/{MODEL}/bands/*/nudge"
+        ]
+    assert "edgeloop/models/*" not in json.dumps(statements)
+    # The stack renders the contract's grants, the one source a broker ACL can read too.
+    grants = device_grants(RuleNames("edgeloop"))
+    assert len(statements) == len(grants)
+    for statement, grant in zip(statements, grants, strict=True):
+        assert [r.split("/", 1)[1] for r in _resource_list(statement)] == list(grant.names)
+
+
+def test_no_function_may_write_root_metadata(template: Template) -> None:
+    """Root is written offline by people with root keys; an explicit Deny on every
+    function's role, whatever else it may write under models/tuf/."""
+    root_keys = (
+        "models/tuf/metadata/1.root.json",
+        "models/tuf/metadata/12.root.json",
+        "models/tuf/pending/2.root.json",
+    )
+    for function in FUNCTIONS:
+        for key in root_keys:
+            for action in ("s3:PutObject", "s3:DeleteObject", "s3:PutObjectAcl"):
+                assert not _may(template, function, action, _artifact_object(template, key)), (
+                    function,
+                    action,
+                    key,
+                )
+    # The Deny is not the only thing that holds: the signers still write online metadata.
+    for function in TUF_WRITERS:
+        for key in ("models/tuf/metadata/timestamp.json", "models/tuf/metadata/7.snapshot.json"):
+            assert _may(template, function, "s3:PutObject", _artifact_object(template, key))
+
+
+def test_the_status_function_only_counts(template: Template) -> None:
+    """Devices reach it through its rule: it holds no key, writes nothing devices fetch,
+    publishes nothing and reads no stream. Exactly the calls its code makes."""
+    statements = _role_statements(template, "Status")
+    actions = {a for s in statements if s["Effect"] == "Allow" for a in _actions(s)}
+    assert actions == {
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "dynamodb:GetItem",  # its recorded identity, the rollout
+        "dynamodb:UpdateItem",  # the report, and the counted outcome's transaction
+        "iot:DescribeThing",
+        "iot:ListThingGroupsForThing",
+    }
+    assert not any(a.startswith(("kms:", "s3:", "iot:Publish", "iot:Retain")) for a in actions)
+    function = _resources(template, "AWS::Lambda::Function")[
+        _logical_id(template, "AWS::Lambda::Function", "IotWiringStatus")
+    ]
+    variables = function["Properties"]["Environment"]["Variables"]
+    assert "SIGNING_KEY_ID" not in variables
+    assert "ARTIFACT_BUCKET" not in variables
+
+
+def test_counted_outcomes_reach_the_schedule_function_by_the_registry_stream(
+    template: Template,
+) -> None:
+    registry = _logical_id(template, "AWS::DynamoDB::GlobalTable", "Registry")
+    tables = _resources(template, "AWS::DynamoDB::GlobalTable")
+    assert tables[registry]["Properties"]["StreamSpecification"] == {"StreamViewType": "KEYS_ONLY"}
+    [mapping] = [
+        m["Properties"]
+        for m in _resources(template, "AWS::Lambda::EventSourceMapping").values()
+        if "StreamArn" in json.dumps(m["Properties"]["EventSourceArn"])
+    ]
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": [registry, "StreamArn"]}
+    assert mapping["FunctionName"] == {
+        "Ref": _logical_id(template, "AWS::Lambda::Function", "EvaluateRollouts")
+    }
+    [pattern] = [json.loads(f["Pattern"]) for f in mapping["FilterCriteria"]["Filters"]]
+    assert pattern == STAGE_COUNTER_FILTER
+    assert pattern["dynamodb"]["Keys"]["sk"] == {"S": [{"prefix": "tally#"}]}
+    # Seconds, not the minute of the schedule: a small window, and a failing batch does
+    # not hold the shard (the schedule evaluates everything each minute anyway).
+    assert mapping["MaximumBatchingWindowInSeconds"] <= 1
+    assert mapping["MaximumRetryAttempts"] <= 2
+    assert mapping["StartingPosition"] == "LATEST"
+
+
+def test_the_fleet_table_expires_the_grant_counters(template: Template) -> None:
+    fleet = _logical_id(template, "AWS::DynamoDB::GlobalTable", "Fleet")
+    table = _resources(template, "AWS::DynamoDB::GlobalTable")[fleet]["Properties"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
+    assert TTL_ATTRIBUTE == "expires"
+
+
+STREAM_ACTIONS = (
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:DescribeStream",
+    "dynamodb:ListStreams",
+)
+
+
+def test_stream_actions_only_where_a_stream_is_read(template: Template) -> None:
+    registry = _logical_id(template, "AWS::DynamoDB::GlobalTable", "Registry")
+    readers = set()
+    for logical, statement in _statements(template):
+        if not any(a in STREAM_ACTIONS or a == "dynamodb:*" for a in _actions(statement)):
+            continue
+        readers.add(logical.split("ServiceRole")[0])
+        assert statement["Resource"] == {"Fn::GetAtt": [registry, "StreamArn"]}, logical
+    assert readers == {"IotWiringEvaluateRollouts"}
+    tables = _resources(template, "AWS::DynamoDB::GlobalTable")
+    assert [k for k, t in tables.items() if "StreamSpecification" in t["Properties"]] == [registry]
+
+
+def test_no_grant_deletes_aborts_or_tags_objects_beyond_what_the_code_does(
+    template: Template,
+) -> None:
+    """Each role lists exact actions, never CDK's action groups; the only delete is the
+    retrain's quarantine move of a bad upload out of data/."""
+    data = _logical_id(template, "AWS::S3::Bucket", "DataIntakeDataBucket")
+    for logical, statement in _statements(template):
+        if statement["Effect"] != "Allow":
+            continue
+        for action in _actions(statement):
+            assert "*" not in action, (logical, action)
+            assert not action.startswith("s3:Abort"), (logical, action)
+            for group in ("Tagging", "LegalHold", "Retention"):
+                assert group not in action, (logical, action)
+            if action.startswith("s3:Delete"):
+                assert action == "s3:DeleteObject", (logical, action)
+                assert logical.startswith("TrainingPipelineRetrain"), logical
+                [resource] = _resource_list(statement)
+                assert data in resource, resource
+                assert resource.endswith("/data/*"), resource
+    # Nothing under the repository may be deleted by any function.
+    for function in FUNCTIONS:
+        key = _artifact_object(template, "models/tuf/targets/vibration/2/abc.model.tflite")
+        assert not _may(template, function, "s3:DeleteObject", key)
+
+
+def test_only_publishers_look_up_the_iot_data_endpoint(template: Template) -> None:
+    lookers = {
+        logical.split("ServiceRole")[0]
+        for logical, statement in _statements(template)
+        if "iot:DescribeEndpoint" in _actions(statement)
+    }
+    publishers = {
+        logical.split("ServiceRole")[0]
+        for logical, statement in _statements(template)
+        if "iot:Publish" in _actions(statement)
+    }
+    assert lookers == publishers
+    assert {p.removeprefix("IotWiring").removeprefix("TrainingPipeline") for p in lookers} == {
+        "Presign",
+        "Retrain",
+        "Rollback",
+        "EvaluateRollouts",
+    }

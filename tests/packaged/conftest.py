@@ -81,7 +81,11 @@ class Deployed:
         return sqs_event(messages, self.resources.queue_arn)
 
 
-def deploy(tmp: Path, broker_url: str, role_edit: RoleEdit | None = None) -> Iterator[Deployed]:
+def deploy(
+    tmp: Path, broker_url: str | None, role_edit: RoleEdit | None = None
+) -> Iterator[Deployed]:
+    """With no `broker_url`, the functions publish through the IoT data plane (moto's),
+    as in AWS, so their publish statements are enforced too."""
     aws = MotoServer(iam=True)
     stack = PackagedStack(
         LambdaBuild.find(),

@@ -66,3 +66,23 @@ def test_devices_racing_into_a_new_window_are_all_counted(
     assert refused == []
     with pytest.raises(GrantsExhausted):
         counter.take("pump-1")
+
+
+def test_the_counter_carries_its_expiry_in_epoch_seconds_under_the_tables_ttl_attribute(
+    moto_endpoint: str,
+) -> None:
+    """DynamoDB's TTL reads a number of epoch seconds from the table's TTL attribute:
+    the counter of a device that stopped asking is removed a window after its last one."""
+    from edgeloop.local.aws import provision
+    from functions.common.fleet import TTL_ATTRIBUTE
+
+    resources = provision(
+        lambda service: boto3.client(service, endpoint_url=moto_endpoint, region_name="eu-west-1"),
+        prefix=f"ttl-{uuid.uuid4().hex[:6]}",
+    )
+    db = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="eu-west-1")
+    ttl = db.describe_time_to_live(TableName=resources.fleet_table)["TimeToLiveDescription"]
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", TTL_ATTRIBUTE)
+    GrantCounter(db, resources.fleet_table, 5, 3600, clock=lambda: 1_800_000_123.7).take("pump-1")
+    item = db.get_item(TableName=resources.fleet_table, Key={"thing": {"S": "pump-1#grants"}})
+    assert item["Item"][TTL_ATTRIBUTE] == {"N": str(1_800_000_123 + 2 * 3600)}

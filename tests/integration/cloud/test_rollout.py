@@ -18,14 +18,18 @@ from edgeloop.contract import (
     utc_now,
 )
 from edgeloop.contract.trust_targets import REPOSITORY_PREFIX, RolloutPointer
+from edgeloop.local.streams import passes, stream_event
 from edgeloop.trust import S3Store
+from functions.common.clients import client
 from functions.common.fleet import DeviceRecord, FleetTable
+from functions.common.registry import STAGE_COUNTER_FILTER
 from functions.common.wiring import rollouts
 from functions.evaluate_rollouts import handler as evaluate_rollouts
 from tests.support_aws import (
     NAMED_CANARIES,
     FakeLambdaContext,
     LocalCloud,
+    deliver_counted,
     nudge,
     publish_test_version,
     registry_of,
@@ -105,8 +109,10 @@ def test_a_rollout_moves_through_its_stages_on_installs_from_each_stage(
     assert cloud.pointer("vibration") == RolloutPointer(
         "vibration", 2, None, 0, tuple(sorted(NAMED_CANARIES))
     )
-    assert report_status("pump-1")["rollout"] is None  # one of the two installs stage 0 needs
-    assert report_status("pump-3")["rollout"] == "stage 3"
+    assert report_status("pump-1")["counted"] is True
+    assert deliver_counted(cloud) == {}  # one of the two installs stage 0 needs
+    assert report_status("pump-3")["counted"] is True
+    assert deliver_counted(cloud) == {"vibration": "stage 3"}
     rollout = rollouts().get("vibration")
     assert rollout is not None
     assert (rollout.state, rollout.stage, rollout.needed) == ("rolling", 3, 1)
@@ -126,7 +132,8 @@ def test_a_rollout_moves_through_its_stages_on_installs_from_each_stage(
     assert registry.stage_counts("vibration", 2, 0) == {"installed": 2, "failed": 0}
     # The last stage has no device that ever reported: entered with nothing to wait
     # for, and complete at the schedule's next look.
-    assert report_status("pump-10")["rollout"] == "stage 4"
+    report_status("pump-10")
+    assert deliver_counted(cloud) == {"vibration": "stage 4"}
     assert cloud.pointer("vibration").percent == 100  # type: ignore[union-attr]
     assert cloud.band_offers("vibration") == dict.fromkeys(range(100), nudge("vibration", 2))
     assert evaluate() == {"vibration": "complete"}
@@ -138,6 +145,7 @@ def test_a_first_rollout_aborted_withdraws_the_version_and_the_pointer(cloud: Lo
     start_test_rollout(cloud)
     for thing in ("pump-1", "pump-2", "pump-3"):
         report_status(thing, version=None, health="no_model", step="failed", target_version=2)
+    assert deliver_counted(cloud) == {"vibration": "aborted"}
     assert cloud.pointer("vibration") is None
     role = cloud.trust().model_role("vibration")
     assert role is not None
@@ -247,6 +255,7 @@ def test_an_abort_nudge_carries_the_withdrawal(cloud: LocalCloud, tmp_path: Path
     cloud.published.clear()
     for thing in ("pump-1", "pump-2", "pump-3"):
         report_status(thing, version=None, health="no_model", step="failed", target_version=2)
+    assert deliver_counted(cloud) == {"vibration": "aborted"}
     sent = _carrying(cloud)
     assert sent
     assert all(n.version is None and n.carried for _, n in sent)
@@ -255,3 +264,66 @@ def test_an_abort_nudge_carries_the_withdrawal(cloud: LocalCloud, tmp_path: Path
     offer = device.refresh("vibration", "pump-1", None, carried=sent[0][1].files)
     assert offer.version is None  # the withdrawn pointer, verified from the nudge's copy
     assert [s.path for s in cloud.cdn.log.shipments[shipped:]] == [TIMESTAMP]
+
+
+def test_the_status_function_counts_and_the_stream_evaluation_signs(
+    cloud: LocalCloud, monkeypatch: Any
+) -> None:
+    """Devices reach the status function: it counts the outcome that completes stage 0 and
+    does nothing else, with no key or bucket in its environment (as the stack gives it).
+    The schedule function, invoked by the registry's stream, moves the stage and signs."""
+    report_heartbeat("pump-10", version=1)
+    start_test_rollout(cloud)
+    before = cloud.pointer("vibration")
+    published = len(cloud.published)
+    objects = _repository_keys(cloud)
+    calls: list[str] = []
+    for service in ("kms", "s3", "iot"):
+        client(service).meta.events.register(
+            f"before-call.{service}", lambda model, **_: calls.append(model.name)
+        )
+    with monkeypatch.context() as status_env:
+        status_env.delenv("SIGNING_KEY_ID")
+        status_env.delenv("ARTIFACT_BUCKET")
+        cloud.new_container()
+        assert report_status("pump-1")["counted"] is True
+        assert report_status("pump-3")["counted"] is True
+    # Counted, and nothing else: the stage, the pointer, the repository and the topics
+    # are as they were; no signature, no S3 call, no publish.
+    assert registry_of(cloud).stage_counts("vibration", 2, 0) == {"installed": 2, "failed": 0}
+    assert rollouts().get("vibration").stage == 0  # type: ignore[union-attr]
+    assert cloud.pointer("vibration") == before
+    assert _repository_keys(cloud) == objects
+    assert len(cloud.published) == published
+    assert not [c for c in calls if c not in ("DescribeThing", "ListThingGroupsForThing")]
+    # The stream delivers the counts; the schedule function decides and signs.
+    cloud.new_container()
+    assert deliver_counted(cloud) == {"vibration": "stage 3"}
+    assert cloud.pointer("vibration").percent == 50  # type: ignore[union-attr]
+    assert len(cloud.published) == published + 50
+    assert _repository_keys(cloud) > objects
+
+
+def _repository_keys(cloud: LocalCloud) -> set[str]:
+    listed = cloud.client("s3").list_objects_v2(
+        Bucket=cloud.names["ARTIFACT_BUCKET"], Prefix=REPOSITORY_PREFIX
+    )
+    return {o["Key"] for o in listed.get("Contents", [])}
+
+
+def test_a_stream_batch_evaluates_only_the_models_it_names(cloud: LocalCloud) -> None:
+    """Records of other registry items (the rollout itself, uploads) pass no filter; a
+    stage counter names its model, once however many outcomes the batch holds."""
+    start_test_rollout(cloud)
+    publish_test_version(cloud, 1, "digits")
+    assert rollouts().start("digits", 1)
+    assert deliver_counted(cloud) is None  # rollout items only: the filter passes nothing
+    for thing in ("pump-1", "pump-2"):
+        report_status(thing)
+    assert cloud.stream is not None
+    counted = [r for r in cloud.stream.read() if passes(STAGE_COUNTER_FILTER, r)]
+    assert len(counted) >= 2
+    json.dumps(counted)  # the event's shape: plain JSON, as Lambda delivers it
+    result = evaluate_rollouts.handler(stream_event(counted), FakeLambdaContext())
+    assert result["evaluated"] == ["vibration"]
+    assert result["decided"] == {"vibration": "stage 4"}
