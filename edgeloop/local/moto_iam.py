@@ -42,7 +42,8 @@ RESOURCE_CHECKED = ("s3", "sqs")
 #   service, `iotdata:`, and has no retained variant of Publish;
 # - AWS authorizes a DynamoDB transaction item by item, as the item actions it holds;
 #   moto checks the operation's own name. A role allowed any write action may send a
-#   transaction here; which writes it holds is the role's item actions' business.
+#   transaction here; which writes it holds is the role's item actions' business;
+# - S3 authorizes ListObjectsV2 as s3:ListBucket; moto checks s3:ListObjectsV2.
 MOTO_NAMES = {
     "iot:Publish": "iotdata:Publish",
     "iot:RetainPublish": "iotdata:Publish",
@@ -51,6 +52,7 @@ MOTO_NAMES = {
     "dynamodb:DeleteItem": "dynamodb:TransactWriteItems",
     "dynamodb:ConditionCheckItem": "dynamodb:TransactWriteItems",
     "dynamodb:GetItem": "dynamodb:TransactGetItems",
+    "s3:ListBucket": "s3:ListObjectsV2",
 }
 
 

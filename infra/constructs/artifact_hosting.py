@@ -114,6 +114,11 @@ class ArtifactHosting(Construct):
         allow_objects(function, self.bucket, REPOSITORY, "GetObject", "PutObject")
         allow_listing(function, self.bucket)
 
+    def may_withdraw_targets(self, function: lambda_.IFunction) -> None:
+        """Delete an aborted version's target files, so the CDN's origin no longer has
+        them (`TrustRepository.withdraw`); metadata is never deleted."""
+        allow_objects(function, self.bucket, f"{REPOSITORY}targets/", "DeleteObject")
+
     def forbid_root_writes(self, function: lambda_.IFunction) -> None:
         """Root metadata is written by people holding root keys, never by a function: an
         explicit Deny, so no later Allow on the bucket can grant it by accident."""

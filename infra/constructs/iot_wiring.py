@@ -153,6 +153,8 @@ class IotWiring(Construct):
         allow_items(self.evaluate_rollouts, pipeline.fleet_table, "GetItem", "Query", indexes=True)
         # It signs rollout pointers and re-signs the timestamp.
         hosting.may_write_repository(self.evaluate_rollouts)
+        # An abort it publishes withdraws the aborted version's files.
+        hosting.may_withdraw_targets(self.evaluate_rollouts)
         signing.allow_signing(self.evaluate_rollouts)
         self._may_read_identities(self.evaluate_rollouts, canary_group)
         events.Rule(

@@ -28,7 +28,9 @@ def matching(pattern: str) -> RegexAppliesTo:
 SCOPED_WILDCARDS: tuple[tuple[AppliesTo, str], ...] = (
     ("Resource::*", "X-Ray tracing and iot:DescribeEndpoint accept no narrower resource"),
     (
-        matching(r"^Resource::<.*\.Arn>\/(data|reference|quarantine|models\/tuf|registry)\/\*$"),
+        matching(
+            r"^Resource::<.*\.Arn>\/(data|reference|quarantine|models\/tuf|models\/tuf\/targets|registry)\/\*$"
+        ),
         "object access is limited to one key prefix of one bucket",
     ),
     (matching(r"^Resource::<.*\.Arn>\/index\/\*$"), "the fleet table's own indexes"),

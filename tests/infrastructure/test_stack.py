@@ -622,8 +622,9 @@ def test_stream_actions_only_where_a_stream_is_read(template: Template) -> None:
 def test_no_grant_deletes_aborts_or_tags_objects_beyond_what_the_code_does(
     template: Template,
 ) -> None:
-    """Each role lists exact actions, never CDK's action groups; the only delete is the
-    retrain's quarantine move of a bad upload out of data/."""
+    """Each role lists exact actions, never CDK's action groups; the only deletes are the
+    retrain's quarantine move of a bad upload out of data/, and the schedule's withdrawal
+    of an aborted version's target files (never metadata)."""
     data = _logical_id(template, "AWS::S3::Bucket", "DataIntakeDataBucket")
     for logical, statement in _statements(template):
         if statement["Effect"] != "Allow":
@@ -635,14 +636,21 @@ def test_no_grant_deletes_aborts_or_tags_objects_beyond_what_the_code_does(
                 assert group not in action, (logical, action)
             if action.startswith("s3:Delete"):
                 assert action == "s3:DeleteObject", (logical, action)
-                assert logical.startswith("TrainingPipelineRetrain"), logical
                 [resource] = _resource_list(statement)
-                assert data in resource, resource
-                assert resource.endswith("/data/*"), resource
-    # Nothing under the repository may be deleted by any function.
+                if logical.startswith("TrainingPipelineRetrain"):
+                    assert data in resource, resource
+                    assert resource.endswith("/data/*"), resource
+                else:
+                    assert logical.startswith("IotWiringEvaluateRollouts"), logical
+                    assert resource.endswith("/models/tuf/targets/*"), resource
+    # No function may delete the repository's metadata; only the schedule withdraws targets.
+    target = _artifact_object(template, "models/tuf/targets/vibration/2/abc.model.tflite")
     for function in FUNCTIONS:
-        key = _artifact_object(template, "models/tuf/targets/vibration/2/abc.model.tflite")
-        assert not _may(template, function, "s3:DeleteObject", key)
+        for key in ("models/tuf/metadata/3.snapshot.json", "models/tuf/metadata/timestamp.json"):
+            assert not _may(template, function, "s3:DeleteObject", _artifact_object(template, key))
+        assert _may(template, function, "s3:DeleteObject", target) == (
+            function == "EvaluateRollouts"
+        ), function
 
 
 def test_only_publishers_look_up_the_iot_data_endpoint(template: Template) -> None:

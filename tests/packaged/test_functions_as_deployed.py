@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
+from edgeloop.factory.config import RolloutSection
 from edgeloop.local.lambda_host import FunctionError
 from functions.common.fleet import FleetTable
 from functions.common.registry import Registry
+from functions.common.rollouts import Rollouts
 from tests.packaged.conftest import Deployed, deploy, digits_batches, object_keys
 
 SCHEDULED_EVENT = {
@@ -184,3 +186,36 @@ def test_presign_without_its_publish_statement_cannot_answer(
 ) -> None:
     with pytest.raises(FunctionError, match=r"not authorized to perform: iotdata:Publish"):
         through_the_data_plane_without_publish.grant("pump-1")
+
+
+@pytest.fixture
+def fresh(tmp_path: Path, broker: str) -> Iterator[Deployed]:
+    yield from deploy(tmp_path, broker)
+
+
+def never_starts(model: str) -> RolloutSection:
+    raise AssertionError(f"the operator's abort starts no rollout ({model})")
+
+
+def test_an_abort_the_schedule_publishes_withdraws_the_versions_files_with_its_own_role(
+    fresh: Deployed,
+) -> None:
+    batches = digits_batches(6)
+    for i, data in enumerate(batches):
+        fresh.upload(f"pump-{1 + i % 2}", data)
+    assert fresh.invoke("retrain", fresh.retrain_event(len(batches)))["batchItemFailures"] == []
+    bucket = fresh.resources.artifact_bucket
+    assert object_keys(fresh, bucket, "models/tuf/targets/digits/1/")
+    # The operator's abort, as `edgeloop rollout abort` writes it: the decision only.
+    operator = Rollouts(
+        registry=Registry(fresh.client("dynamodb"), fresh.resources.registry_table),
+        fleet=FleetTable(fresh.client("dynamodb"), fresh.resources.fleet_table),
+        publisher=None,
+        trust=None,
+        canaries=lambda model: [],
+        settings=never_starts,
+    )
+    assert operator.abort("digits").state == "aborted"
+    # The schedule publishes it: the pointer moves back, and v1's files leave the bucket.
+    fresh.invoke("evaluate_rollouts", SCHEDULED_EVENT)
+    assert object_keys(fresh, bucket, "models/tuf/targets/digits/1/") == []
