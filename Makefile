@@ -11,13 +11,15 @@ TFL214_STAMP := $(TFL214)/.installed
 APT_STAMP := .venv/.apt-installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo test lint bench synth fuzz soak clean system-deps
+.PHONY: help demo test lint bench synth fuzz soak clean system-deps lock lambda-package lambda-task-local
 
 help:
 	@echo "make demo   - the whole loop on one machine, no AWS account"
 	@echo "make test   - lint, type-check and every test tier"
 	@echo "make bench  - benchmarks, results in bench/results/ and the README table"
 	@echo "make synth  - synthesize the CDK stack (no Docker, no AWS credentials)"
+	@echo "make lambda-package - the functions' /var/task for Lambda, as the image holds it"
+	@echo "make lock   - re-resolve the functions' locked dependencies"
 	@echo "make lint   - ruff, mypy and the import layers only"
 	@echo "make fuzz   - the fuzzing properties at a long budget"
 	@echo "make soak   - 1,000 agents through three updates and a broker restart"
@@ -53,9 +55,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy infra/lambda/build_task.py
 	$(VENV)/bin/lint-imports --no-cache
 
-test: $(STAMP) $(APT_STAMP) $(TFL214_STAMP) lint
+test: $(STAMP) $(APT_STAMP) $(TFL214_STAMP) lint lambda-task-local
 	PATH="$$PATH:/usr/sbin" EDGELOOP_TFLITE214_PYTHON=$(CURDIR)/$(TFL214)/bin/python \
 	  $(PY) -m pytest $(wildcard tests/unit tests/integration tests/infrastructure tests/security tests/faults tests/e2e) $(PYTEST_ARGS)
 
@@ -69,6 +72,40 @@ demo: $(STAMP)
 bench: $(STAMP) $(APT_STAMP) $(TFL214_STAMP)
 	PATH="$$PATH:/usr/sbin" EDGELOOP_TFLITE214_PYTHON=$(CURDIR)/$(TFL214)/bin/python \
 	  $(PY) -m bench.run $(BENCH)
+
+# The functions' dependencies, one lock for the image and for the tests
+# (infra/lambda/build_task.py says how a tree is built from it). Resolved once for
+# every Python from 3.11 (this machine's, which the tests run) to 3.13 (the image's),
+# with the fewest versions, so both get the same pins; every wheel is hashed.
+LOCK := infra/lambda/requirements.lock
+UV_VERSION := 0.13.8
+UV_STAMP := $(VENV)/.uv-$(UV_VERSION)
+$(UV_STAMP): | $(STAMP)
+	$(PY) -m pip install --quiet uv==$(UV_VERSION)
+	@touch $@
+
+lock: $(UV_STAMP)
+	$(VENV)/bin/uv pip compile --quiet pyproject.toml --extra cloud \
+	  --universal --python-version 3.11 --fork-strategy fewest \
+	  --constraint infra/lambda/constraints.txt \
+	  --generate-hashes --custom-compile-command "make lock" -o $(LOCK)
+
+# The Lambda platform's tree (CPython 3.13, manylinux_2_34 x86_64), built here without
+# Docker and with only the package registry; it prints its size.
+LAMBDA_TASK ?= build/lambda/task
+lambda-package:
+	$(PYTHON) infra/lambda/build_task.py --out $(LAMBDA_TASK) --target lambda
+
+# The same lock built for this machine's interpreter: the tree the packaged-function
+# tests import. Rebuilt only when the lock, the builder or the packaged sources change
+# (the builder writes edgeloop-task.json last).
+TASK_LOCAL := build/lambda/task-local
+TASK_SOURCES := $(shell find edgeloop edge functions -name '*.py' -not -path '*/__pycache__/*') \
+  $(wildcard models/*.toml)
+$(TASK_LOCAL)/edgeloop-task.json: $(LOCK) infra/lambda/build_task.py $(TASK_SOURCES) | $(STAMP)
+	$(PY) infra/lambda/build_task.py --out $(TASK_LOCAL) --target local
+
+lambda-task-local: $(TASK_LOCAL)/edgeloop-task.json
 
 # The CDK CLI from npm, kept in the repository's own folder (no global install).
 CDK_CLI_VERSION := 2.1148.1
@@ -91,4 +128,4 @@ soak: $(STAMP) $(APT_STAMP)
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.soak --agents $(SOAK_AGENTS)
 
 clean:
-	rm -rf $(VENV) $(TFL214) .tools cdk.out .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TFL214) .tools cdk.out build .mypy_cache .ruff_cache .pytest_cache
