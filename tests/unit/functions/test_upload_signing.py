@@ -13,6 +13,7 @@ import hmac
 import re
 from collections.abc import Iterator
 
+import boto3
 import pytest
 
 from functions.common.clients import client
@@ -34,6 +35,9 @@ def lambda_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ASIAGRANTSIGNINGTEST")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("AWS_SESSION_TOKEN", "session-token")
+    # boto3's default session keeps the credentials it first found; a new container's
+    # would read these.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     reset_cold_start()
     yield monkeypatch
     reset_cold_start()
