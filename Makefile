@@ -57,34 +57,47 @@ $(TFL214_STAMP):
 # for Lambda's platform without Docker (lambda-package), and for this interpreter
 # (lambda-task-local: the tree the tests and the local cloud run the functions from),
 # beside the synthesized template whose environment and roles they run with.
-LAMBDA_BUILD := build/lambda
-LAMBDA_LOCAL_STAMP := $(LAMBDA_BUILD)/task-local/.built
-LAMBDA_TEMPLATE := $(LAMBDA_BUILD)/edgeloop.template.json
-FUNCTION_SOURCES := $(shell find edgeloop edge functions -name '*.py' -not -path '*/__pycache__/*') $(wildcard models/*.toml)
-INFRA_SOURCES := $(shell find infra functions edgeloop/contract -name '*.py' -not -path '*/__pycache__/*')
-
-lock: $(STAMP)
-	$(PY) -m pip install --quiet uv
-	$(PY) -m uv pip compile pyproject.toml --extra cloud --universal --python-version 3.11 \
-	  --generate-hashes --quiet --no-header --no-emit-package backports-strenum \
-	  -o infra/lambda/requirements.lock
-
-lambda-package: $(STAMP)
-	$(PY) infra/lambda/build_task.py --out $(LAMBDA_BUILD)/task --target lambda
-
-$(LAMBDA_LOCAL_STAMP): $(STAMP) infra/lambda/requirements.lock infra/lambda/build_task.py $(FUNCTION_SOURCES)
-	$(PY) infra/lambda/build_task.py --out $(LAMBDA_BUILD)/task-local --target local
+# Resolved once for every Python from 3.11 (this machine's, which the tests run) to
+# 3.13 (the image's), with the fewest versions, so both get the same pins.
+LOCK := infra/lambda/requirements.lock
+UV_VERSION := 0.13.8
+UV_STAMP := $(VENV)/.uv-$(UV_VERSION)
+$(UV_STAMP): | $(STAMP)
+	$(PY) -m pip install --quiet uv==$(UV_VERSION)
 	@touch $@
 
-$(LAMBDA_TEMPLATE): $(STAMP) $(INFRA_SOURCES)
+lock: $(UV_STAMP)
+	$(VENV)/bin/uv pip compile --quiet pyproject.toml --extra cloud \
+	  --universal --python-version 3.11 --fork-strategy fewest \
+	  --constraint infra/lambda/constraints.txt \
+	  --generate-hashes --custom-compile-command "make lock" -o $(LOCK)
+
+# The Lambda platform's tree (CPython 3.13, manylinux x86_64), built here without
+# Docker and with only the package registry; it prints its size.
+LAMBDA_BUILD := build/lambda
+lambda-package:
+	$(PYTHON) infra/lambda/build_task.py --out $(LAMBDA_BUILD)/task --target lambda
+
+# The same lock built for this machine's interpreter. Rebuilt only when the lock, the
+# builder or the packaged sources change (the builder writes edgeloop-task.json last).
+TASK_LOCAL := $(LAMBDA_BUILD)/task-local
+TASK_SOURCES := $(shell find edgeloop edge functions -name '*.py' -not -path '*/__pycache__/*') \
+  $(wildcard models/*.toml)
+$(TASK_LOCAL)/edgeloop-task.json: $(LOCK) infra/lambda/build_task.py $(TASK_SOURCES) | $(STAMP)
+	$(PY) infra/lambda/build_task.py --out $(TASK_LOCAL) --target local
+
+LAMBDA_TEMPLATE := $(LAMBDA_BUILD)/edgeloop.template.json
+INFRA_SOURCES := $(shell find infra functions edgeloop/contract -name '*.py' -not -path '*/__pycache__/*')
+$(LAMBDA_TEMPLATE): $(INFRA_SOURCES) | $(STAMP)
 	$(PY) -m infra.app --template-into $(LAMBDA_BUILD)
 
-lambda-task-local: $(LAMBDA_LOCAL_STAMP) $(LAMBDA_TEMPLATE)
+lambda-task-local: $(TASK_LOCAL)/edgeloop-task.json $(LAMBDA_TEMPLATE)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy infra/lambda/build_task.py
 	$(VENV)/bin/lint-imports --no-cache
 
 test: $(STAMP) $(APT_STAMP) $(TFL214_STAMP) lambda-task-local lint

@@ -15,7 +15,7 @@ from infra.constructs.iot_wiring import IotWiring
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.nag import suppress
 from infra.constructs.signing import Signing
-from infra.constructs.training_pipeline import TrainingPipeline
+from infra.constructs.training_pipeline import TrainingPipeline, canary_group_name
 
 
 class EdgeloopStack(Stack):
@@ -71,14 +71,21 @@ class EdgeloopStack(Stack):
         for function in functions.values():
             hosting.forbid_root_writes(function)
         Monitoring(self, "Monitoring", dead_letters=intake.dead_letters, functions=functions)
+        # Every name the command line (`--stack`) and `edgeloop device config` read;
+        # tests/infrastructure checks this against what edgeloop.cli.stack asks for.
         CfnOutput(
             self, "CdnBaseUrl", value=f"https://{hosting.distribution.distribution_domain_name}/"
         )
-        # `edgeloop trust init --bucket ArtifactBucket --kms-key-id OnlineKeyArn` (offline).
+        # `edgeloop trust init --stack NAME` (offline) reads these two.
         CfnOutput(self, "OnlineKeyArn", value=signing.key.key_arn)
         CfnOutput(self, "ArtifactBucket", value=hosting.bucket.bucket_name)
         CfnOutput(self, "DevicePolicyName", value=iot.policy.ref)
+        CfnOutput(self, "CanaryGroup", value=canary_group_name(self))
+        CfnOutput(self, "StatusRule", value=iot.rule_names.status)
+        CfnOutput(self, "UploadRequestRule", value=iot.rule_names.upload_requests)
         CfnOutput(self, "FleetTable", value=pipeline.fleet_table.table_name)
+        CfnOutput(self, "RegistryTable", value=pipeline.registry_table.table_name)
+        CfnOutput(self, "RegistryBucket", value=pipeline.registry_bucket.bucket_name)
         CfnOutput(self, "DataBucket", value=intake.bucket.bucket_name)
         CfnOutput(self, "RetrainFunction", value=pipeline.retrain.function_name)
         CfnOutput(self, "RollbackFunction", value=pipeline.rollback.function_name)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from edgeloop.cli.aws import aws_errors
-from edgeloop.cli.errors import CliError, emit
+from edgeloop.cli.errors import emit
+from edgeloop.cli.stack import FLEET_TABLE, add_stack_option, resolve
 
 COLUMNS = (
     "thing",
@@ -39,11 +39,12 @@ def _fleet(args: argparse.Namespace) -> int:
 
     from functions.common.fleet import FleetTable
 
-    if not args.table:
-        raise CliError("pass --table or set EDGELOOP_FLEET_TABLE (the stack's FleetTable output)")
-    with aws_errors(f"fleet table {args.table}"):
+    table = resolve(
+        args, option="table", output=FLEET_TABLE, env="EDGELOOP_FLEET_TABLE", what="fleet table"
+    )
+    with aws_errors(f"fleet table {table}"):
         dynamodb = boto3.client("dynamodb", endpoint_url=args.endpoint_url)
-        records = FleetTable(dynamodb, args.table).for_model(args.model)
+        records = FleetTable(dynamodb, table).for_model(args.model)
     docs = [r.to_json() for r in records]
     if args.json:
         emit({"model": args.model, "devices": docs})
@@ -65,9 +66,11 @@ def register(sub: Any, json_help: str) -> None:
     p.add_argument("--model", required=True, help="the model name (as in its config)")
     p.add_argument(
         "--table",
-        default=os.environ.get("EDGELOOP_FLEET_TABLE"),
-        help="fleet table name, a stack output (default: $EDGELOOP_FLEET_TABLE)",
+        default=None,
+        help="fleet table name (default: the stack's FleetTable output, else "
+        "$EDGELOOP_FLEET_TABLE)",
     )
+    add_stack_option(p)
     p.add_argument(
         "--endpoint-url",
         default=None,

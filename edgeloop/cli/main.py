@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from edgeloop import __version__
-from edgeloop.cli import factory, feed, fleet, local, predict, release, rollout, trust
+from edgeloop.cli import device, factory, feed, fleet, local, predict, release, rollout, trust
 from edgeloop.cli.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.register(sub, JSON_HELP)
     feed.register(sub)
     trust.register(sub, JSON_HELP)
+    device.register(sub, JSON_HELP)
 
     p = sub.add_parser("demo", help="the whole loop on one machine, no AWS account")
     p.add_argument(

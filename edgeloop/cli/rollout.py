@@ -9,33 +9,39 @@ out unfinished publishes every minute; `status` shows whether it went out.
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from edgeloop.cli.aws import aws_errors
 from edgeloop.cli.errors import EXIT_FAILED, CliError, emit
 from edgeloop.cli.fleet import table_lines
+from edgeloop.cli.stack import REGISTRY_TABLE, add_stack_option, resolve
 
 
-def _rollouts(args: argparse.Namespace) -> Any:
+def _registry_table(args: argparse.Namespace) -> str:
+    return resolve(
+        args,
+        option="table",
+        output=REGISTRY_TABLE,
+        env="EDGELOOP_REGISTRY_TABLE",
+        what="registry table",
+    )
+
+
+def _rollouts(args: argparse.Namespace, table: str) -> Any:
     import boto3
 
     from functions.common.fleet import FleetTable
     from functions.common.registry import Registry
     from functions.common.rollouts import Rollouts
 
-    if not args.table:
-        raise CliError(
-            "pass --table or set EDGELOOP_REGISTRY_TABLE (the stack's RegistryTable output)"
-        )
     dynamodb = boto3.client("dynamodb", endpoint_url=args.endpoint_url)
 
     def no_settings(model: str) -> Any:
         raise CliError(f"the command line does not start rollouts (model {model})")
 
     return Rollouts(
-        registry=Registry(dynamodb, args.table),
-        fleet=FleetTable(dynamodb, args.table),  # unread: these actions never enter a stage
+        registry=Registry(dynamodb, table),
+        fleet=FleetTable(dynamodb, table),  # unread: these actions never enter a stage
         publisher=None,
         trust=None,
         canaries=lambda model: [],
@@ -68,8 +74,9 @@ def describe(doc: dict[str, Any]) -> list[str]:
 def _run(args: argparse.Namespace) -> int:
     from functions.common.rollouts import RolloutRefused
 
-    with aws_errors(f"registry table {args.table}"):
-        rollouts = _rollouts(args)
+    table = _registry_table(args)
+    with aws_errors(f"registry table {table}"):
+        rollouts = _rollouts(args, table)
         try:
             if args.action == "status":
                 rollout = rollouts.get(args.model)
@@ -110,9 +117,11 @@ def register(sub: Any, json_help: str) -> None:
     p.add_argument("--model", required=True, help="the model name (as in its config)")
     p.add_argument(
         "--table",
-        default=os.environ.get("EDGELOOP_REGISTRY_TABLE"),
-        help="registry table name, a stack output (default: $EDGELOOP_REGISTRY_TABLE)",
+        default=None,
+        help="registry table name (default: the stack's RegistryTable output, else "
+        "$EDGELOOP_REGISTRY_TABLE)",
     )
+    add_stack_option(p)
     p.add_argument(
         "--endpoint-url",
         default=None,

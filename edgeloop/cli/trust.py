@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop.cli.errors import EXIT_FAILED, CliError, emit
+from edgeloop.cli.stack import ARTIFACT_BUCKET, ONLINE_KEY_ARN, add_stack_option, resolve
 
 PASSPHRASE_ENV = "EDGELOOP_ROOT_KEY_PASSPHRASE"
 
@@ -24,11 +25,16 @@ def _store(args: argparse.Namespace) -> Any:
 
     if args.dir:
         return DirectoryStore(Path(args.dir))
-    if not args.bucket:
-        raise CliError("name the repository: --bucket (the artifact bucket) or --dir")
+    bucket = resolve(
+        args,
+        option="bucket",
+        output=ARTIFACT_BUCKET,
+        env="EDGELOOP_ARTIFACT_BUCKET",
+        what="repository (the artifact bucket, or a local --dir)",
+    )
     import boto3
 
-    return S3Store(boto3.client("s3"), args.bucket, args.prefix)
+    return S3Store(boto3.client("s3"), bucket, args.prefix)
 
 
 def _passphrase(args: argparse.Namespace, confirm: bool = False) -> bytes | None:
@@ -53,7 +59,14 @@ def _online_key(args: argparse.Namespace) -> Any:
 
     from edgeloop.trust import KmsSigner
 
-    return KmsSigner.of_key(boto3.client("kms"), args.kms_key_id).public_key
+    key_id = resolve(
+        args,
+        option="kms-key-id",
+        output=ONLINE_KEY_ARN,
+        env="EDGELOOP_ONLINE_KEY_ARN",
+        what="online KMS key",
+    )
+    return KmsSigner.of_key(boto3.client("kms"), key_id).public_key
 
 
 def _load_key(args: argparse.Namespace) -> Any:
@@ -181,9 +194,11 @@ def register(sub: Any, json_help: str) -> None:
         p: argparse.ArgumentParser = commands.add_parser(name, help=help)
         p.add_argument(
             "--bucket",
-            default=os.environ.get("EDGELOOP_ARTIFACT_BUCKET"),
-            help="the artifact bucket (default: $EDGELOOP_ARTIFACT_BUCKET)",
+            default=None,
+            help="the artifact bucket (default: the stack's ArtifactBucket output, else "
+            "$EDGELOOP_ARTIFACT_BUCKET)",
         )
+        add_stack_option(p)
         p.add_argument("--prefix", default="models/", help="key prefix in the bucket")
         p.add_argument("--dir", default=None, help="a local directory instead of a bucket")
         p.add_argument("--json", action="store_true", help=json_help)
@@ -192,7 +207,12 @@ def register(sub: Any, json_help: str) -> None:
 
     p = add("init", "generate the offline root keys and write root v1", _init)
     p.add_argument("--keys", required=True, help="directory for the new root key files")
-    p.add_argument("--kms-key-id", required=True, help="the online KMS key (ECC_NIST_P256)")
+    p.add_argument(
+        "--kms-key-id",
+        default=None,
+        help="the online KMS key, ECC_NIST_P256 (default: the stack's OnlineKeyArn output, "
+        "else $EDGELOOP_ONLINE_KEY_ARN)",
+    )
     p.add_argument("--count", type=int, default=3, help="root keys (default: %(default)s)")
     p.add_argument("--threshold", type=int, default=2, help="signatures needed (default: 2)")
     p.add_argument("--unencrypted", action="store_true", help="plain key files (demo only)")

@@ -19,20 +19,25 @@ _CONFIG = Config(
 )
 
 
-# Upload grants must be SigV4 on the bucket's regional endpoint: in regions that still
-# list SigV2 (us-east-1, eu-west-1, us-west-2, ap-southeast-2...) botocore would sign a
-# presigned POST the legacy way, against the global endpoint, and S3 refuses SigV2.
-_S3_CONFIG = _CONFIG.merge(
-    Config(
-        signature_version="s3v4",
-        s3={"addressing_style": "virtual", "us_east_1_regional_endpoint": "regional"},
-    )
-)
+def s3_config() -> Config:
+    """SigV4 on the bucket's regional endpoint, for requests and upload grants alike.
+
+    Left to itself, botocore signs presigned POSTs with SigV2 in the regions that
+    still list it (us-east-1, eu-west-1, us-west-2, ap-southeast-2, ...) and names
+    the global endpoint; S3 refuses SigV2 on newer buckets, so no device upload
+    would reach the data bucket there. Virtual-hosted addressing only against AWS:
+    an endpoint override (AWS_ENDPOINT_URL, the local cloud's moto server on an IP
+    address) has no per-bucket host names, and botocore then addresses by path.
+    """
+    s3: dict[str, str] = {"us_east_1_regional_endpoint": "regional"}
+    if not (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")):
+        s3["addressing_style"] = "virtual"
+    return _CONFIG.merge(Config(signature_version="s3v4", s3=s3))
 
 
 @cold_start
 def client(service: str) -> Any:
-    return boto3.client(service, config=_S3_CONFIG if service == "s3" else _CONFIG)
+    return boto3.client(service, config=s3_config() if service == "s3" else _CONFIG)
 
 
 @cold_start

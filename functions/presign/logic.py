@@ -87,17 +87,8 @@ def presign(
         except GrantsExhausted as exc:
             raise PresignRefused("rate_limited", str(exc)) from exc
     key = upload_key(request.model, thing, request.extension, request.batch_id)
-    post = s3.generate_presigned_post(
-        Bucket=env.data_bucket,
-        Key=key,
-        Fields={"Content-Type": request.content_type},
-        # boto3 adds {"bucket"} and an exact {"key"} condition (not starts-with),
-        # so the URL writes this one new object and nothing else.
-        Conditions=[
-            {"Content-Type": request.content_type},
-            ["content-length-range", 1, request.size],
-        ],
-        ExpiresIn=env.url_ttl_seconds,
+    post = signed_post(
+        s3, env.data_bucket, key, request.content_type, request.size, env.url_ttl_seconds
     )
     expires = (now or utc_now()) + timedelta(seconds=env.url_ttl_seconds)
     return UploadGrant(
@@ -108,6 +99,25 @@ def presign(
         max_bytes=request.size,
         expires_at=format_time(expires),
     )
+
+
+def signed_post(
+    s3: Any, bucket: str, key: str, content_type: str, size: int, expires_in: int
+) -> dict[str, Any]:
+    """The presigned POST for one upload: its URL and the form fields a device sends.
+
+    SigV4 on the regional endpoint comes from the client (functions.common.clients).
+    """
+    post: dict[str, Any] = s3.generate_presigned_post(
+        Bucket=bucket,
+        Key=key,
+        Fields={"Content-Type": content_type},
+        # boto3 adds {"bucket"} and an exact {"key"} condition (not starts-with),
+        # so the URL writes this one new object and nothing else.
+        Conditions=[{"Content-Type": content_type}, ["content-length-range", 1, size]],
+        ExpiresIn=expires_in,
+    )
+    return post
 
 
 def refusal(doc: Any, error: PresignRefused) -> UploadRefusal:

@@ -38,6 +38,20 @@ def test_the_policy_pins_the_exact_key_the_size_and_the_type(cloud: LocalCloud) 
     assert not any(isinstance(c, list) and c[0] == "starts-with" for c in conditions)
 
 
+def test_the_handlers_grant_is_sigv4_in_a_region_that_still_lists_sigv2(
+    cloud: LocalCloud,
+) -> None:
+    """The local cloud runs in eu-west-1, where botocore would sign a POST with SigV2;
+    moto accepts either, so only the fields show which one the handler used."""
+    answer = ask_presign("pump-7")
+    fields = answer["fields"]
+    assert isinstance(fields, dict)
+    assert not {"AWSAccessKeyId", "signature"} & set(fields)
+    assert fields["x-amz-algorithm"] == "AWS4-HMAC-SHA256"
+    assert str(fields["x-amz-credential"]).split("/")[2:] == ["eu-west-1", "s3", "aws4_request"]
+    assert {"x-amz-credential": fields["x-amz-credential"]} in policy_conditions(fields)
+
+
 def test_the_url_uploads_for_real_and_the_notification_follows(cloud: LocalCloud) -> None:
     data = npz_bytes(np.ones((3, 64)), np.arange(3))
     answer = ask_presign("pump-7", size=len(data))
