@@ -20,11 +20,15 @@ from typing import Any
 
 from edgeloop.contract import Health, StatusReport, Step
 from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
+from edgeloop.factory.config import load_config
 from edgeloop.local.router import STREAM_BATCHING_WINDOW, STREAM_POLL_SECONDS, LocalContext
 from edgeloop.local.runtime import LocalRuntime
 from edgeloop.trust import KmsSigner, S3Store, TrustRepository, VersionRelease
+from functions.common.fleet import FleetTable
+from functions.common.mqtt_publisher import MqttPublisher
+from functions.common.registry import Registry
+from functions.common.rollouts import Rollouts
 from functions.common.rules import TOPIC_THING
-from functions.common.wiring import rollouts
 
 MODEL = "vibration"
 CONFIG = Path(__file__).parents[1] / "models" / "vibration.toml"
@@ -43,10 +47,25 @@ def _installed(version: int, thing: str) -> dict[str, Any]:
     return {**report.to_json(), TOPIC_THING: thing}
 
 
+def operator_rollouts(cloud: LocalRuntime, trust: TrustRepository) -> Rollouts:
+    """The rollout state machine as the platform team's tools hold it (the operator's
+    credentials, the local broker): what retrain or rollback does last, started here."""
+    dynamodb = cloud.client("dynamodb")
+    config = load_config(CONFIG)
+    return Rollouts(
+        registry=Registry(dynamodb, cloud.resources.registry_table),
+        fleet=FleetTable(dynamodb, cloud.resources.fleet_table),
+        publisher=MqttPublisher(cloud.broker_url),
+        trust=lambda: trust,
+        canaries=lambda model: list(NAMED_CANARIES),
+        settings=lambda model: config.rollout,
+    )
+
+
 def _one_rollout(cloud: LocalRuntime, trust: TrustRepository, version: int) -> float:
     """Seconds from the decisive outcome counted to the pointer offering `version` to all."""
     trust.publish(VersionRelease(MODEL, version, b"model-v%d" % version))
-    if not rollouts().start(MODEL, version):
+    if not operator_rollouts(cloud, trust).start(MODEL, version):
         raise RuntimeError(f"{MODEL} v{version}'s rollout did not start")
     status = cloud.router.handlers["status"]
     counted_at = 0.0

@@ -15,13 +15,31 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeloop.contract import Health, RuleNames, StatusReport, Step, ThingTopics, ingest_topic
 from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
+from edgeloop.factory.config import ModelConfig, load_config
 from edgeloop.local.runtime import LocalRuntime
 from edgeloop.trust import KmsSigner, S3Store, TrustRepository, VersionRelease
-from functions.common.wiring import rollouts
+from functions.common.fleet import FleetTable
+from functions.common.mqtt_publisher import MqttPublisher
+from functions.common.registry import Registry
+from functions.common.rollouts import Rollouts
 from tests.support_aws import VIBRATION_TOML
 from tests.support_world import wait_for
 
 NAMED_CANARIES = ("pump-1", "pump-2")
+
+
+def operator_rollouts(cloud: LocalRuntime, trust: TrustRepository, config: ModelConfig) -> Rollouts:
+    """The rollout state machine as the platform team's tools hold it (the operator's
+    credentials, the local broker): what retrain or rollback does last, started here."""
+    dynamodb = cloud.client("dynamodb")
+    return Rollouts(
+        registry=Registry(dynamodb, cloud.resources.registry_table),
+        fleet=FleetTable(dynamodb, cloud.resources.fleet_table),
+        publisher=MqttPublisher(cloud.broker_url),
+        trust=lambda: trust,
+        canaries=lambda model: list(NAMED_CANARIES),
+        settings=lambda model: config.rollout,
+    )
 
 
 def _report_installed(broker_url: str, things: tuple[str, ...], version: int) -> None:
@@ -55,7 +73,8 @@ def test_a_counted_outcome_moves_the_stage_by_the_stream_without_the_schedule() 
             KmsSigner.of_key(cloud.client("kms"), cloud.resources.signing_key_id),
         )
         trust.publish(VersionRelease("vibration", 1, b"model-v1"))
-        assert rollouts().start("vibration", 1)
+        config = load_config(cloud.config_dir / "vibration.toml")
+        assert operator_rollouts(cloud, trust, config).start("vibration", 1)
         assert trust.pointer("vibration").percent == 0  # type: ignore[union-attr]
         events: list[dict[str, Any]] = []
         evaluate = cloud.router.handlers["evaluate_rollouts"]
