@@ -24,6 +24,7 @@ from functions.rollback.logic import RollbackRefused
 from tests.support_aws import (
     FakeLambdaContext,
     LocalCloud,
+    deliver_counted,
     digit_batches,
     registry_of,
     report_heartbeat,
@@ -43,11 +44,12 @@ def test_one_devices_failure_in_a_sparse_stage_holds_back_only_its_own_update(
     start_test_rollout(cloud, previous=True)
     report_status("pump-1")
     report_status("pump-2")
+    assert deliver_counted(cloud) == {"vibration": "stage 3"}
     rollout = rollouts().get("vibration")
     assert rollout is not None
     assert (rollout.stage, rollout.needed, rollout.enrolled) == (3, 1, 1)
-    answer = report_status("pump-10", version=1, step="failed", target_version=2, health="degraded")
-    assert answer["rollout"] == "stage 4", answer
+    report_status("pump-10", version=1, step="failed", target_version=2, health="degraded")
+    assert deliver_counted(cloud) == {"vibration": "stage 4"}
     rollout = rollouts().get("vibration")
     assert rollout is not None
     assert rollout.state == "rolling"
@@ -62,9 +64,11 @@ def test_an_abort_needs_failures_from_a_share_of_the_stages_devices(cloud: Local
     start_test_rollout(cloud, previous=True)
     report_status("pump-1")
     failed: dict[str, Any] = {"version": 1, "step": "failed", "target_version": 2}
-    assert report_status("pump-2", **failed)["rollout"] is None
-    assert report_status("pump-3", **failed)["rollout"] is None
-    assert report_status("pump-4", **failed)["rollout"] == "aborted"
+    report_status("pump-2", **failed)
+    report_status("pump-3", **failed)
+    assert deliver_counted(cloud) == {}
+    report_status("pump-4", **failed)
+    assert deliver_counted(cloud) == {"vibration": "aborted"}
     rollout = rollouts().get("vibration")
     assert rollout is not None
     assert "3 of 4 devices failed to install v2" in rollout.reason
@@ -86,32 +90,33 @@ class _PauseBeforeSigning:
 
 
 def test_an_operators_abort_beats_a_stage_change_decided_before_it(cloud: LocalCloud) -> None:
-    """The status function writes the canary stage's success, and before it signs the
+    """The stream's evaluation writes the canary stage's success, and before it signs the
     next stage's pointer the operator aborts and the schedule carries the abort out
     (withdrawing v2). The late publish is dropped: the pointer stays on v1, v2 reaches
-    no band, and the report that moved the stage does not fail."""
+    no band, and the evaluation that moved the stage does not fail."""
     start_test_rollout(cloud, previous=True)
     report_status("pump-1")
+    report_status("pump-2")
     shared = rollouts()
     assert shared.trust is not None
     pausing = _PauseBeforeSigning(shared.trust)
     shared.trust = pausing
     raised: list[BaseException] = []
 
-    def second_install() -> None:
+    def stream_delivery() -> None:
         try:
-            report_status("pump-2")
+            deliver_counted(cloud)
         except BaseException as exc:  # reported by the test below
             raised.append(exc)
 
-    status_call = threading.Thread(target=second_install)
-    status_call.start()
+    evaluation = threading.Thread(target=stream_delivery)
+    evaluation.start()
     assert pausing.reached.wait(30), "the stage change was never written"
     operator = replace(shared, publisher=None, trust=None)
     operator.abort("vibration")
     evaluate_rollouts.handler({}, FakeLambdaContext())  # the schedule publishes the abort
     pausing.go.set()
-    status_call.join(30)
+    evaluation.join(30)
     assert not raised, raised
     assert cloud.pointer("vibration") == RolloutPointer("vibration", 1, None, 100)
     assert 2 not in {version for _, version in cloud.band_offers("vibration").values()}
@@ -125,6 +130,7 @@ def test_an_aborted_versions_files_leave_the_cdn_bucket(cloud: LocalCloud) -> No
     failed: dict[str, Any] = {"version": 1, "step": "failed", "target_version": 2}
     for thing in ("pump-1", "pump-2", "pump-3"):
         report_status(thing, **failed)
+    assert deliver_counted(cloud) == {"vibration": "aborted"}
     rollout = rollouts().get("vibration")
     assert rollout is not None
     assert rollout.state == "aborted"
