@@ -120,19 +120,21 @@ def _report(**fields: Any) -> dict[str, Any]:
 def test_a_basic_ingest_status_reaches_the_status_rule_with_the_topics_thing(
     rules: Rules, device: Device
 ) -> None:
-    device.publish(ingest_topic(RULES.status, PUMP_1.status), _report(detail="by rule"))
+    sent = _report(detail="by rule")
+    device.publish(ingest_topic(RULES.status, PUMP_1.status), sent)
     wait_for(lambda: len(rules.status) == 1, what="the status rule's event")
-    assert rules.status == [("pump-1", _report(detail="by rule"))]
+    assert rules.status == [("pump-1", sent)]
     assert rules.uploads == []
     assert device.disconnects == 0  # the broker took the '$aws/' publish
 
 
 def test_the_plain_topic_still_reaches_the_same_rule(rules: Rules, device: Device) -> None:
-    device.publish(PUMP_1.status, _report(detail="plain"))
+    sent = _report(detail="plain")
+    device.publish(PUMP_1.status, sent)
     device.publish(ingest_topic(RULES.upload_requests, PUMP_1.upload_request), {"n": 1})
     device.publish(PUMP_1.upload_request, {"n": 2})
     wait_for(lambda: len(rules.status) == 1 and len(rules.uploads) == 2, what="both rules")
-    assert rules.status == [("pump-1", _report(detail="plain"))]
+    assert rules.status == [("pump-1", sent)]
     assert rules.uploads == [("pump-1", {"n": 1}), ("pump-1", {"n": 2})]
 
 
@@ -143,9 +145,10 @@ def test_a_publish_naming_no_rule_is_dropped_with_a_log_line(
     unknown = ingest_topic("edgeloop_nothing", PUMP_1.status)
     device.publish(unknown, _report(detail="lost"))
     # One subscription carries both, in order: once the second arrived, the first was seen.
-    device.publish(ingest_topic(RULES.status, PUMP_1.status), _report(detail="after"))
+    after = _report(detail="after")
+    device.publish(ingest_topic(RULES.status, PUMP_1.status), after)
     wait_for(lambda: len(rules.status) == 1, what="the report after the lost one")
-    assert rules.status == [("pump-1", _report(detail="after"))]
+    assert rules.status == [("pump-1", after)]
     assert rules.engine.rules_not_found == 1
     assert [r.getMessage() for r in caplog.records] == [
         f"event=rule_not_found rule=edgeloop_nothing topic={unknown}"
