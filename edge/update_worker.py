@@ -75,6 +75,9 @@ class UpdateWorker:
         self._carried: dict[str, bytes] = {}  # the files the pending nudge brought
         self._ready = threading.Condition()
         self.refreshes = 0
+        # The version named by the last nudge whose refresh has finished: what a caller
+        # waits on to know a nudge is settled, for its refresh may find nothing new.
+        self.answered: int | None = None
 
     def nudged(self, raw: bytes) -> None:
         """The link's callback: ask for a refresh; one pending nudge stands for all."""
@@ -116,11 +119,13 @@ class UpdateWorker:
             # Only the refresh a nudge caused uses its files: follow-ups, retries and the
             # timer ask the CDN, for they run because what was carried did not settle it.
             carried: dict[str, bytes] = {}
+            answering = False
             with self._ready:
                 if self._nudge is not None:
                     why, self._nudge = self._nudge, None
                     expected, self._expected, follow_ups = self._expected, None, 0
                     carried, self._carried = self._carried, {}
+                    answering = True
             last = self._clock()
             self.refreshes += 1
             try:
@@ -131,6 +136,9 @@ class UpdateWorker:
                 self._report(Step.FAILED, None, f"unexpected {type(exc).__name__}: {exc}")
                 due = self._clock() + self.every
                 continue
+            finally:
+                if answering:
+                    self.answered = expected
             if result.retryable:
                 due = self._clock() + backoff.next()
                 continue

@@ -38,11 +38,15 @@ def test_a_health_failure_after_the_swap_rolls_back_and_reports_failed(world: Wo
         return replace(manifest, stats={**manifest.stats, "alarm_rate": 0.0001})
 
     world.publish(2, v2, bases=[1], mutate=claims_rare_alarms)
-    # Succeeded, not just swapped: the watch is armed once v2 is committed.
+    # v2's nudge answered, not just v2 swapped in: a late refresh would report again
+    # over the rollback. Its step may read `already_installed`, for the refresh of v1's
+    # retained nudge can find v2 first; the watch is armed either way, at the commit.
     wait_for(
-        lambda: agent.step == "succeeded" and agent.board.target_version == 2,
-        what="v2 installed and watched",
+        lambda: agent.version == 2 and agent.updates.answered == 2,
+        what="v2 installed and its nudge answered",
     )
+    assert agent.board.target_version == 2
+    assert agent.step in ("succeeded", "already_installed")
     for sample in synthetic_vibration(8, 0.3, seed=7, count=400):
         agent.process(sample)
     wait_for(lambda: agent.version == 1, what="the rollback to v1")

@@ -234,3 +234,25 @@ def test_follow_ups_for_a_version_the_device_is_never_offered_stop() -> None:
     assert len(at) == 5
     assert all(g < 3600 for g in gaps[:FOLLOW_UPS])
     assert gaps[FOLLOW_UPS] >= 3600 - FOLLOW_UP_SECONDS
+
+
+def test_answered_names_the_last_nudge_whose_refresh_finished_and_nothing_else() -> None:
+    """What a caller waits on to know a nudge is settled: set once the refresh the
+    nudge caused returns, whatever it found; timer refreshes leave it alone."""
+    updater, stop, worker = play([None, None], step=0.0, min_interval=0.0)
+    seen: list[int | None] = []
+
+    def second_nudge_during_the_first() -> None:
+        seen.append(worker.answered)
+        if len(updater.handled) == 1:
+            worker.nudged(Nudge("vibration", 5).to_bytes())
+
+    updater.during = second_nudge_during_the_first
+    worker.nudged(Nudge("vibration", 4).to_bytes())
+    worker.run(stop)
+    assert seen == [None, 4]  # v4's mark only after its refresh returned
+    assert worker.answered == 5
+    timer_only, stop2, idle = play([None], step=0.0)
+    idle.run(stop2)
+    assert timer_only.handled == ["timer"]
+    assert idle.answered is None
