@@ -47,6 +47,10 @@ def _mark(ok: bool | None) -> str:
     return "n/a" if ok is None else ("yes" if ok else "**no**")
 
 
+def _count(n: float, noun: str) -> str:
+    return f"{n:.0f} {noun}{'' if round(n) == 1 else 's'}"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -82,7 +86,7 @@ def table() -> str:
                     f"bytes: nudge {r['nudge']:.0f}, metadata {r['metadata']:.0f}, spec "
                     f"{r['spec']:.0f}, golden inputs {r['golden']:.0f}, patch {r['patch']:.0f} "
                     f"vs zstd model {r['compressed_full']:.0f}; "
-                    f"{r.get('cdn_requests', 0):.0f} CDN requests per update; "
+                    f"{_count(r.get('cdn_requests', 0), 'CDN request')} per update; "
                     f"{s['mean_gap_points']:+.2f} pt vs cold ({b['steps']} steps × "
                     f"{s['seeds']} seed{'s' if s['seeds'] != 1 else ''})",
                     "-" if compare else _mark(s["meets_goal"]),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -49,6 +50,8 @@ TARGETS = "tuf/targets/"
 # TUF's freshness role: the one file that says what the repository holds now. It is
 # never taken from a nudge (see `CdnFetcher`).
 TIMESTAMP = METADATA + "timestamp.json"
+# ngclient's root probe: the next root version, asked for until the CDN says 404.
+_ROOT_PROBE = re.compile(re.escape(METADATA) + r"[1-9][0-9]*\.root\.json")
 
 
 @dataclass(frozen=True)
@@ -125,16 +128,32 @@ class CdnFetcher(FetcherInterface):
     CloudFront asks S3 each time), and everything it leads to is versioned or
     hash-named, so a carried snapshot, role or target is used only when the
     fresh timestamp names exactly that file: a cache, never a source of news.
+
+    With `probe_root=False` (a refresh a nudge caused), a next root the nudge did
+    not carry is answered "not found" here instead of by a billed CDN request.
+    That skips nothing a device could rely on: a root rotated to replace the
+    online keys makes the CDN's fresh timestamp fail against the trusted root, and
+    any failure is refreshed again from the CDN with the probe (`_refreshed`); a
+    root rotated for its own keys alone is taken at the next timer refresh, which
+    always probes; and a path that could forge the timestamp could answer the probe
+    404 as well. Expiry of the trusted root is still checked by ngclient.
     """
 
     def __init__(
-        self, http: HttpFetcher, staging: Path, carried: Mapping[str, bytes] | None = None
+        self,
+        http: HttpFetcher,
+        staging: Path,
+        carried: Mapping[str, bytes] | None = None,
+        *,
+        probe_root: bool = True,
     ) -> None:
         self._http = http
         self._staging = staging
         self._carried = dict(carried or {})
+        self._probe_root = probe_root
         self.from_nudge: list[str] = []  # paths served from the carried files
         self.from_cdn: list[str] = []  # paths asked of the CDN (a 404 too)
+        self.unprobed: list[str] = []  # root probes answered "not found" here
 
     def forget(self, path: str) -> bool:
         """Serve `path` from the CDN from now on; True if it was carried."""
@@ -180,6 +199,9 @@ class CdnFetcher(FetcherInterface):
         carried = self._carried_copy(path, max_length)
         if carried is not None:
             return carried
+        if not self._probe_root and _ROOT_PROBE.fullmatch(path):
+            self.unprobed.append(path)
+            raise tuf_errors.DownloadHTTPError(f"{path}: not carried, not probed", 404)
         self.from_cdn.append(path)
         with self._translated():
             return self._http.fetch_at_most(path, max_length)
@@ -300,13 +322,13 @@ class SignedRepository:
     ) -> Offer:
         """Refresh and decide: ngclient loads the model's role only when the decision
         asks for its targets, so a carried role is judged there."""
-        fetcher = CdnFetcher(self._http, self._staging, carried)
+        fetcher = CdnFetcher(self._http, self._staging, carried, probe_root=not carried)
         updater = self._new_updater(fetcher)
         try:
             updater.refresh()
             offer = self._decide(updater, model, thing, installed)
         except (tuf_errors.RepositoryError, tuf_errors.DownloadLengthMismatchError) as exc:
-            if not fetcher.from_nudge:
+            if not (fetcher.from_nudge or fetcher.unprobed):
                 raise
             # Perhaps the nudge's fault (hours old and expired, older than what this
             # device trusts, forged): none of it was trusted, so ask the CDN alone.
@@ -321,8 +343,8 @@ class SignedRepository:
             updater = self._new_updater(fetcher)
             updater.refresh()
             offer = self._decide(updater, model, thing, installed)
-        # "from_nudge=3 cdn_requests=1": the nudge's metadata answered, the CDN only
-        # the root probe.
+        # "from_nudge=3 cdn_requests=1": the nudge's files answered, the CDN only the
+        # timestamp (the root probe, unprobed, was answered here).
         log.info(
             "event=refreshed model=%s from_nudge=%d cdn_requests=%d",
             model,

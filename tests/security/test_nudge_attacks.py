@@ -1,12 +1,14 @@
 """The nudge carries the repository's metadata, the spec and the patch, and trusts none of it.
 
-A nudged device asks the CDN only for the root probe and the timestamp. The
-timestamp never rides: it is what tells a replayed nudge (from before an abort)
-from the repository's newest state. Whatever the nudge carries is handed to
-ngclient as if the CDN had sent it, and used only where the fresh timestamp
-leads to that very file: a forged, stale or replayed copy is refused there or
-never reached, the device refreshes from the CDN alone, and updates (or
-refuses, when the CDN is bad too) exactly as it would have without it.
+A nudged device asks the CDN only for the timestamp. The root probe is answered
+on the device (a root rotation is found by the refresh that fails without it,
+and by every timer refresh). The timestamp never rides: it is what tells a
+replayed nudge (from before an abort) from the repository's newest state.
+Whatever the nudge carries is handed to ngclient as if the CDN had sent it, and
+used only where the fresh timestamp leads to that very file: a forged, stale or
+replayed copy is refused there or never reached, the device refreshes from the
+CDN alone, and updates (or refuses, when the CDN is bad too) exactly as it would
+have without it.
 """
 
 from __future__ import annotations
@@ -56,9 +58,7 @@ def _trusted(rig: Rig, role: str) -> bytes:
     return (rig.root / "trust" / "metadata" / f"{role}.json").read_bytes()
 
 
-def test_a_nudged_update_asks_the_cdn_only_for_the_root_probe_and_the_timestamp(
-    rig: Rig,
-) -> None:
+def test_a_nudged_update_asks_the_cdn_only_for_the_timestamp(rig: Rig) -> None:
     install_v1(rig)
     _, v2, _ = vibration_runs()
     rig.releases.release(2, v2, bases=[1], previous=1)
@@ -74,8 +74,48 @@ def test_a_nudged_update_asks_the_cdn_only_for_the_root_probe_and_the_timestamp(
     before = len(rig.server.requests)
     result = rig.updater().handle("nudge", Nudge.from_bytes(payload).files)
     assert result.step == "succeeded", result.detail
-    assert _asked(rig, before) == [ROOT_PROBE, TIMESTAMP]
+    assert _asked(rig, before) == [TIMESTAMP]
     assert_serving(rig, 2)
+
+
+def test_a_nudged_refresh_after_an_online_key_rotation_finds_the_new_root_at_the_cdn(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The root probe the nudge skips is what finds a rotated root: the CDN's fresh
+    timestamp, signed by the new online key, fails against the trusted root, and the
+    same refresh starts over from the CDN with the probe."""
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    rig.releases.rotate_online_key()
+    rig.releases.release(2, v2, bases=[1], previous=1)
+    before = len(rig.server.requests)
+    with caplog.at_level(logging.WARNING, logger="edge.trust"):
+        result = rig.updater().handle("nudge", _nudge(rig, 2).files)
+    assert result.step == "succeeded", result.detail
+    assert "event=nudge_metadata_refused" in caplog.text
+    asked = _asked(rig, before)
+    assert asked[0] == TIMESTAMP  # the nudged try: no probe
+    assert ROOT_PROBE in asked  # the start over: the probe, and root 2 found
+    assert json.loads(_trusted(rig, "root"))["signed"]["version"] == 2
+    assert_serving(rig, 2)
+
+
+def test_a_timer_refresh_always_probes_for_the_next_root(rig: Rig) -> None:
+    """A root rotated for its own keys alone leaves the online key valid, so a nudged
+    refresh verifies under the old root; the next refresh without a nudge probes."""
+    install_v1(rig)
+    rig.releases.rotate_root_key(0)
+    rig.releases.sync()
+    _, v2, _ = vibration_runs()
+    rig.releases.release(2, v2, bases=[1], previous=1)
+    before = len(rig.server.requests)
+    assert rig.updater().handle("nudge", _nudge(rig, 2).files).step == "succeeded"
+    assert ROOT_PROBE not in _asked(rig, before)
+    assert json.loads(_trusted(rig, "root"))["signed"]["version"] == 1
+    before = len(rig.server.requests)
+    assert rig.updater().handle("timer").step == "already_installed"
+    assert _asked(rig, before)[0] == ROOT_PROBE
+    assert json.loads(_trusted(rig, "root"))["signed"]["version"] == 2
 
 
 def test_a_replayed_nudge_from_before_an_abort_never_installs_the_aborted_version(
@@ -228,9 +268,9 @@ def test_a_carried_set_over_one_iot_unit_is_trimmed_and_the_update_works(rig: Ri
     result = rig.updater().handle("nudge", nudge.files)
     assert result.step == "succeeded", result.detail
     asked = _asked(rig, before)
-    assert asked[:2] == [ROOT_PROBE, TIMESTAMP]
-    assert len(asked) == 3
-    assert asked[2].endswith(".vibration.json")
+    assert asked[0] == TIMESTAMP
+    assert len(asked) == 2
+    assert asked[1].endswith(".vibration.json")
     assert_serving(rig, 2)
 
 
@@ -256,7 +296,7 @@ def test_a_carried_file_over_its_signed_length_is_refused_and_the_cdn_answers(
     assert_serving(rig, 2)
 
 
-def test_an_agent_nudged_over_mqtt_asks_the_cdn_only_for_the_root_probe_and_the_timestamp(
+def test_an_agent_nudged_over_mqtt_asks_the_cdn_only_for_the_timestamp(
     world: World,
 ) -> None:
     v1, v2, _ = vibration_runs()
@@ -272,4 +312,4 @@ def test_an_agent_nudged_over_mqtt_asks_the_cdn_only_for_the_root_probe_and_the_
     world.cloud.nudge(MODEL, payload=Nudge.filled(MODEL, 2, files, nudge_budget(topic)).to_bytes())
     wait_for(lambda: agent.version == 2, what="v2 installed on the carrying nudge")
     asked = [path for path, _ in world.server.requests[before:]]
-    assert asked == [ROOT_PROBE, TIMESTAMP]
+    assert asked == [TIMESTAMP]
