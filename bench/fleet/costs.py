@@ -135,17 +135,15 @@ def _bill(counts: dict[str, float], cap: dict[str, float], sizes: Sizes) -> dict
     }
 
 
-def per_device_day(units: dict[str, Any], status_messages: int) -> dict[str, Any]:
-    """What a device costs a day whether or not it updates: its heartbeats (the steady
-    ones: the identity kept in its fleet item is fresh), and the thing-registry lookup
-    that refreshes that identity once per IDENTITY_TTL_HOURS, whichever report pays it."""
-    per = units["per_report"][HEARTBEAT]
-    beats = 86_400 / HEARTBEAT_S
-    cap = capacity(per, units["item_bytes"])
+def status_report_usd(units: dict[str, Any], status_messages: int) -> float:
+    """One steady status report (a heartbeat, a keep-alive, a health change): its message
+    unless it goes by Basic Ingest, the rule and its Lambda action, the invocation and
+    its duration, and the DynamoDB units it was measured to take."""
+    cap = capacity(units["per_report"][HEARTBEAT], units["item_bytes"])
     p = usd()
     metered = 0 if STATUS_OVER_BASIC_INGEST else status_messages
     heartbeat_ms = units.get("report_ms_by_type", {}).get(HEARTBEAT, units["report_ms"])
-    beat_usd = beats * (
+    return float(
         metered * p["iot_message"]
         + p["iot_rule_triggered"]
         + p["iot_rule_action"]
@@ -154,8 +152,24 @@ def per_device_day(units: dict[str, Any], status_messages: int) -> dict[str, Any
         + cap["wru"] * p["dynamodb_wru"]
         + cap["rru"] * p["dynamodb_rru"]
     )
+
+
+def registry_operations_per_lookup(units: dict[str, Any]) -> float:
+    """Thing-registry operations one identity lookup makes, as the first heartbeats made them."""
+    return float(sum(v for k, v in units["per_first_heartbeat"].items() if k in REGISTRY_LOOKUP))
+
+
+def per_device_day(units: dict[str, Any], status_messages: int) -> dict[str, Any]:
+    """What a device costs a day whether or not it updates: its heartbeats (the steady
+    ones: the identity kept in its fleet item is fresh), and the thing-registry lookup
+    that refreshes that identity once per IDENTITY_TTL_HOURS, whichever report pays it."""
+    per = units["per_report"][HEARTBEAT]
+    beats = 86_400 / HEARTBEAT_S
+    cap = capacity(per, units["item_bytes"])
+    p = usd()
+    beat_usd = beats * status_report_usd(units, status_messages)
     lookups = 24 / IDENTITY_TTL_HOURS
-    ops = sum(v for k, v in units["per_first_heartbeat"].items() if k in REGISTRY_LOOKUP)
+    ops = registry_operations_per_lookup(units)
     return {
         "heartbeats": {
             "interval_s": HEARTBEAT_S,
