@@ -270,92 +270,130 @@ def _poison_rows(ps: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     return out
 
 
-def _fleet_rows(fl: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+Row = tuple[str, str, str, str, str]
+FLEET_CMD = "`python -m bench.run fleet`"
+
+
+def _fleet_rows(fl: dict[str, Any]) -> list[Row]:
     """Per device-update at each size measured, the 1M model with the bill, and what a
     device and a model cost a day whether or not they update."""
+    out = [_fleet_size_row(fl, n, r) for n, r in fl["runs"].items()]
+    out.append(_fleet_model_row(fl))
+    basis = fl["runs"].get(str(fl["modelled"]["costs_from"]))
+    if basis:
+        out.append(_fleet_day_row(basis))
+    at_rest = fl["modelled"].get("at_rest")
+    if at_rest:
+        out.append(_fleet_at_rest_row(at_rest))
+    return out
+
+
+def _fleet_size_row(fl: dict[str, Any], n: str, r: dict[str, Any]) -> Row:
     goals = fl["goals"]
     reads = fl["reads_per_report"]["by_type"]
-    cmd = "`python -m bench.run fleet`"
-    out = []
-    for n, r in fl["runs"].items():
-        u, ro = r["per_update"], r["rollout"]
-        by_type = ", ".join(
-            f"{kind} {reads[kind][n]['reads']:g} ({reads[kind][n]['rru']:g} RRU)"
-            for kind in ("counted", "duplicate", "not counted", "heartbeat")
-            if n in reads.get(kind, {})
-        )
-        out.append(
-            (
-                f"rollout to {int(n):,} devices, real status/rollout code on moto",
-                "DynamoDB reads per report flat (per report type); ≤ 3 cloud messages per "
-                "device-update",
-                f"per device-update ({r['reached']:,} reached): {u['cloud_messages']:g} IoT "
-                f"messages ({u['iot_messages_received']:g} in, {u['iot_messages_sent']:g} out), "
-                f"{u['lambda_invocations']:g} Lambda, {u['dynamodb_reads']:g} DynamoDB reads / "
-                f"{u['dynamodb_writes']:g} writes ({u['dynamodb_rru']:g} RRU / "
-                f"{u['dynamodb_wru']:g} WRU), {u['s3_requests']:g} S3, {u['kms_requests']:g} "
-                f"KMS, {u['iot_registry_operations']:g} registry operations, "
-                f"{u['cdn_requests']:g} CDN requests; DynamoDB reads per report: {by_type}; "
-                f"100% of stages passed in {ro['complete_s']} s; installed p50 "
-                f"{ro['p50_installed_s']} s, p99 {ro['p99_installed_s']} s, last "
-                f"{ro['all_installed_s']} s; ${u['usd_per_million_updates_total']:.2f} per M "
-                f"updates; {r['wall_s']['total']:.0f} s to run"
-                + (
-                    f" (run at {r['commit']}, kept: its CDN requests and message sizes are the "
-                    f"{r['cost_inputs_from']:,}-device run's)"
-                    if r.get("cost_inputs_from")
-                    else ""
-                ),
-                _mark(
-                    goals["dynamodb_reads_per_report_flat"]
-                    and u["cloud_messages"] <= fl["goal_messages"]
-                ),
-                cmd,
-            )
-        )
+    u, ro = r["per_update"], r["rollout"]
+    by_type = ", ".join(
+        f"{kind} {reads[kind][n]['reads']:g} ({reads[kind][n]['rru']:g} RRU)"
+        for kind in ("counted", "duplicate", "not counted", "heartbeat")
+        if n in reads.get(kind, {})
+    )
+    origin = f" ({u['cdn_origin_gets']:g} passed to S3)" if "cdn_origin_gets" in u else ""
+    return (
+        f"rollout to {int(n):,} devices, real status/rollout code on moto",
+        "DynamoDB reads per report flat (per report type); ≤ 3 cloud messages per device-update",
+        f"per device-update ({r['reached']:,} reached): {u['cloud_messages']:g} IoT "
+        f"messages ({u['iot_messages_received']:g} in, {u['iot_messages_sent']:g} out), "
+        f"{u['lambda_invocations']:g} Lambda, {u['dynamodb_reads']:g} DynamoDB reads / "
+        f"{u['dynamodb_writes']:g} writes ({u['dynamodb_rru']:g} RRU / "
+        f"{u['dynamodb_wru']:g} WRU), {u['s3_requests']:g} S3, {u['kms_requests']:g} "
+        f"KMS, {u['iot_registry_operations']:g} registry operations, "
+        f"{u['cdn_requests']:g} CDN requests{origin}; DynamoDB reads per report: {by_type}; "
+        f"100% of stages passed in {ro['complete_s']} s; installed p50 "
+        f"{ro['p50_installed_s']} s, p99 {ro['p99_installed_s']} s, last "
+        f"{ro['all_installed_s']} s; ${u['usd_per_million_updates_total']:.2f} per M "
+        f"updates; {r['wall_s']['total']:.0f} s to run"
+        + (
+            f" (run at {r['commit']}, kept: its CDN requests and message sizes are the "
+            f"{r['cost_inputs_from']:,}-device run's)"
+            if r.get("cost_inputs_from")
+            else ""
+        ),
+        _mark(
+            goals["dynamodb_reads_per_report_flat"] and u["cloud_messages"] <= fl["goal_messages"]
+        ),
+        FLEET_CMD,
+    )
+
+
+def _fleet_model_row(fl: dict[str, Any]) -> Row:
+    goals = fl["goals"]
     m = fl["modelled"]
     u = m["per_update"]
-    dominant = sorted(u["usd_per_million_updates"].items(), key=lambda kv: -kv[1])[:3]
-    out.append(
-        (
-            f"rollout to {m['devices']:,} devices, SimPy model with the costs measured at "
-            f"{m['costs_from']:,}",
-            f"≤ 3 cloud messages; ≤ ${fl['goal_usd_per_million']:g} per million device-updates "
-            "before data transfer",
-            f"{u['cloud_messages']:g} messages per device-update; 100% of stages passed in "
-            f"{m['complete_s']} s; installed p50 {m['p50_installed_s']} s, p99 "
-            f"{m['p99_installed_s']} s, last {m['all_installed_s']} s; "
-            f"${u['usd_per_million_updates_total']:.2f} per M updates (largest: "
-            + ", ".join(f"{k} ${v:.2f}" for k, v in dominant)
-            + f"; each CDN request per update ${u['usd_per_million_per_extra_cdn_request']:.2f}"
-            f"), data transfer ${u['data_transfer_usd_per_million_updates']:.2f} on top",
-            _mark(goals["cloud_messages_le_3"] and goals["usd_per_million_le_5"]),
-            cmd,
-        )
+    items = sorted(u["usd_per_million_updates"].items(), key=lambda kv: -kv[1])
+    return (
+        f"rollout to {m['devices']:,} devices, SimPy model with the costs measured at "
+        f"{m['costs_from']:,}",
+        f"≤ 3 cloud messages; ≤ ${fl['goal_usd_per_million']:g} per million device-updates "
+        "before data transfer",
+        f"{u['cloud_messages']:g} messages per device-update; 100% of stages passed in "
+        f"{m['complete_s']} s; installed p50 {m['p50_installed_s']} s, p99 "
+        f"{m['p99_installed_s']} s, last {m['all_installed_s']} s; "
+        f"${u['usd_per_million_updates_total']:.2f} per M updates ("
+        + ", ".join(f"{k} ${v:.4g}" for k, v in items if v > 0)
+        + f"; each CDN request per update ${u['usd_per_million_per_extra_cdn_request']:.2f}"
+        f"), data transfer ${u['data_transfer_usd_per_million_updates']:.2f} on top",
+        _mark(goals["cloud_messages_le_3"] and goals["usd_per_million_le_5"]),
+        FLEET_CMD,
     )
-    basis = fl["runs"].get(str(m["costs_from"]))
-    if basis:
-        h = basis["per_device_day"]["heartbeats"]
-        i = basis["per_device_day"]["identity_lookups"]
-        s = basis["per_model_day"]
-        out.append(
-            (
-                "every day, updates or not: heartbeats, identity lookups, the schedule",
-                "report",
-                f"per device-day: {h['per_day']:g} heartbeats (every {h['interval_s']:.0f} s: "
-                f"{h['messages']:g} messages, {h['lambda_invocations']:g} Lambda, "
-                f"{h['dynamodb_rru']:g} RRU / {h['dynamodb_wru']:g} WRU) "
-                f"${h['usd_per_million_device_days']:.2f} per M device-days; "
-                f"{i['per_day']:g} identity lookup (every {i['ttl_hours']:g} h: "
-                f"{i['registry_operations']:g} registry operations) "
-                f"${i['usd_per_million_device_days']:.2f} per M device-days. Per model-day: "
-                f"{s['schedule_runs']:g} schedule runs, {s['dynamodb_rru']:g} RRU, "
-                f"${s['usd_per_model_day']:.3f}",
-                "-",
-                cmd,
-            )
-        )
-    return out
+
+
+def _fleet_day_row(basis: dict[str, Any]) -> Row:
+    h = basis["per_device_day"]["heartbeats"]
+    i = basis["per_device_day"]["identity_lookups"]
+    s = basis["per_model_day"]
+    return (
+        "every day, updates or not: heartbeats, identity lookups, the schedule",
+        "report",
+        f"per device-day: {h['per_day']:g} heartbeats (every {h['interval_s']:.0f} s: "
+        f"{h['messages']:g} messages, {h['lambda_invocations']:g} Lambda, "
+        f"{h['dynamodb_rru']:g} RRU / {h['dynamodb_wru']:g} WRU) "
+        f"${h['usd_per_million_device_days']:.2f} per M device-days; "
+        f"{i['per_day']:g} identity lookup (every {i['ttl_hours']:g} h: "
+        f"{i['registry_operations']:g} registry operations) "
+        f"${i['usd_per_million_device_days']:.2f} per M device-days. Per model-day: "
+        f"{s['schedule_runs']:g} schedule runs, {s['dynamodb_rru']:g} RRU, "
+        f"${s['usd_per_model_day']:.3f}",
+        "-",
+        FLEET_CMD,
+    )
+
+
+def _fleet_at_rest_row(a: dict[str, Any]) -> Row:
+    params = a["parameters"]
+    lines = "; ".join(f"{k} ${v:.2f}" for k, v in a["usd_per_million_device_days"].items())
+    variants = "; ".join(
+        f"{k}: ${v:.2f}" for k, v in a["variants_usd_per_million_device_days"].items()
+    )
+    beside = a["beside"]
+    return (
+        "a device-day at rest, presence from lifecycle events (issue 28's design, "
+        "costed from the measured status report and stated parameters)",
+        f"≤ ${a['goal_usd_per_million']:g} per million device-days (presence, health, "
+        "identity, schedule; connectivity aside)",
+        f"${a['usd_per_million_device_days_total']:.2f} per M device-days ({lines}); "
+        f"${a['usd_per_million_device_days_total_lifecycle_unbilled']:.2f} if lifecycle "
+        f"events are not metered as messages (counted as 1 message each: not confirmed). "
+        f"Keep-alive every {params['keepalive_s']:.0f} s, {params['reconnects_per_day']:g} "
+        f"reconnect and {params['health_changes_per_day']:g} health changes a day, identity "
+        f"every {params['identity_ttl_hours']:g} h ({a['identity_lookups_per_day']:g} "
+        f"lookup a day). Variants: {variants}. Beside: the hourly-heartbeat design "
+        f"${beside['hourly_heartbeat_design_usd_per_million_device_days']:.2f}; "
+        f"connectivity ${beside['connectivity_usd_per_million_device_days']:.2f}; "
+        f"reconnect messages (CONNECT, SUBSCRIBE, the retained announcement again) "
+        f"${beside['reconnect_messages_usd_per_million_device_days']:.2f}",
+        _mark(a["meets_goal"]),
+        FLEET_CMD,
+    )
 
 
 def rewrite_readme() -> None:

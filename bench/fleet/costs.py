@@ -30,6 +30,9 @@ class Sizes:
     nudge_messages: float  # 5 KB IoT messages per nudge delivered (and per publish)
     cdn_requests: float  # HTTPS requests one device-update makes to the CDN
     download_bytes: int  # bytes one device-update downloads (nudge aside)
+    # Of the CDN requests, those CloudFront forwards to S3 each time (no-cache objects);
+    # runs kept from before it was measured have none recorded.
+    origin_gets: float = 0.0
 
 
 def per_update(
@@ -80,6 +83,7 @@ def per_update(
         "kms_requests": round(counts["kms"], 6),
         "iot_registry_operations": round(counts["registry_ops"], 6),
         "cdn_requests": sizes.cdn_requests,
+        "cdn_origin_gets": sizes.origin_gets,
         "download_bytes": sizes.download_bytes,
     }
     return {**figures, **_bill(counts, cap, sizes)}
@@ -123,6 +127,7 @@ def _bill(counts: dict[str, float], cap: dict[str, float], sizes: Sizes) -> dict
         + counts["s3_writes"] * p["s3_put"],
         "KMS signatures": counts["kms"] * p["kms_request"],
         "CloudFront requests": sizes.cdn_requests * p["cloudfront_https_request"],
+        "S3 GETs from CloudFront (no-cache timestamp)": sizes.origin_gets * p["s3_get"],
     }
     per_million = {k: round(v * 1e6, 4) for k, v in lines.items()}
     return {

@@ -11,6 +11,15 @@ from edge.trust import InstalledModel, SignedRepository, TrustLimits
 from edgeloop.contract import Nudge
 from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
 from edgeloop.local.cdn import BucketOrigin, LocalCdn
+from edgeloop.trust.store import mutable
+
+
+def origin_gets(paths: list[str]) -> int:
+    """The CDN requests CloudFront passes to the bucket every time: objects stored
+    no-cache (the timestamp), which it must re-check. An upper bound: the cache policy's
+    one-second minimum can answer requests arriving together at one edge. The rest are
+    immutable, or a missing root (the probe), whose error CloudFront caches."""
+    return sum(1 for path in paths if mutable(path))
 
 
 class CountingOrigin:
@@ -67,6 +76,7 @@ class ObservedDevice:
             "nudge_bytes": 0 if nudge is None else len(nudge),
             "carried": sorted(carried or {}),
             "cdn_requests": len(asked),
+            "origin_gets": origin_gets(asked),
             "bytes": self.signed.bytes_received - received,
             "paths": asked,
         }

@@ -17,6 +17,7 @@ from bench.fleet.at_rest import AtRest, per_device_day_at_rest
 from bench.fleet.costs import Sizes, per_device_day, per_model_day, per_update, reads_by_type
 from bench.fleet.devices import report, status_topic
 from bench.fleet.moto_run import run_real
+from bench.fleet.observed import origin_gets
 from bench.fleet.prices import (
     GOAL_MESSAGES,
     GOAL_USD_PER_MILLION,
@@ -97,6 +98,7 @@ def _cost_inputs(real: Runs, fresh: set[str], status_bytes: int) -> None:
                 nudge_messages=r["delivery_messages"] / max(r["deliveries"], 1),
                 cdn_requests=float(update["cdn_requests"]),
                 download_bytes=int(update["bytes"]),
+                origin_gets=float(origin_gets(update["paths"])),
             )
         )
     if not fresh:
