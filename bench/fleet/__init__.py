@@ -32,7 +32,8 @@ heartbeat). DynamoDB capacity is computed from the item sizes found at the end
 of the run and DynamoDB's rules (moto reports none). One device of the last
 stage updates for real (edge.trust's SignedRepository, python-tuf over the
 agent's fetcher) through the CDN stand-in in front of the bucket, with what the
-nudge that reached it carried: its CDN requests and bytes are one update's. A
+nudge that reached it carried: its CDN requests and bytes are one update's, and
+those CloudFront must pass to S3 every time (the no-cache timestamp) are S3 GETs. A
 function's billed duration is its CPU time plus each request at SERVICE_MS.
 `PRICES` is the price table, with its sources.
 
@@ -52,7 +53,8 @@ The modules, one concern each: settings (sizes, assumptions, report types), pric
 metering (the request hook, the simulated clock, reports by type), capacity (DynamoDB
 units from item sizes), devices (the draws and their reports), simulation (the 1M
 model), moto_server and moto_run (the real run), observed (the device updated for
-real), costs (the bill), results (the whole benchmark) and cli.
+real), costs (the bill), at_rest (a device-day at rest in the presence design, from
+stated parameters), results (the whole benchmark) and cli.
 """
 
 from bench.fleet.results import measure
