@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench import inference
 from bench.common import RESULTS
 
+Row = tuple[str, str, str, str, str]
 README = Path(__file__).parents[1] / "README.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
@@ -29,203 +31,198 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def table() -> str:
-    rows: list[tuple[str, str, str, str, str]] = []
-    b = _load("bytes")
-    if b:
-        for name, label in (
-            ("digits-int8-sparse0.01", "digits MLP, int8 + sparse updates"),
-            ("vibration-int8-dense", "k-means, int8"),
-            ("digits-512x512-none-sparse0.01", "digits MLP 64-512-512-10, float32 + sparse"),
-            ("digits-none-dense", "digits MLP, float32, dense (for comparison)"),
-        ):
-            v = b["variants"].get(name)
-            if v is None:
-                continue
-            s = v["summary"]
-            r = s["median_received"]
-            compare = name == "digits-none-dense"
-            if compare:
-                goal = "-"
-            elif s["goal_applies"]:
-                goal = "≤ 25% (models ≥ 50 KB), within 0.5 pt of a cold retrain, never > 100%"
-            else:
-                goal = f"report (a {s['model_bytes'] / 1024:.0f} KB model: under the 50 KB goal)"
-            rows.append(
-                (
-                    f"bytes per update ÷ the same update with the full model: {label}",
-                    goal,
-                    f"median {_pct(s['median_ratio'])}, max {_pct(s['max_ratio'])} "
-                    f"(patch alone ÷ zstd model: {_pct(s['median_patch_only_ratio'])}); median "
-                    f"bytes: nudge {r['nudge']:.0f}, metadata {r['metadata']:.0f}, spec "
-                    f"{r['spec']:.0f}, golden inputs {r['golden']:.0f}, patch {r['patch']:.0f} "
-                    f"vs zstd model {r['compressed_full']:.0f}; "
-                    f"{r.get('cdn_requests', 0):.0f} CDN requests per update; "
-                    f"{s['mean_gap_points']:+.2f} pt vs cold ({b['steps']} steps × "
-                    f"{s['seeds']} seed{'s' if s['seeds'] != 1 else ''})",
-                    "-" if compare else _mark(s["meets_goal"]),
-                    "`python -m bench.run bytes`",
-                )
-            )
-    i = _load("inference")
-    if i:
-        for name, m in i["models"].items():
-            rows.append(
-                (
-                    f"single-sample inference vs scikit-learn: {name}",
-                    "≥ 20x",
-                    f"{m['speedup_p50']}x at p50 ({m['edge_single']['p50_us']} vs "
-                    f"{m['sklearn_single']['p50_us']} µs), {m['speedup_p99']}x at p99; "
-                    f"tflite-runtime 2.14: {m.get('speedup_p50_tflite_runtime_214', '-')}x",
-                    _mark(m["speedup_p50"] >= inference.GOAL_SPEEDUP),
-                    "`python -m bench.run inference`",
-                )
-            )
-            rows.append(
-                (
-                    f"batch throughput: {name}",
-                    "report",
-                    ", ".join(
-                        f"{int(v):,}/s at {k}" for k, v in m["edge_batch_samples_per_s"].items()
-                    ),
-                    "-",
-                    "`python -m bench.run inference`",
-                )
-            )
-    w = _load("swap")
-    if w:
-        u, base = w["with_updates"], w["without_updates"]
+def _bytes_rows(b: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for name, label in (
+        ("digits-int8-sparse0.01", "digits MLP, int8 + sparse updates"),
+        ("vibration-int8-dense", "k-means, int8"),
+        ("digits-512x512-none-sparse0.01", "digits MLP 64-512-512-10, float32 + sparse"),
+        ("digits-none-dense", "digits MLP, float32, dense (for comparison)"),
+    ):
+        v = b["variants"].get(name)
+        if v is None:
+            continue
+        s = v["summary"]
+        r = s["median_received"]
+        compare = name == "digits-none-dense"
+        if compare:
+            goal = "-"
+        elif s["goal_applies"]:
+            goal = "≤ 25% (models ≥ 50 KB), within 0.5 pt of a cold retrain, never > 100%"
+        else:
+            goal = f"report (a {s['model_bytes'] / 1024:.0f} KB model: under the 50 KB goal)"
         rows.append(
             (
-                f"hot swap under {w['rate']:,} samples/s ({w['updates']} real updates)",
-                "0 dropped, < 5 ms stall",
-                f"{u['dropped']} dropped; longest stall {u['max_stall_ms']} ms "
-                f"(same loop without updates: {base['max_stall_ms']} ms)",
-                _mark(w["meets_goal"]),
+                f"bytes per update ÷ the same update with the full model: {label}",
+                goal,
+                f"median {_pct(s['median_ratio'])}, max {_pct(s['max_ratio'])} "
+                f"(patch alone ÷ zstd model: {_pct(s['median_patch_only_ratio'])}); median "
+                f"bytes: nudge {r['nudge']:.0f}, metadata {r['metadata']:.0f}, spec "
+                f"{r['spec']:.0f}, golden inputs {r['golden']:.0f}, patch {r['patch']:.0f} "
+                f"vs zstd model {r['compressed_full']:.0f}; "
+                f"{r.get('cdn_requests', 0):.0f} CDN requests per update; "
+                f"{s['mean_gap_points']:+.2f} pt vs cold ({b['steps']} steps × "
+                f"{s['seeds']} seed{'s' if s['seeds'] != 1 else ''})",
+                "-" if compare else _mark(s["meets_goal"]),
+                "`python -m bench.run bytes`",
+            )
+        )
+    return rows
+
+
+def _inference_rows(i: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for name, m in i["models"].items():
+        rows.append(
+            (
+                f"single-sample inference vs scikit-learn: {name}",
+                "≥ 20x",
+                f"{m['speedup_p50']}x at p50 ({m['edge_single']['p50_us']} vs "
+                f"{m['sklearn_single']['p50_us']} µs), {m['speedup_p99']}x at p99; "
+                f"tflite-runtime 2.14: {m.get('speedup_p50_tflite_runtime_214', '-')}x",
+                _mark(m["speedup_p50"] >= inference.GOAL_SPEEDUP),
+                "`python -m bench.run inference`",
+            )
+        )
+        rows.append(
+            (
+                f"batch throughput: {name}",
+                "report",
+                ", ".join(f"{int(v):,}/s at {k}" for k, v in m["edge_batch_samples_per_s"].items()),
+                "-",
+                "`python -m bench.run inference`",
+            )
+        )
+    return rows
+
+
+def _swap_rows(w: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    u, base = w["with_updates"], w["without_updates"]
+    rows.append(
+        (
+            f"hot swap under {w['rate']:,} samples/s ({w['updates']} real updates)",
+            "0 dropped, < 5 ms stall",
+            f"{u['dropped']} dropped; longest stall {u['max_stall_ms']} ms "
+            f"(same loop without updates: {base['max_stall_ms']} ms)",
+            _mark(w["meets_goal"]),
+            "`python -m bench.run swap`",
+        )
+    )
+    memory = w.get("agent_memory")
+    if memory:
+        rows.append(
+            (
+                "agent memory",
+                "report",
+                f"{memory['import_rss_mb']} MB resident after importing the agent; "
+                f"{memory['update_peak_alloc_kb']} KB peak Python allocations over "
+                f"{w['updates']} updates",
+                "-",
                 "`python -m bench.run swap`",
             )
         )
-        memory = w.get("agent_memory")
-        if memory:
-            rows.append(
-                (
-                    "agent memory",
-                    "report",
-                    f"{memory['import_rss_mb']} MB resident after importing the agent; "
-                    f"{memory['update_peak_alloc_kb']} KB peak Python allocations over "
-                    f"{w['updates']} updates",
-                    "-",
-                    "`python -m bench.run swap`",
-                )
-            )
-        latency = w.get("update_latency_ms")
-        if latency:
-            rows.append(
-                (
-                    "update latency: a new model tried in a child process first",
-                    f"adds ≤ {latency['goal_added_ms']:.0f} ms; hot-swap stall unchanged",
-                    f"{latency['child_process_check_p50']} ms per update with the child-process "
-                    f"check vs {latency['in_process_check_p50']} ms with the check in the "
-                    f"agent's own process (+{latency['added_p50']} ms, median of "
-                    f"{w['updates']} updates)",
-                    _mark(latency["added_p50"] <= latency["goal_added_ms"]),
-                    "`python -m bench.run swap`",
-                )
-            )
-    lp = _load("loop")
-    if lp:
+    latency = w.get("update_latency_ms")
+    if latency:
         rows.append(
             (
-                f"local loop: last upload → all {lp['devices']} devices on the new version",
-                "< 5 s",
-                ", ".join(
-                    f"v{r['version']}: {r['upload_to_all_swapped_s']} s" for r in lp["rounds"]
-                ),
-                _mark(lp["meets_goal"]),
-                "`python -m bench.run loop`",
+                "update latency: a new model tried in a child process first",
+                f"adds ≤ {latency['goal_added_ms']:.0f} ms; hot-swap stall unchanged",
+                f"{latency['child_process_check_p50']} ms per update with the child-process "
+                f"check vs {latency['in_process_check_p50']} ms with the check in the "
+                f"agent's own process (+{latency['added_p50']} ms, median of "
+                f"{w['updates']} updates)",
+                _mark(latency["added_p50"] <= latency["goal_added_ms"]),
+                "`python -m bench.run swap`",
             )
         )
-    f = _load("fanout")
-    if f:
-        rows.append(
-            (
-                f"fan-out: one nudge → {f['agents']:,} agents refreshed and swapped",
-                "< 60 s, O(1) cloud publishes",
-                ", ".join(
-                    f"{r['shipped']}: {r['announce_to_all_swapped_s']} s" for r in f["rounds"]
-                )
-                + f"; {f['cloud_publishes_per_version']} publish per version",
-                _mark(f["meets_goal"]),
-                "`python -m bench.run fanout`",
-            )
+    return rows
+
+
+def _loop_rows(lp: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    rows.append(
+        (
+            f"local loop: last upload → all {lp['devices']} devices on the new version",
+            "< 5 s",
+            ", ".join(f"v{r['version']}: {r['upload_to_all_swapped_s']} s" for r in lp["rounds"]),
+            _mark(lp["meets_goal"]),
+            "`python -m bench.run loop`",
         )
-    sd = _load("stage_delay")
-    if sd:
-        rows.append(
-            (
-                "counted outcome → stage decided and pointer signed (status only counts; "
-                "the registry's stream invokes the schedule function)",
-                f"seconds (≤ {sd['goal_s']:g} s)",
-                f"median {sd['median_s']} s, max {sd['max_s']} s over {sd['versions']} "
-                f"rollouts (stream polled every {sd['stream_poll_s']:g} s, "
-                f"{sd['stream_batching_window_s']:g} s batching window)",
-                _mark(sd["meets_goal"]),
-                "`python -m bench.run stage_delay`",
-            )
+    )
+    return rows
+
+
+def _fanout_rows(f: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    rows.append(
+        (
+            f"fan-out: one nudge → {f['agents']:,} agents refreshed and swapped",
+            "< 60 s, O(1) cloud publishes",
+            ", ".join(f"{r['shipped']}: {r['announce_to_all_swapped_s']} s" for r in f["rounds"])
+            + f"; {f['cloud_publishes_per_version']} publish per version",
+            _mark(f["meets_goal"]),
+            "`python -m bench.run fanout`",
         )
-    sc = _load("scale")
-    if sc:
-        runs = sc["runs"]
+    )
+    return rows
+
+
+def _stage_delay_rows(sd: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    rows.append(
+        (
+            "counted outcome → stage decided and pointer signed (status only counts; "
+            "the registry's stream invokes the schedule function)",
+            f"seconds (≤ {sd['goal_s']:g} s)",
+            f"median {sd['median_s']} s, max {sd['max_s']} s over {sd['versions']} "
+            f"rollouts (stream polled every {sd['stream_poll_s']:g} s, "
+            f"{sd['stream_batching_window_s']:g} s batching window)",
+            _mark(sd["meets_goal"]),
+            "`python -m bench.run stage_delay`",
+        )
+    )
+    return rows
+
+
+def _scale_rows(sc: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    runs = sc["runs"]
+    rows.append(
+        (
+            "k-means retrain streamed from storage, 16 features",
+            "1M rows < 60 s, peak RSS < 1 GB, flat",
+            "; ".join(
+                f"{int(n):,} rows: {r['seconds']} s, {r['peak_rss_mb']:.0f} MB"
+                for n, r in runs.items()
+            ),
+            _mark(sc["meets_goal"]),
+            "`python -m bench.run scale`",
+        )
+    )
+    return rows
+
+
+def _patchgen_rows(pg: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for size, codecs in pg["sizes"].items():
         rows.append(
             (
-                "k-means retrain streamed from storage, 16 features",
-                "1M rows < 60 s, peak RSS < 1 GB, flat",
+                f"patch generation, {size} float32 model",
+                "report",
                 "; ".join(
-                    f"{int(n):,} rows: {r['seconds']} s, {r['peak_rss_mb']:.0f} MB"
-                    for n, r in runs.items()
+                    f"{c}: {r['make_s']:.2f} s, +{r['make_peak_extra_mb']:.0f} MB, "
+                    f"{_pct(r['ratio_to_model'])}"
+                    for c, r in codecs.items()
                 ),
-                _mark(sc["meets_goal"]),
-                "`python -m bench.run scale`",
+                "-",
+                "`python -m bench.run patchgen`",
             )
         )
-    pg = _load("patchgen")
-    if pg:
-        for size, codecs in pg["sizes"].items():
-            rows.append(
-                (
-                    f"patch generation, {size} float32 model",
-                    "report",
-                    "; ".join(
-                        f"{c}: {r['make_s']:.2f} s, +{r['make_peak_extra_mb']:.0f} MB, "
-                        f"{_pct(r['ratio_to_model'])}"
-                        for c, r in codecs.items()
-                    ),
-                    "-",
-                    "`python -m bench.run patchgen`",
-                )
-            )
-    ps = _load("poison")
-    if ps:
-        rows.extend(_poison_rows(ps))
-    fl = _load("fleet")
-    if fl:
-        rows.extend(_fleet_rows(fl))
-    machine = next((r["machine"] for r in (b, i, w, lp, f, sc, pg, ps, fl) if r), None)
-    lines = [
-        "| figure | goal | measured | reached | reproduce |",
-        "| --- | --- | --- | --- | --- |",
-        *(f"| {' | '.join(r)} |" for r in rows),
-    ]
-    if machine:
-        lines.append("")
-        lines.append(
-            f"Machine: {machine['cpus']} CPUs, {machine['memory_gb']} GB, Python "
-            f"{machine['python']}, NumPy {machine['numpy']}, {machine['platform']}."
-        )
-    return "\n".join(lines)
+    return rows
 
 
-def _poison_rows(ps: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+def _poison_rows(ps: dict[str, Any]) -> list[Row]:
     """Two rows, without and with a reference set: per poisoned share, what moved."""
     out = []
     for label, setting, goal, ok in (
@@ -270,7 +267,6 @@ def _poison_rows(ps: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     return out
 
 
-Row = tuple[str, str, str, str, str]
 FLEET_CMD = "`python -m bench.run fleet`"
 
 
@@ -394,6 +390,56 @@ def _fleet_at_rest_row(a: dict[str, Any]) -> Row:
         _mark(a["meets_goal"]),
         FLEET_CMD,
     )
+
+
+# Each section's rows, in the table's order, from its results file.
+ROWS: tuple[tuple[str, Callable[[dict[str, Any]], list[Row]]], ...] = (
+    ("bytes", _bytes_rows),
+    ("inference", _inference_rows),
+    ("swap", _swap_rows),
+    ("loop", _loop_rows),
+    ("fanout", _fanout_rows),
+    ("stage_delay", _stage_delay_rows),
+    ("scale", _scale_rows),
+    ("patchgen", _patchgen_rows),
+    ("poison", _poison_rows),
+    ("fleet", _fleet_rows),
+)
+# The sections whose machine the table names (the first found).
+MACHINE_FROM = (
+    "bytes",
+    "inference",
+    "swap",
+    "loop",
+    "fanout",
+    "scale",
+    "patchgen",
+    "poison",
+    "fleet",
+)
+
+
+def table() -> str:
+    rows: list[Row] = []
+    loaded: dict[str, dict[str, Any]] = {}
+    for name, section_rows in ROWS:
+        result = _load(name)
+        if result:
+            loaded[name] = result
+            rows.extend(section_rows(result))
+    machine = next((loaded[n]["machine"] for n in MACHINE_FROM if n in loaded), None)
+    lines = [
+        "| figure | goal | measured | reached | reproduce |",
+        "| --- | --- | --- | --- | --- |",
+        *(f"| {' | '.join(r)} |" for r in rows),
+    ]
+    if machine:
+        lines.append("")
+        lines.append(
+            f"Machine: {machine['cpus']} CPUs, {machine['memory_gb']} GB, Python "
+            f"{machine['python']}, NumPy {machine['numpy']}, {machine['platform']}."
+        )
+    return "\n".join(lines)
 
 
 def rewrite_readme() -> None:
