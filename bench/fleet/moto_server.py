@@ -1,6 +1,6 @@
 """moto's server for the fleet benchmark, with three of its emulator costs removed.
 
-    python -m bench.fleet_moto PORT
+    python -m bench.fleet.moto_server PORT
 
 moto 5 keeps an exact copy of every table a transaction touches, to roll back
 if it fails (`copy.deepcopy` of the whole fleet table, per TransactWriteItems),
@@ -24,10 +24,14 @@ from typing import Any
 
 
 def patch_moto() -> None:
+    _transactions_back_up_their_items()
+    _things_by_arn()
+    _backends_by_host()
+
+
+def _transactions_back_up_their_items() -> None:
     from moto.dynamodb import models as ddb
     from moto.dynamodb.models.table import Table
-    from moto.iot import models as iot
-    from moto.iot.exceptions import ResourceNotFoundException
 
     shim = types.ModuleType("copy")
     shim.__dict__.update(copy.__dict__)
@@ -73,6 +77,11 @@ def patch_moto() -> None:
 
     ddb.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
+
+def _things_by_arn() -> None:
+    from moto.iot import models as iot
+    from moto.iot.exceptions import ResourceNotFoundException
+
     def describe_thing(self: Any, thing_name: str) -> Any:
         arn = f"arn:{self.partition}:iot:{self.region_name}:{self.account_id}:thing/{thing_name}"
         thing = self.things.get(arn)
@@ -82,6 +91,8 @@ def patch_moto() -> None:
 
     iot.IoTBackend.describe_thing = describe_thing  # type: ignore[method-assign]
 
+
+def _backends_by_host() -> None:
     # The server finds each request's backend by scanning every moto module's name and
     # URL pattern, for every request: the answer for a host never changes.
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication

@@ -1,0 +1,154 @@
+"""What a device costs a day at rest in the presence design of issue 28, from the costs
+measured for a status report and stated parameters (the design is costed from its
+description, not run).
+
+Presence comes from AWS IoT Core's lifecycle events ($aws/events/presence/connected|
+disconnected/<clientId>) through one IoT rule whose DynamoDBv2 action writes a presence
+item: no Lambda. The agent reports status when its health, step or version changes, and
+once per keep-alive besides, by Basic Ingest to the status rule and its Lambda, as a
+heartbeat is costed today. The identity kept in the device's fleet item is refreshed
+from the thing registry by the first report after it expires. MQTT keep-alive pings are
+not metered. Connectivity (minutes connected) is paid for being connected at all, so it
+is reported beside the goal, not in it; so is what reconnecting itself costs (CONNECT,
+SUBSCRIBE and the retained announcement sent again), the same in any design.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from bench.fleet.capacity import item_bytes
+from bench.fleet.costs import per_device_day, registry_operations_per_lookup, status_report_usd
+from bench.fleet.prices import GOAL_AT_REST_USD_PER_MILLION, IOT_MESSAGE_BYTES, usd
+from bench.fleet.settings import IDENTITY_TTL_HOURS
+
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class AtRest:
+    """The design's parameters, with their defaults."""
+
+    keepalive_s: float = DAY_S  # one keep-alive status report a day
+    health_changes_per_day: float = 0.0  # a device at rest stays healthy
+    reconnects_per_day: float = 1.0  # each: one connected and one disconnected event
+    identity_ttl_hours: float = IDENTITY_TTL_HOURS  # functions.common.env.IdentityEnv
+    # Not confirmed either way (no stored AWS page says whether the broker's own
+    # lifecycle publishes are metered): counted as a message each, the upper bound.
+    lifecycle_events_billed: bool = True
+    models_per_million_devices: float = 1.0  # the schedule's minute runs, shared
+    connected_share: float = 1.0  # of the day, for connectivity
+
+
+def lifecycle_event(thing: str = "dev-0000000") -> tuple[str, dict[str, Any]]:
+    """A disconnected event (the larger of the two) as AWS IoT Core documents it."""
+    topic = f"$aws/events/presence/disconnected/{thing}"
+    return topic, {
+        "clientId": thing,
+        "timestamp": 1_733_500_000_000,
+        "eventType": "disconnected",
+        "clientInitiatedDisconnect": False,
+        "sessionIdentifier": "a4666d2a7d844ae4ac5d7b38c9cb7967",
+        "principalIdentifier": "0" * 64,  # the certificate's id
+        "disconnectReason": "MQTT_KEEP_ALIVE_TIMEOUT",
+        "versionNumber": 0,
+    }
+
+
+def presence_item_bytes() -> int:
+    """The item the DynamoDBv2 action writes: each top-level field of the event an
+    attribute (PutItem, so it replaces the device's last presence item)."""
+    _, event = lifecycle_event()
+    item: dict[str, dict[str, Any]] = {}
+    for name, value in event.items():
+        if isinstance(value, bool):
+            item[name] = {"BOOL": value}
+        elif isinstance(value, int):
+            item[name] = {"N": str(value)}
+        else:
+            item[name] = {"S": str(value)}
+    return item_bytes(item)
+
+
+def identity_lookups_per_day(keepalive_s: float, ttl_hours: float) -> float:
+    """The identity is refreshed by the first report at or after its expiry: with one
+    report per keep-alive, every ceil(ttl / keep-alive) keep-alives."""
+    ttl_s = ttl_hours * 3600
+    return DAY_S / (math.ceil(ttl_s / keepalive_s - 1e-9) * keepalive_s)
+
+
+def per_device_day_at_rest(
+    units: dict[str, Any],
+    status_messages: int,
+    nudge_messages: float,
+    usd_per_model_day: float,
+    params: AtRest | None = None,
+) -> dict[str, Any]:
+    """Per million device-days: each line of the design at rest, the goal's total
+    (presence, health, identity, schedule), and beside it connectivity, reconnecting,
+    and the hourly-heartbeat design this replaces."""
+    a = params or AtRest()
+    p = usd()
+    topic, event = lifecycle_event()
+    event_units = math.ceil((len(json.dumps(event)) + len(topic)) / IOT_MESSAGE_BYTES)
+    presence_wru = math.ceil(presence_item_bytes() / 1024)
+    events = 2 * a.reconnects_per_day
+    presence = events * (
+        (event_units * p["iot_message"] if a.lifecycle_events_billed else 0.0)
+        + p["iot_rule_triggered"]
+        + p["iot_rule_action"]
+        + presence_wru * p["dynamodb_wru"]
+    )
+    reports = DAY_S / a.keepalive_s + a.health_changes_per_day
+    status = reports * status_report_usd(units, status_messages)
+    lookups = identity_lookups_per_day(a.keepalive_s, a.identity_ttl_hours)
+    registry_ops = lookups * registry_operations_per_lookup(units)
+    identity = registry_ops * p["iot_registry_operation"]
+    schedule = usd_per_model_day * a.models_per_million_devices / 1e6
+    lines = {
+        "presence (lifecycle events, rule, DynamoDB write)": presence,
+        "health and keep-alive reports (rule, Lambda, DynamoDB)": status,
+        "identity lookups (thing registry)": identity,
+        "schedule (per model-day, shared)": schedule,
+    }
+    per_million = {k: round(v * 1e6, 3) for k, v in lines.items()}
+    goal_total = round(sum(per_million.values()), 2)
+    # Each reconnect: CONNECT and one SUBSCRIBE (both under 5 KB) and the band's
+    # retained announcement, which the broker sends again on subscribe.
+    reconnect = a.reconnects_per_day * (2 + nudge_messages) * p["iot_message"]
+    connectivity = a.connected_share * 24 * 60 * p["iot_connectivity_minute"]
+    old = per_device_day(units, status_messages)
+    hourly = (
+        old["heartbeats"]["usd_per_million_device_days"]
+        + old["identity_lookups"]["usd_per_million_device_days"]
+    )
+    return {
+        "parameters": dataclasses.asdict(a),
+        "lifecycle_event_messages": event_units,
+        "presence_item_bytes": presence_item_bytes(),
+        "presence_wru": presence_wru,
+        "status_reports_per_day": reports,
+        "identity_lookups_per_day": round(lookups, 4),
+        "registry_operations_per_day": round(registry_ops, 4),
+        "usd_per_million_device_days": per_million,
+        "usd_per_million_device_days_total": goal_total,
+        "usd_per_million_device_days_total_lifecycle_unbilled": round(
+            goal_total - events * event_units * p["iot_message"] * 1e6
+            if a.lifecycle_events_billed
+            else goal_total,
+            2,
+        ),
+        "goal_usd_per_million": GOAL_AT_REST_USD_PER_MILLION,
+        "meets_goal": goal_total <= GOAL_AT_REST_USD_PER_MILLION,
+        "beside": {
+            "connectivity_usd_per_million_device_days": round(connectivity * 1e6, 2),
+            "reconnect_messages_usd_per_million_device_days": round(reconnect * 1e6, 2),
+            "hourly_heartbeat_design_usd_per_million_device_days": round(
+                hourly + schedule * 1e6, 2
+            ),
+        },
+    }

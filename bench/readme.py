@@ -1,0 +1,454 @@
+"""The README's benchmark table, from bench/results/*.json: every section's rows, and the
+rewrite of the block between its markers. Reads results only, so any benchmark can save
+its own figures and refresh the table without importing the others."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import inference
+from bench.common import RESULTS
+
+Row = tuple[str, str, str, str, str]
+README = Path(__file__).parents[1] / "README.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _mark(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+
+def _count(n: float, noun: str) -> str:
+    return f"{n:.0f} {noun}{'' if round(n) == 1 else 's'}"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _bytes_rows(b: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for name, label in (
+        ("digits-int8-sparse0.01", "digits MLP, int8 + sparse updates"),
+        ("vibration-int8-dense", "k-means, int8"),
+        ("digits-512x512-none-sparse0.01", "digits MLP 64-512-512-10, float32 + sparse"),
+        ("digits-none-dense", "digits MLP, float32, dense (for comparison)"),
+    ):
+        v = b["variants"].get(name)
+        if v is None:
+            continue
+        s = v["summary"]
+        r = s["median_received"]
+        compare = name == "digits-none-dense"
+        if compare:
+            goal = "-"
+        elif s["goal_applies"]:
+            goal = "≤ 25% (models ≥ 50 KB), within 0.5 pt of a cold retrain, never > 100%"
+        else:
+            goal = f"report (a {s['model_bytes'] / 1024:.0f} KB model: under the 50 KB goal)"
+        rows.append(
+            (
+                f"bytes per update ÷ the same update with the full model: {label}",
+                goal,
+                f"median {_pct(s['median_ratio'])}, max {_pct(s['max_ratio'])} "
+                f"(patch alone ÷ zstd model: {_pct(s['median_patch_only_ratio'])}); median "
+                f"bytes: nudge {r['nudge']:.0f}, metadata {r['metadata']:.0f}, spec "
+                f"{r['spec']:.0f}, golden inputs {r['golden']:.0f}, patch {r['patch']:.0f} "
+                f"vs zstd model {r['compressed_full']:.0f}; "
+                f"{_count(r.get('cdn_requests', 0), 'CDN request')} per update; "
+                f"{s['mean_gap_points']:+.2f} pt vs cold ({b['steps']} steps × "
+                f"{s['seeds']} seed{'s' if s['seeds'] != 1 else ''})",
+                "-" if compare else _mark(s["meets_goal"]),
+                "`python -m bench.run bytes`",
+            )
+        )
+    return rows
+
+
+def _inference_rows(i: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for name, m in i["models"].items():
+        rows.append(
+            (
+                f"single-sample inference vs scikit-learn: {name}",
+                "≥ 20x",
+                f"{m['speedup_p50']}x at p50 ({m['edge_single']['p50_us']} vs "
+                f"{m['sklearn_single']['p50_us']} µs), {m['speedup_p99']}x at p99; "
+                f"tflite-runtime 2.14: {m.get('speedup_p50_tflite_runtime_214', '-')}x",
+                _mark(m["speedup_p50"] >= inference.GOAL_SPEEDUP),
+                "`python -m bench.run inference`",
+            )
+        )
+        rows.append(
+            (
+                f"batch throughput: {name}",
+                "report",
+                ", ".join(f"{int(v):,}/s at {k}" for k, v in m["edge_batch_samples_per_s"].items()),
+                "-",
+                "`python -m bench.run inference`",
+            )
+        )
+    return rows
+
+
+def _swap_rows(w: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    u, base = w["with_updates"], w["without_updates"]
+    rows.append(
+        (
+            f"hot swap under {w['rate']:,} samples/s ({w['updates']} real updates)",
+            "0 dropped, < 5 ms stall",
+            f"{u['dropped']} dropped; longest stall {u['max_stall_ms']} ms "
+            f"(same loop without updates: {base['max_stall_ms']} ms)",
+            _mark(w["meets_goal"]),
+            "`python -m bench.run swap`",
+        )
+    )
+    memory = w.get("agent_memory")
+    if memory:
+        rows.append(
+            (
+                "agent memory",
+                "report",
+                f"{memory['import_rss_mb']} MB resident after importing the agent; "
+                f"{memory['update_peak_alloc_kb']} KB peak Python allocations over "
+                f"{w['updates']} updates",
+                "-",
+                "`python -m bench.run swap`",
+            )
+        )
+    latency = w.get("update_latency_ms")
+    if latency:
+        rows.append(
+            (
+                "update latency: a new model tried in a child process first",
+                f"adds ≤ {latency['goal_added_ms']:.0f} ms; hot-swap stall unchanged",
+                f"{latency['child_process_check_p50']} ms per update with the child-process "
+                f"check vs {latency['in_process_check_p50']} ms with the check in the "
+                f"agent's own process (+{latency['added_p50']} ms, median of "
+                f"{w['updates']} updates)",
+                _mark(latency["added_p50"] <= latency["goal_added_ms"]),
+                "`python -m bench.run swap`",
+            )
+        )
+    return rows
+
+
+def _loop_rows(lp: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    rows.append(
+        (
+            f"local loop: last upload → all {lp['devices']} devices on the new version",
+            "< 5 s",
+            ", ".join(f"v{r['version']}: {r['upload_to_all_swapped_s']} s" for r in lp["rounds"]),
+            _mark(lp["meets_goal"]),
+            "`python -m bench.run loop`",
+        )
+    )
+    return rows
+
+
+def _fanout_rows(f: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    rows.append(
+        (
+            f"fan-out: one nudge → {f['agents']:,} agents refreshed and swapped",
+            "< 60 s, O(1) cloud publishes",
+            ", ".join(f"{r['shipped']}: {r['announce_to_all_swapped_s']} s" for r in f["rounds"])
+            + f"; {f['cloud_publishes_per_version']} publish per version",
+            _mark(f["meets_goal"]),
+            "`python -m bench.run fanout`",
+        )
+    )
+    return rows
+
+
+def _stage_delay_rows(sd: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    rows.append(
+        (
+            "counted outcome → stage decided and pointer signed (status only counts; "
+            "the registry's stream invokes the schedule function)",
+            f"seconds (≤ {sd['goal_s']:g} s)",
+            f"median {sd['median_s']} s, max {sd['max_s']} s over {sd['versions']} "
+            f"rollouts (stream polled every {sd['stream_poll_s']:g} s, "
+            f"{sd['stream_batching_window_s']:g} s batching window)",
+            _mark(sd["meets_goal"]),
+            "`python -m bench.run stage_delay`",
+        )
+    )
+    return rows
+
+
+def _scale_rows(sc: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    runs = sc["runs"]
+    rows.append(
+        (
+            "k-means retrain streamed from storage, 16 features",
+            "1M rows < 60 s, peak RSS < 1 GB, flat",
+            "; ".join(
+                f"{int(n):,} rows: {r['seconds']} s, {r['peak_rss_mb']:.0f} MB"
+                for n, r in runs.items()
+            ),
+            _mark(sc["meets_goal"]),
+            "`python -m bench.run scale`",
+        )
+    )
+    return rows
+
+
+def _patchgen_rows(pg: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for size, codecs in pg["sizes"].items():
+        rows.append(
+            (
+                f"patch generation, {size} float32 model",
+                "report",
+                "; ".join(
+                    f"{c}: {r['make_s']:.2f} s, +{r['make_peak_extra_mb']:.0f} MB, "
+                    f"{_pct(r['ratio_to_model'])}"
+                    for c, r in codecs.items()
+                ),
+                "-",
+                "`python -m bench.run patchgen`",
+            )
+        )
+    return rows
+
+
+def _poison_rows(ps: dict[str, Any]) -> list[Row]:
+    """Two rows, without and with a reference set: per poisoned share, what moved."""
+    out = []
+    for label, setting, goal, ok in (
+        (
+            "without_reference",
+            "no reference set",
+            "1 device in 20: within 1 pt of the clean run",
+            ps["goal_one_device_within_1pt"],
+        ),
+        (
+            "with_reference",
+            "reference set",
+            "≤ 20% of devices poisoned: no worse model shipped",
+            ps["goal_reference_20pct_no_worse_shipped"],
+        ),
+    ):
+        r = ps[label]
+        per_k = {k: e for k, e in r["by_poisoned_devices"].items() if k != "0"}
+        by_share = "; ".join(
+            f"{_pct(e['share'])}: {e['max_drop_points']:.2f} pt, {e['stalled']} stalled, "
+            f"{e['worse_shipped']} worse"
+            for e in per_k.values()
+        )
+        reasons = [reason for e in per_k.values() for reason in e.get("stall_reasons", [])]
+        export = sum("exported model disagrees" in reason for reason in reasons)
+        screened = sum(e.get("screened_poisoned", 0) for e in per_k.values())
+        honest = sum(e.get("screened_honest", 0) for e in per_k.values())
+        out.append(
+            (
+                f"poisoning, k of {ps['devices']} devices label-shifted ({setting})",
+                goal,
+                f"within 1 pt up to {_pct(r['largest_share_within_1pt'])} poisoned; no worse "
+                f"model shipped up to {_pct(r['largest_share_no_worse_shipped'])}. By share "
+                f"(largest drop, stalled rounds, worse models shipped): {by_share} "
+                f"({len(ps['seeds'])} seeds x {ps['rounds']} rounds; {export} of "
+                f"{len(reasons)} stalls refused by the int8 export check). Screened out: "
+                f"{screened} poisoned, {honest} honest device-rounds",
+                _mark(ok),
+                "`python -m bench.run poison`",
+            )
+        )
+    return out
+
+
+FLEET_CMD = "`python -m bench.run fleet`"
+
+
+def _fleet_rows(fl: dict[str, Any]) -> list[Row]:
+    """Per device-update at each size measured, the 1M model with the bill, and what a
+    device and a model cost a day whether or not they update."""
+    out = [_fleet_size_row(fl, n, r) for n, r in fl["runs"].items()]
+    out.append(_fleet_model_row(fl))
+    basis = fl["runs"].get(str(fl["modelled"]["costs_from"]))
+    if basis:
+        out.append(_fleet_day_row(basis))
+    at_rest = fl["modelled"].get("at_rest")
+    if at_rest:
+        out.append(_fleet_at_rest_row(at_rest))
+    return out
+
+
+def _fleet_size_row(fl: dict[str, Any], n: str, r: dict[str, Any]) -> Row:
+    goals = fl["goals"]
+    reads = fl["reads_per_report"]["by_type"]
+    u, ro = r["per_update"], r["rollout"]
+    by_type = ", ".join(
+        f"{kind} {reads[kind][n]['reads']:g} ({reads[kind][n]['rru']:g} RRU)"
+        for kind in ("counted", "duplicate", "not counted", "heartbeat")
+        if n in reads.get(kind, {})
+    )
+    origin = f" ({u['cdn_origin_gets']:g} passed to S3)" if "cdn_origin_gets" in u else ""
+    return (
+        f"rollout to {int(n):,} devices, real status/rollout code on moto",
+        "DynamoDB reads per report flat (per report type); ≤ 3 cloud messages per device-update",
+        f"per device-update ({r['reached']:,} reached): {u['cloud_messages']:g} IoT "
+        f"messages ({u['iot_messages_received']:g} in, {u['iot_messages_sent']:g} out), "
+        f"{u['lambda_invocations']:g} Lambda, {u['dynamodb_reads']:g} DynamoDB reads / "
+        f"{u['dynamodb_writes']:g} writes ({u['dynamodb_rru']:g} RRU / "
+        f"{u['dynamodb_wru']:g} WRU), {u['s3_requests']:g} S3, {u['kms_requests']:g} "
+        f"KMS, {u['iot_registry_operations']:g} registry operations, "
+        f"{u['cdn_requests']:g} CDN requests{origin}; DynamoDB reads per report: {by_type}; "
+        f"100% of stages passed in {ro['complete_s']} s; installed p50 "
+        f"{ro['p50_installed_s']} s, p99 {ro['p99_installed_s']} s, last "
+        f"{ro['all_installed_s']} s; ${u['usd_per_million_updates_total']:.2f} per M "
+        f"updates; {r['wall_s']['total']:.0f} s to run"
+        + (
+            f" (run at {r['commit']}, kept: its CDN requests and message sizes are the "
+            f"{r['cost_inputs_from']:,}-device run's)"
+            if r.get("cost_inputs_from")
+            else ""
+        ),
+        _mark(
+            goals["dynamodb_reads_per_report_flat"] and u["cloud_messages"] <= fl["goal_messages"]
+        ),
+        FLEET_CMD,
+    )
+
+
+def _fleet_model_row(fl: dict[str, Any]) -> Row:
+    goals = fl["goals"]
+    m = fl["modelled"]
+    u = m["per_update"]
+    items = sorted(u["usd_per_million_updates"].items(), key=lambda kv: -kv[1])
+    return (
+        f"rollout to {m['devices']:,} devices, SimPy model with the costs measured at "
+        f"{m['costs_from']:,}",
+        f"≤ 3 cloud messages; ≤ ${fl['goal_usd_per_million']:g} per million device-updates "
+        "before data transfer",
+        f"{u['cloud_messages']:g} messages per device-update; 100% of stages passed in "
+        f"{m['complete_s']} s; installed p50 {m['p50_installed_s']} s, p99 "
+        f"{m['p99_installed_s']} s, last {m['all_installed_s']} s; "
+        f"${u['usd_per_million_updates_total']:.2f} per M updates ("
+        + ", ".join(f"{k} ${v:.4g}" for k, v in items if v > 0)
+        + f"; each CDN request per update ${u['usd_per_million_per_extra_cdn_request']:.2f}"
+        f"), data transfer ${u['data_transfer_usd_per_million_updates']:.2f} on top",
+        _mark(goals["cloud_messages_le_3"] and goals["usd_per_million_le_5"]),
+        FLEET_CMD,
+    )
+
+
+def _fleet_day_row(basis: dict[str, Any]) -> Row:
+    h = basis["per_device_day"]["heartbeats"]
+    i = basis["per_device_day"]["identity_lookups"]
+    s = basis["per_model_day"]
+    return (
+        "every day, updates or not: heartbeats, identity lookups, the schedule",
+        "report",
+        f"per device-day: {h['per_day']:g} heartbeats (every {h['interval_s']:.0f} s: "
+        f"{h['messages']:g} messages, {h['lambda_invocations']:g} Lambda, "
+        f"{h['dynamodb_rru']:g} RRU / {h['dynamodb_wru']:g} WRU) "
+        f"${h['usd_per_million_device_days']:.2f} per M device-days; "
+        f"{i['per_day']:g} identity lookup (every {i['ttl_hours']:g} h: "
+        f"{i['registry_operations']:g} registry operations) "
+        f"${i['usd_per_million_device_days']:.2f} per M device-days. Per model-day: "
+        f"{s['schedule_runs']:g} schedule runs, {s['dynamodb_rru']:g} RRU, "
+        f"${s['usd_per_model_day']:.3f}",
+        "-",
+        FLEET_CMD,
+    )
+
+
+def _fleet_at_rest_row(a: dict[str, Any]) -> Row:
+    params = a["parameters"]
+    lines = "; ".join(f"{k} ${v:.2f}" for k, v in a["usd_per_million_device_days"].items())
+    variants = "; ".join(
+        f"{k}: ${v:.2f}" for k, v in a["variants_usd_per_million_device_days"].items()
+    )
+    beside = a["beside"]
+    return (
+        "a device-day at rest, presence from lifecycle events (issue 28's design, "
+        "costed from the measured status report and stated parameters)",
+        f"≤ ${a['goal_usd_per_million']:g} per million device-days (presence, health, "
+        "identity, schedule; connectivity aside)",
+        f"${a['usd_per_million_device_days_total']:.2f} per M device-days ({lines}); "
+        f"${a['usd_per_million_device_days_total_lifecycle_unbilled']:.2f} if lifecycle "
+        f"events are not metered as messages (counted as 1 message each: not confirmed). "
+        f"Keep-alive every {params['keepalive_s']:.0f} s, {params['reconnects_per_day']:g} "
+        f"reconnect and {params['health_changes_per_day']:g} health changes a day, identity "
+        f"every {params['identity_ttl_hours']:g} h ({a['identity_lookups_per_day']:g} "
+        f"lookup a day). Variants: {variants}. Beside: the hourly-heartbeat design "
+        f"${beside['hourly_heartbeat_design_usd_per_million_device_days']:.2f}; "
+        f"connectivity ${beside['connectivity_usd_per_million_device_days']:.2f}; "
+        f"reconnect messages (CONNECT, SUBSCRIBE, the retained announcement again) "
+        f"${beside['reconnect_messages_usd_per_million_device_days']:.2f}",
+        _mark(a["meets_goal"]),
+        FLEET_CMD,
+    )
+
+
+# Each section's rows, in the table's order, from its results file.
+ROWS: tuple[tuple[str, Callable[[dict[str, Any]], list[Row]]], ...] = (
+    ("bytes", _bytes_rows),
+    ("inference", _inference_rows),
+    ("swap", _swap_rows),
+    ("loop", _loop_rows),
+    ("fanout", _fanout_rows),
+    ("stage_delay", _stage_delay_rows),
+    ("scale", _scale_rows),
+    ("patchgen", _patchgen_rows),
+    ("poison", _poison_rows),
+    ("fleet", _fleet_rows),
+)
+# The sections whose machine the table names (the first found).
+MACHINE_FROM = (
+    "bytes",
+    "inference",
+    "swap",
+    "loop",
+    "fanout",
+    "scale",
+    "patchgen",
+    "poison",
+    "fleet",
+)
+
+
+def table() -> str:
+    rows: list[Row] = []
+    loaded: dict[str, dict[str, Any]] = {}
+    for name, section_rows in ROWS:
+        result = _load(name)
+        if result:
+            loaded[name] = result
+            rows.extend(section_rows(result))
+    machine = next((loaded[n]["machine"] for n in MACHINE_FROM if n in loaded), None)
+    lines = [
+        "| figure | goal | measured | reached | reproduce |",
+        "| --- | --- | --- | --- | --- |",
+        *(f"| {' | '.join(r)} |" for r in rows),
+    ]
+    if machine:
+        lines.append("")
+        lines.append(
+            f"Machine: {machine['cpus']} CPUs, {machine['memory_gb']} GB, Python "
+            f"{machine['python']}, NumPy {machine['numpy']}, {machine['platform']}."
+        )
+    return "\n".join(lines)
+
+
+def rewrite_readme() -> None:
+    text = README.read_text()
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
+    if not pattern.search(text):
+        raise SystemExit(f"README.md has no {BEGIN} ... {END} block to rewrite")
+    README.write_text(pattern.sub(lambda _: f"{BEGIN}\n{table()}\n{END}", text))
