@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from edgeloop.contract import format_time
+
 PRESENCE_TOPICS = "$aws/events/presence/+/+"
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"
@@ -58,7 +60,7 @@ class Event:
 class Presence:
     thing: str
     connected: bool
-    since: str  # the deciding event's time (UTC, ISO 8601)
+    since: str  # the deciding event's time (UTC, to the second, as last_seen)
     reason: str | None = None  # why it disconnected, when it did
 
     @classmethod
@@ -78,7 +80,7 @@ class Presence:
 
 
 def _iso(at_ms: int) -> str:
-    return datetime.fromtimestamp(at_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    return format_time(datetime.fromtimestamp(at_ms / 1000, UTC))
 
 
 def _event(item: dict[str, Any]) -> Event:
