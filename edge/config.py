@@ -85,6 +85,12 @@ class BrokerSection:
     basic_ingest: bool = True
     # The stack's name (`cdk deploy -c stack_name=...`): the IoT rules are named after it.
     stack_name: str = field(default=DEFAULT_STACK, metadata=rule(check=check_stack_name))
+    # For a broker that publishes no lifecycle events (mosquitto, amqtt; the local
+    # cloud): say "connected" on the presence topic at each connect and leave a last
+    # will saying "disconnected", which the broker publishes when the connection dies
+    # unannounced (1.5x keepalive at most). AWS IoT Core publishes the real events:
+    # off there, where each of these would be a billed message.
+    presence_will: bool = False
 
     def __post_init__(self) -> None:
         parsed = urlparse(self.url)

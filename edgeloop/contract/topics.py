@@ -158,6 +158,12 @@ class ThingTopics:
         return f"{self.prefix}/events"
 
     @property
+    def presence(self) -> str:
+        """Where a local broker's stand-in for IoT Core's lifecycle events listens: the
+        agent's last will and its "connected" (`[broker] presence_will`); unused on AWS."""
+        return f"{self.prefix}/presence"
+
+    @property
     def nudge(self) -> str:
         """Retained: the nudge a named canary hears when the rollout moves for it."""
         return f"{self.prefix}/nudge"

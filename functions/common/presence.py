@@ -22,11 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edgeloop.contract import format_time
+from edgeloop.contract.presence import CONNECTED, DISCONNECTED, EVENT_TYPES, LIFECYCLE_PREFIX
 
-PRESENCE_TOPICS = "$aws/events/presence/+/+"
-CONNECTED = "connected"
-DISCONNECTED = "disconnected"
-EVENTS = (CONNECTED, DISCONNECTED)
+PRESENCE_TOPICS = f"{LIFECYCLE_PREFIX}/+/+"
+EVENTS = EVENT_TYPES
 
 # The fields of a lifecycle event the table keeps, under the names it keeps them:
 # the key (thing, event), the event's time in epoch milliseconds, the connection's

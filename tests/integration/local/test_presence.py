@@ -1,0 +1,124 @@
+"""A device that drops its connection shows offline in the fleet view without sending
+anything: the broker publishes what the device left with it (its last will, the local
+stand-in for IoT Core's lifecycle event), and the presence rule read from the
+synthesized template writes it to the presence table in moto's DynamoDB."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgeloop.cli.local import agent_toml
+from edgeloop.cli.main import main
+from edgeloop.factory.config import load_config
+from edgeloop.local.broker import dying_with_parent
+from edgeloop.local.runtime import LocalRuntime
+from tests.support_aws import VIBRATION_TOML
+from tests.support_broker import start_broker
+from tests.support_world import wait_for
+
+KEEPALIVE = 5  # the agent's least: the broker gives up on it after 7.5 s of silence
+
+
+@pytest.fixture
+def cloud() -> Iterator[LocalRuntime]:
+    broker = start_broker()
+    try:
+        with LocalRuntime({"vibration": VIBRATION_TOML}, broker_url=broker.url) as running:
+            yield running
+    finally:
+        broker.close()
+
+
+def fleet_view(cloud: LocalRuntime, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    """`edgeloop fleet --json`, as the operator reads it, by thing."""
+    code = main(
+        [
+            "fleet",
+            "--model",
+            "vibration",
+            "--table",
+            cloud.resources.fleet_table,
+            "--presence-table",
+            cloud.resources.presence_table,
+            "--endpoint-url",
+            cloud.aws.endpoint,
+            "--json",
+        ]
+    )
+    assert code == 0
+    return {d["thing"]: d for d in json.loads(capsys.readouterr().out)["devices"]}
+
+
+def start_agent(cloud: LocalRuntime, tmp_path: Path, thing: str) -> subprocess.Popen[bytes]:
+    cloud.enroll(thing, "vibration")
+    trust = tmp_path / "root.json"
+    trust.write_bytes(cloud.trust_root)
+    config = load_config(cloud.config_dir / "vibration.toml")
+    text = agent_toml(
+        thing, config, cloud.broker_url, cloud.cdn.base_url, trust, tmp_path / thing
+    ).replace("[broker]\n", f"[broker]\nkeepalive = {KEEPALIVE}\n")
+    assert "presence_will = true" in text  # what `edgeloop local up` writes, too
+    path = tmp_path / f"{thing}.toml"
+    path.write_text(text)
+    # Its source is stdin: a pipe kept open and silent, so the agent waits for samples.
+    return subprocess.Popen(
+        dying_with_parent([sys.executable, "-m", "edge.cli", "run", "--config", str(path)]),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / f"{thing}.log").open("wb"),
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_a_device_that_drops_its_connection_shows_offline_without_sending_anything(
+    cloud: LocalRuntime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    killed = start_agent(cloud, tmp_path, "pump-1")
+    frozen = start_agent(cloud, tmp_path, "pump-2")
+    try:
+        wait_for(
+            lambda: all(
+                fleet_view(cloud, capsys).get(t, {}).get("presence") == "connected"
+                for t in ("pump-1", "pump-2")
+            ),
+            timeout=120,
+            what=f"both devices reported and connected (rule errors: {cloud.router.errors})",
+        )
+        # Killed: the process ends without a DISCONNECT, the kernel closes its socket.
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(10)
+        # Frozen: the socket stays open and silent, as when a network path dies; only
+        # the keep-alive can tell, after 1.5x its interval.
+        frozen.send_signal(signal.SIGSTOP)
+        # What either sent before it went quiet has been recorded by now.
+        wait_for(cloud.router.idle, timeout=60, what="the rules engine idle")
+        before = fleet_view(cloud, capsys)
+        wait_for(
+            lambda: fleet_view(cloud, capsys)["pump-1"]["presence"] == "offline",
+            timeout=60,
+            what="the killed device offline",
+        )
+        wait_for(
+            lambda: fleet_view(cloud, capsys)["pump-2"]["presence"] == "offline",
+            timeout=60,
+            what="the silent device offline after its keep-alive",
+        )
+        after = fleet_view(cloud, capsys)
+        for thing in ("pump-1", "pump-2"):
+            assert after[thing]["offline_reason"] == "CONNECTION_LOST"
+            # Nothing came from the device: its last report is the one before.
+            assert after[thing]["last_report"] == before[thing]["last_report"]
+    finally:
+        for process in (killed, frozen):
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
