@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from edgeloop.cli.local import agent_toml
@@ -80,8 +81,14 @@ def start_agent(cloud: LocalRuntime, tmp_path: Path, thing: str) -> subprocess.P
 
 
 def test_a_device_that_drops_its_connection_shows_offline_without_sending_anything(
-    cloud: LocalRuntime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    cloud: LocalRuntime,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The command line reads the credentials the local cloud put in the environment,
+    # not those boto3's default session kept from an earlier test.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     killed = start_agent(cloud, tmp_path, "pump-1")
     frozen = start_agent(cloud, tmp_path, "pump-2")
     try:
