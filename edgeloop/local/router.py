@@ -1,5 +1,6 @@
-"""What AWS wires for us, done locally: SQS → retrain, IoT rules → presign/status, a schedule,
-and the registry's stream → the schedule function.
+"""What AWS wires for us, done locally: SQS → retrain, IoT rules → presign/status, the
+presence rule → its table (IoT Core's lifecycle events emulated), a schedule, and the
+registry's stream → the schedule function.
 
 The handlers are the Lambda handlers themselves, called with the event shapes
 Lambda would give them.

@@ -55,6 +55,8 @@ def test_defaults_come_from_the_declaration_and_paths_from_the_config_file(tmp_p
     assert (config.broker.host, config.broker.port) == ("localhost", 1883)
     # Status and upload requests go to the default stack's rules by Basic Ingest.
     assert (config.broker.basic_ingest, config.broker.stack_name) == (True, "edgeloop")
+    # IoT Core publishes lifecycle events itself: the agent's stand-in is off by default.
+    assert config.broker.presence_will is False
 
 
 @pytest.mark.parametrize(
