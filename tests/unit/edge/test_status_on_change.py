@@ -8,6 +8,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
+
 from edge.drift import DriftWindow
 from edge.scoring import LoadedModel, Scorer
 from edge.status import StatusBoard
@@ -115,3 +117,22 @@ def test_the_timer_reports_a_change_within_its_check(tmp_path: Path) -> None:
         stop.set()
         timer.join(5)
     assert [s["health"] for s in sent] == ["no_model", "failed", "no_model"]
+
+
+def test_a_report_that_could_not_be_sent_is_tried_again(tmp_path: Path) -> None:
+    status, sent = board(tmp_path)
+    status.publish()
+    failing = [True]
+    send = status._send
+
+    def flaky(payload: bytes) -> None:
+        if failing[0]:
+            raise ConnectionError("the link refused it")
+        send(payload)
+
+    status._send = flaky
+    with pytest.raises(ConnectionError):
+        status.fail("the source is gone")  # the report did not go
+    failing[0] = False
+    assert status.tick(keepalive=DAY)
+    assert sent[-1]["health"] == "failed"
