@@ -171,7 +171,12 @@ class Agent:
         jobs: list[tuple[str, Callable[[], None]]] = [
             ("updates", lambda: self.updates.run(self._stop)),
             ("uploads", lambda: self.uploader.run(self._stop)),
-            ("status", lambda: self.board.run(self.config.status_interval, self._stop)),
+            (
+                "status",
+                lambda: self.board.run(
+                    self.config.status_interval, self.config.status_check, self._stop
+                ),
+            ),
         ]
         if score:
             rate = self.config.source.rate

@@ -85,6 +85,12 @@ class BrokerSection:
     basic_ingest: bool = True
     # The stack's name (`cdk deploy -c stack_name=...`): the IoT rules are named after it.
     stack_name: str = field(default=DEFAULT_STACK, metadata=rule(check=check_stack_name))
+    # For a broker that publishes no lifecycle events (mosquitto, amqtt; the local
+    # cloud): say "connected" on the presence topic at each connect and leave a last
+    # will saying "disconnected", which the broker publishes when the connection dies
+    # unannounced (1.5x keepalive at most). AWS IoT Core publishes the real events:
+    # off there, where each of these would be a billed message.
+    presence_will: bool = False
 
     def __post_init__(self) -> None:
         parsed = urlparse(self.url)
@@ -197,9 +203,14 @@ class AgentConfig:
     source: SourceSection = field(default_factory=SourceSection)
     upload: UploadSection = field(default_factory=UploadSection)
     watch: WatchSection = field(default_factory=WatchSection)
-    # The heartbeat: the whole report, so the fleet view stays fresh between updates.
-    # Hourly by default: at fleet scale every heartbeat is a billed message.
-    status_interval: float = field(default=3600.0, metadata=rule(low=0.05, high=86400))
+    # The keep-alive report: the whole report once per interval even when nothing
+    # changed. Daily by default: presence comes from the broker (MQTT keep-alive pings
+    # are free and IoT Core's lifecycle events say connected or not), and a change of
+    # health or version is reported within `status_check` seconds, so this only
+    # refreshes drift and queue figures; at fleet scale every report is billed.
+    status_interval: float = field(default=86400.0, metadata=rule(low=0.05, high=7 * 86400))
+    # How often the agent looks for a change of health or version to report.
+    status_check: float = field(default=10.0, metadata=rule(low=0.01, high=60))
 
     @property
     def state_dir(self) -> Path:

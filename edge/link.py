@@ -32,6 +32,7 @@ from edgeloop.contract import (
     ingest_topic,
     parse_upload_answer,
 )
+from edgeloop.contract.presence import CLEAN, CONNECTED, DISCONNECTED, LOST, presence_message
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class Link:
                 keyfile=str(broker.key),
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
+        if broker.presence_will:
+            self._client.will_set(self.topics.presence, presence_message(DISCONNECTED, LOST), qos=1)
         self._client.on_connect = self._connected
         self._client.on_message = self._message
         self._client.on_disconnect = self._disconnected
@@ -105,6 +108,11 @@ class Link:
         self._stop.set()
         # Already gone is fine: stopping is all that is wanted.
         with contextlib.suppress(OSError, ValueError):
+            if self.broker.presence_will and self.connected:
+                # A clean disconnect drops the will: say it, as IoT Core would.
+                self._client.publish(
+                    self.topics.presence, presence_message(DISCONNECTED, CLEAN), qos=1
+                ).wait_for_publish(2)
             self._client.disconnect()
         if self._thread.ident is not None:
             self._thread.join(timeout=5)
@@ -157,6 +165,8 @@ class Link:
             return
         log.info("event=connected broker=%s thing=%s", self.broker.url, self.topics.thing)
         client.subscribe([*((t, 1) for t in self.nudges), (self.topics.upload_response, 1)])
+        if self.broker.presence_will:
+            client.publish(self.topics.presence, presence_message(CONNECTED), qos=1)
         self.connections += 1
         self._is_connected.set()
         if self._on_connected is not None:

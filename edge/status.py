@@ -1,10 +1,13 @@
 """What the device says about itself: the update step it is at, its health, its drift.
 
-Every update step is recorded here and logged. Only an update's outcome
-(installed, failed, rolled back) is published at once: that is what the cloud
-counts toward a rollout. The steps in between reach the cloud only in the
-heartbeat, a timer that republishes the whole report so the fleet view stays
-fresh; one update costs the cloud one message, not one per step.
+Every update step is recorded here and logged. An update's outcome (installed,
+failed, rolled back) is published at once: that is what the cloud counts toward
+a rollout. Otherwise the report goes when what the fleet view shows of the
+device changes (its health or the version it runs), found on a short tick, and
+once per keep-alive interval (daily by default) whatever happened. The steps in
+between an update's start and its outcome stay in the log: one update costs the
+cloud one message, not one per step. Whether the device is connected at all is
+the broker's to say (its lifecycle events), not a timer's here.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ log = logging.getLogger(__name__)
 
 # Steps after which the running version may have changed (the demo plots them).
 _ENDS = (Step.SUCCEEDED, Step.FAILED, Step.ALREADY_INSTALLED, Step.SWAPPED)
+# Where every refresh ends. In between, the version changes at the swap before the
+# outcome is published: a change seen then would be a second message per update.
+_SETTLED = (Step.IDLE, Step.ALREADY_INSTALLED, Step.SUCCEEDED, Step.FAILED, Step.ROLLED_BACK)
 
 
 class StatusBoard:
@@ -44,6 +50,10 @@ class StatusBoard:
         # Why the agent halted; reported as `failed` health until the process exits.
         self.fault: str | None = None
         self.skipped: SkippedLines | None = None
+        # What the fleet view last heard: a change to it is worth a message.
+        self._sent: tuple[Health, int | None] | None = None
+        self._sent_at = float("-inf")
+        self._lock = threading.Lock()
 
     @property
     def version(self) -> int | None:
@@ -92,12 +102,36 @@ class StatusBoard:
         )
 
     def publish(self) -> None:
-        self._send(self.report().to_bytes())
+        report = self.report()
+        self._send(report.to_bytes())
+        # Noted once handed over: a send that raised leaves the change to the next tick.
+        with self._lock:
+            self._sent, self._sent_at = (report.health, report.version), time.monotonic()
 
-    def run(self, interval: float, stop: threading.Event) -> None:
-        while not stop.wait(interval):
+    def changed(self) -> bool:
+        """Whether the health or version the cloud last heard differs from now, once no
+        update is half done."""
+        report = self.report()
+        if report.step not in _SETTLED and self.fault is None:
+            return False
+        with self._lock:
+            return self._sent != (report.health, report.version)
+
+    def tick(self, keepalive: float) -> bool:
+        """Publish when the view changed or the keep-alive is due; whether it published."""
+        with self._lock:
+            due = time.monotonic() - self._sent_at >= keepalive
+        if not (due or self.changed()):
+            return False
+        self.publish()
+        return True
+
+    def run(self, keepalive: float, check: float, stop: threading.Event) -> None:
+        # At most one report per check: a health that flaps costs one message per
+        # tick, not one per flap.
+        while not stop.wait(min(check, keepalive)):
             try:
-                self.publish()
+                self.tick(keepalive)
             except Exception:  # a report lost is not worth the timer: the next one goes
                 log.exception("event=status_failed")
 

@@ -84,6 +84,7 @@ class EdgeloopStack(Stack):
         CfnOutput(self, "StatusRule", value=iot.rule_names.status)
         CfnOutput(self, "UploadRequestRule", value=iot.rule_names.upload_requests)
         CfnOutput(self, "FleetTable", value=pipeline.fleet_table.table_name)
+        CfnOutput(self, "PresenceTable", value=iot.presence_table.table_name)
         CfnOutput(self, "RegistryTable", value=pipeline.registry_table.table_name)
         CfnOutput(self, "RegistryBucket", value=pipeline.registry_bucket.bucket_name)
         CfnOutput(self, "DataBucket", value=intake.bucket.bucket_name)

@@ -1,13 +1,18 @@
-"""`edgeloop fleet`: which device runs which version, healthy or not, last seen."""
+"""`edgeloop fleet`: which device runs which version, healthy or not, connected or not."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from edgeloop.cli.aws import aws_errors
-from edgeloop.cli.errors import emit
-from edgeloop.cli.stack import FLEET_TABLE, add_stack_option, resolve
+from edgeloop.cli.errors import CliError, emit
+from edgeloop.cli.stack import FLEET_TABLE, PRESENCE_TABLE, add_stack_option, resolve
+
+if TYPE_CHECKING:
+    from functions.common.fleet import DeviceRecord
+    from functions.common.presence import Presence
 
 COLUMNS = (
     "thing",
@@ -17,8 +22,34 @@ COLUMNS = (
     "step",
     "target_version",
     "queue_depth",
-    "last_seen",
+    "presence",
+    "since",
+    "last_report",
 )
+# What the local status table shows of each device.
+SHORT_COLUMNS = ("thing", "stage", "version", "health", "step", "presence", "since")
+
+
+def device_docs(
+    records: Iterable[DeviceRecord], presence: dict[str, Presence]
+) -> list[dict[str, Any]]:
+    """Each device's last report beside its presence from the broker's lifecycle events.
+
+    `presence` is connected or offline, `since` the time of the event that says so
+    (an offline device's last seen; the broker closes a silent connection after 1.5x
+    its keep-alive), `-` when no event was recorded. `last_report` (also `last_seen`,
+    as before) is when its last status report arrived: a change of health or
+    version, or the daily keep-alive report."""
+    docs = []
+    for record in records:
+        doc = record.to_json()
+        seen = presence.get(record.thing)
+        doc["last_report"] = doc["last_seen"]
+        doc["presence"] = None if seen is None else "connected" if seen.connected else "offline"
+        doc["since"] = None if seen is None else seen.since
+        doc["offline_reason"] = None if seen is None else seen.reason
+        docs.append(doc)
+    return docs
 
 
 def table_lines(columns: tuple[str, ...], rows: list[list[str]]) -> list[str]:
@@ -42,10 +73,17 @@ def _fleet(args: argparse.Namespace) -> int:
     table = resolve(
         args, option="table", output=FLEET_TABLE, env="EDGELOOP_FLEET_TABLE", what="fleet table"
     )
+    from functions.common.presence import PresenceTable
+
+    presence_table = _presence_table(args)
     with aws_errors(f"fleet table {table}"):
         dynamodb = boto3.client("dynamodb", endpoint_url=args.endpoint_url)
         records = FleetTable(dynamodb, table).for_model(args.model)
-    docs = [r.to_json() for r in records]
+    presence = {}
+    if presence_table is not None:
+        with aws_errors(f"presence table {presence_table}"):
+            presence = PresenceTable(dynamodb, presence_table).of(r.thing for r in records)
+    docs = device_docs(records, presence)
     if args.json:
         emit({"model": args.model, "devices": docs})
         return 0
@@ -54,6 +92,21 @@ def _fleet(args: argparse.Namespace) -> int:
     if not docs:
         print(f"(no device has reported for model {args.model} yet)")
     return 0
+
+
+def _presence_table(args: argparse.Namespace) -> str | None:
+    """The presence table, or None when none is named: a stack deployed before it had
+    one still shows its fleet, without presence."""
+    try:
+        return resolve(
+            args,
+            option="presence-table",
+            output=PRESENCE_TABLE,
+            env="EDGELOOP_PRESENCE_TABLE",
+            what="presence table",
+        )
+    except (CliError, KeyError):
+        return None
 
 
 def register(sub: Any, json_help: str) -> None:
@@ -69,6 +122,12 @@ def register(sub: Any, json_help: str) -> None:
         default=None,
         help="fleet table name (default: the stack's FleetTable output, else "
         "$EDGELOOP_FLEET_TABLE)",
+    )
+    p.add_argument(
+        "--presence-table",
+        default=None,
+        help="presence table name (default: the stack's PresenceTable output, else "
+        "$EDGELOOP_PRESENCE_TABLE; without one, presence is not shown)",
     )
     add_stack_option(p)
     p.add_argument(

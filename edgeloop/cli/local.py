@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeloop.cli.aws import aws_errors
 from edgeloop.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, CliError, emit
-from edgeloop.cli.fleet import cell, table_lines
+from edgeloop.cli.fleet import SHORT_COLUMNS, cell, device_docs, table_lines
 from edgeloop.cli.quiet import quiet_interpreter
 
 if TYPE_CHECKING:
@@ -68,6 +68,8 @@ n_features = {config.model.n_features}
 url = "{broker_url}"
 reconnect_min = 0.2
 reconnect_max = 5.0
+# This local broker publishes no lifecycle events: the agent's own stand in for them.
+presence_will = true
 
 [artifacts]
 base_url = "{cdn_url}"
@@ -213,6 +215,7 @@ def _up(args: argparse.Namespace) -> int:
             "model_configs": str(Path(args.models).resolve()),
             "registry_table": cloud.resources.registry_table,
             "fleet_table": cloud.resources.fleet_table,
+            "presence_table": cloud.resources.presence_table,
             "data_bucket": cloud.resources.data_bucket,
             "artifact_bucket": cloud.resources.artifact_bucket,
         }
@@ -242,6 +245,8 @@ def _announce(
         emit(state)
         sys.stdout.flush()
         return
+    from edgeloop.local.router import PRESENCE_EMULATED
+
     kinds = ", ".join(
         f"{name} ({c.model.kind}, {c.model.n_features} features)" for name, (_, c) in models.items()
     )
@@ -255,7 +260,8 @@ def _announce(
         f"  local AWS       {state['aws_endpoint']} (moto)\n"
         f"run a device:     edgeloop feed YOUR.csv --config MODEL.toml | "
         f"edgeloop-agent run --config {state['agent_config']}\n"
-        f"see what it does: edgeloop local status --dir {Path(state['agent_config']).parent}",
+        f"see what it does: edgeloop local status --dir {Path(state['agent_config']).parent}\n"
+        f"presence:         {PRESENCE_EMULATED}",
         flush=True,
     )
 
@@ -297,6 +303,7 @@ def local_status(state: dict[str, Any]) -> dict[str, Any]:
     import boto3
 
     from functions.common.fleet import FleetTable
+    from functions.common.presence import PresenceTable
     from functions.common.registry import Registry
 
     dynamodb = boto3.client(
@@ -307,16 +314,23 @@ def local_status(state: dict[str, Any]) -> dict[str, Any]:
     )
     registry = Registry(dynamodb, state["registry_table"])
     fleet = FleetTable(dynamodb, state["fleet_table"])
+    # A state file written before presence existed names no table: no presence shown.
+    presence = (
+        PresenceTable(dynamodb, state["presence_table"]) if state.get("presence_table") else None
+    )
     models = {}
     with aws_errors(f"the local cloud at {state['aws_endpoint']}"):
         for model in state["models"]:
             champion = registry.champion(model)
+            records = fleet.for_model(model)
             models[model] = {
                 "champion": int(champion["version"]) if champion else None,
                 "runs": registry.runs(model, limit=20),
                 "versions": registry.published_versions(model, limit=20),
                 "rollout": registry.rollout(model),
-                "devices": [d.to_json() for d in fleet.for_model(model)],
+                "devices": device_docs(
+                    records, presence.of(r.thing for r in records) if presence else {}
+                ),
             }
     return {"local_cloud": state, "models": models}
 
@@ -370,14 +384,9 @@ def _status(args: argparse.Namespace) -> int:
                 f"(since {rollout.get('started_at', '?')})"
                 + (f": {rollout['reason']}" if rollout.get("reason") else "")
             )
-        devices = [
-            [cell(d[c]) for c in ("thing", "stage", "version", "health", "step", "last_seen")]
-            for d in m["devices"]
-        ]
+        devices = [[cell(d[c]) for c in SHORT_COLUMNS] for d in m["devices"]]
         print("devices:")
-        for line in table_lines(
-            ("thing", "stage", "version", "health", "step", "last_seen"), devices
-        ):
+        for line in table_lines(SHORT_COLUMNS, devices):
             print("  " + line)
         if not devices:
             print("  (no device has reported yet)")

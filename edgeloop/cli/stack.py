@@ -27,6 +27,7 @@ CANARY_GROUP = "CanaryGroup"
 STATUS_RULE = "StatusRule"
 UPLOAD_REQUEST_RULE = "UploadRequestRule"
 FLEET_TABLE = "FleetTable"
+PRESENCE_TABLE = "PresenceTable"
 REGISTRY_TABLE = "RegistryTable"
 DATA_BUCKET = "DataBucket"
 # What the command line and `device config` read; the stack has more outputs.
@@ -39,6 +40,7 @@ READ_OUTPUTS = (
     STATUS_RULE,
     UPLOAD_REQUEST_RULE,
     FLEET_TABLE,
+    PRESENCE_TABLE,
     REGISTRY_TABLE,
     DATA_BUCKET,
 )

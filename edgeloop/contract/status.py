@@ -47,7 +47,7 @@ class Step(StrEnum):
         """An update's outcome: the steps the device reports to the cloud at once.
 
         The steps in between go to the agent's log only; the cloud hears them in
-        the next heartbeat, if at all.
+        the next report (a change of health or version, or the keep-alive), if at all.
         """
         return self in (Step.SUCCEEDED, Step.FAILED, Step.ROLLED_BACK)
 

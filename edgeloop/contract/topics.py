@@ -87,6 +87,11 @@ class RuleNames:
     def upload_requests(self) -> str:
         return self._named("upload_requests")
 
+    @property
+    def presence(self) -> str:
+        """IoT Core's lifecycle events into the presence table; no device publishes to it."""
+        return self._named("presence")
+
 
 def ingest_topic(rule: str, topic: str) -> str:
     """`topic` published with Basic Ingest: straight to the rule named, past the broker."""
@@ -151,6 +156,12 @@ class ThingTopics:
     @property
     def events(self) -> str:
         return f"{self.prefix}/events"
+
+    @property
+    def presence(self) -> str:
+        """Where a local broker's stand-in for IoT Core's lifecycle events listens: the
+        agent's last will and its "connected" (`[broker] presence_will`); unused on AWS."""
+        return f"{self.prefix}/presence"
 
     @property
     def nudge(self) -> str:

@@ -42,6 +42,9 @@ class Resources:
     canary_group: str
     # The registry table's stream, which carries counted outcomes to the schedule function.
     registry_stream_arn: str
+    # Written by the presence rule alone (no function has its name); "" where no
+    # rule writes presence (the in-process cloud of the fleet benchmark).
+    presence_table: str = ""
 
     def function_env(self) -> dict[str, str]:
         """The environment the stack gives its functions."""

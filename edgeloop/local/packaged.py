@@ -23,6 +23,7 @@ from edgeloop.local.aws import Resources
 from edgeloop.local.lambda_host import PackagedFunction, image_environment
 from edgeloop.local.moto_iam import Credentials, create_principal, enable_authorization, operator
 from edgeloop.local.stack_template import LocalStack, StackTemplate, TemplateError
+from functions.common.presence import PRESENCE_TOPICS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_ENV = "EDGELOOP_LAMBDA_BUILD"
@@ -111,6 +112,12 @@ class PackagedStack:
                 extra_env={"AWS_ENDPOINT_URL": endpoint, **(extra_env or {})},
                 image_env=image_env,
             )
+        # The rules that write to DynamoDB act as their roles, as IoT Core assumes them.
+        self.dynamodb_rules = self.stack.dynamodb_rules()
+        self.rule_credentials: dict[str, Credentials] = {
+            rule.name: create_principal(iam, f"{prefix}-rule-{rule.name}"[:64], rule.statements)
+            for rule in self.dynamodb_rules
+        }
         enable_authorization(endpoint)
         retrain = self.stack.functions()["retrain"]
         queue_arn = self.stack.event_source(retrain.logical_id)
@@ -147,11 +154,22 @@ class PackagedStack:
             registry_stream_arn=self.stack.event_source(
                 self.stack.functions()["evaluate_rollouts"].logical_id
             ),
+            presence_table=next(
+                (r.table for r in self.dynamodb_rules if r.topic_filter == PRESENCE_TOPICS), ""
+            ),
         )
 
-    def client(self, service: str, as_function: str | None = None) -> Any:
-        """A client as the operator, or as a function's role."""
-        credentials = self.credentials[as_function] if as_function else self.operator
+    def client(
+        self, service: str, as_function: str | None = None, as_rule: str | None = None
+    ) -> Any:
+        """A client as the operator, as a function's role, or as a topic rule's role."""
+        credentials = (
+            self.credentials[as_function]
+            if as_function
+            else self.rule_credentials[as_rule]
+            if as_rule
+            else self.operator
+        )
         return boto3.client(
             service,
             endpoint_url=self.endpoint,

@@ -1,5 +1,6 @@
-"""What AWS wires for us, done locally: SQS → retrain, IoT rules → presign/status, a schedule,
-and the registry's stream → the schedule function.
+"""What AWS wires for us, done locally: SQS → retrain, IoT rules → presign/status, the
+presence rule → its table (IoT Core's lifecycle events emulated), a schedule, and the
+registry's stream → the schedule function.
 
 The handlers are the Lambda handlers themselves, called with the event shapes
 Lambda would give them.
@@ -23,6 +24,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeloop.contract import DEFAULT_STACK, INGEST_PREFIX, RuleNames, parse_ingest, thing_of
+from edgeloop.contract.presence import (
+    CLEAN,
+    CONNECTED,
+    LIFECYCLE_PREFIX,
+    PresenceMessageInvalid,
+    lifecycle_topic,
+    parse_presence_message,
+)
 from edgeloop.local.streams import StreamReader, passes, stream_event
 from functions.common.registry import STAGE_COUNTER_FILTER
 from functions.common.rules import TOPIC_THING
@@ -69,15 +78,62 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
 
 
 RuleAction = Callable[[dict[str, Any]], object]
+Select = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class Rule:
-    """An IoT topic rule: its name, its FROM topic filter and its action."""
+    """An IoT topic rule: its name, its FROM topic filter, its action and, when its SQL
+    is read from the template, its SELECT (else `SELECT *, topic(3) AS topic_thing`)."""
 
     name: str
     topic_filter: str
     action: RuleAction
+    select: Select | None = None
+
+
+# Where the agents' stand-in for lifecycle events arrives (`[broker] presence_will`).
+PRESENCE_STAND_IN = "edgeloop/things/+/presence"
+PRESENCE_EMULATED = (
+    "IoT Core's lifecycle events are emulated: a device's connect and disconnect are "
+    "what its agent says on edgeloop/things/{thing}/presence (a 'connected' at connect, "
+    "a last will the broker publishes when the connection dies unannounced, a "
+    "'disconnected' before a clean disconnect); the broker's own view of its clients "
+    "is not read, and an agent without [broker] presence_will = true has no presence"
+)
+
+
+class LifecycleEmulator:
+    """IoT Core's `$aws/events/presence/...` events from the agents' stand-in messages.
+
+    The time is when the stand-in reached the rules engine, as IoT Core stamps an
+    event when its broker sees the connection change; the version number counts a
+    client's connects, and a disconnect carries its connection's number."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._versions: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def event(self, client_id: str, payload: bytes) -> tuple[str, dict[str, Any]]:
+        """The lifecycle topic and event; PresenceMessageInvalid for a bad stand-in."""
+        message = parse_presence_message(payload)
+        with self._lock:
+            if message.event_type == CONNECTED:
+                self._versions[client_id] = self._versions.get(client_id, 0) + 1
+            version = self._versions.get(client_id, 0)
+        event: dict[str, Any] = {
+            "clientId": client_id,
+            "timestamp": int(self._clock() * 1000),
+            "eventType": message.event_type,
+            "sessionIdentifier": f"{client_id}-{version}",
+            "principalIdentifier": "local",
+            "versionNumber": version,
+        }
+        if message.reason is not None:
+            event["disconnectReason"] = message.reason
+            event["clientInitiatedDisconnect"] = message.reason == CLEAN
+        return lifecycle_topic(message.event_type, client_id), event
 
 
 # Lambda retries a failed asynchronous invocation twice; locally the pauses are short.
@@ -110,8 +166,10 @@ class IotRules:
         rules: list[Rule],
         concurrency: int = 8,
         errors: list[str] | None = None,
+        lifecycle: LifecycleEmulator | None = None,
     ) -> None:
         self.rules = {rule.name: rule for rule in rules}
+        self.lifecycle = lifecycle
         if len(self.rules) != len(rules):
             raise ValueError("two rules with one name: IoT rule names are unique")
         self.errors = [] if errors is None else errors
@@ -157,7 +215,13 @@ class IotRules:
     def _subscribe(self, client: mqtt.Client, *_: Any) -> None:
         # Wildcards never match topics that start with '$', so Basic Ingest needs a
         # subscription of its own.
-        filters = {rule.topic_filter for rule in self.rules.values()} | {f"{INGEST_PREFIX}#"}
+        filters = {
+            rule.topic_filter
+            for rule in self.rules.values()
+            if not rule.topic_filter.startswith(LIFECYCLE_PREFIX)  # no broker publishes them
+        } | {f"{INGEST_PREFIX}#"}
+        if self.lifecycle is not None:
+            filters.add(PRESENCE_STAND_IN)
         client.subscribe([(topic_filter, 1) for topic_filter in sorted(filters)])
 
     def _subscribed(self, *_: Any) -> None:
@@ -168,6 +232,9 @@ class IotRules:
         return self._ready.wait(timeout)
 
     def _route(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self.lifecycle is not None and mqtt.topic_matches_sub(PRESENCE_STAND_IN, message.topic):
+            self._route_lifecycle(message.topic.split("/")[2], bytes(message.payload))
+            return
         rule = self._rule_for(message.topic)
         if rule is None:
             return
@@ -178,10 +245,25 @@ class IotRules:
             return  # IoT rules drop payloads that are not JSON, too
         if thing is None or not isinstance(payload, dict):
             return
+        # The topic's thing is added, the payload kept; a rule read from the template
+        # selects what its SQL says.
+        self._enqueue(rule, payload if rule.select else {**payload, TOPIC_THING: thing})
+
+    def _enqueue(self, rule: Rule, event: dict[str, Any]) -> None:
         with self._lock:
             self._outstanding += 1
-        # The topic's thing is added, the payload kept.
-        self._pending.put((rule.action, {**payload, TOPIC_THING: thing}))
+        self._pending.put((rule.action, rule.select(event) if rule.select else event))
+
+    def _route_lifecycle(self, client_id: str, payload: bytes) -> None:
+        assert self.lifecycle is not None
+        try:
+            topic, event = self.lifecycle.event(client_id, payload)
+        except PresenceMessageInvalid as exc:
+            log.warning("event=presence_stand_in_refused client=%s reason=%r", client_id, str(exc))
+            return
+        for rule in self.rules.values():
+            if mqtt.topic_matches_sub(rule.topic_filter, topic):
+                self._enqueue(rule, event)
 
     def _rule_for(self, topic: str) -> Rule | None:
         ingest = parse_ingest(topic)
@@ -256,7 +338,10 @@ class EventRouter:
         streams: Any = None,
         registry_stream_arn: str | None = None,
         stream_batching_window: float = STREAM_BATCHING_WINDOW,
+        template_rules: list[Rule] | None = None,
     ) -> None:
+        """`template_rules`: the rules read whole from the synthesized template (those
+        writing to DynamoDB); with any, lifecycle events are emulated for them."""
         self.sqs, self.queue_url, self.queue_arn = sqs, queue_url, queue_arn
         self.handlers = handlers
         self.batching_window, self.batch_size = batching_window, batch_size
@@ -280,7 +365,15 @@ class EventRouter:
                 (lambda event: self._invoke("status", event)) if status_rule else _drop,
             ),
         ]
-        self.rules = IotRules(broker_url, rules, rule_concurrency, self.errors)
+        rules.extend(template_rules or [])
+        lifecycle = (
+            LifecycleEmulator()
+            if any(r.topic_filter.startswith(LIFECYCLE_PREFIX) for r in rules)
+            else None
+        )
+        if lifecycle is not None:
+            log.info("event=presence_emulated %s", PRESENCE_EMULATED)
+        self.rules = IotRules(broker_url, rules, rule_concurrency, self.errors, lifecycle)
         self._stop = threading.Event()
         # One lock per event source: like separate Lambda functions, a long retrain
         # does not hold up upload requests or status reports.

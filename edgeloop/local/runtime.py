@@ -10,13 +10,28 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from boto3.dynamodb.types import TypeSerializer
+
 from edgeloop.local.aws import REGION, MotoServer, Resources, init_trust
 from edgeloop.local.broker import EmbeddedBroker
 from edgeloop.local.cdn import BucketOrigin, LocalCdn
 from edgeloop.local.packaged import LambdaBuild, PackagedStack
-from edgeloop.local.router import EventRouter
+from edgeloop.local.router import EventRouter, Rule, RuleAction
 from functions.common.fleet import FleetTable
 from functions.common.identity import enroll
+
+
+def put_item(dynamodb: Any, table: str) -> RuleAction:
+    """A DynamoDBv2 rule action: each selected field an attribute of one PutItem, made
+    with the rule's role."""
+    serializer = TypeSerializer()
+
+    def put(selected: dict[str, Any]) -> None:
+        dynamodb.put_item(
+            TableName=table, Item={k: serializer.serialize(v) for k, v in selected.items()}
+        )
+
+    return put
 
 
 class LocalRuntime:
@@ -101,6 +116,15 @@ class LocalRuntime:
             # Counted outcomes reach the schedule function by the registry's stream.
             streams=self.aws.client("dynamodbstreams"),
             registry_stream_arn=self.resources.registry_stream_arn,
+            template_rules=[
+                Rule(
+                    spec.name,
+                    spec.topic_filter,
+                    put_item(self.stack.client("dynamodb", as_rule=spec.name), spec.table),
+                    spec.select,
+                )
+                for spec in self.stack.dynamodb_rules
+            ],
         )
         self.router.start()
 

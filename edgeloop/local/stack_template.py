@@ -49,6 +49,41 @@ class FunctionSpec:
         return parts[1] if len(parts) == 4 and parts[0] == "functions" else self.logical_id
 
 
+@dataclass(frozen=True)
+class TopicRuleSpec:
+    """An IoT topic rule that writes to DynamoDB (DynamoDBv2), as the template declares it."""
+
+    name: str
+    topic_filter: str
+    fields: tuple[tuple[str, str], ...]  # (the message's field, the attribute it becomes)
+    table: str
+    role: str  # the role's logical id
+    statements: list[dict[str, Any]]
+
+    def select(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The SELECT: a field the message lacks is left out, as IoT SQL's Undefined is."""
+        return {name: message[source] for source, name in self.fields if source in message}
+
+
+_SELECT = re.compile(r"SELECT (?P<fields>.+) FROM '(?P<topic>[^']+)'")
+_FIELD = re.compile(r"(?P<source>[A-Za-z_][A-Za-z0-9_]*)(?: AS (?P<name>[A-Za-z_][A-Za-z0-9_]*))?")
+
+
+def parse_select(sql: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """`SELECT a AS b, c FROM 'topic'`: its topic filter and fields. Anything more (WHERE,
+    functions, `*`) is refused rather than evaluated differently from IoT Core."""
+    match = _SELECT.fullmatch(sql.strip())
+    if match is None:
+        raise TemplateError(f"the local rules engine cannot evaluate {sql!r}")
+    fields: list[tuple[str, str]] = []
+    for part in match["fields"].split(","):
+        field_match = _FIELD.fullmatch(part.strip())
+        if field_match is None:
+            raise TemplateError(f"the local rules engine cannot select {part.strip()!r} ({sql!r})")
+        fields.append((field_match["source"], field_match["name"] or field_match["source"]))
+    return match["topic"], tuple(fields)
+
+
 class StackTemplate:
     """A synthesized template: what it declares, before anything is created."""
 
@@ -284,6 +319,33 @@ class LocalStack:
             if {"Ref": role} in props.get("Roles", []):
                 statements.extend(self.resolve(props["PolicyDocument"]["Statement"]))
         return statements
+
+    def dynamodb_rules(self) -> list[TopicRuleSpec]:
+        """The topic rules whose action is a DynamoDBv2 PutItem, with their roles' statements.
+
+        The rules that invoke functions are routed by name (`edgeloop.local.router`)."""
+        rules: list[TopicRuleSpec] = []
+        for _, props in self.template.of_type("AWS::IoT::TopicRule"):
+            payload = props["TopicRulePayload"]
+            actions = payload.get("Actions", [])
+            if not any("DynamoDBv2" in action for action in actions):
+                continue
+            if len(actions) != 1 or list(actions[0]) != ["DynamoDBv2"]:
+                raise TemplateError(f"rule {props['RuleName']}: one DynamoDBv2 action only")
+            action = actions[0]["DynamoDBv2"]
+            topic_filter, fields = parse_select(payload["Sql"])
+            role = action["RoleArn"]["Fn::GetAtt"][0]
+            rules.append(
+                TopicRuleSpec(
+                    name=str(self.resolve(props["RuleName"])),
+                    topic_filter=topic_filter,
+                    fields=fields,
+                    table=str(self.resolve(action["PutItem"]["TableName"])),
+                    role=role,
+                    statements=self.role_statements(role),
+                )
+            )
+        return rules
 
     def event_source(self, function: str) -> str:
         """The ARN an event source mapping feeds `function` from."""

@@ -13,12 +13,13 @@ from constructs import Construct
 
 from edgeloop.contract.device_policy import DeviceAction, device_grants
 from edgeloop.contract.topics import ROOT, RuleNames
+from functions.common.presence import presence_sql
 from functions.common.registry import STAGE_COUNTER_FILTER
 from functions.common.rules import rule_sql
 from infra.constructs.artifact_hosting import ArtifactHosting
 from infra.constructs.data_intake import DataIntake
 from infra.constructs.signing import Signing
-from infra.constructs.storage import allow_items, allow_objects
+from infra.constructs.storage import allow_items, allow_objects, durable_table
 from infra.constructs.training_pipeline import (
     TrainingPipeline,
     canary_group_name,
@@ -191,6 +192,61 @@ class IotWiring(Construct):
         self.status_rule = self._rule(
             "StatusReports", self.rule_names.status, f"{ROOT}/things/+/status", self.status
         )
+        self._presence()
+
+    def _presence(self) -> None:
+        """IoT Core's connect and disconnect events, written to the presence table by the
+        rule itself (DynamoDBv2: a PutItem of the selected fields), no function per event.
+
+        One item per thing and event type, so a late event cannot overwrite a newer
+        one of the other type; the reader compares the two
+        (`functions.common.presence`)."""
+        stack = Stack.of(self)
+        self.presence_table = durable_table(
+            self, "PresenceTable", partition_key="thing", sort_key="event"
+        )
+        name = self.rule_names.presence
+        rule_arn = f"arn:{stack.partition}:iot:{stack.region}:{stack.account}:rule/{name}"
+        # Only this rule of this account may act as the role (confused deputy).
+        self.presence_role = iam.Role(
+            self,
+            "PresenceRuleRole",
+            assumed_by=iam.ServicePrincipal(
+                "iot.amazonaws.com",
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnEquals": {"aws:SourceArn": rule_arn},
+                },
+            ),
+            description="the presence rule writes lifecycle events to the presence table",
+        )
+        self.presence_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:PutItem"], resources=[self.presence_table.table_arn]
+            )
+        )
+        self.presence_rule = iot.CfnTopicRule(
+            self,
+            "Presence",
+            rule_name=name,
+            topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
+                sql=presence_sql(),
+                aws_iot_sql_version="2016-03-23",
+                rule_disabled=False,
+                actions=[
+                    iot.CfnTopicRule.ActionProperty(
+                        dynamo_d_bv2=iot.CfnTopicRule.DynamoDBv2ActionProperty(
+                            put_item=iot.CfnTopicRule.PutItemInputProperty(
+                                table_name=self.presence_table.table_name
+                            ),
+                            role_arn=self.presence_role.role_arn,
+                        )
+                    )
+                ],
+            ),
+        )
+        # The role must hold its policy before the rule first writes with it.
+        self.presence_rule.node.add_dependency(self.presence_role)
 
     def _may_read_identities(
         self, function: lambda_.IFunction, canary_group: str | None = None

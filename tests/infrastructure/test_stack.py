@@ -17,6 +17,7 @@ from edgeloop.contract import RuleNames
 from edgeloop.contract.device_policy import device_grants
 from functions.common.fleet import TTL_ATTRIBUTE
 from functions.common.identity import MODEL_ATTRIBUTE
+from functions.common.presence import presence_sql
 from functions.common.registry import STAGE_COUNTER_FILTER
 from infra.app import build_app
 from infra.constructs.data_intake import MAX_RECEIVES
@@ -369,8 +370,9 @@ def test_topic_rules_have_the_names_devices_publish_to(template: Template) -> No
     names = sorted(
         r["Properties"]["RuleName"] for r in _resources(template, "AWS::IoT::TopicRule").values()
     )
-    assert names == [RuleNames("edgeloop").status, RuleNames("edgeloop").upload_requests]
-    assert names == ["edgeloop_status", "edgeloop_upload_requests"]
+    rules = RuleNames("edgeloop")
+    assert names == [rules.presence, rules.status, rules.upload_requests]
+    assert names == ["edgeloop_presence", "edgeloop_status", "edgeloop_upload_requests"]
 
 
 def test_topic_rules_and_the_policy_are_named_after_the_stack_so_two_stacks_never_share_one(
@@ -383,7 +385,11 @@ def test_topic_rules_and_the_policy_are_named_after_the_stack_so_two_stacks_neve
     names = sorted(
         r["Properties"]["RuleName"] for r in _resources(staging, "AWS::IoT::TopicRule").values()
     )
-    assert names == ["edgeloop_staging_status", "edgeloop_staging_upload_requests"]
+    assert names == [
+        "edgeloop_staging_presence",
+        "edgeloop_staging_status",
+        "edgeloop_staging_upload_requests",
+    ]
     [policy] = _resources(staging, "AWS::IoT::Policy").values()
     assert "$aws/rules/edgeloop_staging_status/" in json.dumps(policy)
     assert "$aws/rules/edgeloop_status/" not in json.dumps(policy)
@@ -393,6 +399,7 @@ def test_topic_rules_route_requests_and_status_with_the_topics_thing(template: T
     rules = [
         r["Properties"]["TopicRulePayload"]
         for r in _resources(template, "AWS::IoT::TopicRule").values()
+        if "Lambda" in r["Properties"]["TopicRulePayload"]["Actions"][0]
     ]
     sqls = sorted(r["Sql"] for r in rules)
     assert sqls == [
@@ -671,3 +678,76 @@ def test_only_publishers_look_up_the_iot_data_endpoint(template: Template) -> No
         "Rollback",
         "EvaluateRollouts",
     }
+
+
+def _presence_rule(template: Template) -> dict[str, Any]:
+    [rule] = [
+        r["Properties"]
+        for r in _resources(template, "AWS::IoT::TopicRule").values()
+        if r["Properties"]["RuleName"] == RuleNames("edgeloop").presence
+    ]
+    return dict(rule)
+
+
+def test_presence_is_written_by_the_rule_alone_from_the_lifecycle_events(
+    template: Template,
+) -> None:
+    payload = _presence_rule(template)["TopicRulePayload"]
+    assert payload["Sql"] == presence_sql()
+    assert payload["Sql"] == (
+        "SELECT clientId AS thing, eventType AS event, timestamp AS at_ms, "
+        "versionNumber AS version, disconnectReason AS reason "
+        "FROM '$aws/events/presence/+/+'"
+    )
+    [action] = payload["Actions"]
+    # A DynamoDB write, no function: nothing runs per connect or disconnect.
+    assert list(action) == ["DynamoDBv2"]
+    table = _logical_id(template, "AWS::DynamoDB::GlobalTable", "PresenceTable")
+    assert action["DynamoDBv2"]["PutItem"] == {"TableName": {"Ref": table}}
+    # Its own table, keyed by thing and event type: the PutItem can replace neither
+    # the fleet item nor the other event type's item.
+    [props] = [
+        r["Properties"]
+        for k, r in _resources(template, "AWS::DynamoDB::GlobalTable").items()
+        if k == table
+    ]
+    assert props["KeySchema"] == [
+        {"AttributeName": "thing", "KeyType": "HASH"},
+        {"AttributeName": "event", "KeyType": "RANGE"},
+    ]
+
+
+def test_the_presence_rules_role_may_only_put_items_in_the_presence_table(
+    template: Template,
+) -> None:
+    role_ref = _presence_rule(template)["TopicRulePayload"]["Actions"][0]["DynamoDBv2"]["RoleArn"]
+    role = role_ref["Fn::GetAtt"][0]
+    [trust] = [
+        r["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        for k, r in _resources(template, "AWS::IAM::Role").items()
+        if k == role
+    ]
+    [assume] = trust
+    assert assume["Principal"] == {"Service": "iot.amazonaws.com"}
+    assert _joined(assume["Condition"]["ArnEquals"]["aws:SourceArn"]).endswith(
+        ":rule/edgeloop_presence"
+    )
+    statements = [
+        statement
+        for policy in _resources(template, "AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    table = _logical_id(template, "AWS::DynamoDB::GlobalTable", "PresenceTable")
+    assert statements == [
+        {
+            "Action": "dynamodb:PutItem",
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [table, "Arn"]},
+        }
+    ]
+    # No function may write presence: it is the broker's word, not a device's.
+    for logical, policy in _resources(template, "AWS::IAM::Policy").items():
+        if {"Ref": role} in policy["Properties"]["Roles"]:
+            continue
+        assert table not in json.dumps(policy["Properties"]["PolicyDocument"]), logical

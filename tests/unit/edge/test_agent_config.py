@@ -55,6 +55,8 @@ def test_defaults_come_from_the_declaration_and_paths_from_the_config_file(tmp_p
     assert (config.broker.host, config.broker.port) == ("localhost", 1883)
     # Status and upload requests go to the default stack's rules by Basic Ingest.
     assert (config.broker.basic_ingest, config.broker.stack_name) == (True, "edgeloop")
+    # IoT Core publishes lifecycle events itself: the agent's stand-in is off by default.
+    assert config.broker.presence_will is False
 
 
 @pytest.mark.parametrize(
@@ -128,3 +130,15 @@ def test_the_file_named_in_an_error_is_the_config_file(tmp_path: Path) -> None:
     path.write_text('[device]\nthing = "pump-1"\n')
     with pytest.raises(AgentConfigError, match=f"{path}: "):
         load_agent_config(path)
+
+
+def test_the_status_report_is_a_daily_keep_alive_and_the_old_key_still_sets_it(
+    tmp_path: Path,
+) -> None:
+    config = parse_agent_config(minimal(tmp_path), tmp_path)
+    assert (config.status_interval, config.status_check) == (86400.0, 10.0)
+    doc = {**minimal(tmp_path), "status_interval": 3600.0, "status_check": 2.0}
+    config = parse_agent_config(doc, tmp_path)
+    assert (config.status_interval, config.status_check) == (3600.0, 2.0)
+    with pytest.raises(AgentConfigError, match=r"status_check must be a finite number in"):
+        parse_agent_config({**minimal(tmp_path), "status_check": 600}, tmp_path)
