@@ -352,7 +352,8 @@ def _fleet_day_row(basis: dict[str, Any]) -> Row:
     i = basis["per_device_day"]["identity_lookups"]
     s = basis["per_model_day"]
     return (
-        "every day, updates or not: heartbeats, identity lookups, the schedule",
+        "every day, updates or not, in the hourly-heartbeat design presence replaced: "
+        "heartbeats, identity lookups, the schedule",
         "report",
         f"per device-day: {h['per_day']:g} heartbeats (every {h['interval_s']:.0f} s: "
         f"{h['messages']:g} messages, {h['lambda_invocations']:g} Lambda, "
@@ -376,8 +377,9 @@ def _fleet_at_rest_row(a: dict[str, Any]) -> Row:
     )
     beside = a["beside"]
     return (
-        "a device-day at rest, presence from lifecycle events (issue 28's design, "
-        "costed from the measured status report and stated parameters)",
+        "a device-day at rest: presence from lifecycle events, status on change, a weekly "
+        "keep-alive, a refresh without a nudge every two days (costed from the measured "
+        "status report and the agent's defaults)",
         f"≤ ${a['goal_usd_per_million']:g} per million device-days (presence, health, "
         "identity, schedule; connectivity aside)",
         f"${a['usd_per_million_device_days_total']:.2f} per M device-days ({lines}); "
@@ -386,11 +388,14 @@ def _fleet_at_rest_row(a: dict[str, Any]) -> Row:
         f"Keep-alive every {params['keepalive_s']:.0f} s, {params['reconnects_per_day']:g} "
         f"reconnect and {params['health_changes_per_day']:g} health changes a day, identity "
         f"every {params['identity_ttl_hours']:g} h ({a['identity_lookups_per_day']:g} "
-        f"lookup a day). Variants: {variants}. Beside: the hourly-heartbeat design "
-        f"${beside['hourly_heartbeat_design_usd_per_million_device_days']:.2f}; "
-        f"connectivity ${beside['connectivity_usd_per_million_device_days']:.2f}; "
-        f"reconnect messages (CONNECT, SUBSCRIBE, the retained announcement again) "
-        f"${beside['reconnect_messages_usd_per_million_device_days']:.2f}",
+        f"lookup a day), a refresh without a nudge every {params['refresh_s']:.0f} s. "
+        f"Variants: {variants}. Beside: the hourly-heartbeat design "
+        f"${beside['hourly_heartbeat_design_usd_per_million_device_days']:.2f}, "
+        f"${beside['hourly_heartbeat_design_with_its_refreshes_usd_per_million_device_days']:.2f}"
+        f" with its hourly refreshes; connectivity "
+        f"${beside['connectivity_usd_per_million_device_days']:.2f}; each reconnect (its "
+        f"events, CONNECT, SUBSCRIBE, the retained announcement, the report on connect) "
+        f"${beside['usd_per_million_reconnects']:.2f} per million",
         _mark(a["meets_goal"]),
         FLEET_CMD,
     )

@@ -12,7 +12,6 @@ from bench.fleet.prices import LAMBDA_MEMORY_GB, STATUS_OVER_BASIC_INGEST, usd
 from bench.fleet.settings import (
     FLAT_TYPES,
     HEARTBEAT,
-    HEARTBEAT_S,
     IDENTITY_TTL_HOURS,
     READ_OPS,
     REGISTRY_LOOKUP,
@@ -164,12 +163,17 @@ def registry_operations_per_lookup(units: dict[str, Any]) -> float:
     return float(sum(v for k, v in units["per_first_heartbeat"].items() if k in REGISTRY_LOOKUP))
 
 
+# The design presence replaced: every agent republished its report hourly.
+HOURLY_HEARTBEAT_S = 3600.0
+
+
 def per_device_day(units: dict[str, Any], status_messages: int) -> dict[str, Any]:
-    """What a device costs a day whether or not it updates: its heartbeats (the steady
-    ones: the identity kept in its fleet item is fresh), and the thing-registry lookup
-    that refreshes that identity once per IDENTITY_TTL_HOURS, whichever report pays it."""
+    """What a device cost a day in the hourly-heartbeat design, whether or not it
+    updated: its heartbeats (the steady ones: the identity kept in its fleet item is
+    fresh), and the thing-registry lookup that refreshes that identity once per
+    IDENTITY_TTL_HOURS, whichever report pays it. Kept beside the at-rest figure."""
     per = units["per_report"][HEARTBEAT]
-    beats = 86_400 / HEARTBEAT_S
+    beats = 86_400 / HOURLY_HEARTBEAT_S
     cap = capacity(per, units["item_bytes"])
     p = usd()
     beat_usd = beats * status_report_usd(units, status_messages)
@@ -177,7 +181,7 @@ def per_device_day(units: dict[str, Any], status_messages: int) -> dict[str, Any
     ops = registry_operations_per_lookup(units)
     return {
         "heartbeats": {
-            "interval_s": HEARTBEAT_S,
+            "interval_s": HOURLY_HEARTBEAT_S,
             "per_day": beats,
             "messages": beats * status_messages,
             "lambda_invocations": beats,

@@ -126,7 +126,7 @@ PRICES: dict[str, dict[str, Any]] = {
 
 GOAL_MESSAGES = 3.0
 GOAL_USD_PER_MILLION = 5.0
-# The at-rest goal of issue 28: presence, health, identity and the schedule, per million
+# The at-rest goal: presence, health, identity and the schedule, per million
 # device-days, connectivity aside (it is paid for being connected at all).
 GOAL_AT_REST_USD_PER_MILLION = 3.0
 # The agent sends its status reports through Basic Ingest unless told not to: the

@@ -166,13 +166,15 @@ def model_million(real: Runs) -> dict[str, Any]:
     return modelled
 
 
-# What would move the at-rest total: the identity kept longer (IdentityEnv allows up to
-# 30 days), and lifecycle events if AWS does not meter them as messages.
+# What moves the at-rest total: the agent's earlier intervals, and reconnects (each
+# two lifecycle events, which may or may not be metered as messages).
 AT_REST_VARIANTS = {
-    "identity_ttl_hours=168": AtRest(identity_ttl_hours=168.0),
-    "identity_ttl_hours=720": AtRest(identity_ttl_hours=720.0),
-    "identity_ttl_hours=720, lifecycle events unbilled": AtRest(
-        identity_ttl_hours=720.0, lifecycle_events_billed=False
+    "keep-alive report daily": AtRest(keepalive_s=86_400.0),
+    "refresh without a nudge daily": AtRest(refresh_s=86_400.0),
+    "refresh without a nudge hourly (the earlier default)": AtRest(refresh_s=3_600.0),
+    "1 reconnect a day": AtRest(reconnects_per_day=1.0),
+    "1 reconnect a day, lifecycle events unbilled": AtRest(
+        reconnects_per_day=1.0, lifecycle_events_billed=False
     ),
 }
 

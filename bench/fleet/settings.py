@@ -3,13 +3,11 @@ origin, the assumptions about devices, and what a report can turn out to be."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from edge.config import AgentConfig
 from functions.common.env import IdentityEnv
 
 SIZES = (1_000, 10_000, 100_000)
@@ -44,11 +42,6 @@ DEVICE_MODEL: dict[str, float] = {
     "probe_duplicate_after_s": 5.0,
 }
 
-HEARTBEAT_S: float = next(
-    float(f.default)  # type: ignore[arg-type]
-    for f in dataclasses.fields(AgentConfig)
-    if f.name == "status_interval"
-)
 
 # What a report turned out to be. "moved" is a counted outcome whose evaluation moved
 # the rollout on (a stage passed, complete, aborted): a handful per rollout.

@@ -313,3 +313,12 @@ def test_an_agent_nudged_over_mqtt_asks_the_cdn_only_for_the_timestamp(
     wait_for(lambda: agent.version == 2, what="v2 installed on the carrying nudge")
     asked = [path for path, _ in world.server.requests[before:]]
     assert asked == [TIMESTAMP]
+
+
+def test_a_refresh_without_a_nudge_that_finds_nothing_asks_the_cdn_twice(rig: Rig) -> None:
+    """What a device at rest pays per `refresh_interval` (bench.fleet.at_rest counts it):
+    the root probe and the timestamp; nothing else when nothing changed."""
+    install_v1(rig)
+    before = len(rig.server.requests)
+    assert rig.updater().handle("timer").step == "already_installed"
+    assert _asked(rig, before) == [ROOT_PROBE, TIMESTAMP]

@@ -59,22 +59,36 @@ def test_presence_item_is_one_write_unit() -> None:
 
 
 def test_lines_at_defaults_are_priced_from_their_counts() -> None:
+    """At the agent's defaults: connected all day (no lifecycle event), a keep-alive a
+    week (each one pays the identity lookup, whose lifetime is a day), a refresh
+    without a nudge every two days (the root probe, the timestamp and its S3 read)."""
     p = usd()
     figures = _at_rest()
     lines = figures["usd_per_million_device_days"]
-    presence = 2 * (
-        p["iot_message"] + p["iot_rule_triggered"] + p["iot_rule_action"] + p["dynamodb_wru"]
-    )
-    assert lines["presence (lifecycle events, rule, DynamoDB write)"] == pytest.approx(
-        presence * 1e6, abs=1e-3
-    )
+    assert lines["presence (lifecycle events, rule, DynamoDB write)"] == 0.0
     assert lines["identity lookups (thing registry)"] == pytest.approx(
-        2 * p["iot_registry_operation"] * 1e6, abs=1e-3
+        2 * p["iot_registry_operation"] / 7 * 1e6, abs=1e-3
+    )
+    refresh = "refreshes without a nudge (CDN requests, the timestamp's S3 read)"
+    assert lines[refresh] == pytest.approx(
+        (2 * p["cloudfront_https_request"] + p["s3_get"]) / 2 * 1e6, abs=1e-3
     )
     assert figures["usd_per_million_device_days_total"] == pytest.approx(
         sum(lines.values()), abs=0.01
     )
     assert figures["meets_goal"] is (figures["usd_per_million_device_days_total"] <= 3.0)
+
+
+def test_a_reconnect_is_priced_from_its_events_messages_and_report() -> None:
+    p = usd()
+    once = _at_rest(AtRest(reconnects_per_day=1.0))
+    events = 2 * (
+        p["iot_message"] + p["iot_rule_triggered"] + p["iot_rule_action"] + p["dynamodb_wru"]
+    )
+    assert once["usd_per_million_device_days"][
+        "presence (lifecycle events, rule, DynamoDB write)"
+    ] == pytest.approx(events * 1e6, abs=1e-3)
+    assert once["beside"]["usd_per_million_reconnects"] > events * 1e6
 
 
 def test_connectivity_and_the_hourly_design_stay_out_of_the_goal() -> None:
@@ -98,11 +112,18 @@ def test_each_parameter_moves_its_own_line() -> None:
     base = _at_rest()["usd_per_million_device_days"]
     busier = _at_rest(AtRest(health_changes_per_day=2.0))["usd_per_million_device_days"]
     key = "health and keep-alive reports (rule, Lambda, DynamoDB)"
-    assert busier[key] == pytest.approx(3 * base[key], rel=1e-3)
-    flaky = _at_rest(AtRest(reconnects_per_day=3.0))["usd_per_million_device_days"]
+    # A report a week at rest, then two changes a day on top: 1/7 + 2 reports a day.
+    assert busier[key] == pytest.approx(base[key] * (1 / 7 + 2) * 7, rel=1e-2)  # rounded lines
     key = "presence (lifecycle events, rule, DynamoDB write)"
-    assert flaky[key] == pytest.approx(3 * base[key], rel=1e-3)
-    unbilled = _at_rest(AtRest(lifecycle_events_billed=False))
+    once = _at_rest(AtRest(reconnects_per_day=1.0))["usd_per_million_device_days"]
+    flaky = _at_rest(AtRest(reconnects_per_day=3.0))["usd_per_million_device_days"]
+    assert flaky[key] == pytest.approx(3 * once[key], rel=1e-3)
+    key = "refreshes without a nudge (CDN requests, the timestamp's S3 read)"
+    hourly = _at_rest(AtRest(refresh_s=3_600.0))["usd_per_million_device_days"]
+    assert hourly[key] == pytest.approx(48 * base[key], rel=1e-3)
+    unbilled = _at_rest(AtRest(reconnects_per_day=1.0, lifecycle_events_billed=False))
     assert unbilled["usd_per_million_device_days_total"] == pytest.approx(
-        _at_rest()["usd_per_million_device_days_total_lifecycle_unbilled"]
+        _at_rest(AtRest(reconnects_per_day=1.0))[
+            "usd_per_million_device_days_total_lifecycle_unbilled"
+        ]
     )

@@ -50,7 +50,7 @@ def test_defaults_come_from_the_declaration_and_paths_from_the_config_file(tmp_p
     assert config.source.kind is SourceKind.SYNTHETIC
     assert config.state_dir == tmp_path / "state"
     assert config.trust.root == tmp_path / "root.json"
-    assert (config.trust.min_refresh_seconds, config.trust.refresh_interval) == (10.0, 3600.0)
+    assert (config.trust.min_refresh_seconds, config.trust.refresh_interval) == (10.0, 172800.0)
     assert config.artifacts.base_url == "http://cdn.local/"
     assert (config.broker.host, config.broker.port) == ("localhost", 1883)
     # Status and upload requests go to the default stack's rules by Basic Ingest.
@@ -136,7 +136,7 @@ def test_the_status_report_is_a_daily_keep_alive_and_the_old_key_still_sets_it(
     tmp_path: Path,
 ) -> None:
     config = parse_agent_config(minimal(tmp_path), tmp_path)
-    assert (config.status_interval, config.status_check) == (86400.0, 10.0)
+    assert (config.status_interval, config.status_check) == (7 * 86400.0, 10.0)
     doc = {**minimal(tmp_path), "status_interval": 3600.0, "status_check": 2.0}
     config = parse_agent_config(doc, tmp_path)
     assert (config.status_interval, config.status_check) == (3600.0, 2.0)
