@@ -17,8 +17,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import (
+    agent_footprint,
+    fanout,
+    fleet,
+    inference,
+    loop,
+    patchgen,
+    poison,
+    scale,
+    stage_delay,
+    swap,
+)
 from bench import bytes as bytes_bench
-from bench import fanout, fleet, inference, loop, patchgen, poison, scale, stage_delay, swap
 from bench.common import RESULTS, write_result
 
 README = Path(__file__).parents[1] / "README.md"
@@ -28,6 +39,7 @@ SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
     "bytes": lambda: bytes_bench.measure(bytes_bench.VARIANTS),
     "inference": inference.measure,
     "swap": swap.measure,
+    "agent_footprint": agent_footprint.measure,
     "loop": loop.measure,
     "fanout": fanout.measure,
     "scale": scale.measure,
@@ -154,6 +166,9 @@ def table() -> str:
                     "`python -m bench.run swap`",
                 )
             )
+    af = _load("agent_footprint")
+    if af:
+        rows.extend(_footprint_rows(af))
     lp = _load("loop")
     if lp:
         rows.append(
@@ -245,6 +260,27 @@ def table() -> str:
             f"{machine['python']}, NumPy {machine['numpy']}, {machine['platform']}."
         )
     return "\n".join(lines)
+
+
+def _footprint_rows(af: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """One row per interpreter the agent ran in, as its own process."""
+    out = []
+    for a in af["agents"].values():
+        out.append(
+            (
+                f"a running agent ({a['backend']}): its own process, a model installed, "
+                "samples on stdin",
+                f"≤ {a['goal_rss_mb']:g} MB resident; idle CPU ≤ {af['goal_idle_cpu_pct']:g}% "
+                "of one core",
+                f"{a['installed_rss_mb']} MB resident with the model installed, peak "
+                f"{a['peak_rss_mb']} MB; idle {a['idle_cpu_pct_of_core']:.2f}% of one core "
+                f"(over {a['idle_seconds']:g} s); {a['cpu_s_per_1000_samples'] * 1000:.1f} ms "
+                f"CPU per 1,000 samples ({a['samples']:,} at {a['rate']:,}/s)",
+                _mark(a["meets_goal"]),
+                "`python -m bench.run agent_footprint`",
+            )
+        )
+    return out
 
 
 def _poison_rows(ps: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:

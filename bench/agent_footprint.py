@@ -1,0 +1,274 @@
+"""The agent as a device runs it: its own process, measured from outside.
+
+`edgeloop-agent run` (`python -m edge.cli run`) starts in a fresh interpreter with
+a config of its own, fetches and installs a k-means model from a signed
+repository behind the CDN stand-in, and reads JSON lines on stdin. From outside
+(psutil, and /proc for the peak) this measures:
+
+- resident memory once the model is installed, and its peak over the whole run;
+- idle CPU: the model installed and no sample flowing, over IDLE_SECONDS;
+- CPU seconds per 1,000 samples: SAMPLES lines written at RATE a second, the
+  last one a sentinel far off every mode, whose alarm event (on the broker) says
+  every line before it was scored.
+
+Each interpreter runs it in turn: LiteRT in this environment, tflite-runtime 2.14
+in its own (EDGELOOP_TFLITE214_PYTHON, with this source tree on its path).
+Uploads are off (sample_rate 0): nothing answers them here, and a device's upload
+cost is the cloud's round trip, not the agent's footprint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psutil
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.common import BenchRepository, wait_until
+from bench.swap import _runs
+from edge.sources import synthetic_vibration
+from edgeloop.contract.topics import ThingTopics
+from edgeloop.demo.scenarios import ANOMALY_TOML
+from edgeloop.factory.config import parse_config
+from tests.support_broker import start_broker
+from tests.support_http import cdn_of_files
+
+TREE = Path(__file__).parents[1]
+THING = "footprint-1"
+IDLE_SECONDS = 20.0
+SAMPLES = 20_000
+RATE = 2_000
+# The sentinel's distance to the nearest mode is in the thousands; no sample of
+# the stream comes near, so an event this large can only be the sentinel's.
+SENTINEL = [1000.0] * 8
+SENTINEL_VALUE = 100.0
+GOAL_RSS_MB = {"ai_edge_litert": 70.0, "tflite_runtime": 50.0}
+GOAL_IDLE_PCT = 0.5
+
+
+def interpreters() -> dict[str, str]:
+    """Each interpreter to run the agent in, by the backend it loads."""
+    out = {"ai_edge_litert": sys.executable}
+    old = os.environ.get("EDGELOOP_TFLITE214_PYTHON")
+    if old:
+        out["tflite_runtime"] = old
+    else:
+        print("agent_footprint: tflite-runtime 2.14 skipped (EDGELOOP_TFLITE214_PYTHON unset)")
+    return out
+
+
+def _config(workdir: Path, broker_url: str, base_url: str) -> Path:
+    (workdir / "state").mkdir(parents=True, exist_ok=True)
+    path = workdir / "agent.toml"
+    path.write_text(
+        f"""
+[device]
+thing = "{THING}"
+model = "vibration"
+n_features = 8
+
+[broker]
+url = "{broker_url}"
+
+[artifacts]
+base_url = "{base_url}"
+
+[trust]
+root = "{workdir / "root.json"}"
+
+[state]
+dir = "{workdir / "state"}"
+
+[source]
+kind = "stdin"
+rate = 0.0
+
+[upload]
+sample_rate = 0.0
+"""
+    )
+    return path
+
+
+class _Events:
+    """The agent's alarm events as the broker carries them."""
+
+    def __init__(self, broker_url: str) -> None:
+        self.values: list[float] = []
+        host, port = broker_url.removeprefix("mqtt://").split(":")
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        self._client.on_message = lambda _c, _u, m: self.values.append(
+            float(json.loads(m.payload)["value"])
+        )
+        self._client.connect(host, int(port))
+        self._client.subscribe(ThingTopics(THING).events, qos=1)
+        self._client.loop_start()
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+def _lines(count: int) -> list[bytes]:
+    stream = synthetic_vibration(8, 0.0, seed=3, count=count)
+    return [json.dumps({"x": [round(float(v), 4) for v in s.x]}).encode() + b"\n" for s in stream]
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The kernel's high-water mark of the process's resident set (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"/proc/{pid}/status has no VmHWM line")
+
+
+def _cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def _log_lines(stream: Any) -> Iterator[str]:
+    for raw in iter(stream.readline, b""):
+        yield raw.decode(errors="replace").rstrip()
+
+
+def measure_one(
+    python: str, tree: Path, workdir: Path, broker_url: str, base_url: str
+) -> dict[str, Any]:
+    """Start one agent under `python` with `tree` on its path and measure it."""
+    config = _config(workdir, broker_url, base_url)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    lines = _lines(SAMPLES)
+    events = _Events(broker_url)
+    log: list[str] = []
+    agent = subprocess.Popen(
+        [python, "-m", "edge.cli", "run", "--config", str(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+        env=env,
+    )
+    assert agent.stdin is not None
+    assert agent.stdout is not None
+    reader = threading.Thread(target=lambda: log.extend(_log_lines(agent.stdout)), daemon=True)
+    reader.start()
+    try:
+        process = psutil.Process(agent.pid)
+        wait_until(
+            lambda: (
+                any("event=update_installed version=1" in line for line in log)
+                or agent.poll() is not None
+            ),
+            180,
+            "the agent to install v1",
+        )
+        if agent.poll() is not None:
+            raise RuntimeError(f"the agent exited: {log[-5:]}")
+        backend = _backend(python, env)
+        time.sleep(2.0)  # the install's child-process check and its allocations settle
+        installed_rss = process.memory_info().rss / 2**20
+        cpu0 = _cpu_s(process)
+        time.sleep(IDLE_SECONDS)
+        idle_pct = 100 * (_cpu_s(process) - cpu0) / IDLE_SECONDS
+        cpu1, start = _cpu_s(process), time.monotonic()
+        # Paced in blocks of 10 ms, as a sensor's driver hands over its buffer.
+        block = RATE // 100
+        for i in range(0, SAMPLES, block):
+            due = start + i / RATE
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            agent.stdin.write(b"".join(lines[i : i + block]))
+            agent.stdin.flush()
+        # A second apart, so the alarm cap's window (20 a second) cannot hold it back.
+        time.sleep(1.1)
+        agent.stdin.write(json.dumps({"x": SENTINEL}).encode() + b"\n")
+        agent.stdin.flush()
+        wait_until(
+            lambda: any(v > SENTINEL_VALUE for v in events.values), 120, "the sentinel's alarm"
+        )
+        streamed_s = time.monotonic() - start
+        cpu_per_1000 = (_cpu_s(process) - cpu1) / (SAMPLES + 1) * 1000
+        after_rss = process.memory_info().rss / 2**20
+        peak = _peak_rss_mb(agent.pid)
+    finally:
+        agent.terminate()
+        try:
+            agent.wait(15)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait(5)
+        events.close()
+    return {
+        "python": python,
+        "backend": backend,
+        "installed_rss_mb": round(installed_rss, 1),
+        "after_stream_rss_mb": round(after_rss, 1),
+        "peak_rss_mb": peak,
+        "idle_cpu_pct_of_core": round(idle_pct, 3),
+        "idle_seconds": IDLE_SECONDS,
+        "cpu_s_per_1000_samples": round(cpu_per_1000, 4),
+        "samples": SAMPLES,
+        "rate": RATE,
+        "streamed_s": round(streamed_s, 1),
+    }
+
+
+def _backend(python: str, env: dict[str, str]) -> str:
+    code = "from edgeloop.runtime import _interpreter_class; print(_interpreter_class()[0])"
+    done = subprocess.run([python, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def measure(tree: Path = TREE) -> dict[str, Any]:
+    config = parse_config(tomllib.loads(ANOMALY_TOML))
+    run = _runs(1)[0]
+    broker = start_broker()
+    figures: dict[str, Any] = {"tree": str(tree), "agents": {}}
+    try:
+        for name, python in interpreters().items():
+            with tempfile.TemporaryDirectory(prefix="edgeloop-footprint-") as tmp:
+                workdir = Path(tmp)
+                repository = BenchRepository.local(workdir / "cloud", config)
+                repository.publish(1, run)
+                (workdir / "root.json").write_bytes(repository.root)
+                cdn = cdn_of_files(repository.files)
+                try:
+                    entry = measure_one(python, tree, workdir, broker.url, cdn.base_url)
+                finally:
+                    cdn.stop()
+            goal = GOAL_RSS_MB.get(entry["backend"])
+            entry["goal_rss_mb"] = goal
+            entry["meets_goal"] = (
+                goal is not None
+                and entry["peak_rss_mb"] <= goal
+                and entry["idle_cpu_pct_of_core"] <= GOAL_IDLE_PCT
+            )
+            figures["agents"][name] = entry
+            print(name, json.dumps(entry), flush=True)
+    finally:
+        broker.close()
+    figures["goal_idle_cpu_pct"] = GOAL_IDLE_PCT
+    figures["meets_goal"] = bool(figures["agents"]) and all(
+        a["meets_goal"] for a in figures["agents"].values()
+    )
+    return figures
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tree", type=Path, default=TREE, help="the source tree the agent runs")
+    print(json.dumps(measure(parser.parse_args().tree), indent=1))
