@@ -119,9 +119,9 @@ def _score_loop(
             lateness[i] = now - due
             i += 1
             continue
-        scored = scorer.score(X[i % len(X)][None, :])
+        scored = scorer.score_one(X[i % len(X)][None, :])
         if scored is not None:
-            versions.add(scored.version)
+            versions.add(scored[2])
         lateness[i] = time.perf_counter() - due
         i += 1
     ms = lateness * 1000
