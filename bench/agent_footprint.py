@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,7 +35,7 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.common import BenchRepository, wait_until
+from bench.common import BenchRepository, interpreters, wait_until
 from bench.swap import _runs
 from edge.sources import synthetic_vibration
 from edgeloop.contract.topics import ThingTopics
@@ -56,17 +55,6 @@ SENTINEL = [1000.0] * 8
 SENTINEL_VALUE = 100.0
 GOAL_RSS_MB = {"ai_edge_litert": 70.0, "tflite_runtime": 50.0}
 GOAL_IDLE_PCT = 0.5
-
-
-def interpreters() -> dict[str, str]:
-    """Each interpreter to run the agent in, by the backend it loads."""
-    out = {"ai_edge_litert": sys.executable}
-    old = os.environ.get("EDGELOOP_TFLITE214_PYTHON")
-    if old:
-        out["tflite_runtime"] = old
-    else:
-        print("agent_footprint: tflite-runtime 2.14 skipped (EDGELOOP_TFLITE214_PYTHON unset)")
-    return out
 
 
 def _config(workdir: Path, broker_url: str, base_url: str) -> Path:
@@ -239,7 +227,7 @@ def measure(tree: Path = TREE) -> dict[str, Any]:
     broker = start_broker()
     figures: dict[str, Any] = {"tree": str(tree), "agents": {}}
     try:
-        for name, python in interpreters().items():
+        for name, python in interpreters("agent_footprint").items():
             with tempfile.TemporaryDirectory(prefix="edgeloop-footprint-") as tmp:
                 workdir = Path(tmp)
                 repository = BenchRepository.local(workdir / "cloud", config)
