@@ -20,9 +20,11 @@ cost is the cloud's round trip, not the agent's footprint.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
@@ -35,12 +37,13 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.common import BenchRepository, interpreters, wait_until
+from bench.common import BenchRepository, interpreters, wait_until, write_result
 from bench.swap import _runs
 from edge.sources import synthetic_vibration
 from edgeloop.contract.topics import ThingTopics
 from edgeloop.demo.scenarios import ANOMALY_TOML
-from edgeloop.factory.config import parse_config
+from edgeloop.factory.config import ModelConfig, parse_config
+from edgeloop.factory.run import RunResult
 from tests.support_broker import start_broker
 from tests.support_http import cdn_of_files
 
@@ -137,10 +140,14 @@ def measure_one(
 ) -> dict[str, Any]:
     """Start one agent under `python` with `tree` on its path and measure it."""
     config = _config(workdir, broker_url, base_url)
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    # This tree after `tree`: its packages come from `tree`, and importlib.metadata still
+    # finds edgeloop's (the tflite-runtime venv has it installed nowhere else).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys((str(tree), str(TREE))))}
     lines = _lines(SAMPLES)
     events = _Events(broker_url)
     log: list[str] = []
+    first_line: list[float] = []
+    spawned = time.monotonic()
     agent = subprocess.Popen(
         [python, "-m", "edge.cli", "run", "--config", str(config)],
         stdin=subprocess.PIPE,
@@ -151,7 +158,14 @@ def measure_one(
     )
     assert agent.stdin is not None
     assert agent.stdout is not None
-    reader = threading.Thread(target=lambda: log.extend(_log_lines(agent.stdout)), daemon=True)
+
+    def read(stream: Any) -> None:
+        for line in _log_lines(stream):
+            if not first_line:
+                first_line.append(time.monotonic())
+            log.append(line)
+
+    reader = threading.Thread(target=read, args=(agent.stdout,), daemon=True)
     reader.start()
     try:
         process = psutil.Process(agent.pid)
@@ -203,6 +217,9 @@ def measure_one(
     return {
         "python": python,
         "backend": backend,
+        # Spawn to the first line, printed once the agent is imported and its stored
+        # model (none here) restored: what a device waits after boot before scoring.
+        "startup_s": round(first_line[0] - spawned, 2),
         "installed_rss_mb": round(installed_rss, 1),
         "after_stream_rss_mb": round(after_rss, 1),
         "peak_rss_mb": peak,
@@ -221,32 +238,61 @@ def _backend(python: str, env: dict[str, str]) -> str:
     return done.stdout.strip()
 
 
-def measure(tree: Path = TREE) -> dict[str, Any]:
+def _agent_run(
+    python: str, tree: Path, run: RunResult, config: ModelConfig, broker_url: str
+) -> dict[str, Any]:
+    """One agent's measurement, with a repository and CDN of its own holding v1."""
+    with tempfile.TemporaryDirectory(prefix="edgeloop-footprint-") as tmp:
+        workdir = Path(tmp)
+        repository = BenchRepository.local(workdir / "cloud", config)
+        repository.publish(1, run)
+        (workdir / "root.json").write_bytes(repository.root)
+        cdn = cdn_of_files(repository.files)
+        try:
+            entry = measure_one(python, tree, workdir, broker_url, cdn.base_url)
+        finally:
+            cdn.stop()
+    goal = GOAL_RSS_MB.get(entry["backend"])
+    entry["goal_rss_mb"] = goal
+    entry["meets_goal"] = (
+        goal is not None
+        and entry["peak_rss_mb"] <= goal
+        and entry["idle_cpu_pct_of_core"] <= GOAL_IDLE_PCT
+    )
+    return entry
+
+
+def _export(rev: str, into: Path) -> None:
+    """The agent's packages (edge, edgeloop) as they were at `rev`."""
+    archive = subprocess.run(
+        ["git", "-C", str(TREE), "archive", rev, "edge", "edgeloop"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+
+
+def measure(compare: str | None = None) -> dict[str, Any]:
+    """The agent as this tree has it; with `compare`, the agent at that revision too,
+    each interpreter running the two one after the other in the same run."""
     config = parse_config(tomllib.loads(ANOMALY_TOML))
     run = _runs(1)[0]
     broker = start_broker()
-    figures: dict[str, Any] = {"tree": str(tree), "agents": {}}
+    figures: dict[str, Any] = {"agents": {}}
     try:
-        for name, python in interpreters("agent_footprint").items():
-            with tempfile.TemporaryDirectory(prefix="edgeloop-footprint-") as tmp:
-                workdir = Path(tmp)
-                repository = BenchRepository.local(workdir / "cloud", config)
-                repository.publish(1, run)
-                (workdir / "root.json").write_bytes(repository.root)
-                cdn = cdn_of_files(repository.files)
-                try:
-                    entry = measure_one(python, tree, workdir, broker.url, cdn.base_url)
-                finally:
-                    cdn.stop()
-            goal = GOAL_RSS_MB.get(entry["backend"])
-            entry["goal_rss_mb"] = goal
-            entry["meets_goal"] = (
-                goal is not None
-                and entry["peak_rss_mb"] <= goal
-                and entry["idle_cpu_pct_of_core"] <= GOAL_IDLE_PCT
-            )
-            figures["agents"][name] = entry
-            print(name, json.dumps(entry), flush=True)
+        with tempfile.TemporaryDirectory(prefix="edgeloop-footprint-before-") as before:
+            trees = {"now": TREE}
+            if compare:
+                _export(compare, Path(before))
+                trees = {"before": Path(before), "now": TREE}
+                figures["before"] = {"revision": compare, "agents": {}}
+            for name, python in interpreters("agent_footprint").items():
+                for label, tree in trees.items():
+                    entry = _agent_run(python, tree, run, config, broker.url)
+                    into = figures["agents"] if label == "now" else figures["before"]["agents"]
+                    into[name] = entry
+                    print(label, name, json.dumps(entry), flush=True)
     finally:
         broker.close()
     figures["goal_idle_cpu_pct"] = GOAL_IDLE_PCT
@@ -258,5 +304,12 @@ def measure(tree: Path = TREE) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tree", type=Path, default=TREE, help="the source tree the agent runs")
-    print(json.dumps(measure(parser.parse_args().tree), indent=1))
+    parser.add_argument(
+        "--compare", metavar="REV", help="also measure the agent as it was at this git revision"
+    )
+    args = parser.parse_args()
+    result = measure(args.compare)
+    if args.compare:
+        print(f"-> {write_result('agent_footprint_compare', result)}")
+    else:
+        print(json.dumps(result, indent=1))
