@@ -23,6 +23,8 @@ import argparse
 import io
 import json
 import os
+import re
+import statistics
 import subprocess
 import tarfile
 import tempfile
@@ -58,6 +60,7 @@ SENTINEL = [1000.0] * 8
 SENTINEL_VALUE = 100.0
 GOAL_RSS_MB = {"ai_edge_litert": 70.0, "tflite_runtime": 50.0}
 GOAL_IDLE_PCT = 0.5
+IMPORT_RUNS = 7
 
 
 def _config(workdir: Path, broker_url: str, base_url: str) -> Path:
@@ -145,6 +148,7 @@ def measure_one(
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys((str(tree), str(TREE))))}
     lines = _lines(SAMPLES)
     events = _Events(broker_url)
+    import_ms = _import_ms(python, env, workdir)
     log: list[str] = []
     first_line: list[float] = []
     spawned = time.monotonic()
@@ -220,6 +224,7 @@ def measure_one(
         # Spawn to the first line, printed once the agent is imported and its stored
         # model (none here) restored: what a device waits after boot before scoring.
         "startup_s": round(first_line[0] - spawned, 2),
+        "run_import_ms": import_ms,
         "installed_rss_mb": round(installed_rss, 1),
         "after_stream_rss_mb": round(after_rss, 1),
         "peak_rss_mb": peak,
@@ -230,6 +235,22 @@ def measure_one(
         "rate": RATE,
         "streamed_s": round(streamed_s, 1),
     }
+
+
+def _import_ms(python: str, env: dict[str, str], workdir: Path) -> float:
+    """What `run` imports (edge.agent and all below it), by `python -X importtime`: the
+    median of IMPORT_RUNS fresh interpreters, each stopped by a config that is not there
+    once the imports are done."""
+    command = [python, "-X", "importtime", "-m", "edge.cli", "run", "--config"]
+    command.append(str(workdir / "absent.toml"))
+    totals = []
+    for _ in range(IMPORT_RUNS):
+        done = subprocess.run(command, env=env, cwd=workdir, capture_output=True, text=True)
+        line = next((x for x in done.stderr.splitlines() if re.search(r"\| edge\.agent$", x)), None)
+        if line is None:
+            raise RuntimeError(f"no import time for edge.agent: {done.stderr[-500:]}")
+        totals.append(int(line.split("|")[1]) / 1000)
+    return round(statistics.median(totals), 1)
 
 
 def _backend(python: str, env: dict[str, str]) -> str:

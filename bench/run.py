@@ -310,8 +310,9 @@ def _footprint_rows(af: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"≤ {a['goal_rss_mb']:g} MB resident; idle CPU ≤ {af['goal_idle_cpu_pct']:g}% "
                 "of one core",
                 f"{a['installed_rss_mb']} MB resident with the model installed, peak "
-                f"{a['peak_rss_mb']} MB; idle {a['idle_cpu_pct_of_core']:.2f}% of one core "
-                f"(over {a['idle_seconds']:g} s); {a['cpu_s_per_1000_samples'] * 1000:.1f} ms "
+                f"{a['peak_rss_mb']} MB; `run` imports in {a.get('run_import_ms', '-')} ms; "
+                f"idle {a['idle_cpu_pct_of_core']:.2f}% of one core (over {a['idle_seconds']:g} "
+                f"s); {a['cpu_s_per_1000_samples'] * 1000:.1f} ms "
                 f"CPU per 1,000 samples ({a['samples']:,} at {a['rate']:,}/s)",
                 _mark(a["meets_goal"]),
                 "`python -m bench.run agent_footprint`",
