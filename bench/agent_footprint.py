@@ -61,6 +61,7 @@ SENTINEL_VALUE = 100.0
 GOAL_RSS_MB = {"ai_edge_litert": 70.0, "tflite_runtime": 50.0}
 GOAL_IDLE_PCT = 0.5
 IMPORT_RUNS = 7
+_VENV_HINT = "rm .venv-tflite214/.installed && make .venv-tflite214/.installed"
 
 
 def _config(workdir: Path, broker_url: str, base_url: str) -> Path:
@@ -253,6 +254,19 @@ def _import_ms(python: str, env: dict[str, str], workdir: Path) -> float:
     return round(statistics.median(totals), 1)
 
 
+def _cannot_run_agent(python: str) -> str | None:
+    """Why `python` cannot import the agent from this tree (a tflite-runtime venv built
+    before it got the edge dependencies, say), in one line; None if it can."""
+    env = {**os.environ, "PYTHONPATH": str(TREE)}
+    done = subprocess.run(
+        [python, "-c", "import edge.agent"], env=env, capture_output=True, text=True
+    )
+    if done.returncode == 0:
+        return None
+    last = (done.stderr.strip().splitlines() or ["no error output"])[-1]
+    return f"{python} cannot import the agent ({last}); rebuild it: {_VENV_HINT}"
+
+
 def _backend(python: str, env: dict[str, str]) -> str:
     code = "from edgeloop.runtime import _interpreter_class; print(_interpreter_class()[0])"
     done = subprocess.run([python, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -309,6 +323,11 @@ def measure(compare: str | None = None) -> dict[str, Any]:
                 trees = {"before": Path(before), "now": TREE}
                 figures["before"] = {"revision": compare, "agents": {}}
             for name, python in interpreters("agent_footprint").items():
+                missing = _cannot_run_agent(python)
+                if missing:
+                    print(f"agent_footprint: {name} skipped: {missing}", flush=True)
+                    figures["skipped"] = {**figures.get("skipped", {}), name: missing}
+                    continue
                 for label, tree in trees.items():
                     entry = _agent_run(python, tree, run, config, broker.url)
                     into = figures["agents"] if label == "now" else figures["before"]["agents"]
@@ -317,8 +336,10 @@ def measure(compare: str | None = None) -> dict[str, Any]:
     finally:
         broker.close()
     figures["goal_idle_cpu_pct"] = GOAL_IDLE_PCT
-    figures["meets_goal"] = bool(figures["agents"]) and all(
-        a["meets_goal"] for a in figures["agents"].values()
+    figures["meets_goal"] = (
+        bool(figures["agents"])
+        and "skipped" not in figures
+        and all(a["meets_goal"] for a in figures["agents"].values())
     )
     return figures
 
