@@ -47,9 +47,12 @@ $(APT_STAMP): | $(STAMP)
 
 system-deps: $(APT_STAMP)
 
-$(TFL214_STAMP):
+# With the edge extra's other dependencies, so `make bench` can run the whole agent
+# there (bench/agent_footprint.py), from this source tree on its path.
+$(TFL214_STAMP): pyproject.toml
 	@test -x $(TFL214)/bin/python || $(PYTHON) -m venv $(TFL214)
-	$(TFL214)/bin/python -m pip install --quiet 'numpy<2' 'tflite-runtime==2.14.0'
+	$(TFL214)/bin/python -m pip install --quiet 'numpy<2' 'tflite-runtime==2.14.0' \
+	  'paho-mqtt>=2.0' 'tuf==7.0.1' 'cryptography>=41' 'bsdiff4>=1.2' 'zstandard>=0.22'
 	@touch $@
 
 # What ships: one hashed lock for the functions (infra/lambda/requirements.lock),

@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +56,18 @@ def write_result(name: str, figures: dict[str, Any]) -> Path:
     figures = {"benchmark": name, "machine": machine(), **figures}
     path.write_text(json.dumps(figures, indent=2, default=float) + "\n")
     return path
+
+
+def interpreters(section: str) -> dict[str, str]:
+    """The Python to run the edge side in, by the backend it loads: LiteRT in this one,
+    tflite-runtime 2.14 in its own venv (`make bench` sets EDGELOOP_TFLITE214_PYTHON)."""
+    out = {"ai_edge_litert": sys.executable}
+    old = os.environ.get("EDGELOOP_TFLITE214_PYTHON")
+    if old:
+        out["tflite_runtime"] = old
+    else:
+        print(f"{section}: tflite-runtime 2.14 skipped (EDGELOOP_TFLITE214_PYTHON unset)")
+    return out
 
 
 def percentiles(samples_s: list[float] | np.ndarray) -> dict[str, float]:

@@ -75,26 +75,73 @@ def _bytes_rows(b: dict[str, Any]) -> list[Row]:
 
 
 def _inference_rows(i: dict[str, Any]) -> list[Row]:
+    """Per model: against scikit-learn, against the bare interpreter, and batches; each
+    side timed in a clean process of its own."""
+    cmd = "`python -m bench.run inference`"
     rows: list[Row] = []
     for name, m in i["models"].items():
+        lite = m["backends"]["ai_edge_litert"]
+        old = m["backends"].get("tflite_runtime")
         rows.append(
             (
                 f"single-sample inference vs scikit-learn: {name}",
                 "≥ 20x",
-                f"{m['speedup_p50']}x at p50 ({m['edge_single']['p50_us']} vs "
+                f"{m['speedup_p50']}x at p50 ({lite['predict_single']['p50_us']} vs "
                 f"{m['sklearn_single']['p50_us']} µs), {m['speedup_p99']}x at p99; "
                 f"tflite-runtime 2.14: {m.get('speedup_p50_tflite_runtime_214', '-')}x",
                 _mark(m["speedup_p50"] >= inference.GOAL_SPEEDUP),
-                "`python -m bench.run inference`",
+                cmd,
+            )
+        )
+        rows.append(
+            (
+                f"edgeloop's single-sample scoring ÷ the bare interpreter: {name}",
+                f"≤ {i['goal_overhead']:g}x, both backends",
+                "; ".join(
+                    f"{b['backend']}: {b['score_over_interpreter_p50']}x at p50 "
+                    f"({b['score_single']['p50_us']} vs {b['interpreter_single']['p50_us']} µs "
+                    f"set-tensor + invoke + get-tensor; predict {b['predict_single']['p50_us']} µs)"
+                    for b in (lite, old)
+                    if b is not None
+                ),
+                _mark(
+                    all(
+                        b["score_over_interpreter_p50"] <= i["goal_overhead"]
+                        for b in m["backends"].values()
+                    )
+                ),
+                cmd,
             )
         )
         rows.append(
             (
                 f"batch throughput: {name}",
                 "report",
-                ", ".join(f"{int(v):,}/s at {k}" for k, v in m["edge_batch_samples_per_s"].items()),
+                ", ".join(f"{int(v):,}/s at {k}" for k, v in lite["batch_samples_per_s"].items()),
                 "-",
-                "`python -m bench.run inference`",
+                cmd,
+            )
+        )
+    return rows
+
+
+def _footprint_rows(af: dict[str, Any]) -> list[Row]:
+    """One row per interpreter the agent ran in, as its own process."""
+    rows: list[Row] = []
+    for a in af["agents"].values():
+        rows.append(
+            (
+                f"a running agent ({a['backend']}): its own process, a model installed, "
+                "samples on stdin",
+                f"≤ {a['goal_rss_mb']:g} MB resident; idle CPU ≤ {af['goal_idle_cpu_pct']:g}% "
+                "of one core",
+                f"{a['installed_rss_mb']} MB resident with the model installed, peak "
+                f"{a['peak_rss_mb']} MB; `run` imports in {a.get('run_import_ms', '-')} ms; "
+                f"idle {a['idle_cpu_pct_of_core']:.2f}% of one core (over {a['idle_seconds']:g} "
+                f"s); {a['cpu_s_per_1000_samples'] * 1000:.1f} ms "
+                f"CPU per 1,000 samples ({a['samples']:,} at {a['rate']:,}/s)",
+                _mark(a["meets_goal"]),
+                "`python -m bench.run agent_footprint`",
             )
         )
     return rows
@@ -144,12 +191,19 @@ def _swap_rows(w: dict[str, Any]) -> list[Row]:
 
 
 def _loop_rows(lp: dict[str, Any]) -> list[Row]:
+    refused = lp.get("refused_rounds", [])
     rows: list[Row] = []
     rows.append(
         (
             f"local loop: last upload → all {lp['devices']} devices on the new version",
             "< 5 s",
-            ", ".join(f"v{r['version']}: {r['upload_to_all_swapped_s']} s" for r in lp["rounds"]),
+            ", ".join(f"v{r['version']}: {r['upload_to_all_swapped_s']} s" for r in lp["rounds"])
+            + (
+                f"; {len(refused)} round(s) refused by the gate, reported: "
+                + "; ".join(f"round {r['round']}: {r['reason']}" for r in refused)
+                if refused
+                else ""
+            ),
             _mark(lp["meets_goal"]),
             "`python -m bench.run loop`",
         )
@@ -406,6 +460,7 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], list[Row]]], ...] = (
     ("bytes", _bytes_rows),
     ("inference", _inference_rows),
     ("swap", _swap_rows),
+    ("agent_footprint", _footprint_rows),
     ("loop", _loop_rows),
     ("fanout", _fanout_rows),
     ("stage_delay", _stage_delay_rows),

@@ -58,9 +58,19 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+# Cloud SDKs securesystemslib imports, if installed, for signers the agent never uses.
+_SIGNING_SDKS = ("boto3", "botocore")
+
+
 def _run(args: argparse.Namespace) -> int:
     import signal
 
+    # securesystemslib (under python-tuf) imports the SDK of every cloud signer it finds
+    # installed; the agent only verifies. Where the cloud extras sit beside it, boto3
+    # alone cost 10 MB resident (`make bench`, agent_footprint). `run` owns its
+    # process until it exits, so nothing else here wants them.
+    for sdk in _SIGNING_SDKS:
+        sys.modules.setdefault(sdk, None)  # type: ignore[arg-type]
     from edge.agent import Agent
     from edge.config import load_agent_config
 

@@ -38,7 +38,7 @@ class LocalScoring:
         """Score one sample, raise its alarm, apply the upload policy. Returns the alarm."""
         watch = self._guard.watching()
         try:
-            scored = self._scorer.score(sample.x.reshape(1, -1))
+            scored = self._scorer.score_one(sample.x.reshape(1, -1))
         except (FloatingPointError, ValueError, RuntimeError) as exc:
             self._counters.scoring_errors += 1
             self._guard.failed(watch, exc)
@@ -48,14 +48,12 @@ class LocalScoring:
             self._counters.scored_without_model += 1
         alarm = False
         if scored is not None:
-            alarm = bool(scored.alarms[0])
-            outputs = scored.outputs
-            value = float(outputs[0] if outputs.ndim == 1 else outputs[0].max())
+            value, alarm, version, outputs = scored
             self._drift.add(value)
             if alarm:
                 self._counters.alarms += 1
-                self._alarms.raised(scored.version, value, outputs)
-            self._guard.scored(watch, scored.version, alarm)
+                self._alarms.raised(version, value, outputs)
+            self._guard.scored(watch, version, alarm)
         self._uploads.consider(sample, has_model=scored is not None, alarm=alarm)
         return alarm
 

@@ -22,7 +22,6 @@ from tuf.api.metadata import TargetFile
 from edge.store import Installed
 from edge.trust import Offer
 from edgeloop.contract import FULL_ENCODINGS, Manifest, SizeMismatch, Step
-from edgeloop.delta import PatchSpec, apply_checked, decompress_full
 
 Progress = Callable[[Step, str], None]  # step, detail
 
@@ -96,6 +95,10 @@ class PatchSource:
         progress(Step.DOWNLOADING, f"{info.codec} patch from v{info.base_version}")
         patch = self.repository.download(target)
         progress(Step.PATCHING, "")
+        # Imported here: the codecs (bsdiff4, zstandard) serve an update a month, not the
+        # agent's every hour.
+        from edgeloop.delta import PatchSpec, apply_checked
+
         return apply_checked(
             installed.model,
             patch,
@@ -124,6 +127,8 @@ class CompressedSource:
             _within_cap(f"compressed artifact {target.path}", target.length, self.max_bytes)
             progress(Step.DOWNLOADING, f"full artifact ({encoding})")
             packed = self.repository.download(target)
+            from edgeloop.delta import decompress_full  # as in PatchSource: a rare path
+
             # Capped at the model's size: a hostile frame cannot make the device allocate more.
             return decompress_full(packed, max_size=artifact.size)
         return None

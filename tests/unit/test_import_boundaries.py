@@ -12,6 +12,14 @@ import edgeloop.contract
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _fresh_interpreter(code: str) -> str:
+    """What `code` prints, run in a new interpreter: nothing imported before it."""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return out.stdout.strip()
+
+
 def test_device_modules_import_without_scikit_learn_or_boto3() -> None:
     code = (
         "import sys\n"
@@ -20,10 +28,23 @@ def test_device_modules_import_without_scikit_learn_or_boto3() -> None:
         "('sklearn', 'boto3', 'botocore', 'scipy', 'aws_lambda_powertools'))\n"
         "print(','.join(bad))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    assert _fresh_interpreter(code) == ""
+
+
+def test_the_running_agent_leaves_out_signing_sdks_and_the_codecs(tmp_path: Path) -> None:
+    """`edgeloop-agent run` imports the whole agent, python-tuf with it, yet neither
+    boto3 (securesystemslib imports it for a signer the agent never uses, if it is
+    installed, as it is here with the cloud extras) nor the patch codecs, which only
+    an update needs."""
+    code = (
+        "import sys\n"
+        "from edge.cli import main\n"
+        f"code = main(['run', '--config', {str(tmp_path / 'absent.toml')!r}])\n"
+        "loaded = lambda m: sys.modules.get(m) is not None\n"
+        "print(code, loaded('edge.agent'), loaded('securesystemslib.signer'),\n"
+        "      sorted(m for m in ('boto3', 'botocore', 'bsdiff4', 'zstandard') if loaded(m)))\n"
     )
-    assert out.stdout.strip() == ""
+    assert _fresh_interpreter(code) == "2 True True []"
 
 
 def test_no_package_redefines_the_contracts_public_names() -> None:
@@ -47,7 +68,4 @@ def test_light_handlers_start_without_the_training_stack() -> None:
         "heavy = ('sklearn', 'scipy')\n"
         "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    assert out.stdout.strip() == ""
+    assert _fresh_interpreter(code) == ""
