@@ -33,9 +33,10 @@ from edgeloop.factory.data import (
     read_batch,
     reference_set,
 )
+from edgeloop.factory.handoff import Estimate, Limits, estimate_run
 from edgeloop.factory.run import RunResult, train_run, train_run_streamed
 from functions.common.registry import Registry
-from functions.common.releases import Publication, ReleaseWriter
+from functions.common.releases import Publication, ReleaseWriter, estimator_key
 from functions.common.storage import ObjectInfo, ObjectMissing, ObjectStore
 
 # Uploads in a row that do not fit what is left of the budget before a run stops
@@ -126,6 +127,15 @@ class RunOutcome:
     patch_bytes: list[int] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class HandOff:
+    """Where a run that does not fit within `limits` goes: `start(config, run_id, keys,
+    champion_key)` starts a training job on exactly those objects and names it."""
+
+    limits: Limits
+    start: Callable[[ModelConfig, str, list[str], str | None], str]
+
+
 @dataclass
 class Retrainer:
     """Plain Python over the registry, the object store and the release writer."""
@@ -143,6 +153,11 @@ class Retrainer:
     stream_above_bytes: int = 256 * 1024 * 1024
     # How many of the newest arrivals a run considers before the byte budget.
     arrival_window: int = 10_000
+    # None keeps every run here, trained on what fits max_training_bytes.
+    handoff: HandOff | None = None
+    # Uploads the hand-off estimate already read, kept for the run so that a run
+    # which stays here reads each object once.
+    _fetched: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
 
     def register(self, upload: Upload) -> dict[str, Any]:
         if upload.model not in self.configs:
@@ -190,7 +205,7 @@ class Retrainer:
             device = device_from_key(obj.key)
             room = min(left, quota - used.get(device, 0))
             try:
-                data = self.store.get(self.data_bucket, obj.key)
+                data = self._get(obj.key)
             except ObjectMissing:
                 continue  # the arrival log outlives the data (quarantined, expired)
             if decoded_size(obj.key, data, config) > room:
@@ -232,10 +247,67 @@ class Retrainer:
         by the bucket's lifecycle rule): the arrival log outlives the data.
         """
         try:
-            data = self.store.get(self.data_bucket, key)
+            data = self._get(key)
         except ObjectMissing:
             return None
         return self._parse(config, key, data, quarantine)
+
+    def _get(self, key: str) -> bytes:
+        data = self._fetched.pop(key, None)
+        return data if data is not None else self.store.get(self.data_bucket, key)
+
+    def _measure(self, config: ModelConfig, objects: list[ObjectInfo]) -> tuple[int, list[str]]:
+        """The decoded bytes of the run's selection, told from each upload's headers,
+        and the keys of those that still exist.
+
+        One object in memory at a time beyond those kept for the run: what fits
+        the training budget on the wire stays read for the in-function path.
+        """
+        total, keys, kept = 0, [], 0
+        for obj in objects:
+            try:
+                data = self.store.get(self.data_bucket, obj.key)
+            except ObjectMissing:
+                continue
+            total += decoded_size(obj.key, data, config)
+            keys.append(obj.key)
+            if kept + len(data) <= self.max_training_bytes:
+                self._fetched[obj.key] = data
+                kept += len(data)
+        return total, keys
+
+    def _hand_off(
+        self,
+        handoff: HandOff,
+        config: ModelConfig,
+        run_id: str,
+        keys: list[str],
+        estimate: Estimate,
+        why: str,
+    ) -> RunOutcome:
+        """Start the run's training job and record the run as training elsewhere.
+
+        The pending uploads are consumed here: the job trains on them, and the
+        next upload starts the next run. The job's completion records its outcome.
+        """
+        model = config.model.name
+        champion = self.registry.champion(model)
+        champion_key = None if champion is None else estimator_key(model, int(champion["version"]))
+        job = handoff.start(config, run_id, keys, champion_key)
+        reason = f"handed to training job {job}: {why}"
+        self.registry.record_run(
+            model,
+            run_id,
+            {
+                "at": _now(),
+                "decision": "training_elsewhere",
+                "reason": reason,
+                "job": job,
+                "estimate": estimate.to_json(),
+                "objects": len(keys),
+            },
+        )
+        return RunOutcome(model, run_id, "training_elsewhere", reason)
 
     def _parse(
         self, config: ModelConfig, key: str, data: bytes, quarantine: bool = True
@@ -309,9 +381,23 @@ class Retrainer:
         pending = self.registry.pending_uploads(model)
         if not pending:
             return None
+        try:
+            return self._retrain(model, pending)
+        finally:
+            self._fetched.clear()
+
+    def _retrain(self, model: str, pending: list[str]) -> RunOutcome:
         config = self.configs[model]
         run_id = time_ordered_id()
         objects = self._select(config)
+        if self.handoff is not None:
+            decoded, keys = self._measure(config, objects)
+            estimate = estimate_run(config, decoded, self.stream_above_bytes)
+            why = self.handoff.limits.exceeded(estimate)
+            if why is not None and keys:
+                outcome = self._hand_off(self.handoff, config, run_id, keys, estimate, why)
+                self.registry.mark_trained(model, pending)
+                return outcome
         champion = self.releases.champion_model(model)
         try:
             reference = self._reference(config)

@@ -31,6 +31,8 @@ def _count(outcome: RunOutcome) -> None:
             metrics.add_metric(name="PatchBytes", unit=MetricUnit.Bytes, value=size)
     elif outcome.decision == "refused":
         metrics.add_metric(name="RefusedPromotions", unit=MetricUnit.Count, value=1)
+    elif outcome.decision == "training_elsewhere":
+        metrics.add_metric(name="HandedOffRuns", unit=MetricUnit.Count, value=1)
     else:
         metrics.add_metric(name="FailedRuns", unit=MetricUnit.Count, value=1)
 
