@@ -34,7 +34,7 @@ from edgeloop.factory.data import (
     reference_set,
 )
 from edgeloop.factory.handoff import Estimate, Limits, estimate_run
-from edgeloop.factory.run import RunResult, train_run, train_run_streamed
+from edgeloop.factory.run import RunResult, train_batches, train_run_streamed
 from functions.common.registry import Registry
 from functions.common.releases import Publication, ReleaseWriter, estimator_key
 from functions.common.storage import ObjectInfo, ObjectMissing, ObjectStore
@@ -440,16 +440,10 @@ class Retrainer:
                 )
                 self.registry.mark_trained(model, pending)
                 return RunOutcome(model, run_id, "failed", str(exc), quarantined=quarantined)
+            contained = train_batches(config, items, champion, reference)
+            result = contained.result
             good = {i.key: i for i in items if isinstance(i, Batch)}
             bad = [i for i in items if isinstance(i, Quarantined)]
-
-            def in_memory(keys: Sequence[str]) -> RunResult:
-                return train_run(
-                    config, assemble([*bad, *(good[k] for k in keys)], config), champion, reference
-                )
-
-            contained = train_contained(list(good), in_memory)
-            result = contained.result
             culprits = self._contain(config, contained.culprits)
             kept = [b for k, b in good.items() if k not in contained.culprits]
             dataset = assemble([*bad, *culprits, *kept], config)
