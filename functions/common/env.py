@@ -120,6 +120,12 @@ class RetrainEnv(ReleaseEnv):
         return self
 
 
+class TrainingDoneEnv(ReleaseEnv):
+    """The completion of a handed-off run: its job's artefact is under training/ here."""
+
+    data_bucket: str = Field(alias="DATA_BUCKET", min_length=3)
+
+
 E = TypeVar("E", bound=_Env)
 
 

@@ -174,6 +174,9 @@ class Registry:
     def record_run(self, model: str, run_id: str, summary: dict[str, Any]) -> None:
         self._put(model, f"run#{run_id}", {**summary, "run_id": run_id})
 
+    def run(self, model: str, run_id: str) -> dict[str, Any] | None:
+        return self._get(model, f"run#{run_id}")
+
     def runs(self, model: str, limit: int = 20) -> list[dict[str, Any]]:
         return [i.doc for i in self._query(model, "run#", newest_first=True, limit=limit)]
 

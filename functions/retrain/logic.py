@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
-from edgeloop.contract import format_time, time_ordered_id, utc_now
+from edgeloop.contract import time_ordered_id
 from edgeloop.contract.topics import check_model_name, check_thing_name
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.containment import train_contained
@@ -36,7 +36,8 @@ from edgeloop.factory.data import (
 from edgeloop.factory.handoff import Estimate, Limits, estimate_run
 from edgeloop.factory.run import RunResult, train_batches, train_run_streamed
 from functions.common.registry import Registry
-from functions.common.releases import Publication, ReleaseWriter, estimator_key
+from functions.common.releases import ReleaseWriter, estimator_key
+from functions.common.runs import RunEnding, RunOutcome, TrainedRun, now
 from functions.common.storage import ObjectInfo, ObjectMissing, ObjectStore
 
 # Uploads in a row that do not fit what is left of the budget before a run stops
@@ -113,18 +114,6 @@ def parse_notification(body: str) -> list[Upload]:
             raise PoisonRecord(f"key {key!r}: {exc}") from exc
         uploads.append(upload)
     return uploads
-
-
-@dataclass
-class RunOutcome:
-    model: str
-    run_id: str
-    decision: str
-    reason: str
-    version: int | None = None
-    quarantined: int = 0
-    full_bytes: int = 0
-    patch_bytes: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -252,6 +241,12 @@ class Retrainer:
             return None
         return self._parse(config, key, data, quarantine)
 
+    @property
+    def _ending(self) -> RunEnding:
+        return RunEnding(
+            self.store, self.registry, self.releases, self.registry_bucket, self.announce
+        )
+
     def _get(self, key: str) -> bytes:
         data = self._fetched.pop(key, None)
         return data if data is not None else self.store.get(self.data_bucket, key)
@@ -299,7 +294,7 @@ class Retrainer:
             model,
             run_id,
             {
-                "at": _now(),
+                "at": now(),
                 "decision": "training_elsewhere",
                 "reason": reason,
                 "job": job,
@@ -404,7 +399,7 @@ class Retrainer:
         except ReferenceUnusable as exc:
             # A platform-side fault: the uploads stay pending until it is fixed.
             self.registry.record_run(
-                model, run_id, {"decision": "failed", "reason": str(exc), "at": _now()}
+                model, run_id, {"decision": "failed", "reason": str(exc), "at": now()}
             )
             return RunOutcome(model, run_id, "failed", str(exc))
         if (
@@ -427,7 +422,6 @@ class Retrainer:
                 *(q.to_json() for q in culprits),
             ]
             result.record["data"] = {**seen, "rows": result.record.get("streamed", {}).get("rows")}
-            quarantined = len(seen["quarantined"])
             rows = int(result.record["data"]["rows"] or 0)
             quarantine_log = seen["quarantined"]
         else:
@@ -436,7 +430,7 @@ class Retrainer:
                 dataset = assemble(items, config)
             except NoUsableData as exc:
                 self.registry.record_run(
-                    model, run_id, {"decision": "failed", "reason": str(exc), "at": _now()}
+                    model, run_id, {"decision": "failed", "reason": str(exc), "at": now()}
                 )
                 self.registry.mark_trained(model, pending)
                 return RunOutcome(model, run_id, "failed", str(exc), quarantined=quarantined)
@@ -447,49 +441,16 @@ class Retrainer:
             culprits = self._contain(config, contained.culprits)
             kept = [b for k, b in good.items() if k not in contained.culprits]
             dataset = assemble([*bad, *culprits, *kept], config)
-            quarantined += len(culprits)
             rows = dataset.rows
             quarantine_log = [q.to_json() for q in dataset.quarantined]
-        outcome = RunOutcome(
-            model,
+        return self._ending.finish(
+            config,
             run_id,
-            result.record["gate"]["decision"],
-            result.record["gate"]["reason"],
-            quarantined=quarantined,
+            TrainedRun(
+                result.record, result.promoted, result.model, result.tflite, rows, quarantine_log
+            ),
+            consumed=pending,
         )
-        publication: Publication | None = None
-        if result.promoted and result.model is not None and result.tflite is not None:
-            publication = self.releases.publish(
-                config, result.tflite, result.model, result.record, run_id
-            )
-            outcome.version = publication.manifest.version
-            outcome.full_bytes = publication.plan.full_size
-            outcome.patch_bytes = [p.size for p in publication.plan.patches]
-        self.store.put(
-            self.registry_bucket,
-            f"registry/{model}/runs/{run_id}.json",
-            json.dumps(result.record, sort_keys=True).encode(),
-            content_type="application/json",
-        )
-        self.registry.record_run(
-            model,
-            run_id,
-            {
-                "at": _now(),
-                "decision": outcome.decision,
-                "reason": outcome.reason,
-                "metrics": result.record.get("metrics", {}),
-                "judged": result.record["gate"].get("judged"),
-                "champion_metrics": result.record.get("champion_metrics", {}),
-                "rows": rows,
-                "quarantined": quarantine_log,
-                "version": outcome.version,
-            },
-        )
-        self.registry.mark_trained(model, pending)
-        if publication is not None:
-            self.announce(model, publication.manifest.version)
-        return outcome
 
     def retrain_each(self, models: Iterable[str]) -> tuple[list[RunOutcome], dict[str, Exception]]:
         """One run per model, in name order, and the models whose run raised.
@@ -522,7 +483,3 @@ def records_to_retry(
     return already_failed | {
         record for record, models in models_of_record.items() if models & failed_models
     }
-
-
-def _now() -> str:
-    return format_time(utc_now())

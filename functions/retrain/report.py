@@ -5,7 +5,7 @@ from __future__ import annotations
 from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.common.observability import logger, metrics
-from functions.retrain.logic import RunOutcome
+from functions.common.runs import RunOutcome
 
 
 def report_runs(outcomes: list[RunOutcome], failures: dict[str, Exception]) -> None:
