@@ -26,7 +26,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ MAX_FAILURE_CHARS = 1024
 RECORD = "record.json"
 TFLITE = "model.tflite"
 ESTIMATOR = "estimator.joblib"
+OUTPUT_FILES = (RECORD, TFLITE, ESTIMATOR)
 
 
 @dataclass(frozen=True)
@@ -101,19 +102,28 @@ class JobOutcome:
 
     @classmethod
     def read(cls, model_dir: Path) -> JobOutcome:
-        """A job's model/ directory as it wrote it (the completion function reads it back)."""
+        """A job's model/ directory as it wrote it."""
+        return cls.of_files(
+            {n: (model_dir / n).read_bytes() for n in OUTPUT_FILES if (model_dir / n).exists()}
+        )
+
+    @classmethod
+    def of_files(cls, files: Mapping[str, bytes]) -> JobOutcome:
+        """What a job wrote, by file name (the completion function reads them from the
+        job's model.tar.gz without unpacking it to disk)."""
+        if RECORD not in files:
+            raise HandOffError(f"the job's model artefact has no {RECORD}")
         try:
-            doc = json.loads((model_dir / RECORD).read_text())
-        except FileNotFoundError:
-            raise HandOffError(f"the job's model artefact has no {RECORD}") from None
+            doc = json.loads(files[RECORD])
         except json.JSONDecodeError as exc:
             raise HandOffError(f"the job's {RECORD} is not JSON: {exc.msg}") from exc
-        tflite, estimator = model_dir / TFLITE, model_dir / ESTIMATOR
+        if not isinstance(doc, dict) or not isinstance(doc.get("record"), dict):
+            raise HandOffError(f"the job's {RECORD} has no run record")
         return cls(
             record=doc["record"],
-            promoted=bool(doc["promoted"]),
-            tflite=tflite.read_bytes() if tflite.exists() else None,
-            estimator=estimator.read_bytes() if estimator.exists() else None,
+            promoted=bool(doc.get("promoted")),
+            tflite=files.get(TFLITE),
+            estimator=files.get(ESTIMATOR),
         )
 
     def trained(self) -> TrainedModel | None:

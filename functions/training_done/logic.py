@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import io
 import tarfile
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.handoff import RUN_ID, HandOffError, config_from_hyperparameters
-from edgeloop.factory.job import JobOutcome
+from edgeloop.factory.job import OUTPUT_FILES, JobOutcome
 from functions.common.registry import Registry
 from functions.common.runs import RunEnding, RunOutcome, TrainedRun, now
 from functions.common.storage import ObjectStore
@@ -31,6 +29,8 @@ from functions.common.storage import ObjectStore
 DETAIL_TYPE = "SageMaker Training Job State Change"
 FINAL_STATES = ("Completed", "Failed", "Stopped")
 HANDED_OFF = "training_elsewhere"
+# A model, its estimator or its record far beyond any edgeloop model is not read.
+MAX_ARTEFACT_FILE = 512 * 1024 * 1024
 
 
 class BadEvent(ValueError):
@@ -79,15 +79,24 @@ def _split_s3(uri: str) -> tuple[str, str]:
 
 
 def read_artefact(data: bytes) -> JobOutcome:
-    """A job's model.tar.gz as the entry point's JobOutcome; members with absolute
-    paths, links or `..` are refused by the data filter."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-                archive.extractall(tmp, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise HandOffError(f"the job's model artefact is not a readable tar.gz: {exc}") from exc
-        return JobOutcome.read(Path(tmp))
+    """A job's model.tar.gz as the entry point's JobOutcome, read in memory: only the
+    regular files the entry point writes, at the archive's root, each at most
+    MAX_ARTEFACT_FILE bytes; anything else in the archive is ignored."""
+    files: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+            for member in archive:
+                name = member.name.removeprefix("./")
+                if not member.isfile() or name not in OUTPUT_FILES:
+                    continue
+                if member.size > MAX_ARTEFACT_FILE:
+                    raise HandOffError(f"{name} in the job's artefact is {member.size} bytes")
+                extracted = archive.extractfile(member)
+                assert extracted is not None  # a regular file always has contents
+                files[name] = extracted.read()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise HandOffError(f"the job's model artefact is not a readable tar.gz: {exc}") from exc
+    return JobOutcome.of_files(files)
 
 
 @dataclass(frozen=True)

@@ -175,9 +175,9 @@ class IotWiring(Construct):
                 retry_attempts=2,
             )
         )
-        for function in (pipeline.retrain, pipeline.rollback):
+        for function in pipeline.publishers:
             self._may_read_identities(function, canary_group)
-        for function in (pipeline.retrain, pipeline.rollback, self.evaluate_rollouts):
+        for function in (*pipeline.publishers, self.evaluate_rollouts):
             self._may_publish(function, [ANNOUNCEMENTS, CANARY_ANNOUNCEMENTS], retain=True)
         # Each rule keeps its FROM topic, so agents publishing on the plain topic (not yet
         # upgraded, or told not to use Basic Ingest) still reach it; a Basic Ingest

@@ -199,11 +199,15 @@ class TrainingPipeline(Construct):
             environment=release_env,
         )
         self._hosting, self._signing = hosting, signing
+        # Every function that publishes versions and starts their rollout (IotWiring
+        # lets each read identities and announce).
+        self.publishers: list[lambda_.IFunction] = []
         for publisher in (self.retrain, self.rollback):
             self.may_publish(publisher)
 
     def may_publish(self, publisher: lambda_.IFunction) -> None:
         """What a function that publishes versions and starts their rollout may do."""
+        self.publishers.append(publisher)
         # The TUF repository only: what devices fetch is signed metadata and targets.
         self._hosting.may_write_repository(publisher)
         # The cloud's own copies of each version: patch bases, manifests, estimators.

@@ -672,6 +672,7 @@ def test_only_publishers_look_up_the_iot_data_endpoint(template: Template) -> No
         "Retrain",
         "Rollback",
         "EvaluateRollouts",
+        "TrainingJobsDone",
     }
 
 
