@@ -150,6 +150,10 @@ class PackagedStack:
             env={"TMPDIR": str(workdir)},
         )
 
+    def training_pending(self) -> bool:
+        """Whether a job was started that has not run here yet."""
+        return self.training is not None and bool(self.training.pending())
+
     def finish_training_jobs(self) -> list[Any]:
         """Run every training job started since the last call, each to its end, and deliver
         its state change to the completion function, as the stack's rule does; the

@@ -19,6 +19,14 @@ from functions.common.fleet import FleetTable
 from functions.common.identity import enroll
 
 
+def handoff_above(memory_bytes: int) -> dict[str, str]:
+    """The retrain function's setting that hands every run estimated above `memory_bytes`
+    to a training job (1: every run), for LocalRuntime's `env`."""
+    if memory_bytes < 1:
+        raise ValueError(f"the hand-off limit must be a positive number of bytes: {memory_bytes}")
+    return {"HANDOFF_MEMORY_BYTES": str(memory_bytes)}
+
+
 class LocalRuntime:
     """The cloud as it deploys, on one machine.
 
@@ -101,6 +109,9 @@ class LocalRuntime:
             # Counted outcomes reach the schedule function by the registry's stream.
             streams=self.aws.client("dynamodbstreams"),
             registry_stream_arn=self.resources.registry_stream_arn,
+            # Runs handed to SageMaker run here as processes, and end through the
+            # packaged completion function.
+            training_jobs=self.stack,
         )
         self.router.start()
 
