@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from edgeloop.contract import format_time, utc_now
+from edgeloop.contract import format_time, parse_time, utc_now
 from edgeloop.factory.config import ModelConfig
 from functions.common.registry import Registry
 from functions.common.releases import Publication, ReleaseWriter
@@ -22,6 +23,11 @@ from functions.common.storage import ObjectStore
 
 if TYPE_CHECKING:
     from edgeloop.factory.training import TrainedModel
+
+# A run handed to a training job, until its job's state change ends it.
+HANDED_OFF = "training_elsewhere"
+# How many of a model's newest runs the schedule looks through for one that never ended.
+RECENT_RUNS = 20
 
 
 @dataclass
@@ -113,3 +119,31 @@ class RunEnding:
         if publication is not None:
             self.announce(model, publication.manifest.version)
         return outcome
+
+
+def expire_handed_off(registry: Registry, model: str, now: datetime | None = None) -> list[str]:
+    """End as failed every recent handed-off run whose job is past its deadline.
+
+    A job's state change may never come (the rule was missing, delivery gave up
+    after its retries): the schedule calls this so that no run waits forever.
+    The deadline (the stopping condition plus a margin) is in the run's record;
+    a state change that arrives later finds the run ended and changes nothing.
+    """
+    now = now or utc_now()
+    ended = []
+    for run in registry.runs(model, limit=RECENT_RUNS):
+        if run.get("decision") != HANDED_OFF or "deadline" not in run:
+            continue
+        if parse_time(run["deadline"]) > now:
+            continue
+        reason = (
+            f"training job {run.get('job')} did not report by {run['deadline']} "
+            "(its stopping condition and a margin): the run is ended without a version"
+        )
+        registry.record_run(
+            model,
+            run["run_id"],
+            {**run, "decision": "failed", "reason": reason, "at": format_time(now)},
+        )
+        ended.append(str(run["run_id"]))
+    return ended

@@ -14,10 +14,11 @@ import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote_plus
 
-from edgeloop.contract import time_ordered_id
+from edgeloop.contract import format_time, time_ordered_id, utc_now
 from edgeloop.contract.topics import check_model_name, check_thing_name
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.containment import train_contained
@@ -37,7 +38,7 @@ from edgeloop.factory.handoff import Estimate, Limits, estimate_run
 from edgeloop.factory.run import RunResult, train_batches, train_run_streamed
 from functions.common.registry import Registry
 from functions.common.releases import ReleaseWriter, estimator_key
-from functions.common.runs import RunEnding, RunOutcome, TrainedRun, now
+from functions.common.runs import HANDED_OFF, RunEnding, RunOutcome, TrainedRun, now
 from functions.common.storage import ObjectInfo, ObjectMissing, ObjectStore
 
 # Uploads in a row that do not fit what is left of the budget before a run stops
@@ -123,6 +124,9 @@ class HandOff:
 
     limits: Limits
     start: Callable[[ModelConfig, str, list[str], str | None], str]
+    # After this long without its state change, the schedule ends the run as failed
+    # (functions.common.runs.expire_handed_off).
+    deadline_seconds: float
 
 
 @dataclass
@@ -295,14 +299,15 @@ class Retrainer:
             run_id,
             {
                 "at": now(),
-                "decision": "training_elsewhere",
+                "decision": HANDED_OFF,
                 "reason": reason,
                 "job": job,
+                "deadline": format_time(utc_now() + timedelta(seconds=handoff.deadline_seconds)),
                 "estimate": estimate.to_json(),
                 "objects": len(keys),
             },
         )
-        return RunOutcome(model, run_id, "training_elsewhere", reason)
+        return RunOutcome(model, run_id, HANDED_OFF, reason)
 
     def _parse(
         self, config: ModelConfig, key: str, data: bytes, quarantine: bool = True

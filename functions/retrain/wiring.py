@@ -23,6 +23,9 @@ from functions.retrain.logic import HandOff, Retrainer, Upload, parse_notificati
 
 # Duplicate notifications inside this window are no-ops; S3 redelivers within minutes.
 IDEMPOTENCY_TTL_SECONDS = 7 * 24 * 3600
+# Beyond a job's stopping condition: its instance starting, the image pulled, the
+# channels downloaded, the state change delivered. A run past both is ended as failed.
+HANDOFF_MARGIN_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,11 @@ def _handoff(env: RetrainEnv) -> HandOff | None:
             stream_above_bytes=env.stream_above_bytes,
         ),
     )
-    return HandOff(Limits(env.handoff_memory_bytes, env.handoff_seconds), jobs.start)
+    return HandOff(
+        Limits(env.handoff_memory_bytes, env.handoff_seconds),
+        jobs.start,
+        deadline_seconds=env.training_max_seconds + HANDOFF_MARGIN_SECONDS,
+    )
 
 
 @cold_start

@@ -23,12 +23,11 @@ from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.handoff import RUN_ID, HandOffError, config_from_hyperparameters
 from edgeloop.factory.job import OUTPUT_FILES, JobOutcome
 from functions.common.registry import Registry
-from functions.common.runs import RunEnding, RunOutcome, TrainedRun, now
+from functions.common.runs import HANDED_OFF, RunEnding, RunOutcome, TrainedRun, now
 from functions.common.storage import ObjectStore
 
 DETAIL_TYPE = "SageMaker Training Job State Change"
 FINAL_STATES = ("Completed", "Failed", "Stopped")
-HANDED_OFF = "training_elsewhere"
 # A model, its estimator or its record far beyond any edgeloop model is not read.
 MAX_ARTEFACT_FILE = 512 * 1024 * 1024
 

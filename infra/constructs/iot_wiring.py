@@ -149,6 +149,9 @@ class IotWiring(Construct):
             },
         )
         allow_items(self.evaluate_rollouts, pipeline.registry_table, "GetItem", "PutItem")
+        # A run handed to a training job that never reported is ended by the schedule:
+        # it reads each model's recent runs.
+        allow_items(self.evaluate_rollouts, pipeline.registry_table, "Query")
         # Entering a stage asks whether it has devices; the named canaries' identities.
         allow_items(self.evaluate_rollouts, pipeline.fleet_table, "GetItem", "Query", indexes=True)
         # It signs rollout pointers and re-signs the timestamp.

@@ -3,6 +3,7 @@ EventBridge delivers it, publishes and rolls out the candidate, or records why n
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,12 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from edgeloop.contract import format_time, parse_time, utc_now
 from edgeloop.contract.trust_targets import RolloutPointer
 from edgeloop.local.training_jobs import LocalTrainingJobs, state_change_event
+from functions.common.registry import Registry
+from functions.common.runs import expire_handed_off
+from functions.evaluate_rollouts import handler as evaluate_rollouts
 from functions.retrain import handler as retrain
 from functions.training_done import handler as training_done
 from tests.support_aws import (
@@ -33,6 +38,18 @@ def _force_handoff(cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRAINING_IMAGE_URI", IMAGE)
     monkeypatch.setenv("HANDOFF_MEMORY_BYTES", "1024")
     cloud.new_container()
+
+
+def _handed_off(
+    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Registry, dict[str, Any]]:
+    """A run of ten digit batches handed to a job that has not run yet, and its record."""
+    _force_handoff(cloud, monkeypatch)
+    retrain.handler(upload_round(cloud, digit_batches(10, 0, 30), 1), FakeLambdaContext())
+    registry = registry_of(cloud)
+    handed = registry.runs("digits")[0]
+    assert handed["decision"] == "training_elsewhere"
+    return registry, handed
 
 
 def _run_job(cloud: LocalCloud, name: str) -> dict[str, Any]:
@@ -113,10 +130,7 @@ def test_a_failed_job_records_its_reason_and_devices_keep_their_model(
 def test_a_stopped_job_is_a_failed_run_and_an_unknown_job_is_left_alone(
     cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _force_handoff(cloud, monkeypatch)
-    retrain.handler(upload_round(cloud, digit_batches(10, 0, 30), 1), FakeLambdaContext())
-    registry = registry_of(cloud)
-    handed = registry.runs("digits")[0]
+    registry, handed = _handed_off(cloud, monkeypatch)
     job = cloud.client("sagemaker").describe_training_job(TrainingJobName=handed["job"])
     stranger = state_change_event(
         {**job, "TrainingJobName": "someone-elses-job"}, "Completed", None, "eu-west-1"
@@ -129,4 +143,29 @@ def test_a_stopped_job_is_a_failed_run_and_an_unknown_job_is_left_alone(
     run = registry.runs("digits")[0]
     assert run["decision"] == "failed"
     assert run["reason"].endswith("stopped: MaxRuntimeExceeded: the stopping condition was reached")
+    assert registry.latest_version("digits") == 0
+
+
+def test_a_job_that_never_reports_is_ended_by_the_schedule_and_a_late_report_changes_nothing(
+    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry, handed = _handed_off(cloud, monkeypatch)
+    # The stopping condition (6 hours) and an hour's margin.
+    deadline = parse_time(handed["deadline"])
+    waited = deadline - parse_time(handed["at"])
+    assert timedelta(hours=7) - timedelta(minutes=1) < waited <= timedelta(hours=7)
+    assert expire_handed_off(registry, "digits", deadline - timedelta(seconds=1)) == []
+    assert registry.runs("digits")[0]["decision"] == "training_elsewhere"
+
+    # The schedule, once the deadline has passed (moved here into the past).
+    registry.record_run(
+        "digits", handed["run_id"], {**handed, "deadline": format_time(utc_now() - timedelta(1))}
+    )
+    evaluate_rollouts.handler({}, FakeLambdaContext())
+    run = registry.runs("digits")[0]
+    assert (run["run_id"], run["decision"]) == (handed["run_id"], "failed")
+    assert run["reason"].startswith(f"training job {handed['job']} did not report by ")
+
+    late = _run_job(cloud, handed["job"])
+    assert training_done.handler(late, FakeLambdaContext())["ended"] is False
     assert registry.latest_version("digits") == 0
