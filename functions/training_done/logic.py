@@ -123,6 +123,19 @@ class JobCompletion:
             return None
         if recorded.get("decision") != HANDED_OFF:
             return None  # a repeated event: the run has ended already
+        if not self.registry.claim_run_end(model, run_id, state.name):
+            return None  # the same event, delivered twice at once: the other one ends it
+        try:
+            return self._end(state, config, run_id, recorded)
+        except BaseException:
+            # EventBridge retries the event: let the retry end the run.
+            self.registry.release_run_end(model, run_id)
+            raise
+
+    def _end(
+        self, state: JobState, config: ModelConfig, run_id: str, recorded: dict[str, Any]
+    ) -> RunOutcome:
+        model = config.model.name
         kept = {"job": state.name, "estimate": recorded.get("estimate")}
         if state.status != "Completed":
             reason = (

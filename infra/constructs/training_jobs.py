@@ -20,7 +20,7 @@ from constructs import Construct
 from edgeloop.factory.handoff import run_prefix
 from infra.constructs.data_intake import DataIntake
 from infra.constructs.nag import matching, suppress
-from infra.constructs.storage import allow_keys, allow_listing, allow_objects
+from infra.constructs.storage import allow_items, allow_keys, allow_listing, allow_objects
 from infra.constructs.training_pipeline import (
     REPO_ROOT,
     ROLLBACK_TIMEOUT,
@@ -150,6 +150,8 @@ class TrainingJobs(Construct):
             environment={**pipeline.release_env, "DATA_BUCKET": intake.bucket.bucket_name},
         )
         pipeline.may_publish(self.done)
+        # Claiming a run's ending is a conditional put; a failed ending gives it back.
+        allow_items(self.done, pipeline.registry_table, "DeleteItem")
         allow_objects(self.done, intake.bucket, OUTPUTS, "GetObject")
         allow_listing(self.done, intake.bucket)
         suppress(

@@ -16,6 +16,7 @@ from edgeloop.contract.trust_targets import RolloutPointer
 from edgeloop.local.training_jobs import LocalTrainingJobs, state_change_event
 from functions.common.registry import Registry
 from functions.common.runs import expire_handed_off
+from functions.common.storage import ObjectMissing
 from functions.evaluate_rollouts import handler as evaluate_rollouts
 from functions.retrain import handler as retrain
 from functions.training_done import handler as training_done
@@ -169,3 +170,27 @@ def test_a_job_that_never_reports_is_ended_by_the_schedule_and_a_late_report_cha
     late = _run_job(cloud, handed["job"])
     assert training_done.handler(late, FakeLambdaContext())["ended"] is False
     assert registry.latest_version("digits") == 0
+
+
+def test_only_one_of_two_deliveries_at_once_ends_the_run_and_a_failed_ending_is_retried(
+    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry, handed = _handed_off(cloud, monkeypatch)
+    event = _run_job(cloud, handed["job"])
+    # Another delivery of the same event is ending the run right now.
+    assert registry.claim_run_end("digits", handed["run_id"], "another delivery")
+    assert training_done.handler(event, FakeLambdaContext())["ended"] is False
+    assert registry.runs("digits")[0]["decision"] == "training_elsewhere"
+    registry.release_run_end("digits", handed["run_id"])  # it failed and gave the claim back
+
+    # This delivery fails half-way (the artefact cannot be read yet): the claim is given
+    # back, and EventBridge's retry ends the run.
+    s3 = cloud.client("s3")
+    bucket, key = event["detail"]["ModelArtifacts"]["S3ModelArtifacts"][5:].split("/", 1)
+    artefact = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3.delete_object(Bucket=bucket, Key=key)
+    with pytest.raises(ObjectMissing):
+        training_done.handler(event, FakeLambdaContext())
+    s3.put_object(Bucket=bucket, Key=key, Body=artefact)
+    answer = training_done.handler(event, FakeLambdaContext())
+    assert answer == {"job": handed["job"], "ended": True, "decision": "promoted", "version": 1}
