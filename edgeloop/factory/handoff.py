@@ -27,14 +27,18 @@ from edgeloop.factory.config import (
     parse_config,
 )
 
-# A rough, deliberately low floating-point rate for scikit-learn on one Lambda
-# vCPU's share: an estimate that errs long hands a borderline run to a job,
-# which costs minutes of an instance; one that errs short times the function out.
-FLOPS_PER_SECOND = 1e9
-# In-memory training holds the decoded rows about four times at its peak: the
-# dataset, its train and held-out split, the standardised copy the estimator
-# fits on, and screening's copies of each device's rows.
-IN_MEMORY_COPIES = 4
+# The floating-point rate the time estimate assumes: about a fifth of what
+# scikit-learn reached on a shared 2-core machine (bench/handoff.py: k-means and
+# logistic regression finished 3 to 4 times faster than estimated at this rate).
+# An estimate that errs long hands a borderline run to a job, which costs minutes
+# of an instance; one that errs short times the function out.
+FLOPS_PER_SECOND = 5e9
+# In-memory training holds the decoded rows about five times at its peak (the
+# dataset, its train and held-out split, the standardised copy the estimator fits
+# on, screening's copies; bench/handoff.py measured 4.3 to 5), beside the
+# interpreter and its libraries.
+IN_MEMORY_COPIES = 5
+LIBRARIES_BYTES = 350 * 2**20
 # SageMaker's limit on one hyperparameter value.
 MAX_HYPERPARAMETER_CHARS = 2500
 CONFIG_SECTIONS = ("model", "train", "gate", "export", "rollout")
@@ -121,24 +125,24 @@ def _flops_per_row(config: ModelConfig) -> float:
     return 3.0 * width * params.n_clusters * params.n_init * params.max_iter
 
 
-def estimate_run(config: ModelConfig, decoded_bytes: int, stream_above_bytes: int) -> Estimate:
+def estimate_run(
+    config: ModelConfig, decoded_bytes: int, *, streamed: bool = False, largest_upload: int = 0
+) -> Estimate:
     """Memory and time a run over `decoded_bytes` of decoded uploads is expected to take.
 
-    k-means above `stream_above_bytes` is trained chunk by chunk
-    (edgeloop.factory.stream): its memory stays at the in-memory figure for that
-    size whatever the data, so only its time grows. Classifiers train in memory.
+    A `streamed` run (k-means above the streaming threshold, stream.trains_streamed)
+    holds one upload at a time, `largest_upload` decoded bytes at most, whatever
+    the data: only its time grows. Every other run holds all its rows.
     """
-    if decoded_bytes < 0:
-        raise ValueError(f"decoded_bytes must be >= 0, got {decoded_bytes}")
+    if decoded_bytes < 0 or largest_upload < 0:
+        raise ValueError(f"byte counts must be >= 0, got {decoded_bytes}, {largest_upload}")
     labels = 1 if config.is_classifier else 0
     rows = decoded_bytes // (8 * (config.model.n_features + labels))
-    held = decoded_bytes
-    if config.model.kind == "kmeans_anomaly":
-        held = min(decoded_bytes, stream_above_bytes)
+    held = min(largest_upload, decoded_bytes) if streamed else decoded_bytes
     return Estimate(
         decoded_bytes=decoded_bytes,
         rows=rows,
-        memory_bytes=IN_MEMORY_COPIES * held,
+        memory_bytes=LIBRARIES_BYTES + IN_MEMORY_COPIES * held,
         seconds=rows * _flops_per_row(config) / FLOPS_PER_SECOND,
     )
 

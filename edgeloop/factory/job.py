@@ -53,6 +53,7 @@ from edgeloop.factory.handoff import (
     config_from_hyperparameters,
 )
 from edgeloop.factory.run import RunResult, train_batches, train_run_streamed
+from edgeloop.factory.stream import trains_streamed
 from edgeloop.factory.training import TrainedModel
 
 ML_ROOT_ENV = "EDGELOOP_ML_ROOT"
@@ -205,10 +206,7 @@ def run_job(paths: MlPaths) -> JobOutcome:
     champion = _champion(paths)
     reference = _reference(paths, config)
     stream_above = int(hyperparameters.get(STREAM_ABOVE, 256 * 1024 * 1024))
-    if (
-        config.model.kind == "kmeans_anomaly"
-        and sum(p.stat().st_size for p in files) > stream_above
-    ):
+    if trains_streamed(config, sum(p.stat().st_size for p in files), stream_above):
         result, rows, quarantined = _streamed(config, channel, files, champion, reference)
     else:
         items: list[Batch | Quarantined] = [

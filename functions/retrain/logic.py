@@ -36,6 +36,7 @@ from edgeloop.factory.data import (
 )
 from edgeloop.factory.handoff import Estimate, Limits, estimate_run
 from edgeloop.factory.run import RunResult, train_batches, train_run_streamed
+from edgeloop.factory.stream import trains_streamed
 from functions.common.registry import Registry
 from functions.common.releases import ReleaseWriter, estimator_key
 from functions.common.runs import HANDED_OFF, RunEnding, RunOutcome, TrainedRun, now
@@ -255,25 +256,28 @@ class Retrainer:
         data = self._fetched.pop(key, None)
         return data if data is not None else self.store.get(self.data_bucket, key)
 
-    def _measure(self, config: ModelConfig, objects: list[ObjectInfo]) -> tuple[int, list[str]]:
+    def _measure(
+        self, config: ModelConfig, objects: list[ObjectInfo]
+    ) -> tuple[int, int, list[str]]:
         """The decoded bytes of the run's selection, told from each upload's headers,
-        and the keys of those that still exist.
+        the largest upload's, and the keys of those that still exist.
 
         One object in memory at a time beyond those kept for the run: what fits
         the training budget on the wire stays read for the in-function path.
         """
-        total, keys, kept = 0, [], 0
+        total, largest, keys, kept = 0, 0, [], 0
         for obj in objects:
             try:
                 data = self.store.get(self.data_bucket, obj.key)
             except ObjectMissing:
                 continue
-            total += decoded_size(obj.key, data, config)
+            size = decoded_size(obj.key, data, config)
+            total, largest = total + size, max(largest, size)
             keys.append(obj.key)
             if kept + len(data) <= self.max_training_bytes:
                 self._fetched[obj.key] = data
                 kept += len(data)
-        return total, keys
+        return total, largest, keys
 
     def _hand_off(
         self,
@@ -391,8 +395,9 @@ class Retrainer:
         run_id = time_ordered_id()
         objects = self._select(config)
         if self.handoff is not None:
-            decoded, keys = self._measure(config, objects)
-            estimate = estimate_run(config, decoded, self.stream_above_bytes)
+            decoded, largest, keys = self._measure(config, objects)
+            streams = trains_streamed(config, sum(o.size for o in objects), self.stream_above_bytes)
+            estimate = estimate_run(config, decoded, streamed=streams, largest_upload=largest)
             why = self.handoff.limits.exceeded(estimate)
             if why is not None and keys:
                 outcome = self._hand_off(self.handoff, config, run_id, keys, estimate, why)
@@ -407,10 +412,7 @@ class Retrainer:
                 model, run_id, {"decision": "failed", "reason": str(exc), "at": now()}
             )
             return RunOutcome(model, run_id, "failed", str(exc))
-        if (
-            config.model.kind == "kmeans_anomaly"
-            and sum(o.size for o in objects) > self.stream_above_bytes
-        ):
+        if trains_streamed(config, sum(o.size for o in objects), self.stream_above_bytes):
             by_key = {o.key: o for o in objects}
             passes: list[dict[str, Any]] = []
 

@@ -9,6 +9,7 @@ import pytest
 from edgeloop.factory.config import ConfigError
 from edgeloop.factory.handoff import (
     IN_MEMORY_COPIES,
+    LIBRARIES_BYTES,
     HandOffError,
     Limits,
     config_from_hyperparameters,
@@ -17,6 +18,7 @@ from edgeloop.factory.handoff import (
     manifest_body,
     manifest_keys,
 )
+from edgeloop.factory.stream import trains_streamed
 from tests.factories import digits_config, kmeans_config
 
 MiB = 2**20
@@ -24,37 +26,44 @@ MiB = 2**20
 
 def test_a_classifier_is_estimated_to_hold_its_decoded_rows_several_times() -> None:
     config = digits_config()
-    estimate = estimate_run(config, 100 * MiB, stream_above_bytes=MiB)
-    assert estimate.memory_bytes == IN_MEMORY_COPIES * 100 * MiB
+    estimate = estimate_run(config, 100 * MiB)
+    assert estimate.memory_bytes == LIBRARIES_BYTES + IN_MEMORY_COPIES * 100 * MiB
     # 64 features and a label, 8 bytes each.
     assert estimate.rows == 100 * MiB // (8 * 65)
 
 
-def test_streamed_kmeans_memory_stops_growing_at_the_stream_threshold() -> None:
+def test_streamed_kmeans_holds_one_upload_whatever_the_data() -> None:
     config = kmeans_config()
-    small = estimate_run(config, 10 * MiB, stream_above_bytes=256 * MiB)
-    large = estimate_run(config, 100 * 1024 * MiB, stream_above_bytes=256 * MiB)
-    assert small.memory_bytes == IN_MEMORY_COPIES * 10 * MiB
-    assert large.memory_bytes == IN_MEMORY_COPIES * 256 * MiB
-    assert large.seconds > 1000 * small.seconds
+    small = estimate_run(config, 10 * MiB, streamed=True, largest_upload=MiB)
+    large = estimate_run(config, 100 * 1024 * MiB, streamed=True, largest_upload=MiB)
+    whole = estimate_run(config, 100 * 1024 * MiB)
+    assert small.memory_bytes == large.memory_bytes == LIBRARIES_BYTES + IN_MEMORY_COPIES * MiB
+    assert whole.memory_bytes == LIBRARIES_BYTES + IN_MEMORY_COPIES * 100 * 1024 * MiB
+    assert large.seconds == pytest.approx(10_240 * small.seconds, rel=1e-3)
+
+
+def test_kmeans_streams_on_stored_bytes_above_the_threshold_and_classifiers_never() -> None:
+    assert trains_streamed(kmeans_config(), 257 * MiB, 256 * MiB)
+    assert not trains_streamed(kmeans_config(), 256 * MiB, 256 * MiB)
+    assert not trains_streamed(digits_config(), 10 * 1024 * MiB, 256 * MiB)
 
 
 def test_a_wider_network_or_more_epochs_is_estimated_longer() -> None:
-    narrow = estimate_run(digits_config(hidden_layer_sizes=[8]), 64 * MiB, MiB)
-    wide = estimate_run(digits_config(hidden_layer_sizes=[256]), 64 * MiB, MiB)
-    longer = estimate_run(digits_config(hidden_layer_sizes=[8], max_iter=3000), 64 * MiB, MiB)
+    narrow = estimate_run(digits_config(hidden_layer_sizes=[8]), 64 * MiB)
+    wide = estimate_run(digits_config(hidden_layer_sizes=[256]), 64 * MiB)
+    longer = estimate_run(digits_config(hidden_layer_sizes=[8], max_iter=3000), 64 * MiB)
     assert wide.seconds > 10 * narrow.seconds
     assert longer.seconds == pytest.approx(10 * narrow.seconds)
 
 
 def test_the_bundled_digits_fit_well_inside_the_default_limits() -> None:
     # The 1,797 digits as an upload: 1,797 rows x 65 columns x 8 bytes.
-    estimate = estimate_run(digits_config(), 1797 * 65 * 8, 256 * MiB)
+    estimate = estimate_run(digits_config(), 1797 * 65 * 8)
     assert Limits(2 * 1024 * MiB, 600.0).exceeded(estimate) is None
 
 
 def test_ten_million_rows_of_a_classifier_exceed_both_limits_and_say_so() -> None:
-    estimate = estimate_run(digits_config(), 10_000_000 * 65 * 8, 256 * MiB)
+    estimate = estimate_run(digits_config(), 10_000_000 * 65 * 8)
     why = Limits(2 * 1024 * MiB, 600.0).exceeded(estimate)
     assert why is not None
     assert "MiB of memory" in why
