@@ -39,7 +39,14 @@ from edgeloop.factory.run import RunResult, train_batches, train_run_streamed
 from edgeloop.factory.stream import trains_streamed
 from functions.common.registry import Registry
 from functions.common.releases import ReleaseWriter, estimator_key
-from functions.common.runs import HANDED_OFF, RunEnding, RunOutcome, TrainedRun, now
+from functions.common.runs import (
+    HANDED_OFF,
+    RECENT_RUNS,
+    RunEnding,
+    RunOutcome,
+    TrainedRun,
+    now,
+)
 from functions.common.storage import ObjectInfo, ObjectMissing, ObjectStore
 
 # Uploads in a row that do not fit what is left of the budget before a run stops
@@ -47,6 +54,8 @@ from functions.common.storage import ObjectInfo, ObjectMissing, ObjectStore
 MAX_SKIPPED_IN_A_ROW = 32
 # A reference set is a curated handful of files; more than this is a mistake in its prefix.
 MAX_REFERENCE_FILES = 1000
+# A run that did not start because the model's training job has not ended.
+WAITING = "waiting_for_training_job"
 
 
 def _by_device_in_turns(objects: list[ObjectInfo]) -> Iterator[ObjectInfo]:
@@ -246,6 +255,13 @@ class Retrainer:
             return None
         return self._parse(config, key, data, quarantine)
 
+    def _job_running(self, model: str) -> dict[str, Any] | None:
+        """The model's run that a training job has not ended yet, if any."""
+        for run in self.registry.runs(model, limit=RECENT_RUNS):
+            if run.get("decision") == HANDED_OFF:
+                return run
+        return None
+
     @property
     def _ending(self) -> RunEnding:
         return RunEnding(
@@ -392,6 +408,18 @@ class Retrainer:
 
     def _retrain(self, model: str, pending: list[str]) -> RunOutcome:
         config = self.configs[model]
+        running = self._job_running(model)
+        if running is not None:
+            # Its candidate was gated against today's champion: a version published
+            # meanwhile would be replaced unjudged. The uploads stay pending for the
+            # run after it, which the next upload starts.
+            return RunOutcome(
+                model,
+                str(running["run_id"]),
+                WAITING,
+                f"training job {running.get('job')} is still running for {model}; "
+                f"{len(pending)} uploads wait for the run after it",
+            )
         run_id = time_ordered_id()
         objects = self._select(config)
         if self.handoff is not None:

@@ -19,6 +19,7 @@ from tests.support_aws import (
     LocalCloud,
     digit_batches,
     registry_of,
+    training_job_names,
     upload_round,
 )
 
@@ -30,12 +31,6 @@ def _handoff_env(monkeypatch: pytest.MonkeyPatch, memory_limit: int) -> None:
     monkeypatch.setenv("TRAINING_ROLE_ARN", ROLE)
     monkeypatch.setenv("TRAINING_IMAGE_URI", IMAGE)
     monkeypatch.setenv("HANDOFF_MEMORY_BYTES", str(memory_limit))
-
-
-def _job_names(cloud: LocalCloud) -> set[str]:
-    """Every job moto recorded (its server serves the whole session: compare before and after)."""
-    pages = cloud.client("sagemaker").get_paginator("list_training_jobs").paginate()
-    return {job["TrainingJobName"] for page in pages for job in page["TrainingJobSummaries"]}
 
 
 def _job(cloud: LocalCloud, name: str) -> dict[str, Any]:
@@ -91,12 +86,12 @@ def test_a_run_within_the_limits_trains_here_and_starts_no_job(
 ) -> None:
     _handoff_env(monkeypatch, memory_limit=2 * 1024**3)
     cloud.new_container()
-    before = _job_names(cloud)
+    before = training_job_names(cloud)
     retrain.handler(upload_round(cloud, digit_batches(40, 0, 30), 1), FakeLambdaContext())
     (run,) = registry_of(cloud).runs("digits")
     assert run["decision"] == "promoted"
     assert run["rows"] == 40 * 30
-    assert _job_names(cloud) == before
+    assert training_job_names(cloud) == before
 
 
 def test_without_a_training_role_a_large_run_trains_here_on_what_fits(
@@ -104,11 +99,11 @@ def test_without_a_training_role_a_large_run_trains_here_on_what_fits(
 ) -> None:
     monkeypatch.setenv("HANDOFF_MEMORY_BYTES", "1024")
     cloud.new_container()
-    before = _job_names(cloud)
+    before = training_job_names(cloud)
     retrain.handler(upload_round(cloud, digit_batches(40, 0, 30), 1), FakeLambdaContext())
     (run,) = registry_of(cloud).runs("digits")
     assert run["decision"] == "promoted"
-    assert _job_names(cloud) == before
+    assert training_job_names(cloud) == before
 
 
 def test_a_run_after_a_promotion_hands_the_champion_to_the_job(

@@ -27,6 +27,7 @@ from tests.support_aws import (
     npz_bytes,
     registry_of,
     report_heartbeat,
+    training_job_names,
     upload_round,
 )
 
@@ -194,3 +195,24 @@ def test_only_one_of_two_deliveries_at_once_ends_the_run_and_a_failed_ending_is_
     s3.put_object(Bucket=bucket, Key=key, Body=artefact)
     answer = training_done.handler(event, FakeLambdaContext())
     assert answer == {"job": handed["job"], "ended": True, "decision": "promoted", "version": 1}
+
+
+def test_uploads_during_a_job_wait_for_the_run_after_it(
+    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry, handed = _handed_off(cloud, monkeypatch)
+    jobs = training_job_names(cloud)
+    # While the job runs, new uploads start no run and no second job.
+    retrain.handler(upload_round(cloud, digit_batches(4, 600, 30), 2), FakeLambdaContext())
+    assert registry.runs("digits")[0]["run_id"] == handed["run_id"]
+    assert len(registry.pending_uploads("digits")) == 4
+    assert training_job_names(cloud) == jobs
+
+    training_done.handler(_run_job(cloud, handed["job"]), FakeLambdaContext())
+    assert registry.runs("digits")[0]["decision"] == "promoted"
+    # The next upload starts the run after it, over everything that waited.
+    retrain.handler(upload_round(cloud, digit_batches(1, 900, 30), 3), FakeLambdaContext())
+    latest = registry.runs("digits")[0]
+    assert latest["run_id"] != handed["run_id"]
+    assert latest["decision"] == "training_elsewhere"
+    assert registry.pending_uploads("digits") == []
