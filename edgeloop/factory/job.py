@@ -39,7 +39,6 @@ from edgeloop.factory.data import (
     Batch,
     Dataset,
     Quarantined,
-    assemble,
     read_batch,
     reference_set,
 )
@@ -52,7 +51,12 @@ from edgeloop.factory.handoff import (
     HandOffError,
     config_from_hyperparameters,
 )
-from edgeloop.factory.run import RunResult, train_batches, train_run_streamed
+from edgeloop.factory.run import (
+    RunResult,
+    contained_dataset,
+    train_batches,
+    train_run_streamed,
+)
 from edgeloop.factory.stream import trains_streamed
 from edgeloop.factory.training import TrainedModel
 
@@ -221,8 +225,7 @@ def run_job(paths: MlPaths) -> JobOutcome:
             for i in items
             if isinstance(i, Batch) and i.key in contained.culprits
         ]
-        kept = [i for i in items if not (isinstance(i, Batch) and i.key in contained.culprits)]
-        dataset = assemble([*kept, *culprits], config)
+        dataset = contained_dataset(config, items, contained.culprits, culprits)
         rows = dataset.rows
         quarantined = [q.to_json() for q in dataset.quarantined]
     estimator = None

@@ -7,7 +7,7 @@ the reason.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -282,6 +282,19 @@ def train_batches(
         )
 
     return train_contained(list(good), in_memory)
+
+
+def contained_dataset(
+    config: ModelConfig,
+    items: Sequence[Batch | Quarantined],
+    left_out: Collection[str],
+    culprits: Sequence[Quarantined],
+) -> Dataset:
+    """What a contained run (train_batches) trained on: the uploads without those it
+    left out, which count as quarantined (`culprits`) beside the bad ones."""
+    bad = [i for i in items if isinstance(i, Quarantined)]
+    kept = [i for i in items if isinstance(i, Batch) and i.key not in left_out]
+    return assemble([*bad, *culprits, *kept], config)
 
 
 def train_run_streamed(

@@ -35,7 +35,12 @@ from edgeloop.factory.data import (
     reference_set,
 )
 from edgeloop.factory.handoff import Estimate, Limits, estimate_run
-from edgeloop.factory.run import RunResult, train_batches, train_run_streamed
+from edgeloop.factory.run import (
+    RunResult,
+    contained_dataset,
+    train_batches,
+    train_run_streamed,
+)
 from edgeloop.factory.stream import trains_streamed
 from functions.common.registry import Registry
 from functions.common.releases import ReleaseWriter, estimator_key
@@ -471,11 +476,8 @@ class Retrainer:
                 return RunOutcome(model, run_id, "failed", str(exc), quarantined=quarantined)
             contained = train_batches(config, items, champion, reference)
             result = contained.result
-            good = {i.key: i for i in items if isinstance(i, Batch)}
-            bad = [i for i in items if isinstance(i, Quarantined)]
             culprits = self._contain(config, contained.culprits)
-            kept = [b for k, b in good.items() if k not in contained.culprits]
-            dataset = assemble([*bad, *culprits, *kept], config)
+            dataset = contained_dataset(config, items, contained.culprits, culprits)
             rows = dataset.rows
             quarantine_log = [q.to_json() for q in dataset.quarantined]
         return self._ending.finish(
