@@ -15,6 +15,7 @@ from infra.constructs.iot_wiring import IotWiring
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.nag import suppress
 from infra.constructs.signing import Signing
+from infra.constructs.training_jobs import TrainingJobs
 from infra.constructs.training_pipeline import TrainingPipeline, canary_group_name
 
 
@@ -58,6 +59,7 @@ class EdgeloopStack(Stack):
             signing=signing,
             access_logs=access_logs,
         )
+        jobs = TrainingJobs(self, "TrainingJobs", intake=intake, pipeline=pipeline)
         iot = IotWiring(
             self, "IotWiring", intake=intake, hosting=hosting, pipeline=pipeline, signing=signing
         )
@@ -67,6 +69,7 @@ class EdgeloopStack(Stack):
             "Status": iot.status,
             "EvaluateRollouts": iot.evaluate_rollouts,
             "Rollback": pipeline.rollback,
+            "TrainingDone": jobs.done,
         }
         for function in functions.values():
             hosting.forbid_root_writes(function)
@@ -90,3 +93,4 @@ class EdgeloopStack(Stack):
         CfnOutput(self, "DataBucket", value=intake.bucket.bucket_name)
         CfnOutput(self, "RetrainFunction", value=pipeline.retrain.function_name)
         CfnOutput(self, "RollbackFunction", value=pipeline.rollback.function_name)
+        CfnOutput(self, "TrainingJobRole", value=jobs.role.role_arn)

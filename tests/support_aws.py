@@ -257,6 +257,13 @@ def upload_round(cloud: LocalCloud, batches: list[bytes], round_no: int) -> dict
     return cloud.receive_event(len(batches))
 
 
+def training_job_names(cloud: LocalCloud) -> set[str]:
+    """Every training job moto recorded (its server serves the whole session: compare
+    before and after)."""
+    pages = cloud.client("sagemaker").get_paginator("list_training_jobs").paginate()
+    return {job["TrainingJobName"] for page in pages for job in page["TrainingJobSummaries"]}
+
+
 def registry_of(cloud: LocalCloud) -> Registry:
     return Registry(cloud.client("dynamodb"), cloud.names["REGISTRY_TABLE"])
 

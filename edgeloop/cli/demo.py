@@ -20,7 +20,11 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--devices must be between 1 and 50")
     quiet_interpreter()
     options = DemoOptions(
-        scenario=args.scenario, devices=args.devices, out=Path(args.out), broker_url=args.broker
+        scenario=args.scenario,
+        devices=args.devices,
+        out=Path(args.out),
+        broker_url=args.broker,
+        handoff=args.handoff,
     )
     view = LiveView(enabled=False if args.no_live else None)
     try:

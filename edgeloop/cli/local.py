@@ -147,6 +147,17 @@ def _watch_once(cloud: LocalRuntime, models: list[str], seen: _Watch) -> None:
                 )
 
 
+def handoff_env(above: int | None) -> dict[str, str]:
+    """The retrain function's setting that `--handoff-above` changes."""
+    from edgeloop.local.runtime import handoff_above
+
+    if above is None:
+        return {}
+    if above < 1:
+        raise CliError(f"--handoff-above {above}: give a positive number of bytes", "usage")
+    return handoff_above(above)
+
+
 def _up(args: argparse.Namespace) -> int:
     import warnings
 
@@ -181,6 +192,7 @@ def _up(args: argparse.Namespace) -> int:
         {name: text for name, (text, _) in models.items()},
         broker_url=args.broker,
         batching_window=args.batching_window,
+        env=handoff_env(args.handoff_above),
     ) as cloud:
         trust = out / "root.json"
         trust.write_bytes(cloud.trust_root)
@@ -432,6 +444,15 @@ def register(sub: Any, json_help: str) -> None:
         default=2.0,
         help="seconds uploads are gathered before one training run, like the SQS batching "
         "window (default: %(default)s)",
+    )
+    up.add_argument(
+        "--handoff-above",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="hand every run whose estimated memory is above BYTES to a training job (run "
+        "here as a process over a temporary /opt/ml), as a run too large for Lambda is "
+        "handed to SageMaker; 1 forces every run through it (default: the stack's limits)",
     )
     up.add_argument(
         "--json", action="store_true", help="print the connection details as one JSON object"

@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-live", action="store_true", help="plain log lines instead of the live view"
     )
     p.add_argument(
+        "--handoff",
+        action="store_true",
+        help="train every run as a training job would run in SageMaker (the training entry "
+        "point as a process over a temporary /opt/ml) instead of inside the retrain function",
+    )
+    p.add_argument(
         "--picture",
         default=None,
         help="also copy report.png here (`make demo` refreshes the README's)",

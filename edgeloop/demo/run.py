@@ -21,7 +21,7 @@ from edgeloop.demo.report import build_report, write_report
 from edgeloop.demo.scenarios import SCENARIOS, Scenario
 from edgeloop.demo.state import DemoState, wait_until
 from edgeloop.factory.config import parse_config
-from edgeloop.local.runtime import LocalRuntime
+from edgeloop.local.runtime import LocalRuntime, handoff_above
 from edgeloop.runtime import CompiledModel
 from functions.common.registry import Registry
 from functions.common.releases import version_key
@@ -40,6 +40,8 @@ class DemoOptions:
     out: Path = Path("demo-report")
     broker_url: str | None = None
     canaries: int = 2
+    # Every run through a training job (a process over /opt/ml, as SageMaker runs one).
+    handoff: bool = False
 
 
 class _Watcher:
@@ -166,7 +168,10 @@ class Demo:
         self.state.stage = "starting the local cloud"
         self.on_change(self.state)
         with LocalRuntime(
-            {s.model: s.config}, self.options.broker_url, batching_window=6.0
+            {s.model: s.config},
+            self.options.broker_url,
+            batching_window=6.0,
+            env=handoff_above(1) if self.options.handoff else None,
         ) as cloud:
             self.cloud = cloud
             self.state.bytes_by_device = lambda: shipments.by_device(list(cloud.cdn.log.shipments))

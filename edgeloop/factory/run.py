@@ -7,6 +7,7 @@ the reason.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -14,7 +15,8 @@ import numpy as np
 
 from edgeloop.contract import sha256_hex
 from edgeloop.factory.config import ModelConfig
-from edgeloop.factory.data import Dataset
+from edgeloop.factory.containment import Contained, train_contained
+from edgeloop.factory.data import Batch, Dataset, Quarantined, assemble
 from edgeloop.factory.export import int8_scales, to_tflite
 from edgeloop.factory.gate import GateDecision, Paired, clearly_above, decide
 from edgeloop.factory.screening import screen
@@ -260,6 +262,39 @@ def train_run(
         config, candidate, metrics, champion_metrics, check_rows, record, paired, rival
     )
     return _judge_on_reference(config, result, candidate, rival, reference)
+
+
+def train_batches(
+    config: ModelConfig,
+    items: Sequence[Batch | Quarantined],
+    champion: TrainedModel | None = None,
+    reference: Dataset | None = None,
+) -> Contained[str, RunResult]:
+    """`train_run` over parsed uploads, keyed by upload: a batch that breaks the fit is
+    left out and named with why (edgeloop.factory.containment), for the caller to
+    quarantine. The retrain function and the training job both train this way."""
+    good = {i.key: i for i in items if isinstance(i, Batch)}
+    bad = [i for i in items if isinstance(i, Quarantined)]
+
+    def in_memory(keys: Sequence[str]) -> RunResult:
+        return train_run(
+            config, assemble([*bad, *(good[k] for k in keys)], config), champion, reference
+        )
+
+    return train_contained(list(good), in_memory)
+
+
+def contained_dataset(
+    config: ModelConfig,
+    items: Sequence[Batch | Quarantined],
+    left_out: Collection[str],
+    culprits: Sequence[Quarantined],
+) -> Dataset:
+    """What a contained run (train_batches) trained on: the uploads without those it
+    left out, which count as quarantined (`culprits`) beside the bad ones."""
+    bad = [i for i in items if isinstance(i, Quarantined)]
+    kept = [i for i in items if isinstance(i, Batch) and i.key not in left_out]
+    return assemble([*bad, *culprits, *kept], config)
 
 
 def train_run_streamed(

@@ -40,6 +40,13 @@ ChunkSource = Callable[[], Iterator[npt.NDArray[np.floating[Any]]]]
 CALIBRATION_SAMPLE = 50_000
 
 
+def trains_streamed(config: ModelConfig, wire_bytes: int, stream_above_bytes: int) -> bool:
+    """Whether a run trains chunk by chunk: k-means whose uploads, as stored, exceed the
+    threshold. The retrain function, the training job and the hand-off estimate all ask
+    this, so they agree on which runs stream."""
+    return config.model.kind == "kmeans_anomaly" and wire_bytes > stream_above_bytes
+
+
 class _Reservoir:
     """A uniform sample of fixed size from a stream (Algorithm R, vectorised per chunk)."""
 

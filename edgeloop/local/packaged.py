@@ -23,6 +23,7 @@ from edgeloop.local.aws import Resources
 from edgeloop.local.lambda_host import PackagedFunction, image_environment
 from edgeloop.local.moto_iam import Credentials, create_principal, enable_authorization, operator
 from edgeloop.local.stack_template import LocalStack, StackTemplate, TemplateError
+from edgeloop.local.training_jobs import LocalTrainingJobs
 from functions.common.presence import PRESENCE_TOPICS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -118,6 +119,7 @@ class PackagedStack:
             rule.name: create_principal(iam, f"{prefix}-rule-{rule.name}"[:64], rule.statements)
             for rule in self.dynamodb_rules
         }
+        self.training = self._training_jobs(build, prefix, workdir)
         enable_authorization(endpoint)
         retrain = self.stack.functions()["retrain"]
         queue_arn = self.stack.event_source(retrain.logical_id)
@@ -130,6 +132,43 @@ class PackagedStack:
             queue_url=self.stack.queue_url(queue_arn),
             queue_arn=queue_arn,
         )
+
+    def _training_jobs(
+        self, build: LambdaBuild, prefix: str, workdir: Path
+    ) -> LocalTrainingJobs | None:
+        """SageMaker's stand-in, acting with the training jobs' role (the one the template
+        gives the retrain function to pass), when the template has one."""
+        arn = self.stack.functions()["retrain"].environment.get("TRAINING_ROLE_ARN")
+        role = self.stack.role_with_arn(arn) if arn else None
+        if role is None:
+            return None
+        credentials = create_principal(
+            self.client("iam"), f"{prefix}-training-job", self.stack.role_statements(role)
+        )
+        self.credentials["training_job"] = credentials
+        s3 = boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name=self.region, **credentials.as_kwargs()
+        )
+        return LocalTrainingJobs(
+            s3,
+            self.client("sagemaker"),
+            self.region,
+            task_root=build.task_root,
+            env={"TMPDIR": str(workdir)},
+        )
+
+    def training_pending(self) -> bool:
+        """Whether a job was started that has not run here yet."""
+        return self.training is not None and bool(self.training.pending())
+
+    def finish_training_jobs(self) -> list[Any]:
+        """Run every training job started since the last call, each to its end, and deliver
+        its state change to the completion function, as the stack's rule does; the
+        completion function's answers, in the jobs' order."""
+        if self.training is None:
+            return []
+        done = self.functions["training_done"]
+        return [done(self.training.run(name)) for name in self.training.pending()]
 
     def names(self) -> Resources:
         """The stack's resources by role, as the operator's tools and the stand-ins ask."""

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
@@ -39,6 +39,16 @@ from functions.common.rules import TOPIC_THING
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+# How often the local SageMaker looks for jobs the retrain function started.
+TRAINING_POLL_SECONDS = 0.5
+
+
+class TrainingJobSource(Protocol):
+    """The local SageMaker and the rule to the completion function (PackagedStack)."""
+
+    def training_pending(self) -> bool: ...
+
+    def finish_training_jobs(self) -> list[Any]: ...
 
 
 @dataclass
@@ -339,6 +349,7 @@ class EventRouter:
         registry_stream_arn: str | None = None,
         stream_batching_window: float = STREAM_BATCHING_WINDOW,
         template_rules: list[Rule] | None = None,
+        training_jobs: TrainingJobSource | None = None,
     ) -> None:
         """`template_rules`: the rules read whole from the synthesized template (those
         writing to DynamoDB); with any, lifecycle events are emulated for them."""
@@ -381,6 +392,7 @@ class EventRouter:
             "sqs": threading.Lock(),
             "schedule": threading.Lock(),
             "stream": threading.Lock(),
+            "training": threading.Lock(),
         }
         # The SQS source stays at concurrency 1 here (the stack caps retrain at 2).
         self._threads = [
@@ -397,6 +409,11 @@ class EventRouter:
         if self._stream is not None:
             self._threads.append(
                 threading.Thread(target=self._poll_stream, name="router-stream", daemon=True)
+            )
+        self.training_jobs = training_jobs
+        if training_jobs is not None:
+            self._threads.append(
+                threading.Thread(target=self._run_training, name="router-training", daemon=True)
             )
 
     def start(self) -> None:
@@ -520,6 +537,19 @@ class EventRouter:
             self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
             return None
 
+    # --- SageMaker training jobs and their state-change rule ------------------------------
+
+    def _run_training(self) -> None:
+        """Each job the retrain function started runs to its end, one at a time, and its
+        state change reaches the completion function (what SageMaker and the rule do)."""
+        assert self.training_jobs is not None
+        while not self._stop.wait(TRAINING_POLL_SECONDS):
+            with self._busy["training"]:
+                try:
+                    self.training_jobs.finish_training_jobs()
+                except Exception as exc:  # a failed delivery: logged, as EventBridge's would be
+                    self.errors.append(f"training_done: {type(exc).__name__}: {exc}")
+
     # --- idleness ------------------------------------------------------------------------
 
     def queue_depth(self) -> int:
@@ -534,7 +564,9 @@ class EventRouter:
     def idle(self) -> bool:
         if self.rules.busy() or self.queue_depth():
             return False
-        for source in ("sqs", "stream"):
+        if self.training_jobs is not None and self.training_jobs.training_pending():
+            return False
+        for source in ("sqs", "stream", "training"):
             if not self._busy[source].acquire(blocking=False):
                 return False
             self._busy[source].release()

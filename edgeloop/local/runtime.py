@@ -34,6 +34,14 @@ def put_item(dynamodb: Any, table: str) -> RuleAction:
     return put
 
 
+def handoff_above(memory_bytes: int) -> dict[str, str]:
+    """The retrain function's setting that hands every run estimated above `memory_bytes`
+    to a training job (1: every run), for LocalRuntime's `env`."""
+    if memory_bytes < 1:
+        raise ValueError(f"the hand-off limit must be a positive number of bytes: {memory_bytes}")
+    return {"HANDOFF_MEMORY_BYTES": str(memory_bytes)}
+
+
 class LocalRuntime:
     """The cloud as it deploys, on one machine.
 
@@ -125,6 +133,9 @@ class LocalRuntime:
                 )
                 for spec in self.stack.dynamodb_rules
             ],
+            # Runs handed to SageMaker run here as processes, and end through the
+            # packaged completion function.
+            training_jobs=self.stack,
         )
         self.router.start()
 

@@ -347,6 +347,13 @@ class LocalStack:
             )
         return rules
 
+    def role_with_arn(self, arn: str) -> str | None:
+        """The logical id of the template's role that has this (local) ARN."""
+        for logical_id, _ in self.template.of_type("AWS::IAM::Role"):
+            if self._arns.get(logical_id) == arn:
+                return logical_id
+        return None
+
     def event_source(self, function: str) -> str:
         """The ARN an event source mapping feeds `function` from."""
         for _, props in self.template.of_type("AWS::Lambda::EventSourceMapping"):

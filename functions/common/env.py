@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from functions.common.cold_start import cold_start
 
@@ -90,6 +90,40 @@ class RetrainEnv(ReleaseEnv):
     stream_above_bytes: Annotated[int, Field(ge=1)] = Field(
         default=256 * 1024 * 1024, alias="STREAM_ABOVE_BYTES"
     )
+    # A run estimated (edgeloop.factory.handoff) above either limit is handed to a
+    # SageMaker training job, when TRAINING_ROLE_ARN is set; without it the run
+    # trains here on what fits MAX_TRAINING_BYTES, as before.
+    handoff_memory_bytes: Annotated[int, Field(ge=1)] = Field(
+        default=2 * 1024**3, alias="HANDOFF_MEMORY_BYTES"
+    )
+    handoff_seconds: Annotated[float, Field(gt=0.0)] = Field(default=600.0, alias="HANDOFF_SECONDS")
+    training_role_arn: str | None = Field(default=None, alias="TRAINING_ROLE_ARN", min_length=20)
+    # The functions image, whose alternate command is the training entry point.
+    training_image_uri: str | None = Field(default=None, alias="TRAINING_IMAGE_URI", min_length=1)
+    training_instance_type: str = Field(
+        default="ml.m5.4xlarge",
+        alias="TRAINING_INSTANCE_TYPE",
+        pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$",
+    )
+    training_volume_gb: Annotated[int, Field(ge=1, le=16384)] = Field(
+        default=100, alias="TRAINING_VOLUME_GB"
+    )
+    # The job's stopping condition: SageMaker stops it past this and reports Stopped.
+    training_max_seconds: Annotated[int, Field(ge=60, le=28 * 86400)] = Field(
+        default=6 * 3600, alias="TRAINING_MAX_SECONDS"
+    )
+
+    @model_validator(mode="after")
+    def _handoff_complete(self) -> RetrainEnv:
+        if (self.training_role_arn is None) != (self.training_image_uri is None):
+            raise ValueError("set TRAINING_ROLE_ARN and TRAINING_IMAGE_URI together, or neither")
+        return self
+
+
+class TrainingDoneEnv(ReleaseEnv):
+    """The completion of a handed-off run: its job's artefact is under training/ here."""
+
+    data_bucket: str = Field(alias="DATA_BUCKET", min_length=3)
 
 
 E = TypeVar("E", bound=_Env)

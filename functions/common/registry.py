@@ -174,6 +174,34 @@ class Registry:
     def record_run(self, model: str, run_id: str, summary: dict[str, Any]) -> None:
         self._put(model, f"run#{run_id}", {**summary, "run_id": run_id})
 
+    def run(self, model: str, run_id: str) -> dict[str, Any] | None:
+        return self._get(model, f"run#{run_id}")
+
+    def claim_run_end(self, model: str, run_id: str, by: str) -> bool:
+        """Claim the ending of a handed-off run, once: False when another caller has.
+
+        Two deliveries of the same state change can arrive together; only the
+        one that claims publishes. A conditional put, as versions are claimed.
+        """
+        try:
+            self._put(
+                model,
+                f"runend#{run_id}",
+                {"by": by},
+                ConditionExpression="attribute_not_exists(sk)",
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+            return False
+        return True
+
+    def release_run_end(self, model: str, run_id: str) -> None:
+        """Give a claim back after a failed ending, so the redelivered event can end the run."""
+        self._db.delete_item(
+            TableName=self._table, Key={"pk": _pk(model), "sk": {"S": f"runend#{run_id}"}}
+        )
+
     def runs(self, model: str, limit: int = 20) -> list[dict[str, Any]]:
         return [i.doc for i in self._query(model, "run#", newest_first=True, limit=limit)]
 

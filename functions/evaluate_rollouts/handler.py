@@ -20,7 +20,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.common.env import RolloutEnv, cached_env
 from functions.common.model_configs import load_model_configs
 from functions.common.observability import logger, metrics, tracer
-from functions.common.wiring import rollouts, trust_repository
+from functions.common.runs import expire_handed_off
+from functions.common.wiring import registry, rollouts, trust_repository
 from functions.evaluate_rollouts.logic import evaluate, models_to_evaluate
 
 
@@ -43,6 +44,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric(name="LateAnnouncements", unit=MetricUnit.Count, value=1)
     if not scheduled:
         return {"decided": done.decided, "evaluated": models}
+    for model in models:
+        for run_id in expire_handed_off(registry(env.registry_table), model):
+            logger.warning("a training job never reported", extra={"model": model, "run": run_id})
+            metrics.add_metric(name="UnreportedTrainingJobs", unit=MetricUnit.Count, value=1)
     resigned = trust_repository().resign_due()
     metrics.add_metric(name="MetadataResigned", unit=MetricUnit.Count, value=len(resigned))
     return {"decided": done.decided, "resigned": resigned}

@@ -14,6 +14,7 @@ import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -33,9 +34,24 @@ from edgeloop.factory.data import (
     read_batch,
     reference_set,
 )
-from edgeloop.factory.run import RunResult, train_run, train_run_streamed
+from edgeloop.factory.handoff import Estimate, Limits, estimate_run
+from edgeloop.factory.run import (
+    RunResult,
+    contained_dataset,
+    train_batches,
+    train_run_streamed,
+)
+from edgeloop.factory.stream import trains_streamed
 from functions.common.registry import Registry
-from functions.common.releases import Publication, ReleaseWriter
+from functions.common.releases import ReleaseWriter, estimator_key
+from functions.common.runs import (
+    HANDED_OFF,
+    RECENT_RUNS,
+    RunEnding,
+    RunOutcome,
+    TrainedRun,
+    now,
+)
 from functions.common.storage import ObjectInfo, ObjectMissing, ObjectStore
 
 # Uploads in a row that do not fit what is left of the budget before a run stops
@@ -43,6 +59,8 @@ from functions.common.storage import ObjectInfo, ObjectMissing, ObjectStore
 MAX_SKIPPED_IN_A_ROW = 32
 # A reference set is a curated handful of files; more than this is a mistake in its prefix.
 MAX_REFERENCE_FILES = 1000
+# A run that did not start because the model's training job has not ended.
+WAITING = "waiting_for_training_job"
 
 
 def _by_device_in_turns(objects: list[ObjectInfo]) -> Iterator[ObjectInfo]:
@@ -114,16 +132,16 @@ def parse_notification(body: str) -> list[Upload]:
     return uploads
 
 
-@dataclass
-class RunOutcome:
-    model: str
-    run_id: str
-    decision: str
-    reason: str
-    version: int | None = None
-    quarantined: int = 0
-    full_bytes: int = 0
-    patch_bytes: list[int] = field(default_factory=list)
+@dataclass(frozen=True)
+class HandOff:
+    """Where a run that does not fit within `limits` goes: `start(config, run_id, keys,
+    champion_key)` starts a training job on exactly those objects and names it."""
+
+    limits: Limits
+    start: Callable[[ModelConfig, str, list[str], str | None], str]
+    # After this long without its state change, the schedule ends the run as failed
+    # (functions.common.runs.expire_handed_off).
+    deadline_seconds: float
 
 
 @dataclass
@@ -143,6 +161,11 @@ class Retrainer:
     stream_above_bytes: int = 256 * 1024 * 1024
     # How many of the newest arrivals a run considers before the byte budget.
     arrival_window: int = 10_000
+    # None keeps every run here, trained on what fits max_training_bytes.
+    handoff: HandOff | None = None
+    # Uploads the hand-off estimate already read, kept for the run so that a run
+    # which stays here reads each object once.
+    _fetched: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
 
     def register(self, upload: Upload) -> dict[str, Any]:
         if upload.model not in self.configs:
@@ -190,7 +213,7 @@ class Retrainer:
             device = device_from_key(obj.key)
             room = min(left, quota - used.get(device, 0))
             try:
-                data = self.store.get(self.data_bucket, obj.key)
+                data = self._get(obj.key)
             except ObjectMissing:
                 continue  # the arrival log outlives the data (quarantined, expired)
             if decoded_size(obj.key, data, config) > room:
@@ -232,10 +255,84 @@ class Retrainer:
         by the bucket's lifecycle rule): the arrival log outlives the data.
         """
         try:
-            data = self.store.get(self.data_bucket, key)
+            data = self._get(key)
         except ObjectMissing:
             return None
         return self._parse(config, key, data, quarantine)
+
+    def _job_running(self, model: str) -> dict[str, Any] | None:
+        """The model's run that a training job has not ended yet, if any."""
+        for run in self.registry.runs(model, limit=RECENT_RUNS):
+            if run.get("decision") == HANDED_OFF:
+                return run
+        return None
+
+    @property
+    def _ending(self) -> RunEnding:
+        return RunEnding(
+            self.store, self.registry, self.releases, self.registry_bucket, self.announce
+        )
+
+    def _get(self, key: str) -> bytes:
+        data = self._fetched.pop(key, None)
+        return data if data is not None else self.store.get(self.data_bucket, key)
+
+    def _measure(
+        self, config: ModelConfig, objects: list[ObjectInfo]
+    ) -> tuple[int, int, list[str]]:
+        """The decoded bytes of the run's selection, told from each upload's headers,
+        the largest upload's, and the keys of those that still exist.
+
+        One object in memory at a time beyond those kept for the run: what fits
+        the training budget on the wire stays read for the in-function path.
+        """
+        total, largest, keys, kept = 0, 0, [], 0
+        for obj in objects:
+            try:
+                data = self.store.get(self.data_bucket, obj.key)
+            except ObjectMissing:
+                continue
+            size = decoded_size(obj.key, data, config)
+            total, largest = total + size, max(largest, size)
+            keys.append(obj.key)
+            if kept + len(data) <= self.max_training_bytes:
+                self._fetched[obj.key] = data
+                kept += len(data)
+        return total, largest, keys
+
+    def _hand_off(
+        self,
+        handoff: HandOff,
+        config: ModelConfig,
+        run_id: str,
+        keys: list[str],
+        estimate: Estimate,
+        why: str,
+    ) -> RunOutcome:
+        """Start the run's training job and record the run as training elsewhere.
+
+        The pending uploads are consumed here: the job trains on them, and the
+        next upload starts the next run. The job's completion records its outcome.
+        """
+        model = config.model.name
+        champion = self.registry.champion(model)
+        champion_key = None if champion is None else estimator_key(model, int(champion["version"]))
+        job = handoff.start(config, run_id, keys, champion_key)
+        reason = f"handed to training job {job}: {why}"
+        self.registry.record_run(
+            model,
+            run_id,
+            {
+                "at": now(),
+                "decision": HANDED_OFF,
+                "reason": reason,
+                "job": job,
+                "deadline": format_time(utc_now() + timedelta(seconds=handoff.deadline_seconds)),
+                "estimate": estimate.to_json(),
+                "objects": len(keys),
+            },
+        )
+        return RunOutcome(model, run_id, HANDED_OFF, reason)
 
     def _parse(
         self, config: ModelConfig, key: str, data: bytes, quarantine: bool = True
@@ -309,22 +406,46 @@ class Retrainer:
         pending = self.registry.pending_uploads(model)
         if not pending:
             return None
+        try:
+            return self._retrain(model, pending)
+        finally:
+            self._fetched.clear()
+
+    def _retrain(self, model: str, pending: list[str]) -> RunOutcome:
         config = self.configs[model]
+        running = self._job_running(model)
+        if running is not None:
+            # Its candidate was gated against today's champion: a version published
+            # meanwhile would be replaced unjudged. The uploads stay pending for the
+            # run after it, which the next upload starts.
+            return RunOutcome(
+                model,
+                str(running["run_id"]),
+                WAITING,
+                f"training job {running.get('job')} is still running for {model}; "
+                f"{len(pending)} uploads wait for the run after it",
+            )
         run_id = time_ordered_id()
         objects = self._select(config)
+        if self.handoff is not None:
+            decoded, largest, keys = self._measure(config, objects)
+            streams = trains_streamed(config, sum(o.size for o in objects), self.stream_above_bytes)
+            estimate = estimate_run(config, decoded, streamed=streams, largest_upload=largest)
+            why = self.handoff.limits.exceeded(estimate)
+            if why is not None and keys:
+                outcome = self._hand_off(self.handoff, config, run_id, keys, estimate, why)
+                self.registry.mark_trained(model, pending)
+                return outcome
         champion = self.releases.champion_model(model)
         try:
             reference = self._reference(config)
         except ReferenceUnusable as exc:
             # A platform-side fault: the uploads stay pending until it is fixed.
             self.registry.record_run(
-                model, run_id, {"decision": "failed", "reason": str(exc), "at": _now()}
+                model, run_id, {"decision": "failed", "reason": str(exc), "at": now()}
             )
             return RunOutcome(model, run_id, "failed", str(exc))
-        if (
-            config.model.kind == "kmeans_anomaly"
-            and sum(o.size for o in objects) > self.stream_above_bytes
-        ):
+        if trains_streamed(config, sum(o.size for o in objects), self.stream_above_bytes):
             by_key = {o.key: o for o in objects}
             passes: list[dict[str, Any]] = []
 
@@ -341,7 +462,6 @@ class Retrainer:
                 *(q.to_json() for q in culprits),
             ]
             result.record["data"] = {**seen, "rows": result.record.get("streamed", {}).get("rows")}
-            quarantined = len(seen["quarantined"])
             rows = int(result.record["data"]["rows"] or 0)
             quarantine_log = seen["quarantined"]
         else:
@@ -350,66 +470,24 @@ class Retrainer:
                 dataset = assemble(items, config)
             except NoUsableData as exc:
                 self.registry.record_run(
-                    model, run_id, {"decision": "failed", "reason": str(exc), "at": _now()}
+                    model, run_id, {"decision": "failed", "reason": str(exc), "at": now()}
                 )
                 self.registry.mark_trained(model, pending)
                 return RunOutcome(model, run_id, "failed", str(exc), quarantined=quarantined)
-            good = {i.key: i for i in items if isinstance(i, Batch)}
-            bad = [i for i in items if isinstance(i, Quarantined)]
-
-            def in_memory(keys: Sequence[str]) -> RunResult:
-                return train_run(
-                    config, assemble([*bad, *(good[k] for k in keys)], config), champion, reference
-                )
-
-            contained = train_contained(list(good), in_memory)
+            contained = train_batches(config, items, champion, reference)
             result = contained.result
             culprits = self._contain(config, contained.culprits)
-            kept = [b for k, b in good.items() if k not in contained.culprits]
-            dataset = assemble([*bad, *culprits, *kept], config)
-            quarantined += len(culprits)
+            dataset = contained_dataset(config, items, contained.culprits, culprits)
             rows = dataset.rows
             quarantine_log = [q.to_json() for q in dataset.quarantined]
-        outcome = RunOutcome(
-            model,
+        return self._ending.finish(
+            config,
             run_id,
-            result.record["gate"]["decision"],
-            result.record["gate"]["reason"],
-            quarantined=quarantined,
+            TrainedRun(
+                result.record, result.promoted, result.model, result.tflite, rows, quarantine_log
+            ),
+            consumed=pending,
         )
-        publication: Publication | None = None
-        if result.promoted and result.model is not None and result.tflite is not None:
-            publication = self.releases.publish(
-                config, result.tflite, result.model, result.record, run_id
-            )
-            outcome.version = publication.manifest.version
-            outcome.full_bytes = publication.plan.full_size
-            outcome.patch_bytes = [p.size for p in publication.plan.patches]
-        self.store.put(
-            self.registry_bucket,
-            f"registry/{model}/runs/{run_id}.json",
-            json.dumps(result.record, sort_keys=True).encode(),
-            content_type="application/json",
-        )
-        self.registry.record_run(
-            model,
-            run_id,
-            {
-                "at": _now(),
-                "decision": outcome.decision,
-                "reason": outcome.reason,
-                "metrics": result.record.get("metrics", {}),
-                "judged": result.record["gate"].get("judged"),
-                "champion_metrics": result.record.get("champion_metrics", {}),
-                "rows": rows,
-                "quarantined": quarantine_log,
-                "version": outcome.version,
-            },
-        )
-        self.registry.mark_trained(model, pending)
-        if publication is not None:
-            self.announce(model, publication.manifest.version)
-        return outcome
 
     def retrain_each(self, models: Iterable[str]) -> tuple[list[RunOutcome], dict[str, Exception]]:
         """One run per model, in name order, and the models whose run raised.
@@ -442,7 +520,3 @@ def records_to_retry(
     return already_failed | {
         record for record, models in models_of_record.items() if models & failed_models
     }
-
-
-def _now() -> str:
-    return format_time(utc_now())

@@ -5,7 +5,8 @@ from __future__ import annotations
 from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.common.observability import logger, metrics
-from functions.retrain.logic import RunOutcome
+from functions.common.runs import HANDED_OFF, RunOutcome
+from functions.retrain.logic import WAITING
 
 
 def report_runs(outcomes: list[RunOutcome], failures: dict[str, Exception]) -> None:
@@ -31,6 +32,10 @@ def _count(outcome: RunOutcome) -> None:
             metrics.add_metric(name="PatchBytes", unit=MetricUnit.Bytes, value=size)
     elif outcome.decision == "refused":
         metrics.add_metric(name="RefusedPromotions", unit=MetricUnit.Count, value=1)
+    elif outcome.decision == HANDED_OFF:
+        metrics.add_metric(name="HandedOffRuns", unit=MetricUnit.Count, value=1)
+    elif outcome.decision == WAITING:
+        metrics.add_metric(name="RunsWaitingForTrainingJob", unit=MetricUnit.Count, value=1)
     else:
         metrics.add_metric(name="FailedRuns", unit=MetricUnit.Count, value=1)
 

@@ -150,6 +150,9 @@ class IotWiring(Construct):
             },
         )
         allow_items(self.evaluate_rollouts, pipeline.registry_table, "GetItem", "PutItem")
+        # A run handed to a training job that never reported is ended by the schedule:
+        # it reads each model's recent runs.
+        allow_items(self.evaluate_rollouts, pipeline.registry_table, "Query")
         # Entering a stage asks whether it has devices; the named canaries' identities.
         allow_items(self.evaluate_rollouts, pipeline.fleet_table, "GetItem", "Query", indexes=True)
         # It signs rollout pointers and re-signs the timestamp.
@@ -176,9 +179,9 @@ class IotWiring(Construct):
                 retry_attempts=2,
             )
         )
-        for function in (pipeline.retrain, pipeline.rollback):
+        for function in pipeline.publishers:
             self._may_read_identities(function, canary_group)
-        for function in (pipeline.retrain, pipeline.rollback, self.evaluate_rollouts):
+        for function in (*pipeline.publishers, self.evaluate_rollouts):
             self._may_publish(function, [ANNOUNCEMENTS, CANARY_ANNOUNCEMENTS], retain=True)
         # Each rule keeps its FROM topic, so agents publishing on the plain topic (not yet
         # upgraded, or told not to use Basic Ingest) still reach it; a Basic Ingest

@@ -70,9 +70,14 @@ def allow_items(
 
 def allow_objects(function: iam.IGrantable, bucket: s3.IBucket, prefix: str, *actions: str) -> None:
     """S3 object actions on the keys under `prefix` of `bucket`."""
+    allow_keys(function, bucket, f"{prefix}*", *actions)
+
+
+def allow_keys(function: iam.IGrantable, bucket: s3.IBucket, pattern: str, *actions: str) -> None:
+    """S3 object actions on the keys of `bucket` that match `pattern` (IAM's wildcards)."""
     function.grant_principal.add_to_principal_policy(
         iam.PolicyStatement(
-            actions=[f"s3:{a}" for a in actions], resources=[bucket.arn_for_objects(f"{prefix}*")]
+            actions=[f"s3:{a}" for a in actions], resources=[bucket.arn_for_objects(pattern)]
         )
     )
 

@@ -145,7 +145,7 @@ class TrainingPipeline(Construct):
             log_prefix="registry-bucket/",
             versioned=True,
         )
-        release_env = {
+        self.release_env = release_env = {
             "ARTIFACT_BUCKET": hosting.bucket.bucket_name,
             "REGISTRY_BUCKET": self.registry_bucket.bucket_name,
             "REGISTRY_TABLE": self.registry_table.table_name,
@@ -198,14 +198,23 @@ class TrainingPipeline(Construct):
             memory=2048,
             environment=release_env,
         )
+        self._hosting, self._signing = hosting, signing
+        # Every function that publishes versions and starts their rollout (IotWiring
+        # lets each read identities and announce).
+        self.publishers: list[lambda_.IFunction] = []
         for publisher in (self.retrain, self.rollback):
-            # The TUF repository only: what devices fetch is signed metadata and targets.
-            hosting.may_write_repository(publisher)
-            # The cloud's own copies of each version: patch bases, manifests, estimators.
-            allow_objects(publisher, self.registry_bucket, "registry/", "GetObject", "PutObject")
-            allow_listing(publisher, self.registry_bucket)
-            # Versions, runs, the champion, uploads (retrain), and starting the rollout.
-            allow_items(publisher, self.registry_table, "GetItem", "PutItem", "Query")
-            # Starting a rollout asks which of its stages have devices.
-            allow_items(publisher, self.fleet_table, "GetItem", "Query", indexes=True)
-            signing.allow_signing(publisher)
+            self.may_publish(publisher)
+
+    def may_publish(self, publisher: lambda_.IFunction) -> None:
+        """What a function that publishes versions and starts their rollout may do."""
+        self.publishers.append(publisher)
+        # The TUF repository only: what devices fetch is signed metadata and targets.
+        self._hosting.may_write_repository(publisher)
+        # The cloud's own copies of each version: patch bases, manifests, estimators.
+        allow_objects(publisher, self.registry_bucket, "registry/", "GetObject", "PutObject")
+        allow_listing(publisher, self.registry_bucket)
+        # Versions, runs, the champion, uploads (retrain), and starting the rollout.
+        allow_items(publisher, self.registry_table, "GetItem", "PutItem", "Query")
+        # Starting a rollout asks which of its stages have devices.
+        allow_items(publisher, self.fleet_table, "GetItem", "Query", indexes=True)
+        self._signing.allow_signing(publisher)

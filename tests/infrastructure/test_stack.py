@@ -177,8 +177,8 @@ def test_only_cloudfront_reads_the_artifact_bucket(template: Template) -> None:
     )
 
 
-TUF_WRITERS = ("Retrain", "Rollback", "EvaluateRollouts")
-FUNCTIONS = ("Retrain", "Rollback", "Presign", "Status", "EvaluateRollouts")
+TUF_WRITERS = ("Retrain", "Rollback", "EvaluateRollouts", "TrainingJobsDone")
+FUNCTIONS = ("Retrain", "Rollback", "Presign", "Status", "EvaluateRollouts", "TrainingJobsDone")
 
 
 def _statements(template: Template) -> list[tuple[str, dict[str, Any]]]:
@@ -252,9 +252,11 @@ def test_rollback_is_invoked_by_an_operator_only(template: Template) -> None:
     )
     permissions = _resources(template, "AWS::Lambda::Permission").values()
     assert rollback not in json.dumps([p["Properties"]["FunctionName"] for p in permissions])
-    [schedule] = _resources(template, "AWS::Events::Rule").values()
+    rules = _resources(template, "AWS::Events::Rule").values()
+    [schedule] = [r for r in rules if "ScheduleExpression" in r["Properties"]]
     [target] = schedule["Properties"]["Targets"]
     assert "EvaluateRollouts" in json.dumps(target["Arn"])
+    assert rollback not in json.dumps([r["Properties"]["Targets"] for r in rules])
     [role] = [
         p
         for p in _resources(template, "AWS::IAM::Policy").values()
@@ -425,7 +427,7 @@ def test_the_named_canaries_are_the_only_thing_group(template: Template) -> None
 def test_alarms_cover_the_dlq_errors_and_refused_promotions(template: Template) -> None:
     alarms = _resources(template, "AWS::CloudWatch::Alarm")
     metrics = sorted(a["Properties"].get("MetricName", "") for a in alarms.values())
-    assert metrics.count("Errors") == 5
+    assert metrics.count("Errors") == len(FUNCTIONS)
     assert "ApproximateNumberOfMessagesVisible" in metrics
     assert "RefusedPromotions" in metrics
     template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
@@ -677,6 +679,7 @@ def test_only_publishers_look_up_the_iot_data_endpoint(template: Template) -> No
         "Retrain",
         "Rollback",
         "EvaluateRollouts",
+        "TrainingJobsDone",
     }
 
 
@@ -751,3 +754,91 @@ def test_the_presence_rules_role_may_only_put_items_in_the_presence_table(
         if {"Ref": role} in policy["Properties"]["Roles"]:
             continue
         assert table not in json.dumps(policy["Properties"]["PolicyDocument"]), logical
+
+
+def _role_policy(template: Template, fragment: str) -> str:
+    """Every statement of the policies attached to the role whose logical id has `fragment`."""
+    return json.dumps(
+        [
+            p["Properties"]["PolicyDocument"]
+            for p in _resources(template, "AWS::IAM::Policy").values()
+            if any(fragment in r["Ref"] for r in p["Properties"]["Roles"])
+        ]
+    )
+
+
+def test_training_jobs_run_the_functions_image_with_a_role_that_reads_data_and_writes_output(
+    template: Template,
+) -> None:
+    roles = _resources(template, "AWS::IAM::Role")
+    [job_role] = [k for k in roles if k.startswith("TrainingJobsJobRole")]
+    principal = roles[job_role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert [s["Principal"] for s in principal] == [{"Service": "sagemaker.amazonaws.com"}]
+    policy = json.loads(_role_policy(template, "TrainingJobsJobRole"))
+    s3 = [
+        (tuple(_actions(s)), _joined(s["Resource"]))
+        for doc in policy
+        for s in doc["Statement"]
+        if any(a.startswith("s3:") for a in _actions(s)) and isinstance(s["Resource"], dict)
+    ]
+    reads = {"s3:GetObject", "s3:ListBucket"}
+    writes = [resource for actions, resource in s3 if set(actions) - reads]
+    # Writes only under a run's output prefix; nothing deletes, nothing writes data/ or registry/.
+    assert writes
+    assert all(w.endswith("/training/*/*/output/*") for w in writes)
+    assert all(a in (*reads, "s3:PutObject") for actions, _ in s3 for a in actions)
+    read = [r for a, r in s3 if a == ("s3:GetObject",)]
+    assert any(r.endswith("/data/*") for r in read)
+    assert any(r.endswith("/training/*/*/manifest.json") for r in read)
+    # Of the registry, only estimators: never manifests, runs or models.
+    assert [r.split("/", 1)[1] for r in read if "Registry" in r] == [
+        "registry/*/versions/*/estimator.joblib"
+    ]
+
+
+def test_retrain_may_start_edgeloop_jobs_and_pass_only_the_job_role_to_sagemaker(
+    template: Template,
+) -> None:
+    retrain = _logical_id(template, "AWS::Lambda::Function", "TrainingPipelineRetrain")
+    env = _resources(template, "AWS::Lambda::Function")[retrain]["Properties"]["Environment"]
+    job_role = _logical_id(template, "AWS::IAM::Role", "TrainingJobsJobRole")
+    assert env["Variables"]["TRAINING_ROLE_ARN"] == {"Fn::GetAtt": [job_role, "Arn"]}
+    assert "TRAINING_IMAGE_URI" in env["Variables"]
+    statements = [
+        s
+        for doc in json.loads(_role_policy(template, "TrainingPipelineRetrain"))
+        for s in doc["Statement"]
+    ]
+    [passing] = [s for s in statements if "iam:PassRole" in _actions(s)]
+    assert passing["Resource"] == {"Fn::GetAtt": [job_role, "Arn"]}
+    assert passing["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
+    }
+    [starting] = [s for s in statements if "sagemaker:CreateTrainingJob" in _actions(s)]
+    assert _joined(starting["Resource"]).endswith(":training-job/el-*")
+    # Only the completion function and retrain know the job role: no other function passes it.
+    others = json.dumps(
+        [
+            p
+            for p in _resources(template, "AWS::IAM::Policy").values()
+            if not any("Retrain" in r["Ref"] for r in p["Properties"]["Roles"])
+        ]
+    )
+    assert "iam:PassRole" not in others
+
+
+def test_a_training_jobs_end_reaches_the_completion_function_for_this_stacks_jobs_only(
+    template: Template,
+) -> None:
+    rules = _resources(template, "AWS::Events::Rule").values()
+    [rule] = [r for r in rules if "EventPattern" in r["Properties"]]
+    pattern = rule["Properties"]["EventPattern"]
+    job_role = _logical_id(template, "AWS::IAM::Role", "TrainingJobsJobRole")
+    assert pattern["source"] == ["aws.sagemaker"]
+    assert pattern["detail-type"] == ["SageMaker Training Job State Change"]
+    assert pattern["detail"]["TrainingJobStatus"] == ["Completed", "Failed", "Stopped"]
+    assert pattern["detail"]["RoleArn"] == [{"Fn::GetAtt": [job_role, "Arn"]}]
+    [target] = rule["Properties"]["Targets"]
+    done = _logical_id(template, "AWS::Lambda::Function", "TrainingJobsDone")
+    assert target["Arn"] == {"Fn::GetAtt": [done, "Arn"]}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 8

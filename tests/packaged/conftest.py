@@ -82,10 +82,14 @@ class Deployed:
 
 
 def deploy(
-    tmp: Path, broker_url: str | None, role_edit: RoleEdit | None = None
+    tmp: Path,
+    broker_url: str | None,
+    role_edit: RoleEdit | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[Deployed]:
     """With no `broker_url`, the functions publish through the IoT data plane (moto's),
-    as in AWS, so their publish statements are enforced too."""
+    as in AWS, so their publish statements are enforced too. `settings` add to every
+    function's environment (a limit lowered, say)."""
     aws = MotoServer(iam=True)
     stack = PackagedStack(
         LambdaBuild.find(),
@@ -93,7 +97,10 @@ def deploy(
         REGION,
         f"t-{uuid.uuid4().hex[:6]}",
         tmp,
-        extra_env={"EDGELOOP_MQTT_URL": broker_url} if broker_url else {},
+        extra_env={
+            **({"EDGELOOP_MQTT_URL": broker_url} if broker_url else {}),
+            **(settings or {}),
+        },
         queue_visibility=5,
         role_edit=role_edit,
     )

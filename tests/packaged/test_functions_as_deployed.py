@@ -56,7 +56,14 @@ def test_every_function_runs_with_the_environment_the_template_gives_it(
     declared = {
         spec.name: set(spec.environment) for spec in deployed.stack.stack.functions().values()
     }
-    assert set(declared) == {"presign", "retrain", "status", "evaluate_rollouts", "rollback"}
+    assert set(declared) == {
+        "presign",
+        "retrain",
+        "status",
+        "evaluate_rollouts",
+        "rollback",
+        "training_done",
+    }
     for name, function in deployed.stack.functions.items():
         assert declared[name] <= set(function.environment), name
         # The interpreter sees the task tree and the standard library, never a venv.
