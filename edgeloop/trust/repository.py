@@ -19,6 +19,7 @@ timestamp names, so no second record can disagree with what devices see.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -421,21 +422,21 @@ class TrustRepository:
             md.signed.version = version
             lifetime = self.lifetimes.targets if role == Targets.type else self.lifetimes.model
             data = self._store.write(self._sign(md, lifetime), role, create_only=True)
-            snap.signed.meta[f"{role}.json"] = MetaFile(md.signed.version, length=len(data))
+            snap.signed.meta[f"{role}.json"] = _pinned(md.signed.version, data)
         snap_data = self._store.write(self._sign(snap, self.lifetimes.snapshot), create_only=True)
-        self._publish_newest(snap.signed.version, len(snap_data))
+        self._publish_newest(snap.signed.version, snap_data)
 
-    def _publish_newest(self, version: int, length: int) -> None:
+    def _publish_newest(self, version: int, data: bytes) -> None:
         """Point the timestamp at snapshot `version`, or at a newer one another writer
         committed meanwhile, so the timestamp written last always names the newest."""
         while True:
-            self._write_timestamp(MetaFile(version, length=length))
+            self._write_timestamp(_pinned(version, data))
             newest = self._newest_snapshot_version(version)
             if newest == version:
                 return
-            data = self._store.bytes.get(f"{METADATA}{newest}.snapshot.json")
-            assert data is not None
-            version, length = newest, len(data)
+            newer = self._store.bytes.get(f"{METADATA}{newest}.snapshot.json")
+            assert newer is not None
+            version, data = newest, newer
 
     def _write_timestamp(self, snapshot_meta: MetaFile) -> None:
         current = self._timestamp()
@@ -673,7 +674,7 @@ class TrustRepository:
             assert snapshot is not None
             data = self._store.bytes.get(f"{METADATA}{snapshot.signed.version}.snapshot.json")
             assert data is not None
-            self._publish_newest(snapshot.signed.version, len(data))
+            self._publish_newest(snapshot.signed.version, data)
             resigned.append(Timestamp.type)
         return resigned
 
@@ -839,3 +840,14 @@ class RootCeremony:
                 f"root v{md.signed.version} lacks the signatures to be trusted: {exc}"
             ) from exc
         self._store.write(md)
+
+
+def _pinned(version: int, data: bytes) -> MetaFile:
+    """A listing that names the file's exact bytes, not only its version and length.
+
+    A device takes the timestamp from the CDN and may take everything it names from a
+    nudge: with the hash, a carried snapshot or role must be the very file the fresh
+    timestamp commits to, so metadata signed by keys a newer root revoked cannot stand
+    in for it, whatever root the device still trusts (its root probe is skipped when
+    nudged, `edge.trust.CdnFetcher`)."""
+    return MetaFile(version, length=len(data), hashes={"sha256": hashlib.sha256(data).hexdigest()})

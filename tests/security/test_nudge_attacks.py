@@ -322,3 +322,37 @@ def test_a_refresh_without_a_nudge_that_finds_nothing_asks_the_cdn_twice(rig: Ri
     before = len(rig.server.requests)
     assert rig.updater().handle("timer").step == "already_installed"
     assert _asked(rig, before) == [ROOT_PROBE, TIMESTAMP]
+
+
+def test_a_carried_snapshot_other_than_the_one_the_fresh_timestamp_names_is_refused(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The nudged refresh skips the root probe, so a device may still trust keys a
+    newer root revoked. A snapshot validly signed by such a key, with the very version
+    and length the CDN's fresh timestamp names, must still not stand in for the real
+    one: the timestamp pins its hash, and the refresh starts over from the CDN."""
+    from tuf.api.metadata import Metadata, Snapshot
+    from tuf.api.serialization.json import JSONSerializer
+
+    install_v1(rig)
+    _, v2, _ = vibration_runs()
+    rig.releases.release(2, v2, bases=[1], previous=1)
+    nudge = _nudge(rig, 2)
+    [(path, real)] = [(p, d) for p, d in nudge.carried if p.endswith(".snapshot.json")]
+    for _ in range(50):  # an ECDSA signature's length varies: keep the file's length
+        forged = Metadata[Snapshot].from_bytes(real)
+        forged.signed.expires += timedelta(seconds=1)
+        forged.sign(rig.releases.online, append=False)
+        data = forged.to_bytes(JSONSerializer(compact=True))
+        if len(data) == len(real) and data != real:
+            break
+    else:
+        pytest.fail("no forged snapshot of the real one's length")
+    carried = tuple(CarriedFile(p, data if p == path else d) for p, d in nudge.carried)
+    before = len(rig.server.requests)
+    with caplog.at_level(logging.WARNING, logger="edge.trust"):
+        result = rig.updater().handle("nudge", Nudge(MODEL, 2, carried).files)
+    assert result.step == "succeeded", result.detail
+    assert "event=nudge_metadata_refused" in caplog.text
+    assert REPOSITORY_PREFIX + path in _asked(rig, before)
+    assert _trusted(rig, "snapshot") == real
