@@ -106,8 +106,9 @@ class Link:
 
     def stop(self) -> None:
         self._stop.set()
-        # Already gone is fine: stopping is all that is wanted.
-        with contextlib.suppress(OSError, ValueError):
+        # Already gone is fine: stopping is all that is wanted (paho raises RuntimeError
+        # from wait_for_publish when the connection has just dropped).
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
             if self.broker.presence_will and self.connected:
                 # A clean disconnect drops the will: say it, as IoT Core would.
                 self._client.publish(

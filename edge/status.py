@@ -4,7 +4,7 @@ Every update step is recorded here and logged. An update's outcome (installed,
 failed, rolled back) is published at once: that is what the cloud counts toward
 a rollout. Otherwise the report goes when what the fleet view shows of the
 device changes (its health or the version it runs), found on a short tick, and
-once per keep-alive interval (daily by default) whatever happened. The steps in
+once per keep-alive interval (weekly by default) whatever happened. The steps in
 between an update's start and its outcome stay in the log: one update costs the
 cloud one message, not one per step. Whether the device is connected at all is
 the broker's to say (its lifecycle events), not a timer's here.

@@ -136,6 +136,8 @@ def expire_handed_off(registry: Registry, model: str, now: datetime | None = Non
             continue
         if parse_time(run["deadline"]) > now:
             continue
+        if not registry.claim_run_end(model, run["run_id"], "schedule"):
+            continue  # its state change is ending it now: that one decides
         reason = (
             f"training job {run.get('job')} did not report by {run['deadline']} "
             "(its stopping condition and a margin): the run is ended without a version"

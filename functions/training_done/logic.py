@@ -20,7 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeloop.factory.config import ModelConfig
-from edgeloop.factory.handoff import RUN_ID, HandOffError, config_from_hyperparameters
+from edgeloop.factory.handoff import (
+    RUN_ID,
+    HandOffError,
+    config_from_hyperparameters,
+    run_prefix,
+)
 from edgeloop.factory.job import OUTPUT_FILES, JobOutcome
 from functions.common.registry import Registry
 from functions.common.runs import HANDED_OFF, RunEnding, RunOutcome, TrainedRun, now
@@ -151,6 +156,10 @@ class JobCompletion:
         bucket, key = _split_s3(state.artefact)
         if bucket != self.data_bucket:
             raise BadEvent(f"the artefact is in {bucket}, not this deployment's data bucket")
+        output = run_prefix(model, run_id) + "output/"
+        if not key.startswith(output):
+            # Only this run's own job writes there; anything else is not its result.
+            raise BadEvent(f"the artefact {key!r} is not under this run's output {output!r}")
         job = read_artefact(self.store.get(bucket, key))
         run = TrainedRun(
             record=job.record,

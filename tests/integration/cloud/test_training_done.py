@@ -20,6 +20,7 @@ from functions.common.storage import ObjectMissing
 from functions.evaluate_rollouts import handler as evaluate_rollouts
 from functions.retrain import handler as retrain
 from functions.training_done import handler as training_done
+from functions.training_done.logic import BadEvent
 from tests.support_aws import (
     FakeLambdaContext,
     LocalCloud,
@@ -216,3 +217,32 @@ def test_uploads_during_a_job_wait_for_the_run_after_it(
     assert latest["run_id"] != handed["run_id"]
     assert latest["decision"] == "training_elsewhere"
     assert registry.pending_uploads("digits") == []
+
+
+def test_an_artefact_outside_the_runs_own_output_is_not_its_result(
+    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event names where the artefact is; only the run's own job writes under its
+    output prefix, so an artefact anywhere else in the data bucket is refused."""
+    registry, handed = _handed_off(cloud, monkeypatch)
+    event = _run_job(cloud, handed["job"])
+    s3 = cloud.client("s3")
+    bucket, key = event["detail"]["ModelArtifacts"]["S3ModelArtifacts"][5:].split("/", 1)
+    elsewhere = f"data/digits/pump-1/{key.rsplit('/', 1)[-1]}"
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=bucket, Key=elsewhere, Body=body)
+    artefacts = {"S3ModelArtifacts": f"s3://{bucket}/{elsewhere}"}
+    moved = {**event, "detail": {**event["detail"], "ModelArtifacts": artefacts}}
+    with pytest.raises(BadEvent, match=r"not under this run's output"):
+        training_done.handler(moved, FakeLambdaContext())
+    assert registry.runs("digits")[0]["decision"] == "training_elsewhere"
+
+
+def test_the_schedule_leaves_a_run_whose_state_change_is_ending_it(
+    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry, handed = _handed_off(cloud, monkeypatch)
+    assert registry.claim_run_end("digits", handed["run_id"], "a delivery")
+    late = parse_time(handed["deadline"]) + timedelta(seconds=1)
+    assert expire_handed_off(registry, "digits", now=late) == []
+    assert registry.runs("digits")[0]["decision"] == "training_elsewhere"
