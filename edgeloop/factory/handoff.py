@@ -53,6 +53,12 @@ STREAM_ABOVE = "edgeloop.stream_above_bytes"
 ENTRY_POINT = ("python3", "-m", "edgeloop.factory.job")
 
 
+# The EventBridge event a training job's state change sends, and the states that end a
+# job: the stack's rule, the completion function and the local cloud all say these.
+DETAIL_TYPE = "SageMaker Training Job State Change"
+FINAL_STATES = ("Completed", "Failed", "Stopped")
+
+
 def run_prefix(model: str, run_id: str) -> str:
     """Where a handed-off run keeps its manifest and its job's output, in the data bucket."""
     return f"training/{model}/{run_id}/"

@@ -31,10 +31,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edgeloop.factory.handoff import manifest_keys
+from edgeloop.factory.handoff import DETAIL_TYPE, manifest_keys
 from edgeloop.factory.job import MAX_FAILURE_CHARS, ML_ROOT_ENV, MlPaths
 
-DETAIL_TYPE = "SageMaker Training Job State Change"
 # Run the entry point as `python3 -m edgeloop.factory.job` runs it from /var/task,
 # with only the task tree on the path.
 _RUN_FROM_TASK_ROOT = (

@@ -21,6 +21,8 @@ from typing import Any
 
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.handoff import (
+    DETAIL_TYPE,
+    FINAL_STATES,
     RUN_ID,
     HandOffError,
     config_from_hyperparameters,
@@ -31,8 +33,6 @@ from functions.common.registry import Registry
 from functions.common.runs import HANDED_OFF, RunEnding, RunOutcome, TrainedRun, now
 from functions.common.storage import ObjectStore
 
-DETAIL_TYPE = "SageMaker Training Job State Change"
-FINAL_STATES = ("Completed", "Failed", "Stopped")
 # A model, its estimator or its record far beyond any edgeloop model is not read.
 MAX_ARTEFACT_FILE = 512 * 1024 * 1024
 

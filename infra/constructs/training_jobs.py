@@ -17,7 +17,7 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from edgeloop.factory.handoff import run_prefix
+from edgeloop.factory.handoff import DETAIL_TYPE, FINAL_STATES, run_prefix
 from infra.constructs.data_intake import DataIntake
 from infra.constructs.nag import matching, suppress
 from infra.constructs.storage import allow_items, allow_keys, allow_listing, allow_objects
@@ -29,8 +29,6 @@ from infra.constructs.training_pipeline import (
 )
 
 # What SageMaker reports a job's state changes as, and the states that end one.
-DETAIL_TYPE = "SageMaker Training Job State Change"
-FINAL_STATES = ["Completed", "Failed", "Stopped"]
 # functions/retrain/handoff.py names every job `el-{model}-{run_id}`.
 JOB_NAME_PREFIX = "el-"
 # A training run's manifest and its job's output, under the data bucket's run prefixes.
@@ -169,7 +167,7 @@ class TrainingJobs(Construct):
                 source=["aws.sagemaker"],
                 detail_type=[DETAIL_TYPE],
                 detail={
-                    "TrainingJobStatus": FINAL_STATES,
+                    "TrainingJobStatus": list(FINAL_STATES),
                     "RoleArn": [self.role.role_arn],
                 },
             ),
