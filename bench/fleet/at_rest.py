@@ -116,12 +116,13 @@ def per_device_day_at_rest(
     event_units = math.ceil((len(json.dumps(event)) + len(topic)) / IOT_MESSAGE_BYTES)
     presence_wru = math.ceil(presence_item_bytes() / 1024)
     events = 2 * a.reconnects_per_day
-    presence = events * (
+    per_event = (
         (event_units * p["iot_message"] if a.lifecycle_events_billed else 0.0)
         + p["iot_rule_triggered"]
         + p["iot_rule_action"]
         + presence_wru * p["dynamodb_wru"]
     )
+    presence = events * per_event
     reports = DAY_S / a.keepalive_s + a.health_changes_per_day
     status = reports * status_report_usd(units, status_messages)
     lookups = identity_lookups_per_day(a.keepalive_s, a.identity_ttl_hours)
@@ -129,10 +130,11 @@ def per_device_day_at_rest(
     identity = registry_ops * p["iot_registry_operation"]
     schedule = usd_per_model_day * a.models_per_million_devices / 1e6
     refreshes = DAY_S / a.refresh_s
-    refresh = refreshes * (
+    per_refresh = (
         TIMER_REFRESH_CDN_REQUESTS * p["cloudfront_https_request"]
         + TIMER_REFRESH_S3_GETS * p["s3_get"]
     )
+    refresh = refreshes * per_refresh
     lines = {
         "presence (lifecycle events, rule, DynamoDB write)": presence,
         "health and keep-alive reports (rule, Lambda, DynamoDB)": status,
@@ -147,17 +149,7 @@ def per_device_day_at_rest(
     reconnect = (2 + nudge_messages) * p["iot_message"]
     # What one reconnect adds: its two lifecycle events through the rule, CONNECT,
     # SUBSCRIBE, the retained announcement, and the report the agent sends on connect.
-    per_reconnect = (
-        2
-        * (
-            (event_units * p["iot_message"] if a.lifecycle_events_billed else 0.0)
-            + p["iot_rule_triggered"]
-            + p["iot_rule_action"]
-            + presence_wru * p["dynamodb_wru"]
-        )
-        + reconnect
-        + status_report_usd(units, status_messages)
-    )
+    per_reconnect = 2 * per_event + reconnect + status_report_usd(units, status_messages)
     connectivity = a.connected_share * 24 * 60 * p["iot_connectivity_minute"]
     old = per_device_day(units, status_messages)
     hourly = (
@@ -191,15 +183,7 @@ def per_device_day_at_rest(
             ),
             # The same, with the hourly refresh it had and did not count.
             "hourly_heartbeat_design_with_its_refreshes_usd_per_million_device_days": round(
-                hourly
-                + schedule * 1e6
-                + 24
-                * (
-                    TIMER_REFRESH_CDN_REQUESTS * p["cloudfront_https_request"]
-                    + TIMER_REFRESH_S3_GETS * p["s3_get"]
-                )
-                * 1e6,
-                2,
+                hourly + schedule * 1e6 + 24 * per_refresh * 1e6, 2
             ),
         },
     }
