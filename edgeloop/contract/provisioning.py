@@ -117,8 +117,11 @@ def claim_grants(template: str) -> tuple[DeviceGrant, ...]:
 def provisioning_template(device_policy: str) -> dict[str, Any]:
     """The fleet provisioning template: a thing named by the serial, with the model
     the hook chose as its `model` attribute, in the thing group the hook chose; the
-    new certificate active and holding the device policy."""
+    new certificate active and holding the device policy. RegisterThing's answer
+    tells the device its model (`deviceConfiguration`), so one claim bundle serves
+    devices of any model."""
     return {
+        "DeviceConfiguration": {MODEL_ATTRIBUTE: {"Ref": MODEL}},
         "Parameters": {
             SERIAL: {"Type": "String"},
             MODEL: {"Type": "String"},

@@ -1,17 +1,34 @@
-"""An embedded MQTT broker (amqtt) on loopback, in a thread of this process, and the
-helpers that start a local stand-in process beside busy threads."""
+"""The local brokers: mosquitto, with identity enforced as IoT Core enforces it, or an
+embedded amqtt on loopback when mosquitto is not installed; and the helpers that
+start a local stand-in process beside busy threads."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import pwd
+import secrets
 import shutil
+import signal
 import socket
+import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from edgeloop.contract import parse_ingest
+from edgeloop.contract.device_policy import (
+    MODEL_VARIABLE,
+    THING_VARIABLE,
+    DeviceAction,
+    DeviceGrant,
+)
 
 
 def free_port() -> int:
@@ -137,3 +154,188 @@ def dying_with_parent(command: list[str]) -> list[str]:
     if setpriv is None:
         return command  # not Linux or no util-linux: the broker is stopped by close() only
     return [setpriv, "--pdeathsig", "TERM", "--", *command]
+
+
+# --- mosquitto --------------------------------------------------------------------------
+
+# The user the local cloud's own services (the rules engine, the functions' data-plane
+# publisher, the provisioning service) connect as, on their own listener: they stand
+# in for what IAM authorizes on AWS, never for a device.
+CLOUD_USER = "edgeloop-cloud"
+
+
+def mosquitto_topic(name: str) -> str:
+    """An IoT policy topic name as a mosquitto ACL topic: IoT's `*` within a level is
+    MQTT's `+` (the grants use `*` only as a whole level)."""
+    return "/".join("+" if level == "*" else level for level in name.split("/"))
+
+
+def acl_lines(grants: Iterable[DeviceGrant], thing: str = "", model: str = "") -> list[str]:
+    """mosquitto ACL lines for one identity's grants, with the thing's policy variables
+    filled in. mosquitto checks topics only: the connect grant (client id is the thing
+    name) has no mosquitto form, so the local broker does not enforce it."""
+    lines: list[str] = []
+    for grant in grants:
+        if grant.action is DeviceAction.CONNECT:
+            continue
+        access = "write" if grant.action is DeviceAction.PUBLISH else "read"
+        for name in grant.names:
+            topic = mosquitto_topic(
+                name.replace(THING_VARIABLE, thing).replace(MODEL_VARIABLE, model)
+            )
+            line = f"topic {access} {topic}"
+            if line not in lines:
+                lines.append(line)
+    return lines
+
+
+@dataclass(frozen=True)
+class BrokerTls:
+    """The device listener's TLS: the CA that signs client certificates, and the
+    broker's own certificate."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+class Mosquitto:
+    """mosquitto with persistence, so retained messages and sessions survive a restart.
+
+    Without `tls` it is one anonymous listener, as the agent tests use it. With `tls`
+    it is the local IoT Core: devices connect on a TLS listener with client
+    certificates and may use only the topics the ACL gives their certificate's
+    identity (`use_identity_as_username`), and the cloud's services connect on a
+    second, password-protected loopback listener (`cloud_url`). `set_acl` rewrites
+    the devices' ACL and has mosquitto reload it.
+    """
+
+    kind = "mosquitto"
+
+    def __init__(
+        self,
+        tls: BrokerTls | None = None,
+        directory: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        cloud_port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.host = host
+        self.tls = tls
+        self._owns_dir = directory is None
+        self.dir = directory or Path(tempfile.mkdtemp(prefix="edgeloop-mosquitto-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._process: subprocess.Popen[bytes] | None = None
+        # Run as root, mosquitto would switch to its own user, and changing
+        # credentials clears the parent-death signal; stay who started it.
+        common = (
+            f"persistence true\npersistence_location {self.dir}/\n"
+            "max_queued_messages 10000\n"
+            f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
+        )
+        if tls is None:
+            self.cloud_port = self.port
+            self.cloud_url = self.url
+            (self.dir / "mosquitto.conf").write_text(
+                f"listener {self.port} {host}\nallow_anonymous true\n{common}"
+            )
+        else:
+            self.cloud_port = cloud_port or free_port()
+            password = self._cloud_password()
+            self.cloud_url = (
+                f"mqtt://{CLOUD_USER}:{quote(password, safe='')}@127.0.0.1:{self.cloud_port}"
+            )
+            (self.dir / "cloud.acl").write_text(
+                f"user {CLOUD_USER}\ntopic readwrite #\ntopic readwrite $aws/#\n"
+            )
+            if not (self.dir / "devices.acl").exists():
+                (self.dir / "devices.acl").write_text("")
+            (self.dir / "mosquitto.conf").write_text(
+                common
+                + f"per_listener_settings true\nlog_dest file {self.log}\n"
+                + "".join(f"log_type {t}\n" for t in ("error", "warning", "notice", "information"))
+                + f"\nlistener {self.cloud_port} 127.0.0.1\nallow_anonymous false\n"
+                f"password_file {self.dir / 'passwords'}\nacl_file {self.dir / 'cloud.acl'}\n"
+                f"\nlistener {self.port} {host}\nallow_anonymous false\n"
+                f"cafile {tls.ca}\ncertfile {tls.cert}\nkeyfile {tls.key}\n"
+                "require_certificate true\nuse_identity_as_username true\n"
+                f"acl_file {self.dir / 'devices.acl'}\n"
+            )
+        self.start()
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "mosquitto.log"
+
+    def _cloud_password(self) -> str:
+        """The cloud user's password, made once per directory and hashed by mosquitto's
+        own tool into its password file."""
+        secret = self.dir / "cloud.secret"
+        if not secret.is_file():
+            fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(24))
+        password = secret.read_text().strip()
+        passwords = self.dir / "passwords"
+        passwords.unlink(missing_ok=True)
+        passwords.touch(0o600)
+        subprocess.run(
+            ["mosquitto_passwd", "-b", str(passwords), CLOUD_USER, password],
+            check=True,
+            capture_output=True,
+        )
+        return password
+
+    @property
+    def url(self) -> str:
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            dying_with_parent(["mosquitto", "-c", str(self.dir / "mosquitto.conf")]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_listening(self.cloud_port)
+        if self.tls is not None:
+            wait_listening(self.port)
+
+    def set_acl(self, text: str, timeout: float = 10.0) -> None:
+        """Replace the devices' ACL and return once mosquitto has reloaded it.
+
+        mosquitto reloads on SIGHUP in its single-threaded main loop, logging
+        "Reloading config" as it starts; what anyone publishes after the line is
+        handled after the reload, so an answer sent then meets the new rules.
+        """
+        if self.tls is None or self._process is None:
+            raise RuntimeError("only the identity-enforcing mosquitto has an ACL")
+        path = self.dir / "devices.acl"
+        staged = path.with_suffix(".new")
+        staged.write_text(text)
+        staged.replace(path)
+        before = self._reloads()
+        self._process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self._reloads() <= before:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"mosquitto did not reload its ACL within {timeout} s")
+            time.sleep(0.01)
+
+    def _reloads(self) -> int:
+        try:
+            return self.log.read_text(errors="replace").count("Reloading config")
+        except FileNotFoundError:
+            return 0
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+            self._process = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._owns_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)

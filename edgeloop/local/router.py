@@ -17,11 +17,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 from botocore.exceptions import BotoCoreError, ClientError
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeloop.contract import DEFAULT_STACK, INGEST_PREFIX, RuleNames, parse_ingest, thing_of
 from edgeloop.contract.presence import (
@@ -33,6 +31,7 @@ from edgeloop.contract.presence import (
     parse_presence_message,
 )
 from edgeloop.local.streams import StreamReader, passes, stream_event
+from functions.common.mqtt_publisher import cloud_client
 from functions.common.registry import STAGE_COUNTER_FILTER
 from functions.common.rules import TOPIC_THING
 
@@ -188,10 +187,7 @@ class IotRules:
         self._stop = threading.Event()
         self._outstanding = 0  # routed and not yet finished, queued or running
         self._lock = threading.Lock()
-        parsed = urlparse(broker_url)
-        self._mqtt = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"edgeloop-rules-{uuid.uuid4().hex[:6]}"
-        )
+        self._mqtt, host, port = cloud_client(broker_url, f"edgeloop-rules-{uuid.uuid4().hex[:6]}")
         self._mqtt.on_connect = self._subscribe
         self._mqtt.on_subscribe = self._subscribed
         self._mqtt.on_message = self._route
@@ -199,7 +195,7 @@ class IotRules:
         # The rules engine in AWS never loses its subscriptions; after a broker
         # restart this one should be back as soon as the broker is.
         self._mqtt.reconnect_delay_set(1, 2)
-        self._mqtt.connect(parsed.hostname or "127.0.0.1", parsed.port or 1883)
+        self._mqtt.connect(host, port)
         self._threads = [
             threading.Thread(target=self._run, name=f"rules-{i}", daemon=True)
             for i in range(concurrency)

@@ -153,4 +153,7 @@ def test_the_template_makes_the_thing_its_model_and_an_active_certificate() -> N
                 collect(value)
 
     collect(resources)
+    collect(body["DeviceConfiguration"])
     assert refs == set(body["Parameters"])
+    # The answer tells the device the model the hook chose.
+    assert body["DeviceConfiguration"] == {MODEL_ATTRIBUTE: {"Ref": MODEL}}
