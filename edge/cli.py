@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
-from edge.errors import UpdateError
+from edge.errors import ProvisioningFailed, UpdateError
 from edgeloop.contract import ContractError
 
 
@@ -21,10 +21,11 @@ def _check(args: argparse.Namespace) -> int:
 
     from edge.config import load_agent_config
     from edge.download import HttpFetcher
+    from edge.provision import provisioned
     from edge.trust import SignedRepository, TrustLimits
     from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
 
-    config = load_agent_config(args.config)
+    config = provisioned(load_agent_config(args.config))
     thing = args.thing or config.device.thing
     http = HttpFetcher(
         config.artifacts.base_url + REPOSITORY_PREFIX,
@@ -73,9 +74,11 @@ def _run(args: argparse.Namespace) -> int:
         sys.modules.setdefault(sdk, None)  # type: ignore[arg-type]
     from edge.agent import Agent
     from edge.config import load_agent_config
+    from edge.provision import ensure_identity
 
     configure_logging(args.log_level)
-    config = load_agent_config(args.config)
+    # A device with a claim and no identity yet provisions itself first.
+    config = ensure_identity(load_agent_config(args.config), args.serial)
     agent = Agent(config)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: agent.supervisor.halted.set())
@@ -143,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the agent with a config file")
     p.add_argument("--config", required=True, help="agent.toml")
     p.add_argument(
+        "--serial",
+        default=None,
+        help="this device's serial, for provisioning by claim (else EDGELOOP_SERIAL, "
+        "else provisioning.serial)",
+    )
+    p.add_argument(
         "--log-level",
         default="info",
         choices=("debug", "info", "warning", "error"),
@@ -165,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.run(args)
+    except ProvisioningFailed as exc:
+        print(f"edgeloop-agent: provisioning failed: {exc}", file=sys.stderr)
+        return 4
     except ContractError as exc:
         print(f"refused: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ from tuf.api.metadata import Metadata, Root
 
 from edge.errors import AgentConfigError
 from edgeloop.contract import Fields
+from edgeloop.contract.provisioning import check_template_name
 from edgeloop.contract.topics import (
     DEFAULT_STACK,
     check_model_name,
@@ -53,9 +54,11 @@ class SourceKind(StrEnum):
 
 @dataclass(frozen=True)
 class DeviceSection:
-    thing: str = field(metadata=rule(check=check_thing_name))
-    model: str = field(metadata=rule(check=check_model_name))
     n_features: int = field(metadata=rule(low=1, high=65536))
+    # Who the device is. Given here for a device enrolled by hand; with a
+    # [provisioning] section both come from the cloud when the device registers.
+    thing: str = field(default="", metadata=rule(check=check_thing_name))
+    model: str = field(default="", metadata=rule(check=check_model_name))
     # The model's input names, in order: the CSV source picks its columns by them.
     # Without them, the installed manifest's input names are used.
     feature_names: tuple[str, ...] = ()
@@ -91,6 +94,10 @@ class BrokerSection:
     # unannounced (1.5x keepalive at most). AWS IoT Core publishes the real events:
     # off there, where each of these would be a billed message.
     presence_will: bool = False
+    # The TLS ALPN protocol to offer. AWS IoT Core takes MQTT with client certificates
+    # on port 443 only under "x-amzn-mqtt-ca" (for networks that block 8883), which is
+    # the default on port 443; "" offers none.
+    alpn: str | None = None
 
     def __post_init__(self) -> None:
         parsed = urlparse(self.url)
@@ -99,8 +106,10 @@ class BrokerSection:
                 f"broker.url must look like mqtt://host:port or mqtts://host:8883, not {self.url!r}"
             )
         _check_port("broker.url", self.url)
-        if self.tls and not (self.ca and self.cert and self.key):
-            raise AgentConfigError("broker: mqtts:// (AWS IoT Core) needs ca, cert and key files")
+        if self.tls and not self.ca:
+            raise AgentConfigError("broker: mqtts:// (AWS IoT Core) needs the server's ca file")
+        if bool(self.cert) != bool(self.key):
+            raise AgentConfigError("broker: cert and key go together: give both or neither")
 
     @property
     def host(self) -> str:
@@ -114,6 +123,33 @@ class BrokerSection:
     @property
     def tls(self) -> bool:
         return urlparse(self.url).scheme == "mqtts"
+
+    @property
+    def alpn_protocol(self) -> str:
+        if self.alpn is not None:
+            return self.alpn
+        return AWS_IOT_ALPN if self.tls and self.port == 443 else ""
+
+
+# AWS IoT Core's ALPN protocol for MQTT with X.509 client certificates on port 443.
+AWS_IOT_ALPN = "x-amzn-mqtt-ca"
+
+
+@dataclass(frozen=True)
+class ProvisioningSection:
+    """Provisioning by claim: the agent makes its own key and certificate with the
+    claim, registers as the thing its serial names, and keeps the result in its state
+    directory (`identity/`); later starts use that identity and never the claim."""
+
+    claim_cert: Path = field(metadata=rule(existing_file=True))
+    claim_key: Path = field(metadata=rule(existing_file=True))
+    # The stack's fleet provisioning template (a stack output).
+    template: str = field(metadata=rule(check=check_template_name))
+    # The device's serial, which names its thing. Usually given per device on the
+    # command line (`--serial`) or in EDGELOOP_SERIAL, so that one file serves a fleet.
+    serial: str = field(default="", metadata=rule(check=check_thing_name))
+    # How long each provisioning call may take before it is asked again.
+    timeout: float = field(default=30.0, metadata=rule(low=1.0, high=600))
 
 
 @dataclass(frozen=True)
@@ -207,6 +243,7 @@ class AgentConfig:
     source: SourceSection = field(default_factory=SourceSection)
     upload: UploadSection = field(default_factory=UploadSection)
     watch: WatchSection = field(default_factory=WatchSection)
+    provisioning: ProvisioningSection | None = None
     # The keep-alive report: the whole report once per interval even when nothing
     # changed. Weekly by default: presence comes from the broker (MQTT keep-alive pings
     # are free and IoT Core's lifecycle events say connected or not), and a change of
@@ -216,6 +253,23 @@ class AgentConfig:
     status_interval: float = field(default=7 * 86400.0, metadata=rule(low=0.05, high=7 * 86400))
     # How often the agent looks for a change of health or version to report.
     status_check: float = field(default=10.0, metadata=rule(low=0.01, high=60))
+
+    def __post_init__(self) -> None:
+        if self.provisioning is None:
+            if not (self.device.thing and self.device.model):
+                raise AgentConfigError(
+                    "device.thing and device.model are missing: give both, or a "
+                    "[provisioning] section with a claim certificate to get them from the cloud"
+                )
+            if self.broker.tls and not self.broker.cert:
+                raise AgentConfigError(
+                    "broker: mqtts:// needs the device's cert and key, or a [provisioning] "
+                    "section with a claim certificate to make them"
+                )
+        elif not self.broker.tls:
+            raise AgentConfigError(
+                "provisioning needs a TLS broker (mqtts://): the claim is a client certificate"
+            )
 
     @property
     def state_dir(self) -> Path:
@@ -258,7 +312,10 @@ def read_section(cls: type[S], doc: Any, where: str, base: Path) -> S:
         kind = hints[spec.name]
         if spec.name not in f.doc and has_default:
             continue
-        if dataclasses.is_dataclass(kind):
+        optional = _optional_section(kind)
+        if optional is not None:
+            values[spec.name] = read_section(optional, f.doc[spec.name], spec.name, base)
+        elif dataclasses.is_dataclass(kind):
             if spec.name not in f.doc:
                 raise AgentConfigError(f"[{spec.name}] is missing")
             values[spec.name] = read_section(
@@ -267,6 +324,16 @@ def read_section(cls: type[S], doc: Any, where: str, base: Path) -> S:
         else:
             values[spec.name] = _value(f, spec.name, kind, spec.metadata, base)
     return cls(**values)
+
+
+def _optional_section(kind: Any) -> type | None:
+    """The section class of an optional section (`X | None`), else None."""
+    args = typing.get_args(kind)
+    if len(args) == 2 and type(None) in args:
+        inner = next(a for a in args if a is not type(None))
+        if dataclasses.is_dataclass(inner):
+            return typing.cast(type, inner)
+    return None
 
 
 def _value(f: Fields, key: str, kind: Any, meta: typing.Mapping[str, Any], base: Path) -> Any:
@@ -288,6 +355,8 @@ def _value(f: Fields, key: str, kind: Any, meta: typing.Mapping[str, Any], base:
         )
     elif kind is str:
         value = f.text(key)
+    elif kind == str | None:  # a string where "" means none
+        value = f.any_text(key, max_length=255)
     elif kind in (Path, Path | None):
         value = _path(f.text(key), base)
     elif kind == tuple[str, ...]:

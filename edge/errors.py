@@ -157,3 +157,12 @@ class SourceGone(Exception):
 
 class UploadFailed(Exception):
     """A batch could not be sent this time; it stays queued."""
+
+
+class ProvisioningFailed(Exception):
+    """The device could not get an identity by claim. `final` when asking again cannot
+    help (the cloud refused this serial); otherwise it may be retried later."""
+
+    def __init__(self, message: str, final: bool) -> None:
+        super().__init__(message)
+        self.final = final

@@ -20,7 +20,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.backoff import Backoff
 from edge.config import BrokerSection
-from edge.errors import UploadFailed
+from edge.errors import AgentConfigError, UploadFailed
+from edge.tls import broker_tls
 from edgeloop.contract import (
     RuleNames,
     ThingTopics,
@@ -78,12 +79,9 @@ class Link:
             protocol=mqtt.MQTTv311,
         )
         if broker.tls:
-            self._client.tls_set(
-                ca_certs=str(broker.ca),
-                certfile=str(broker.cert),
-                keyfile=str(broker.key),
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+            if broker.cert is None or broker.key is None:
+                raise AgentConfigError("broker: no device certificate yet: provision first")
+            self._client.tls_set_context(broker_tls(broker, broker.cert, broker.key))
         if broker.presence_will:
             self._client.will_set(self.topics.presence, presence_message(DISCONNECTED, LOST), qos=1)
         self._client.on_connect = self._connected

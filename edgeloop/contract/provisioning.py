@@ -291,6 +291,23 @@ class CallRejected:
         )
 
 
+def refusal_for(serial: str, status: int, code: str, why: str) -> CallRejected:
+    """A refusal of one serial's RegisterThing call that says whose it is.
+
+    IoT Core answers only the connection that asked, so there a refusal is always
+    the device's own. A broker that cannot (the local one) lets every waiting
+    holder of the claim hear it; naming the serial lets the others ignore it.
+    """
+    return CallRejected(status, code, f"serial {serial}: {why}")
+
+
+def is_for(rejected: CallRejected, serial: str) -> bool:
+    """Whether a RegisterThing refusal may be this serial's: any that names no serial
+    (IoT Core's), and those naming this one."""
+    named = re.match(r"^serial ([A-Za-z0-9:_-]{1,128}): ", rejected.message)
+    return named is None or named.group(1) == serial
+
+
 # --- the pre-provisioning hook -------------------------------------------------------
 
 
