@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -78,7 +79,10 @@ def _run(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     # A device with a claim and no identity yet provisions itself first.
-    config = ensure_identity(load_agent_config(args.config), args.serial)
+    config = load_agent_config(args.config)
+    if args.state is not None:
+        config = replace(config, state=replace(config.state, dir=Path(args.state)))
+    config = ensure_identity(config, args.serial)
     agent = Agent(config)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: agent.supervisor.halted.set())
@@ -150,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="this device's serial, for provisioning by claim (else EDGELOOP_SERIAL, "
         "else provisioning.serial)",
+    )
+    p.add_argument(
+        "--state",
+        default=None,
+        help="the state directory, instead of the config's state.dir (for one config "
+        "shared by several devices on one machine)",
     )
     p.add_argument(
         "--log-level",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -26,6 +27,7 @@ from edgeloop.cli.quiet import quiet_interpreter
 
 if TYPE_CHECKING:
     from edgeloop.factory.config import ModelConfig
+    from edgeloop.local.provisioning import LocalProvisioning
     from edgeloop.local.runtime import LocalRuntime
 
 DEFAULT_DIR = ".edgeloop/local"
@@ -50,23 +52,60 @@ def load_model_dir(directory: Path) -> dict[str, tuple[str, ModelConfig]]:
     return found
 
 
+@dataclass(frozen=True)
+class ClaimBundle:
+    """What every device of a batch leaves the factory with: the broker's CA, the claim
+    certificate and its key, and the provisioning template's name."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    template: str
+
+
 def agent_toml(
-    thing: str, config: ModelConfig, broker_url: str, cdn_url: str, trust: Path, state: Path
+    thing: str,
+    config: ModelConfig,
+    broker_url: str,
+    cdn_url: str,
+    trust: Path,
+    state: Path,
+    claim: ClaimBundle | None = None,
 ) -> str:
-    """An agent config for this local cloud; every key is one `edgeloop-agent run` checks."""
+    """An agent config for this local cloud; every key is one `edgeloop-agent run` checks.
+
+    With a claim bundle the device provisions itself: `thing` is only the serial it
+    registers with when started without `--serial`, and the cloud tells it its model.
+    """
+    if claim is None:
+        device = f'thing = "{thing}"\nmodel = "{config.model.name}"\n'
+        tls = ""
+        provisioning = ""
+        run = "edgeloop-agent run --config THIS"
+    else:
+        device = ""
+        tls = f'ca = "{claim.ca}"\n'
+        provisioning = f"""
+[provisioning]
+# The batch's claim: the agent makes its own key and certificate with it once, and
+# keeps them in its state directory. Another device: --serial SN --state DIR.
+claim_cert = "{claim.cert}"
+claim_key = "{claim.key}"
+template = "{claim.template}"
+serial = "{thing}"
+"""
+        run = "edgeloop-agent run --config THIS [--serial SN --state DIR]"
     return f"""# Written by `edgeloop local up` for the local cloud it started; the URLs change
 # when it is started again. Feed samples as JSON lines on stdin:
-#   edgeloop feed YOUR.csv --config {config.model.name}.toml | edgeloop-agent run --config THIS
+#   edgeloop feed YOUR.csv --config {config.model.name}.toml | {run}
 status_interval = 2.0
 
 [device]
-thing = "{thing}"
-model = "{config.model.name}"
-n_features = {config.model.n_features}
+{device}n_features = {config.model.n_features}
 
 [broker]
 url = "{broker_url}"
-reconnect_min = 0.2
+{tls}reconnect_min = 0.2
 reconnect_max = 5.0
 # This local broker publishes no lifecycle events: the agent's own stand in for them.
 presence_will = true
@@ -89,7 +128,34 @@ rate = 0.0           # score lines as fast as they come
 batch_rows = 100
 sample_rate = 0.05   # once a model runs: this share of samples, plus every alarm
 retry_seconds = 1.0
-"""
+{provisioning}"""
+
+
+def claim_bundle(cloud: LocalRuntime, out: Path) -> ClaimBundle | None:
+    """The local cloud's claim bundle, copied where devices read it (never the CA's key)."""
+
+    if cloud.provisioning is None or cloud.ca is None or cloud.claim is None:
+        return None
+    directory = out / "claim"
+    directory.mkdir(parents=True, exist_ok=True)
+    bundle = ClaimBundle(
+        directory / "ca.pem",
+        directory / "claim.pem",
+        directory / "claim.key",
+        cloud.provisioning.template_name,
+    )
+    shutil.copyfile(cloud.ca.cert_path, bundle.ca)
+    shutil.copyfile(cloud.claim.cert, bundle.cert)
+    shutil.copyfile(cloud.claim.key, bundle.key)
+    bundle.key.chmod(0o600)
+    return bundle
+
+
+NOT_ENFORCED = (
+    "identity is NOT enforced: mosquitto is not installed (or --broker was given), so any "
+    "client may publish or subscribe as any device and devices are enrolled by hand; "
+    "install mosquitto (apt-get install mosquitto) for the local IoT Core"
+)
 
 
 @dataclass
@@ -100,6 +166,8 @@ class _Watch:
     rollouts: dict[str, tuple[int, str]] = field(default_factory=dict)
     devices: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     errors: int = 0
+    onboarded: int = 0
+    refused: int = 0
 
 
 def _say(message: str) -> None:
@@ -188,18 +256,31 @@ def _up(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
+    identity = args.broker is None and shutil.which("mosquitto") is not None
+    if not identity:
+        print(f"warning: {NOT_ENFORCED}", file=sys.stderr, flush=True)
     with LocalRuntime(
         {name: text for name, (text, _) in models.items()},
         broker_url=args.broker,
         batching_window=args.batching_window,
         env=handoff_env(args.handoff_above),
+        identity=identity,
+        ca_dir=out / "ca",
     ) as cloud:
         trust = out / "root.json"
         trust.write_bytes(cloud.trust_root)
-        # The local thing registry knows the device, as IoT Core would after
-        # enrolment: its model, and that it is a named canary (the first stage of
-        # every rollout), so it is offered each new version at once.
-        cloud.enroll(args.thing, model, canary=True)
+        claim = claim_bundle(cloud, out)
+        if claim is None:
+            # The local thing registry knows the device, as IoT Core would after
+            # enrolment by hand: its model, and that it is a named canary (the first
+            # stage of every rollout), so it is offered each new version at once.
+            cloud.enroll(args.thing, model, canary=True)
+        else:
+            # The device onboards itself: the platform team only admits its serial.
+            admissions = cloud.admissions()
+            admissions.allow(args.thing, model, canary=True)
+            for pattern in args.admit:
+                admissions.allow_pattern(pattern, model)
         agent = out / "agent.toml"
         agent.write_text(
             agent_toml(
@@ -209,6 +290,7 @@ def _up(args: argparse.Namespace) -> int:
                 cloud.cdn.base_url,
                 trust,
                 out / "devices" / args.thing,
+                claim,
             )
         )
         state = {
@@ -228,6 +310,8 @@ def _up(args: argparse.Namespace) -> int:
             "registry_table": cloud.resources.registry_table,
             "fleet_table": cloud.resources.fleet_table,
             "presence_table": cloud.resources.presence_table,
+            "identity_enforced": identity,
+            "claim": None if claim is None else str(claim.cert.parent),
             "data_bucket": cloud.resources.data_bucket,
             "artifact_bucket": cloud.resources.artifact_bucket,
         }
@@ -244,10 +328,21 @@ def _up(args: argparse.Namespace) -> int:
                 for error in cloud.router.errors[seen.errors :]:
                     _say(f"error in a handler: {error}")
                 seen.errors = len(cloud.router.errors)
+                if cloud.provisioning is not None:
+                    _watch_provisioning(cloud.provisioning, seen)
         finally:
             state_file.unlink(missing_ok=True)
     print("stopped: the local cloud, its broker and CDN were shut down", file=sys.stderr)
     return EXIT_INTERRUPTED if signal.SIGINT in received else 0
+
+
+def _watch_provisioning(provisioning: LocalProvisioning, seen: _Watch) -> None:
+    for thing in provisioning.registered[seen.onboarded :]:
+        _say(f"device {thing} onboarded itself (provisioning by claim)")
+    seen.onboarded = len(provisioning.registered)
+    for refusal in provisioning.refusals[seen.refused :]:
+        _say(f"refused a device: {refusal}")
+    seen.refused = len(provisioning.refusals)
 
 
 def _announce(
@@ -273,7 +368,15 @@ def _announce(
         f"run a device:     edgeloop feed YOUR.csv --config MODEL.toml | "
         f"edgeloop-agent run --config {state['agent_config']}\n"
         f"see what it does: edgeloop local status --dir {Path(state['agent_config']).parent}\n"
-        f"presence:         {PRESENCE_EMULATED}",
+        f"presence:         {PRESENCE_EMULATED}\n"
+        + (
+            f"identity:         enforced by the broker; claim bundle in {state['claim']}\n"
+            f"another device:   edgeloop fleet allow SERIAL --model MODEL, then "
+            f"edgeloop-agent run --config {state['agent_config']} --serial SERIAL "
+            "--state DIR"
+            if state["claim"]
+            else f"identity:         {NOT_ENFORCED}"
+        ),
         flush=True,
     )
 
@@ -425,7 +528,19 @@ def register(sub: Any, json_help: str) -> None:
         "--model", default=None, help="the model agent.toml is for (default: the only one)"
     )
     up.add_argument(
-        "--thing", default="device-1", help="the device name in agent.toml (default: %(default)s)"
+        "--thing",
+        default="device-1",
+        help="the serial (thing name) in agent.toml, admitted as a named canary "
+        "(default: %(default)s)",
+    )
+    up.add_argument(
+        "--admit",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="admit every serial matching REGEX (a full match) to --model: devices with the "
+        "claim bundle and such a serial onboard themselves (repeatable; the --thing serial "
+        "is always admitted, as a named canary)",
     )
     up.add_argument(
         "--out",

@@ -120,6 +120,12 @@ class PackagedStack:
             for rule in self.dynamodb_rules
         }
         self.training = self._training_jobs(build, prefix, workdir)
+        # IoT Core provisions devices as the template's provisioning role.
+        self.provisioning = self.stack.provisioning()
+        if self.provisioning is not None:
+            self.credentials["provisioning"] = create_principal(
+                iam, f"{prefix}-provisioning", self.provisioning.statements
+            )
         enable_authorization(endpoint)
         retrain = self.stack.functions()["retrain"]
         queue_arn = self.stack.event_source(retrain.logical_id)

@@ -106,6 +106,9 @@ class LocalProvisioning:
         self.policy_document = device_policy_document
         self.on_registered = on_registered
         self.errors: list[str] = []
+        # What the cloud's side says of each RegisterThing it refused, and each thing made.
+        self.refusals: list[str] = []
+        self.registered: list[str] = []
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self._csr = create_from_csr()
@@ -176,7 +179,10 @@ class LocalProvisioning:
     # --- RegisterThing ---------------------------------------------------------------
 
     def _refuse(self, serial: str, status: int, code: str, why: str) -> None:
-        self._publish(self._register.rejected, refusal_for(serial, status, code, why).to_bytes())
+        refusal = refusal_for(serial, status, code, why)
+        self.refusals.append(refusal.message)
+        log.warning("event=provisioning_refused serial=%s reason=%r", serial, why)
+        self._publish(self._register.rejected, refusal.to_bytes())
 
     def _answer_register(self, payload: bytes) -> None:
         try:
@@ -233,6 +239,7 @@ class LocalProvisioning:
         }
         thing, configuration = self._apply(parameters, pending)
         self.write_acl()
+        self.registered.append(thing)
         if self.on_registered is not None:
             self.on_registered(thing)
         self._publish(self._register.accepted, ThingRegistered(thing, configuration).to_bytes())

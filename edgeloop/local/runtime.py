@@ -11,11 +11,15 @@ from types import TracebackType
 from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
+from functions.common.admission import AdmissionTable
 
+from edgeloop.contract import DEFAULT_STACK, RuleNames
 from edgeloop.local.aws import REGION, MotoServer, Resources, init_trust
-from edgeloop.local.broker import EmbeddedBroker
+from edgeloop.local.broker import BrokerTls, EmbeddedBroker, Mosquitto
 from edgeloop.local.cdn import BucketOrigin, LocalCdn
+from edgeloop.local.certificates import CLAIM_IDENTITY, KeyPair, LocalCa
 from edgeloop.local.packaged import LambdaBuild, PackagedStack
+from edgeloop.local.provisioning import LocalProvisioning
 from edgeloop.local.router import EventRouter, Rule, RuleAction
 from functions.common.fleet import FleetTable
 from functions.common.identity import enroll
@@ -51,6 +55,11 @@ class LocalRuntime:
     `model_configs` (an image bakes them in), the functions publish to the local
     broker instead of the IoT data plane, and the uploads queue redelivers after
     `visibility_timeout` seconds instead of the stack's 90 minutes.
+
+    With `identity`, the broker is the local IoT Core (`edgeloop.local.provisioning`):
+    mosquitto with client certificates from a local CA, devices onboard themselves
+    with `claim`, and each is held to its own topics. Without it, an anonymous
+    broker where any client may use any topic, for tests that enrol devices by hand.
     """
 
     def __init__(
@@ -62,6 +71,8 @@ class LocalRuntime:
         schedule_seconds: float = 1.0,
         status_rule: bool = True,
         batch_size: int = 100,
+        identity: bool = False,
+        ca_dir: Path | None = None,
         moto_process: bool = False,
         build: LambdaBuild | None = None,
         visibility_timeout: int = 20,
@@ -77,7 +88,33 @@ class LocalRuntime:
         # process-wide switch.
         del moto_process
         self.aws = MotoServer(iam=True)
-        self.broker = None if broker_url else EmbeddedBroker()
+        if identity and (broker_url is not None or shutil.which("mosquitto") is None):
+            raise ValueError(
+                "identity is enforced by the local mosquitto this runtime starts: "
+                "install mosquitto, and give no broker_url"
+            )
+        self.identity = identity
+        self.ca: LocalCa | None = None
+        self.claim: KeyPair | None = None
+        self.broker: Mosquitto | EmbeddedBroker | None = None
+        if identity:
+            # The local IoT Core: client certificates from the local CA, and each
+            # identity held to its own topics by the broker.
+            self.ca = LocalCa(ca_dir or self.workdir / "ca")
+            server = self.ca.key_pair(
+                "broker", "localhost", hosts=("127.0.0.1", "localhost"), server=True
+            )
+            self.claim = self.ca.key_pair("claim", CLAIM_IDENTITY)
+            self.broker = Mosquitto(
+                BrokerTls(self.ca.cert_path, server.cert, server.key), self.workdir / "broker"
+            )
+            cloud_url = self.broker.cloud_url
+        elif broker_url is None:
+            self.broker = EmbeddedBroker()
+            cloud_url = self.broker.url
+        else:
+            cloud_url = broker_url
+        # Where devices connect; the cloud's own services use `cloud_url`.
         self.broker_url = broker_url or self.broker.url  # type: ignore[union-attr]
         self.stack = PackagedStack(
             build,
@@ -87,7 +124,7 @@ class LocalRuntime:
             self.workdir,
             extra_env={
                 "MODEL_CONFIG_DIR": str(self.config_dir),
-                "EDGELOOP_MQTT_URL": self.broker_url,
+                "EDGELOOP_MQTT_URL": cloud_url,
                 **(env or {}),
             },
             queue_visibility=visibility_timeout,
@@ -112,7 +149,7 @@ class LocalRuntime:
             self.aws.client("sqs"),
             self.resources.queue_url,
             self.resources.queue_arn,
-            self.broker_url,
+            cloud_url,
             {
                 name: functions[name]
                 for name in ("retrain", "presign", "status", "evaluate_rollouts")
@@ -138,6 +175,22 @@ class LocalRuntime:
             training_jobs=self.stack,
         )
         self.router.start()
+        self.provisioning: LocalProvisioning | None = None
+        spec = self.stack.provisioning
+        if isinstance(self.broker, Mosquitto) and self.ca is not None and spec is not None:
+            fleet = FleetTable(self.aws.client("dynamodb"), self.resources.fleet_table)
+            self.provisioning = LocalProvisioning(
+                self.broker,
+                self.ca,
+                self.stack.client("iot", as_function="provisioning"),
+                spec.name,
+                spec.body,
+                functions[spec.hook],
+                RuleNames(DEFAULT_STACK),
+                spec.policy_document,
+                # A re-provisioned device may have a new model: its next report looks again.
+                on_registered=fleet.forget_identity,
+            )
 
     def enroll(self, thing: str, model: str, canary: bool = False) -> None:
         """Register a device in the local thing registry, as the platform team does in
@@ -151,10 +204,20 @@ class LocalRuntime:
         )
         FleetTable(self.aws.client("dynamodb"), self.resources.fleet_table).forget_identity(thing)
 
+    def admissions(self) -> AdmissionTable:
+        """The fleet's allow-list, as the platform team edits it (`edgeloop fleet allow`)."""
+        return AdmissionTable(self.aws.client("dynamodb"), self.resources.admission_table)
+
+    def provisioning_refusals(self) -> list[str]:
+        """Why each refused RegisterThing was refused, as the cloud's side says it."""
+        return [] if self.provisioning is None else list(self.provisioning.refusals)
+
     def client(self, service: str) -> Any:
         return self.aws.client(service)
 
     def close(self) -> None:
+        if self.provisioning is not None:
+            self.provisioning.close()
         self.router.stop()
         self.stack.close()
         self.cdn.stop()

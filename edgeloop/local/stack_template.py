@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeloop.contract.provisioning import POLICY_RESOURCE
+
 ACCOUNT = "123456789012"  # moto's default account
 PARTITION = "aws"
 URL_SUFFIX = "amazonaws.com"
@@ -63,6 +65,17 @@ class TopicRuleSpec:
     def select(self, message: dict[str, Any]) -> dict[str, Any]:
         """The SELECT: a field the message lacks is left out, as IoT SQL's Undefined is."""
         return {name: message[source] for source, name in self.fields if source in message}
+
+
+@dataclass(frozen=True)
+class ProvisioningSpec:
+    """The stack's fleet provisioning template, as the template declares it."""
+
+    name: str
+    body: dict[str, Any]
+    hook: str  # the hook function's short name
+    statements: list[dict[str, Any]]  # the provisioning role's
+    policy_document: dict[str, Any]  # the device policy the template attaches
 
 
 _SELECT = re.compile(r"SELECT (?P<fields>.+) FROM '(?P<topic>[^']+)'")
@@ -319,6 +332,30 @@ class LocalStack:
             if {"Ref": role} in props.get("Roles", []):
                 statements.extend(self.resolve(props["PolicyDocument"]["Statement"]))
         return statements
+
+    def provisioning(self) -> ProvisioningSpec | None:
+        """The fleet provisioning template as deployed: its name, body, hook function and
+        role, and the body of the IoT policy it attaches; None if the stack has none."""
+        found = list(self.template.of_type("AWS::IoT::ProvisioningTemplate"))
+        if not found:
+            return None
+        _, props = found[0]
+        body = json.loads(self.resolve(props["TemplateBody"]))
+        hook = props["PreProvisioningHook"]["TargetArn"]["Fn::GetAtt"][0]
+        policy_name = body["Resources"][POLICY_RESOURCE]["Properties"]["PolicyName"]
+        policy = next(
+            self.resolve(p["PolicyDocument"])
+            for _, p in self.template.of_type("AWS::IoT::Policy")
+            if self.resolve(p.get("PolicyName")) == policy_name
+        )
+        role = props["ProvisioningRoleArn"]["Fn::GetAtt"][0]
+        return ProvisioningSpec(
+            name=self.resolve(props["TemplateName"]),
+            body=body,
+            hook=self.function(hook).name,
+            statements=self.role_statements(role),
+            policy_document=policy,
+        )
 
     def dynamodb_rules(self) -> list[TopicRuleSpec]:
         """The topic rules whose action is a DynamoDBv2 PutItem, with their roles' statements.
