@@ -177,8 +177,8 @@ class LocalStack:
                 group = iot.describe_thing_group(thingGroupName=name)
             self._refs[logical_id] = name
             self._arns[logical_id] = group["thingGroupArn"]
-        # Named by the template itself (the stack's name in them), as IoT Core keeps
-        # them: the local cloud's claim flow and the operator's tools ask for them.
+        # Named by the template itself (the stack's name is in them), as IoT Core keeps
+        # them; the stack's outputs name them to the operator's tools.
         for kind, key, resource in (
             ("AWS::IoT::Policy", "PolicyName", "policy"),
             ("AWS::IoT::ProvisioningTemplate", "TemplateName", "provisioningtemplate"),
