@@ -1,5 +1,5 @@
 """The edgeloop stack, read top to bottom as the loop: intake, signing, hosting, training,
-IoT wiring, monitoring."""
+IoT wiring, provisioning by claim, monitoring."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from infra.constructs.data_intake import DataIntake
 from infra.constructs.iot_wiring import IotWiring
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.nag import suppress
+from infra.constructs.provisioning import Provisioning
 from infra.constructs.signing import Signing
 from infra.constructs.training_jobs import TrainingJobs
 from infra.constructs.training_pipeline import TrainingPipeline, canary_group_name
@@ -63,6 +64,9 @@ class EdgeloopStack(Stack):
         iot = IotWiring(
             self, "IotWiring", intake=intake, hosting=hosting, pipeline=pipeline, signing=signing
         )
+        provisioning = Provisioning(
+            self, "Provisioning", device_policy=iot.policy, canary_group=canary_group_name(self)
+        )
         functions: dict[str, lambda_.IFunction] = {
             "Retrain": pipeline.retrain,
             "Presign": iot.presign,
@@ -73,7 +77,13 @@ class EdgeloopStack(Stack):
         }
         for function in functions.values():
             hosting.forbid_root_writes(function)
-        Monitoring(self, "Monitoring", dead_letters=intake.dead_letters, functions=functions)
+        # The hook touches no bucket: it needs no guard on the repository's root.
+        Monitoring(
+            self,
+            "Monitoring",
+            dead_letters=intake.dead_letters,
+            functions={**functions, "ProvisioningHook": provisioning.hook},
+        )
         # Every name the command line (`--stack`) and `edgeloop device config` read;
         # tests/infrastructure checks this against what edgeloop.cli.stack asks for.
         CfnOutput(
@@ -94,3 +104,9 @@ class EdgeloopStack(Stack):
         CfnOutput(self, "RetrainFunction", value=pipeline.retrain.function_name)
         CfnOutput(self, "RollbackFunction", value=pipeline.rollback.function_name)
         CfnOutput(self, "TrainingJobRole", value=jobs.role.role_arn)
+        # Provisioning by claim: the factory's claim certificate gets ClaimPolicyName;
+        # `edgeloop fleet allow` writes AdmissionTable.
+        CfnOutput(self, "ProvisioningTemplateName", value=provisioning.template_name)
+        CfnOutput(self, "ClaimPolicyName", value=provisioning.claim_policy.ref)
+        CfnOutput(self, "AdmissionTable", value=provisioning.admission_table.table_name)
+        CfnOutput(self, "FleetGroup", value=provisioning.fleet_group_name)

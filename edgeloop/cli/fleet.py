@@ -1,4 +1,5 @@
-"""`edgeloop fleet`: which device runs which version, healthy or not, connected or not."""
+"""`edgeloop fleet`: which device runs which version, healthy or not, connected or not; and
+(`edgeloop.cli.admission`) which serials may provision themselves."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from edgeloop.cli.admission import register_actions
 from edgeloop.cli.aws import aws_errors
 from edgeloop.cli.errors import CliError, emit
 from edgeloop.cli.stack import FLEET_TABLE, PRESENCE_TABLE, add_stack_option, resolve
@@ -70,6 +72,10 @@ def _fleet(args: argparse.Namespace) -> int:
 
     from functions.common.fleet import FleetTable
 
+    if args.model is None:
+        raise CliError(
+            "pass --model NAME to see a model's devices, or an action: allow, disallow, allowed"
+        )
     table = resolve(
         args, option="table", output=FLEET_TABLE, env="EDGELOOP_FLEET_TABLE", what="fleet table"
     )
@@ -112,11 +118,15 @@ def _presence_table(args: argparse.Namespace) -> str | None:
 def register(sub: Any, json_help: str) -> None:
     p = sub.add_parser(
         "fleet",
-        help="which device runs which version, healthy or not, last seen",
-        description="Read the fleet table (DynamoDB). AWS settings come from the usual "
-        "environment: AWS_PROFILE or keys, and AWS_REGION.",
+        help="which device runs which version, healthy or not, last seen; which serials "
+        "may provision themselves",
+        description="Read the fleet table (DynamoDB), or with an action (allow, disallow, "
+        "allowed) the admission allow-list. AWS settings come from the usual environment: "
+        "AWS_PROFILE or keys, and AWS_REGION.",
     )
-    p.add_argument("--model", required=True, help="the model name (as in its config)")
+    p.add_argument(
+        "--model", default=None, help="the model name (as in its config); needed without an action"
+    )
     p.add_argument(
         "--table",
         default=None,
@@ -137,3 +147,4 @@ def register(sub: Any, json_help: str) -> None:
     )
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(run=_fleet)
+    register_actions(p, json_help)

@@ -30,6 +30,7 @@ FLEET_TABLE = "FleetTable"
 PRESENCE_TABLE = "PresenceTable"
 REGISTRY_TABLE = "RegistryTable"
 DATA_BUCKET = "DataBucket"
+ADMISSION_TABLE = "AdmissionTable"
 # What the command line and `device config` read; the stack has more outputs.
 READ_OUTPUTS = (
     CDN_BASE_URL,
@@ -43,6 +44,7 @@ READ_OUTPUTS = (
     PRESENCE_TABLE,
     REGISTRY_TABLE,
     DATA_BUCKET,
+    ADMISSION_TABLE,
 )
 
 

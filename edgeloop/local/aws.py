@@ -45,6 +45,13 @@ class Resources:
     # Written by the presence rule alone (no function has its name); "" where no
     # rule writes presence (the in-process cloud of the fleet benchmark).
     presence_table: str = ""
+    # Provisioning by claim: the allow-list the hook reads, the thing group of admitted
+    # devices that are not named canaries, the provisioning template and the claim
+    # certificate's policy; "" where the cloud has no provisioning (the in-process one).
+    admission_table: str = ""
+    fleet_group: str = ""
+    provisioning_template: str = ""
+    claim_policy: str = ""
 
     def function_env(self) -> dict[str, str]:
         """The environment the stack gives its functions."""
@@ -57,6 +64,8 @@ class Resources:
             "IDEMPOTENCY_TABLE": self.idempotency_table,
             "SIGNING_KEY_ID": self.signing_key_id,
             "CANARY_GROUP": self.canary_group,
+            **({"ADMISSION_TABLE": self.admission_table} if self.admission_table else {}),
+            **({"FLEET_GROUP": self.fleet_group} if self.fleet_group else {}),
         }
 
 

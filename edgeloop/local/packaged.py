@@ -202,6 +202,10 @@ class PackagedStack:
             presence_table=next(
                 (r.table for r in self.dynamodb_rules if r.topic_filter == PRESENCE_TOPICS), ""
             ),
+            admission_table=self.stack.output("AdmissionTable") or "",
+            fleet_group=self.stack.output("FleetGroup") or "",
+            provisioning_template=self.stack.output("ProvisioningTemplateName") or "",
+            claim_policy=self.stack.output("ClaimPolicyName") or "",
         )
 
     def client(

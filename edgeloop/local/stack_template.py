@@ -190,6 +190,18 @@ class LocalStack:
                 group = iot.describe_thing_group(thingGroupName=name)
             self._refs[logical_id] = name
             self._arns[logical_id] = group["thingGroupArn"]
+        # Named by the template itself (the stack's name is in them), as IoT Core keeps
+        # them; the stack's outputs name them to the operator's tools.
+        for kind, key, resource in (
+            ("AWS::IoT::Policy", "PolicyName", "policy"),
+            ("AWS::IoT::ProvisioningTemplate", "TemplateName", "provisioningtemplate"),
+        ):
+            for logical_id, props in self.template.of_type(kind):
+                name = str(self.resolve(props[key]))
+                self._refs[logical_id] = name
+                self._arns[logical_id] = (
+                    f"arn:{PARTITION}:iot:{self.region}:{ACCOUNT}:{resource}/{name}"
+                )
         for _, props in self.template.of_type("Custom::S3BucketNotifications"):
             s3.put_bucket_notification_configuration(
                 Bucket=self.resolve(props["BucketName"]),
@@ -383,6 +395,12 @@ class LocalStack:
                 )
             )
         return rules
+
+    def output(self, key: str) -> str | None:
+        """The stack output `key` as the local cloud names it; None when the template has
+        no such output (built before it existed)."""
+        output = self.template.template.get("Outputs", {}).get(key)
+        return None if output is None else str(self.resolve(output["Value"]))
 
     def role_with_arn(self, arn: str) -> str | None:
         """The logical id of the template's role that has this (local) ARN."""

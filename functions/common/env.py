@@ -53,6 +53,15 @@ class PresignEnv(IdentityEnv):
     )
 
 
+class ProvisioningHookEnv(_Env):
+    """What the pre-provisioning hook needs: the allow-list, and the two thing groups
+    an admitted device may join (the named canaries', the rest of the fleet's)."""
+
+    admission_table: str = Field(alias="ADMISSION_TABLE", min_length=3)
+    canary_group: str = Field(alias="CANARY_GROUP", min_length=1)
+    fleet_group: str = Field(alias="FLEET_GROUP", min_length=1)
+
+
 class StatusEnv(IdentityEnv):
     """What the status function needs to count an outcome: no key, no bucket (devices
     reach it; the stage decision and its signature are the schedule's)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -11,7 +13,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from constructs import Construct
 
-from edgeloop.contract.device_policy import DeviceAction, device_grants
+from edgeloop.contract.device_policy import DeviceAction, DeviceGrant, device_grants
 from edgeloop.contract.topics import ROOT, RuleNames
 from functions.common.presence import presence_sql
 from functions.common.registry import STAGE_COUNTER_FILTER
@@ -46,13 +48,14 @@ _IOT_ACTIONS = {
 }
 
 
-def device_policy_document(
-    partition: str, region: str, account: str, rules: RuleNames
+def policy_document(
+    partition: str, region: str, account: str, grants: Iterable[DeviceGrant]
 ) -> dict[str, object]:
-    """The device policy: `edgeloop.contract.device_policy`'s grants as IoT policy statements."""
+    """Grants (`edgeloop.contract.device_policy`'s shape) as IoT policy statements: the
+    device policy's and the claim certificate's are rendered the same way."""
     arn = f"arn:{partition}:iot:{region}:{account}"
     statements: list[dict[str, object]] = []
-    for grant in device_grants(rules):
+    for grant in grants:
         action, kind = _IOT_ACTIONS[grant.action]
         resources = [f"{arn}:{kind}/{name}" for name in grant.names]
         statement: dict[str, object] = {
@@ -64,6 +67,13 @@ def device_policy_document(
             statement["Condition"] = {"Bool": {"iot:Connection.Thing.IsAttached": "true"}}
         statements.append(statement)
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def device_policy_document(
+    partition: str, region: str, account: str, rules: RuleNames
+) -> dict[str, object]:
+    """The device policy: `edgeloop.contract.device_policy`'s grants as IoT policy statements."""
+    return policy_document(partition, region, account, device_grants(rules))
 
 
 class IotWiring(Construct):

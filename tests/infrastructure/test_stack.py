@@ -63,6 +63,17 @@ def _logical_id(template: Template, kind: str, fragment: str) -> str:
     return logical
 
 
+def _device_policy(template: Template) -> dict[str, Any]:
+    """The device policy (the claim certificate's is the other IoT policy)."""
+    [policy] = [
+        p
+        for p in _resources(template, "AWS::IoT::Policy").values()
+        if p["Properties"]["PolicyName"].endswith("-device")
+    ]
+    found: dict[str, Any] = policy
+    return found
+
+
 def test_cdk_nag_finds_nothing_unexplained(synthesized: tuple[Stack, Template, Path]) -> None:
     stack = synthesized[0]
     annotations = Annotations.from_stack(stack)
@@ -323,7 +334,7 @@ def test_presign_and_status_read_who_a_device_is_from_the_thing_registry(
 
 
 def test_the_device_policy_pins_each_thing_to_its_own_topics(template: Template) -> None:
-    [policy] = _resources(template, "AWS::IoT::Policy").values()
+    policy = _device_policy(template)
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
     by_action = {s["Action"]: s for s in statements}
     thing = "${iot:Connection.Thing.ThingName}"
@@ -348,7 +359,7 @@ def test_the_device_policy_pins_each_thing_to_its_own_topics(template: Template)
 def test_devices_may_publish_by_basic_ingest_only_to_their_own_topics_of_the_named_rules(
     template: Template,
 ) -> None:
-    [policy] = _resources(template, "AWS::IoT::Policy").values()
+    policy = _device_policy(template)
     [publish] = [
         s
         for s in policy["Properties"]["PolicyDocument"]["Statement"]
@@ -392,7 +403,7 @@ def test_topic_rules_and_the_policy_are_named_after_the_stack_so_two_stacks_neve
         "edgeloop_staging_status",
         "edgeloop_staging_upload_requests",
     ]
-    [policy] = _resources(staging, "AWS::IoT::Policy").values()
+    policy = _device_policy(staging)
     assert "$aws/rules/edgeloop_staging_status/" in json.dumps(policy)
     assert "$aws/rules/edgeloop_status/" not in json.dumps(policy)
 
@@ -409,25 +420,29 @@ def test_topic_rules_route_requests_and_status_with_the_topics_thing(template: T
         "SELECT *, topic(3) AS topic_thing FROM 'edgeloop/things/+/upload/request'",
     ]
     permissions = _resources(template, "AWS::Lambda::Permission")
+    # The two rules', and the provisioning template's (its hook).
     assert (
         sum(1 for p in permissions.values() if p["Properties"]["Principal"] == "iot.amazonaws.com")
-        == 2
+        == 3
     )
 
 
-def test_the_named_canaries_are_the_only_thing_group(template: Template) -> None:
-    """Stages after the named canaries follow from thing names: no group to keep."""
+def test_the_named_canaries_and_the_provisioned_fleet_are_the_only_thing_groups(
+    template: Template,
+) -> None:
+    """Stages after the named canaries follow from thing names: no group per stage. The
+    provisioning hook puts every other device it admits in the fleet's group."""
     names = sorted(
         g["Properties"]["ThingGroupName"]
         for g in _resources(template, "AWS::IoT::ThingGroup").values()
     )
-    assert names == ["edgeloop-canary"]
+    assert names == ["edgeloop-canary", "edgeloop-fleet-devices"]
 
 
 def test_alarms_cover_the_dlq_errors_and_refused_promotions(template: Template) -> None:
     alarms = _resources(template, "AWS::CloudWatch::Alarm")
     metrics = sorted(a["Properties"].get("MetricName", "") for a in alarms.values())
-    assert metrics.count("Errors") == len(FUNCTIONS)
+    assert metrics.count("Errors") == len(FUNCTIONS) + 1  # and the provisioning hook
     assert "ApproximateNumberOfMessagesVisible" in metrics
     assert "RefusedPromotions" in metrics
     template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
@@ -515,7 +530,7 @@ def _artifact_object(template: Template, key: str) -> str:
 def test_a_device_hears_only_its_own_models_nudges(template: Template) -> None:
     """The nudge grants name the thing's registry attribute, the one presign and status
     read its model from: a device cannot subscribe to another model's rollout."""
-    [policy] = _resources(template, "AWS::IoT::Policy").values()
+    policy = _device_policy(template)
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
     for action, kind in (("iot:Subscribe", "topicfilter"), ("iot:Receive", "topic")):
         [statement] = [s for s in statements if s["Action"] == action]

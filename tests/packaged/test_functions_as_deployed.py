@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
+from edgeloop.contract.provisioning import MODEL, SERIAL, THING_GROUP, HookEvent, template_name
 from edgeloop.factory.config import RolloutSection
 from edgeloop.local.lambda_host import FunctionError
+from functions.common.admission import AdmissionTable
 from functions.common.fleet import FleetTable
 from functions.common.registry import Registry
 from functions.common.rollouts import Rollouts
@@ -63,6 +66,7 @@ def test_every_function_runs_with_the_environment_the_template_gives_it(
         "evaluate_rollouts",
         "rollback",
         "training_done",
+        "provisioning_hook",
     }
     for name, function in deployed.stack.functions.items():
         assert declared[name] <= set(function.environment), name
@@ -226,3 +230,46 @@ def test_an_abort_the_schedule_publishes_withdraws_the_versions_files_with_its_o
     # The schedule publishes it: the pointer moves back, and v1's files leave the bucket.
     fresh.invoke("evaluate_rollouts", SCHEDULED_EVENT)
     assert object_keys(fresh, bucket, "models/tuf/targets/digits/1/") == []
+
+
+def test_the_provisioning_hook_admits_an_allowed_serial_and_refuses_another(
+    deployed: Deployed,
+) -> None:
+    """As IoT Core calls it for a RegisterThing: the allow-list is read with the hook's
+    own role, which may not write it."""
+    resources = deployed.resources
+    assert resources.provisioning_template == template_name(deployed.stack.template.stack_name)
+    assert resources.claim_policy.endswith("-claim")
+    assert resources.fleet_group.endswith("-fleet-devices")
+    admissions = AdmissionTable(deployed.client("dynamodb"), resources.admission_table)
+    admissions.allow("sensor-0001", "digits")
+    admissions.allow_pattern(r"sensor-9\d{3}", "vibration", canary=True)
+
+    def register(serial: str) -> dict[str, Any]:
+        event = HookEvent(
+            claim_certificate_id="claim",
+            certificate_id="c0ffee",
+            certificate_pem="-----BEGIN CERTIFICATE-----",
+            template_arn=f"arn:aws:iot:eu-west-1:123456789012:provisioningtemplate/"
+            f"{resources.provisioning_template}",
+            client_id="factory",
+            parameters={SERIAL: serial},
+        )
+        answer: dict[str, Any] = deployed.invoke("provisioning_hook", event.to_json())
+        return answer
+
+    assert register("sensor-0001") == {
+        "allowProvisioning": True,
+        "parameterOverrides": {MODEL: "digits", THING_GROUP: resources.fleet_group},
+    }
+    assert register("sensor-9001") == {
+        "allowProvisioning": True,
+        "parameterOverrides": {MODEL: "vibration", THING_GROUP: resources.canary_group},
+    }
+    assert register("sensor-0002") == {"allowProvisioning": False}
+    as_hook = deployed.client("dynamodb", as_function="provisioning_hook")
+    with pytest.raises(ClientError, match="AccessDenied"):
+        as_hook.put_item(
+            TableName=resources.admission_table,
+            Item={"serial": {"S": "sensor-0002"}, "model": {"S": "digits"}},
+        )

@@ -78,13 +78,15 @@ def test_the_iot_policy_refuses_a_device_publishing_on_another_devices_topics(
 ) -> None:
     """Case 16, on the synthesized IoT policy: every thing-scoped resource is pinned to the
     connection's own thing name, and nothing grants a wildcard over things."""
-    [policy] = [
+    # The device policy, and the claim certificate's, which names no fleet topic at all.
+    policies = [
         r["Properties"]["PolicyDocument"]
         for r in synthesized_template["Resources"].values()
         if r["Type"] == "AWS::IoT::Policy"
     ]
+    assert len(policies) == 2
     own = "edgeloop/things/${iot:Connection.Thing.ThingName}/"
-    for statement in policy["Statement"]:
+    for statement in (s for policy in policies for s in policy["Statement"]):
         resources = (
             statement["Resource"]
             if isinstance(statement["Resource"], list)

@@ -14,6 +14,7 @@ import pytest
 from edge.config import load_agent_config
 from edgeloop.cli.main import main
 from edgeloop.cli.stack import (
+    ADMISSION_TABLE,
     ARTIFACT_BUCKET,
     CANARY_GROUP,
     CDN_BASE_URL,
@@ -26,12 +27,15 @@ from edgeloop.cli.stack import (
     UPLOAD_REQUEST_RULE,
 )
 from edgeloop.contract.topics import RuleNames
+from functions.common.admission import admission_table_spec
 from tests.support_aws import LocalCloud
 
 CDN = "https://d111111abcdef8.cloudfront.net/"
 
 
-def _deploy_stack(cloud: LocalCloud, omit: tuple[str, ...] = ()) -> str:
+def _deploy_stack(
+    cloud: LocalCloud, omit: tuple[str, ...] = (), extra: dict[str, str] | None = None
+) -> str:
     """A stack in moto's CloudFormation whose outputs name the local cloud's resources,
     as `cdk deploy` would leave them."""
     name = f"edgeloop-{uuid.uuid4().hex[:6]}"
@@ -47,6 +51,7 @@ def _deploy_stack(cloud: LocalCloud, omit: tuple[str, ...] = ()) -> str:
         FLEET_TABLE: cloud.names["FLEET_TABLE"],
         REGISTRY_TABLE: cloud.names["REGISTRY_TABLE"],
         DATA_BUCKET: cloud.names["DATA_BUCKET"],
+        **(extra or {}),
     }
     template = {
         "Resources": {"Anchor": {"Type": "AWS::SNS::Topic", "Properties": {}}},
@@ -133,6 +138,27 @@ def test_fleet_reads_its_table_from_the_stack(
     code, doc, err = _run(["fleet", "--model", "digits", "--stack", stack, "--json"], capsys)
     assert code == 0, err
     assert doc == {"model": "digits", "devices": []}
+
+
+def test_the_allow_list_commands_read_the_admission_table_from_the_stack(
+    cloud: LocalCloud, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EDGELOOP_ADMISSION_TABLE", raising=False)
+    table = f"admissions-{uuid.uuid4().hex[:6]}"
+    cloud.client("dynamodb").create_table(**admission_table_spec(table))
+    stack = _deploy_stack(cloud, extra={ADMISSION_TABLE: table})
+    code, _, err = _run(["fleet", "allow", "pump-7", "--model", "digits", "--stack", stack], capsys)
+    assert code == 0, err
+    code, doc, err = _run(["fleet", "allowed", "--stack", stack, "--json"], capsys)
+    assert code == 0, err
+    assert doc["table"] == table
+    assert [e["value"] for e in doc["entries"]] == ["pump-7"]
+    # A stack deployed before provisioning by claim says so, in one line.
+    older = _deploy_stack(cloud)
+    code, _, err = _run(["fleet", "allowed", "--stack", older], capsys)
+    assert code == 1
+    assert "has no output AdmissionTable" in err
+    assert err.strip().count("\n") == 0, err
 
 
 def test_rollout_reads_the_registry_table_from_the_stack(
