@@ -222,6 +222,7 @@ def _judge(
         champion is not None
         and champion.kind != "kmeans_anomaly"
         and champion.n_features == config.model.n_features
+        and champion.input_width == config.input_width
     ):
         known = {int(c) for c in champion.estimator.classes_}
         return "champion", champion.predict(dataset.X), known
