@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 
 import edgeloop.factory.run as run
-from edgeloop.factory.data import Dataset
+from edgeloop.factory.config import ModelConfig
+from edgeloop.factory.data import Batch, Dataset, assemble, read_batch
 from edgeloop.factory.run import FEATURE_TOLERANCE, train_run
+from edgeloop.factory.screening import screen
 from edgeloop.factory.signal import SignalSection
 from edgeloop.factory.signal_graph import features_tflite
 from edgeloop.runtime import CompiledModel
@@ -97,3 +101,36 @@ def test_a_champion_with_another_pipeline_is_not_warm_started_from(
     )
     second = train_run(other, as_dataset(X), champion=first.model)
     assert second.record["start"].startswith("cold start: the champion computes other features")
+
+
+def _upload(config: ModelConfig, device: str, X: np.ndarray, y: np.ndarray) -> Batch:
+    buffer = io.BytesIO()
+    np.savez(buffer, X=X, y=y)
+    item = read_batch(f"data/{config.model.name}/{device}/0001.npz", buffer.getvalue(), config)
+    assert isinstance(item, Batch), item
+    return item
+
+
+def test_uploads_of_raw_windows_are_read_and_screened_on_their_features(
+    machine: tuple[np.ndarray, np.ndarray],
+) -> None:
+    X, modes = machine
+    keep = modes >= 0
+    X, modes = X[keep], modes[keep]
+    config = signal_config("logistic_classifier")
+    items = []
+    for d in range(6):
+        rows = slice(d * 150, (d + 1) * 150)
+        # pump-02 mislabels every window as the next mode.
+        labels = (modes[rows] + (1 if d == 2 else 0)) % 4
+        items.append(_upload(config, f"pump-{d:02d}", X[rows], labels))
+    dataset = assemble(items, config)
+    assert dataset.X.shape[1] == SIGNAL_WINDOW * 3
+    result = screen(dataset, config)
+    assert [a.device for a in result.screened] == ["pump-02"]
+    # A batch of feature vectors instead of windows is set aside with why.
+    buffer = io.BytesIO()
+    np.savez(buffer, X=np.zeros((5, config.model.n_features)), y=np.zeros(5, dtype=np.int64))
+    wrong = read_batch("data/pump/pump-09/0001.npz", buffer.getvalue(), config)
+    assert not isinstance(wrong, Batch)
+    assert f"the model takes {SIGNAL_WINDOW * 3}" in wrong.detail
