@@ -7,9 +7,9 @@ fast and which keep the batch axis first:
 
 - mean: window @ A, where A holds 1/window at each (sample, channel) entry of
   its channel, corrected by the mean of the window minus that first estimate
-  (tiled back to every sample by another FULLY_CONNECTED); std: the window
-  minus its tiled mean, squared, @ A, then SQRT;
-  rms: the window squared @ A, then SQRT;
+  (tiled back to every sample by another FULLY_CONNECTED); variance: the
+  window minus its tiled mean, squared, @ A; std: SQRT of the variance; rms:
+  SQRT of mean^2 + variance;
 - peak-to-peak: RESHAPE to [B, window, channels], REDUCE_MAX - REDUCE_MIN over
   samples; crest factor: REDUCE_MAX of ABS over samples, DIV by the rms
   (floored by MAXIMUM, as NumPy floors it);
@@ -19,7 +19,7 @@ fast and which keep the batch axis first:
 - band energies: TRANSPOSE to one row per channel, FULLY_CONNECTED with the
   real and imaginary DFT bases of the bins the bands use, squared and added,
   then FULLY_CONNECTED with the band matrix (each bin's weight c_k / N^2 in
-  the rows of the bands that hold it).
+  the rows of the bands that hold it). The DC bin's power is mean^2.
 
 The blocks are concatenated and a GATHER puts the columns in the config's
 order. Every op is a builtin at version 1 for float32, so the graph loads in
@@ -121,17 +121,28 @@ class _Builder:
             )
             out = g.activation("signal/mean", (1, c))
             g.add(first, residual, out)
+        elif kind == "variance":
+            centred = self._centred(self.block("mean", None), "signal/variance/centred")
+            squared = self._square(centred, "signal/variance/squared")
+            out = self._average(squared, "signal/variance")
+        elif kind == "mean_square":
+            # mean^2 + variance rather than a float32 sum of squares: on a
+            # channel riding on an offset (gravity on an accelerometer axis)
+            # the rms barely varies between windows, the scaler divides by
+            # that small spread, and a sum of squares' rounding grows ~600x
+            # into the score (measured 2.5e-4 on the example pump config).
+            out = g.activation("signal/mean_square", (1, c))
+            g.add(self.block("mean_squared", None), self.block("variance", None), out)
+        elif kind == "mean_squared":
+            mean = self.block("mean", None)
+            out = g.activation("signal/mean_squared", (1, c))
+            g.mul(mean, mean, out)
         elif kind == "std":
-            centred = self._centred(self.block("mean", None), "signal/std/centred")
-            squared = self._square(centred, "signal/std/squared")
-            variance = self._average(squared, "signal/std/variance")
             out = g.activation("signal/std", (1, c))
-            g.sqrt(variance, out)
+            g.sqrt(self.block("variance", None), out)
         elif kind == "rms":
-            squared = self._square(self.x, "signal/rms/squared")
-            mean_square = self._average(squared, "signal/rms/mean_square")
             out = g.activation("signal/rms", (1, c))
-            g.sqrt(mean_square, out)
+            g.sqrt(self.block("mean_square", None), out)
         elif kind == "peak_to_peak":
             high = g.activation("signal/peak_to_peak/max", (1, c))
             g.reduce_max(self._windows3(), 1, high)
@@ -174,6 +185,23 @@ class _Builder:
         g.squared_difference(later, earlier, changed)
         return self._fc(changed, _averager(n, c, samples=n - 1), name)
 
+    def _tone_power(self, tones: npt.NDArray[np.int64], phase: FloatArray) -> int:
+        """|X_k|^2 of the bins `tones`, one row per (window, channel): [B x channels, bins]."""
+        g, n, c = self.g, self.n, self.c
+        by_channel = g.activation("signal/band_energy/by_channel", (1, c, n))
+        g.transpose(self._windows3(), (0, 2, 1), by_channel)
+        rows = g.activation("signal/band_energy/rows", (c, n))
+        g.reshape(by_channel, (-1, n), rows)
+        real = self._fc(rows, np.cos(phase), "signal/band_energy/real", rows=c)
+        imag = self._fc(rows, -np.sin(phase), "signal/band_energy/imag", rows=c)
+        real2 = g.activation("signal/band_energy/real2", (c, len(tones)))
+        g.mul(real, real, real2)
+        imag2 = g.activation("signal/band_energy/imag2", (c, len(tones)))
+        g.mul(imag, imag, imag2)
+        power = g.activation("signal/band_energy/tone_power", (c, len(tones)))
+        g.add(real2, imag2, power)
+        return power
+
     def _band_energies(self) -> int:
         g, n, c = self.g, self.n, self.c
         bands = bands_of(self.s)
@@ -181,23 +209,31 @@ class _Builder:
         bins = np.unique(np.concatenate(per_band))
         # Only the bins some band uses: a 0-50 Hz band at 1 kHz over 256
         # samples needs 13 of the 129 one-sided bins, a tenth of the basis.
-        phase = 2.0 * np.pi * np.outer(bins, np.arange(n)) / n
+        # The DC bin's power is the squared mean (|X_0|^2 / N^2), taken from
+        # the two-pass mean: a float32 sum of an offset's samples would carry
+        # its rounding into the band that holds DC, as into a sum of squares.
+        with_dc = bool(bins[0] == 0)
+        tones = bins[1:] if with_dc else bins
+        phase = 2.0 * np.pi * np.outer(tones, np.arange(n)) / n
         matrix = np.zeros((len(bands), len(bins)))
         weights = bin_weights(n)
+        if with_dc:
+            weights = weights.copy()
+            weights[0] = 1.0
         for j, held in enumerate(per_band):
             matrix[j, np.searchsorted(bins, held)] = weights[held]
-        by_channel = g.activation("signal/band_energy/by_channel", (1, c, n))
-        g.transpose(self._windows3(), (0, 2, 1), by_channel)
-        rows = g.activation("signal/band_energy/rows", (c, n))
-        g.reshape(by_channel, (-1, n), rows)
-        real = self._fc(rows, np.cos(phase), "signal/band_energy/real", rows=c)
-        imag = self._fc(rows, -np.sin(phase), "signal/band_energy/imag", rows=c)
-        real2 = g.activation("signal/band_energy/real2", (c, len(bins)))
-        g.mul(real, real, real2)
-        imag2 = g.activation("signal/band_energy/imag2", (c, len(bins)))
-        g.mul(imag, imag, imag2)
-        power = g.activation("signal/band_energy/power", (c, len(bins)))
-        g.add(real2, imag2, power)
+        parts = []
+        if with_dc:
+            dc = g.activation("signal/band_energy/dc", (c, 1))
+            g.reshape(self.block("mean_squared", None), (-1, 1), dc)
+            parts.append(dc)
+        if len(tones):
+            parts.append(self._tone_power(tones, phase))
+        if len(parts) == 1:
+            power = parts[0]
+        else:
+            power = g.activation("signal/band_energy/power", (c, len(bins)))
+            g.concatenation(parts, 1, power)
         energy = self._fc(power, matrix, "signal/band_energy/bands", rows=c)
         out = g.activation("signal/band_energy", (1, c * len(bands)))
         g.reshape(energy, (-1, c * len(bands)), out)

@@ -116,3 +116,16 @@ def test_ops_stay_within_what_tflite_runtime_2_14_registers() -> None:
         seen.add(name)
         assert code.Version() <= _TFLITE_214[name], name
     assert seen <= set(_TFLITE_214)
+
+
+def test_a_channel_on_an_offset_keeps_its_rms_and_dc_band_to_a_few_ulps() -> None:
+    # Gravity under a small vibration: rms and the band holding DC barely vary
+    # between windows, and the scaler divides by that spread, so they must not
+    # carry a float32 sum's rounding (~sqrt(window) ulps) into the score.
+    signal = _pipeline({"name": "rms"}, {"name": "band_energy", "bands": ((0.0, 40.0),)})
+    rng = np.random.default_rng(8)
+    X = 9.81 + rng.normal(0.0, 0.05, (300, SIGNAL_WINDOW * 3))
+    got = CompiledModel(features_tflite(signal)).predict(X).astype(np.float64)
+    want = extract(signal, X)
+    ulp = float(np.finfo(np.float32).eps)
+    assert np.max(np.abs(got - want) / want) <= 4 * ulp
