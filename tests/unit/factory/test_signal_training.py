@@ -134,3 +134,14 @@ def test_uploads_of_raw_windows_are_read_and_screened_on_their_features(
     wrong = read_batch("data/pump/pump-09/0001.npz", buffer.getvalue(), config)
     assert not isinstance(wrong, Batch)
     assert f"the model takes {SIGNAL_WINDOW * 3}" in wrong.detail
+
+
+def test_the_health_check_tolerance_scales_with_a_signal_models_outputs(
+    machine: tuple[np.ndarray, np.ndarray],
+) -> None:
+    X, _ = machine
+    result = train_run(signal_config(), as_dataset(X))
+    health = result.record["health_check"]
+    largest = float(np.max(np.abs(health["expected"])))
+    assert health["tolerance"] == pytest.approx(run.HEALTH_TOLERANCE * max(1.0, largest))
+    assert health["tolerance"] >= run.HEALTH_TOLERANCE
