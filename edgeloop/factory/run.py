@@ -21,7 +21,7 @@ from edgeloop.factory.export import int8_scales, to_tflite
 from edgeloop.factory.gate import GateDecision, Paired, clearly_above, decide
 from edgeloop.factory.screening import screen
 from edgeloop.factory.signal import SignalSection, error_floors, extract, relative_errors
-from edgeloop.factory.signal_graph import features_tflite
+from edgeloop.factory.signal_graph import FEATURES_TENSOR, features_tflite
 from edgeloop.factory.sparsify import sparsify
 from edgeloop.factory.stream import ChunkSource, fit_kmeans_streaming
 from edgeloop.factory.training import (
@@ -80,7 +80,7 @@ def _export_check(
     verdict = export_agrees(got, want, quantize, anomaly=model.kind == "kmeans_anomaly")
     check: dict[str, Any] = {"backend": runtime.backend, "rows": len(X), **verdict}
     if model.signal is not None:
-        features = features_agree(model.signal, X)
+        features = features_agree(model.signal, X, tflite)
         check["features"] = features
         check["ok"] = bool(check["ok"] and features["ok"])
     return {**check, "_outputs": got}
@@ -100,17 +100,24 @@ def health_tolerance(model: TrainedModel, expected: np.ndarray) -> float:
     return HEALTH_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
 
 
-def features_agree(signal: SignalSection, X: np.ndarray) -> dict[str, Any]:
-    """Whether the graph's features match NumPy's on every window of `X`.
+def features_agree(
+    signal: SignalSection, X: np.ndarray, tflite: bytes | None = None
+) -> dict[str, Any]:
+    """Whether a graph's features match NumPy's on every window of `X`.
 
-    The features-only graph is built by the same code as the shipped graph's
-    front end (edgeloop.factory.signal_graph) and run in the device's
-    interpreter; the shipped graph's outputs are checked against scikit-learn
-    on the same windows beside it.
+    The features are read out of `tflite` itself (its FEATURES_TENSOR, kept
+    by the interpreter on request) after it runs on the windows in the
+    device's interpreter: the bytes that ship are the bytes checked. Without
+    `tflite`, a graph of the pipeline alone is checked.
     """
     from edgeloop.runtime import CompiledModel
 
-    got = CompiledModel(features_tflite(signal)).predict(X).astype(np.float64)
+    if tflite is None:
+        got = CompiledModel(features_tflite(signal)).predict(X).astype(np.float64)
+    else:
+        runtime = CompiledModel(tflite, inspect=True)
+        runtime.predict(X)
+        got = runtime.tensor(FEATURES_TENSOR).astype(np.float64)
     want = extract(signal, X)
     errors = relative_errors(got, want, error_floors(signal, X))
     names = signal.feature_names()

@@ -42,6 +42,8 @@ from edgeloop.factory.signal import (
 from edgeloop.factory.tflite_writer import Graph
 
 FloatArray = npt.NDArray[np.float64]
+# The name of the [B, features] tensor in every graph with a signal pipeline.
+FEATURES_TENSOR = "signal/features"
 
 
 def _averager(window: int, channels: int, samples: int | None = None) -> FloatArray:
@@ -268,19 +270,16 @@ def signal_features(graph: Graph, signal: SignalSection, x: int) -> int:
     else:
         joined = graph.activation("signal/blocks", (1, at))
         graph.concatenation(tensors, 1, joined)
-    if indices == list(range(at)):
-        return joined
-    out = graph.activation("signal/features", (1, len(cols)))
+    # Always a GATHER, even in order: the features then have one name in every
+    # graph, by which the export check reads them out of the shipped model.
+    out = graph.activation(FEATURES_TENSOR, (1, len(cols)))
     graph.gather(joined, indices, 1, out)
     return out
 
 
 def features_tflite(signal: SignalSection) -> bytes:
-    """A graph of the pipeline alone: raw windows in, features out.
-
-    The export check runs it in the device's interpreter to hold every
-    feature of the shipped graph's front end against NumPy's.
-    """
+    """A graph of the pipeline alone: raw windows in, features out (for tests and tools;
+    the export check reads the features out of the shipped graph itself)."""
     graph = Graph("edgeloop_signal_features")
     x = graph.input("window", signal.width)
     out = signal_features(graph, signal, x)

@@ -7,13 +7,14 @@ import io
 import numpy as np
 import pytest
 
+import edgeloop.factory.export as export
 import edgeloop.factory.run as run
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.data import Batch, Dataset, assemble, read_batch
 from edgeloop.factory.run import FEATURE_TOLERANCE, train_run
 from edgeloop.factory.screening import screen
 from edgeloop.factory.signal import SignalSection
-from edgeloop.factory.signal_graph import features_tflite
+from edgeloop.factory.signal_graph import FEATURES_TENSOR, features_tflite, signal_features
 from edgeloop.runtime import CompiledModel
 from tests.factories import SIGNAL_WINDOW, as_dataset, signal_config, signal_windows
 
@@ -76,16 +77,38 @@ def test_a_graph_whose_features_disagree_is_refused(
     config = signal_config()
     assert config.signal is not None
     # A front end that computes the bands of another sample rate: the same
-    # number of features, each band's energy from the wrong bins.
+    # features by name and number, each band's energy from the wrong bins.
     wrong = SignalSection.model_validate(
         {**config.signal.model_dump(), "sample_rate": 900.0, "features": config.signal.features}
     )
-    monkeypatch.setattr(run, "features_tflite", lambda signal: features_tflite(wrong))
+    monkeypatch.setattr(
+        export, "signal_features", lambda graph, signal, x: signal_features(graph, wrong, x)
+    )
     result = train_run(config, as_dataset(X))
     assert not result.promoted
     assert "features disagree with NumPy's" in result.decision.reason
-    assert "band_energy" in result.record["export"]["check"]["features"]["worst_feature"]
-    assert not result.record["export"]["check"]["ok"]
+    check = result.record["export"]["check"]
+    assert "band_energy" in check["features"]["worst_feature"]
+    assert check["features"]["max_relative_error"] > 0.01
+    assert not check["ok"]
+
+
+def test_the_check_reads_the_features_out_of_the_shipped_bytes(
+    machine: tuple[np.ndarray, np.ndarray],
+) -> None:
+    X, _ = machine
+    config = signal_config()
+    assert config.signal is not None
+    result = train_run(config, as_dataset(X))
+    assert result.tflite is not None
+    device = CompiledModel(result.tflite, inspect=True)
+    device.predict(X[:10])
+    inside = device.tensor(FEATURES_TENSOR)
+    alone = CompiledModel(features_tflite(config.signal)).predict(X[:10])
+    np.testing.assert_allclose(inside, alone, rtol=1e-6, atol=1e-9)
+    verdict = run.features_agree(config.signal, X, result.tflite)
+    assert verdict["ok"]
+    assert verdict["windows"] == len(X)
 
 
 def test_a_champion_with_another_pipeline_is_not_warm_started_from(
