@@ -13,6 +13,7 @@ import re
 import sys
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
@@ -93,14 +94,19 @@ def _interpreter_class() -> tuple[str, Any]:
 class CompiledModel:
     """One interpreter over one model. Not thread-safe: give each thread its own."""
 
-    def __init__(self, model: bytes, num_threads: int = 1) -> None:
+    def __init__(self, model: bytes, num_threads: int = 1, inspect: bool = False) -> None:
+        """`inspect` keeps every intermediate tensor readable after `predict` (see
+        `tensor`), at the cost of the interpreter's memory reuse: for checks, not devices."""
         self.backend, interpreter_class = _interpreter_class()
         # The interpreter keeps a pointer into the buffer, so hold a reference.
         self._model = bytes(model)
+        extra = {"experimental_preserve_all_tensors": True} if inspect else {}
         try:
-            with _first_interpreter():
+            with _first_interpreter(), warnings.catch_warnings():
+                # LiteRT warns that keeping every tensor costs memory: `inspect` asks for that.
+                warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
                 self._interpreter = interpreter_class(
-                    model_content=self._model, num_threads=num_threads
+                    model_content=self._model, num_threads=num_threads, **extra
                 )
                 self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
@@ -136,6 +142,13 @@ class CompiledModel:
             return out  # type: ignore[no-any-return]
         converted: npt.NDArray[np.float32] = np.array(out, dtype=np.float32)
         return converted
+
+    def tensor(self, name: str) -> npt.NDArray[np.float32]:
+        """The named tensor's value from the last `predict` (a model made with `inspect`)."""
+        for detail in self._interpreter.get_tensor_details():
+            if detail["name"] == name:
+                return np.array(self._interpreter.get_tensor(detail["index"]), dtype=np.float32)
+        raise KeyError(f"the model has no tensor named {name!r}")
 
     def _set_checked(self, x: npt.ArrayLike) -> None:
         """Any other input: converted to rows of float32, refused with a clear error if it

@@ -82,3 +82,81 @@ metric = "accuracy"
 threshold = {threshold}
 min_improvement = {min_improvement}
 """
+
+
+SIGNAL_RATE = 1000.0
+SIGNAL_WINDOW = 128
+
+
+def signal_doc(kind: str = "kmeans_anomaly", quantize: str = "none") -> dict[str, Any]:
+    """A model fed raw 3-axis vibration windows, with every feature of the vocabulary."""
+    classifier = kind != "kmeans_anomaly"
+    features: list[dict[str, Any]] = [
+        {"name": "mean"},
+        {"name": "std"},
+        {"name": "rms"},
+        {"name": "peak_to_peak"},
+        {"name": "crest_factor", "channels": ["x", "y"]},
+        {"name": "zero_crossing_rate", "channels": ["z"], "level": 9.81},
+        {"name": "zero_crossing_rate", "channels": ["x"]},
+        {"name": "band_energy", "bands": [[0, 40], [40, 150], [150, 500]]},
+    ]
+    return {
+        "model": {
+            "name": "pump",
+            "kind": kind,
+            "n_features": 3 * 4 + 2 + 1 + 1 + 3 * 3,
+            **({"classes": [0, 1, 2, 3]} if classifier else {}),
+        },
+        "signal": {
+            "channels": ["x", "y", "z"],
+            "sample_rate": SIGNAL_RATE,
+            "window": SIGNAL_WINDOW,
+            "hop": SIGNAL_WINDOW // 2,
+            "features": features,
+        },
+        "train": {
+            "params": {"hidden_layer_sizes": [16], "max_iter": 400}
+            if kind == "mlp_classifier"
+            else ({} if classifier else {"n_clusters": 4, "threshold_method": "mad"})
+        },
+        "gate": (
+            {"metric": "accuracy", "threshold": 0.5}
+            if classifier
+            else {"metric": "silhouette", "threshold": 0.2}
+        ),
+        "export": {"quantize": quantize},
+    }
+
+
+def signal_config(kind: str = "kmeans_anomaly", quantize: str = "none") -> ModelConfig:
+    return parse_config(signal_doc(kind, quantize))
+
+
+# Four operating modes of a machine: shaft tone (Hz), its amplitude, noise level.
+_MODES = ((25.0, 1.0, 0.1), (60.0, 2.0, 0.2), (120.0, 0.5, 0.05), (300.0, 3.0, 0.4))
+
+
+def signal_windows(
+    rows: int, seed: int, outlier_share: float = 0.0
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Raw [rows, window x 3] accelerometer windows (z carries gravity) and each one's mode.
+
+    Outliers (mode -1) are broadband bursts: a bearing knocking.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(SIGNAL_WINDOW) / SIGNAL_RATE
+    modes = rng.integers(0, len(_MODES), rows)
+    out = np.empty((rows, SIGNAL_WINDOW, 3))
+    for i, m in enumerate(modes):
+        freq, amp, noise = _MODES[m]
+        freq *= rng.uniform(0.97, 1.03)
+        phase = rng.uniform(0, 2 * np.pi, 3)
+        gains = np.array([1.0, 0.6, 0.3]) * amp * rng.uniform(0.9, 1.1)
+        tone = np.sin(2 * np.pi * freq * t[:, None] + phase[None, :]) * gains[None, :]
+        out[i] = tone + rng.normal(0.0, noise, (SIGNAL_WINDOW, 3))
+    knocks = rng.random(rows) < outlier_share
+    out[knocks] += rng.normal(0.0, 4.0, (int(knocks.sum()), SIGNAL_WINDOW, 3))
+    modes[knocks] = -1
+    out[:, :, 2] += 9.81
+    return out.reshape(rows, -1), modes.astype(np.int64)

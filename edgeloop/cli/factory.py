@@ -119,10 +119,16 @@ def _no_usable_data(config: ModelConfig, items: list[Batch | Quarantined]) -> st
     reasons = "; ".join(
         f"{q.key}: {q.reason} ({q.detail})" for q in items if isinstance(q, Quarantined)
     )
-    m = config.model
+    m, signal = config.model, config.signal
     expected = (
         f"columns {', '.join(m.feature_names)}" if m.feature_names else f"{m.n_features} features"
     )
+    if signal is not None:
+        expected = (
+            f"rows of raw windows, {signal.window} samples x {len(signal.channels)} channels "
+            f"({signal.width} values, sample-major: {', '.join(signal.channels)} of sample 0, "
+            "then of sample 1, ...)"
+        )
     label = f" and a {m.label_column!r} column" if config.is_classifier else ""
     return (
         f"no usable data for model {m.name}: {reasons or 'no data files'}. "

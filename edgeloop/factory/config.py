@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edgeloop.contract.stages import DEFAULT_PERCENTAGES, check_percentages
 from edgeloop.contract.topics import check_model_name
+from edgeloop.factory.signal import SignalSection, check_signal
 from edgeloop.tomlfile import read_toml
 
 Kind = Literal["kmeans_anomaly", "mlp_classifier", "logistic_classifier"]
@@ -205,6 +206,8 @@ class ModelConfig(_Strict):
     gate: GateSection
     export: ExportSection = ExportSection()
     rollout: RolloutSection = RolloutSection()
+    # Raw windows in: features computed from each window, in training and in the graph.
+    signal: SignalSection | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -224,7 +227,29 @@ class ModelConfig(_Strict):
             raise ValueError(f"gate.confidence applies to accuracy only, not {metric}")
         if kind == "kmeans_anomaly" and self.model.classes:
             raise ValueError("model.classes applies to classifiers only")
+        if self.signal is not None:
+            self._check_signal(self.signal)
         return self
+
+    def _check_signal(self, signal: SignalSection) -> None:
+        check_signal(signal)
+        names = signal.feature_names()
+        if self.model.feature_names:
+            raise ValueError(
+                "model.feature_names: a model with a [signal] section is fed raw windows and "
+                "its features are named by the pipeline; leave model.feature_names out"
+            )
+        if self.model.n_features != len(names):
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise ValueError(
+                f"model.n_features: the signal pipeline computes {len(names)} features "
+                f"({shown}), not {self.model.n_features}"
+            )
+
+    @property
+    def input_width(self) -> int:
+        """Values in one input row: features, or a raw window's samples x channels."""
+        return self.signal.width if self.signal is not None else self.model.n_features
 
     @property
     def is_classifier(self) -> bool:

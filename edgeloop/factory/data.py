@@ -160,10 +160,10 @@ def _check_matrix(X: Any, config: ModelConfig) -> npt.NDArray[np.float64]:
         raise _Reject("wrong_shape", f"X has {arr.ndim} dimensions, expected rows x features")
     if arr.shape[0] == 0:
         raise _Reject("empty", "the batch has no rows")
-    if arr.shape[1] != config.model.n_features:
+    if arr.shape[1] != config.input_width:
         raise _Reject(
             "wrong_width",
-            f"rows have {arr.shape[1]} features, the model takes {config.model.n_features}",
+            f"rows have {arr.shape[1]} features, the model takes {config.input_width}",
         )
     out = arr.astype(np.float64)
     bad = ~np.isfinite(out)
@@ -268,9 +268,9 @@ def _plan_npz(
     if len(X.shape) != 2:
         raise _Reject("wrong_shape", f"X has {len(X.shape)} dimensions, expected rows x features")
     rows, width = X.shape
-    if width != config.model.n_features:
+    if width != config.input_width:
         raise _Reject(
-            "wrong_width", f"rows have {width} features, the model takes {config.model.n_features}"
+            "wrong_width", f"rows have {width} features, the model takes {config.input_width}"
         )
     decoded = _decoded(rows, width, X.dtype.itemsize)
     if decoded > budget:
@@ -324,7 +324,7 @@ class _CsvPlan:
 
 def _csv_width(config: ModelConfig) -> tuple[int, int]:
     """The fewest and the most columns a CSV header may have for this model."""
-    least = config.model.n_features + (1 if config.is_classifier else 0)
+    least = config.input_width + (1 if config.is_classifier else 0)
     extra = MAX_EXTRA_CSV_COLUMNS if config.model.feature_names else 0
     return least, least + extra
 
@@ -347,8 +347,7 @@ def _plan_csv(data: bytes, config: ModelConfig, budget: int) -> _CsvPlan:
         raise _Reject(
             "wrong_width",
             f"the CSV header has {cells:,} columns; the model takes "
-            f"{config.model.n_features} features"
-            + (" and a label" if config.is_classifier else ""),
+            f"{config.input_width} features" + (" and a label" if config.is_classifier else ""),
         )
     try:
         header = [h.strip() for h in next(csv.reader([text[:body]]))]
@@ -375,7 +374,7 @@ def _plan_csv(data: bytes, config: ModelConfig, budget: int) -> _CsvPlan:
     max_rows = 0
     if body < len(text):
         max_rows = text.count("\n", body) + (0 if text.endswith("\n") else 1)
-    width = config.model.n_features + (1 if label is not None else 0)
+    width = config.input_width + (1 if label is not None else 0)
     decoded = _decoded(max_rows, width, 8)
     if decoded > budget:
         raise _too_large("the CSV", max_rows, width, decoded, budget)
@@ -436,7 +435,7 @@ def decoded_size(key: str, data: bytes, config: ModelConfig) -> int:
         if lower.endswith(".csv"):
             plan = _plan_csv(data, config, budget=2**62)
             labels = 1 if plan.label_col >= 0 else 0
-            return _decoded(plan.max_rows, config.model.n_features + labels, 8)
+            return _decoded(plan.max_rows, config.input_width + labels, 8)
     except _Reject:
         return 0
     except Exception:

@@ -6,6 +6,11 @@ Graphs (B is the batch, resizable at run time):
 - k-means: x → MUL, ADD → SQUARED_DIFFERENCE with centroids [k, 1, n] → SUM
   over features → REDUCE_MIN over centroids → SQRT → anomaly score [B].
 
+A model with a signal pipeline takes raw windows [B, window x channels]
+instead of x, and its first ops compute x from them
+(edgeloop.factory.signal_graph). Those ops' constants stay float32 whatever
+the quantization: the features must match NumPy's to 1e-4.
+
 int8 is weights-only: weight matrices and centroids are stored as int8 with a
 symmetric per-channel scale (one per output row or centroid, zero point 0) and
 a DEQUANTIZE op in front of their consumer. The interpreter dequantizes a
@@ -22,6 +27,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from edgeloop.factory.signal_graph import signal_features
 from edgeloop.factory.tflite_writer import Graph, Quantization
 from edgeloop.factory.training import TrainedModel
 
@@ -164,11 +170,15 @@ def _kmeans(graph: Graph, model: TrainedModel, x: int, quantize: Quantize) -> in
 
 def _graph(model: TrainedModel, quantize: Quantize) -> tuple[Graph, int, int]:
     graph = Graph(f"edgeloop_{model.kind}")
-    x = graph.input("features", model.n_features)
-    if model.kind == "kmeans_anomaly":
-        out = _kmeans(graph, model, x, quantize)
+    if model.signal is not None:
+        x = graph.input("window", model.input_width)
+        features = signal_features(graph, model.signal, x)
     else:
-        out = _classifier(graph, model, x, quantize)
+        x = features = graph.input("features", model.n_features)
+    if model.kind == "kmeans_anomaly":
+        out = _kmeans(graph, model, features, quantize)
+    else:
+        out = _classifier(graph, model, features, quantize)
     return graph, x, out
 
 

@@ -50,7 +50,8 @@ def build_release(
     manifest = Manifest.new(
         model=model,
         version=version,
-        input=TensorSpec(shape=(-1, config.model.n_features), names=config.model.feature_names),
+        # A signal model's input is a raw window (window x channels values), not features.
+        input=TensorSpec(shape=(-1, config.input_width), names=config.model.feature_names),
         output=TensorSpec(
             shape=(-1, len(outputs)) if config.is_classifier else (-1,), names=tuple(outputs)
         ),

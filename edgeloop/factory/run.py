@@ -20,6 +20,8 @@ from edgeloop.factory.data import Batch, Dataset, Quarantined, assemble
 from edgeloop.factory.export import int8_scales, to_tflite
 from edgeloop.factory.gate import GateDecision, Paired, clearly_above, decide
 from edgeloop.factory.screening import screen
+from edgeloop.factory.signal import SignalSection, error_floors, extract, relative_errors
+from edgeloop.factory.signal_graph import FEATURES_TENSOR, features_tflite
 from edgeloop.factory.sparsify import sparsify
 from edgeloop.factory.stream import ChunkSource, fit_kmeans_streaming
 from edgeloop.factory.training import (
@@ -45,6 +47,11 @@ HEALTH_TOLERANCE = 1e-4
 # rule refused sound exports on every small first batch). A broken graph
 # (wrong scale, wrong op order) misses both by far.
 EXPORT_TOLERANCE = {"none": 1e-4, "int8": 5e-2}
+# A signal model's features, computed by the graph in the device's interpreter,
+# must match NumPy's on every window checked to this relative error (near-zero
+# values are judged against a floor: edgeloop.factory.signal.error_floors).
+# float32 features measure ~1e-6 (`pytest tests/unit/factory/test_signal_graph.py`).
+FEATURE_TOLERANCE = 1e-4
 INT8_MEAN_TOLERANCE = 1e-2
 MIN_INT8_AGREEMENT = 0.99
 
@@ -71,7 +78,63 @@ def _export_check(
     got = runtime.predict(X).astype(np.float64)
     want = model.outputs(X)
     verdict = export_agrees(got, want, quantize, anomaly=model.kind == "kmeans_anomaly")
-    return {"backend": runtime.backend, "rows": len(X), **verdict, "_outputs": got}
+    check: dict[str, Any] = {"backend": runtime.backend, "rows": len(X), **verdict}
+    if model.signal is not None:
+        features = features_agree(model.signal, X, tflite)
+        check["features"] = features
+        check["ok"] = bool(check["ok"] and features["ok"])
+    return {**check, "_outputs": got}
+
+
+def health_tolerance(model: TrainedModel, expected: np.ndarray) -> float:
+    """The device health check's absolute tolerance on these expected outputs.
+
+    A signal model sums hundreds of samples per feature, in an order that
+    differs between LiteRT and tflite-runtime 2.14, and the scaler magnifies
+    a feature that barely varies: its outputs agree across runtimes to ~1e-5
+    relative (tests/integration/factory/test_tflite_runtime_214.py), so the
+    tolerance scales with the largest output, as the export check's does.
+    """
+    if model.signal is None or not expected.size:
+        return HEALTH_TOLERANCE
+    return HEALTH_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
+
+
+def features_agree(
+    signal: SignalSection, X: np.ndarray, tflite: bytes | None = None
+) -> dict[str, Any]:
+    """Whether a graph's features match NumPy's on every window of `X`.
+
+    The features are read out of `tflite` itself (its FEATURES_TENSOR, kept
+    by the interpreter on request) after it runs on the windows in the
+    device's interpreter: the bytes that ship are the bytes checked. Without
+    `tflite`, a graph of the pipeline alone is checked.
+    """
+    from edgeloop.runtime import CompiledModel
+
+    if tflite is None:
+        got = CompiledModel(features_tflite(signal)).predict(X).astype(np.float64)
+    else:
+        runtime = CompiledModel(tflite, inspect=True)
+        runtime.predict(X)
+        got = runtime.tensor(FEATURES_TENSOR).astype(np.float64)
+    want = extract(signal, X)
+    errors = relative_errors(got, want, error_floors(signal, X))
+    names = signal.feature_names()
+    if not errors.size:
+        errors = np.zeros((0, len(names)))
+    per_feature = errors.max(axis=0, initial=0.0)
+    largest = float(per_feature.max(initial=0.0))
+    worst = np.unravel_index(int(np.argmax(errors)), errors.shape) if errors.size else (0, 0)
+    return {
+        "max_relative_error": largest,
+        "worst_feature": names[int(worst[1])],
+        "worst_window": int(worst[0]),
+        "per_feature": {name: float(e) for name, e in zip(names, per_feature, strict=True)},
+        "windows": len(X),
+        "tolerance": FEATURE_TOLERANCE,
+        "ok": bool(largest <= FEATURE_TOLERANCE),
+    }
 
 
 def export_agrees(
@@ -209,9 +272,10 @@ def _not_enough(config: ModelConfig, exc: NotEnoughData, record: dict[str, Any])
 
 def _comparable(champion: TrainedModel | None, candidate: TrainedModel) -> TrainedModel | None:
     """The champion, if its metrics mean anything beside the candidate's."""
-    if champion is None or (champion.kind, champion.n_features) != (
+    if champion is None or (champion.kind, champion.n_features, champion.input_width) != (
         candidate.kind,
         candidate.n_features,
+        candidate.input_width,
     ):
         return None
     return champion
@@ -420,7 +484,17 @@ def _gate_and_export(
     tflite = to_tflite(candidate, quantize)
     check = _export_check(candidate, tflite, check_rows, quantize)
     outputs = check.pop("_outputs")
-    if decision.promoted and not check["ok"]:
+    features = check.get("features")
+    if decision.promoted and features is not None and not features["ok"]:
+        decision = replace(
+            decision,
+            promoted=False,
+            reason="the exported graph's features disagree with NumPy's "
+            f"({features['worst_feature']} off by {features['max_relative_error']:.2e} "
+            f"relative on window {features['worst_window']}, tolerance "
+            f"{features['tolerance']:g}); not shipped",
+        )
+    elif decision.promoted and not check["ok"]:
         decision = replace(
             decision,
             promoted=False,
@@ -457,7 +531,7 @@ def _gate_and_export(
             "health_check": {
                 "inputs": golden.astype(float).tolist(),
                 "expected": expected.astype(float).tolist(),
-                "tolerance": HEALTH_TOLERANCE,
+                "tolerance": health_tolerance(candidate, expected),
             },
         }
     )

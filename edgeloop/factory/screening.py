@@ -47,6 +47,7 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.data import Dataset, DeviceShare
 from edgeloop.factory.gate import wilson_lower_bound
+from edgeloop.factory.signal import extract
 from edgeloop.factory.training import TrainedModel, device_rank
 
 # Fewer devices than this have no fleet to disagree with: of two devices
@@ -141,7 +142,9 @@ def screen(
             "none",
             f"{len(present)} device(s); screening needs {MIN_DEVICES} to tell an odd one out",
         )
-    judge, predicted, known = _judge(dataset, config, champion, reference)
+    # Judges fit on what the model sees: features, when the rows are raw windows.
+    features = _features(dataset, config)
+    judge, predicted, known = _judge(dataset, features, config, champion, reference)
     verdict = _verdict(config, names, row_device, y, predicted, known)
     # Out of fold, the devices screened helped fit the judges of everyone
     # else; judged again without them, devices that hid behind them show.
@@ -150,7 +153,7 @@ def screen(
             break
         distrusted = {names.index(a.device) for a in verdict.screened}
         again = _verdict(
-            config, names, row_device, y, *_out_of_fold(dataset, config.train.seed, distrusted)
+            config, names, row_device, y, *_out_of_fold(features, config.train.seed, distrusted)
         )
         if again is None:
             break
@@ -205,8 +208,15 @@ def _verdict(
     return _Verdict(agreements, tuple(a for a in agreements if a.upper < below), median, below)
 
 
+def _features(dataset: Dataset, config: ModelConfig) -> Dataset:
+    if config.signal is None:
+        return dataset
+    return replace(dataset, X=extract(config.signal, dataset.X))
+
+
 def _judge(
     dataset: Dataset,
+    features: Dataset,
     config: ModelConfig,
     champion: TrainedModel | None,
     reference: Dataset | None,
@@ -222,14 +232,15 @@ def _judge(
         champion is not None
         and champion.kind != "kmeans_anomaly"
         and champion.n_features == config.model.n_features
+        and champion.input_width == config.input_width
     ):
         known = {int(c) for c in champion.estimator.classes_}
         return "champion", champion.predict(dataset.X), known
     if reference is not None and reference.y is not None and len(np.unique(reference.y)) >= 2:
-        model = _fit_judge(reference.X, reference.y, None, config.train.seed)
+        model = _fit_judge(_features(reference, config).X, reference.y, None, config.train.seed)
         known = {int(c) for c in model.classes_}
-        return "reference", np.asarray(model.predict(dataset.X), dtype=np.int64), known
-    return "out_of_fold", *_out_of_fold(dataset, config.train.seed)
+        return "reference", np.asarray(model.predict(features.X), dtype=np.int64), known
+    return "out_of_fold", *_out_of_fold(features, config.train.seed)
 
 
 def _out_of_fold(

@@ -43,8 +43,13 @@ CALIBRATION_SAMPLE = 50_000
 def trains_streamed(config: ModelConfig, wire_bytes: int, stream_above_bytes: int) -> bool:
     """Whether a run trains chunk by chunk: k-means whose uploads, as stored, exceed the
     threshold. The retrain function, the training job and the hand-off estimate all ask
-    this, so they agree on which runs stream."""
-    return config.model.kind == "kmeans_anomaly" and wire_bytes > stream_above_bytes
+    this, so they agree on which runs stream. Models fed raw windows (a signal
+    section) train in memory: the streaming fit does not compute features yet."""
+    return (
+        config.model.kind == "kmeans_anomaly"
+        and config.signal is None
+        and wire_bytes > stream_above_bytes
+    )
 
 
 class _Reservoir:
@@ -98,6 +103,8 @@ def fit_kmeans_streaming(
     params = config.estimator_params()
     if not isinstance(params, KMeansParams):
         raise ValueError(f"streaming training is for kmeans_anomaly, not {config.model.kind}")
+    if config.signal is not None:
+        raise ValueError("streaming training does not compute signal features; train in memory")
     width, seed, share = config.model.n_features, config.train.seed, config.train.holdout
     rng = np.random.default_rng(seed)
     train_sample = _Reservoir(CALIBRATION_SAMPLE, width, rng)

@@ -2,8 +2,10 @@
 
 TensorFlow is 1.3 GB and has no place in a Lambda. The graphs edgeloop ships
 are a handful of ops (FULLY_CONNECTED, SOFTMAX, MUL, ADD, SQUARED_DIFFERENCE,
-SUM, REDUCE_MIN, SQRT, DEQUANTIZE), so they are written directly with the
-`flatbuffers` runtime and the schema's generated code (the `tflite` package).
+SUM, REDUCE_MIN, SQRT, DEQUANTIZE; signal features add SUB, DIV, MAXIMUM,
+ABS, REDUCE_MAX, LESS, CAST, RESHAPE, TRANSPOSE, SLICE, CONCATENATION and
+GATHER), so they are written directly with the `flatbuffers` runtime and the
+schema's generated code (the `tflite` package).
 
 Op versions are the lowest that describe each op's inputs, so the models load
 in tflite-runtime 2.14 as well as in current LiteRT. The same graph always
@@ -30,6 +32,7 @@ SCHEMA_VERSION = 3
 _PLACEHOLDER_FOR_GREATER_OP_CODES = 127
 _DTYPES = {
     np.dtype(np.float32): TensorType.FLOAT32,
+    np.dtype(np.bool_): TensorType.BOOL,
     np.dtype(np.int32): TensorType.INT32,
     np.dtype(np.int8): TensorType.INT8,
 }
@@ -100,6 +103,10 @@ class Graph:
     def activation(self, name: str, shape: Sequence[int], batch_axis: int | None = 0) -> int:
         """A float32 tensor computed at run time; `batch_axis` resizes with the input."""
         return self._tensor(name, shape, TensorType.FLOAT32, batch_axis=batch_axis)
+
+    def boolean(self, name: str, shape: Sequence[int], batch_axis: int | None = 0) -> int:
+        """A bool tensor computed at run time (a comparison's output)."""
+        return self._tensor(name, shape, TensorType.BOOL, batch_axis=batch_axis)
 
     def constant(self, name: str, array: npt.ArrayLike) -> int:
         arr = np.ascontiguousarray(array)
@@ -205,6 +212,115 @@ class Graph:
     def squared_difference(self, a: int, c: int, out: int) -> None:
         self._elementwise(BuiltinOperator.SQUARED_DIFFERENCE, "SquaredDifferenceOptions", a, c, out)
 
+    def sub(self, a: int, c: int, out: int) -> None:
+        self._elementwise(BuiltinOperator.SUB, "SubOptions", a, c, out)
+
+    def div(self, a: int, c: int, out: int) -> None:
+        self._elementwise(BuiltinOperator.DIV, "DivOptions", a, c, out)
+
+    def maximum(self, a: int, c: int, out: int) -> None:
+        self._elementwise(BuiltinOperator.MAXIMUM, "MaximumMinimumOptions", a, c, out)
+
+    def less(self, a: int, c: int, out: int) -> None:
+        self._elementwise(BuiltinOperator.LESS, "LessOptions", a, c, out)
+
+    def abs(self, x: int, out: int) -> None:
+        self.op(BuiltinOperator.ABS, (x,), (out,))
+
+    def cast(self, x: int, out: int) -> None:
+        def options(b: flatbuffers.Builder) -> int:
+            fb.CastOptionsStart(b)
+            fb.CastOptionsAddInDataType(b, self._tensors[x].dtype)
+            fb.CastOptionsAddOutDataType(b, self._tensors[out].dtype)
+            return int(fb.CastOptionsEnd(b))
+
+        self.op(
+            BuiltinOperator.CAST,
+            (x,),
+            (out,),
+            options_type=BuiltinOptions.CastOptions,
+            options=options,
+        )
+
+    def reshape(self, x: int, shape: Sequence[int], out: int) -> None:
+        """`shape` may hold one -1 (the batch), worked out by the interpreter."""
+        target = self.constant(f"{self._tensors[out].name}/shape", np.array(shape, np.int32))
+
+        def options(b: flatbuffers.Builder) -> int:
+            fb.ReshapeOptionsStart(b)
+            return int(fb.ReshapeOptionsEnd(b))
+
+        self.op(
+            BuiltinOperator.RESHAPE,
+            (x, target),
+            (out,),
+            options_type=BuiltinOptions.ReshapeOptions,
+            options=options,
+        )
+
+    def transpose(self, x: int, perm: Sequence[int], out: int) -> None:
+        order = self.constant(f"{self._tensors[out].name}/perm", np.array(perm, np.int32))
+
+        def options(b: flatbuffers.Builder) -> int:
+            fb.TransposeOptionsStart(b)
+            return int(fb.TransposeOptionsEnd(b))
+
+        self.op(
+            BuiltinOperator.TRANSPOSE,
+            (x, order),
+            (out,),
+            options_type=BuiltinOptions.TransposeOptions,
+            options=options,
+        )
+
+    def slice(self, x: int, begin: Sequence[int], size: Sequence[int], out: int) -> None:
+        """`size` -1 takes the rest of that axis (the batch)."""
+        name = self._tensors[out].name
+        starts = self.constant(f"{name}/begin", np.array(begin, np.int32))
+        sizes = self.constant(f"{name}/size", np.array(size, np.int32))
+
+        def options(b: flatbuffers.Builder) -> int:
+            fb.SliceOptionsStart(b)
+            return int(fb.SliceOptionsEnd(b))
+
+        self.op(
+            BuiltinOperator.SLICE,
+            (x, starts, sizes),
+            (out,),
+            options_type=BuiltinOptions.SliceOptions,
+            options=options,
+        )
+
+    def concatenation(self, xs: Sequence[int], axis: int, out: int) -> None:
+        def options(b: flatbuffers.Builder) -> int:
+            fb.ConcatenationOptionsStart(b)
+            fb.ConcatenationOptionsAddAxis(b, axis)
+            return int(fb.ConcatenationOptionsEnd(b))
+
+        self.op(
+            BuiltinOperator.CONCATENATION,
+            tuple(xs),
+            (out,),
+            options_type=BuiltinOptions.ConcatenationOptions,
+            options=options,
+        )
+
+    def gather(self, x: int, indices: Sequence[int], axis: int, out: int) -> None:
+        picked = self.constant(f"{self._tensors[out].name}/indices", np.array(indices, np.int32))
+
+        def options(b: flatbuffers.Builder) -> int:
+            fb.GatherOptionsStart(b)
+            fb.GatherOptionsAddAxis(b, axis)
+            return int(fb.GatherOptionsEnd(b))
+
+        self.op(
+            BuiltinOperator.GATHER,
+            (x, picked),
+            (out,),
+            options_type=BuiltinOptions.GatherOptions,
+            options=options,
+        )
+
     def _reduce(self, code: int, x: int, axis: int, out: int) -> None:
         axis_tensor = self.constant(f"{self._tensors[out].name}/axis", np.array([axis], np.int32))
 
@@ -226,6 +342,9 @@ class Graph:
 
     def reduce_min(self, x: int, axis: int, out: int) -> None:
         self._reduce(BuiltinOperator.REDUCE_MIN, x, axis, out)
+
+    def reduce_max(self, x: int, axis: int, out: int) -> None:
+        self._reduce(BuiltinOperator.REDUCE_MAX, x, axis, out)
 
     def sqrt(self, x: int, out: int) -> None:
         self.op(BuiltinOperator.SQRT, (x,), (out,))

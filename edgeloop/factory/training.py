@@ -27,6 +27,7 @@ from sklearn.neural_network import MLPClassifier
 
 from edgeloop.factory.config import KMeansParams, LogisticParams, MLPParams, ModelConfig
 from edgeloop.factory.data import Dataset
+from edgeloop.factory.signal import SignalSection, extract
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -56,9 +57,22 @@ class TrainedModel:
     # The health check's inputs this model shipped with: its successors reuse them,
     # so a device fetches golden inputs once (edgeloop.contract.trust_targets).
     golden: FloatArray | None = None
+    # Set when the model takes raw windows: its features are computed from each
+    # window, by NumPy here and by the graph's first ops on the device.
+    signal: SignalSection | None = None
+
+    @property
+    def input_width(self) -> int:
+        return self.signal.width if self.signal is not None else self.n_features
+
+    def features(self, X: FloatArray) -> FloatArray:
+        """The estimator's features of input rows: the rows, or the features of raw windows."""
+        if self.signal is None:
+            return np.asarray(X, dtype=np.float64)
+        return extract(self.signal, X)
 
     def scaled(self, X: FloatArray) -> FloatArray:
-        out: FloatArray = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
+        out: FloatArray = (self.features(X) - self.mean) / self.scale
         return out
 
     def outputs(self, X: FloatArray) -> FloatArray:
@@ -226,6 +240,8 @@ def fit(
         warm.kind != config.model.kind or warm.n_features != config.model.n_features
     ):
         warm, note = None, "cold start: the champion is a different kind or width"
+    if warm is not None and warm.signal != config.signal:
+        warm, note = None, "cold start: the champion computes other features (signal section)"
     growth = config.train.refit_scaler_growth
     if warm is not None and growth and len(X) >= growth * max(1, warm.scaler_rows):
         # A scaler fit on a small first batch misjudges features that barely
@@ -235,9 +251,12 @@ def fit(
             f"{warm.scaler_rows} the scaler was fit on (train.refit_scaler_growth = {growth})"
         )
         warm = None
-    mean, scale = (warm.mean, warm.scale) if warm is not None else _fit_scaler(X)
+    # Raw windows become features once, here; the estimator and the scaler
+    # never see a window.
+    F = extract(config.signal, X) if config.signal is not None else X
+    mean, scale = (warm.mean, warm.scale) if warm is not None else _fit_scaler(F)
     scaler_rows = warm.scaler_rows if warm is not None else len(X)
-    Xs = (X - mean) / scale
+    Xs = (F - mean) / scale
     with warnings.catch_warnings():
         # Short warm-start rounds stop before convergence on purpose.
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -263,6 +282,7 @@ def fit(
         estimator=estimator,
         classes=classes,
         scaler_rows=scaler_rows,
+        signal=config.signal,
     )
     if isinstance(params, KMeansParams):
         _calibrate(model, X, params)
