@@ -97,13 +97,18 @@ def for_moto(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def create_principal(iam: Any, name: str, statements: list[dict[str, Any]]) -> Credentials:
-    """An IAM user that stands for a role: the role's statements, its own access key.
+def create_principal(
+    iam: Any, name: str, statements: list[dict[str, Any]], managed: tuple[str, ...] = ()
+) -> Credentials:
+    """An IAM user that stands for a role: the role's statements and AWS managed
+    policies (moto carries AWS's documents for them), its own access key.
 
     Lambda runs a function with its role's temporary credentials; moto's IAM mode
-    evaluates a user's inline policies the same way, without STS in the path.
+    evaluates a user's policies the same way, without STS in the path.
     """
     iam.create_user(UserName=name)
+    for arn in managed:
+        iam.attach_user_policy(UserName=name, PolicyArn=arn)
     if statements:
         iam.put_user_policy(
             UserName=name,

@@ -124,7 +124,10 @@ class PackagedStack:
         self.provisioning = self.stack.provisioning()
         if self.provisioning is not None:
             self.credentials["provisioning"] = create_principal(
-                iam, f"{prefix}-provisioning", self.provisioning.statements
+                iam,
+                f"{prefix}-provisioning",
+                self.provisioning.statements,
+                self.provisioning.managed,
             )
         enable_authorization(endpoint)
         retrain = self.stack.functions()["retrain"]

@@ -89,6 +89,7 @@ class LocalProvisioning:
         broker: Mosquitto,
         ca: LocalCa,
         iot: Any,
+        provisioning_role: Any,
         template_name: str,
         template_body: dict[str, Any],
         hook: Hook,
@@ -98,7 +99,10 @@ class LocalProvisioning:
     ) -> None:
         self.broker = broker
         self.ca = ca
+        # IoT Core's own records (certificates from CSRs, the broker's view of them) are
+        # kept as the service; the template is applied as the template's role.
         self.iot = iot
+        self.role = provisioning_role
         self.template_name = template_name
         self.template = template_body
         self.hook = hook
@@ -252,32 +256,32 @@ class LocalProvisioning:
         thing = thing_props["ThingName"]
         attributes = thing_props.get("AttributePayload", {})
         try:
-            self.iot.describe_thing(thingName=thing)
-            self.iot.update_thing(
+            self.role.describe_thing(thingName=thing)
+            self.role.update_thing(
                 thingName=thing, attributePayload={"attributes": attributes, "merge": True}
             )
-        except self.iot.exceptions.ResourceNotFoundException:
-            self.iot.create_thing(thingName=thing, attributePayload={"attributes": attributes})
+        except self.role.exceptions.ResourceNotFoundException:
+            self.role.create_thing(thingName=thing, attributePayload={"attributes": attributes})
         wanted = set(thing_props.get("ThingGroups", []))
         held = {
             g["groupName"]
-            for g in self.iot.list_thing_groups_for_thing(thingName=thing)["thingGroups"]
+            for g in self.role.list_thing_groups_for_thing(thingName=thing)["thingGroups"]
         }
         for group in held - wanted:
-            self.iot.remove_thing_from_thing_group(thingGroupName=group, thingName=thing)
+            self.role.remove_thing_from_thing_group(thingGroupName=group, thingName=thing)
         for group in wanted - held:
-            self.iot.add_thing_to_thing_group(thingGroupName=group, thingName=thing)
+            self.role.add_thing_to_thing_group(thingGroupName=group, thingName=thing)
         policy = resources[POLICY_RESOURCE]["Properties"]["PolicyName"]
         try:
-            self.iot.get_policy(policyName=policy)
-        except self.iot.exceptions.ResourceNotFoundException:
-            self.iot.create_policy(
+            self.role.get_policy(policyName=policy)
+        except self.role.exceptions.ResourceNotFoundException:
+            self.role.create_policy(
                 policyName=policy, policyDocument=json.dumps(self.policy_document)
             )
-        self.iot.attach_policy(policyName=policy, target=pending.certificate_arn)
-        self.iot.attach_thing_principal(thingName=thing, principal=pending.certificate_arn)
+        self.role.attach_policy(policyName=policy, target=pending.certificate_arn)
+        self.role.attach_thing_principal(thingName=thing, principal=pending.certificate_arn)
         status = resources[CERTIFICATE_RESOURCE]["Properties"].get("Status", "Active")
-        self.iot.update_certificate(certificateId=pending.certificate_id, newStatus=status.upper())
+        self.role.update_certificate(certificateId=pending.certificate_id, newStatus=status.upper())
         configuration = {str(k): str(v) for k, v in body.get("DeviceConfiguration", {}).items()}
         return thing, configuration
 

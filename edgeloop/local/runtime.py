@@ -11,7 +11,6 @@ from types import TracebackType
 from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
-from functions.common.admission import AdmissionTable
 
 from edgeloop.contract import DEFAULT_STACK, RuleNames
 from edgeloop.local.aws import REGION, MotoServer, Resources, init_trust
@@ -21,6 +20,7 @@ from edgeloop.local.certificates import CLAIM_IDENTITY, KeyPair, LocalCa
 from edgeloop.local.packaged import LambdaBuild, PackagedStack
 from edgeloop.local.provisioning import LocalProvisioning
 from edgeloop.local.router import EventRouter, Rule, RuleAction
+from functions.common.admission import AdmissionTable
 from functions.common.fleet import FleetTable
 from functions.common.identity import enroll
 
@@ -182,6 +182,7 @@ class LocalRuntime:
             self.provisioning = LocalProvisioning(
                 self.broker,
                 self.ca,
+                self.aws.client("iot"),
                 self.stack.client("iot", as_function="provisioning"),
                 spec.name,
                 spec.body,

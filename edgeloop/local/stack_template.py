@@ -74,7 +74,8 @@ class ProvisioningSpec:
     name: str
     body: dict[str, Any]
     hook: str  # the hook function's short name
-    statements: list[dict[str, Any]]  # the provisioning role's
+    statements: list[dict[str, Any]]  # the provisioning role's inline statements
+    managed: tuple[str, ...]  # and the AWS managed policies it holds
     policy_document: dict[str, Any]  # the device policy the template attaches
 
 
@@ -361,11 +362,13 @@ class LocalStack:
             if self.resolve(p.get("PolicyName")) == policy_name
         )
         role = props["ProvisioningRoleArn"]["Fn::GetAtt"][0]
+        managed = self.template.resources[role]["Properties"].get("ManagedPolicyArns", [])
         return ProvisioningSpec(
             name=self.resolve(props["TemplateName"]),
             body=body,
             hook=self.function(hook).name,
             statements=self.role_statements(role),
+            managed=tuple(str(self.resolve(arn)) for arn in managed),
             policy_document=policy,
         )
 

@@ -99,6 +99,7 @@ def local_iot(tmp_path: Path) -> Iterator[LocalIot]:
         broker,
         ca,
         iot,
+        iot,
         TEMPLATE,
         provisioning_template("edgeloop-device"),
         _hook(calls),
