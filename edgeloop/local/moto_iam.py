@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import logging
 import signal
 import threading
@@ -192,14 +193,15 @@ def _install_presigned_authorization() -> None:
 
     check_signature = IAMRequest.check_signature
 
-    def check_signature_unless_iot_read(self: Any) -> None:
-        # moto recomputes the signature of an IoT GET (DescribeThing, ListThings...)
-        # from the wrong canonical request and refuses every one; the caller's key
-        # and its policy are still checked.
-        if not (self._service == "iot" and self._method == "GET"):
+    def check_signature_unless_iot(self: Any) -> None:
+        # moto recomputes the signature of an IoT REST call from the wrong canonical
+        # request (the query string and the x-amzn-principal header are lost) and
+        # refuses DescribeThing, UpdateCertificate, AttachThingPrincipal and the
+        # like; the caller's key and its policy are still checked.
+        if self._service != "iot":
             check_signature(self)
 
-    IAMRequest.check_signature = check_signature_unless_iot_read  # type: ignore[method-assign]
+    IAMRequest.check_signature = check_signature_unless_iot  # type: ignore[method-assign]
 
     original = ActionAuthenticatorMixin._authenticate_and_authorize_action
 
@@ -228,6 +230,9 @@ def serve(port: int, host: str = "127.0.0.1") -> None:
 
 
 def main() -> None:
+    # AWS managed policies (a provisioning role's AWSIoTThingsRegistration) exist in
+    # moto's IAM only when it is told to load them.
+    os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import secrets
 import threading
 import time
@@ -55,6 +56,7 @@ from functions.common.mqtt_publisher import cloud_client
 
 log = logging.getLogger(__name__)
 
+WORKERS = 4
 # IoT Core deletes a certificate from a CSR that is not registered within the hour.
 OWNERSHIP_SECONDS = 3600.0
 
@@ -115,6 +117,20 @@ class LocalProvisioning:
         self.registered: list[str] = []
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
+        # Each identity's ACL block, kept from the registry: read whole at start, and
+        # each registration's thing read again as it is made.
+        self._blocks: dict[str, str] = {}
+        self._acl_lock = threading.Lock()
+        # Calls are answered off paho's network thread, a few at once: one call runs
+        # the hook (a function's cold start) and a dozen registry requests, and a
+        # fleet onboarding at once must not queue behind it.
+        self._calls: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"provisioning-{i}", daemon=True)
+            for i in range(WORKERS)
+        ]
+        for worker in self._workers:
+            worker.start()
         self._csr = create_from_csr()
         self._register = register_thing(template_name)
         self._ready = threading.Event()
@@ -132,14 +148,24 @@ class LocalProvisioning:
             raise TimeoutError("the local provisioning service did not subscribe within 10 s")
 
     def close(self) -> None:
+        for _ in self._workers:
+            self._calls.put(None)
         self._client.loop_stop()
         self._client.disconnect()
+        for worker in self._workers:
+            worker.join(10)
 
     def _subscribe(self, client: mqtt.Client, *_: Any) -> None:
         client.subscribe([(self._csr.request, 1), (self._register.request, 1)])
 
     def _message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        # paho's network thread; a provisioning call is a few milliseconds of work.
+        self._calls.put(message)
+
+    def _work(self) -> None:
+        while (message := self._calls.get()) is not None:
+            self._answer(message)
+
+    def _answer(self, message: mqtt.MQTTMessage) -> None:
         try:
             if message.topic == self._csr.request:
                 self._answer_csr(bytes(message.payload))
@@ -242,7 +268,7 @@ class LocalProvisioning:
             CERTIFICATE_ID: pending.certificate_id,
         }
         thing, configuration = self._apply(parameters, pending)
-        self.write_acl()
+        self.write_acl(thing)
         self.registered.append(thing)
         if self.on_registered is not None:
             self.on_registered(thing)
@@ -287,6 +313,23 @@ class LocalProvisioning:
 
     # --- the broker's ACL, from the registry -----------------------------------------
 
+    def _block(self, thing: str) -> tuple[str, str] | None:
+        """One thing's ACL block, keyed by its certificate's identity, from the registry."""
+        model = (
+            self.iot.describe_thing(thingName=thing).get("attributes", {}).get(MODEL_ATTRIBUTE, "")
+        )
+        grants = device_grants(self.rules)
+        # No model, no nudges: the grant's variable is left unmatched.
+        lines = "\n".join(acl_lines(grants, thing, model or "-"))
+        found = None
+        for principal in self.iot.list_thing_principals(thingName=thing)["principals"]:
+            described = self.iot.describe_certificate(certificateId=principal.rsplit("/", 1)[-1])
+            description = described["certificateDescription"]
+            if description["status"] == "ACTIVE":
+                identity = common_name(description["certificatePem"])
+                found = (identity, f"user {identity}\n{lines}")
+        return found
+
     def acl(self) -> str:
         """mosquitto's ACL for every identity the registry knows: the claim's, and each
         active certificate's, as the thing it is attached to."""
@@ -294,25 +337,23 @@ class LocalProvisioning:
             CLAIM_IDENTITY: f"user {CLAIM_IDENTITY}\n"
             + "\n".join(acl_lines(claim_grants(self.template_name)))
         }
-        grants = device_grants(self.rules)
-        pages = self.iot.get_paginator("list_certificates").paginate()
-        for cert in (c for page in pages for c in page["certificates"]):
-            if cert["status"] != "ACTIVE":
-                continue
-            described = self.iot.describe_certificate(certificateId=cert["certificateId"])
-            identity = common_name(described["certificateDescription"]["certificatePem"])
-            for thing in self.iot.list_principal_things(principal=cert["certificateArn"])["things"]:
-                model = (
-                    self.iot.describe_thing(thingName=thing)
-                    .get("attributes", {})
-                    .get(MODEL_ATTRIBUTE, "")
-                )
-                # No model, no nudges: the grant's variable stays unfilled and matches nothing.
-                # A re-provisioned device has two certificates with one identity.
-                blocks[identity] = f"user {identity}\n" + "\n".join(
-                    acl_lines(grants, thing, model or "-")
-                )
+        pages = self.iot.get_paginator("list_things").paginate()
+        for thing in (t["thingName"] for page in pages for t in page["things"]):
+            block = self._block(thing)
+            if block is not None:
+                blocks[block[0]] = block[1]
         return "\n\n".join(blocks.values()) + "\n"
 
-    def write_acl(self) -> None:
-        self.broker.set_acl(self.acl())
+    def write_acl(self, thing: str | None = None) -> None:
+        """The ACL from the whole registry, or with one thing's block read again."""
+        with self._acl_lock:
+            if thing is None:
+                text = self.acl()
+                self._blocks = {
+                    b.split("\n", 1)[0].removeprefix("user "): b for b in text.strip().split("\n\n")
+                }
+            else:
+                block = self._block(thing)
+                if block is not None:
+                    self._blocks[block[0]] = block[1]
+            self.broker.set_acl("\n\n".join(self._blocks.values()) + "\n")
