@@ -141,11 +141,21 @@ class LocalProvisioning:
         self._client.on_subscribe = lambda *_: self._ready.set()
         self._client.on_message = self._message
         self._client.reconnect_delay_set(1, 2)
+        self._deploy_policy()
         self.write_acl()
         self._client.connect(host, port)
         self._client.loop_start()
         if not self._ready.wait(10):
             raise TimeoutError("the local provisioning service did not subscribe within 10 s")
+
+    def _deploy_policy(self) -> None:
+        """The device policy the template attaches, as the stack deploys it (the local
+        stack makes no IoT policies of its own)."""
+        name = self.template["Resources"][POLICY_RESOURCE]["Properties"]["PolicyName"]
+        try:
+            self.iot.get_policy(policyName=name)
+        except self.iot.exceptions.ResourceNotFoundException:
+            self.iot.create_policy(policyName=name, policyDocument=json.dumps(self.policy_document))
 
     def close(self) -> None:
         for _ in self._workers:
@@ -298,12 +308,6 @@ class LocalProvisioning:
         for group in wanted - held:
             self.role.add_thing_to_thing_group(thingGroupName=group, thingName=thing)
         policy = resources[POLICY_RESOURCE]["Properties"]["PolicyName"]
-        try:
-            self.role.get_policy(policyName=policy)
-        except self.role.exceptions.ResourceNotFoundException:
-            self.role.create_policy(
-                policyName=policy, policyDocument=json.dumps(self.policy_document)
-            )
         self.role.attach_policy(policyName=policy, target=pending.certificate_arn)
         self.role.attach_thing_principal(thingName=thing, principal=pending.certificate_arn)
         status = resources[CERTIFICATE_RESOURCE]["Properties"].get("Status", "Active")
