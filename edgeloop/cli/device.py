@@ -1,4 +1,5 @@
-"""`edgeloop device config`: a device's agent.toml for a deployed stack.
+"""`edgeloop device config | claim`: agent.toml for one enrolled thing, or the claim
+bundle a whole batch of devices provisions itself with, for a deployed stack.
 
 Everything in it comes from the account, not from hand-copied names: the IoT data
 endpoint (ATS) from `iot describe-endpoint`, the CDN from the stack's CdnBaseUrl
@@ -21,6 +22,8 @@ from edgeloop.cli.errors import EXIT_FAILED, CliError, emit
 from edgeloop.cli.stack import (
     ARTIFACT_BUCKET,
     CDN_BASE_URL,
+    CLAIM_POLICY,
+    PROVISIONING_TEMPLATE,
     STATUS_RULE,
     UPLOAD_REQUEST_RULE,
     StackOutputs,
@@ -104,24 +107,44 @@ def agent_toml(
     cert: str,
     key: str,
     state_dir: str,
+    template: str | None = None,
 ) -> str:
-    """The agent config for a deployed stack; every key is one `edgeloop-agent run` checks."""
-    return f"""# Written by `edgeloop device config --stack {stack} --thing {thing}`.
+    """The agent config for a deployed stack; every key is one `edgeloop-agent run` checks.
+
+    With a provisioning `template`, `cert` and `key` are the batch's claim and the
+    file names no thing and no model: the device learns both when it registers.
+    """
+    if template is None:
+        header = f"""# Written by `edgeloop device config --stack {stack} --thing {thing}`.
 # Paths are relative to this file. The certificate and key are the thing's own
-# (from provisioning); the CA file is Amazon Root CA 1.
+# (from provisioning); the CA file is Amazon Root CA 1."""
+        device = f"thing = {json.dumps(thing)}\nmodel = {json.dumps(model)}\n"
+        tls = f"cert = {json.dumps(cert)}\nkey = {json.dumps(key)}\n"
+        provisioning = ""
+    else:
+        header = f"""# Written by `edgeloop device claim --stack {stack}`: one file for a batch.
+# Paths are relative to this file. Each device starts with its own serial
+# (`edgeloop-agent run --config THIS --serial SN`, or EDGELOOP_SERIAL), makes its
+# own key and certificate with the claim once, and keeps them in its state
+# directory; the CA file is Amazon Root CA 1."""
+        device = ""
+        tls = ""
+        provisioning = f"""
+[provisioning]
+claim_cert = {json.dumps(cert)}
+claim_key = {json.dumps(key)}
+template = {json.dumps(template)}
+"""
+    return f"""{header}
 # Feed samples as JSON lines on stdin, or set [source] to a CSV file.
 
 [device]
-thing = {json.dumps(thing)}
-model = {json.dumps(model)}
-n_features = {n_features}
+{device}n_features = {n_features}
 
 [broker]
 url = {json.dumps(broker_url)}
 ca = {json.dumps(ca)}
-cert = {json.dumps(cert)}
-key = {json.dumps(key)}
-stack_name = {json.dumps(stack)}   # the IoT rules status and upload requests go to
+{tls}stack_name = {json.dumps(stack)}   # the IoT rules status and upload requests go to
 
 [artifacts]
 base_url = {json.dumps(cdn_url)}
@@ -134,7 +157,7 @@ dir = {json.dumps(state_dir)}
 
 [source]
 kind = "stdin"
-"""
+{provisioning}"""
 
 
 def _check_rule_names(outputs: StackOutputs) -> None:
@@ -222,6 +245,86 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _claim(args: argparse.Namespace) -> int:
+    import os
+
+    import boto3
+
+    from edgeloop.cli.local import load_model_dir
+
+    out = Path(args.out)
+    cert_path, key_path = out.parent / "claim.pem", out.parent / "claim.key"
+    for path in (out, cert_path, key_path):
+        if path.exists() and not args.force:
+            raise CliError(f"{path} exists; pass --force to replace it", "exists")
+    configs = load_model_dir(Path(args.models))
+    if args.model not in configs:
+        raise CliError(
+            f"--model {args.model}: no config in {args.models} ({', '.join(sorted(configs))})",
+            "unknown_model",
+        )
+    outputs = outputs_of(args)
+    _check_rule_names(outputs)
+    # A stack deployed before provisioning by claim is refused here, with the output named.
+    template, claim_policy = outputs[PROVISIONING_TEMPLATE], outputs[CLAIM_POLICY]
+    with aws_errors(f"the claim for stack {outputs.stack}"):
+        iot = boto3.client("iot", endpoint_url=args.endpoint_url)
+        address = iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
+        if args.root:
+            try:
+                root = Path(args.root).read_bytes()
+            except OSError as exc:
+                raise CliError(f"--root {args.root}: {exc.strerror}", "no_such_file") from exc
+        else:
+            root = _root_v1(
+                boto3.client("s3", endpoint_url=args.endpoint_url), outputs[ARTIFACT_BUCKET]
+            )
+        _checked_root(root, args.root or f"s3://{outputs[ARTIFACT_BUCKET]}/{ROOT_V1_KEY}")
+        made = iot.create_keys_and_certificate(setAsActive=True)
+        iot.attach_policy(policyName=claim_policy, target=made["certificateArn"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(made["keyPair"]["PrivateKey"])
+    cert_path.write_text(made["certificatePem"])
+    (out.parent / ROOT_FILE).write_bytes(root)
+    broker_url = f"mqtts://{address}:{IOT_PORT}"
+    out.write_text(
+        agent_toml(
+            stack=outputs.stack,
+            thing="",
+            model="",
+            n_features=configs[args.model][1].model.n_features,
+            broker_url=broker_url,
+            cdn_url=outputs[CDN_BASE_URL],
+            ca=args.ca,
+            cert=cert_path.name,
+            key=key_path.name,
+            state_dir=args.state_dir,
+            template=template,
+        ),
+        encoding="utf-8",
+    )
+    doc = {
+        "agent_config": str(out),
+        "claim_certificate_id": made["certificateId"],
+        "claim_policy": claim_policy,
+        "template": template,
+        "broker_url": broker_url,
+        "stack": outputs.stack,
+    }
+    if args.json:
+        emit(doc)
+    else:
+        print(
+            f"{out.parent}: the claim bundle for stack {outputs.stack} (claim certificate "
+            f"{made['certificateId'][:12]}, policy {claim_policy}). Admit serials "
+            f"with `edgeloop fleet allow`, put Amazon Root CA 1 beside it as {args.ca}, then "
+            f"on each device: edgeloop-agent run --config {out.name} --serial SERIAL"
+        )
+    return 0
+
+
 def register(sub: Any, json_help: str) -> None:
     device = sub.add_parser("device", help="a device's agent config for a deployed stack")
     commands = device.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
@@ -259,3 +362,36 @@ def register(sub: Any, json_help: str) -> None:
     )
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(run=_config)
+
+    p = commands.add_parser(
+        "claim",
+        help="write the claim bundle a batch of devices provisions itself with",
+        description="Make a claim certificate with the stack's claim policy (it may only "
+        "call fleet provisioning) and write it with agent.toml and the fleet's trust anchor: "
+        "one bundle for every device of a batch. Each device starts with its own serial, "
+        "makes its own key, and is admitted by the allow-list (`edgeloop fleet allow`).",
+    )
+    add_stack_option(p)
+    p.add_argument(
+        "--model",
+        required=True,
+        help="the model these devices' sensors feed (sets n_features; the allow-list "
+        "decides each device's model)",
+    )
+    p.add_argument(
+        "--out", default="claim/agent.toml", help="where to write (default: %(default)s)"
+    )
+    p.add_argument(
+        "--models", default="models", help="the model configs directory (default: %(default)s)"
+    )
+    p.add_argument("--root", default=None, help="the ceremony's root metadata file")
+    p.add_argument("--ca", default="AmazonRootCA1.pem", help="the CA file (default: %(default)s)")
+    p.add_argument("--state-dir", default="state", help="the agent's state (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument(
+        "--endpoint-url",
+        default=None,
+        help="AWS endpoint to use instead of AWS's own (e.g. the local cloud's moto server)",
+    )
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.set_defaults(run=_claim)

@@ -31,6 +31,8 @@ PRESENCE_TABLE = "PresenceTable"
 REGISTRY_TABLE = "RegistryTable"
 DATA_BUCKET = "DataBucket"
 ADMISSION_TABLE = "AdmissionTable"
+PROVISIONING_TEMPLATE = "ProvisioningTemplateName"
+CLAIM_POLICY = "ClaimPolicyName"
 # What the command line and `device config` read; the stack has more outputs.
 READ_OUTPUTS = (
     CDN_BASE_URL,

@@ -18,10 +18,12 @@ from edgeloop.cli.stack import (
     ARTIFACT_BUCKET,
     CANARY_GROUP,
     CDN_BASE_URL,
+    CLAIM_POLICY,
     DATA_BUCKET,
     DEVICE_POLICY_NAME,
     FLEET_TABLE,
     ONLINE_KEY_ARN,
+    PROVISIONING_TEMPLATE,
     REGISTRY_TABLE,
     STATUS_RULE,
     UPLOAD_REQUEST_RULE,
@@ -210,3 +212,47 @@ def test_rollout_without_a_stack_says_what_to_pass_in_one_line(
     assert err.strip().count("\n") == 0, err
     _, doc, _ = _run(["rollout", "status", "--model", "digits", *args, "--json"], capsys)
     assert doc["code"] == code
+
+
+def test_device_claim_writes_one_bundle_for_a_batch_that_names_no_thing(
+    cloud: LocalCloud, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = _deploy_stack(
+        cloud, extra={PROVISIONING_TEMPLATE: "batch-fleet", CLAIM_POLICY: "claim"}
+    )
+    cloud.client("iot").create_policy(policyName="claim", policyDocument='{"Statement": []}')
+    out = tmp_path / "batch" / "agent.toml"
+    args = ["device", "claim", "--stack", stack, "--model", "digits", "--out", str(out)]
+    code, doc, err = _run([*args, "--models", str(cloud.config_dir), "--json"], capsys)
+    assert code == 0, err
+    # The claim is a new certificate holding only the claim policy; its key is owner-only.
+    iot = cloud.client("iot")
+    arn = iot.describe_certificate(certificateId=doc["claim_certificate_id"])[
+        "certificateDescription"
+    ]["certificateArn"]
+    assert [p["policyName"] for p in iot.list_attached_policies(target=arn)["policies"]] == [
+        "claim"
+    ]
+    assert (out.parent / "claim.key").stat().st_mode & 0o777 == 0o600
+    (out.parent / "AmazonRootCA1.pem").write_text("-----BEGIN-----\n")
+    config = load_agent_config(out)
+    assert config.provisioning is not None
+    assert config.provisioning.template == "batch-fleet"
+    assert config.provisioning.claim_cert == out.parent / "claim.pem"
+    # No thing and no model: each device learns both when it registers.
+    assert (config.device.thing, config.device.model) == ("", "")
+    assert config.device.n_features == 64
+    assert config.broker.cert is None
+
+
+def test_device_claim_refuses_a_stack_without_provisioning_in_one_line(
+    cloud: LocalCloud, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = _deploy_stack(cloud)
+    args = ["device", "claim", "--stack", stack, "--model", "digits"]
+    code, _, err = _run(
+        [*args, "--models", str(cloud.config_dir), "--out", str(tmp_path / "agent.toml")], capsys
+    )
+    assert code != 0
+    assert f"stack {stack} has no output {PROVISIONING_TEMPLATE}" in err
+    assert len(err.strip().splitlines()) == 1
