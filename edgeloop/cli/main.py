@@ -8,7 +8,18 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from edgeloop import __version__
-from edgeloop.cli import device, factory, feed, fleet, local, predict, release, rollout, trust
+from edgeloop.cli import (
+    device,
+    factory,
+    feed,
+    fleet,
+    local,
+    predict,
+    recipe,
+    release,
+    rollout,
+    trust,
+)
 from edgeloop.cli.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -17,8 +28,12 @@ from edgeloop.cli.errors import (
     report,
 )
 from edgeloop.contract import ContractError
+from edgeloop.local.stack_template import TemplateError
 
 JSON_HELP = 'print one JSON object, errors included ({"error": ..., "code": ...})'
+# What the `local` extra installs (pyproject.toml): the local cloud and the demo import
+# them when they start, so an install without the extra says so instead of a traceback.
+LOCAL_EXTRA_MODULES = frozenset({"moto", "amqtt", "rich", "matplotlib"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     feed.register(sub)
     trust.register(sub, JSON_HELP)
     device.register(sub, JSON_HELP)
+    recipe.register(sub)
 
     p = sub.add_parser("demo", help="the whole loop on one machine, no AWS account")
     p.add_argument(
@@ -127,6 +143,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report(CliError(f"{type(exc).__name__}: {exc}", "refused", EXIT_FAILED), as_json)
     except KeyboardInterrupt:
         return report(CliError("interrupted", "interrupted", EXIT_INTERRUPTED), as_json)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in LOCAL_EXTRA_MODULES:
+            raise
+        return report(
+            CliError(
+                f"`edgeloop {args.command}` needs {missing}, which the local extra installs: "
+                "pip install 'edgeloop[local]'",
+                "missing_extra",
+                EXIT_FAILED,
+            ),
+            as_json,
+        )
+    except TemplateError as exc:
+        # The local cloud and the demo run the functions as built in a checkout.
+        return report(CliError(str(exc), "no_lambda_build", EXIT_FAILED), as_json)
     except (OSError, ValueError) as exc:
         # ConfigError names the bad key; OSError names the file.
         return report(CliError(str(exc), _code(exc)), as_json)
