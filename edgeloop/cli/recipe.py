@@ -5,8 +5,8 @@ the stack's artifact bucket (its ArtifactBucket output) under `greengrass/`, wit
 interpreter the images need as the wheel's extra, so a platform team renders, uploads
 and registers it without editing anything:
 
-    make agent-wheel
-    edgeloop recipe --stack NAME --upload build/agent/edgeloop_agent-0.1.0-py3-none-any.whl \
+    make wheels
+    edgeloop recipe --stack NAME --upload build/wheels/edgeloop_agent-0.1.0-py3-none-any.whl \
       > recipe.yaml
     aws greengrassv2 create-component-version --inline-recipe fileb://recipe.yaml
 """
@@ -71,11 +71,11 @@ def _recipe(args: argparse.Namespace) -> int:
         wheel = Path(args.upload)
         if wheel.name != agent_wheel():
             raise CliError(
-                f"--upload {wheel}: the recipe installs {agent_wheel()} (make agent-wheel "
-                "builds it in build/agent/)"
+                f"--upload {wheel}: the recipe installs {agent_wheel()} (make wheels "
+                "builds it in build/wheels/)"
             )
         if not wheel.is_file():
-            raise CliError(f"--upload {wheel}: no such file (make agent-wheel)")
+            raise CliError(f"--upload {wheel}: no such file (make wheels)")
         import boto3
 
         from edgeloop.cli.aws import aws_errors

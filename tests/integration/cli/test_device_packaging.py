@@ -152,3 +152,30 @@ def test_the_build_backend_understands_the_license_field() -> None:
         floor = re.search(r">=\s*(\d+)", setuptools)
         assert floor is not None
         assert int(floor.group(1)) >= 77
+
+
+def test_the_recipe_uploads_the_agents_wheel_where_it_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    moto = pytest.importorskip("moto")
+    import boto3
+
+    from edgeloop.cli.main import main
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    wheel = tmp_path / WHEEL
+    wheel.write_bytes(b"PK wheel")
+    wrong = tmp_path / f"edgeloop-{PROJECT['version']}-py3-none-any.whl"
+    wrong.write_bytes(b"PK operator")
+    with moto.mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        # The operator's wheel is refused: the recipe installs the agent's.
+        assert main(["recipe", "--bucket", BUCKET, "--upload", str(wrong)]) != 0
+        assert WHEEL in capsys.readouterr().err
+        assert main(["recipe", "--bucket", BUCKET, "--upload", str(wheel)]) == 0
+        body = s3.get_object(Bucket=BUCKET, Key=f"greengrass/{WHEEL}")["Body"].read()
+    assert body == b"PK wheel"
+    assert f"URI: s3://{BUCKET}/greengrass/{WHEEL}" in capsys.readouterr().out
