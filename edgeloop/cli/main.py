@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -34,6 +35,29 @@ JSON_HELP = 'print one JSON object, errors included ({"error": ..., "code": ...}
 # What the `local` extra installs (pyproject.toml): the local cloud and the demo import
 # them when they start, so an install without the extra says so instead of a traceback.
 LOCAL_EXTRA_MODULES = frozenset({"moto", "amqtt", "rich", "matplotlib"})
+
+
+def _local_extra_error(command: str, missing: str) -> CliError:
+    return CliError(
+        f"`edgeloop {command}` needs {missing}, which the local extra installs: "
+        "pip install 'edgeloop[local]'",
+        "missing_extra",
+        EXIT_FAILED,
+    )
+
+
+def _check_local_extra(args: argparse.Namespace) -> None:
+    """The demo and `local up` start moto's server and a broker in other processes,
+    where a missing module would only show as a port that never opens: ask first."""
+    if args.command == "local" and getattr(args, "local_command", None) == "up":
+        command = "local up"
+    elif args.command == "demo":
+        command = "demo"
+    else:
+        return
+    for module in sorted(LOCAL_EXTRA_MODULES):
+        if importlib.util.find_spec(module) is None:
+            raise _local_extra_error(command, module)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -136,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     as_json = bool(getattr(args, "json", False))
     try:
+        _check_local_extra(args)
         code: int = args.run(args)
     except CliError as exc:
         return report(exc, as_json)
@@ -147,18 +172,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         missing = (exc.name or "").split(".")[0]
         if missing not in LOCAL_EXTRA_MODULES:
             raise
+        return report(_local_extra_error(args.command, missing), as_json)
+    except TemplateError as exc:
+        # The local cloud and the demo run the functions as built in a checkout.
         return report(
             CliError(
-                f"`edgeloop {args.command}` needs {missing}, which the local extra installs: "
-                "pip install 'edgeloop[local]'",
-                "missing_extra",
+                f"{exc} (`edgeloop {args.command}` runs the functions as a checkout of this "
+                "repository builds them)",
+                "no_lambda_build",
                 EXIT_FAILED,
             ),
             as_json,
         )
-    except TemplateError as exc:
-        # The local cloud and the demo run the functions as built in a checkout.
-        return report(CliError(str(exc), "no_lambda_build", EXIT_FAILED), as_json)
     except (OSError, ValueError) as exc:
         # ConfigError names the bad key; OSError names the file.
         return report(CliError(str(exc), _code(exc)), as_json)
