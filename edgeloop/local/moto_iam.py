@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass
