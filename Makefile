@@ -11,7 +11,7 @@ TFL214_STAMP := $(TFL214)/.installed
 APT_STAMP := .venv/.apt-installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo test lint bench synth fuzz soak clean system-deps lock lambda-package lambda-task-local
+.PHONY: help demo test lint bench synth fuzz soak clean system-deps lock lambda-package lambda-task-local wheels
 
 help:
 	@echo "make demo   - the whole loop on one machine, no AWS account"
@@ -20,15 +20,25 @@ help:
 	@echo "make synth  - synthesize the CDK stack (no Docker, no AWS credentials)"
 	@echo "make lambda-package    - the functions' /var/task for Lambda (build/lambda/task), no Docker"
 	@echo "make lambda-task-local - the same lock for this interpreter, and the template the tests read"
+	@echo "make wheels - the device's wheel (edgeloop-agent) and the operator's (edgeloop), build/wheels"
 	@echo "make lock   - re-resolve infra/lambda/requirements.lock"
 	@echo "make lint   - ruff, mypy and the import layers only"
 	@echo "make fuzz   - the fuzzing properties at a long budget"
 	@echo "make soak   - 1,000 agents through three updates and a broker restart"
 
-$(STAMP): pyproject.toml
+# Two distributions from this tree (docs/DESIGN.md, "What a device installs"): the
+# device's edgeloop-agent (packaging/agent) and the operator's edgeloop, which needs it.
+AGENT := packaging/agent
+AGENT_REQUIREMENTS := $(AGENT)/requirements.txt
+AGENT_INPUTS := $(AGENT)/pyproject.toml $(wildcard $(AGENT)/*.txt)
+
+# Both editable. An edgeloop installed before the split owned the edgeloop-agent
+# script: it goes first, or replacing it would take the new script with it.
+$(STAMP): pyproject.toml $(AGENT_INPUTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[edge,cloud,local,infra,dev]'
+	$(PY) -m pip uninstall --quiet --yes edgeloop
+	$(PY) -m pip install --quiet -e ./$(AGENT) -e '.[local,infra,dev]'
 	@touch $@
 
 # Debian packages the tests use: bspatch proves our BSDIFF40 patches are the
@@ -47,13 +57,18 @@ $(APT_STAMP): | $(STAMP)
 
 system-deps: $(APT_STAMP)
 
-# With the edge extra's other dependencies, so `make bench` can run the whole agent
-# there (bench/agent_footprint.py), from this source tree on its path.
-$(TFL214_STAMP): pyproject.toml
+# The device's requirements with its tflite214 extra (the Greengrass recipe's NumPy < 2
+# path installs the same lists), so `make bench` can run the whole agent there
+# (bench/agent_footprint.py), from this source tree on its path.
+$(TFL214_STAMP): $(AGENT_REQUIREMENTS) $(AGENT)/tflite214.txt
 	@test -x $(TFL214)/bin/python || $(PYTHON) -m venv $(TFL214)
-	$(TFL214)/bin/python -m pip install --quiet 'numpy<2' 'tflite-runtime==2.14.0' \
-	  'paho-mqtt>=2.0' 'tuf==7.0.1' 'cryptography>=41' 'bsdiff4>=1.2' 'zstandard>=0.22'
+	$(TFL214)/bin/python -m pip install --quiet -r $(AGENT_REQUIREMENTS) -r $(AGENT)/tflite214.txt
 	@touch $@
+
+# The two wheels, built from a clean copy of the tree (packaging/build_wheels.py).
+WHEELS := build/wheels
+wheels: | $(STAMP)
+	$(PY) packaging/build_wheels.py --out $(WHEELS)
 
 # What ships: one hashed lock for the functions (infra/lambda/requirements.lock),
 # built into /var/task by infra/lambda/build_task.py for the image (the Dockerfile),
@@ -69,8 +84,11 @@ $(UV_STAMP): | $(STAMP)
 	$(PY) -m pip install --quiet uv==$(UV_VERSION)
 	@touch $@
 
+# The operator's dependencies are the functions': edgeloop-agent's come from its wheel.
 lock: $(UV_STAMP)
-	$(VENV)/bin/uv pip compile --quiet pyproject.toml --extra cloud \
+	$(PY) packaging/build_wheels.py --out $(WHEELS) agent
+	$(VENV)/bin/uv pip compile --quiet pyproject.toml \
+	  --find-links $(WHEELS) --no-emit-package edgeloop-agent \
 	  --universal --python-version 3.11 --fork-strategy fewest \
 	  --constraint infra/lambda/constraints.txt \
 	  --generate-hashes --custom-compile-command "make lock" -o $(LOCK)
@@ -100,7 +118,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy infra/lambda/build_task.py
+	$(VENV)/bin/mypy infra/lambda/build_task.py packaging/build_wheels.py
 	$(VENV)/bin/lint-imports --no-cache
 
 test: $(STAMP) $(APT_STAMP) $(TFL214_STAMP) lambda-task-local lint

@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from edge.errors import ProvisioningFailed, UpdateError
@@ -138,13 +138,27 @@ def configure_logging(level: str) -> None:
     root.propagate = False
 
 
+# The device's distribution (packaging/agent/pyproject.toml); the operator's depends on it.
+DISTRIBUTION = "edgeloop-agent"
+
+
+def installed_version() -> str:
+    """The installed edgeloop-agent's version, or the source tree's when it is not installed."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        from edgeloop import __version__
+
+        return f"{__version__} (source tree, {DISTRIBUTION} not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeloop-agent",
         description="Device agent: refreshes the fleet's signed metadata, fetches and hot-swaps "
         "models, scores locally.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('edgeloop')}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the agent with a config file")

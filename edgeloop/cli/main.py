@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from edgeloop import __version__
-from edgeloop.cli import device, factory, feed, fleet, local, predict, release, rollout, trust
+from edgeloop.cli import (
+    device,
+    factory,
+    feed,
+    fleet,
+    local,
+    predict,
+    recipe,
+    release,
+    rollout,
+    trust,
+)
 from edgeloop.cli.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -17,8 +29,35 @@ from edgeloop.cli.errors import (
     report,
 )
 from edgeloop.contract import ContractError
+from edgeloop.local.stack_template import TemplateError
 
 JSON_HELP = 'print one JSON object, errors included ({"error": ..., "code": ...})'
+# What the `local` extra installs (pyproject.toml): the local cloud and the demo import
+# them when they start, so an install without the extra says so instead of a traceback.
+LOCAL_EXTRA_MODULES = frozenset({"moto", "amqtt", "rich", "matplotlib"})
+
+
+def _local_extra_error(command: str, missing: str) -> CliError:
+    return CliError(
+        f"`edgeloop {command}` needs {missing}, which the local extra installs: "
+        "pip install 'edgeloop[local]'",
+        "missing_extra",
+        EXIT_FAILED,
+    )
+
+
+def _check_local_extra(args: argparse.Namespace) -> None:
+    """The demo and `local up` start moto's server and a broker in other processes,
+    where a missing module would only show as a port that never opens: ask first."""
+    if args.command == "local" and getattr(args, "local_command", None) == "up":
+        command = "local up"
+    elif args.command == "demo":
+        command = "demo"
+    else:
+        return
+    for module in sorted(LOCAL_EXTRA_MODULES):
+        if importlib.util.find_spec(module) is None:
+            raise _local_extra_error(command, module)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     feed.register(sub)
     trust.register(sub, JSON_HELP)
     device.register(sub, JSON_HELP)
+    recipe.register(sub)
 
     p = sub.add_parser("demo", help="the whole loop on one machine, no AWS account")
     p.add_argument(
@@ -120,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     as_json = bool(getattr(args, "json", False))
     try:
+        _check_local_extra(args)
         code: int = args.run(args)
     except CliError as exc:
         return report(exc, as_json)
@@ -127,6 +168,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report(CliError(f"{type(exc).__name__}: {exc}", "refused", EXIT_FAILED), as_json)
     except KeyboardInterrupt:
         return report(CliError("interrupted", "interrupted", EXIT_INTERRUPTED), as_json)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in LOCAL_EXTRA_MODULES:
+            raise
+        return report(_local_extra_error(args.command, missing), as_json)
+    except TemplateError as exc:
+        # The local cloud and the demo run the functions as built in a checkout.
+        return report(
+            CliError(
+                f"{exc} (`edgeloop {args.command}` runs the functions as a checkout of this "
+                "repository builds them)",
+                "no_lambda_build",
+                EXIT_FAILED,
+            ),
+            as_json,
+        )
     except (OSError, ValueError) as exc:
         # ConfigError names the bad key; OSError names the file.
         return report(CliError(str(exc), _code(exc)), as_json)
