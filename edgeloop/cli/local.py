@@ -371,9 +371,8 @@ def _announce(
         f"presence:         {PRESENCE_EMULATED}\n"
         + (
             f"identity:         enforced by the broker; claim bundle in {state['claim']}\n"
-            f"another device:   edgeloop fleet allow SERIAL --model MODEL, then "
-            f"edgeloop-agent run --config {state['agent_config']} --serial SERIAL "
-            "--state DIR"
+            f"another device:   edgeloop-agent run --config {state['agent_config']} "
+            "--serial SERIAL --state DIR (serials matching --admit REGEX onboard themselves)"
             if state["claim"]
             else f"identity:         {NOT_ENFORCED}"
         ),
