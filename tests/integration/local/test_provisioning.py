@@ -30,7 +30,7 @@ from edgeloop.contract.provisioning import (
     provisioning_template,
     template_name,
 )
-from edgeloop.contract.topics import RuleNames, ThingTopics, announcement
+from edgeloop.contract.topics import RuleNames, ThingTopics, announcement, ingest_topic
 from edgeloop.local.aws import MotoServer
 from edgeloop.local.broker import BrokerTls, Mosquitto
 from edgeloop.local.certificates import CLAIM_IDENTITY, LocalCa
@@ -261,12 +261,17 @@ def test_the_broker_holds_each_certificate_to_its_own_thing_and_model(
         assert sorted(t for t, _ in device.received) == sorted(mine)
         # What it publishes as another thing reaches nobody: the cloud, subscribed to
         # both, gets the device's own report (published after) and not the impostor's.
-        assert cloud.subscribe(other.status)
-        assert cloud.subscribe(other.upload_request)
-        assert cloud.subscribe(own.status)
-        device.client.publish(other.status, b"{}", qos=1).wait_for_publish(5)
-        device.client.publish(other.upload_request, b"{}", qos=1).wait_for_publish(5)
-        device.client.publish(own.status, b"{}", qos=1).wait_for_publish(5)
+        rules = RuleNames()
+        impostures = [
+            other.status,
+            other.upload_request,
+            ingest_topic(rules.status, other.status),
+            ingest_topic(rules.upload_requests, other.upload_request),
+        ]
+        for topic in (*impostures, own.status):
+            assert cloud.subscribe(topic)
+        for topic in (*impostures, own.status):
+            device.client.publish(topic, b"{}", qos=1).wait_for_publish(5)
         assert cloud.wait_for(own.status)
         assert [t for t, _ in cloud.received] == [own.status]
         # The claim may provision and hear nothing else.
