@@ -16,7 +16,7 @@ from functions.common.admission import AdmissionTable
 from functions.common.clients import client
 from functions.common.env import ProvisioningHookEnv, cached_env
 from functions.common.observability import logger, metrics, tracer
-from functions.provisioning_hook.logic import decide
+from functions.provisioning_hook.logic import RegistryThings, decide
 
 
 @logger.inject_lambda_context
@@ -24,7 +24,12 @@ from functions.provisioning_hook.logic import decide
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = cached_env(ProvisioningHookEnv)
-    decision = decide(env, AdmissionTable(client("dynamodb"), env.admission_table), event)
+    decision = decide(
+        env,
+        AdmissionTable(client("dynamodb"), env.admission_table),
+        event,
+        RegistryThings(client("iot")),
+    )
     if decision.admitted:
         logger.info("provisioning admitted", extra=decision.log_fields())
         metrics.add_metric(name="ProvisioningAdmitted", unit=MetricUnit.Count, value=1)

@@ -21,6 +21,32 @@ class Admissions(Protocol):
     def lookup(self, serial: str) -> Admission | None: ...
 
 
+class Things(Protocol):
+    def has_active_certificate(self, thing: str) -> bool:
+        """Whether the thing exists with a certificate that is still active."""
+        ...
+
+
+class RegistryThings:
+    """The IoT registry's answer: the thing's principals, each certificate's status."""
+
+    def __init__(self, iot: Any) -> None:
+        self._iot = iot
+
+    def has_active_certificate(self, thing: str) -> bool:
+        try:
+            principals = self._iot.list_thing_principals(thingName=thing)["principals"]
+        except self._iot.exceptions.ResourceNotFoundException:
+            return False
+        for arn in principals:
+            if ":cert/" not in arn:
+                continue
+            described = self._iot.describe_certificate(certificateId=arn.rsplit("/", 1)[-1])
+            if described["certificateDescription"]["status"] == "ACTIVE":
+                return True
+        return False
+
+
 @dataclass(frozen=True)
 class Decision:
     """The answer for IoT Core, and what the log line says about it."""
@@ -46,7 +72,14 @@ def _refuse(serial: str | None, reason: str) -> Decision:
     return Decision(HookAnswer.refuse(), serial, reason)
 
 
-def decide(env: ProvisioningHookEnv, admissions: Admissions, event: Any) -> Decision:
+def decide(
+    env: ProvisioningHookEnv, admissions: Admissions, event: Any, things: Things | None = None
+) -> Decision:
+    """The answer for one RegisterThing. With `things`, a serial whose thing still holds
+    an active certificate is refused: the claim is shared by a whole batch, so anyone
+    holding it could otherwise take over an admitted device's identity. A device that
+    lost its key is re-provisioned once the platform team deactivates the old
+    certificate."""
     try:
         parsed = HookEvent.from_json(event)
     except ProvisioningRefused as exc:
@@ -61,6 +94,12 @@ def decide(env: ProvisioningHookEnv, admissions: Admissions, event: Any) -> Deci
     admission = admissions.lookup(serial)
     if admission is None:
         return _refuse(serial, "not on the allow-list")
+    if things is not None and things.has_active_certificate(serial):
+        return _refuse(
+            serial,
+            "already provisioned: the thing holds an active certificate (deactivate it "
+            "to let this serial provision again)",
+        )
     group = env.canary_group if admission.canary else env.fleet_group
     try:
         answer = HookAnswer.admit(admission.model, group)

@@ -67,8 +67,15 @@ class Provisioning(Construct):
                 "FLEET_GROUP": self.fleet_group_name,
             },
         )
-        # The hook only reads the allow-list; the platform team writes it.
+        # The hook only reads the allow-list (the platform team writes it), and whether
+        # the serial's thing already holds an active certificate.
         allow_items(self.hook, self.admission_table, "GetItem")
+        self.hook.add_to_role_policy(
+            iam.PolicyStatement(actions=["iot:ListThingPrincipals"], resources=[f"{arn}:thing/*"])
+        )
+        self.hook.add_to_role_policy(
+            iam.PolicyStatement(actions=["iot:DescribeCertificate"], resources=[f"{arn}:cert/*"])
+        )
         template_arn = f"{arn}:provisioningtemplate/{self.template_name}"
         # Only IoT Core acting for this account's template may invoke it (confused deputy).
         self.hook.add_permission(

@@ -86,6 +86,11 @@ def test_the_provisioning_role_is_assumed_by_iot_for_this_account_only(
     ]
 
 
+IOT_ARN = "arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>"
+THING_ARNS = f"{IOT_ARN}:thing/*"
+CERT_ARNS = f"{IOT_ARN}:cert/*"
+
+
 def test_the_hook_may_only_get_items_from_the_admission_table(
     synthesized_template: dict[str, Any],
 ) -> None:
@@ -107,6 +112,9 @@ def test_the_hook_may_only_get_items_from_the_admission_table(
         ("xray:PutTraceSegments", "*"),
         ("xray:PutTelemetryRecords", "*"),
         ("dynamodb:GetItem", json.dumps({"Fn::GetAtt": [table_id, "Arn"]})),
+        # Whether the serial's thing already holds an active certificate: nothing more.
+        ("iot:ListThingPrincipals", THING_ARNS),
+        ("iot:DescribeCertificate", CERT_ARNS),
     }
     env = hook["Properties"]["Environment"]["Variables"]
     assert env["ADMISSION_TABLE"] == {"Ref": table_id}

@@ -14,7 +14,7 @@ from edgeloop.contract.provisioning import MODEL, SERIAL, THING_GROUP, HookAnswe
 from functions.common.admission import Admission, AdmissionTable, admission_table_spec
 from functions.common.cold_start import reset_cold_start
 from functions.common.env import ProvisioningHookEnv
-from functions.provisioning_hook.logic import decide
+from functions.provisioning_hook.logic import RegistryThings, decide
 from tests.support_aws import FakeLambdaContext
 
 ENV = ProvisioningHookEnv.model_validate(
@@ -135,3 +135,36 @@ def test_the_handler_answers_from_the_table_and_logs_serial_decision_and_reason(
         ("INFO", "pump-123", "admit", r"admitted by pattern pump-\d{3}"),
         ("WARNING", "pump-1234", "refuse", "not on the allow-list"),
     ]
+
+
+class _Things:
+    def __init__(self, provisioned: set[str]) -> None:
+        self.provisioned = provisioned
+
+    def has_active_certificate(self, thing: str) -> bool:
+        return thing in self.provisioned
+
+
+def test_an_admitted_serial_whose_thing_holds_an_active_certificate_is_refused() -> None:
+    table = _Table({"pump-1": Admission("digits", False, "serial pump-1")})
+    taken = decide(ENV, table, hook_event({SERIAL: "pump-1"}), _Things({"pump-1"}))
+    assert not taken.admitted
+    assert taken.reason.startswith("already provisioned")
+    fresh = decide(ENV, table, hook_event({SERIAL: "pump-1"}), _Things(set()))
+    assert fresh.admitted
+
+
+def test_the_registry_says_whether_a_thing_holds_an_active_certificate(
+    moto_endpoint: str,
+) -> None:
+    iot_client = boto3.client("iot", endpoint_url=moto_endpoint, region_name="eu-west-1")
+    things = RegistryThings(iot_client)
+    thing = f"pump-{uuid.uuid4().hex[:6]}"
+    assert not things.has_active_certificate(thing)
+    iot_client.create_thing(thingName=thing)
+    assert not things.has_active_certificate(thing)
+    made = iot_client.create_keys_and_certificate(setAsActive=True)
+    iot_client.attach_thing_principal(thingName=thing, principal=made["certificateArn"])
+    assert things.has_active_certificate(thing)
+    iot_client.update_certificate(certificateId=made["certificateId"], newStatus="INACTIVE")
+    assert not things.has_active_certificate(thing)
