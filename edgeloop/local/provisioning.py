@@ -49,7 +49,7 @@ from edgeloop.contract.provisioning import (
     refusal_for,
     register_thing,
 )
-from edgeloop.contract.topics import RuleNames
+from edgeloop.contract.topics import RuleNames, ThingTopics
 from edgeloop.local.broker import Mosquitto, acl_lines
 from edgeloop.local.certificates import CLAIM_IDENTITY, CsrRefused, LocalCa, common_name
 from functions.common.mqtt_publisher import cloud_client
@@ -323,8 +323,12 @@ class LocalProvisioning:
             self.iot.describe_thing(thingName=thing).get("attributes", {}).get(MODEL_ATTRIBUTE, "")
         )
         grants = device_grants(self.rules)
-        # No model, no nudges: the grant's variable is left unmatched.
-        lines = "\n".join(acl_lines(grants, thing, model or "-"))
+        # No model, no nudges: the grant's variable is left unmatched. One grant is
+        # local only: mosquitto publishes no lifecycle events, so the agent's own
+        # presence stand-in (its "connected" and its last will) must be allowed.
+        lines = "\n".join(
+            [*acl_lines(grants, thing, model or "-"), f"topic write {ThingTopics(thing).presence}"]
+        )
         found = None
         for principal in self.iot.list_thing_principals(thingName=thing)["principals"]:
             described = self.iot.describe_certificate(certificateId=principal.rsplit("/", 1)[-1])

@@ -267,13 +267,16 @@ def test_the_broker_holds_each_certificate_to_its_own_thing_and_model(
             other.upload_request,
             ingest_topic(rules.status, other.status),
             ingest_topic(rules.upload_requests, other.upload_request),
+            other.presence,
         ]
-        for topic in (*impostures, own.status):
+        # Its own presence stand-in is the one local-only grant (no lifecycle events).
+        owned = [own.presence, own.status]
+        for topic in (*impostures, *owned):
             assert cloud.subscribe(topic)
-        for topic in (*impostures, own.status):
+        for topic in (*impostures, *owned):
             device.client.publish(topic, b"{}", qos=1).wait_for_publish(5)
         assert cloud.wait_for(own.status)
-        assert [t for t, _ in cloud.received] == [own.status]
+        assert [t for t, _ in cloud.received] == owned
         # The claim may provision and hear nothing else.
         claim = Probe(local_iot, local_iot.claim_cert, local_iot.claim_key, "claim-probe")
         try:
