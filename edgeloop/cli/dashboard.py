@@ -62,7 +62,11 @@ SCRIPT = f"""
         if (!r.ok) {{ throw new Error("HTTP " + r.status); }}
         return r.text();
       }})
-      .then(function (text) {{ fleet.innerHTML = text; note.textContent = ""; }})
+      .then(function (text) {{
+        fleet.innerHTML = text;
+        note.textContent = "";
+        fleet.setAttribute("data-refreshed", String(Date.now()));
+      }})
       .catch(function (e) {{ note.textContent = "cannot refresh: " + e.message; }});
   }}
   setInterval(refresh, {REFRESH_SECONDS * 1000});
@@ -272,12 +276,13 @@ def _rollout(rollout: dict[str, Any] | None, progress: list[dict[str, Any]]) -> 
             if needed
             else ""
         )
+        failed = int(p.get("failed", 0))
         rows.append(
             [
                 _td(p.get("name")),
                 _td(p.get("status"), STATE_CLASSES.get(str(p.get("status")), "dim")),
-                f"<td>{bar}{installed}" + (f" of {int(needed)}" if needed else "") + "</td>",
-                f'<td class="num">{int(p.get("failed", 0))}</td>',
+                f"<td>{bar}{installed}" + (f" (needs {int(needed)})" if needed else "") + "</td>",
+                f'<td class="num{" bad" if failed else ""}">{failed}</td>',
             ]
         )
     return head + reason + _table(("stage", "status", "installed", "failed"), rows, "no stages")
