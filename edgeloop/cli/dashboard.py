@@ -42,6 +42,7 @@ Reader = Callable[[], dict[str, Any]]
 # What a page may show of a local cloud's state file: never its credentials.
 LOCAL_FIELDS = ("pid", "started_at", "broker_url", "cdn_base_url", "identity_enforced")
 HEALTH_CLASSES = {"healthy": "ok", "degraded": "warn", "failed": "bad", "no_model": "dim"}
+DECISION_CLASSES = {"promoted": "ok", "failed": "bad", "training_elsewhere": "run"}
 STATE_CLASSES = {
     "passed": "ok",
     "complete": "ok",
@@ -236,7 +237,7 @@ def _model_section(name: str, m: dict[str, Any]) -> str:
     runs = [
         [
             _td(r.get("at")),
-            _td(r.get("decision"), "ok" if r.get("decision") == "published" else None),
+            _td(r.get("decision"), DECISION_CLASSES.get(str(r.get("decision")))),
             f'<td class="num">{e(r.get("rows"))}</td>',
             _td(_version(r.get("version"))),
             _td(r.get("reason", "")),

@@ -68,7 +68,7 @@ def dashboard(cloud: LocalCloud) -> Iterator[Dashboard]:
     registry.record_run(
         "vibration",
         "run-1",
-        {"at": "2026-12-06T10:00:00Z", "decision": "published", "rows": 1200, "version": 2},
+        {"at": "2026-12-06T10:00:00Z", "decision": "promoted", "rows": 1200, "version": 2},
     )
     # Three named canaries installed v2, one failed; pump-10 (a later stage) runs nothing.
     for thing in ("pump-1", "pump-2", "pump-3"):

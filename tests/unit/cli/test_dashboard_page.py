@@ -32,7 +32,7 @@ def fleet_doc(thing: str = "pump-1") -> dict[str, Any]:
         "models": {
             "vibration": {
                 "champion": 2,
-                "runs": [{"at": "t", "decision": "published", "rows": 300, "version": 2}],
+                "runs": [{"at": "t", "decision": "promoted", "rows": 300, "version": 2}],
                 "versions": [{"version": 2, "size": 9000, "deltas": [{"from_version": 1}]}],
                 "rollout": {"version": 2, "state": "rolling", "stage": 1, "reason": HOSTILE},
                 "progress": [],
