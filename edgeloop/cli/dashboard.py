@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop.cli.errors import EXIT_INTERRUPTED, CliError
-from edgeloop.cli.stack import FLEET_TABLE, REGISTRY_TABLE, resolve
+from edgeloop.cli.stack import FLEET_TABLE, REGISTRY_TABLE, STACK_ENV, resolve, stack_name
 
 DEFAULT_PORT = 8765
 REFRESH_SECONDS = 3
@@ -433,7 +433,11 @@ def _reader(args: argparse.Namespace) -> tuple[Reader, str]:
     from edgeloop.cli.fleet import _presence_table, fleet_overview
 
     if not args.model:
-        raise CliError("--stack: name the models to show with --model NAME (repeatable)", "usage")
+        raise CliError(
+            "which models? pass --local DIR for a local cloud, or --model NAME (repeatable) "
+            "with --stack NAME or the table names",
+            "usage",
+        )
     registry = resolve(
         args,
         option="table",
@@ -455,7 +459,8 @@ def _reader(args: argparse.Namespace) -> tuple[Reader, str]:
         with aws_errors(f"registry table {registry}"):
             return {"models": fleet_overview(dynamodb, registry, fleet, presence, args.model)}
 
-    return read, f"stack {args.stack}" if args.stack else f"tables {registry}, {fleet}"
+    stack = stack_name(args)
+    return read, f"stack {stack}" if stack else f"tables {registry}, {fleet}"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -487,35 +492,38 @@ def register(sub: Any) -> None:
         "print, refreshed every few seconds, for a running local cloud (--local DIR; "
         "`edgeloop local up` serves one itself) or a deployed stack (--stack NAME --model M).",
     )
-    where = p.add_mutually_exclusive_group(required=True)
+    where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--local", metavar="DIR", default=None, help="the --out directory of `local up`"
     )
     where.add_argument(
         "--stack",
         default=None,
-        help="a deployed stack: the table names are its outputs",
+        help=f"a deployed stack: the table names are its outputs (default: ${STACK_ENV})",
     )
     p.add_argument(
         "--model",
         action="append",
         default=[],
-        help="with --stack: a model to show (repeatable)",
+        help="without --local: a model to show (repeatable; a stack keeps no list of them)",
     )
     p.add_argument(
         "--table",
         default=None,
-        help="registry table name (default: the stack's RegistryTable output)",
+        help="registry table name (default: the stack's RegistryTable output, else "
+        "$EDGELOOP_REGISTRY_TABLE)",
     )
     p.add_argument(
         "--fleet-table",
         default=None,
-        help="fleet table name (default: the stack's FleetTable output)",
+        help="fleet table name (default: the stack's FleetTable output, else "
+        "$EDGELOOP_FLEET_TABLE)",
     )
     p.add_argument(
         "--presence-table",
         default=None,
-        help="presence table name (default: the stack's PresenceTable output, if any)",
+        help="presence table name (default: the stack's PresenceTable output, else "
+        "$EDGELOOP_PRESENCE_TABLE; without one, presence is not shown)",
     )
     p.add_argument(
         "--endpoint-url",

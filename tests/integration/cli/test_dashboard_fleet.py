@@ -11,12 +11,14 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from edgeloop.cli.dashboard import Dashboard
-from edgeloop.cli.fleet import fleet_overview
+from edgeloop.cli.dashboard import Dashboard, _reader
+from edgeloop.cli.fleet import device_docs
+from edgeloop.cli.main import build_parser
+from edgeloop.contract import Health, StatusReport
+from functions.common.fleet import DeviceRecord
 from tests.support_aws import LocalCloud, report_status, start_test_rollout
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -76,21 +78,27 @@ def dashboard(cloud: LocalCloud) -> Iterator[Dashboard]:
     report_status("pump-4", version=1, health="degraded", step="failed")
     report_status("pump-10", version=None, health="no_model", step="idle", target_version=None)
     presence = _presence(cloud)
-    dynamodb = cloud.client("dynamodb")
-    names = cloud.names
-
-    def read() -> dict[str, Any]:
-        return {
-            "models": fleet_overview(
-                dynamodb,
-                names["REGISTRY_TABLE"],
-                names["FLEET_TABLE"],
-                presence,
-                ["vibration", "digits"],
-            )
-        }
-
-    served = Dashboard(read, "local cloud in the test", port=0)
+    # As `edgeloop dashboard` reads a deployed stack's tables, named here by hand.
+    args = build_parser().parse_args(
+        [
+            "dashboard",
+            "--table",
+            cloud.names["REGISTRY_TABLE"],
+            "--fleet-table",
+            cloud.names["FLEET_TABLE"],
+            "--presence-table",
+            presence,
+            "--model",
+            "vibration",
+            "--model",
+            "digits",
+            "--endpoint-url",
+            cloud.endpoint,
+        ]
+    )
+    read, source = _reader(args)
+    assert source == f"tables {cloud.names['REGISTRY_TABLE']}, {cloud.names['FLEET_TABLE']}"
+    served = Dashboard(read, source, port=0)
     try:
         yield served
     finally:
@@ -173,3 +181,31 @@ def test_a_browser_renders_the_devices_and_the_script_refreshes_them(
     )
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert screenshot.stat().st_size > 10_000
+
+
+HOSTILE = '<img src=x onerror="document.title=1">'
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no chromium on PATH: `make system-deps` installs it (apt-get install chromium)",
+)
+def test_a_browser_shows_a_hostile_thing_name_as_text_also_after_a_refresh(
+    tmp_path: Path,
+) -> None:
+    record = DeviceRecord(
+        HOSTILE, "2026-12-01T10:00:00Z", StatusReport("vibration", 1, Health.HEALTHY)
+    )
+    doc = {"models": {"vibration": {"champion": 1, "devices": device_docs([record], {})}}}
+    served = Dashboard(lambda: doc, "a fleet with a hostile device", port=0)
+    try:
+        dom = _chromium(
+            "--virtual-time-budget=7000", "--dump-dom", served.url, profile=tmp_path / "p"
+        )
+    finally:
+        served.stop()
+    assert 'data-refreshed="' in dom  # the script's rendering, not only the server's
+    assert "<img" not in dom
+    assert '&lt;img src=x onerror="document.title=1"&gt;' in dom
+    assert "<title>edgeloop fleet</title>" in dom

@@ -6,13 +6,15 @@ from __future__ import annotations
 import http.client
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from edgeloop.cli.dashboard import CSP, Dashboard, render_fleet, start
+from edgeloop.cli.dashboard import CSP, Dashboard, _reader, render_fleet, start
 from edgeloop.cli.errors import CliError
 from edgeloop.cli.fleet import device_docs, rollout_progress
+from edgeloop.cli.main import build_parser, main
 from edgeloop.contract import Health, StatusReport
 from functions.common.fleet import DeviceRecord
 from functions.common.presence import Presence
@@ -168,3 +170,14 @@ def test_rollout_progress_names_each_stage_and_reads_only_those_reached() -> Non
         }
     )
     assert '<progress max="5" value="2"></progress> 2 (needs 5)' in html
+
+
+def test_the_command_says_what_it_needs(tmp_path: Path) -> None:
+    # A stack keeps no list of its models: without --local, they are named.
+    assert main(["dashboard", "--stack", "edgeloop", "--port", "0"]) == 2
+    # A local cloud that is not running is said on the page, which waits for it.
+    args = build_parser().parse_args(["dashboard", "--local", str(tmp_path)])
+    read, source = _reader(args)
+    assert source == f"local cloud in {tmp_path.resolve()}"
+    with pytest.raises(CliError, match="no local cloud is running"):
+        read()
