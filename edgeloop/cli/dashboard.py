@@ -4,10 +4,11 @@ Read-only, on loopback. Every request reads the tables the way `edgeloop local s
 does (`edgeloop.cli.fleet.fleet_overview`): devices with their presence, each model's
 champion, versions, training runs, and its rollout's progress by stage.
 
-The page is rendered here, once, with every value escaped (thing names, reasons and
-details come from devices and from the cloud's own logs); its small inline script
+The page is rendered here and only here, with every value escaped (thing names, reasons
+and details come from devices and from the cloud's own logs): its small inline script
 fetches the same rendering of the fleet (`/fleet.html`) every few seconds and swaps it
-in. `/api/fleet` serves the document it is rendered from, for scripts. The page's
+in, so no second renderer in JavaScript has to escape the same values again.
+`/api/fleet` serves the document it is rendered from, for scripts. The page's
 Content-Security-Policy allows only that one script, so even a value that escaped
 escaping could not run.
 """
