@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop.cli.errors import EXIT_INTERRUPTED, CliError
+from edgeloop.cli.fleet import _presence_table, add_presence_table_option, fleet_overview
 from edgeloop.cli.stack import FLEET_TABLE, REGISTRY_TABLE, STACK_ENV, resolve, stack_name
 
 DEFAULT_PORT = 8765
@@ -431,7 +432,6 @@ def _reader(args: argparse.Namespace) -> tuple[Reader, str]:
     import boto3
 
     from edgeloop.cli.aws import aws_errors
-    from edgeloop.cli.fleet import _presence_table, fleet_overview
 
     if not args.model:
         raise CliError(
@@ -520,12 +520,7 @@ def register(sub: Any) -> None:
         help="fleet table name (default: the stack's FleetTable output, else "
         "$EDGELOOP_FLEET_TABLE)",
     )
-    p.add_argument(
-        "--presence-table",
-        default=None,
-        help="presence table name (default: the stack's PresenceTable output, else "
-        "$EDGELOOP_PRESENCE_TABLE; without one, presence is not shown)",
-    )
+    add_presence_table_option(p)
     p.add_argument(
         "--endpoint-url",
         default=None,

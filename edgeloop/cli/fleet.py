@@ -189,6 +189,16 @@ def _presence_table(args: argparse.Namespace) -> str | None:
         return None
 
 
+def add_presence_table_option(parser: argparse.ArgumentParser) -> None:
+    """`--presence-table`, which `_presence_table` reads."""
+    parser.add_argument(
+        "--presence-table",
+        default=None,
+        help="presence table name (default: the stack's PresenceTable output, else "
+        "$EDGELOOP_PRESENCE_TABLE; without one, presence is not shown)",
+    )
+
+
 def register(sub: Any, json_help: str) -> None:
     p = sub.add_parser(
         "fleet",
@@ -207,12 +217,7 @@ def register(sub: Any, json_help: str) -> None:
         help="fleet table name (default: the stack's FleetTable output, else "
         "$EDGELOOP_FLEET_TABLE)",
     )
-    p.add_argument(
-        "--presence-table",
-        default=None,
-        help="presence table name (default: the stack's PresenceTable output, else "
-        "$EDGELOOP_PRESENCE_TABLE; without one, presence is not shown)",
-    )
+    add_presence_table_option(p)
     add_stack_option(p)
     p.add_argument(
         "--endpoint-url",
