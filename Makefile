@@ -43,11 +43,13 @@ $(STAMP): pyproject.toml $(AGENT_INPUTS)
 
 # Debian packages the tests use: bspatch proves our BSDIFF40 patches are the
 # classic format; mosquitto is the MQTT broker the agent tests run against
-# (amqtt, embedded, is the fallback and has its own test).
+# (amqtt, embedded, is the fallback and has its own test); headless chromium loads the
+# dashboard's page and renders it (tests/integration/cli/test_dashboard_fleet.py).
 $(APT_STAMP): | $(STAMP)
 	@missing=""; \
 	command -v bspatch >/dev/null || missing="$$missing bsdiff"; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

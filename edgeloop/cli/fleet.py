@@ -15,6 +15,7 @@ from edgeloop.cli.stack import FLEET_TABLE, PRESENCE_TABLE, add_stack_option, re
 if TYPE_CHECKING:
     from functions.common.fleet import DeviceRecord
     from functions.common.presence import Presence
+    from functions.common.registry import Registry
 
 COLUMNS = (
     "thing",
@@ -52,6 +53,79 @@ def device_docs(
         doc["offline_reason"] = None if seen is None else seen.reason
         docs.append(doc)
     return docs
+
+
+def fleet_overview(
+    dynamodb: Any,
+    registry_table: str,
+    fleet_table: str,
+    presence_table: str | None,
+    models: Iterable[str],
+) -> dict[str, dict[str, Any]]:
+    """Each model's champion, newest runs and published versions, rollout with its progress
+    by stage, and devices with their presence: what `local status` and the dashboard show.
+
+    No presence table (a stack or state file from before presence existed): devices show
+    without presence."""
+    from functions.common.fleet import FleetTable
+    from functions.common.presence import PresenceTable
+    from functions.common.registry import Registry
+
+    registry = Registry(dynamodb, registry_table)
+    fleet = FleetTable(dynamodb, fleet_table)
+    presence = PresenceTable(dynamodb, presence_table) if presence_table else None
+    overview = {}
+    for model in models:
+        champion = registry.champion(model)
+        records = fleet.for_model(model)
+        rollout = registry.rollout(model)
+        overview[model] = {
+            "champion": int(champion["version"]) if champion else None,
+            "runs": registry.runs(model, limit=20),
+            "versions": registry.published_versions(model, limit=20),
+            "rollout": rollout,
+            "progress": [] if rollout is None else rollout_progress(registry, model, rollout),
+            "devices": device_docs(
+                records, presence.of(r.thing for r in records) if presence else {}
+            ),
+        }
+    return overview
+
+
+def rollout_progress(
+    registry: Registry, model: str, rollout: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Every stage of a rollout: passed, the one it is at (in the rollout's state) or not
+    reached, with the installs and failures counted there. Stages not reached are not read:
+    nothing can have counted toward them."""
+    from edgeloop.contract.stages import StagePlan
+
+    plan = StagePlan(tuple(int(p) for p in rollout.get("stages", ())))
+    current = max(int(rollout.get("stage", 0)), 0)
+    version = int(rollout["version"])
+    stages = []
+    for stage in range(plan.last + 1):
+        reached = stage <= current
+        counts = (
+            registry.stage_counts(model, version, stage)
+            if reached
+            else {"installed": 0, "failed": 0}
+        )
+        stages.append(
+            {
+                "stage": stage,
+                "name": plan.describe(stage),
+                "status": "passed"
+                if stage < current
+                else str(rollout["state"])
+                if stage == current
+                else "waiting",
+                # What the stage it is at needs to advance; a passed stage had what it needed.
+                "needed": int(rollout.get("needed", 0)) if stage == current else None,
+                **counts,
+            }
+        )
+    return stages
 
 
 def table_lines(columns: tuple[str, ...], rows: list[list[str]]) -> list[str]:
@@ -115,6 +189,16 @@ def _presence_table(args: argparse.Namespace) -> str | None:
         return None
 
 
+def add_presence_table_option(parser: argparse.ArgumentParser) -> None:
+    """`--presence-table`, which `_presence_table` reads."""
+    parser.add_argument(
+        "--presence-table",
+        default=None,
+        help="presence table name (default: the stack's PresenceTable output, else "
+        "$EDGELOOP_PRESENCE_TABLE; without one, presence is not shown)",
+    )
+
+
 def register(sub: Any, json_help: str) -> None:
     p = sub.add_parser(
         "fleet",
@@ -133,12 +217,7 @@ def register(sub: Any, json_help: str) -> None:
         help="fleet table name (default: the stack's FleetTable output, else "
         "$EDGELOOP_FLEET_TABLE)",
     )
-    p.add_argument(
-        "--presence-table",
-        default=None,
-        help="presence table name (default: the stack's PresenceTable output, else "
-        "$EDGELOOP_PRESENCE_TABLE; without one, presence is not shown)",
-    )
+    add_presence_table_option(p)
     add_stack_option(p)
     p.add_argument(
         "--endpoint-url",

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeloop.cli.aws import aws_errors
+from edgeloop.cli.dashboard import add_port_option
+from edgeloop.cli.dashboard import start as start_dashboard
 from edgeloop.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, CliError, emit
-from edgeloop.cli.fleet import SHORT_COLUMNS, cell, device_docs, table_lines
+from edgeloop.cli.fleet import SHORT_COLUMNS, cell, fleet_overview, table_lines
 from edgeloop.cli.quiet import quiet_interpreter
 
 if TYPE_CHECKING:
@@ -315,6 +317,10 @@ def _up(args: argparse.Namespace) -> int:
             "data_bucket": cloud.resources.data_bucket,
             "artifact_bucket": cloud.resources.artifact_bucket,
         }
+        dashboard = start_dashboard(
+            lambda: local_status(state), f"local cloud in {out}", args.dashboard_port
+        )
+        state["dashboard_url"] = dashboard.url if dashboard else None
         state_file.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
         try:
             _announce(state, models, args)
@@ -331,6 +337,8 @@ def _up(args: argparse.Namespace) -> int:
                 if cloud.provisioning is not None:
                     _watch_provisioning(cloud.provisioning, seen)
         finally:
+            if dashboard:
+                dashboard.stop()
             state_file.unlink(missing_ok=True)
     print("stopped: the local cloud, its broker and CDN were shut down", file=sys.stderr)
     return EXIT_INTERRUPTED if signal.SIGINT in received else 0
@@ -368,6 +376,7 @@ def _announce(
         f"run a device:     edgeloop feed YOUR.csv --config MODEL.toml | "
         f"edgeloop-agent run --config {state['agent_config']}\n"
         f"see what it does: edgeloop local status --dir {Path(state['agent_config']).parent}\n"
+        f"dashboard:        {state['dashboard_url'] or 'none (--dashboard-port 0)'}\n"
         f"presence:         {PRESENCE_EMULATED}\n"
         + (
             f"identity:         enforced by the broker; claim bundle in {state['claim']}\n"
@@ -416,36 +425,21 @@ def local_status(state: dict[str, Any]) -> dict[str, Any]:
     """Runs, versions, rollouts and devices of every model, read from the running local cloud."""
     import boto3
 
-    from functions.common.fleet import FleetTable
-    from functions.common.presence import PresenceTable
-    from functions.common.registry import Registry
-
     dynamodb = boto3.client(
         "dynamodb",
         endpoint_url=state["aws_endpoint"],
         region_name=state["region"],
         **state["credentials"],
     )
-    registry = Registry(dynamodb, state["registry_table"])
-    fleet = FleetTable(dynamodb, state["fleet_table"])
-    # A state file written before presence existed names no table: no presence shown.
-    presence = (
-        PresenceTable(dynamodb, state["presence_table"]) if state.get("presence_table") else None
-    )
-    models = {}
     with aws_errors(f"the local cloud at {state['aws_endpoint']}"):
-        for model in state["models"]:
-            champion = registry.champion(model)
-            records = fleet.for_model(model)
-            models[model] = {
-                "champion": int(champion["version"]) if champion else None,
-                "runs": registry.runs(model, limit=20),
-                "versions": registry.published_versions(model, limit=20),
-                "rollout": registry.rollout(model),
-                "devices": device_docs(
-                    records, presence.of(r.thing for r in records) if presence else {}
-                ),
-            }
+        # A state file written before presence existed names no table: no presence shown.
+        models = fleet_overview(
+            dynamodb,
+            state["registry_table"],
+            state["fleet_table"],
+            state.get("presence_table"),
+            state["models"],
+        )
     return {"local_cloud": state, "models": models}
 
 
@@ -568,6 +562,7 @@ def register(sub: Any, json_help: str) -> None:
         "here as a process over a temporary /opt/ml), as a run too large for Lambda is "
         "handed to SageMaker; 1 forces every run through it (default: the stack's limits)",
     )
+    add_port_option(up, zero_disables=True)
     up.add_argument(
         "--json", action="store_true", help="print the connection details as one JSON object"
     )

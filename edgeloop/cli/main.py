@@ -10,6 +10,7 @@ from typing import NoReturn
 
 from edgeloop import __version__
 from edgeloop.cli import (
+    dashboard,
     device,
     factory,
     feed,
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.register(sub, JSON_HELP)
     rollout.register(sub, JSON_HELP)
     local.register(sub, JSON_HELP)
+    dashboard.register(sub)
     feed.register(sub)
     trust.register(sub, JSON_HELP)
     device.register(sub, JSON_HELP)

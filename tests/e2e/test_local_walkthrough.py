@@ -15,9 +15,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,12 @@ def _status(state: Path) -> dict[str, Any]:
     return doc
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """Step 1: a sensor log with a timestamp and named columns, in an order of its own."""
@@ -88,6 +96,9 @@ def local_cloud(workdir: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str
             "pump-7",
             "--out",
             str(workdir / "state"),
+            # The default port may be a running local cloud's of the developer's own.
+            "--dashboard-port",
+            str(_free_port()),
             "--json",
         ),
         env=_env(),
@@ -160,6 +171,11 @@ def test_your_csv_to_your_device_running_a_model_trained_on_it(
         )
         assert "pump-7" in status.stdout
         assert "promoted" in status.stdout
+        # The dashboard `local up` serves shows the same device and run.
+        with urllib.request.urlopen(info["dashboard_url"] + "api/fleet", timeout=30) as page:
+            shown = json.load(page)["models"]["vibration"]
+        assert [d["thing"] for d in shown["devices"]] == ["pump-7"]
+        assert shown["champion"] == doc["champion"]
 
         # Step 5: the model the device received (kept in its state directory beside the
         # manifest it assembled from the verified metadata), scored on the CSV by column name.
