@@ -13,9 +13,10 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from edge.alarms import AlarmEvents
+from edge.channel_sources import readings_from_config
 from edge.config import AgentConfig
 from edge.counters import Counters
 from edge.download import HttpFetcher
@@ -35,7 +36,8 @@ from edge.updater import ModelProbe, Updater
 from edge.upload_policy import UploadPolicy
 from edge.uploads import Uploader, UploadQueue
 from edge.watch import SwapGuard
-from edgeloop.contract import StatusReport, Step, TensorSpec
+from edge.windowing import Reading, WindowCounts, Windower, windowed
+from edgeloop.contract import StatusReport, Step, TensorSpec, WindowSpec
 from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
 from edgeloop.runtime import CompiledModel, ModelLoadError
 
@@ -49,8 +51,12 @@ class Agent:
         source: Iterator[Sample] | None = None,
         http: HttpFetcher | None = None,
         probe: ModelProbe | None = None,
+        readings: Iterable[Reading] | None = None,
     ) -> None:
+        """`readings` stands in for a raw source's sensor (source.channels); `source`
+        for a feature source."""
         self.config = config
+        self._stop = threading.Event()
         d = config.device
         self.counters = Counters()
         self.store = ModelStore(config.state_dir / "models")
@@ -90,6 +96,7 @@ class Agent:
             max_bytes=config.artifacts.max_bytes,
             on_swapped=self._swapped,
             probe=probe or ChildProcessProbe(timeout=config.artifacts.check_timeout),
+            raw_source=config.source.window_spec() if config.source.raw else None,
         )
         self.updates = UpdateWorker(
             self.updater,
@@ -112,11 +119,17 @@ class Agent:
         self.board.skipped = self.skipped
         installed = self.store.current()
         names = d.feature_names or (installed.manifest.input.names if installed else ())
-        if source is None:
+        self.windows = WindowCounts()
+        self.board.windows = self.windows
+        if config.source.raw:
+            self.windower = Windower(self._window_spec, self.windows, config.source.max_gap)
+            if readings is None:
+                readings = readings_from_config(config, self.skipped, self._stop)
+            source = windowed(readings, self.windower)
+        elif source is None:
             source = source_from_config(config, self.skipped, names)
         self.source = source
         self.supervisor = Supervisor(d.thing, self.board.fail)
-        self._stop = threading.Event()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -197,6 +210,13 @@ class Agent:
     def _swapped(self, new: LoadedModel, previous: LoadedModel | None) -> None:
         self.guard.arm(new, previous)
         self.drift.clear()
+
+    def _window_spec(self) -> WindowSpec:
+        """The installed signal model's windowing, or the config's before there is one."""
+        model = self.scorer.model
+        if model is not None and model.manifest.window is not None:
+            return model.manifest.window
+        return self.config.source.window_spec()
 
     def _status(self, payload: bytes) -> None:
         self.link.publish(self.link.status_topic, payload)

@@ -1,0 +1,156 @@
+"""Sources of raw samples with named channels: JSON lines on stdin, a local MQTT topic.
+
+Both read the same line format, one JSON object per sample, a value per channel
+and an optional time in seconds:
+
+    {"t": 1712.5, "x": 0.1, "y": -0.2, "z": 9.8}
+
+A line that is not such an object, or lacks a channel the device declared
+(`source.channels`), or holds a value that is not a finite number, is skipped
+and counted, as the feature sources do. An MQTT message may hold several lines,
+so a sensor can publish a batch of samples at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO
+from urllib.parse import urlparse
+
+from edge.config import AgentConfig, SourceKind
+from edge.errors import SourceError, SourceGone
+from edge.sources import SkippedLines
+from edge.windowing import Reading
+
+log = logging.getLogger(__name__)
+
+# Messages an MQTT source holds for the scoring loop before it drops the newest:
+# a scoring loop that stalls must not grow the agent without bound.
+MQTT_QUEUE_MESSAGES = 10_000
+
+
+def parse_reading(line: str, channels: tuple[str, ...]) -> Reading:
+    """One line as a reading of `channels`; SourceError says why it is not one."""
+    try:
+        doc = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise SourceError(f"not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise SourceError(f'expected an object like {{"t": ..., {channels[0]!r}: ...}}')
+    values: dict[str, float] = {}
+    for name in channels:
+        if name not in doc:
+            raise SourceError(f"no channel {name!r}")
+        values[name] = _finite(doc[name], name)
+    raw_t = doc.get("t")
+    t = None if raw_t is None else _finite(raw_t, "t")
+    return Reading(t, values)
+
+
+def _finite(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SourceError(f"{name} must be a number, not {value!r:.40}")
+    try:
+        out = float(value)
+    except OverflowError as exc:  # an integer past float's range
+        raise SourceError(f"{name} is out of range") from exc
+    if not math.isfinite(out):
+        raise SourceError(f"{name} is not a finite number")
+    return out
+
+
+def readings_of(
+    lines: Iterable[str], channels: tuple[str, ...], skipped: SkippedLines, where: str
+) -> Iterator[Reading]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield parse_reading(line, channels)
+        except SourceError as exc:
+            skipped.skip(f"{where} line {number}: {exc}")
+
+
+def stdin_readings(
+    channels: tuple[str, ...], skipped: SkippedLines, stream: TextIO | None = None
+) -> Iterator[Reading]:
+    return readings_of(stream or sys.stdin, channels, skipped, "stdin")
+
+
+def mqtt_readings(
+    host: str,
+    port: int,
+    topic: str,
+    channels: tuple[str, ...],
+    skipped: SkippedLines,
+    stop: threading.Event | None = None,
+) -> Iterator[Reading]:
+    """Readings from a topic of a local broker (plain MQTT, no TLS: a broker on the
+    device or its LAN, where the sensor code publishes). Connects on first use and
+    reconnects by itself; ends when `stop` is set."""
+    import paho.mqtt.client as mqtt  # the agent's own MQTT library
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    inbox: queue.Queue[bytes] = queue.Queue(MQTT_QUEUE_MESSAGES)
+    stop = stop or threading.Event()
+    dropped = 0
+
+    def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        # Subscribed at every connect: a restarted broker has forgotten the session.
+        client.subscribe(topic, qos=0)
+        log.info("event=sensor_topic_subscribed host=%s port=%d topic=%s", host, port, topic)
+
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
+        nonlocal dropped
+        try:
+            inbox.put_nowait(bytes(message.payload))
+        except queue.Full:
+            dropped += 1
+            skipped.skip(f"mqtt {topic}: scoring is behind; {dropped} messages dropped")
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", clean_session=True)
+    client.on_connect = on_connect
+    client.on_message = on_message
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    try:
+        client.connect_async(host, port, keepalive=30)
+    except (OSError, ValueError) as exc:
+        raise SourceGone(f"mqtt source {host}:{port}: {exc}") from exc
+    client.loop_start()
+    try:
+        number = 0
+        while not stop.is_set():
+            try:
+                payload = inbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            text = payload.decode("utf-8", errors="replace")
+            for line in text.splitlines():
+                if not line.strip():
+                    continue
+                number += 1
+                try:
+                    yield parse_reading(line, channels)
+                except SourceError as exc:
+                    skipped.skip(f"mqtt {topic} message line {number}: {exc}")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def readings_from_config(
+    config: AgentConfig, skipped: SkippedLines, stop: threading.Event
+) -> Iterator[Reading]:
+    s = config.source
+    if s.kind == SourceKind.MQTT:
+        url = urlparse(s.url)
+        return mqtt_readings(
+            url.hostname or "", url.port or 1883, s.topic, s.channels, skipped, stop
+        )
+    return stdin_readings(s.channels, skipped)
