@@ -37,7 +37,14 @@ from edge.upload_policy import UploadPolicy
 from edge.uploads import Uploader, UploadQueue
 from edge.watch import SwapGuard
 from edge.windowing import Reading, WindowCounts, Windower, windowed
-from edgeloop.contract import StatusReport, Step, TensorSpec, WindowSpec
+from edgeloop.contract import (
+    ContractError,
+    StatusReport,
+    Step,
+    TensorSpec,
+    WindowSpec,
+    check_input,
+)
 from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
 from edgeloop.runtime import CompiledModel, ModelLoadError
 
@@ -156,6 +163,15 @@ class Agent:
                     "lists it, so it serves until the next refresh",
                     installed.version,
                 )
+            try:
+                # The config may have changed under a kept model: a raw source cannot
+                # feed a feature model, nor a signal model windowing other channels.
+                check_input(installed.manifest, self.updater.device_input, self.updater.raw_source)
+            except ContractError as exc:
+                log.error(
+                    "event=stored_model_refused version=%s reason=%r", installed.version, str(exc)
+                )
+                continue
             # Marked while it loads: a model that kills the process at boot is
             # rolled back on the next one instead of crashing every boot.
             self.store.attempt(installed.version)

@@ -9,9 +9,12 @@ import json
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import numpy.typing as npt
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.agent import Agent
 from edge.channel_sources import stdin_readings
@@ -158,3 +161,49 @@ def test_raw_samples_in_alarms_out(world: World) -> None:
 def _named(doc: dict[str, Any]) -> dict[str, Any]:
     doc["model"]["name"] = "vibration"
     return doc
+
+
+def test_a_device_fed_feature_vectors_refuses_a_signal_model_and_says_why(world: World) -> None:
+    agent = world.agent("pump-1", source=iter(()))
+    agent.start(score=False)
+    world.publish(1, pump_run(), config=parse_config(_named(signal_doc())))
+    wait_for(
+        lambda: "delivers feature vectors" in str(_status(world, "pump-1").get("detail")),
+        timeout=40,
+        what="the refusal in the status",
+    )
+    assert agent.version is None
+
+
+def test_raw_samples_from_a_local_mqtt_topic(world: World) -> None:
+    world.cloud.enroll("pump-1", "vibration")
+    path = world.config_file(
+        "pump-1",
+        source=(
+            f'kind = "mqtt"\nurl = "{world.broker.url}"\ntopic = "sensors/pump-1"\n'
+            f'channels = ["x", "y", "z"]\nsample_rate = {SIGNAL_RATE}\n'
+            f"window = {SIGNAL_WINDOW}\nhop = {SIGNAL_WINDOW}\nrate = 0\n"
+        ),
+        upload="batch_rows = 4\n",
+    )
+    path.write_text(path.read_text().replace("n_features = 8", f"n_features = {WIDTH}"))
+    agent = Agent(load_agent_config(path))
+    world.agents.append(agent)
+    agent.start()
+    samples, _ = recording(2, seed=5)  # 1,024 samples: 8 windows at a hop of 128
+    lines = json_lines(samples, 0.0)
+    url = urlparse(world.broker.url)
+    sensor = mqtt.Client(CallbackAPIVersion.VERSION2)
+    sensor.connect(url.hostname or "", url.port or 1883)
+    sensor.loop_start()
+    try:
+        # One message may carry many samples; retained, so it reaches the source
+        # whenever its subscription lands.
+        sensor.publish("sensors/pump-1", "\n".join(lines), qos=1, retain=True).wait_for_publish(5)
+        wait_for(lambda: agent.counters.uploaded_rows_without_model == 8, what="raw windows")
+    finally:
+        sensor.publish("sensors/pump-1", b"", qos=1, retain=True).wait_for_publish(5)
+        sensor.loop_stop()
+        sensor.disconnect()
+    assert agent.skipped.count == 0
+    assert agent.windows.windows == 8
