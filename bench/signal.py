@@ -1,0 +1,200 @@
+"""Signals in on the device: what one window costs, and whether features computed by the
+graph find knocks as well as hand-made ones.
+
+A synthetic 3-axis accelerometer (z carries gravity) runs in four operating
+modes, a shaft tone each, and knocks now and then (broadband bursts of two
+windows). The same k-means estimator is trained twice on the same windows:
+
+- the signal model: a `[signal]` config, raw windows in, the features in its graph;
+- the feature model: the same features computed with NumPy beforehand (what a
+  device would otherwise hand-code), feature vectors in.
+
+Per-window cost, one window at a time as a device scores a stream: the signal
+model's whole inference, its feature part alone (the features graph the export
+check runs, `features_tflite`), the estimator part alone (the feature model, whose
+graph is the scaler and the k-means), and NumPy's features of one window.
+
+Anomaly AUC on a live stream the models never saw: the signal model through the
+agent's windower and scorer (`edge.windowing.Windower`, `edge.scoring.Scorer`,
+readings parsed from JSON lines as the stdin source does), against the feature
+model on NumPy features of the same windows. A window is a knock when any of its
+samples is.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.metrics import roc_auc_score
+
+from bench.common import percentiles, time_calls
+from edge.channel_sources import stdin_readings
+from edge.scoring import LoadedModel, Scorer
+from edge.sources import SkippedLines
+from edge.windowing import Windower
+from edgeloop.factory.config import ModelConfig, parse_config
+from edgeloop.factory.data import Dataset
+from edgeloop.factory.deltas import plan_deltas
+from edgeloop.factory.release import build_release
+from edgeloop.factory.run import RunResult, train_run
+from edgeloop.factory.signal import SignalSection, extract, frames
+from edgeloop.factory.signal_graph import features_tflite
+from edgeloop.runtime import CompiledModel
+
+RATE = 1000.0
+WINDOW = 256
+HOP = 128
+CHANNELS = ("x", "y", "z")
+# Shaft tone (Hz), its amplitude, the noise level.
+MODES = ((25.0, 1.0, 0.1), (60.0, 2.0, 0.2), (120.0, 0.5, 0.05), (300.0, 3.0, 0.4))
+TRAIN_SEGMENTS = 300
+LIVE_SEGMENTS = 120
+CALLS = 2000
+
+SIGNAL: dict[str, Any] = {
+    "channels": list(CHANNELS),
+    "sample_rate": RATE,
+    "window": WINDOW,
+    "hop": HOP,
+    # As docs/examples/pump-signal.toml: z's gravity kept out of rms and DC bands.
+    "features": [
+        {"name": "rms", "channels": ["x", "y"]},
+        {"name": "std"},
+        {"name": "peak_to_peak"},
+        {"name": "crest_factor", "channels": ["x", "y"]},
+        {"name": "zero_crossing_rate", "channels": ["z"], "level": 9.81},
+        {"name": "band_energy", "bands": [[1, 40], [40, 150], [150, 500]]},
+    ],
+}
+N_FEATURES = 20
+TRAIN = {"seed": 0, "params": {"n_clusters": 4, "threshold_method": "mad", "mad_k": 5.0}}
+GATE = {"metric": "silhouette", "threshold": 0.2, "min_rows": 200}
+
+
+def _configs() -> tuple[ModelConfig, ModelConfig]:
+    model = {"name": "pump", "kind": "kmeans_anomaly", "n_features": N_FEATURES}
+    signal = parse_config({"model": model, "signal": SIGNAL, "train": TRAIN, "gate": GATE})
+    features = parse_config({"model": model, "train": TRAIN, "gate": GATE})
+    return signal, features
+
+
+def machine(
+    segments: int, seed: int, knock_every: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """A continuous [samples, 3] stream of segments of four windows each in one mode;
+    every `knock_every`-th segment knocks for its middle two windows. Returns the
+    stream and, per sample, whether it is part of a knock."""
+    rng = np.random.default_rng(seed)
+    n = 4 * WINDOW
+    t = np.arange(n) / RATE
+    parts, knocks = [], []
+    for s in range(segments):
+        freq, amp, noise = MODES[int(rng.integers(0, len(MODES)))]
+        freq *= rng.uniform(0.97, 1.03)
+        phase = rng.uniform(0, 2 * np.pi, 3)
+        gains = np.array([1.0, 0.6, 0.3]) * amp * rng.uniform(0.9, 1.1)
+        part = np.sin(2 * np.pi * freq * t[:, None] + phase[None, :]) * gains[None, :]
+        part += rng.normal(0.0, noise, (n, 3))
+        knock = np.zeros(n, dtype=bool)
+        if s % knock_every == knock_every - 1:
+            knock[WINDOW : 3 * WINDOW] = True
+            part[knock] += rng.normal(0.0, 4.0, (int(knock.sum()), 3))
+        part[:, 2] += 9.81
+        parts.append(part)
+        knocks.append(knock)
+    return np.concatenate(parts), np.concatenate(knocks)
+
+
+def _train() -> tuple[ModelConfig, RunResult, RunResult, SignalSection]:
+    signal_config, feature_config = _configs()
+    assert signal_config.signal is not None
+    pipeline = signal_config.signal
+    stream, _ = machine(TRAIN_SEGMENTS, seed=1, knock_every=25)
+    windows = frames(pipeline, stream)
+    signal_run = train_run(signal_config, Dataset(X=windows, y=None, batches=()))
+    feature_run = train_run(
+        feature_config, Dataset(X=extract(pipeline, windows), y=None, batches=())
+    )
+    for name, run in (("signal", signal_run), ("feature", feature_run)):
+        if run.tflite is None:
+            raise RuntimeError(f"the {name} model was not exported: {run.decision.reason}")
+    return signal_config, signal_run, feature_run, pipeline
+
+
+def _through_the_agent(
+    config: ModelConfig, run: RunResult, stream: npt.NDArray[np.float64]
+) -> tuple[list[float], float]:
+    """Scores of every window the agent's windower cuts from the stream as JSON lines,
+    and the windowing's own cost per window (seconds)."""
+    assert run.tflite is not None
+    manifest, _ = build_release(config, 1, run.tflite, plan_deltas(run.tflite, {}), run.record)
+    assert manifest.window is not None
+    spec = manifest.window
+    scorer = Scorer(0.6)
+    scorer.swap(LoadedModel(manifest, CompiledModel(run.tflite)))
+    text = "\n".join(
+        json.dumps({"t": i / RATE, "x": x, "y": y, "z": z})
+        for i, (x, y, z) in enumerate(stream.tolist())
+    )
+    readings = list(stdin_readings(CHANNELS, SkippedLines(), io.StringIO(text)))
+    windower = Windower(lambda: spec)
+    rows = []
+    start = time.perf_counter()
+    for reading in readings:
+        row = windower.push(reading)
+        if row is not None:
+            rows.append(row)
+    windowing_s = (time.perf_counter() - start) / max(len(rows), 1)
+    scores = []
+    for row in rows:
+        scored = scorer.score_one(row.reshape(1, -1))
+        assert scored is not None
+        scores.append(scored[0])
+    if windower.counts.gaps or windower.counts.clock_jumps:
+        raise RuntimeError(f"the stream restarted windows: {windower.counts.summary()}")
+    return scores, windowing_s
+
+
+def measure() -> dict[str, Any]:
+    signal_config, signal_run, feature_run, pipeline = _train()
+    assert signal_run.tflite is not None
+    assert feature_run.tflite is not None
+    live, knocked = machine(LIVE_SEGMENTS, seed=2, knock_every=5)
+    agent_scores, windowing_s = _through_the_agent(signal_config, signal_run, live)
+    windows = frames(pipeline, live)
+    starts = range(0, len(live) - WINDOW + 1, HOP)
+    labels = np.array([knocked[s : s + WINDOW].any() for s in starts])
+    if len(agent_scores) != len(windows):
+        raise RuntimeError(f"the agent cut {len(agent_scores)} windows, frames {len(windows)}")
+    feature_model = CompiledModel(feature_run.tflite)
+    feature_scores = feature_model.predict(extract(pipeline, windows)).reshape(-1)
+
+    full = CompiledModel(signal_run.tflite)
+    features_only = CompiledModel(features_tflite(pipeline))
+    one = windows[:1].astype(np.float32)
+    one_features = extract(pipeline, one).astype(np.float32)
+    timings = {
+        "signal_model_us": percentiles(time_calls(lambda: full.predict(one), CALLS)),
+        "feature_part_us": percentiles(time_calls(lambda: features_only.predict(one), CALLS)),
+        "estimator_part_us": percentiles(
+            time_calls(lambda: feature_model.predict(one_features), CALLS)
+        ),
+        "numpy_features_us": percentiles(time_calls(lambda: extract(pipeline, one), CALLS // 4)),
+    }
+    return {
+        "window": {"samples": WINDOW, "hop": HOP, "channels": len(CHANNELS), "rate_hz": RATE},
+        "features": N_FEATURES,
+        "signal_model_bytes": len(signal_run.tflite),
+        "feature_model_bytes": len(feature_run.tflite),
+        "per_window": timings,
+        "windowing_us_per_window": round(windowing_s * 1e6, 2),
+        "live_windows": len(labels),
+        "knock_windows": int(labels.sum()),
+        "auc_signal_model_through_agent": round(float(roc_auc_score(labels, agent_scores)), 4),
+        "auc_feature_model_numpy_features": round(float(roc_auc_score(labels, feature_scores)), 4),
+    }
