@@ -208,7 +208,8 @@ class Agent:
             ),
         ]
         if score:
-            rate = self.config.source.rate
+            # A sensor sets its own pace; pacing its windows would only drop behind it.
+            rate = 0.0 if self.config.source.raw else self.config.source.rate
             jobs.append(("scoring", lambda: self.scoring.run(self.source, rate, self._stop)))
         for name, job in jobs:
             self.supervisor.start(name, job)

@@ -1,6 +1,7 @@
-"""Sources of raw samples with named channels: JSON lines on stdin, a local MQTT topic.
+"""Sources of raw samples with named channels: JSON lines on stdin, a local MQTT topic,
+a serial line.
 
-Both read the same line format, one JSON object per sample, a value per channel
+All read the same line format, one JSON object per sample, a value per channel
 and an optional time in seconds:
 
     {"t": 1712.5, "x": 0.1, "y": -0.2, "z": 9.8}
@@ -13,6 +14,7 @@ so a sensor can publish a batch of samples at once.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 # Messages an MQTT source holds for the scoring loop before it drops the newest:
 # a scoring loop that stalls must not grow the agent without bound.
 MQTT_QUEUE_MESSAGES = 10_000
+# A serial line without a newline this long is noise (a wrong baud rate), not a sample.
+MAX_SERIAL_LINE = 64 * 1024
 
 
 def parse_reading(line: str, channels: tuple[str, ...]) -> Reading:
@@ -144,6 +148,56 @@ def mqtt_readings(
         client.disconnect()
 
 
+def serial_readings(
+    port: str,
+    baudrate: int,
+    channels: tuple[str, ...],
+    skipped: SkippedLines,
+    stop: threading.Event | None = None,
+) -> Iterator[Reading]:
+    """JSON lines from a serial port (`/dev/ttyUSB0`, or any pyserial URL such as
+    `socket://host:port`), as a microcontroller prints them. Needs pyserial (the
+    agent's `serial` extra). A port that goes away ends the source: the agent halts
+    with the reason and its service manager restarts it."""
+    try:
+        # Imported by name: pyserial is an optional extra and ships no type hints.
+        serial: Any = importlib.import_module("serial")
+    except ImportError as exc:
+        raise SourceGone(
+            "a serial source needs pyserial: pip install 'edgeloop-agent[serial]'"
+        ) from exc
+    stop = stop or threading.Event()
+    try:
+        # The timeout bounds each read, so a silent sensor cannot hold the loop past `stop`.
+        link = serial.serial_for_url(port, baudrate=baudrate, timeout=0.5)
+    except (serial.SerialException, OSError, ValueError) as exc:
+        raise SourceGone(f"serial source {port}: {exc}") from exc
+    pending = b""
+    number = 0
+    try:
+        while not stop.is_set():
+            try:
+                chunk = link.readline()
+            except (serial.SerialException, OSError) as exc:
+                raise SourceGone(f"serial source {port}: {exc}") from exc
+            pending += chunk
+            if not pending.endswith(b"\n"):
+                if len(pending) > MAX_SERIAL_LINE:
+                    skipped.skip(f"serial {port}: a line longer than {MAX_SERIAL_LINE} bytes")
+                    pending = b""
+                continue  # a read timed out mid-line: the rest follows
+            line, pending = pending.decode("utf-8", errors="replace"), b""
+            if not line.strip():
+                continue
+            number += 1
+            try:
+                yield parse_reading(line, channels)
+            except SourceError as exc:
+                skipped.skip(f"serial {port} line {number}: {exc}")
+    finally:
+        link.close()
+
+
 def readings_from_config(
     config: AgentConfig, skipped: SkippedLines, stop: threading.Event
 ) -> Iterator[Reading]:
@@ -153,4 +207,6 @@ def readings_from_config(
         return mqtt_readings(
             url.hostname or "", url.port or 1883, s.topic, s.channels, skipped, stop
         )
+    if s.kind == SourceKind.SERIAL:
+        return serial_readings(s.port, s.baudrate, s.channels, skipped, stop)
     return stdin_readings(s.channels, skipped)

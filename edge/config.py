@@ -53,6 +53,8 @@ class SourceKind(StrEnum):
     STDIN = "stdin"
     # Raw samples published by the sensor code on a topic of a local broker.
     MQTT = "mqtt"
+    # Raw samples as JSON lines on a serial port (pyserial, the agent's `serial` extra).
+    SERIAL = "serial"
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,9 @@ class SourceSection:
     # An mqtt source: the local broker (mqtt://host:port, no TLS) and the topic.
     url: str = ""
     topic: str = ""
+    # A serial source: the port (/dev/ttyUSB0, or a pyserial URL) and its speed.
+    port: str = ""
+    baudrate: int = field(default=115200, metadata=rule(low=50, high=10_000_000))
 
     def __post_init__(self) -> None:
         if self.kind == SourceKind.CSV and self.path is None:
@@ -247,12 +252,19 @@ class SourceSection:
                 raise AgentConfigError(
                     f"source.topic {self.topic!r} must be one topic, without wildcards"
                 )
+        if self.kind == SourceKind.SERIAL:
+            if not self.channels:
+                raise AgentConfigError(
+                    "source.channels is missing: a serial source reads raw samples"
+                )
+            if not self.port:
+                raise AgentConfigError("source.port is missing: a serial source needs its port")
         if not self.channels:
             return
-        if self.kind not in (SourceKind.STDIN, SourceKind.MQTT):
+        if self.kind not in (SourceKind.STDIN, SourceKind.MQTT, SourceKind.SERIAL):
             raise AgentConfigError(
                 f"source.channels: a {self.kind.value} source delivers feature vectors; "
-                "raw samples come from a stdin or mqtt source"
+                "raw samples come from a stdin, mqtt or serial source"
             )
         if (
             len(set(self.channels)) != len(self.channels)

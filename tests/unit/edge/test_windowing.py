@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edge.channel_sources import parse_reading, stdin_readings
+from edge.channel_sources import parse_reading, serial_readings, stdin_readings
 from edge.config import parse_agent_config
-from edge.errors import AgentConfigError, SourceError
+from edge.errors import AgentConfigError, SourceError, SourceGone
 from edge.sources import SkippedLines
 from edge.windowing import Reading, WindowCounts, Windower, windowed
 from edgeloop.contract import (
@@ -239,3 +241,42 @@ def test_a_raw_source_config_error_names_the_key(
 ) -> None:
     with pytest.raises(AgentConfigError, match=key.replace(".", r"\.")):
         parse_agent_config(_raw_config(tmp_path, **change), tmp_path)
+
+
+def test_json_lines_from_a_serial_port() -> None:
+    """A microcontroller printing samples on a serial line, here a pseudo-terminal."""
+    pytest.importorskip("serial")
+    controller, device = os.openpty()
+    stop = threading.Event()
+    skipped = SkippedLines()
+    readings = serial_readings(os.ttyname(device), 115200, ("x", "y"), skipped, stop)
+    # Written once the source has opened the port: opening it drops what was pending.
+    writer = threading.Timer(
+        1.0, os.write, (controller, b'{"t": 0.0, "x": 1, "y": 2}\r\nnoise\n{"t": 0.01, "x"')
+    )
+    writer.start()
+    first = next(readings)
+    writer.join()
+    os.write(controller, b': 3, "y": 4}\n')
+    second = next(readings)
+    assert (first.values, second.values) == ({"x": 1.0, "y": 2.0}, {"x": 3.0, "y": 4.0})
+    assert skipped.count == 1
+    stop.set()
+    os.close(controller)
+    assert list(readings) == []
+    os.close(device)
+
+
+def test_a_serial_port_that_is_not_there_ends_the_source() -> None:
+    pytest.importorskip("serial")
+    with pytest.raises(SourceGone, match="/dev/no-such-tty"):
+        next(serial_readings("/dev/no-such-tty", 9600, ("x",), SkippedLines()))
+
+
+def test_a_serial_source_config(tmp_path: Path) -> None:
+    config = parse_agent_config(
+        _raw_config(tmp_path, kind="serial", port="/dev/ttyUSB0", baudrate=9600), tmp_path
+    )
+    assert (config.source.port, config.source.baudrate) == ("/dev/ttyUSB0", 9600)
+    with pytest.raises(AgentConfigError, match=r"source\.port"):
+        parse_agent_config(_raw_config(tmp_path, kind="serial"), tmp_path)
