@@ -19,9 +19,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.agent import Agent
 from edge.channel_sources import stdin_readings
 from edge.config import load_agent_config
-from edge.sources import SkippedLines
+from edge.sources import Sample, SkippedLines
 from edgeloop.factory.config import parse_config
 from edgeloop.factory.run import RunResult, train_run
+from edgeloop.factory.signal import frames
 from tests.factories import SIGNAL_RATE, SIGNAL_WINDOW, as_dataset, signal_doc, signal_windows
 from tests.support_world import World, _status, wait_for
 
@@ -207,3 +208,34 @@ def test_raw_samples_from_a_local_mqtt_topic(world: World) -> None:
         sensor.disconnect()
     assert agent.skipped.count == 0
     assert agent.windows.windows == 8
+
+
+def test_an_update_that_changes_the_window_takes_effect_at_the_swap(world: World) -> None:
+    """v2 windows half as long, with a hop of a quarter: it arrives as a patch of v1
+    with its window spec signed beside it, and the next rows are v2's."""
+    doc = _named(signal_doc())
+    doc["signal"]["window"] = SIGNAL_WINDOW // 2
+    doc["signal"]["hop"] = SIGNAL_WINDOW // 8
+    short = parse_config(doc)
+    assert short.signal is not None
+    stream, _ = recording(200, seed=30)
+    v2 = train_run(short, as_dataset(frames(short.signal, stream)[::4]))
+    assert v2.promoted, v2.decision.reason
+    live, _ = recording(6, seed=31)
+    agent, _ = signal_agent(world, json_lines(live, 0.0))
+    agent.start(score=False)
+    world.publish(1, pump_run(), config=parse_config(_named(signal_doc())))
+    wait_for(lambda: agent.version == 1, timeout=40, what="v1")
+    source = iter(agent.source)
+    assert next(source).x.shape == (WIDTH,)
+    world.publish(2, v2, config=short, bases=[1])
+    wait_for(lambda: agent.version == 2, timeout=40, what="v2")
+    assert world.server.served("models/vibration/2/model.tflite") == 0  # the patch came
+    rows = [s.x for s in source]
+    assert {r.shape for r in rows} == {(SIGNAL_WINDOW // 2 * 3,)}
+    for row in rows:
+        agent.process(Sample(row))
+    assert agent.counters.scoring_errors == 0
+    # The buffer started over at the swap: v2's rows every 16 samples after 64.
+    remaining = len(live) - SIGNAL_WINDOW  # v1's one row took the first window
+    assert len(rows) == (remaining - SIGNAL_WINDOW // 2) // (SIGNAL_WINDOW // 8) + 1
