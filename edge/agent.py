@@ -36,13 +36,12 @@ from edge.updater import ModelProbe, Updater
 from edge.upload_policy import UploadPolicy
 from edge.uploads import Uploader, UploadQueue
 from edge.watch import SwapGuard
-from edge.windowing import Reading, WindowCounts, Windower, windowed
+from edge.windowing import Reading, WindowCounts, Windower, installed_window, windowed
 from edgeloop.contract import (
     ContractError,
     StatusReport,
     Step,
     TensorSpec,
-    WindowSpec,
     check_input,
 )
 from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
@@ -129,7 +128,8 @@ class Agent:
         self.windows = WindowCounts()
         self.board.windows = self.windows
         if config.source.raw:
-            self.windower = Windower(self._window_spec, self.windows, config.source.max_gap)
+            spec = installed_window(self.scorer, config.source.window_spec())
+            self.windower = Windower(spec, self.windows, config.source.max_gap)
             if readings is None:
                 readings = readings_from_config(config, self.skipped, self._stop)
             source = windowed(readings, self.windower)
@@ -227,13 +227,6 @@ class Agent:
     def _swapped(self, new: LoadedModel, previous: LoadedModel | None) -> None:
         self.guard.arm(new, previous)
         self.drift.clear()
-
-    def _window_spec(self) -> WindowSpec:
-        """The installed signal model's windowing, or the config's before there is one."""
-        model = self.scorer.model
-        if model is not None and model.manifest.window is not None:
-            return model.manifest.window
-        return self.config.source.window_spec()
 
     def _status(self, payload: bytes) -> None:
         self.link.publish(self.link.status_topic, payload)

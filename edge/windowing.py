@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from edge.scoring import Scorer
 from edge.sources import Sample
 from edgeloop.contract import WindowSpec
 
@@ -139,6 +140,19 @@ class Windower:
             (self._buf[self._pos :], self._buf[: self._pos])
         ).reshape(-1)
         return out
+
+
+def installed_window(scorer: Scorer, default: WindowSpec) -> Callable[[], WindowSpec]:
+    """The running model's windowing, read per sample: a swap, an update or a rollback
+    changes it with the model; `default` while no signal model runs."""
+
+    def spec() -> WindowSpec:
+        model = scorer.model
+        if model is not None and model.manifest.window is not None:
+            return model.manifest.window
+        return default
+
+    return spec
 
 
 def windowed(readings: Iterable[Reading], windower: Windower) -> Iterator[Sample]:

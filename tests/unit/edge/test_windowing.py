@@ -8,7 +8,9 @@ import io
 import json
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,8 +18,9 @@ import pytest
 from edge.channel_sources import parse_reading, serial_readings, stdin_readings
 from edge.config import parse_agent_config
 from edge.errors import AgentConfigError, SourceError, SourceGone
+from edge.scoring import LoadedModel, Scorer
 from edge.sources import SkippedLines
-from edge.windowing import Reading, WindowCounts, Windower, windowed
+from edge.windowing import Reading, WindowCounts, Windower, installed_window, windowed
 from edgeloop.contract import (
     ArtifactRef,
     HealthCheck,
@@ -280,3 +283,21 @@ def test_a_serial_source_config(tmp_path: Path) -> None:
     assert (config.source.port, config.source.baudrate) == ("/dev/ttyUSB0", 9600)
     with pytest.raises(AgentConfigError, match=r"source\.port"):
         parse_agent_config(_raw_config(tmp_path, kind="serial"), tmp_path)
+
+
+def test_the_window_follows_the_running_model_through_a_rollback() -> None:
+    scorer = Scorer(0.6)
+    spec = installed_window(scorer, RAW)
+    assert spec() == RAW
+    runtime: Any = object()  # never run: only the manifest is read
+    v1 = LoadedModel(_manifest(SPEC, SPEC.width), runtime)
+    other = WindowSpec(("z", "x"), 100.0, 6, 3)
+    v2 = LoadedModel(replace(_manifest(other, other.width), version=4), runtime)
+    scorer.swap(v1)
+    assert spec() == SPEC
+    scorer.swap(v2)
+    assert spec() == other
+    scorer.swap(v1)  # what the swap guard does to a misbehaving v2
+    assert spec() == SPEC
+    scorer.swap(LoadedModel(_manifest(None, 3), runtime))
+    assert spec() == RAW
