@@ -25,6 +25,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 from urllib.parse import urlparse
 
+import numpy as np
+
 from edge.config import AgentConfig, SourceKind
 from edge.errors import SourceError, SourceGone
 from edge.sources import SkippedLines
@@ -198,6 +200,47 @@ def serial_readings(
         link.close()
 
 
+# The synthetic machine's operating modes: shaft tone (Hz), its amplitude, the noise.
+SIGNAL_MODES = ((25.0, 1.0, 0.1), (60.0, 2.0, 0.2), (120.0, 0.5, 0.05), (300.0, 3.0, 0.4))
+GRAVITY = 9.81
+
+
+def synthetic_signal(
+    channels: tuple[str, ...],
+    sample_rate: float,
+    knock_rate: float,
+    seed: int,
+    segment: int = 1024,
+    count: int | None = None,
+) -> Iterator[Reading]:
+    """A vibrating machine's accelerometer, sample by sample: segments of `segment`
+    samples each in one of four operating modes (a shaft tone and noise), a share
+    `knock_rate` of them knocking (a broadband burst over their middle half). A
+    channel named z carries gravity. Times start at 0 and advance by one period."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(segment) / sample_rate
+    gains = 0.6 ** np.arange(len(channels))
+    produced = 0
+    while True:
+        freq, amp, noise = SIGNAL_MODES[int(rng.integers(0, len(SIGNAL_MODES)))]
+        freq *= rng.uniform(0.97, 1.03)
+        phase = rng.uniform(0, 2 * np.pi, len(channels))
+        block = np.sin(2 * np.pi * freq * t[:, None] + phase[None, :]) * (gains * amp)[None, :]
+        block += rng.normal(0.0, noise, block.shape)
+        knocked = np.zeros(segment, dtype=bool)
+        if rng.random() < knock_rate:
+            knocked[segment // 4 : 3 * segment // 4] = True
+            block[knocked] += rng.normal(0.0, 4.0, (int(knocked.sum()), len(channels)))
+        if "z" in channels:
+            block[:, channels.index("z")] += GRAVITY
+        for row, knock in zip(block.tolist(), knocked.tolist(), strict=True):
+            if count is not None and produced >= count:
+                return
+            values = dict(zip(channels, row, strict=True))
+            yield Reading(produced / sample_rate, values, planted_anomaly=knock)
+            produced += 1
+
+
 def readings_from_config(
     config: AgentConfig, skipped: SkippedLines, stop: threading.Event
 ) -> Iterator[Reading]:
@@ -207,6 +250,8 @@ def readings_from_config(
         return mqtt_readings(
             url.hostname or "", url.port or 1883, s.topic, s.channels, skipped, stop
         )
+    if s.kind == SourceKind.SYNTHETIC:
+        return synthetic_signal(s.channels, s.sample_rate, s.anomaly_rate, s.seed)
     if s.kind == SourceKind.SERIAL:
         return serial_readings(s.port, s.baudrate, s.channels, skipped, stop)
     return stdin_readings(s.channels, skipped)

@@ -213,6 +213,8 @@ class SourceSection:
     path: Path | None = field(default=None, metadata=rule(existing_file=True))
     label_column: str = "label"
     rate: float = field(default=100.0, metadata=rule(low=0.0))
+    # The synthetic source's planted anomalies: a share of samples, or with channels
+    # a share of its 1,024-sample segments that knock.
     anomaly_rate: float = field(default=0.01, metadata=rule(low=0.0, high=1.0))
     seed: int = field(default=0, metadata=rule(low=0))
     loop: bool = True
@@ -261,10 +263,10 @@ class SourceSection:
                 raise AgentConfigError("source.port is missing: a serial source needs its port")
         if not self.channels:
             return
-        if self.kind not in (SourceKind.STDIN, SourceKind.MQTT, SourceKind.SERIAL):
+        if self.kind == SourceKind.CSV:
             raise AgentConfigError(
-                f"source.channels: a {self.kind.value} source delivers feature vectors; "
-                "raw samples come from a stdin, mqtt or serial source"
+                "source.channels: a csv source delivers feature vectors; raw samples come "
+                "from a stdin, mqtt, serial or synthetic source"
             )
         if (
             len(set(self.channels)) != len(self.channels)

@@ -38,6 +38,8 @@ class Reading:
 
     t: float | None
     values: Mapping[str, float]
+    # Ground truth of a synthetic source, so a run can be scored against it.
+    planted_anomaly: bool = False
 
 
 @dataclass

@@ -11,9 +11,9 @@ from bench.common import RESULTS
 
 
 def test_the_machine_knocks_where_it_says() -> None:
-    stream, knocked = signal.machine(5, seed=0, knock_every=5)
-    assert stream.shape == (5 * 4 * signal.WINDOW, 3)
-    assert knocked.sum() == 2 * signal.WINDOW
+    readings, stream, knocked = signal.machine(5, seed=0, knock_rate=1.0)
+    assert stream.shape == (5 * signal.SEGMENT, 3) == (len(readings), 3)
+    assert knocked.sum() == 5 * signal.SEGMENT // 2
     # z carries gravity.
     assert abs(stream[:, 2].mean() - 9.81) < 0.5
     assert np.isfinite(stream).all()

@@ -15,7 +15,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.channel_sources import parse_reading, serial_readings, stdin_readings
+from edge.channel_sources import (
+    parse_reading,
+    serial_readings,
+    stdin_readings,
+    synthetic_signal,
+)
 from edge.config import parse_agent_config
 from edge.errors import AgentConfigError, SourceError, SourceGone
 from edge.scoring import LoadedModel, Scorer
@@ -234,6 +239,7 @@ def test_a_raw_source_config(tmp_path: Path) -> None:
         ({"window": 0}, "source.window"),
         ({"hop": 5}, "source.hop"),
         ({"kind": "csv", "path": "root.json"}, "source.channels"),
+        ({"kind": "serial"}, "source.port"),
         ({"kind": "mqtt", "url": "http://x"}, "source.url"),
         ({"kind": "mqtt", "url": "mqtt://localhost", "topic": "a/#"}, "source.topic"),
         ({"window": 3, "hop": 1}, "device.n_features"),
@@ -301,3 +307,16 @@ def test_the_window_follows_the_running_model_through_a_rollback() -> None:
     assert spec() == SPEC
     scorer.swap(LoadedModel(_manifest(None, 3), runtime))
     assert spec() == RAW
+
+
+def test_the_synthetic_raw_source_knocks_where_it_says(tmp_path: Path) -> None:
+    readings = list(synthetic_signal(("x", "y", "z"), 1000.0, 0.5, seed=3, segment=64, count=640))
+    assert len(readings) == 640
+    assert [r.t for r in readings[:2]] == [0.0, 0.001]
+    knocks = np.array([r.planted_anomaly for r in readings]).reshape(10, 64)
+    assert set(knocks.sum(axis=1)) <= {0, 32}
+    assert 0 < knocks.any(axis=1).sum() < 10
+    z = np.array([r.values["z"] for r in readings])
+    assert abs(np.median(z) - 9.81) < 1.0
+    config = parse_agent_config(_raw_config(tmp_path, kind="synthetic"), tmp_path)
+    assert config.source.raw
