@@ -468,7 +468,8 @@ def _signal_rows(sg: dict[str, Any]) -> list[Row]:
             f"{t['feature_part_us']['p50_us']} µs, the estimator "
             f"{t['estimator_part_us']['p50_us']} µs (NumPy's features: "
             f"{t['numpy_features_us']['p50_us']} µs); windowing "
-            f"{sg['windowing_us_per_window']} µs per window",
+            f"{sg['windowing_us_per_window']} µs per window, reading a sample's JSON line "
+            f"{sg.get('parse_us_per_sample', '-')} µs",
             "-",
             cmd,
         ),

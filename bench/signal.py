@@ -33,7 +33,7 @@ import numpy.typing as npt
 from sklearn.metrics import roc_auc_score
 
 from bench.common import percentiles, time_calls
-from edge.channel_sources import synthetic_signal
+from edge.channel_sources import parse_reading, synthetic_signal
 from edge.scoring import LoadedModel, Scorer
 from edge.windowing import Reading, Windower
 from edgeloop.factory.config import ModelConfig, parse_config
@@ -55,6 +55,7 @@ SEGMENT = 4 * WINDOW
 TRAIN_SEGMENTS = 300
 LIVE_SEGMENTS = 120
 CALLS = 2000
+LINE = '{"t": 1712.512, "x": 0.1234567, "y": -0.2345678, "z": 9.8123456}'
 
 SIGNAL: dict[str, Any] = {
     "channels": list(CHANNELS),
@@ -176,6 +177,10 @@ def measure() -> dict[str, Any]:
         "feature_model_bytes": len(feature_run.tflite),
         "per_window": timings,
         "windowing_us_per_window": round(windowing_s * 1e6, 2),
+        # What a stdin, MQTT or serial source adds per sample: reading its JSON line.
+        "parse_us_per_sample": percentiles(
+            time_calls(lambda: parse_reading(LINE, CHANNELS), CALLS)
+        )["p50_us"],
         "live_windows": len(labels),
         "knock_windows": int(labels.sum()),
         "auc_signal_model_through_agent": round(float(roc_auc_score(labels, agent_scores)), 4),
