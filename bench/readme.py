@@ -455,6 +455,40 @@ def _fleet_at_rest_row(a: dict[str, Any]) -> Row:
     )
 
 
+def _signal_rows(sg: dict[str, Any]) -> list[Row]:
+    cmd = "`python -m bench.run signal`"
+    w, t = sg["window"], sg["per_window"]
+    shape = f"{w['samples']} samples x {w['channels']} channels, hop {w['hop']}"
+    return [
+        (
+            f"signals in: one window's inference on the device ({shape}, "
+            f"{sg['features']} features)",
+            "report",
+            f"{t['signal_model_us']['p50_us']} µs at p50: features in the graph "
+            f"{t['feature_part_us']['p50_us']} µs, the estimator "
+            f"{t['estimator_part_us']['p50_us']} µs (NumPy's features: "
+            f"{t['numpy_features_us']['p50_us']} µs); windowing "
+            f"{sg['windowing_us_per_window']} µs per window, reading a sample's JSON line "
+            f"{sg.get('parse_us_per_sample', '-')} µs",
+            "-",
+            cmd,
+        ),
+        (
+            "signals in: knock AUC, signal model through the agent's windower vs "
+            "the same k-means on NumPy features",
+            "equal",
+            f"{sg['auc_signal_model_through_agent']} vs "
+            f"{sg['auc_feature_model_numpy_features']} ({sg['knock_windows']} of "
+            f"{sg['live_windows']} live windows knocking)",
+            _mark(
+                sg["auc_signal_model_through_agent"]
+                >= sg["auc_feature_model_numpy_features"] - 0.01
+            ),
+            cmd,
+        ),
+    ]
+
+
 # Each section's rows, in the table's order, from its results file.
 ROWS: tuple[tuple[str, Callable[[dict[str, Any]], list[Row]]], ...] = (
     ("bytes", _bytes_rows),
@@ -468,6 +502,7 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], list[Row]]], ...] = (
     ("patchgen", _patchgen_rows),
     ("poison", _poison_rows),
     ("fleet", _fleet_rows),
+    ("signal", _signal_rows),
 )
 # The sections whose machine the table names (the first found).
 MACHINE_FROM = (

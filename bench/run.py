@@ -1,6 +1,7 @@
 """`make bench`: run the benchmarks, write bench/results/*.json, rewrite the README table.
 
     python -m bench.run                 # everything (about 10 minutes on 2 cores)
+    python -m bench.run signal          # signals in: per-window cost, AUC through the windower
     python -m bench.run inference swap  # some; the table keeps the others' last results
 
 Each section's figures are ratios measured side by side in one run, or counts;
@@ -23,6 +24,7 @@ from bench import (
     patchgen,
     poison,
     scale,
+    signal,
     stage_delay,
     swap,
 )
@@ -43,6 +45,7 @@ SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
     "poison": poison.measure,
     "fleet": fleet.measure,
     "stage_delay": stage_delay.measure,
+    "signal": signal.measure,
 }
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from edge.alarms import AlarmEvents
+from edge.channel_sources import readings_from_config
 from edge.config import AgentConfig
 from edge.counters import Counters
 from edge.download import HttpFetcher
@@ -35,7 +36,14 @@ from edge.updater import ModelProbe, Updater
 from edge.upload_policy import UploadPolicy
 from edge.uploads import Uploader, UploadQueue
 from edge.watch import SwapGuard
-from edgeloop.contract import StatusReport, Step, TensorSpec
+from edge.windowing import Reading, WindowCounts, Windower, installed_window, windowed
+from edgeloop.contract import (
+    ContractError,
+    StatusReport,
+    Step,
+    TensorSpec,
+    check_input,
+)
 from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
 from edgeloop.runtime import CompiledModel, ModelLoadError
 
@@ -49,8 +57,12 @@ class Agent:
         source: Iterator[Sample] | None = None,
         http: HttpFetcher | None = None,
         probe: ModelProbe | None = None,
+        readings: Iterable[Reading] | None = None,
     ) -> None:
+        """`readings` stands in for a raw source's sensor (source.channels); `source`
+        for a feature source."""
         self.config = config
+        self._stop = threading.Event()
         d = config.device
         self.counters = Counters()
         self.store = ModelStore(config.state_dir / "models")
@@ -90,6 +102,7 @@ class Agent:
             max_bytes=config.artifacts.max_bytes,
             on_swapped=self._swapped,
             probe=probe or ChildProcessProbe(timeout=config.artifacts.check_timeout),
+            raw_source=config.source.window_spec() if config.source.raw else None,
         )
         self.updates = UpdateWorker(
             self.updater,
@@ -112,11 +125,18 @@ class Agent:
         self.board.skipped = self.skipped
         installed = self.store.current()
         names = d.feature_names or (installed.manifest.input.names if installed else ())
-        if source is None:
+        self.windows = WindowCounts()
+        self.board.windows = self.windows
+        if config.source.raw:
+            spec = installed_window(self.scorer, config.source.window_spec())
+            self.windower = Windower(spec, self.windows, config.source.max_gap)
+            if readings is None:
+                readings = readings_from_config(config, self.skipped, self._stop)
+            source = windowed(readings, self.windower)
+        elif source is None:
             source = source_from_config(config, self.skipped, names)
         self.source = source
         self.supervisor = Supervisor(d.thing, self.board.fail)
-        self._stop = threading.Event()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -143,6 +163,15 @@ class Agent:
                     "lists it, so it serves until the next refresh",
                     installed.version,
                 )
+            try:
+                # The config may have changed under a kept model: a raw source cannot
+                # feed a feature model, nor a signal model windowing other channels.
+                check_input(installed.manifest, self.updater.device_input, self.updater.raw_source)
+            except ContractError as exc:
+                log.error(
+                    "event=stored_model_refused version=%s reason=%r", installed.version, str(exc)
+                )
+                continue
             # Marked while it loads: a model that kills the process at boot is
             # rolled back on the next one instead of crashing every boot.
             self.store.attempt(installed.version)
@@ -179,7 +208,8 @@ class Agent:
             ),
         ]
         if score:
-            rate = self.config.source.rate
+            # A sensor sets its own pace; pacing its windows would only drop behind it.
+            rate = 0.0 if self.config.source.raw else self.config.source.rate
             jobs.append(("scoring", lambda: self.scoring.run(self.source, rate, self._stop)))
         for name, job in jobs:
             self.supervisor.start(name, job)

@@ -22,7 +22,8 @@ from urllib.parse import urlparse
 from tuf.api.metadata import Metadata, Root
 
 from edge.errors import AgentConfigError
-from edgeloop.contract import Fields
+from edgeloop.contract import Fields, WindowSpec
+from edgeloop.contract.manifest import MAX_WINDOW_CHANNELS, MAX_WINDOW_SAMPLES
 from edgeloop.contract.provisioning import check_template_name
 from edgeloop.contract.topics import (
     DEFAULT_STACK,
@@ -50,6 +51,10 @@ class SourceKind(StrEnum):
     SYNTHETIC = "synthetic"
     CSV = "csv"
     STDIN = "stdin"
+    # Raw samples published by the sensor code on a topic of a local broker.
+    MQTT = "mqtt"
+    # Raw samples as JSON lines on a serial port (pyserial, the agent's `serial` extra).
+    SERIAL = "serial"
 
 
 @dataclass(frozen=True)
@@ -208,13 +213,87 @@ class SourceSection:
     path: Path | None = field(default=None, metadata=rule(existing_file=True))
     label_column: str = "label"
     rate: float = field(default=100.0, metadata=rule(low=0.0))
+    # The synthetic source's planted anomalies: a share of samples, or with channels
+    # a share of its 1,024-sample segments that knock.
     anomaly_rate: float = field(default=0.01, metadata=rule(low=0.0, high=1.0))
     seed: int = field(default=0, metadata=rule(low=0))
     loop: bool = True
+    # Raw samples instead of feature vectors: the channels each reading holds, by
+    # name, at `sample_rate` Hz. The agent cuts them into windows of the installed
+    # signal model's spec; `window` and `hop` (samples) are the windowing before
+    # any model is installed, whose rows are uploaded as training data.
+    channels: tuple[str, ...] = ()
+    sample_rate: float = field(default=0.0, metadata=rule(low=0.0, high=1e7))
+    window: int = field(default=0, metadata=rule(low=0, high=MAX_WINDOW_SAMPLES))
+    hop: int = field(default=0, metadata=rule(low=0, high=MAX_WINDOW_SAMPLES))
+    # A step between timestamps longer than this many sample periods is a gap.
+    max_gap: float = field(default=1.5, metadata=rule(low=1.0, high=1e6))
+    # An mqtt source: the local broker (mqtt://host:port, no TLS) and the topic.
+    url: str = ""
+    topic: str = ""
+    # A serial source: the port (/dev/ttyUSB0, or a pyserial URL) and its speed.
+    port: str = ""
+    baudrate: int = field(default=115200, metadata=rule(low=50, high=10_000_000))
 
     def __post_init__(self) -> None:
         if self.kind == SourceKind.CSV and self.path is None:
             raise AgentConfigError("source.path is missing: a csv source needs a file")
+        if self.kind == SourceKind.MQTT:
+            if not self.channels:
+                raise AgentConfigError(
+                    "source.channels is missing: an mqtt source reads raw samples"
+                )
+            parsed = urlparse(self.url)
+            if parsed.scheme != "mqtt" or not parsed.hostname:
+                raise AgentConfigError(
+                    f"source.url must look like mqtt://localhost:1883 for an mqtt source, "
+                    f"not {self.url!r}"
+                )
+            _check_port("source.url", self.url)
+            if not self.topic or any(c in self.topic for c in "#+\0"):
+                raise AgentConfigError(
+                    f"source.topic {self.topic!r} must be one topic, without wildcards"
+                )
+        if self.kind == SourceKind.SERIAL:
+            if not self.channels:
+                raise AgentConfigError(
+                    "source.channels is missing: a serial source reads raw samples"
+                )
+            if not self.port:
+                raise AgentConfigError("source.port is missing: a serial source needs its port")
+        if not self.channels:
+            return
+        if self.kind == SourceKind.CSV:
+            raise AgentConfigError(
+                "source.channels: a csv source delivers feature vectors; raw samples come "
+                "from a stdin, mqtt, serial or synthetic source"
+            )
+        if (
+            len(set(self.channels)) != len(self.channels)
+            or len(self.channels) > MAX_WINDOW_CHANNELS
+        ):
+            raise AgentConfigError(
+                f"source.channels: names must be distinct, at most {MAX_WINDOW_CHANNELS}"
+            )
+        if self.sample_rate <= 0.0:
+            raise AgentConfigError(
+                "source.sample_rate is missing: raw samples need their rate in Hz"
+            )
+        if self.window < 2:
+            raise AgentConfigError(
+                "source.window is missing: the samples per window before a model is installed"
+            )
+        if not 1 <= self.hop <= self.window:
+            raise AgentConfigError(f"source.hop must be in [1, source.window = {self.window}]")
+
+    @property
+    def raw(self) -> bool:
+        """True when the source delivers raw samples for the agent to window."""
+        return bool(self.channels)
+
+    def window_spec(self) -> WindowSpec:
+        """The windowing before a signal model is installed."""
+        return WindowSpec(self.channels, self.sample_rate, self.window, self.hop)
 
 
 @dataclass(frozen=True)
@@ -255,6 +334,12 @@ class AgentConfig:
     status_check: float = field(default=10.0, metadata=rule(low=0.01, high=60))
 
     def __post_init__(self) -> None:
+        s = self.source
+        if s.raw and self.device.n_features != s.window * len(s.channels):
+            raise AgentConfigError(
+                f"device.n_features is {self.device.n_features}, but a raw source's rows are "
+                f"source.window x source.channels = {s.window * len(s.channels)} values"
+            )
         if self.provisioning is None:
             if not (self.device.thing and self.device.model):
                 raise AgentConfigError(

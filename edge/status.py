@@ -21,6 +21,7 @@ from edge.drift import DriftWindow
 from edge.scoring import Scorer
 from edge.sources import SkippedLines
 from edge.uploads import UploadQueue
+from edge.windowing import WindowCounts
 from edgeloop.contract import Health, StatusReport, Step
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class StatusBoard:
         # Why the agent halted; reported as `failed` health until the process exits.
         self.fault: str | None = None
         self.skipped: SkippedLines | None = None
+        self.windows: WindowCounts | None = None
         # What the fleet view last heard: a change to it is worth a message.
         self._sent: tuple[Health, int | None] | None = None
         self._sent_at = float("-inf")
@@ -81,6 +83,9 @@ class StatusBoard:
         detail = self.detail
         if self.skipped is not None and self.skipped.count:
             detail += f" | source skipped {self.skipped.count} lines, last: {self.skipped.last}"
+        windowing = self.windows.summary() if self.windows is not None else ""
+        if windowing:
+            detail += f" | {windowing}"
         if self.fault is not None:
             health, detail = Health.FAILED, f"agent halted: {self.fault}"
         elif version is None:

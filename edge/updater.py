@@ -55,6 +55,7 @@ from edgeloop.contract import (
     SizeMismatch,
     Step,
     TensorSpec,
+    WindowSpec,
     check_blob,
     check_input,
     format_time,
@@ -105,6 +106,7 @@ class Updater:
         on_swapped: Callable[[LoadedModel, LoadedModel | None], None] | None = None,
         probe: ModelProbe | None = None,
         clock: Callable[[], datetime] = utc_now,
+        raw_source: WindowSpec | None = None,
     ) -> None:
         if not sources:
             raise ValueError("an updater needs at least one model source")
@@ -115,6 +117,8 @@ class Updater:
         self.repository = repository
         self.sources = tuple(sources)
         self.device_input = device_input
+        # A device fed raw samples: its channels and rate decide which signal models fit.
+        self.raw_source = raw_source
         self.report = report
         self.max_bytes = max_bytes
         self.on_swapped = on_swapped
@@ -203,7 +207,7 @@ class Updater:
             raise ManifestRefused(str(exc), exc, version=offer.version) from exc
         check_binding(update.manifest, self.model, now)
         try:
-            check_input(update.manifest, self.device_input)
+            check_input(update.manifest, self.device_input, self.raw_source)
         except ContractError as exc:
             raise ManifestRefused(str(exc), exc, version=offer.version) from exc
         return update
@@ -308,7 +312,9 @@ class Updater:
     def _check(self, manifest: Manifest, model_bytes: bytes) -> LoadedModel:
         """Try the model in a child process first; only then load it here."""
         self.report(Step.CHECKING, manifest.version, "")
-        n_features = self.device_input.shape[-1]
+        # A signal model takes its own window's width, whatever the device's default.
+        window = manifest.window if self.raw_source is not None else None
+        n_features = window.width if window is not None else self.device_input.shape[-1]
         self.store.attempt(manifest.version)
         try:
             verdict = self.probe.check(

@@ -30,6 +30,9 @@ class UploadPolicy:
         # Without a model every row is training data; with one, alarms and a random sample.
         if has_model and not alarm and self._rng.random() >= self._settings.sample_rate:
             return
+        if self._rows and self._rows[0].shape != sample.x.shape:
+            # A signal model with another window: a batch holds rows of one width.
+            self.flush()
         self._rows.append(sample.x)
         self._labels.append(sample.label)
         if has_model:

@@ -17,6 +17,7 @@ from securesystemslib.signer import CryptoSigner
 
 from edgeloop.contract import Manifest
 from edgeloop.contract.trust_targets import REPOSITORY_PREFIX, RolloutPointer, VersionSpec
+from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.deltas import plan_deltas
 from edgeloop.factory.release import build_release
 from edgeloop.factory.run import RunResult, train_run
@@ -117,17 +118,20 @@ class Releases:
         patches: tuple[PatchRelease, ...] | None = None,
         bare: bool = False,
         spec_mutate: Callable[[Manifest], Manifest] | None = None,
+        config: ModelConfig = CONFIG,
     ) -> Manifest:
         """Publish `run` as `version` (patches from `bases`; with `compressed`, its zstd
         form too, or `packed`'s files by encoding) and, with `offer`, point every device
         at it. `model_bytes` signs other bytes than the run's as the model, `patches`
         other patches, and `bare` leaves out the spec and golden inputs: what a
-        compromised or broken cloud could sign; `spec_mutate` changes only the spec."""
+        compromised or broken cloud could sign; `spec_mutate` changes only the spec.
+        `config` is the model config the release is built from (a signal model's, say:
+        it must name the same model)."""
         assert run.tflite is not None
         tflite = run.tflite
         self.models[version] = tflite
         plan = plan_deltas(tflite, {v: self.models[v] for v in bases})
-        manifest, files = build_release(CONFIG, version, tflite, plan, run.record, now)
+        manifest, files = build_release(config, version, tflite, plan, run.record, now)
         if not compressed:
             manifest = replace(manifest, artifact=replace(manifest.artifact, compressed=None))
         if mutate is not None:

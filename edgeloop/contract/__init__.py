@@ -43,6 +43,7 @@ from edgeloop.contract.manifest import (
     HealthCheck,
     Manifest,
     TensorSpec,
+    WindowSpec,
     parse_manifest,
 )
 from edgeloop.contract.nudge import IOT_MESSAGE_UNIT, CarriedFile, MalformedNudge, Nudge
@@ -110,6 +111,7 @@ __all__ = [
     "UploadMessageInvalid",
     "UploadRefusal",
     "UploadRequest",
+    "WindowSpec",
     "announcement",
     "band_of",
     "basis_points",

@@ -94,6 +94,59 @@ class TensorSpec:
         return not (self.names and other.names and self.names != other.names)
 
 
+# Bounds a device checks before it sizes ring buffers from a spec: the factory's
+# own limits (edgeloop.factory.signal.MAX_WINDOW, MAX_CHANNELS).
+MAX_WINDOW_SAMPLES = 4096
+MAX_WINDOW_CHANNELS = 64
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """How a signal model's input row is cut from a live stream: the channels, in the
+    row's order, the sample rate they were trained at, the window and the hop in
+    samples. The row is `window x channels` values, sample-major."""
+
+    channels: tuple[str, ...]
+    sample_rate: float
+    window: int
+    hop: int
+
+    @property
+    def width(self) -> int:
+        return self.window * len(self.channels)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "channels": list(self.channels),
+            "sample_rate": self.sample_rate,
+            "window": self.window,
+            "hop": self.hop,
+        }
+
+    @staticmethod
+    def from_json(f: Fields) -> WindowSpec:
+        channels = f.items("channels", max_items=MAX_WINDOW_CHANNELS)
+        if (
+            not channels
+            or any(not isinstance(c, str) or not c or len(c) > 64 for c in channels)
+            or len(set(channels)) != len(channels)
+        ):
+            raise MalformedManifest(
+                f"{f.path('channels')} must be 1 to {MAX_WINDOW_CHANNELS} distinct channel names"
+            )
+        window = f.integer("window", low=2, high=MAX_WINDOW_SAMPLES)
+        return WindowSpec(
+            channels=tuple(channels),
+            sample_rate=f.number("sample_rate", low=1e-9, high=1e7),
+            window=window,
+            hop=f.integer("hop", low=1, high=window),
+        )
+
+
+def optional_window(f: Fields) -> WindowSpec | None:
+    return WindowSpec.from_json(f.child("window")) if f.has("window") else None
+
+
 @dataclass(frozen=True)
 class CompressedRef:
     """The same full artifact, compressed: what a device without a usable patch fetches."""
@@ -227,9 +280,11 @@ class Manifest:
     # Training-time score statistics (mean, std, quantiles, expected alarm rate)
     # that the agent compares its rolling scores with to report drift.
     stats: Mapping[str, float] = field(default_factory=dict)
+    # A signal model's windowing (None: the input is a feature vector).
+    window: WindowSpec | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc = {
             "model": self.model,
             "version": self.version,
             "created_at": self.created_at,
@@ -242,6 +297,10 @@ class Manifest:
             "health_checks": [h.to_json() for h in self.health_checks],
             "stats": dict(self.stats),
         }
+        # Absent rather than null for a feature model: its bytes stay what they were.
+        if self.window is not None:
+            doc["window"] = self.window.to_json()
+        return doc
 
     @staticmethod
     def from_json(doc: Any) -> Manifest:
@@ -259,6 +318,7 @@ class Manifest:
             decision_threshold=f.optional_number("decision_threshold"),
             health_checks=tuple(HealthCheck.from_json(h) for h in f.children("health_checks")),
             stats=f.numbers("stats"),
+            window=optional_window(f),
         )
 
     def to_bytes(self) -> bytes:

@@ -23,7 +23,9 @@ from edgeloop.contract.manifest import (
     HealthCheck,
     Manifest,
     TensorSpec,
+    WindowSpec,
     load_json_object,
+    optional_window,
 )
 from edgeloop.contract.reader import Fields
 from edgeloop.contract.stages import basis_points
@@ -103,6 +105,9 @@ class VersionSpec:
     metrics: Mapping[str, float] = field(default_factory=dict)
     decision_threshold: float | None = None
     stats: Mapping[str, float] = field(default_factory=dict)
+    # A signal model's windowing: signed with the version, so it is patched and
+    # rolled back with the model it belongs to.
+    window: WindowSpec | None = None
 
     @staticmethod
     def of(manifest: Manifest) -> VersionSpec:
@@ -121,10 +126,11 @@ class VersionSpec:
             metrics=manifest.metrics,
             decision_threshold=manifest.decision_threshold,
             stats=manifest.stats,
+            window=manifest.window,
         )
 
     def to_bytes(self) -> bytes:
-        doc = {
+        doc: dict[str, Any] = {
             "model": self.model,
             "version": self.version,
             "created_at": self.created_at,
@@ -136,6 +142,8 @@ class VersionSpec:
             "decision_threshold": self.decision_threshold,
             "stats": dict(self.stats),
         }
+        if self.window is not None:
+            doc["window"] = self.window.to_json()
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     @staticmethod
@@ -158,6 +166,7 @@ class VersionSpec:
                 metrics=f.numbers("metrics"),
                 decision_threshold=f.optional_number("decision_threshold"),
                 stats=f.numbers("stats"),
+                window=optional_window(f),
             )
         except ContractError as exc:  # TensorSpec's reader raises the manifest's refusal
             raise MalformedTrustTarget(str(exc)) from exc
@@ -186,6 +195,7 @@ class VersionSpec:
             decision_threshold=self.decision_threshold,
             health_checks=(HealthCheck(golden, self.expected, self.tolerance),),
             stats=self.stats,
+            window=self.window,
         )
 
 

@@ -18,6 +18,7 @@ from edgeloop.contract import (
     HealthCheck,
     Manifest,
     TensorSpec,
+    WindowSpec,
     sha256_hex,
 )
 from edgeloop.contract.trust_targets import compressed_path, model_path, patch_path
@@ -73,5 +74,14 @@ def build_release(
             ),
         ),
         stats=record.get("stats") or {},
+        window=window_spec(config),
     )
     return manifest, files
+
+
+def window_spec(config: ModelConfig) -> WindowSpec | None:
+    """What a device needs to cut its live stream into this model's input rows."""
+    s = config.signal
+    if s is None:
+        return None
+    return WindowSpec(channels=s.channels, sample_rate=s.sample_rate, window=s.window, hop=s.hop)

@@ -309,8 +309,8 @@ def relative_errors(got: FloatArray, want: FloatArray, floors: FloatArray) -> Fl
 def frames(signal: SignalSection, samples: npt.ArrayLike) -> FloatArray:
     """Cut a recording [samples, channels] into windows every `hop` samples, as rows.
 
-    The cloud's windowing, for turning recordings into training rows; the
-    device's windowing of a live stream is not built yet.
+    The cloud's windowing, for turning recordings into training rows; a device
+    cuts its live stream into the same rows (edge.windowing).
     """
     arr = np.asarray(samples, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] != len(signal.channels):
