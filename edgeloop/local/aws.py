@@ -151,6 +151,16 @@ def init_trust(client: Callable[[str], Any], resources: Resources, keys_dir: Pat
     return root.to_bytes()
 
 
+def resign_due(client: Callable[[str], Any], resources: Resources) -> None:
+    """A persisted cloud started again: a fresh timestamp (and whatever else expired while
+    it was stopped), signed by the online key, before any device asks."""
+    from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
+    from edgeloop.trust import KmsSigner, S3Store, TrustRepository
+
+    store = S3Store(client("s3"), resources.artifact_bucket, REPOSITORY_PREFIX)
+    TrustRepository(store, KmsSigner.of_key(client("kms"), resources.signing_key_id)).resign_due()
+
+
 def _queue_arn(sqs: Any, url: str) -> str:
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
     arn: str = attributes["QueueArn"]
@@ -166,10 +176,17 @@ class MotoServer:
     made in-process moto answer after its clients' 60 s timeout.
     """
 
-    def __init__(self, own_process: bool = False, iam: bool = False) -> None:
+    def __init__(
+        self,
+        own_process: bool = False,
+        iam: bool = False,
+        port: int | None = None,
+        state: Path | None = None,
+    ) -> None:
         """With `iam`, moto authorizes every request against IAM (its own process, as
         `edgeloop.local.moto_iam` explains); `credentials` must then be set to a
-        principal's before `client()` is used."""
+        principal's before `client()` is used. With `state` (IAM mode), moto starts from
+        that file when it exists and writes its state there when it stops."""
         self._server: Any = None
         self._process: subprocess.Popen[bytes] | None = None
         self.credentials = {
@@ -179,9 +196,14 @@ class MotoServer:
         if own_process or iam:
             from edgeloop.local.broker import dying_with_parent, free_port, wait_listening
 
-            port = free_port()
+            port = port or free_port()
             command = (
-                ["edgeloop.local.moto_iam", "--port", str(port)]
+                [
+                    "edgeloop.local.moto_iam",
+                    "--port",
+                    str(port),
+                    *(["--state", str(state)] if state is not None else []),
+                ]
                 if iam
                 else ["moto.server", "-H", "127.0.0.1", "-p", str(port)]
             )
@@ -215,6 +237,7 @@ class MotoServer:
     def stop(self) -> None:
         if self._process is not None:
             self._process.terminate()
-            self._process.wait(10)
+            # Writing a persisted state takes a moment when the cloud has data.
+            self._process.wait(120)
         else:
             self._server.stop()
