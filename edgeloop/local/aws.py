@@ -182,11 +182,13 @@ class MotoServer:
         iam: bool = False,
         port: int | None = None,
         state: Path | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         """With `iam`, moto authorizes every request against IAM (its own process, as
         `edgeloop.local.moto_iam` explains); `credentials` must then be set to a
         principal's before `client()` is used. With `state` (IAM mode), moto starts from
-        that file when it exists and writes its state there when it stops."""
+        that file when it exists and writes its state there when it stops; `host` is the
+        address it listens on (IAM mode; the cloud itself always reaches it on loopback)."""
         self._server: Any = None
         self._process: subprocess.Popen[bytes] | None = None
         self.credentials = {
@@ -202,6 +204,8 @@ class MotoServer:
                     "edgeloop.local.moto_iam",
                     "--port",
                     str(port),
+                    "--host",
+                    host,
                     *(["--state", str(state)] if state is not None else []),
                 ]
                 if iam

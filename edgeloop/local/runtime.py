@@ -47,6 +47,18 @@ def is_loopback(host: str) -> bool:
     return host in LOOPBACK or host == "::1"
 
 
+def lan_address() -> str:
+    """This machine's address on its network: the one its default route leaves from
+    (a UDP socket's connect sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+            address: str = probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+    return address
+
+
 def _ports(state_dir: Path | None, broker_port: int | None) -> dict[str, int]:
     """The ports of moto, the broker (devices' and the cloud's listeners) and the CDN:
     chosen free on the first start and kept in `state_dir`, so the URLs in agent.toml
@@ -125,8 +137,9 @@ class LocalRuntime:
             state_dir.mkdir(parents=True, exist_ok=True)
         ports = _ports(state_dir, broker_port)
         # Where devices reach this machine: the host itself, or (listening on every
-        # address) the name the machine goes by on the network.
-        self.host = socket.getfqdn() if host in ("0.0.0.0", "::") else host
+        # address) its address on the network.
+        self.host = lan_address() if host in ("0.0.0.0", "::") else host
+        lan = not is_loopback(self.host)
         self.workdir = Path(tempfile.mkdtemp(prefix="edgeloop-local-"))
         self.config_dir = self.workdir / "models"
         self.config_dir.mkdir()
@@ -140,6 +153,8 @@ class LocalRuntime:
             iam=True,
             port=ports["aws"] if state_dir is not None else None,
             state=state_dir / "aws.state" if state_dir is not None else None,
+            # Devices upload to it by presigned URL, as to S3: on the network too.
+            host="0.0.0.0" if lan else "127.0.0.1",
         )
         if identity and (broker_url is not None or shutil.which("mosquitto") is None):
             raise ValueError(
@@ -191,6 +206,13 @@ class LocalRuntime:
             extra_env={
                 "MODEL_CONFIG_DIR": str(self.config_dir),
                 "EDGELOOP_MQTT_URL": cloud_url,
+                # The upload grants the functions presign must name an address devices
+                # on the network reach.
+                **(
+                    {"AWS_ENDPOINT_URL_S3": self.aws.endpoint.replace("127.0.0.1", self.host)}
+                    if lan
+                    else {}
+                ),
                 **(env or {}),
             },
             queue_visibility=visibility_timeout,

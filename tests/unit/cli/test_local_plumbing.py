@@ -117,3 +117,16 @@ def test_a_stopped_local_cloud_is_one_line_with_the_fix(
     missing = local_dir.parent / "nowhere"
     assert main(["rollout", "status", "--model", "m", "--local", str(missing)]) == 1
     assert "no local cloud is running there" in capsys.readouterr().err
+
+
+def test_lan_mode_without_the_local_iot_core_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = Path(__file__).resolve().parents[3] / "models"
+    argv = ["local", "up", "--models", str(models), "--model", "vibration"]
+    code = main([*argv, "--host", "0.0.0.0", "--broker", "mqtt://127.0.0.1:1883"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "--host 0.0.0.0" in err
+    assert "TLS with client certificates" in err
