@@ -322,6 +322,8 @@ def _up(args: argparse.Namespace) -> int:
             "presence_table": cloud.resources.presence_table,
             "admission_table": cloud.resources.admission_table,
             "identity_enforced": identity,
+            # Started again on a directory an earlier run left: its state continued.
+            "resumed": cloud.stack.attached,
             "claim": None if claim is None else str(claim.cert.parent),
             "data_bucket": cloud.resources.data_bucket,
             "artifact_bucket": cloud.resources.artifact_bucket,
@@ -369,7 +371,12 @@ def _announce(
         f"{name} ({c.model.kind}, {c.model.n_features} features)" for name, (_, c) in models.items()
     )
     print(
-        "local cloud up; Ctrl-C stops it\n"
+        (
+            f"local cloud up, continuing the one kept in {Path(state['agent_config']).parent}"
+            if state.get("resumed")
+            else "local cloud up"
+        )
+        + "; Ctrl-C stops it (its state stays in the same directory for the next start)\n"
         f"  broker (MQTT)   {state['broker_url']}\n"
         f"  CDN base URL    {state['cdn_base_url']}\n"
         f"  trust file      {state['trust_file']}\n"

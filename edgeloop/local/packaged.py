@@ -117,6 +117,8 @@ class PackagedStack:
             self.stack = LocalStack(self.template, prefix, region)
             self.stack.attach(recorded["refs"], recorded["arns"])
         self.prefix = prefix
+        # Whether this start continued a stack an earlier run created.
+        self.attached = recorded is not None
         image_env = image_environment(build.dockerfile, build.task_root)
         iam = self.client("iam")
         self.functions: dict[str, PackagedFunction] = {}
