@@ -8,11 +8,15 @@ registry still holds the first run and version, and a second version reaches the
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +31,7 @@ from tests.support_world import wait_for
 
 pytestmark = [pytest.mark.slow]
 
+REPO = Path(__file__).resolve().parents[2]
 SERIAL = "pump-1"
 WAIT = float(os.environ.get("RESTART_WAIT", "120"))
 
@@ -129,3 +134,74 @@ def test_a_restarted_local_cloud_keeps_its_state_and_its_devices(
         assert agent_process[0].poll() is None
     finally:
         cloud.close()
+
+
+def _local_up(models: Path, out: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgeloop.cli.main",
+            "local",
+            "up",
+            "--models",
+            str(models),
+            "--thing",
+            SERIAL,
+            "--out",
+            str(out),
+            "--json",
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert up.stdout is not None
+    first = up.stdout.readline()  # blocks until it is up (or has died: then it is "")
+    assert first, up.stderr.read() if up.stderr else ""
+    return up, json.loads(first)
+
+
+def _edgeloop(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgeloop.cli.main", *argv],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_local_up_started_again_has_the_same_root_ports_and_agent_toml(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(REPO / "models" / "vibration.toml", models / "vibration.toml")
+    out = tmp_path / "state"
+    seen = []
+    for start in range(2):
+        up, info = _local_up(models, out)
+        try:
+            assert info["resumed"] is bool(start)
+            assert info["admission_table"]
+            seen.append(
+                (
+                    (out / "root.json").read_bytes(),
+                    (out / "agent.toml").read_text(),
+                    info["aws_endpoint"],
+                    info["registry_table"],
+                )
+            )
+            if start == 0:
+                # The operator's commands find the running cloud by its directory alone.
+                added = _edgeloop(
+                    "fleet", "allow", "pump-9", "--model", "vibration", "--local", str(out)
+                )
+                assert added.returncode == 0, added.stderr
+            listed = _edgeloop("fleet", "allowed", "--local", str(out), "--json")
+            assert listed.returncode == 0, listed.stderr
+            assert {"pump-9", SERIAL} <= {e["value"] for e in json.loads(listed.stdout)["entries"]}
+        finally:
+            up.send_signal(signal.SIGINT)
+            assert up.wait(60) == 130
+    assert seen[0] == seen[1]
