@@ -231,7 +231,7 @@ def _up(args: argparse.Namespace) -> int:
 
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from edgeloop.local.runtime import LocalRuntime, is_loopback
+    from edgeloop.local.runtime import LocalRuntime, is_loopback, state_dir_problem
 
     models = load_model_dir(Path(args.models))
     model = args.model or (next(iter(models)) if len(models) == 1 else None)
@@ -254,6 +254,9 @@ def _up(args: argparse.Namespace) -> int:
         received.append(signum)
         stopping.set()
 
+    problem = state_dir_problem(out / "cloud")
+    if problem is not None:
+        raise CliError(problem, "state", EXIT_FAILED)
     identity = args.broker is None and shutil.which("mosquitto") is not None
     if not is_loopback(args.host) and not identity:
         raise CliError(

@@ -191,6 +191,7 @@ class MotoServer:
         address it listens on (IAM mode; the cloud itself always reaches it on loopback)."""
         self._server: Any = None
         self._process: subprocess.Popen[bytes] | None = None
+        self.log: Path | None = None
         self.credentials = {
             "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
             "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
@@ -211,10 +212,12 @@ class MotoServer:
                 if iam
                 else ["moto.server", "-H", "127.0.0.1", "-p", str(port)]
             )
+            # With a state file, moto's own errors (one saving it) are kept beside it.
+            self.log = state.with_suffix(".log") if state is not None else None
             self._process = subprocess.Popen(
                 dying_with_parent([sys.executable, "-m", *command]),
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=self.log.open("ab") if self.log is not None else subprocess.DEVNULL,
             )
             wait_listening(port, timeout=60.0)
             self.endpoint = f"http://127.0.0.1:{port}"
@@ -238,10 +241,12 @@ class MotoServer:
     def provision(self, prefix: str = "edgeloop", visibility_timeout: int = 30) -> Resources:
         return provision(self.client, prefix, visibility_timeout)
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Stop moto; False when it did not exit cleanly (with a state file: its state
+        may not have been saved, and `log` says why)."""
         if self._process is not None:
             self._process.terminate()
             # Writing a persisted state takes a moment when the cloud has data.
-            self._process.wait(120)
-        else:
-            self._server.stop()
+            return self._process.wait(120) == 0
+        self._server.stop()
+        return True

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -45,6 +46,16 @@ LOOPBACK = ("127.0.0.1", "localhost")
 
 def is_loopback(host: str) -> bool:
     return host in LOOPBACK or host == "::1"
+
+
+def state_dir_problem(state_dir: Path) -> str | None:
+    """Why a local cloud cannot continue from `state_dir`, in one line, or None."""
+    if (state_dir / "stack.json").is_file() and not (state_dir / "aws.state").is_file():
+        return (
+            f"{state_dir} records a local cloud whose AWS state was never saved (it was "
+            f"killed before it could stop): remove {state_dir} to start anew"
+        )
+    return None
 
 
 def lan_address() -> str:
@@ -135,6 +146,9 @@ class LocalRuntime:
         self.state_dir = state_dir
         if state_dir is not None:
             state_dir.mkdir(parents=True, exist_ok=True)
+            problem = state_dir_problem(state_dir)
+            if problem is not None:
+                raise ValueError(problem)
         ports = _ports(state_dir, broker_port)
         # Where devices reach this machine: the host itself, or (listening on every
         # address) its address on the network.
@@ -325,7 +339,12 @@ class LocalRuntime:
         self.cdn.stop()
         if self.broker is not None:
             self.broker.close()
-        self.aws.stop()
+        if not self.aws.stop() and self.state_dir is not None:
+            print(
+                f"warning: the local AWS did not save its state; see {self.aws.log} (the last "
+                "saved state is kept)",
+                file=sys.stderr,
+            )
         os.environ.clear()
         os.environ.update(self._saved_env)
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -130,3 +130,19 @@ def test_lan_mode_without_the_local_iot_core_is_refused_in_one_line(
     assert len(err.splitlines()) == 1
     assert "--host 0.0.0.0" in err
     assert "TLS with client certificates" in err
+
+
+def test_a_kept_cloud_without_its_saved_aws_state_is_one_line_with_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = Path(__file__).resolve().parents[3] / "models"
+    out = tmp_path / "state"
+    (out / "cloud").mkdir(parents=True)
+    (out / "cloud" / "stack.json").write_text("{}")
+    assert (
+        main(["local", "up", "--models", str(models), "--model", "vibration", "--out", str(out)])
+        == 1
+    )
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"remove {out / 'cloud'}" in err
