@@ -261,6 +261,15 @@ class SignedRepository:
             yield
         except tuf_errors.ExpiredMetadataError as exc:
             raise MetadataExpired(f"signed metadata has expired: {exc}", exc) from exc
+        except tuf_errors.UnsignedMetadataError as exc:
+            # Most often a cloud set up anew (a new root) behind a device that kept the
+            # old one; the fix is to forget it, which nothing should do unasked.
+            raise TrustRefused(
+                f"{type(exc).__name__}: {exc}; if this cloud was set up anew, this device's "
+                f"trust root is not its root: remove {self._metadata_dir} (or start the "
+                "device with the cloud's root.json as [trust] root)",
+                exc,
+            ) from exc
         except tuf_errors.RepositoryError as exc:
             raise TrustRefused(f"{type(exc).__name__}: {exc}", exc) from exc
         except tuf_errors.DownloadLengthMismatchError as exc:

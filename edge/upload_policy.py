@@ -6,6 +6,7 @@ from which the uploader sends it.
 
 from __future__ import annotations
 
+import logging
 import random
 
 import numpy as np
@@ -16,6 +17,8 @@ from edge.counters import Counters
 from edge.sources import Sample
 from edge.uploads import UploadQueue, encode_batch
 
+log = logging.getLogger(__name__)
+
 
 class UploadPolicy:
     def __init__(
@@ -25,6 +28,7 @@ class UploadPolicy:
         self._rng = random.Random(seed)
         self._rows: list[npt.NDArray[np.float32]] = []
         self._labels: list[int | None] = []
+        self._told = False
 
     def consider(self, sample: Sample, has_model: bool, alarm: bool) -> None:
         # Without a model every row is training data; with one, alarms and a random sample.
@@ -41,6 +45,17 @@ class UploadPolicy:
             self._counters.uploaded_rows_without_model += 1
         if len(self._rows) >= self._settings.batch_rows:
             self.flush()
+        elif not self._told:
+            # Nothing is sent until a batch is full: said once, so a device fed a few
+            # rows is not taken for a silent one.
+            self._told = True
+            log.info(
+                "event=upload_buffering rows=%d batch_rows=%d: rows are kept until a batch "
+                "of %d is full (or the agent stops), then uploaded",
+                len(self._rows),
+                self._settings.batch_rows,
+                self._settings.batch_rows,
+            )
 
     def flush(self) -> None:
         if not self._rows:

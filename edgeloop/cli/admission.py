@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from edgeloop.cli.aws import aws_errors
 from edgeloop.cli.errors import EXIT_FAILED, CliError, emit
-from edgeloop.cli.stack import ADMISSION_TABLE, resolve
+from edgeloop.cli.stack import ADMISSION_TABLE, add_local_option, aws_client, resolve
 
 if TYPE_CHECKING:
     from functions.common.admission import AdmissionEntry, AdmissionTable
@@ -22,7 +22,6 @@ COLUMNS = ("kind", "value", "model", "group", "added")
 
 
 def _table(args: argparse.Namespace) -> tuple[str, AdmissionTable]:
-    import boto3
 
     from functions.common.admission import AdmissionTable
 
@@ -34,7 +33,7 @@ def _table(args: argparse.Namespace) -> tuple[str, AdmissionTable]:
         what="admission table",
     )
     with aws_errors(f"admission table {name}"):
-        dynamodb = boto3.client("dynamodb", endpoint_url=args.endpoint_url)
+        dynamodb = aws_client(args, "dynamodb")
     return name, AdmissionTable(dynamodb, name)
 
 
@@ -131,6 +130,7 @@ def _common(p: argparse.ArgumentParser, json_help: str) -> None:
         default=argparse.SUPPRESS,
         help="read the table's name from this deployed stack's outputs (default: $EDGELOOP_STACK)",
     )
+    add_local_option(p, suppress=True)
     p.add_argument(
         "--endpoint-url",
         default=argparse.SUPPRESS,

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Any
 from edgeloop.cli.admission import register_actions
 from edgeloop.cli.aws import aws_errors
 from edgeloop.cli.errors import CliError, emit
-from edgeloop.cli.stack import FLEET_TABLE, PRESENCE_TABLE, add_stack_option, resolve
+from edgeloop.cli.stack import (
+    FLEET_TABLE,
+    PRESENCE_TABLE,
+    add_local_option,
+    add_stack_option,
+    aws_client,
+    resolve,
+)
 
 if TYPE_CHECKING:
     from functions.common.fleet import DeviceRecord
@@ -142,7 +149,6 @@ def cell(value: Any) -> str:
 
 
 def _fleet(args: argparse.Namespace) -> int:
-    import boto3
 
     from functions.common.fleet import FleetTable
 
@@ -157,7 +163,7 @@ def _fleet(args: argparse.Namespace) -> int:
 
     presence_table = _presence_table(args)
     with aws_errors(f"fleet table {table}"):
-        dynamodb = boto3.client("dynamodb", endpoint_url=args.endpoint_url)
+        dynamodb = aws_client(args, "dynamodb")
         records = FleetTable(dynamodb, table).for_model(args.model)
     presence = {}
     if presence_table is not None:
@@ -219,6 +225,7 @@ def register(sub: Any, json_help: str) -> None:
     )
     add_presence_table_option(p)
     add_stack_option(p)
+    add_local_option(p)
     p.add_argument(
         "--endpoint-url",
         default=None,

@@ -97,8 +97,8 @@ template = "{claim.template}"
 serial = "{thing}"
 """
         run = "edgeloop-agent run --config THIS [--serial SN --state DIR]"
-    return f"""# Written by `edgeloop local up` for the local cloud it started; the URLs change
-# when it is started again. Feed samples as JSON lines on stdin:
+    return f"""# Written by `edgeloop local up` for the local cloud it started; starting it again
+# on the same --out keeps the same URLs and root. Feed samples as JSON lines on stdin:
 #   edgeloop feed YOUR.csv --config {config.model.name}.toml | {run}
 status_interval = 2.0
 
@@ -233,7 +233,7 @@ def _up(args: argparse.Namespace) -> int:
 
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from edgeloop.local.runtime import LocalRuntime
+    from edgeloop.local.runtime import LocalRuntime, is_loopback, state_dir_problem
 
     models = load_model_dir(Path(args.models))
     model = args.model or (next(iter(models)) if len(models) == 1 else None)
@@ -256,9 +256,18 @@ def _up(args: argparse.Namespace) -> int:
         received.append(signum)
         stopping.set()
 
+    problem = state_dir_problem(out / "cloud")
+    if problem is not None:
+        raise CliError(problem, "state", EXIT_FAILED)
+    identity = args.broker is None and shutil.which("mosquitto") is not None
+    if not is_loopback(args.host) and not identity:
+        raise CliError(
+            f"--host {args.host}: devices on the network need the broker's TLS with client "
+            "certificates; install mosquitto (apt-get install mosquitto) and give no --broker",
+            "usage",
+        )
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
-    identity = args.broker is None and shutil.which("mosquitto") is not None
     if not identity:
         print(f"warning: {NOT_ENFORCED}", file=sys.stderr, flush=True)
     with LocalRuntime(
@@ -268,6 +277,10 @@ def _up(args: argparse.Namespace) -> int:
         env=handoff_env(args.handoff_above),
         identity=identity,
         ca_dir=out / "ca",
+        # Everything the cloud keeps between starts lives in --out.
+        state_dir=out / "cloud",
+        host=args.host,
+        broker_port=args.port,
     ) as cloud:
         trust = out / "root.json"
         trust.write_bytes(cloud.trust_root)
@@ -312,7 +325,10 @@ def _up(args: argparse.Namespace) -> int:
             "registry_table": cloud.resources.registry_table,
             "fleet_table": cloud.resources.fleet_table,
             "presence_table": cloud.resources.presence_table,
+            "admission_table": cloud.resources.admission_table,
             "identity_enforced": identity,
+            # Started again on a directory an earlier run left: its state continued.
+            "resumed": cloud.stack.attached,
             "claim": None if claim is None else str(claim.cert.parent),
             "data_bucket": cloud.resources.data_bucket,
             "artifact_bucket": cloud.resources.artifact_bucket,
@@ -366,7 +382,12 @@ def _announce(
         f"{name} ({c.model.kind}, {c.model.n_features} features)" for name, (_, c) in models.items()
     )
     print(
-        "local cloud up; Ctrl-C stops it\n"
+        (
+            f"local cloud up, continuing the one kept in {Path(state['agent_config']).parent}"
+            if state.get("resumed")
+            else "local cloud up"
+        )
+        + "; Ctrl-C stops it (its state stays in the same directory for the next start)\n"
         f"  broker (MQTT)   {state['broker_url']}\n"
         f"  CDN base URL    {state['cdn_base_url']}\n"
         f"  trust file      {state['trust_file']}\n"
@@ -514,7 +535,8 @@ def register(sub: Any, json_help: str) -> None:
         help="start the local cloud with your model configs and run until Ctrl-C",
         description="Prints what an agent needs (broker URL, CDN base URL, trust file), writes "
         "a ready agent.toml and local.json into --out, and logs training runs, rollouts and "
-        "devices as they happen. Everything listens on 127.0.0.1 and is gone when it stops.",
+        "devices as they happen. The cloud's state is kept in --out: started again there, it "
+        "continues where it stopped, on the same ports and root.",
     )
     up.add_argument("--models", required=True, help="directory of model configs (*.toml)")
     up.add_argument(
@@ -545,6 +567,20 @@ def register(sub: Any, json_help: str) -> None:
         "--broker",
         default=None,
         help="mqtt://host:port of a broker to use (e.g. mosquitto) instead of the embedded one",
+    )
+    up.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address devices reach the broker and the CDN at (default: %(default)s); "
+        "another host (a LAN address, or 0.0.0.0 for every address) needs mosquitto: devices "
+        "on the network connect with TLS and client certificates only",
+    )
+    up.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="the broker's port for devices (default: chosen on the first start in --out, "
+        "then kept)",
     )
     up.add_argument(
         "--batching-window",

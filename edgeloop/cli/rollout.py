@@ -14,7 +14,13 @@ from typing import Any
 from edgeloop.cli.aws import aws_errors
 from edgeloop.cli.errors import EXIT_FAILED, CliError, emit
 from edgeloop.cli.fleet import table_lines
-from edgeloop.cli.stack import REGISTRY_TABLE, add_stack_option, resolve
+from edgeloop.cli.stack import (
+    REGISTRY_TABLE,
+    add_local_option,
+    add_stack_option,
+    aws_client,
+    resolve,
+)
 
 
 def _registry_table(args: argparse.Namespace) -> str:
@@ -28,13 +34,12 @@ def _registry_table(args: argparse.Namespace) -> str:
 
 
 def _rollouts(args: argparse.Namespace, table: str) -> Any:
-    import boto3
 
     from functions.common.fleet import FleetTable
     from functions.common.registry import Registry
     from functions.common.rollouts import Rollouts
 
-    dynamodb = boto3.client("dynamodb", endpoint_url=args.endpoint_url)
+    dynamodb = aws_client(args, "dynamodb")
 
     def no_settings(model: str) -> Any:
         raise CliError(f"the command line does not start rollouts (model {model})")
@@ -122,6 +127,7 @@ def register(sub: Any, json_help: str) -> None:
         "$EDGELOOP_REGISTRY_TABLE)",
     )
     add_stack_option(p)
+    add_local_option(p)
     p.add_argument(
         "--endpoint-url",
         default=None,

@@ -151,6 +151,16 @@ def init_trust(client: Callable[[str], Any], resources: Resources, keys_dir: Pat
     return root.to_bytes()
 
 
+def resign_due(client: Callable[[str], Any], resources: Resources) -> None:
+    """A persisted cloud started again: a fresh timestamp (and whatever else expired while
+    it was stopped), signed by the online key, before any device asks."""
+    from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
+    from edgeloop.trust import KmsSigner, S3Store, TrustRepository
+
+    store = S3Store(client("s3"), resources.artifact_bucket, REPOSITORY_PREFIX)
+    TrustRepository(store, KmsSigner.of_key(client("kms"), resources.signing_key_id)).resign_due()
+
+
 def _queue_arn(sqs: Any, url: str) -> str:
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
     arn: str = attributes["QueueArn"]
@@ -166,12 +176,22 @@ class MotoServer:
     made in-process moto answer after its clients' 60 s timeout.
     """
 
-    def __init__(self, own_process: bool = False, iam: bool = False) -> None:
+    def __init__(
+        self,
+        own_process: bool = False,
+        iam: bool = False,
+        port: int | None = None,
+        state: Path | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         """With `iam`, moto authorizes every request against IAM (its own process, as
         `edgeloop.local.moto_iam` explains); `credentials` must then be set to a
-        principal's before `client()` is used."""
+        principal's before `client()` is used. With `state` (IAM mode), moto starts from
+        that file when it exists and writes its state there when it stops; `host` is the
+        address it listens on (IAM mode; the cloud itself always reaches it on loopback)."""
         self._server: Any = None
         self._process: subprocess.Popen[bytes] | None = None
+        self.log: Path | None = None
         self.credentials = {
             "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
             "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
@@ -179,16 +199,25 @@ class MotoServer:
         if own_process or iam:
             from edgeloop.local.broker import dying_with_parent, free_port, wait_listening
 
-            port = free_port()
+            port = port or free_port()
             command = (
-                ["edgeloop.local.moto_iam", "--port", str(port)]
+                [
+                    "edgeloop.local.moto_iam",
+                    "--port",
+                    str(port),
+                    "--host",
+                    host,
+                    *(["--state", str(state)] if state is not None else []),
+                ]
                 if iam
                 else ["moto.server", "-H", "127.0.0.1", "-p", str(port)]
             )
+            # With a state file, moto's own errors (one saving it) are kept beside it.
+            self.log = state.with_suffix(".log") if state is not None else None
             self._process = subprocess.Popen(
                 dying_with_parent([sys.executable, "-m", *command]),
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=self.log.open("ab") if self.log is not None else subprocess.DEVNULL,
             )
             wait_listening(port, timeout=60.0)
             self.endpoint = f"http://127.0.0.1:{port}"
@@ -212,9 +241,12 @@ class MotoServer:
     def provision(self, prefix: str = "edgeloop", visibility_timeout: int = 30) -> Resources:
         return provision(self.client, prefix, visibility_timeout)
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Stop moto; False when it did not exit cleanly (with a state file: its state
+        may not have been saved, and `log` says why)."""
         if self._process is not None:
             self._process.terminate()
-            self._process.wait(10)
-        else:
-            self._server.stop()
+            # Writing a persisted state takes a moment when the cloud has data.
+            return self._process.wait(120) == 0
+        self._server.stop()
+        return True

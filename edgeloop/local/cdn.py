@@ -128,12 +128,20 @@ class BucketOrigin:
 class LocalCdn:
     """`models/` of an origin over HTTP on loopback, with Range, counting bytes per device."""
 
-    def __init__(self, origin: Origin) -> None:
+    def __init__(
+        self,
+        origin: Origin,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        advertised: str | None = None,
+    ) -> None:
+        """Listens on `host`:`port` (0: any free one); devices are given `advertised`
+        (default `host`) in the base URL."""
         self.origin = origin
         self.log = CdnLog()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _request_handler(self))
+        self._server = ThreadingHTTPServer((host, port), _request_handler(self))
         self._server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self.base_url = f"http://{advertised or host}:{self._server.server_address[1]}/"
         self._thread = threading.Thread(target=self._server.serve_forever, name="cdn", daemon=True)
         self._thread.start()
 

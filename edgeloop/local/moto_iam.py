@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -215,11 +216,104 @@ def _install_presigned_authorization() -> None:
     ActionAuthenticatorMixin._authenticate_and_authorize_action = authorize  # type: ignore[method-assign]
 
 
-def serve(port: int, host: str = "127.0.0.1") -> None:
+# The services the local cloud uses, whose state a restart keeps.
+PERSISTED = (
+    "s3",
+    "dynamodb",
+    "dynamodbstreams",
+    "sqs",
+    "kms",
+    "iam",
+    "iot",
+    "iot-data",
+    "sagemaker",
+    "sts",
+)
+
+
+def private_key_from_der(der: bytes) -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.load_der_private_key(der, None)
+
+
+def _picklable() -> dict[type, Any]:
+    """How the two kinds of object in moto's state that pickle refuses are carried: a
+    KMS key's private key (as its DER bytes) and a queue's lock (a new one)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    def private_key(key: Any) -> tuple[Any, tuple[bytes]]:
+        der = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        # By its importable name: run as `-m`, this module is also `__main__`.
+        from edgeloop.local.moto_iam import private_key_from_der
+
+        return private_key_from_der, (der,)
+
+    reducers: dict[type, Any] = {
+        type(threading.RLock()): lambda _: (threading.RLock, ()),
+        type(threading.Lock()): lambda _: (threading.Lock, ()),
+    }
+    for key in (
+        ec.generate_private_key(ec.SECP256R1()),
+        rsa.generate_private_key(65537, 2048),
+        ed25519.Ed25519PrivateKey.generate(),
+    ):
+        reducers[type(key)] = private_key
+    return reducers
+
+
+def save_state(path: Path) -> None:
+    """Every persisted service's backends, written whole (atomically) to `path`."""
+    import copyreg
+    import io
+    import pickle
+
+    from moto.backends import get_backend
+
+    state = {name: dict(get_backend(name)) for name in PERSISTED}  # type: ignore[call-overload]
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = {**copyreg.dispatch_table, **_picklable()}
+    pickler.dump(state)
+    staged = path.with_suffix(".new")
+    staged.write_bytes(buffer.getvalue())
+    staged.replace(path)
+
+
+def load_state(path: Path) -> None:
+    """Put the backends `save_state` wrote back into moto, before it serves a request."""
+    import pickle
+
+    from moto.backends import get_backend
+
+    # Our own file, in the cloud's own directory: trusted as the cloud itself is.
+    state = pickle.loads(path.read_bytes())
+    for name, accounts in state.items():
+        backends = get_backend(name)
+        backends.clear()
+        backends.update(accounts)
+
+
+def serve(port: int, host: str = "127.0.0.1", state: Path | None = None) -> None:
+    """Serve until SIGTERM; with `state`, start from that file if it exists and write
+    it back on the way out, so the local cloud's AWS outlives the process."""
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
     from moto.server import ThreadedMotoServer
 
     _install_presigned_authorization()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    if state is not None and state.is_file():
+        load_state(state)
+        # The principals are in the state already: every request is authorized from
+        # the first (the bootstrap's unauthorized requests happened in the first run).
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+        ActionAuthenticatorMixin.request_count = 0
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     stopped = threading.Event()
@@ -227,6 +321,8 @@ def serve(port: int, host: str = "127.0.0.1") -> None:
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
     stopped.wait()
     server.stop()
+    if state is not None:
+        save_state(state)
 
 
 def main() -> None:
@@ -236,8 +332,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--state", type=Path, default=None, help="keep moto's state in this file across runs"
+    )
     args = parser.parse_args()
-    serve(args.port, args.host)
+    serve(args.port, args.host, args.state)
 
 
 if __name__ == "__main__":

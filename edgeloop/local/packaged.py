@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,21 +88,56 @@ class PackagedStack:
         extra_env: Mapping[str, str] | None = None,
         queue_visibility: int | None = None,
         role_edit: Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+        deployment: Path | None = None,
     ) -> None:
         """`role_edit(function, statements)` may change a role before it is enforced:
-        the tests use it to prove that a missing statement is an AccessDenied."""
+        the tests use it to prove that a missing statement is an AccessDenied.
+
+        With `deployment`, a file that records what was created (the physical names and
+        the principals' keys, as CloudFormation keeps a stack's): when it exists, the
+        stack is already in moto (a persisted local cloud started again) and is only
+        attached to; otherwise it is created and the file written."""
         self.endpoint = endpoint
         self.region = region
-        self.operator: Credentials = operator(endpoint, region)
         self.template = StackTemplate.load(build.template)
-        self.stack = LocalStack(self.template, prefix, region).create(self.client, queue_visibility)
+        recorded = (
+            json.loads(deployment.read_text(encoding="utf-8"))
+            if deployment is not None and deployment.is_file()
+            else None
+        )
+        self.operator: Credentials
+        if recorded is None:
+            self.operator = operator(endpoint, region)
+            self.stack = LocalStack(self.template, prefix, region).create(
+                self.client, queue_visibility
+            )
+        else:
+            prefix = recorded["prefix"]
+            self.operator = Credentials(**recorded["operator"])
+            self.stack = LocalStack(self.template, prefix, region)
+            self.stack.attach(recorded["refs"], recorded["arns"])
+        self.prefix = prefix
+        # Whether this start continued a stack an earlier run created.
+        self.attached = recorded is not None
         image_env = image_environment(build.dockerfile, build.task_root)
         iam = self.client("iam")
         self.functions: dict[str, PackagedFunction] = {}
         self.credentials: dict[str, Credentials] = {}
+        saved: dict[str, Credentials] = (
+            {k: Credentials(**v) for k, v in recorded["principals"].items()} if recorded else {}
+        )
+
+        def principal(
+            key: str,
+            name: str,
+            statements: list[dict[str, Any]],
+            managed: tuple[str, ...] = (),
+        ) -> Credentials:
+            return saved.get(key) or create_principal(iam, name, statements, managed)
+
         for name, spec in self.stack.functions().items():
             statements = role_edit(name, spec.statements) if role_edit else spec.statements
-            credentials = create_principal(iam, f"{prefix}-{name}", statements)
+            credentials = principal(name, f"{prefix}-{name}", statements)
             self.credentials[name] = credentials
             self.functions[name] = PackagedFunction(
                 spec,
@@ -116,20 +151,25 @@ class PackagedStack:
         # The rules that write to DynamoDB act as their roles, as IoT Core assumes them.
         self.dynamodb_rules = self.stack.dynamodb_rules()
         self.rule_credentials: dict[str, Credentials] = {
-            rule.name: create_principal(iam, f"{prefix}-rule-{rule.name}"[:64], rule.statements)
+            rule.name: principal(
+                f"rule:{rule.name}", f"{prefix}-rule-{rule.name}"[:64], rule.statements
+            )
             for rule in self.dynamodb_rules
         }
-        self.training = self._training_jobs(build, prefix, workdir)
+        self.training = self._training_jobs(build, prefix, workdir, saved.get("training_job"))
         # IoT Core provisions devices as the template's provisioning role.
         self.provisioning = self.stack.provisioning()
         if self.provisioning is not None:
-            self.credentials["provisioning"] = create_principal(
-                iam,
+            self.credentials["provisioning"] = principal(
+                "provisioning",
                 f"{prefix}-provisioning",
                 self.provisioning.statements,
                 self.provisioning.managed,
             )
-        enable_authorization(endpoint)
+        if recorded is None:
+            enable_authorization(endpoint)
+            if deployment is not None:
+                self._record(deployment)
         retrain = self.stack.functions()["retrain"]
         queue_arn = self.stack.event_source(retrain.logical_id)
         self.resources = StackResources(
@@ -142,8 +182,30 @@ class PackagedStack:
             queue_arn=queue_arn,
         )
 
+    def _record(self, deployment: Path) -> None:
+        """What a later start attaches to: the names made and the principals' keys
+        (local throwaway keys for this moto only, kept owner-readable)."""
+        principals = {
+            **{k: asdict(v) for k, v in self.credentials.items()},
+            **{f"rule:{k}": asdict(v) for k, v in self.rule_credentials.items()},
+        }
+        doc = {
+            "prefix": self.prefix,
+            "operator": asdict(self.operator),
+            "principals": principals,
+            "refs": self.stack.refs,
+            "arns": self.stack.arns,
+        }
+        fd = os.open(deployment, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=2, sort_keys=True)
+
     def _training_jobs(
-        self, build: LambdaBuild, prefix: str, workdir: Path
+        self,
+        build: LambdaBuild,
+        prefix: str,
+        workdir: Path,
+        saved: Credentials | None = None,
     ) -> LocalTrainingJobs | None:
         """SageMaker's stand-in, acting with the training jobs' role (the one the template
         gives the retrain function to pass), when the template has one."""
@@ -151,7 +213,7 @@ class PackagedStack:
         role = self.stack.role_with_arn(arn) if arn else None
         if role is None:
             return None
-        credentials = create_principal(
+        credentials = saved or create_principal(
             self.client("iam"), f"{prefix}-training-job", self.stack.role_statements(role)
         )
         self.credentials["training_job"] = credentials

@@ -260,6 +260,20 @@ class LocalStack:
         self._refs[logical_id] = url
         self._arns[logical_id] = f"arn:{PARTITION}:sqs:{self.region}:{ACCOUNT}:{name}"
 
+    def attach(self, refs: dict[str, str], arns: dict[str, str]) -> LocalStack:
+        """Resolve to resources `create` made in an earlier run (their `refs`, `arns`)."""
+        self._refs = dict(refs)
+        self._arns = dict(arns)
+        return self
+
+    @property
+    def refs(self) -> dict[str, str]:
+        return dict(self._refs)
+
+    @property
+    def arns(self) -> dict[str, str]:
+        return dict(self._arns)
+
     # -- resolving ----------------------------------------------------------------
 
     def ref(self, logical_id: str) -> str:
