@@ -218,7 +218,9 @@ class FleetTable:
         item = self._db.get_item(
             TableName=self._table, Key={"thing": {"S": thing}}, ConsistentRead=True
         ).get("Item")
-        return None if item is None else _record(item)
+        # An item with no report yet is no device record: moto, unlike DynamoDB, can show
+        # the key alone for an instant while an update creates the item.
+        return None if item is None or "report" not in item else _record(item)
 
     def for_model(self, model: str) -> list[DeviceRecord]:
         """Every device of the model: read only when someone asks (the fleet view)."""
@@ -239,7 +241,9 @@ class FleetTable:
             while keys:
                 self.reads += 1
                 response = self._db.batch_get_item(RequestItems={self._table: {"Keys": keys}})
-                records.extend(_record(item) for item in response["Responses"][self._table])
+                records.extend(
+                    _record(item) for item in response["Responses"][self._table] if "report" in item
+                )
                 keys = response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
         return sorted(records, key=lambda r: r.thing)
 
