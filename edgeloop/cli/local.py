@@ -26,14 +26,15 @@ from edgeloop.cli.dashboard import start as start_dashboard
 from edgeloop.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, CliError, emit
 from edgeloop.cli.fleet import SHORT_COLUMNS, cell, fleet_overview, table_lines
 from edgeloop.cli.quiet import quiet_interpreter
+from edgeloop.cli.stack import LOCAL_DIR, LOCAL_STATE, process_alive, read_local
 
 if TYPE_CHECKING:
     from edgeloop.factory.config import ModelConfig
     from edgeloop.local.provisioning import LocalProvisioning
     from edgeloop.local.runtime import LocalRuntime
 
-DEFAULT_DIR = ".edgeloop/local"
-STATE_FILE = "local.json"
+DEFAULT_DIR = str(LOCAL_DIR)
+STATE_FILE = LOCAL_STATE
 REGION = "eu-west-1"
 
 
@@ -244,7 +245,7 @@ def _up(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     state_file = out / STATE_FILE
-    if state_file.is_file() and _alive(json.loads(state_file.read_text()).get("pid")):
+    if state_file.is_file() and process_alive(json.loads(state_file.read_text()).get("pid")):
         raise CliError(f"a local cloud is already running for {out} (see {state_file})", "running")
     # Powertools warns when a handler publishes no metrics; locally nobody reads them.
     warnings.filterwarnings("ignore", message="No application metrics to publish")
@@ -410,36 +411,8 @@ def _announce(
     )
 
 
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_state(directory: Path) -> dict[str, Any]:
-    path = directory / STATE_FILE
-    if not path.is_file():
-        raise CliError(
-            f"no local cloud is running for {directory} (no {STATE_FILE}); start one with "
-            "`edgeloop local up --models DIR`",
-            "not_running",
-            EXIT_FAILED,
-        )
-    state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    if not _alive(state.get("pid")):
-        raise CliError(
-            f"the local cloud that wrote {path} (pid {state.get('pid')}) has stopped; start one "
-            "with `edgeloop local up --models DIR`",
-            "not_running",
-            EXIT_FAILED,
-        )
-    return state
+    return read_local(directory, "--dir")
 
 
 def local_status(state: dict[str, Any]) -> dict[str, Any]:

@@ -129,7 +129,7 @@ def add_local_option(parser: argparse.ArgumentParser, suppress: bool = False) ->
     )
 
 
-def _running(pid: Any) -> bool:
+def process_alive(pid: Any) -> bool:
     if not isinstance(pid, int):
         return False
     try:
@@ -141,20 +141,21 @@ def _running(pid: Any) -> bool:
     return True
 
 
-def read_local(directory: Path) -> dict[str, Any]:
-    """The local.json of the local cloud running for `directory`, or one line saying why not."""
+def read_local(directory: Path, option: str = "--local") -> dict[str, Any]:
+    """The local.json of the local cloud running for `directory`, or one line saying why not
+    (naming the command's `option` that gave the directory)."""
     path = directory / LOCAL_STATE
     if not path.is_file():
         raise CliError(
-            f"--local {directory}: no local cloud is running there (no {LOCAL_STATE}); start "
+            f"{option} {directory}: no local cloud is running there (no {LOCAL_STATE}); start "
             f"one with `edgeloop local up --models DIR --out {directory}`",
             "not_running",
             EXIT_FAILED,
         )
     state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    if not _running(state.get("pid")):
+    if not process_alive(state.get("pid")):
         raise CliError(
-            f"--local {directory}: the local cloud that wrote {path} has stopped; start it "
+            f"{option} {directory}: the local cloud that wrote {path} has stopped; start it "
             f"again with `edgeloop local up --models DIR --out {directory}`",
             "not_running",
             EXIT_FAILED,
