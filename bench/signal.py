@@ -115,6 +115,38 @@ def _train() -> tuple[ModelConfig, RunResult, RunResult, SignalSection]:
     return signal_config, signal_run, feature_run, pipeline
 
 
+def _update_bytes(
+    pipeline: SignalSection, first: RunResult, feature_first: RunResult
+) -> dict[str, Any]:
+    """What a weights-only retrain ships, with the pipeline in the graph and without: the
+    same configs retrained on a second stretch of the machine, each new model planned
+    against its predecessor as a release is (the smallest patch, or the compressed full
+    artifact if no patch is smaller)."""
+    signal_config, feature_config = _configs()
+    _, stream, _ = machine(TRAIN_SEGMENTS, seed=3, knock_rate=0.04)
+    windows = frames(pipeline, stream)
+    second = train_run(signal_config, Dataset(X=windows, y=None, batches=()))
+    feature_second = train_run(
+        feature_config, Dataset(X=extract(pipeline, windows), y=None, batches=())
+    )
+    shipped: dict[str, int] = {}
+    for name, old, new in (
+        ("signal", first, second),
+        ("feature", feature_first, feature_second),
+    ):
+        assert old.tflite is not None
+        if new.tflite is None:
+            raise RuntimeError(f"the retrained {name} model was not exported")
+        plan = plan_deltas(new.tflite, {1: old.tflite})
+        sizes = [p.size for p in plan.patches] or [len(plan.compressed_full)]
+        shipped[name] = min(sizes)
+    return {
+        "weights_only_update_bytes_signal": shipped["signal"],
+        "weights_only_update_bytes_feature": shipped["feature"],
+        "weights_only_update_ratio": round(shipped["signal"] / shipped["feature"], 3),
+    }
+
+
 def _through_the_agent(
     config: ModelConfig, run: RunResult, readings: list[Reading]
 ) -> tuple[list[float], float]:
@@ -171,6 +203,7 @@ def measure() -> dict[str, Any]:
         "numpy_features_us": percentiles(time_calls(lambda: extract(pipeline, one), CALLS // 4)),
     }
     return {
+        **_update_bytes(pipeline, signal_run, feature_run),
         "window": {"samples": WINDOW, "hop": HOP, "channels": len(CHANNELS), "rate_hz": RATE},
         "features": N_FEATURES,
         "signal_model_bytes": len(signal_run.tflite),
