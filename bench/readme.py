@@ -486,22 +486,16 @@ def _signal_rows(sg: dict[str, Any]) -> list[Row]:
             ),
             cmd,
         ),
-        *(
-            [
-                (
-                    "signals in: bytes a weights-only retrain ships, with the features in the "
-                    "graph vs the same k-means on features",
-                    "within 10%",
-                    f"{sg['weights_only_update_bytes_signal']} B vs "
-                    f"{sg['weights_only_update_bytes_feature']} B "
-                    f"({sg['weights_only_update_ratio']}x; full models "
-                    f"{sg['signal_model_bytes']} B vs {sg['feature_model_bytes']} B)",
-                    _mark(sg["weights_only_update_ratio"] <= 1.1),
-                    cmd,
-                )
-            ]
-            if "weights_only_update_ratio" in sg
-            else []
+        (
+            "signals in: bytes a weights-only retrain ships, with the features in the "
+            "graph vs the same k-means on features",
+            "within 10%",
+            f"{sg['weights_only_update_bytes_signal']} B vs "
+            f"{sg['weights_only_update_bytes_feature']} B "
+            f"({sg['weights_only_update_ratio']}x; full models "
+            f"{sg['signal_model_bytes']} B vs {sg['feature_model_bytes']} B)",
+            _mark(sg["weights_only_update_ratio"] <= 1.1),
+            cmd,
         ),
     ]
 
