@@ -134,6 +134,22 @@ retry_seconds = 1.0
 {provisioning}"""
 
 
+def _keep_edits(agent: Path, generated: str) -> None:
+    """Write agent.toml, unless the user's edits (a sample rate, a batch size) are in it:
+    then the generated one goes beside it, and one line says so."""
+    if agent.is_file() and agent.read_text(encoding="utf-8") != generated:
+        beside = agent.with_name("agent.toml.generated")
+        beside.write_text(generated, encoding="utf-8")
+        print(
+            f"kept {agent} as it is (edited since it was written); what this start would "
+            f"write is in {beside}: merge it if the cloud's addresses changed",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    agent.write_text(generated, encoding="utf-8")
+
+
 def claim_bundle(cloud: LocalRuntime, out: Path) -> ClaimBundle | None:
     """The local cloud's claim bundle, copied where devices read it (never the CA's key)."""
 
@@ -298,17 +314,16 @@ def _up(args: argparse.Namespace) -> int:
             for pattern in args.admit:
                 admissions.allow_pattern(pattern, model)
         agent = out / "agent.toml"
-        agent.write_text(
-            agent_toml(
-                args.thing,
-                models[model][1],
-                cloud.broker_url,
-                cloud.cdn.base_url,
-                trust,
-                out / "devices" / args.thing,
-                claim,
-            )
+        generated = agent_toml(
+            args.thing,
+            models[model][1],
+            cloud.broker_url,
+            cloud.cdn.base_url,
+            trust,
+            out / "devices" / args.thing,
+            claim,
         )
+        _keep_edits(agent, generated)
         state = {
             "pid": os.getpid(),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
