@@ -42,7 +42,13 @@ SCOPED_WILDCARDS: tuple[tuple[AppliesTo, str], ...] = (
         matching(r"^Resource::arn:<AWS::Partition>:iot:.+:thing\/\*$"),
         "reading a device's enrolment: any thing may send a request, and which one is only "
         "known from the topic at run time; the actions are read-only (DescribeThing, "
-        "ListThingGroupsForThing)",
+        "ListThingGroupsForThing, and the provisioning hook's ListThingPrincipals)",
+    ),
+    (
+        matching(r"^Resource::arn:<AWS::Partition>:iot:.+:cert\/\*$"),
+        "the provisioning hook asks whether a serial's thing still holds an active "
+        "certificate: which certificates are attached is only known at run time; the "
+        "action is read-only (DescribeCertificate)",
     ),
 )
 

@@ -193,7 +193,12 @@ def test_trust_status_reads_the_artifact_bucket_from_the_stack(
             "stack edgeloop-nowhere does not exist",
             "stack_not_found",
         ),
-        ([], "pass --table, or --stack NAME (its RegistryTable output)", "usage"),
+        (
+            [],
+            "pass --table, --local DIR (a running `edgeloop local up`), or --stack NAME "
+            "(its RegistryTable output)",
+            "usage",
+        ),
     ],
 )
 def test_rollout_without_a_stack_says_what_to_pass_in_one_line(
