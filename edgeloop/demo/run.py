@@ -19,7 +19,7 @@ from edgeloop.contract import StagePlan
 from edgeloop.demo import shipments
 from edgeloop.demo.report import build_report, write_report
 from edgeloop.demo.scenarios import SCENARIOS, Scenario
-from edgeloop.demo.state import DemoState, wait_until
+from edgeloop.demo.state import DemoFailed, DemoState, wait_until
 from edgeloop.factory.config import parse_config
 from edgeloop.local.runtime import LocalRuntime, handoff_above
 from edgeloop.runtime import CompiledModel
@@ -27,7 +27,10 @@ from functions.common.registry import Registry
 from functions.common.releases import version_key
 
 ROUND_TIMEOUT = 60.0
-ROLLOUT_TIMEOUT = 60.0
+# A staged rollout waits on devices' reports and the schedule at each stage; on a busy
+# two-core machine a minute was once not enough for three devices. It bounds a stuck
+# rollout, not a slow one.
+ROLLOUT_TIMEOUT = 180.0
 # How often the watcher looks at the registry and the devices: the stamp on
 # each event line is at most this late.
 WATCH_SECONDS = 0.1
@@ -286,11 +289,20 @@ class Demo:
         self.state.champion = int(champion["version"]) if champion else None
         if self.state.champion is not None and self.state.champion != on_board:
             target = self.state.champion
-            wait_until(
-                lambda: all(a.version == target for a in agents),
-                ROLLOUT_TIMEOUT,
-                f"every device to run v{target}",
-            )
+            try:
+                wait_until(
+                    lambda: all(a.version == target for a in agents),
+                    ROLLOUT_TIMEOUT,
+                    f"every device to run v{target}",
+                )
+            except DemoFailed as exc:
+                # Say where each device and the rollout stood, so a stuck run says why.
+                devices = ", ".join(f"{a.config.device.thing} v{a.version}" for a in agents)
+                rollout = self.registry.rollout(self.scenario.model) or {}
+                raise DemoFailed(
+                    f"{exc} (devices: {devices}; rollout {rollout.get('state')} at stage "
+                    f"{rollout.get('stage')})"
+                ) from exc
             wait_until(
                 lambda: (
                     (self.registry.rollout(self.scenario.model) or {}).get("state") == "complete"
