@@ -200,6 +200,7 @@ class Agent:
         jobs: list[tuple[str, Callable[[], None]]] = [
             ("updates", lambda: self.updates.run(self._stop)),
             ("uploads", lambda: self.uploader.run(self._stop)),
+            ("batches", lambda: self.uploads.run(self._stop)),
             (
                 "status",
                 lambda: self.board.run(

@@ -299,7 +299,14 @@ class SourceSection:
 @dataclass(frozen=True)
 class UploadSection:
     batch_rows: int = field(default=256, metadata=rule(low=1, high=1_000_000))
+    # Once a model runs: the share of samples uploaded beside every alarm. A version
+    # may ask for more in its signed spec (its model's `collect` section), up to
+    # max_sample_rate, the owner's ceiling for a metered link.
     sample_rate: float = field(default=0.05, metadata=rule(low=0.0, high=1.0))
+    max_sample_rate: float = field(default=1.0, metadata=rule(low=0.0, high=1.0))
+    # A partial batch is sent once its oldest row has waited this long, so a
+    # device fed a few rows, or a trickle, is still heard.
+    max_wait_seconds: float = field(default=300.0, metadata=rule(low=0.1, high=7 * 86400))
     queue_max_batches: int = field(default=64, metadata=rule(low=1, high=1_000_000))
     retry_seconds: float = field(default=5.0, metadata=rule(low=0.01, high=3600))
     low_confidence: float = field(default=0.6, metadata=rule(low=0.0, high=1.0))

@@ -47,6 +47,7 @@ class LocalScoring:
         if scored is None:
             self._counters.scored_without_model += 1
         alarm = False
+        requested = None
         if scored is not None:
             value, alarm, version, outputs = scored
             self._drift.add(value)
@@ -54,7 +55,11 @@ class LocalScoring:
                 self._counters.alarms += 1
                 self._alarms.raised(version, value, outputs)
             self._guard.scored(watch, version, alarm)
-        self._uploads.consider(sample, has_model=scored is not None, alarm=alarm)
+            model = self._scorer.model
+            requested = None if model is None else model.manifest.upload_sample_rate
+        self._uploads.consider(
+            sample, has_model=scored is not None, alarm=alarm, requested=requested
+        )
         return alarm
 
     def run(self, source: Iterable[Sample], rate: float, stop: threading.Event) -> None:

@@ -147,6 +147,17 @@ def optional_window(f: Fields) -> WindowSpec | None:
     return WindowSpec.from_json(f.child("window")) if f.has("window") else None
 
 
+def upload_request_json(sample_rate: float) -> dict[str, Any]:
+    return {"sample_rate": sample_rate}
+
+
+def optional_upload_request(f: Fields) -> float | None:
+    """The share of samples a version asks its devices to upload, if it asks."""
+    if not f.has("upload"):
+        return None
+    return f.child("upload").number("sample_rate", low=0.0, high=1.0)
+
+
 @dataclass(frozen=True)
 class CompressedRef:
     """The same full artifact, compressed: what a device without a usable patch fetches."""
@@ -282,6 +293,10 @@ class Manifest:
     stats: Mapping[str, float] = field(default_factory=dict)
     # A signal model's windowing (None: the input is a feature vector).
     window: WindowSpec | None = None
+    # The share of samples the cloud asks this version's devices to upload beside
+    # every alarm (None: the device's own `upload.sample_rate`): set while the version
+    # is under its model's goal, so the data that would improve it arrives sooner.
+    upload_sample_rate: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc = {
@@ -300,6 +315,8 @@ class Manifest:
         # Absent rather than null for a feature model: its bytes stay what they were.
         if self.window is not None:
             doc["window"] = self.window.to_json()
+        if self.upload_sample_rate is not None:
+            doc["upload"] = upload_request_json(self.upload_sample_rate)
         return doc
 
     @staticmethod
@@ -319,6 +336,7 @@ class Manifest:
             health_checks=tuple(HealthCheck.from_json(h) for h in f.children("health_checks")),
             stats=f.numbers("stats"),
             window=optional_window(f),
+            upload_sample_rate=optional_upload_request(f),
         )
 
     def to_bytes(self) -> bytes:

@@ -25,7 +25,9 @@ from edgeloop.contract.manifest import (
     TensorSpec,
     WindowSpec,
     load_json_object,
+    optional_upload_request,
     optional_window,
+    upload_request_json,
 )
 from edgeloop.contract.reader import Fields
 from edgeloop.contract.stages import basis_points
@@ -108,6 +110,8 @@ class VersionSpec:
     # A signal model's windowing: signed with the version, so it is patched and
     # rolled back with the model it belongs to.
     window: WindowSpec | None = None
+    # What the cloud asks this version's devices to upload (Manifest.upload_sample_rate).
+    upload_sample_rate: float | None = None
 
     @staticmethod
     def of(manifest: Manifest) -> VersionSpec:
@@ -127,6 +131,7 @@ class VersionSpec:
             decision_threshold=manifest.decision_threshold,
             stats=manifest.stats,
             window=manifest.window,
+            upload_sample_rate=manifest.upload_sample_rate,
         )
 
     def to_bytes(self) -> bytes:
@@ -144,6 +149,8 @@ class VersionSpec:
         }
         if self.window is not None:
             doc["window"] = self.window.to_json()
+        if self.upload_sample_rate is not None:
+            doc["upload"] = upload_request_json(self.upload_sample_rate)
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     @staticmethod
@@ -167,6 +174,7 @@ class VersionSpec:
                 decision_threshold=f.optional_number("decision_threshold"),
                 stats=f.numbers("stats"),
                 window=optional_window(f),
+                upload_sample_rate=optional_upload_request(f),
             )
         except ContractError as exc:  # TensorSpec's reader raises the manifest's refusal
             raise MalformedTrustTarget(str(exc)) from exc
@@ -196,6 +204,7 @@ class VersionSpec:
             health_checks=(HealthCheck(golden, self.expected, self.tolerance),),
             stats=self.stats,
             window=self.window,
+            upload_sample_rate=self.upload_sample_rate,
         )
 
 

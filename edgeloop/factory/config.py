@@ -200,6 +200,20 @@ class RolloutSection(_Strict):
         return self
 
 
+class CollectSection(_Strict):
+    """What the model's devices are asked to upload while a version is under its goal.
+
+    Once a model runs, a device uploads its alarms (a classifier's low-confidence
+    samples among them) and a small share of the rest (`upload.sample_rate`). That
+    is right for a good model and starves one that is still learning: a classifier
+    shipped on a tenth of the data would wait long for the rows that improve it. A
+    version whose gate metric is under `goal` asks its devices, in its signed spec,
+    for `sample_rate` instead; the next version over the goal stops asking."""
+
+    goal: float
+    sample_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+
+
 class ModelConfig(_Strict):
     model: ModelSection
     train: TrainSection = TrainSection()
@@ -208,6 +222,7 @@ class ModelConfig(_Strict):
     rollout: RolloutSection = RolloutSection()
     # Raw windows in: features computed from each window, in training and in the graph.
     signal: SignalSection | None = None
+    collect: CollectSection | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -223,6 +238,10 @@ class ModelConfig(_Strict):
         low, high = (-1.0, 1.0) if metric == "silhouette" else (0.0, 1.0)
         if not low <= self.gate.threshold <= high:
             raise ValueError(f"gate.threshold {self.gate.threshold} is outside [{low}, {high}]")
+        if self.collect is not None and not low <= self.collect.goal <= high:
+            raise ValueError(
+                f"collect.goal {self.collect.goal} is outside [{low}, {high}] ({metric})"
+            )
         if self.gate.confidence and metric != "accuracy":
             raise ValueError(f"gate.confidence applies to accuracy only, not {metric}")
         if kind == "kmeans_anomaly" and self.model.classes:

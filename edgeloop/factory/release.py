@@ -75,8 +75,19 @@ def build_release(
         ),
         stats=record.get("stats") or {},
         window=window_spec(config),
+        upload_sample_rate=upload_request(config, record["metrics"]),
     )
     return manifest, files
+
+
+def upload_request(config: ModelConfig, metrics: dict[str, float]) -> float | None:
+    """The share of samples this version asks its devices for: `collect.sample_rate`
+    while its gate metric is under `collect.goal`, else nothing (their own setting)."""
+    c = config.collect
+    if c is None:
+        return None
+    value = metrics.get(config.gate.metric)
+    return c.sample_rate if value is not None and value < c.goal else None
 
 
 def window_spec(config: ModelConfig) -> WindowSpec | None:

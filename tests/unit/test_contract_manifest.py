@@ -171,9 +171,26 @@ def test_a_version_spec_round_trips_and_rebuilds_the_manifest(manifest: Manifest
     assert rebuilt == manifest
 
 
+def test_an_upload_request_is_signed_with_the_version_and_absent_when_not_asked(
+    manifest: Manifest,
+) -> None:
+    asking = replace(manifest, upload_sample_rate=0.5)
+    spec = VersionSpec.of(asking)
+    assert VersionSpec.from_bytes(spec.to_bytes()).upload_sample_rate == 0.5
+    assert parse_manifest(asking.to_bytes()) == asking
+    golden = manifest.health_checks[0].inputs
+    rebuilt = spec.manifest(manifest.artifact, golden_inputs(golden_bytes(golden)), manifest.deltas)
+    assert rebuilt.upload_sample_rate == 0.5
+    # A version that asks nothing keeps the bytes it had before the field existed.
+    assert b"upload" not in VersionSpec.of(manifest).to_bytes()
+    assert b"upload" not in manifest.to_bytes()
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
+        ({"upload": {"sample_rate": 2.0}}, "spec.upload.sample_rate"),
+        ({"upload": {}}, "spec.upload.sample_rate is missing"),
         ({"model": "Not A Name"}, "spec.model"),
         ({"created_at": "yesterday"}, "spec.created_at"),
         ({"tolerance": -1}, "spec.tolerance"),

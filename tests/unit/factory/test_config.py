@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from edgeloop.factory.config import ConfigError, KMeansParams, MLPParams, load_config, parse_config
+from edgeloop.factory.release import upload_request
 
 
 def _doc(**overrides: Any) -> dict[str, Any]:
@@ -69,6 +70,9 @@ def test_kmeans_params_default_what_is_not_given() -> None:
         ({"rollout": {"stages": [10, 50]}}, "must end at 100"),
         ({"rollout": {"stages": [50, 10, 100]}}, "must increase strictly"),
         ({"rollout": {"ring": "canary"}}, "rollout.ring: unknown key"),
+        ({"collect": {"goal": 2.0}}, "collect.goal 2.0 is outside"),
+        ({"collect": {"goal": 0.5, "sample_rate": 0.0}}, "collect.sample_rate"),
+        ({"collect": {"sample_rate": 0.5}}, "collect.goal"),
     ],
 )
 def test_bad_config_names_the_key(overrides: dict[str, Any], named: str) -> None:
@@ -101,3 +105,11 @@ def test_the_shipped_model_configs_load() -> None:
     assert [p.stem for p in shipped] == ["digits", "vibration"]
     for path in shipped:
         assert load_config(path).model.name == path.stem
+
+
+def test_a_version_under_its_collect_goal_asks_its_devices_for_more_data() -> None:
+    config = parse_config(_doc(collect={"goal": 0.6, "sample_rate": 0.4}))
+    assert upload_request(config, {"silhouette": 0.5}) == 0.4
+    assert upload_request(config, {"silhouette": 0.6}) is None
+    assert upload_request(config, {}) is None
+    assert upload_request(parse_config(_doc()), {"silhouette": 0.1}) is None
