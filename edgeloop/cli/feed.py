@@ -22,7 +22,11 @@ def _feed(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     m = config.model
     table = read_table(
-        args.data, m.n_features, m.feature_names, args.label_column or m.label_column
+        args.data,
+        m.n_features,
+        m.feature_names,
+        args.label_column or m.label_column,
+        label_required=args.label_column is not None,
     )
     out = sys.stdout
     try:

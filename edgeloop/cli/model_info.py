@@ -90,11 +90,12 @@ def describe(model: Path, config: str | None) -> ModelInfo:
 
         loaded = load_config(config)
         info = from_config_section(loaded.to_dict()["model"], config)
-        beside = model.parent / "run.json"
-        if beside.is_file():
-            # The config has no threshold; a run record beside the model does.
-            threshold = _read_json(beside).get("decision_threshold")
-            info = replace(info, decision_threshold=threshold)
+        # The config has no threshold; the run record or the version's manifest
+        # beside the model does.
+        for beside in (model.parent / "run.json", model.parent / "manifest.json"):
+            if beside.is_file():
+                threshold = _read_json(beside).get("decision_threshold")
+                return replace(info, decision_threshold=threshold, source=f"{config} and {beside}")
         return info
     run = model.parent / "run.json"
     if run.is_file():

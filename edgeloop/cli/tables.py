@@ -22,10 +22,22 @@ class Table:
 
 
 def read_table(
-    path: str, n_features: int, feature_names: tuple[str, ...], label_column: str
+    path: str,
+    n_features: int,
+    feature_names: tuple[str, ...],
+    label_column: str,
+    label_required: bool = False,
 ) -> Table:
-    """Rows of `path` (.csv with a header, or .npz with X and optional y)."""
+    """Rows of `path` (.csv with a header, or .npz with X and optional y).
+
+    `label_required`: the caller named the label column, so a file without it is
+    an error rather than a file without labels."""
     if path.lower().endswith(".npz"):
+        if label_required:
+            raise CliError(
+                f"{path}: --label-column names a CSV column; an .npz file's labels are its "
+                "'y' array"
+            )
         return _read_npz(path, n_features)
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
@@ -39,7 +51,16 @@ def read_table(
     header = [h.strip() for h in rows[0]]
     if len(rows) == 1:
         raise CliError(f"{path} has a header but no rows", "empty_data")
-    label = header.index(label_column) if label_column in header else None
+    if label_column in header:
+        label: int | None = header.index(label_column)
+    elif label_required:
+        raise CliError(
+            f"{path} has no column {label_column!r} for the labels (its columns: "
+            f"{', '.join(header[:8])}{' …' if len(header) > 8 else ''})",
+            "missing_column",
+        )
+    else:
+        label = None
     if feature_names:
         missing = [n for n in feature_names if n not in header]
         if missing:
@@ -70,7 +91,7 @@ def read_table(
         except ValueError as exc:
             raise CliError(f"{path}:{line}: not a number ({exc})", "non_numeric") from exc
         if labels is not None and label is not None:
-            labels.append(row[label].strip())
+            labels.append(label_text(row[label]))
     return Table(X, labels, list(range(2, len(rows) + 1)), tuple(header[c] for c in cols))
 
 

@@ -180,3 +180,104 @@ def test_predict_flags_which_rows_of_a_kmeans_model_are_alarms(
     assert doc["alarm"] == [False, False, True, False, False, False]
     main(["predict", str(run), str(tmp_path / "check.csv")])
     assert "1 of 6 rows are alarms" in capsys.readouterr().out
+
+
+def _one_line_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    capsys.readouterr()
+    assert main(["predict", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_a_label_column_the_file_lacks_is_refused_not_ignored(
+    trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _one_line_error(
+        [str(trained / "run"), str(trained / "train.csv"), "--label-column", "truth"], capsys
+    )
+    assert "no column 'truth' for the labels" in err
+
+
+def test_labels_the_classifier_cannot_output_are_refused_not_scored_zero(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = (trained / "train.csv").read_text().splitlines()
+    header, first = lines[0], lines[1].split(",")
+    first[1] = "cat"
+    (tmp_path / "named.csv").write_text("\n".join([header, ",".join(first), *lines[2:5]]) + "\n")
+    err = _one_line_error([str(trained / "run"), str(tmp_path / "named.csv")], capsys)
+    assert "holds 'cat'" in err
+    assert "its classes: 10, 20, 30" in err
+
+
+def test_predict_reports_the_bytes_it_read(
+    trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = trained / "train.csv"
+    doc = _predict([str(trained / "run"), str(data)], capsys)
+    assert doc["bytes_read"] == data.stat().st_size
+    main(["predict", str(trained / "run"), str(data)])
+    assert f"({data.stat().st_size:,} bytes read)" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def vibration(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[list[float]]]:
+    from edge.sources import synthetic_vibration
+
+    w = tmp_path_factory.mktemp("vibration")
+    samples = list(synthetic_vibration(8, 0.0, seed=1, count=1500))
+    rows = [[float(v) for v in s.x] for s in samples]
+    (w / "vibration.toml").write_text(VIBRATION_TOML)
+    _write_csv(w / "normal.csv", VIBRATION_NAMES, rows)
+    args = ["train", str(w / "vibration.toml"), str(w / "normal.csv"), "--out", str(w / "run")]
+    assert main(args) == 0
+    return w, rows
+
+
+def test_an_anomaly_model_reports_auc_and_detection_rate_against_the_files_labels(
+    vibration: tuple[Path, list[list[float]]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    w, rows = vibration
+    rng = np.random.default_rng(3)
+    normal = [[*r, 0] for r in rows[:40]]
+    planted = [[*(rng.uniform(150, 250, 8)).tolist(), 1] for _ in range(10)]
+    _write_csv(w / "labelled.csv", [*VIBRATION_NAMES, "label"], normal + planted)
+    doc = _predict([str(w / "run"), str(w / "labelled.csv")], capsys)
+    assert doc["anomalies"] == 10
+    assert doc["auc"] == 1.0
+    assert doc["detection_rate"] == 1.0
+    assert doc["false_alarm_rate"] <= 0.1
+    main(["predict", str(w / "run"), str(w / "labelled.csv")])
+    out = capsys.readouterr().out
+    assert "AUC against the file's 'label' column (10 anomalies): 1.0000" in out
+    assert "detection rate: 1.0000" in out
+
+
+def test_an_anomaly_models_labels_must_be_zero_or_one(
+    vibration: tuple[Path, list[list[float]]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    w, rows = vibration
+    _write_csv(w / "worded.csv", [*VIBRATION_NAMES, "label"], [[*rows[0], "broken"]])
+    err = _one_line_error([str(w / "run"), str(w / "worded.csv")], capsys)
+    assert "holds 'broken'" in err
+    assert "1 (anomaly) and 0 (normal)" in err
+
+
+def test_config_keeps_the_versions_threshold_from_a_release_manifest(
+    vibration: tuple[Path, list[list[float]]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w, rows = vibration
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "model.tflite").write_bytes((w / "run" / "model.tflite").read_bytes())
+    threshold = json.loads((w / "run" / "run.json").read_text())["decision_threshold"]
+    (release / "manifest.json").write_text(
+        json.dumps({"decision_threshold": threshold, "output": {"shape": [-1]}})
+    )
+    _write_csv(tmp_path / "few.csv", VIBRATION_NAMES, rows[:5])
+    doc = _predict(
+        [str(release), str(tmp_path / "few.csv"), "--config", str(w / "vibration.toml")], capsys
+    )
+    assert doc["threshold"] == threshold
+    assert "manifest.json" in doc["described_by"]

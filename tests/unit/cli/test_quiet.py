@@ -39,7 +39,7 @@ def test_predict_prints_no_interpreter_info_line(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert INFO not in done.stderr
     assert done.stderr == ""
-    assert "2 rows scored" in done.stdout
+    assert "2 rows (6 bytes read) scored" in done.stdout
 
 
 def _python(*args: str) -> subprocess.CompletedProcess[str]:
