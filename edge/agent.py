@@ -220,6 +220,7 @@ class Agent:
         self.updates.wake()
         self.supervisor.join(timeout=5)
         self.flush_uploads()
+        self.skipped.summary()
         self.board.publish()
         self.link.stop()
 

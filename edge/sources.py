@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -55,17 +57,39 @@ def synthetic_vibration(
 
 @dataclass
 class SkippedLines:
-    """Lines a source could not read: skipped, counted, the last reason kept for the status."""
+    """Lines a source could not read: skipped, counted, the last reason kept for the status.
+
+    The first is logged at once, then at most one line per `every_seconds` saying
+    how many more, and `summary` says what is left unsaid when the agent stops:
+    a broken sensor must not flood the log, nor may a run of bad lines hide behind
+    the first."""
 
     count: int = 0
     last: str = ""
+    every_seconds: float = 30.0
+    clock: Callable[[], float] = time.monotonic
+    _said: int = 0
+    _said_at: float = -math.inf
 
     def skip(self, reason: str) -> None:
         self.count += 1
         self.last = reason
-        if self.count == 1 or self.count % 1000 == 0:
-            # The first and then every thousandth: a broken sensor must not flood the log.
-            log.warning("event=line_skipped count=%d reason=%r", self.count, reason)
+        now = self.clock()
+        if self.count == 1 or now - self._said_at >= self.every_seconds:
+            self._say(now)
+
+    def summary(self) -> None:
+        if self.count > self._said:
+            self._say(self.clock())
+
+    def _say(self, now: float) -> None:
+        log.warning(
+            "event=line_skipped count=%d new=%d last_reason=%r",
+            self.count,
+            self.count - self._said,
+            self.last,
+        )
+        self._said, self._said_at = self.count, now
 
 
 def csv_replay(

@@ -134,6 +134,8 @@ class Updater:
         """
         self.report(Step.RECEIVED, None, why)
         current = self.scorer.model
+        cdn_before = self.repository.bytes_received
+        in_nudge = sum(len(data) for data in (carried or {}).values())
         try:
             update = self._refresh(current, carried)
         except _NothingNew as nothing:
@@ -159,7 +161,12 @@ class Updater:
             # After the commit: a rollback by the watch must find the new version
             # committed, or it would restore the one before the previous.
             self.on_swapped(loaded, previous)
-        detail = f"running v{manifest.version}"
+        cdn = self.repository.bytes_received - cdn_before
+        # What this update cost the device's link: the operator's first question.
+        detail = (
+            f"running v{manifest.version}: {cdn + in_nudge} B received "
+            f"({cdn} B from the CDN, {in_nudge} B in the nudge)"
+        )
         if current is not None and current.version >= manifest.version:
             # Followed down (an abort) or across (the same number, other bytes): said so.
             detail += f" (the rollout replaced v{current.version}, which it no longer offers here)"

@@ -178,6 +178,8 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{config.model.name}: {gate['decision']}: {gate['reason']}")
         for q in result.record["data"]["quarantined"]:
             print(f"  set aside {q['key']}: {q['reason']} ({q['detail']})")
+        for line in result.record["data"].get("trimmed", ()):
+            print(f"  trimmed {line}")
         print(f"  wrote {', '.join(str(p) for p in wrote)}")
         if not result.promoted:
             print("  no model.tflite: a refused candidate is not shipped")

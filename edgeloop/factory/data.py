@@ -142,7 +142,20 @@ class Dataset:
             "rows": self.rows,
             "devices": [d.to_json() for d in self.devices],
             "device_cap_rows": self.device_cap,
+            "trimmed": self.trimmed(),
         }
+
+    def trimmed(self) -> list[str]:
+        """Why rows a device uploaded are not in the run, one line per device trimmed."""
+        if self.device_cap is None:
+            return []
+        return [
+            f"{d.device}: kept {d.kept} of its {d.uploaded} rows, so that no device holds more "
+            f"than its share of the run (train.max_device_share, or 1/{len(self.devices)} "
+            f"with {len(self.devices)} devices): at most {self.device_cap} rows each"
+            for d in self.devices
+            if d.kept < d.uploaded
+        ]
 
 
 class _Reject(Exception):

@@ -183,11 +183,13 @@ class MotoServer:
         port: int | None = None,
         state: Path | None = None,
         host: str = "127.0.0.1",
+        save_every: float | None = None,
     ) -> None:
         """With `iam`, moto authorizes every request against IAM (its own process, as
         `edgeloop.local.moto_iam` explains); `credentials` must then be set to a
         principal's before `client()` is used. With `state` (IAM mode), moto starts from
-        that file when it exists and writes its state there when it stops; `host` is the
+        that file when it exists and writes its state there every `save_every` seconds
+        (default `moto_iam.SAVE_EVERY_SECONDS`) and when it stops; `host` is the
         address it listens on (IAM mode; the cloud itself always reaches it on loopback)."""
         self._server: Any = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -208,6 +210,7 @@ class MotoServer:
                     "--host",
                     host,
                     *(["--state", str(state)] if state is not None else []),
+                    *(["--save-every", str(save_every)] if save_every is not None else []),
                 ]
                 if iam
                 else ["moto.server", "-H", "127.0.0.1", "-p", str(port)]

@@ -18,11 +18,13 @@ and signed headers as it always does.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,6 +219,9 @@ def _install_presigned_authorization() -> None:
 
 
 # The services the local cloud uses, whose state a restart keeps.
+# How often a serving moto writes its state (when it changed): what a cloud killed
+# outright, rather than stopped, may lose.
+SAVE_EVERY_SECONDS = 30.0
 PERSISTED = (
     "s3",
     "dynamodb",
@@ -267,22 +272,37 @@ def _picklable() -> dict[type, Any]:
     return reducers
 
 
-def save_state(path: Path) -> None:
-    """Every persisted service's backends, written whole (atomically) to `path`."""
+def save_state(path: Path, unless: str | None = None) -> str:
+    """Every persisted service's backends, written whole (atomically) to `path`, unless
+    their pickle's SHA-256 is `unless` (the last written: nothing changed). Returns
+    that digest. While moto serves, a request may change a backend under the pickler: the
+    save is tried again, and a request in flight at that instant may be half in it
+    (the save at stop is exact)."""
     import copyreg
     import io
     import pickle
 
     from moto.backends import get_backend
 
-    state = {name: dict(get_backend(name)) for name in PERSISTED}  # type: ignore[call-overload]
-    buffer = io.BytesIO()
-    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.dispatch_table = {**copyreg.dispatch_table, **_picklable()}
-    pickler.dump(state)
-    staged = path.with_suffix(".new")
-    staged.write_bytes(buffer.getvalue())
-    staged.replace(path)
+    for attempt in range(5):
+        state = {name: dict(get_backend(name)) for name in PERSISTED}  # type: ignore[call-overload]
+        buffer = io.BytesIO()
+        pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.dispatch_table = {**copyreg.dispatch_table, **_picklable()}
+        try:
+            pickler.dump(state)
+            break
+        except RuntimeError:  # "dictionary changed size during iteration"
+            if attempt == 4:
+                raise
+            time.sleep(0.05)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != unless:
+        staged = path.with_suffix(".new")
+        staged.write_bytes(data)
+        staged.replace(path)
+    return digest
 
 
 def load_state(path: Path) -> None:
@@ -299,9 +319,16 @@ def load_state(path: Path) -> None:
         backends.update(accounts)
 
 
-def serve(port: int, host: str = "127.0.0.1", state: Path | None = None) -> None:
-    """Serve until SIGTERM; with `state`, start from that file if it exists and write
-    it back on the way out, so the local cloud's AWS outlives the process."""
+def serve(
+    port: int,
+    host: str = "127.0.0.1",
+    state: Path | None = None,
+    save_every: float = SAVE_EVERY_SECONDS,
+) -> None:
+    """Serve until SIGTERM; with `state`, start from that file if it exists, write it
+    every `save_every` seconds while something changed (a cloud killed outright loses
+    at most that long), and write it back on the way out, so the local cloud's AWS
+    outlives the process."""
     from moto import settings
     from moto.core.authorization import ActionAuthenticatorMixin
     from moto.server import ThreadedMotoServer
@@ -319,10 +346,19 @@ def serve(port: int, host: str = "127.0.0.1", state: Path | None = None) -> None
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
-    stopped.wait()
+    written = None
+    if state is not None and state.is_file():
+        written = hashlib.sha256(state.read_bytes()).hexdigest()
+    while not stopped.wait(save_every if state is not None else None):
+        assert state is not None
+        try:
+            written = save_state(state, unless=written)
+        except Exception:
+            # A failed periodic save leaves the last good file; the stop's save is next.
+            logging.getLogger(__name__).exception("event=state_save_failed path=%s", state)
     server.stop()
     if state is not None:
-        save_state(state)
+        save_state(state, unless=written)
 
 
 def main() -> None:
@@ -335,8 +371,14 @@ def main() -> None:
     parser.add_argument(
         "--state", type=Path, default=None, help="keep moto's state in this file across runs"
     )
+    parser.add_argument(
+        "--save-every",
+        type=float,
+        default=SAVE_EVERY_SECONDS,
+        help="with --state: seconds between saves while serving (a kill loses at most this)",
+    )
     args = parser.parse_args()
-    serve(args.port, args.host, args.state)
+    serve(args.port, args.host, args.state, args.save_every)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def state_dir_problem(state_dir: Path) -> str | None:
     if (state_dir / "stack.json").is_file() and not (state_dir / "aws.state").is_file():
         return (
             f"{state_dir} records a local cloud whose AWS state was never saved (it was "
-            f"killed before it could stop): remove {state_dir} to start anew"
+            f"killed before its first save): remove {state_dir} to start anew"
         )
     return None
 

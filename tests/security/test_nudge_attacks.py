@@ -76,6 +76,13 @@ def test_a_nudged_update_asks_the_cdn_only_for_the_timestamp(rig: Rig) -> None:
     assert result.step == "succeeded", result.detail
     assert _asked(rig, before) == [TIMESTAMP]
     assert_serving(rig, 2)
+    # The update's log line says what it cost the link, the nudge's share apart.
+    in_nudge = sum(len(data) for _, data in nudge.carried)
+    timestamp = len(rig.server.files[TIMESTAMP])
+    assert result.detail == (
+        f"running v2: {timestamp + in_nudge} B received "
+        f"({timestamp} B from the CDN, {in_nudge} B in the nudge)"
+    )
 
 
 def test_a_nudged_refresh_after_an_online_key_rotation_finds_the_new_root_at_the_cdn(

@@ -136,6 +136,20 @@ def test_the_device_cap_keeps_every_device_within_its_share() -> None:
     assert kept["loud"] / dataset.rows <= 0.25 + 1e-9
     assert all(kept[f"d{i}"] == 100 for i in range(5))
     assert dataset.snapshot()["device_cap_rows"] == dataset.device_cap
+    # Rows left out are said, with the setting that left them out.
+    (said,) = dataset.snapshot()["trimmed"]
+    assert said.startswith(f"loud: kept {kept['loud']} of its 1000 rows")
+    assert "train.max_device_share" in said
+
+
+def test_two_devices_a_row_apart_say_why_one_row_is_left_out() -> None:
+    two = assemble([_batch("a", 57), _batch("b", 56)], KMEANS)
+    assert two.rows == 112
+    assert two.trimmed() == [
+        "a: kept 56 of its 57 rows, so that no device holds more than its share of the run "
+        "(train.max_device_share, or 1/2 with 2 devices): at most 56 rows each"
+    ]
+    assert assemble([_batch("only", 57)], KMEANS).trimmed() == []
 
 
 def test_one_device_or_the_cli_trains_on_everything() -> None:
