@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from edgeloop.cli.dashboard_chart import gate_chart
 from edgeloop.cli.errors import EXIT_INTERRUPTED, CliError
 from edgeloop.cli.fleet import _presence_table, add_presence_table_option, fleet_overview
 from edgeloop.cli.stack import FLEET_TABLE, REGISTRY_TABLE, STACK_ENV, resolve, stack_name
@@ -97,6 +98,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .error { background: #fde8e8; border: 1px solid #c01c28; padding: .6em; }
 section.model { border-top: 2px solid #ccc; margin-top: 1.5em; }
 progress { width: 10em; }
+.chart svg { max-width: 100%; height: auto; }
 """
 
 
@@ -116,6 +118,22 @@ def _table(columns: tuple[str, ...], rows: list[list[str]], empty: str) -> str:
 
 def _td(value: Any, css: str | None = None) -> str:
     return f'<td class="{css}">{e(value)}</td>' if css else f"<td>{e(value)}</td>"
+
+
+def _metric_name(runs: list[dict[str, Any]]) -> str:
+    """The gate's metric, as the runs recorded it (the config is not at hand here)."""
+    for run in runs:
+        for name in ("silhouette", "accuracy", "f1_macro"):
+            if name in (run.get("metrics") or {}):
+                return name
+    return "gate figure"
+
+
+def _figure(value: Any) -> str | None:
+    """A gate figure to four places; anything else as it is."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.4f}"
+    return None if value is None else str(value)
 
 
 def _version(value: Any) -> str:
@@ -240,6 +258,7 @@ def _model_section(name: str, m: dict[str, Any]) -> str:
         [
             _td(r.get("at")),
             _td(r.get("decision"), DECISION_CLASSES.get(str(r.get("decision")))),
+            f'<td class="num">{e(_figure(r.get("judged")))}</td>',
             f'<td class="num">{e(r.get("rows"))}</td>',
             _td(_version(r.get("version"))),
             _td(r.get("reason", "")),
@@ -247,9 +266,12 @@ def _model_section(name: str, m: dict[str, Any]) -> str:
         for r in m.get("runs", [])
     ]
     parts.append("<h3>Training runs (newest first)</h3>")
+    chart = gate_chart(m.get("runs", []), _metric_name(m.get("runs", [])))
+    if chart:
+        parts.append(f'<div class="chart">{chart}</div>')
     parts.append(
         _table(
-            ("at", "decision", "rows", "version", "reason"),
+            ("at", "decision", "gate figure", "rows", "version", "reason"),
             runs,
             "none yet: runs start when devices upload data",
         )

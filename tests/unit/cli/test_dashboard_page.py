@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from edgeloop.cli.dashboard import CSP, Dashboard, _reader, render_fleet, start
+from edgeloop.cli.dashboard import CSP, Dashboard, _reader, public_doc, render_fleet, start
 from edgeloop.cli.errors import CliError
 from edgeloop.cli.fleet import device_docs, rollout_progress
 from edgeloop.cli.main import build_parser, main
@@ -181,3 +181,51 @@ def test_the_command_says_what_it_needs(tmp_path: Path) -> None:
     assert source == f"local cloud in {tmp_path.resolve()}"
     with pytest.raises(CliError, match="no local cloud is running"):
         read()
+
+
+def test_runs_show_their_gate_figure_and_a_chart_of_it_over_time() -> None:
+    doc = fleet_doc()
+    doc["models"]["vibration"]["runs"] = [
+        {
+            "at": "2026-12-01T10:05:00Z",
+            "decision": "promoted",
+            "judged": 0.71,
+            "rows": 900,
+            "metrics": {"silhouette": 0.71},
+        },
+        {
+            "at": "2026-12-01T10:03:00Z",
+            "decision": "refused",
+            "judged": 0.52,
+            "rows": 600,
+            "metrics": {"silhouette": 0.52},
+        },
+        {
+            "at": "2026-12-01T10:01:00Z",
+            "decision": "promoted",
+            "judged": 0.64,
+            "rows": 300,
+            "metrics": {"silhouette": 0.64},
+        },
+    ]
+    page = render_fleet(public_doc(doc, "local cloud in /tmp/x"))
+    assert "<th>gate figure</th>" in page
+    assert '<td class="num">0.7100</td>' in page
+    chart = page[page.index('<div class="chart">') :]
+    assert chart.index("<svg") < chart.index("</svg>")
+    # Drawn by matplotlib: its paths, no script; the page's policy allows one script only.
+    assert "<script" not in chart[: chart.index("</svg>")]
+    # One run judged is a figure, not a trend: no chart.
+    doc["models"]["vibration"]["runs"] = doc["models"]["vibration"]["runs"][:1]
+    assert "<svg" not in render_fleet(public_doc(doc, "local cloud in /tmp/x"))
+
+
+def test_the_chart_marks_shipped_and_refused_runs_oldest_first() -> None:
+    from edgeloop.cli.dashboard_chart import gate_points
+
+    runs = [
+        {"at": "b", "decision": "refused", "judged": 0.5},
+        {"at": "x", "decision": "failed"},  # no figure: not a point
+        {"at": "a", "decision": "promoted", "judged": 0.6},
+    ]
+    assert gate_points(runs) == (("a", 0.6, True), ("b", 0.5, False))
