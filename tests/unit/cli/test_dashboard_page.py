@@ -223,7 +223,7 @@ def test_runs_show_their_gate_figure_and_a_chart_of_it_over_time() -> None:
 def test_the_chart_marks_shipped_and_refused_runs_oldest_first() -> None:
     from edgeloop.cli.dashboard_chart import gate_points
 
-    runs = [
+    runs: list[dict[str, Any]] = [
         {"at": "b", "decision": "refused", "judged": 0.5},
         {"at": "x", "decision": "failed"},  # no figure: not a point
         {"at": "a", "decision": "promoted", "judged": 0.6},
