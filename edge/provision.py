@@ -53,6 +53,7 @@ from edgeloop.contract.provisioning import (
     register_thing,
 )
 from edgeloop.contract.topics import check_model_name, check_thing_name
+from edgeloop.files import write_private
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +102,6 @@ def with_identity(config: AgentConfig, identity: Identity) -> AgentConfig:
         device=replace(config.device, thing=identity.thing, model=identity.model),
         broker=replace(config.broker, cert=identity.cert, key=identity.key),
     )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 class _Exchange:
@@ -296,7 +289,7 @@ def provision(config: AgentConfig, serial: str) -> Identity:
             f"return deviceConfiguration.{MODEL_ATTRIBUTE}",
             final=True,
         ) from exc
-    _write_private(
+    write_private(
         directory / KEY_FILE,
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -304,7 +297,7 @@ def provision(config: AgentConfig, serial: str) -> Identity:
             serialization.NoEncryption(),
         ),
     )
-    _write_private(directory / CERT_FILE, issued.certificate_pem.encode())
+    write_private(directory / CERT_FILE, issued.certificate_pem.encode())
     answer = {
         "thing": registered.thing_name,
         "model": model,
@@ -312,7 +305,7 @@ def provision(config: AgentConfig, serial: str) -> Identity:
         "serial": serial,
     }
     staged = directory / (ANSWER_FILE + ".new")
-    _write_private(staged, json.dumps(answer, indent=2).encode())
+    write_private(staged, json.dumps(answer, indent=2).encode())
     staged.replace(directory / ANSWER_FILE)
     return Identity(
         registered.thing_name,

@@ -30,6 +30,7 @@ from edgeloop.cli.stack import (
     add_stack_option,
     outputs_of,
 )
+from edgeloop.files import write_private
 
 ROOT_V1_KEY = "models/tuf/metadata/1.root.json"
 ROOT_FILE = "root.json"
@@ -246,7 +247,6 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _claim(args: argparse.Namespace) -> int:
-    import os
 
     import boto3
 
@@ -283,9 +283,7 @@ def _claim(args: argparse.Namespace) -> int:
         made = iot.create_keys_and_certificate(setAsActive=True)
         iot.attach_policy(policyName=claim_policy, target=made["certificateArn"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(made["keyPair"]["PrivateKey"])
+    write_private(key_path, made["keyPair"]["PrivateKey"])
     cert_path.write_text(made["certificatePem"])
     (out.parent / ROOT_FILE).write_bytes(root)
     broker_url = f"mqtts://{address}:{IOT_PORT}"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edgeloop.contract.topics import check_thing_name
+from edgeloop.files import write_private
 
 # '/' is in no thing name, so no device can register the claim's identity.
 CLAIM_IDENTITY = "claim/edgeloop"
@@ -53,13 +53,6 @@ def common_name(pem: str | bytes) -> str:
     cert = x509.load_pem_x509_certificate(pem.encode() if isinstance(pem, str) else pem)
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if names else ""
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Owner-only from the start: the key is never readable by others, even briefly."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -111,7 +104,7 @@ class LocalCa:
             .sign(key, hashes.SHA256())
         )
         self._key = key
-        _write_private(key_path, _key_pem(key))
+        write_private(key_path, _key_pem(key))
         self.cert_path.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
 
     @property
@@ -159,7 +152,7 @@ class LocalCa:
             return pair
         key = ec.generate_private_key(ec.SECP256R1())
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        _write_private(pair.key, _key_pem(key))
+        write_private(pair.key, _key_pem(key))
         pair.cert.write_bytes(self._sign(subject, key.public_key(), usage, hosts))
         return pair
 

@@ -1,9 +1,10 @@
 """A local cloud to live with: stopped and started again on the same directory, it
-continues where it stopped, and a device provisioned before the restart keeps updating.
+continues where it stopped, and devices provisioned before the restart keep updating.
 
-The device (claim bundle, identity in its state directory, a synthetic sensor) runs
-through the restart; after it the cloud has the same root, ports and agent.toml, the
-registry still holds the first run and version, and a second version reaches the device.
+Two devices (one claim bundle and agent.toml, each its own serial and state
+directory, a synthetic sensor) run through the restart; after it the cloud has the
+same root, ports and agent.toml, the registry still holds the first run and version,
+and a second version reaches both devices.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ pytestmark = [pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 SERIAL = "pump-1"
+SECOND = "pump-2"
 WAIT = float(os.environ.get("RESTART_WAIT", "120"))
 
 
@@ -72,9 +74,13 @@ def agent_process() -> Iterator[list[subprocess.Popen[bytes]]]:
                 agent.kill()
 
 
-def device_version(cloud: LocalRuntime) -> int | None:
-    record = FleetTable(cloud.client("dynamodb"), cloud.resources.fleet_table).get(SERIAL)
+def device_version(cloud: LocalRuntime, serial: str = SERIAL) -> int | None:
+    record = FleetTable(cloud.client("dynamodb"), cloud.resources.fleet_table).get(serial)
     return None if record is None else record.report.version
+
+
+def both_versions(cloud: LocalRuntime) -> list[int | None]:
+    return [device_version(cloud, serial) for serial in (SERIAL, SECOND)]
 
 
 def test_a_restarted_local_cloud_keeps_its_state_and_its_devices(
@@ -84,28 +90,34 @@ def test_a_restarted_local_cloud_keeps_its_state_and_its_devices(
     cloud = start_cloud(state)
     try:
         cloud.admissions().allow(SERIAL, "vibration", canary=True)
+        cloud.admissions().allow(SECOND, "vibration")
         first_toml = write_agent_toml(cloud, tmp_path)
         first_root = cloud.trust_root
         config = tmp_path / "agent.toml"
         config.write_text(
             first_toml.replace('kind = "stdin"\nrate = 0.0', 'kind = "synthetic"\nrate = 200.0')
         )
-        agent_process.append(
-            subprocess.Popen(
-                dying_with_parent(
-                    [sys.executable, "-m", "edge.cli", "run", "--config", str(config)]
-                ),
-                stdout=subprocess.DEVNULL,
-                stderr=(tmp_path / "agent.log").open("wb"),
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # One config for both, as on a bench of devices: the second names its serial
+        # and state directory on the command line.
+        second = ["--serial", SECOND, "--state", str(tmp_path / "devices" / SECOND)]
+        for name, extra in ((SERIAL, []), (SECOND, second)):
+            agent_process.append(
+                subprocess.Popen(
+                    dying_with_parent(
+                        [sys.executable, "-m", "edge.cli", "run", "--config", str(config), *extra]
+                    ),
+                    stdout=subprocess.DEVNULL,
+                    stderr=(tmp_path / f"agent-{name}.log").open("wb"),
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
             )
-        )
         wait_for(
-            lambda: device_version(cloud) is not None,
+            lambda: None not in both_versions(cloud),
             timeout=WAIT,
-            what=f"the device to run v1 (errors: {cloud.router.errors})",
+            what=f"both devices to run a model (errors: {cloud.router.errors})",
         )
         first_version = device_version(cloud)
+        running_before = max(v or 0 for v in both_versions(cloud))
         registry = Registry(cloud.client("dynamodb"), cloud.resources.registry_table)
         runs_before = {r["run_id"] for r in registry.runs("vibration", limit=50)}
         resources = cloud.resources
@@ -124,14 +136,19 @@ def test_a_restarted_local_cloud_keeps_its_state_and_its_devices(
         assert runs_before <= {r["run_id"] for r in registry.runs("vibration", limit=50)}
         versions = registry.published_versions("vibration", limit=20)
         assert first_version in {int(v["version"]) for v in versions}
-        assert (tmp_path / "devices" / SERIAL / "identity" / "identity.json").is_file()
-        # The device, never restarted, keeps uploading; a newer version reaches it.
+        for serial in (SERIAL, SECOND):
+            assert (tmp_path / "devices" / serial / "identity" / "identity.json").is_file()
+        # The devices, never restarted, keep uploading; a newer version reaches both.
         wait_for(
-            lambda: (device_version(cloud) or 0) > (first_version or 0),
-            timeout=WAIT,
-            what=f"the device to run a second version (errors: {cloud.router.errors})",
+            lambda: all((v or 0) > running_before for v in both_versions(cloud)),
+            timeout=2 * WAIT,
+            what=(
+                f"both devices to run a version after v{running_before} "
+                f"(now {both_versions(cloud)}; "
+                f"errors: {cloud.router.errors})"
+            ),
         )
-        assert agent_process[0].poll() is None
+        assert all(agent.poll() is None for agent in agent_process)
     finally:
         cloud.close()
 
