@@ -24,7 +24,7 @@ from functions.retrain import handler as retrain
 from functions.retrain.wiring import retrain_service
 from functions.rollback import handler as rollback
 from functions.rollback.logic import RollbackRefused
-from tests.factories import planted_outliers
+from tests.factories import digits_toml, planted_outliers
 from tests.support_aws import (
     NAMED_CANARIES,
     FakeLambdaContext,
@@ -82,6 +82,21 @@ def test_a_promoted_model_is_published_signed_and_announced_to_its_first_stages(
     # Nothing but the TUF repository is published where devices read.
     keys = cloud.client("s3").list_objects_v2(Bucket=cloud.names["ARTIFACT_BUCKET"])["Contents"]
     assert all(k["Key"].startswith("models/tuf/") for k in keys)
+
+
+def test_a_version_under_its_collect_goal_asks_its_devices_in_its_signed_spec(
+    cloud: LocalCloud, tmp_path: Path
+) -> None:
+    goal = "\n[collect]\ngoal = 0.999\nsample_rate = 0.4\n"
+    (cloud.config_dir / "digits.toml").write_text(digits_toml(0.9, 0.0) + goal)
+    report_heartbeat("pump-7", model="digits", version=None, health="no_model")
+    retrain.handler(upload_round(cloud, digit_batches(40, 0, 30), 1), FakeLambdaContext())
+    offer, device = cloud.offer("digits", "pump-7", tmp_path)
+    assert offer.version == 1
+    assert offer.spec is not None
+    spec = VersionSpec.from_bytes(device.download(offer.spec))
+    assert spec.metrics["accuracy"] < 0.999
+    assert spec.upload_sample_rate == 0.4
 
 
 def test_a_second_promotion_ships_a_patch_from_the_first(cloud: LocalCloud, tmp_path: Path) -> None:
