@@ -56,10 +56,12 @@ def _svg(points: tuple[Point, ...], metric: str) -> str:
             values = [points[x][1] for x in at]
             ax.scatter(at, values, color=color, s=18, zorder=3, label=label)
     step = max(1, len(points) // 6)
-    ax.set_xticks(xs[::step], [_short(p[0]) for p in points[::step]], fontsize=7)
+    one_day = len({p[0][:10] for p in points}) == 1
+    labels = [_short(p[0], one_day) for p in points[::step]]
+    ax.set_xticks(xs[::step], labels, fontsize=7)
     ax.tick_params(axis="y", labelsize=7)
     ax.set_ylabel(metric, fontsize=8)
-    ax.legend(fontsize=7, loc="lower right", frameon=False)
+    ax.legend(fontsize=7, loc="best", framealpha=0.8)
     ax.grid(axis="y", color="#eeeeee")
     figure.tight_layout(pad=0.4)
     out = io.StringIO()
@@ -68,6 +70,8 @@ def _svg(points: tuple[Point, ...], metric: str) -> str:
     return svg[svg.index("<svg") :]
 
 
-def _short(at: str) -> str:
-    """2026-12-06T23:41:05Z -> 12-06 23:41: the runs of a day fit under the axis."""
-    return at[5:16].replace("T", " ") if len(at) >= 16 else at
+def _short(at: str, one_day: bool) -> str:
+    """2026-12-06T23:41:05Z -> 23:41:05 when every run is of one day, else 12-06 23:41."""
+    if len(at) < 19:
+        return at
+    return at[11:19] if one_day else at[5:16].replace("T", " ")
