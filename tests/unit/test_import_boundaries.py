@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import edgeloop.contract
+from edgeloop.trust import DirectoryStore, RootCeremony
+from edgeloop.trust.keys import generate_root_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,6 +47,33 @@ def test_the_running_agent_leaves_out_signing_sdks_and_the_codecs(tmp_path: Path
         "      sorted(m for m in ('boto3', 'botocore', 'bsdiff4', 'zstandard') if loaded(m)))\n"
     )
     assert _fresh_interpreter(code) == "2 True True []"
+
+
+def test_an_agent_enrolled_by_hand_runs_without_the_provisioning_code(tmp_path: Path) -> None:
+    """Only a device with a provisioning claim needs edge.provision and cryptography's
+    X.509 builders; `run` for any other keeps them out of its resident set."""
+    store = DirectoryStore(tmp_path / "fleet")
+    keys = [generate_root_key(tmp_path / "keys" / f"{i}.pem", None) for i in range(3)]
+    RootCeremony(store).init(keys, 2, keys[0].public_key)
+    root = store.get("tuf/metadata/1.root.json")
+    assert root is not None
+    (tmp_path / "root.json").write_bytes(root)
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        '[device]\nthing = "pump-1"\nmodel = "vibration"\nn_features = 8\n'
+        '[broker]\nurl = "mqtt://localhost:1883"\n[artifacts]\nbase_url = "http://cdn.local"\n'
+        '[trust]\nroot = "root.json"\n[state]\ndir = "state"\n'
+    )
+    code = (
+        "import sys\n"
+        "import edge.agent\n"
+        "from edge.cli import identity_of\n"
+        "from edge.config import load_agent_config\n"
+        f"config = identity_of(load_agent_config({str(config)!r}), None)\n"
+        "print(config.device.thing,\n"
+        "      sorted(m for m in ('edge.provision', 'cryptography.x509') if m in sys.modules))\n"
+    )
+    assert _fresh_interpreter(code) == "pump-1 []"
 
 
 def test_no_package_redefines_the_contracts_public_names() -> None:
