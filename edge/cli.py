@@ -71,6 +71,10 @@ _SIGNING_SDKS = ("boto3", "botocore")
 def _run(args: argparse.Namespace) -> int:
     import signal
 
+    from edge.allocator import cap_malloc_arenas
+
+    # Before any import that starts a thread (NumPy's OpenBLAS starts one).
+    cap_malloc_arenas()
     # securesystemslib (under python-tuf) imports the SDK of every cloud signer it finds
     # installed; the agent only verifies. Where the cloud extras sit beside it, boto3
     # alone cost 10 MB resident (`make bench`, agent_footprint). `run` owns its
