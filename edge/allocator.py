@@ -4,8 +4,8 @@ glibc's malloc gives each new thread an arena of its own, up to eight per core, 
 that threads rarely wait on one lock. Each arena holds freed memory for its own
 thread only. The agent's threads (MQTT, updates, uploads, status, scoring) allocate
 little and seldom at the same time, so two arenas serve them as well as eight and
-keep 0.8 MB less resident (`make bench`, agent_footprint). An operator's
-MALLOC_ARENA_MAX (glibc reads it at start) wins over this.
+keep about 0.6 MB less resident (the agent_footprint bench's agent, with the cap and
+without). An operator's MALLOC_ARENA_MAX (glibc reads it at start) wins over this.
 """
 
 from __future__ import annotations

@@ -127,8 +127,9 @@ def identity_of(config: AgentConfig, serial: str | None) -> AgentConfig:
     """The config as the thing this device is: a device with a claim and no identity
     yet provisions itself first."""
     if config.provisioning is None:
-        # Provisioning needs cryptography's X.509 builders, 0.8 MB resident that a device
-        # enrolled by hand would carry for nothing (`make bench`, agent_footprint).
+        # Provisioning needs cryptography's X.509 builders: with edge.provision about
+        # 1 MB resident that a device enrolled by hand would carry for nothing (the
+        # agent_footprint bench's agent, with them and without).
         return config
     from edge.provision import ensure_identity
 
