@@ -11,6 +11,11 @@ repository behind the CDN stand-in, and reads JSON lines on stdin. From outside
   last one a sentinel far off every mode, whose alarm event (on the broker) says
   every line before it was scored.
 
+Beside it, the libraries' floor (bench/footprint_floor.py): what the same
+interpreter holds resident once NumPy, the TFLite interpreter with the model, ssl and
+paho, and python-tuf's signature check have done their part with no agent around
+them. The peak minus that floor is what the agent itself adds.
+
 Each interpreter runs it in turn: LiteRT in this environment, tflite-runtime 2.14
 in its own (EDGELOOP_TFLITE214_PYTHON, with this source tree on its path).
 Uploads are off (sample_rate 0): nothing answers them here, and a device's upload
@@ -287,6 +292,12 @@ def _agent_run(
             entry = measure_one(python, tree, workdir, broker_url, cdn.base_url)
         finally:
             cdn.stop()
+        assert run.tflite is not None
+        (workdir / "model.tflite").write_bytes(run.tflite)
+        entry["floor_rss_mb"] = _floor(python, workdir / "model.tflite", workdir / "root.json")
+    # Above the floor: the agent's own code and running state, and what it imports
+    # besides the floor's libraries.
+    entry["above_floor_mb"] = round(entry["peak_rss_mb"] - entry["floor_rss_mb"]["verifying"], 1)
     goal = GOAL_RSS_MB.get(entry["backend"])
     entry["goal_rss_mb"] = goal
     entry["meets_goal"] = (
@@ -295,6 +306,19 @@ def _agent_run(
         and entry["idle_cpu_pct_of_core"] <= GOAL_IDLE_PCT
     )
     return entry
+
+
+def _floor(python: str, model: Path, root: Path) -> dict[str, float]:
+    """The libraries' floor under the agent in `python` (bench/footprint_floor.py): resident
+    MB after each step the agent cannot do without, done by the libraries alone."""
+    done = subprocess.run(
+        [python, "-P", str(Path(__file__).with_name("footprint_floor.py")), str(model), str(root)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    steps: dict[str, float] = json.loads(done.stdout)
+    return steps
 
 
 def _export(rev: str, into: Path) -> None:

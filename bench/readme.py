@@ -125,6 +125,21 @@ def _inference_rows(i: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _floor_note(a: dict[str, Any]) -> str:
+    """Where the peak goes: the libraries' floor measured alone, and the agent above it."""
+    floor = a.get("floor_rss_mb")
+    if not floor:
+        return ""
+    return (
+        f"; of the peak, {floor['verifying']} MB is the libraries alone (the bare "
+        f"interpreter {floor['python']}, NumPy {floor['numpy'] - floor['python']:.1f}, "
+        f"the TFLite interpreter with the model {floor['interpreter'] - floor['numpy']:.1f}, "
+        f"ssl and paho {floor['link'] - floor['interpreter']:.1f}, python-tuf and "
+        f"cryptography verifying {floor['verifying'] - floor['link']:.1f}) and "
+        f"{a['above_floor_mb']} MB the agent above them"
+    )
+
+
 def _footprint_rows(af: dict[str, Any]) -> list[Row]:
     """One row per interpreter the agent ran in, as its own process."""
     rows: list[Row] = []
@@ -139,7 +154,7 @@ def _footprint_rows(af: dict[str, Any]) -> list[Row]:
                 f"{a['peak_rss_mb']} MB; `run` imports in {a.get('run_import_ms', '-')} ms; "
                 f"idle {a['idle_cpu_pct_of_core']:.2f}% of one core (over {a['idle_seconds']:g} "
                 f"s); {a['cpu_s_per_1000_samples'] * 1000:.1f} ms "
-                f"CPU per 1,000 samples ({a['samples']:,} at {a['rate']:,}/s)",
+                f"CPU per 1,000 samples ({a['samples']:,} at {a['rate']:,}/s)" + _floor_note(a),
                 _mark(a["meets_goal"]),
                 "`python -m bench.run agent_footprint`",
             )

@@ -10,9 +10,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.errors import ProvisioningFailed, UpdateError
 from edgeloop.contract import ContractError
+
+if TYPE_CHECKING:
+    from edge.config import AgentConfig
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -67,6 +71,10 @@ _SIGNING_SDKS = ("boto3", "botocore")
 def _run(args: argparse.Namespace) -> int:
     import signal
 
+    from edge.allocator import cap_malloc_arenas
+
+    # Before any import that starts a thread (NumPy's OpenBLAS starts one).
+    cap_malloc_arenas()
     # securesystemslib (under python-tuf) imports the SDK of every cloud signer it finds
     # installed; the agent only verifies. Where the cloud extras sit beside it, boto3
     # alone cost 10 MB resident (`make bench`, agent_footprint). `run` owns its
@@ -75,14 +83,12 @@ def _run(args: argparse.Namespace) -> int:
         sys.modules.setdefault(sdk, None)  # type: ignore[arg-type]
     from edge.agent import Agent
     from edge.config import load_agent_config
-    from edge.provision import ensure_identity
 
     configure_logging(args.log_level)
-    # A device with a claim and no identity yet provisions itself first.
     config = load_agent_config(args.config)
     if args.state is not None:
         config = replace(config, state=replace(config.state, dir=Path(args.state)))
-    config = ensure_identity(config, args.serial)
+    config = identity_of(config, args.serial)
     agent = Agent(config)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: agent.supervisor.halted.set())
@@ -115,6 +121,19 @@ def _run(args: argparse.Namespace) -> int:
         print(f"edgeloop-agent: halted: {agent.failure}", file=sys.stderr, flush=True)
         return 3
     return 0
+
+
+def identity_of(config: AgentConfig, serial: str | None) -> AgentConfig:
+    """The config as the thing this device is: a device with a claim and no identity
+    yet provisions itself first."""
+    if config.provisioning is None:
+        # Provisioning needs cryptography's X.509 builders: with edge.provision about
+        # 1 MB resident that a device enrolled by hand would carry for nothing (the
+        # agent_footprint bench's agent, with them and without).
+        return config
+    from edge.provision import ensure_identity
+
+    return ensure_identity(config, serial)
 
 
 class KeyValueFormatter(logging.Formatter):

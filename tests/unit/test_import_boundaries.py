@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import edgeloop.contract
+from edgeloop.trust import DirectoryStore, RootCeremony
+from edgeloop.trust.keys import generate_root_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,6 +47,62 @@ def test_the_running_agent_leaves_out_signing_sdks_and_the_codecs(tmp_path: Path
         "      sorted(m for m in ('boto3', 'botocore', 'bsdiff4', 'zstandard') if loaded(m)))\n"
     )
     assert _fresh_interpreter(code) == "2 True True []"
+
+
+_AGENT_TOML = (
+    '[device]\nthing = "pump-1"\nmodel = "vibration"\nn_features = 8\n'
+    '[broker]\nurl = "mqtt://localhost:1883"\n[artifacts]\nbase_url = "http://cdn.local"\n'
+    '[trust]\nroot = "root.json"\n[state]\ndir = "state"\n'
+)
+
+
+def _identity_and_provisioning_modules(config: Path) -> str:
+    """The thing `run` would be for `config` (its stored identity, if it has one) and
+    which of the provisioning modules that took, in a fresh interpreter."""
+    return _fresh_interpreter(
+        "import sys\n"
+        "import edge.agent\n"
+        "from edge.cli import identity_of\n"
+        "from edge.config import load_agent_config\n"
+        f"config = identity_of(load_agent_config({str(config)!r}), None)\n"
+        "print(config.device.thing,\n"
+        "      sorted(m for m in ('edge.provision', 'cryptography.x509') if m in sys.modules))\n"
+    )
+
+
+def _fleet_root(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "fleet")
+    keys = [generate_root_key(tmp_path / "keys" / f"{i}.pem", None) for i in range(3)]
+    RootCeremony(store).init(keys, 2, keys[0].public_key)
+    root = store.get("tuf/metadata/1.root.json")
+    assert root is not None
+    (tmp_path / "root.json").write_bytes(root)
+
+
+def test_an_agent_enrolled_by_hand_runs_without_the_provisioning_code(tmp_path: Path) -> None:
+    """Only a device with a provisioning claim needs edge.provision and cryptography's
+    X.509 builders; `run` for any other keeps them out of its resident set."""
+    _fleet_root(tmp_path)
+    config = tmp_path / "agent.toml"
+    config.write_text(_AGENT_TOML)
+    assert _identity_and_provisioning_modules(config) == "pump-1 []"
+
+    # The control: with a claim, `run` takes the identity provisioning stored.
+    for name in ("ca.pem", "claim.pem", "claim.key"):
+        (tmp_path / name).write_text("placeholder: nothing connects here")
+    config.write_text(
+        _AGENT_TOML.replace('"mqtt://localhost:1883"', '"mqtts://localhost:8883"\nca = "ca.pem"')
+        + '[provisioning]\nclaim_cert = "claim.pem"\nclaim_key = "claim.key"\n'
+        'template = "edgeloop-fleet"\n'
+    )
+    identity = tmp_path / "state" / "identity"
+    identity.mkdir(parents=True)
+    (identity / "identity.json").write_text(
+        '{"thing": "pump-7", "model": "vibration", "certificate_id": "c0ffee"}'
+    )
+    assert _identity_and_provisioning_modules(config) == (
+        "pump-7 ['cryptography.x509', 'edge.provision']"
+    )
 
 
 def test_no_package_redefines_the_contracts_public_names() -> None:
