@@ -323,6 +323,26 @@ def _claim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _common_options(p: argparse.ArgumentParser, out: str, root_help: str, json_help: str) -> None:
+    """What `device config` and `device claim` both take: where the stack, the model
+    configs, the trust anchor and the CA are, and where to write."""
+    add_stack_option(p)
+    p.add_argument("--out", default=out, help="where to write (default: %(default)s)")
+    p.add_argument(
+        "--models", default="models", help="the model configs directory (default: %(default)s)"
+    )
+    p.add_argument("--root", default=None, help=root_help)
+    p.add_argument("--ca", default="AmazonRootCA1.pem", help="the CA file (default: %(default)s)")
+    p.add_argument("--state-dir", default="state", help="the agent's state (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace what --out names")
+    p.add_argument(
+        "--endpoint-url",
+        default=None,
+        help="AWS endpoint to use instead of AWS's own (e.g. the local cloud's moto server)",
+    )
+    p.add_argument("--json", action="store_true", help=json_help)
+
+
 def register(sub: Any, json_help: str) -> None:
     device = sub.add_parser("device", help="a device's agent config for a deployed stack")
     commands = device.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
@@ -334,31 +354,17 @@ def register(sub: Any, json_help: str) -> None:
         "fleet's root metadata, all read from the account. AWS settings come from the "
         "usual environment: AWS_PROFILE or keys, and AWS_REGION.",
     )
-    add_stack_option(p)
+    _common_options(
+        p,
+        "agent.toml",
+        f"the ceremony's root metadata file (default: {ROOT_V1_KEY} in the stack's ArtifactBucket)",
+        json_help,
+    )
     p.add_argument("--thing", required=True, help="the device's IoT thing name")
-    p.add_argument("--out", default="agent.toml", help="where to write (default: %(default)s)")
-    p.add_argument(
-        "--models", default="models", help="the model configs directory (default: %(default)s)"
-    )
-    p.add_argument(
-        "--root",
-        default=None,
-        help=f"the ceremony's root metadata file (default: {ROOT_V1_KEY} in the stack's "
-        "ArtifactBucket)",
-    )
     p.add_argument("--cert", default=None, help="the thing's certificate (default: THING.cert.pem)")
     p.add_argument(
         "--key", default=None, help="the thing's private key (default: THING.private.key)"
     )
-    p.add_argument("--ca", default="AmazonRootCA1.pem", help="the CA file (default: %(default)s)")
-    p.add_argument("--state-dir", default="state", help="the agent's state (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
-    p.add_argument(
-        "--endpoint-url",
-        default=None,
-        help="AWS endpoint to use instead of AWS's own (e.g. the local cloud's moto server)",
-    )
-    p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(run=_config)
 
     p = commands.add_parser(
@@ -369,27 +375,11 @@ def register(sub: Any, json_help: str) -> None:
         "one bundle for every device of a batch. Each device starts with its own serial, "
         "makes its own key, and is admitted by the allow-list (`edgeloop fleet allow`).",
     )
-    add_stack_option(p)
+    _common_options(p, "claim/agent.toml", "the ceremony's root metadata file", json_help)
     p.add_argument(
         "--model",
         required=True,
         help="the model these devices' sensors feed (sets n_features; the allow-list "
         "decides each device's model)",
     )
-    p.add_argument(
-        "--out", default="claim/agent.toml", help="where to write (default: %(default)s)"
-    )
-    p.add_argument(
-        "--models", default="models", help="the model configs directory (default: %(default)s)"
-    )
-    p.add_argument("--root", default=None, help="the ceremony's root metadata file")
-    p.add_argument("--ca", default="AmazonRootCA1.pem", help="the CA file (default: %(default)s)")
-    p.add_argument("--state-dir", default="state", help="the agent's state (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="replace an existing bundle")
-    p.add_argument(
-        "--endpoint-url",
-        default=None,
-        help="AWS endpoint to use instead of AWS's own (e.g. the local cloud's moto server)",
-    )
-    p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(run=_claim)
