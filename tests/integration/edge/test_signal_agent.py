@@ -239,3 +239,35 @@ def test_an_update_that_changes_the_window_takes_effect_at_the_swap(world: World
     # The buffer started over at the swap: v2's rows every 16 samples after 64.
     remaining = len(live) - SIGNAL_WINDOW  # v1's one row took the first window
     assert len(rows) == (remaining - SIGNAL_WINDOW // 2) // (SIGNAL_WINDOW // 8) + 1
+
+
+def test_a_rollback_across_a_change_of_window_brings_the_old_window_back(
+    world: World,
+) -> None:
+    """v2 cuts shorter windows; the rollout is aborted and the pointer names v1 again.
+    The device follows it down, and the rows it cuts are v1's width again: the window
+    is signed with the version, so it rolls back with the model."""
+    doc = _named(signal_doc())
+    doc["signal"]["window"] = SIGNAL_WINDOW // 2
+    doc["signal"]["hop"] = SIGNAL_WINDOW // 4
+    short = parse_config(doc)
+    assert short.signal is not None
+    stream, _ = recording(200, seed=40)
+    v2 = train_run(short, as_dataset(frames(short.signal, stream)[::4]))
+    assert v2.promoted, v2.decision.reason
+    live, _ = recording(8, seed=41)
+    agent, _ = signal_agent(world, json_lines(live, 0.0))
+    agent.start(score=False)
+    world.publish(1, pump_run(), config=parse_config(_named(signal_doc())))
+    wait_for(lambda: agent.version == 1, timeout=40, what="v1")
+    source = iter(agent.source)
+    world.publish(2, v2, config=short, bases=[1])
+    wait_for(lambda: agent.version == 2, timeout=40, what="v2")
+    assert next(source).x.shape == (SIGNAL_WINDOW // 2 * 3,)
+    # The abort: the pointer names v1 again, and every band is nudged.
+    world.releases.point(1)
+    world.cloud.nudge("vibration", 1)
+    wait_for(lambda: agent.version == 1, timeout=40, what="the rollback to v1")
+    rows = list(source)
+    assert rows, "the stream ended before a row after the rollback"
+    assert {r.x.shape for r in rows} == {(WIDTH,)}
