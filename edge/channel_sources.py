@@ -74,6 +74,8 @@ def _finite(value: Any, name: str) -> float:
 def readings_of(
     lines: Iterable[str], channels: tuple[str, ...], skipped: SkippedLines, where: str
 ) -> Iterator[Reading]:
+    """Every source's one loop: blank lines passed over, a bad line skipped with its
+    place (`where` line N, counting every line the source gave), the rest parsed."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -129,22 +131,17 @@ def mqtt_readings(
     except (OSError, ValueError) as exc:
         raise SourceGone(f"mqtt source {host}:{port}: {exc}") from exc
     client.loop_start()
-    try:
-        number = 0
+
+    def lines() -> Iterator[str]:
         while not stop.is_set():
             try:
                 payload = inbox.get(timeout=0.5)
             except queue.Empty:
                 continue
-            text = payload.decode("utf-8", errors="replace")
-            for line in text.splitlines():
-                if not line.strip():
-                    continue
-                number += 1
-                try:
-                    yield parse_reading(line, channels)
-                except SourceError as exc:
-                    skipped.skip(f"mqtt {topic} message line {number}: {exc}")
+            yield from payload.decode("utf-8", errors="replace").splitlines()
+
+    try:
+        yield from readings_of(lines(), channels, skipped, f"mqtt {topic}")
     finally:
         client.loop_stop()
         client.disconnect()
@@ -174,9 +171,9 @@ def serial_readings(
         link = serial.serial_for_url(port, baudrate=baudrate, timeout=0.5)
     except (serial.SerialException, OSError, ValueError) as exc:
         raise SourceGone(f"serial source {port}: {exc}") from exc
-    pending = b""
-    number = 0
-    try:
+
+    def lines() -> Iterator[str]:
+        pending = b""
         while not stop.is_set():
             try:
                 chunk = link.readline()
@@ -188,14 +185,11 @@ def serial_readings(
                     skipped.skip(f"serial {port}: a line longer than {MAX_SERIAL_LINE} bytes")
                     pending = b""
                 continue  # a read timed out mid-line: the rest follows
-            line, pending = pending.decode("utf-8", errors="replace"), b""
-            if not line.strip():
-                continue
-            number += 1
-            try:
-                yield parse_reading(line, channels)
-            except SourceError as exc:
-                skipped.skip(f"serial {port} line {number}: {exc}")
+            yield pending.decode("utf-8", errors="replace")
+            pending = b""
+
+    try:
+        yield from readings_of(lines(), channels, skipped, f"serial {port}")
     finally:
         link.close()
 
