@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,19 +63,32 @@ def json_lines(readings: Iterable[Reading]) -> str:
 def score_with_agent(config: ModelConfig, run: RunResult, lines: str) -> AgentScores:
     """Install `run` (a signal model of `config`) in a whole agent, feed it `lines` and
     return what it made of every window."""
-    signal = config.signal
-    if signal is None or run.tflite is None:
+    if config.signal is None or run.tflite is None:
         raise ValueError("score_with_agent needs an exported signal model")
-    workdir = Path(tempfile.mkdtemp(prefix="edgeloop-bench-signal-agent-"))
-    broker = (
-        Mosquitto()
-        if shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
-        else EmbeddedBroker()
-    )
-    repository = BenchRepository.local(workdir / "cloud", config)
-    repository.publish(1, run)
-    cdn = cdn_of_files(repository.files)
-    (workdir / "root.json").write_bytes(repository.root)
+    with ExitStack() as cleanup:
+        workdir = Path(tempfile.mkdtemp(prefix="edgeloop-bench-signal-agent-"))
+        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+        has_mosquitto = shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
+        broker = Mosquitto() if has_mosquitto else EmbeddedBroker()
+        cleanup.callback(broker.close)
+        repository = BenchRepository.local(workdir / "cloud", config)
+        repository.publish(1, run)
+        cdn = cdn_of_files(repository.files)
+        cleanup.callback(cdn.stop)
+        (workdir / "root.json").write_bytes(repository.root)
+        skipped = SkippedLines()
+        agent = _agent(config, broker.url, cdn.base_url, workdir, lines, skipped)
+        cleanup.callback(agent.stop)
+        return _scores(agent, skipped)
+
+
+def _agent(
+    config: ModelConfig, broker: str, cdn: str, workdir: Path, lines: str, skipped: SkippedLines
+) -> Agent:
+    """An agent of `config`'s model whose stdin source reads `lines`, counting in
+    `skipped` those it cannot read."""
+    assert config.signal is not None
+    signal = config.signal
     agent_config = parse_agent_config(
         {
             "device": {
@@ -82,8 +96,8 @@ def score_with_agent(config: ModelConfig, run: RunResult, lines: str) -> AgentSc
                 "model": config.model.name,
                 "n_features": signal.width,
             },
-            "broker": {"url": broker.url, "reconnect_min": 0.05},
-            "artifacts": {"base_url": cdn.base_url},
+            "broker": {"url": broker, "reconnect_min": 0.05},
+            "artifacts": {"base_url": cdn},
             "trust": {"root": "root.json", "min_refresh_seconds": 0.0},
             "state": {"dir": "agent"},
             "source": {
@@ -97,33 +111,27 @@ def score_with_agent(config: ModelConfig, run: RunResult, lines: str) -> AgentSc
         },
         workdir,
     )
-    skipped = SkippedLines()
     readings = stdin_readings(signal.channels, skipped, io.StringIO(lines))
-    agent = Agent(agent_config, readings=readings)
-    try:
-        started = time.monotonic()
-        # Scored here, not by the agent's scoring thread: no sample may reach the
-        # windower before the model is installed (it would be uploaded raw instead).
-        agent.start(score=False)
-        wait_until(lambda: agent.version == 1, INSTALL_TIMEOUT_S, "the signal model installed")
-        install_s = time.monotonic() - started
-        scores, alarms = [], []
-        for sample in agent.source:
-            alarms.append(agent.process(sample))
-            newest = agent.drift.newest
-            if newest is None:
-                raise RuntimeError("the agent scored a window without its model")
-            scores.append(newest)
-        if agent.counters.scoring_errors or agent.version != 1:
-            raise RuntimeError(
-                f"the agent did not score every window with v1: {agent.counters.scoring_errors} "
-                f"scoring errors, running v{agent.version}"
-            )
-        return AgentScores(
-            np.array(scores), np.array(alarms), agent.windows, skipped.count, install_s
+    return Agent(agent_config, readings=readings)
+
+
+def _scores(agent: Agent, skipped: SkippedLines) -> AgentScores:
+    started = time.monotonic()
+    # Scored here, not by the agent's scoring thread: no sample may reach the windower
+    # before the model is installed (it would be uploaded raw instead).
+    agent.start(score=False)
+    wait_until(lambda: agent.version == 1, INSTALL_TIMEOUT_S, "the signal model installed")
+    install_s = time.monotonic() - started
+    scores, alarms = [], []
+    for sample in agent.source:
+        alarms.append(agent.process(sample))
+        newest = agent.drift.newest
+        if newest is None:
+            raise RuntimeError("the agent scored a window without its model")
+        scores.append(newest)
+    if agent.counters.scoring_errors or agent.version != 1:
+        raise RuntimeError(
+            f"the agent did not score every window with v1: {agent.counters.scoring_errors} "
+            f"scoring errors, running v{agent.version}"
         )
-    finally:
-        agent.stop()
-        cdn.stop()
-        broker.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+    return AgentScores(np.array(scores), np.array(alarms), agent.windows, skipped.count, install_s)
