@@ -11,7 +11,7 @@ TFL214_STAMP := $(TFL214)/.installed
 APT_STAMP := .venv/.apt-installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo test lint bench synth fuzz soak clean system-deps lock lambda-package lambda-task-local wheels
+.PHONY: help demo test lint bench bench-data synth fuzz soak clean system-deps lock lambda-package lambda-task-local wheels
 
 help:
 	@echo "make demo   - the whole loop on one machine, no AWS account"
@@ -133,8 +133,21 @@ test: $(STAMP) $(APT_STAMP) $(TFL214_STAMP) lambda-task-local lint
 demo: $(STAMP) lambda-task-local
 	$(VENV)/bin/edgeloop demo --picture docs/demo-report.png $(DEMO_ARGS)
 
+# Real sensor recordings the benchmarks read (bench/recordings.py): the wheel that
+# ships them, downloaded, never installed, at the version and hash bench/recordings.txt
+# pins (pip refuses other bytes). Kept in .cache/, which git ignores.
+RECORDINGS := .cache/recordings
+AEON_VERSION := $(shell sed -n 's/^aeon==\([^ ]*\) .*/\1/p' bench/recordings.txt)
+AEON_WHEEL := $(RECORDINGS)/aeon-$(AEON_VERSION)-py3-none-any.whl
+$(AEON_WHEEL): bench/recordings.txt | $(STAMP)
+	$(PY) -m pip download --quiet --no-deps --only-binary :all: --require-hashes \
+	  -r bench/recordings.txt -d $(RECORDINGS)
+	@touch $@
+
+bench-data: $(AEON_WHEEL)
+
 # Writes bench/results/*.json and rewrites the README's benchmark table.
-bench: $(STAMP) $(APT_STAMP) $(TFL214_STAMP) lambda-task-local
+bench: $(STAMP) $(APT_STAMP) $(TFL214_STAMP) lambda-task-local bench-data
 	PATH="$$PATH:/usr/sbin" EDGELOOP_TFLITE214_PYTHON=$(CURDIR)/$(TFL214)/bin/python \
 	  $(PY) -m bench.run $(BENCH)
 
@@ -159,4 +172,4 @@ soak: $(STAMP) $(APT_STAMP) lambda-task-local
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.soak --agents $(SOAK_AGENTS)
 
 clean:
-	rm -rf $(VENV) $(TFL214) .tools cdk.out build .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TFL214) .tools .cache cdk.out build .mypy_cache .ruff_cache .pytest_cache

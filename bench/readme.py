@@ -489,7 +489,7 @@ def _signal_rows(sg: dict[str, Any]) -> list[Row]:
             cmd,
         ),
         (
-            "signals in: knock AUC, signal model through the agent's windower vs "
+            "signals in: knock AUC, signal model through a whole agent vs "
             "the same k-means on NumPy features",
             "equal",
             f"{sg['auc_signal_model_through_agent']} vs "
@@ -515,6 +515,27 @@ def _signal_rows(sg: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _signal_real_rows(sr: dict[str, Any]) -> list[Row]:
+    rec, w = sr["recording"], sr["window"]
+    return [
+        (
+            f"signals in, a real recording: anomaly AUC through a whole agent, "
+            f"{rec['name']} ({len(rec['channels'])} channels at {rec['rate_hz']:g} Hz; "
+            f"normal {' and '.join(sr['normal']).lower()}, anomalous "
+            f"{' and '.join(sr['anomalous']).lower()})",
+            f"≥ {sr['goal_auc']}",
+            f"{sr['auc_signal_model_through_agent']} (the same k-means on NumPy features: "
+            f"{sr['auc_feature_model_numpy_features']}); {sr['anomalous_windows']} of "
+            f"{sr['test_windows']} test windows anomalous, windows of {w['samples']} "
+            f"samples, hop {w['hop']}, {sr['features']} features; alarms on "
+            f"{_pct(sr['alarm_rate_anomalous'])} of anomalous and "
+            f"{_pct(sr['alarm_rate_normal'])} of normal windows",
+            _mark(sr["meets_goal"]),
+            "`python -m bench.run signal_real`",
+        )
+    ]
+
+
 # Each section's rows, in the table's order, from its results file.
 ROWS: tuple[tuple[str, Callable[[dict[str, Any]], list[Row]]], ...] = (
     ("bytes", _bytes_rows),
@@ -529,6 +550,7 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], list[Row]]], ...] = (
     ("poison", _poison_rows),
     ("fleet", _fleet_rows),
     ("signal", _signal_rows),
+    ("signal_real", _signal_real_rows),
 )
 # The sections whose machine the table names (the first found).
 MACHINE_FROM = (

@@ -1,7 +1,8 @@
 """`make bench`: run the benchmarks, write bench/results/*.json, rewrite the README table.
 
     python -m bench.run                 # everything (about 10 minutes on 2 cores)
-    python -m bench.run signal          # signals in: per-window cost, AUC through the windower
+    python -m bench.run signal          # signals in: per-window cost, AUC through an agent
+    python -m bench.run signal_real     # signals in from a real recording (make bench-data)
     python -m bench.run inference swap  # some; the table keeps the others' last results
 
 Each section's figures are ratios measured side by side in one run, or counts;
@@ -25,12 +26,14 @@ from bench import (
     poison,
     scale,
     signal,
+    signal_real,
     stage_delay,
     swap,
 )
 from bench import bytes as bytes_bench
 from bench.common import write_result
 from bench.readme import rewrite_readme
+from bench.recordings import RecordingError
 from edgeloop.local.stack_template import TemplateError
 
 SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
@@ -46,6 +49,7 @@ SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
     "fleet": fleet.measure,
     "stage_delay": stage_delay.measure,
     "signal": signal.measure,
+    "signal_real": signal_real.measure,
 }
 
 
@@ -60,9 +64,9 @@ def main() -> int:
         print(f"== {name}", flush=True)
         try:
             figures = SECTIONS[name]()
-        except TemplateError as exc:
-            # A fresh clone has no packaged functions yet: say what to build, in one
-            # line, and run the other sections.
+        except (TemplateError, RecordingError) as exc:
+            # A fresh clone has no packaged functions or downloaded recordings yet: say
+            # what to build, in one line, and run the other sections.
             print(f"== {name}: not run: {exc}", flush=True)
             not_run.append(name)
             continue

@@ -10,17 +10,19 @@ estimator is trained twice on the same windows:
 - the feature model: the same features computed with NumPy beforehand (what a
   device would otherwise hand-code), feature vectors in.
 
-Per-window cost, one window at a time as a device scores a stream: the signal
-model's whole inference, its feature part alone (the features graph the export
-check runs, `features_tflite`), the estimator part alone (the feature model, whose
-graph is the scaler and the k-means), and NumPy's features of one window.
+Per-window cost, one window at a time as a device scores a stream: the agent's
+windower alone (`edge.windowing.Windower`), the signal model's whole inference, its
+feature part alone (the features graph the export check runs, `features_tflite`),
+the estimator part alone (the feature model, whose graph is the scaler and the
+k-means), and NumPy's features of one window.
 
-Anomaly AUC on a live stream the models never saw: the signal model through the
-agent's windower and scorer (`edge.windowing.Windower`, `edge.scoring.Scorer`),
-against the feature model on NumPy features of the same windows. A window is a
-knock when any of its samples is. These knocks are loud (noise of 4 against
-tones of 0.5 to 3): both AUCs saturate, so the figure says the graph's features
-lose nothing against NumPy's, not how hard knocks are to find.
+Anomaly AUC on a live stream the models never saw: the signal model installed in a
+whole agent (bench/signal_agent.py: published, verified, downloaded and swapped in,
+the stream fed to its stdin source as JSON lines), against the feature model on
+NumPy features of the same windows. A window is a knock when any of its samples
+is. These knocks are loud (noise of 4 against tones of 0.5 to 3): both AUCs
+saturate, so the figure says the graph's features lose nothing against NumPy's,
+not how hard knocks are to find.
 """
 
 from __future__ import annotations
@@ -33,13 +35,13 @@ import numpy.typing as npt
 from sklearn.metrics import roc_auc_score
 
 from bench.common import percentiles, time_calls
+from bench.signal_agent import json_lines, score_with_agent
 from edge.channel_sources import parse_reading, synthetic_signal
-from edge.scoring import LoadedModel, Scorer
 from edge.windowing import Reading, Windower
+from edgeloop.contract import WindowSpec
 from edgeloop.factory.config import ModelConfig, parse_config
 from edgeloop.factory.data import Dataset
 from edgeloop.factory.deltas import plan_deltas
-from edgeloop.factory.release import build_release
 from edgeloop.factory.run import RunResult, train_run
 from edgeloop.factory.signal import SignalSection, extract, frames
 from edgeloop.factory.signal_graph import features_tflite
@@ -147,33 +149,15 @@ def _update_bytes(
     }
 
 
-def _through_the_agent(
-    config: ModelConfig, run: RunResult, readings: list[Reading]
-) -> tuple[list[float], float]:
-    """Scores of every window the agent's windower cuts from the readings, and the
-    windowing's own cost per window (seconds)."""
-    assert run.tflite is not None
-    manifest, _ = build_release(config, 1, run.tflite, plan_deltas(run.tflite, {}), run.record)
-    assert manifest.window is not None
-    spec = manifest.window
-    scorer = Scorer(0.6)
-    scorer.swap(LoadedModel(manifest, CompiledModel(run.tflite)))
+def _windowing_cost(spec: WindowSpec, readings: list[Reading]) -> float:
+    """The agent's windower alone on the readings: seconds per window it cuts."""
     windower = Windower(lambda: spec)
-    rows = []
+    rows = 0
     start = time.perf_counter()
     for reading in readings:
-        row = windower.push(reading)
-        if row is not None:
-            rows.append(row)
-    windowing_s = (time.perf_counter() - start) / max(len(rows), 1)
-    scores = []
-    for row in rows:
-        scored = scorer.score_one(row.reshape(1, -1))
-        assert scored is not None
-        scores.append(scored[0])
-    if windower.counts.gaps or windower.counts.clock_jumps:
-        raise RuntimeError(f"the stream restarted windows: {windower.counts.summary()}")
-    return scores, windowing_s
+        if windower.push(reading) is not None:
+            rows += 1
+    return (time.perf_counter() - start) / max(rows, 1)
 
 
 def measure() -> dict[str, Any]:
@@ -181,15 +165,8 @@ def measure() -> dict[str, Any]:
     assert signal_run.tflite is not None
     assert feature_run.tflite is not None
     readings, live, knocked = machine(LIVE_SEGMENTS, seed=2, knock_rate=0.2)
-    agent_scores, windowing_s = _through_the_agent(signal_config, signal_run, readings)
     windows = frames(pipeline, live)
-    starts = range(0, len(live) - WINDOW + 1, HOP)
-    labels = np.array([knocked[s : s + WINDOW].any() for s in starts])
-    if len(agent_scores) != len(windows):
-        raise RuntimeError(f"the agent cut {len(agent_scores)} windows, frames {len(windows)}")
     feature_model = CompiledModel(feature_run.tflite)
-    feature_scores = feature_model.predict(extract(pipeline, windows)).reshape(-1)
-
     full = CompiledModel(signal_run.tflite)
     features_only = CompiledModel(features_tflite(pipeline))
     one = windows[:1].astype(np.float32)
@@ -202,6 +179,17 @@ def measure() -> dict[str, Any]:
         ),
         "numpy_features_us": percentiles(time_calls(lambda: extract(pipeline, one), CALLS // 4)),
     }
+    windowing_s = _windowing_cost(WindowSpec(CHANNELS, RATE, WINDOW, HOP), readings)
+    # After the timings: the agent's threads and broker are gone by then, but not
+    # necessarily everything they left for the garbage collector.
+    agent = score_with_agent(signal_config, signal_run, json_lines(readings))
+    if agent.windows.gaps or agent.windows.clock_jumps or agent.skipped_lines:
+        raise RuntimeError(f"the stream restarted windows: {agent.windows.summary()}")
+    starts = range(0, len(live) - WINDOW + 1, HOP)
+    labels = np.array([knocked[s : s + WINDOW].any() for s in starts])
+    if len(agent.scores) != len(windows):
+        raise RuntimeError(f"the agent cut {len(agent.scores)} windows, frames {len(windows)}")
+    feature_scores = feature_model.predict(extract(pipeline, windows)).reshape(-1)
     return {
         **_update_bytes(pipeline, signal_run, feature_run),
         "window": {"samples": WINDOW, "hop": HOP, "channels": len(CHANNELS), "rate_hz": RATE},
@@ -216,6 +204,6 @@ def measure() -> dict[str, Any]:
         )["p50_us"],
         "live_windows": len(labels),
         "knock_windows": int(labels.sum()),
-        "auc_signal_model_through_agent": round(float(roc_auc_score(labels, agent_scores)), 4),
+        "auc_signal_model_through_agent": round(float(roc_auc_score(labels, agent.scores)), 4),
         "auc_feature_model_numpy_features": round(float(roc_auc_score(labels, feature_scores)), 4),
     }

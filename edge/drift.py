@@ -18,6 +18,12 @@ class DriftWindow:
     def add(self, score: float) -> None:
         self._scores.append(score)
 
+    @property
+    def newest(self) -> float | None:
+        """The score of the last sample scored, None before any: what its alarm was
+        judged on (a benchmark reads a whole agent's scores here)."""
+        return self._scores[-1] if self._scores else None
+
     def clear(self) -> None:
         """A new model scores on its own scale: start the window again."""
         self._scores.clear()
