@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import write_result
+from bench.readme import rewrite_readme
 from edge.uploads import encode_batch
 from edgeloop.factory.config import ModelConfig, parse_config
 from edgeloop.factory.handoff import RUN_ID, STREAM_ABOVE, config_hyperparameters, estimate_run
@@ -203,3 +204,4 @@ if __name__ == "__main__":
         from bench import handoff_big
 
         handoff_big.measure()
+    rewrite_readme()

@@ -19,6 +19,7 @@ from bench import (
     agent_footprint,
     fanout,
     fleet,
+    handoff,
     inference,
     loop,
     patchgen,
@@ -46,6 +47,7 @@ SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
     "fleet": fleet.measure,
     "stage_delay": stage_delay.measure,
     "signal": signal.measure,
+    "handoff": handoff.measure,
 }
 
 

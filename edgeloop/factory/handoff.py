@@ -41,7 +41,7 @@ IN_MEMORY_COPIES = 5
 LIBRARIES_BYTES = 350 * 2**20
 # SageMaker's limit on one hyperparameter value.
 MAX_HYPERPARAMETER_CHARS = 2500
-CONFIG_SECTIONS = ("model", "train", "gate", "export", "rollout")
+CONFIG_SECTIONS = ("model", "train", "gate", "export", "rollout", "signal")
 
 # The job's contract with the function that starts it and the one that finishes it.
 DATA_CHANNEL = "train"  # the run's uploads, from its manifest
