@@ -48,16 +48,20 @@ DEVICES = 8
 BATCH_ROWS = 125_000
 STREAM_ABOVE_BYTES = 256 * 1024 * 1024
 
-# Runs the entry point as its image command does, then reports this process's peak RSS.
+# Runs the entry point as its image command does, then reports this process's peak RSS:
+# VmHWM, its own address space's high-water mark. Not getrusage's ru_maxrss, which
+# Linux carries across exec from the parent: a child of a 600 MB benchmark process
+# would report at least 600 MB whatever it used.
 _RUN = """
-import json, resource, runpy, sys
+import json, runpy, sys
 try:
     runpy.run_module("edgeloop.factory.job", run_name="__main__", alter_sys=True)
     code = 0
 except SystemExit as done:
     code = int(done.code or 0)
-print(json.dumps({"exit": code,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+with open("/proc/self/status") as status:
+    hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+print(json.dumps({"exit": code, "peak_rss_mb": hwm / 1024}))
 """
 
 

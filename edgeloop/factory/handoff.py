@@ -136,7 +136,7 @@ def estimate_run(
 ) -> Estimate:
     """Memory and time a run over `decoded_bytes` of decoded uploads is expected to take.
 
-    A `streamed` run (k-means above the streaming threshold, stream.trains_streamed)
+    A `streamed` run (a kind that streams, above the threshold: stream.trains_streamed)
     holds one upload at a time, `largest_upload` decoded bytes at most, whatever
     the data: only its time grows. Every other run holds all its rows.
     """
