@@ -536,6 +536,90 @@ def _signal_real_rows(sr: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _handoff_rows(h: dict[str, Any]) -> list[Row]:
+    names = {
+        "kmeans_anomaly": "k-means",
+        "logistic_classifier": "logistic",
+        "mlp_classifier": "MLP",
+    }
+    runs = "; ".join(
+        f"{names[r['kind']]} {r['rows'] / 1e6:g}M x {r['width']}"
+        f"{' streamed' if r['streamed'] else ''}: {r['seconds']} s, {r['peak_rss_mb']:.0f} MB"
+        for r in h["runs"]
+    )
+    return [
+        (
+            "training job entry point as a process (the hand-off path, local)",
+            "report",
+            f"{runs} (in memory unless streamed)",
+            "-",
+            "`python -m bench.run handoff`",
+        )
+    ]
+
+
+# A streamed fit this close to an in-memory one on a subsample costs nothing worth
+# the name: a point of accuracy, 0.02 of silhouette.
+MAX_ACCURACY_COST_PT = 1.0
+MAX_SILHOUETTE_COST = 0.02
+# Memory is flat when four times the rows raise the peak by less than this share.
+FLAT_MEMORY_GROWTH = 0.25
+
+
+def _handoff_big_rows(h: dict[str, Any]) -> list[Row]:
+    names = {
+        "logistic_classifier": ("logistic regression", 64),
+        "mlp_classifier": ("MLP (32)", 64),
+        "kmeans_anomaly": ("k-means", 16),
+    }
+    usd = h["price"]["usd_per_hour"]
+    rows: list[Row] = []
+    for kind, (label, width) in names.items():
+        runs = sorted((r for r in h["runs"] if r["kind"] == kind), key=lambda r: r["rows"])
+        if not runs:
+            continue
+        classifier = kind != "kmeans_anomaly"
+        parts = []
+        for r in runs:
+            ref = r.get("in_memory_subsample", {})
+            quality = (
+                f"accuracy {r['test_accuracy']:.4f} vs {ref['test_accuracy']:.4f}"
+                if classifier
+                else f"silhouette {r['test_silhouette']:.3f} vs {ref['test_silhouette']:.3f}"
+            )
+            parts.append(
+                f"{r['rows'] / 1e6:g}M rows: {r['seconds']:.0f} s, {r['peak_rss_mb']:.0f} MB, "
+                f"{quality}, ${r['seconds'] / 3600 * usd:.2f} on {h['price']['instance']}"
+            )
+        costs = [
+            r["accuracy_cost_pt"] <= MAX_ACCURACY_COST_PT
+            if classifier
+            else r["silhouette_cost"] <= MAX_SILHOUETTE_COST
+            for r in runs
+        ]
+        peaks = [r["peak_rss_mb"] for r in runs]
+        flat = max(peaks) <= (1 + FLAT_MEMORY_GROWTH) * min(peaks) if len(runs) > 1 else None
+        ok = all(costs) and all(r["exit"] == 0 for r in runs) and flat is not False
+        goal = (
+            f"10M x {width} through the hand-off; peak RSS flat; within "
+            + (f"{MAX_ACCURACY_COST_PT:g} pt of" if classifier else f"{MAX_SILHOUETTE_COST:g} of")
+            + " an in-memory fit on 250k rows"
+        )
+        if kind == "kmeans_anomaly":
+            goal = goal.replace("10M", "50M")
+        rows.append(
+            (
+                f"{label} streamed through the training job entry point, {width} features "
+                "(vs in memory on a subsample, same test rows)",
+                goal,
+                "; ".join(parts),
+                _mark(ok),
+                "`python -m bench.handoff --big`",
+            )
+        )
+    return rows
+
+
 # Each section's rows, in the table's order, from its results file.
 ROWS: tuple[tuple[str, Callable[[dict[str, Any]], list[Row]]], ...] = (
     ("bytes", _bytes_rows),
@@ -551,6 +635,8 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], list[Row]]], ...] = (
     ("fleet", _fleet_rows),
     ("signal", _signal_rows),
     ("signal_real", _signal_real_rows),
+    ("handoff", _handoff_rows),
+    ("handoff_big", _handoff_big_rows),
 )
 # The sections whose machine the table names (the first found).
 MACHINE_FROM = (

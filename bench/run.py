@@ -20,6 +20,7 @@ from bench import (
     agent_footprint,
     fanout,
     fleet,
+    handoff,
     inference,
     loop,
     patchgen,
@@ -50,6 +51,7 @@ SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
     "stage_delay": stage_delay.measure,
     "signal": signal.measure,
     "signal_real": signal_real.measure,
+    "handoff": handoff.measure,
 }
 
 

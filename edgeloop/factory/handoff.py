@@ -41,7 +41,7 @@ IN_MEMORY_COPIES = 5
 LIBRARIES_BYTES = 350 * 2**20
 # SageMaker's limit on one hyperparameter value.
 MAX_HYPERPARAMETER_CHARS = 2500
-CONFIG_SECTIONS = ("model", "train", "gate", "export", "rollout")
+CONFIG_SECTIONS = ("model", "train", "gate", "export", "rollout", "signal")
 
 # The job's contract with the function that starts it and the one that finishes it.
 DATA_CHANNEL = "train"  # the run's uploads, from its manifest
@@ -136,7 +136,7 @@ def estimate_run(
 ) -> Estimate:
     """Memory and time a run over `decoded_bytes` of decoded uploads is expected to take.
 
-    A `streamed` run (k-means above the streaming threshold, stream.trains_streamed)
+    A `streamed` run (a kind that streams, above the threshold: stream.trains_streamed)
     holds one upload at a time, `largest_upload` decoded bytes at most, whatever
     the data: only its time grows. Every other run holds all its rows.
     """

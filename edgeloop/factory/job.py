@@ -14,8 +14,9 @@ the local cloud and the tests):
 
 It trains as the retrain function does, with the same factory code: uploads
 parsed and checked (read_batch), a batch that breaks the fit left out
-(train_batches), k-means above the streaming threshold chunk by chunk
-(train_run_streamed), then the gate, the export and the export check
+(train_batches), a model that can stream chunk by chunk above the streaming
+threshold (train_run_streamed), a model that cannot refused when its data would
+not fit the instance's memory (CannotStream), then the gate, the export and the export check
 (edgeloop.factory.run). Publishing is not its business: the completion
 function publishes what it wrote, as the retrain function publishes its own runs.
 """
@@ -31,14 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.data import (
     Batch,
     Dataset,
     Quarantined,
+    decoded_size,
     read_batch,
     reference_set,
 )
@@ -50,6 +49,7 @@ from edgeloop.factory.handoff import (
     STREAM_ABOVE,
     HandOffError,
     config_from_hyperparameters,
+    estimate_run,
 )
 from edgeloop.factory.run import (
     RunResult,
@@ -57,13 +57,21 @@ from edgeloop.factory.run import (
     train_batches,
     train_run_streamed,
 )
-from edgeloop.factory.stream import trains_streamed
+from edgeloop.factory.stream import (
+    CannotStream,
+    stream_chunk,
+    streaming_refusal,
+    trains_streamed,
+)
 from edgeloop.factory.training import TrainedModel
 
 ML_ROOT_ENV = "EDGELOOP_ML_ROOT"
 DEFAULT_ML_ROOT = "/opt/ml"
 # SageMaker reports the first 1,024 characters of output/failure as the FailureReason.
 MAX_FAILURE_CHARS = 1024
+# The memory an in-memory run may plan on, in bytes (hyperparameter; default: the
+# instance's physical memory).
+MEMORY_BYTES = "edgeloop.memory_bytes"
 RECORD = "record.json"
 TFLITE = "model.tflite"
 ESTIMATOR = "estimator.joblib"
@@ -178,20 +186,43 @@ def _streamed(
     champion: TrainedModel | None,
     reference: Dataset | None,
 ) -> tuple[RunResult, int, list[dict[str, Any]]]:
-    """k-means from the channel's files, one file in memory at a time."""
+    """A model trained from the channel's files, one file in memory at a time."""
     quarantined: dict[str, dict[str, Any]] = {}
 
-    def chunks() -> Iterator[npt.NDArray[np.floating[Any]]]:
+    def chunks() -> Iterator[Any]:
         for path in files:
             item = read_batch(_key(path, channel), path.read_bytes(), config)
             if isinstance(item, Quarantined):
                 quarantined[item.key] = item.to_json()
                 continue
-            yield item.X
+            yield stream_chunk(item)
 
     result = train_run_streamed(config, chunks, champion, reference)
     rows = int(result.record.get("streamed", {}).get("rows") or 0)
     return result, rows, list(quarantined.values())
+
+
+def _physical_memory() -> int:
+    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def _refuse_if_too_big(
+    config: ModelConfig, channel: Path, files: Sequence[Path], hyperparameters: Mapping[str, Any]
+) -> None:
+    """Refuse, before reading the data, a run that cannot stream and would not fit in
+    memory: the job would otherwise be killed mid-fit, or train on a silent window."""
+    why = streaming_refusal(config)
+    if why is None:
+        return
+    limit = int(hyperparameters.get(MEMORY_BYTES) or _physical_memory())
+    decoded = sum(decoded_size(_key(p, channel), p.read_bytes(), config) for p in files)
+    need = estimate_run(config, decoded).memory_bytes
+    if need > limit:
+        raise CannotStream(
+            f"{why}; its {decoded / 2**20:,.0f} MiB of decoded uploads need an estimated "
+            f"{need / 2**20:,.0f} MiB in memory, above the {limit / 2**20:,.0f} MiB this "
+            "instance has: train it on a larger instance type or on fewer uploads"
+        )
 
 
 def run_job(paths: MlPaths) -> JobOutcome:
@@ -210,9 +241,12 @@ def run_job(paths: MlPaths) -> JobOutcome:
     champion = _champion(paths)
     reference = _reference(paths, config)
     stream_above = int(hyperparameters.get(STREAM_ABOVE, 256 * 1024 * 1024))
-    if trains_streamed(config, sum(p.stat().st_size for p in files), stream_above):
+    wire = sum(p.stat().st_size for p in files)
+    if trains_streamed(config, wire, stream_above):
         result, rows, quarantined = _streamed(config, channel, files, champion, reference)
     else:
+        if wire > stream_above:
+            _refuse_if_too_big(config, channel, files, hyperparameters)
         items: list[Batch | Quarantined] = [
             read_batch(_key(p, channel), p.read_bytes(), config) for p in files
         ]

@@ -7,7 +7,7 @@ the reason.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,7 +23,12 @@ from edgeloop.factory.screening import screen
 from edgeloop.factory.signal import SignalSection, error_floors, extract, relative_errors
 from edgeloop.factory.signal_graph import FEATURES_TENSOR, features_tflite
 from edgeloop.factory.sparsify import sparsify
-from edgeloop.factory.stream import ChunkSource, fit_kmeans_streaming
+from edgeloop.factory.stream import (
+    ChunkSource,
+    LabelledChunkSource,
+    fit_classifier_streaming,
+    fit_kmeans_streaming,
+)
 from edgeloop.factory.training import (
     NotEnoughData,
     Split,
@@ -363,17 +368,29 @@ def contained_dataset(
 
 def train_run_streamed(
     config: ModelConfig,
-    chunks: ChunkSource,
+    chunks: Callable[[], Iterator[Any]],
     champion: TrainedModel | None = None,
     reference: Dataset | None = None,
 ) -> RunResult:
-    """`train_run` for k-means on more rows than memory holds (factory/stream.py).
+    """`train_run` on more rows than memory holds (factory/stream.py).
 
+    `chunks` yields row arrays for k-means, (rows, labels) pairs for classifiers.
     The same gate, reference check, export check, health check and record; the
     held-out metrics and the export check run on the held-out sample.
-    Sparsification, the cold challenger, the device cap and the device split
-    are in-memory steps and are not applied here.
+    Sparsification, the cold challenger, the device cap, screening and the
+    device split are in-memory steps and are not applied here.
     """
+    if config.is_classifier:
+        return _classifier_streamed(config, chunks, champion, reference)
+    return _kmeans_streamed(config, chunks, champion, reference)
+
+
+def _kmeans_streamed(
+    config: ModelConfig,
+    chunks: ChunkSource,
+    champion: TrainedModel | None,
+    reference: Dataset | None,
+) -> RunResult:
     record: dict[str, Any] = {
         "model": config.model.name,
         "kind": config.model.kind,
@@ -400,6 +417,42 @@ def train_run_streamed(
             candidate.int8_base = int8_scales(rival)
     result = _gate_and_export(
         config, candidate, run.metrics, champion_metrics, held, record, champion=rival
+    )
+    return _judge_on_reference(config, result, candidate, rival, reference)
+
+
+def _classifier_streamed(
+    config: ModelConfig,
+    chunks: LabelledChunkSource,
+    champion: TrainedModel | None,
+    reference: Dataset | None,
+) -> RunResult:
+    record: dict[str, Any] = {
+        "model": config.model.name,
+        "kind": config.model.kind,
+        "config": config.to_dict(),
+        "data": {},
+    }
+    try:
+        run = fit_classifier_streaming(config, chunks)
+    except NotEnoughData as exc:
+        return _not_enough(config, exc, record)
+    record["start"] = run.note
+    record["split"] = {"train_rows": run.train_rows, "holdout_rows": run.rows - run.train_rows}
+    record["streamed"] = {
+        "rows": run.rows,
+        "passes": run.passes,
+        "holdout_sample": len(run.held_rows),
+    }
+    # Judged on the held-out sample: the gate's row count is the rows it saw.
+    parts = Split(run.held_rows[:0], None, run.held_rows, run.held_labels)
+    candidate = run.model
+    metrics = evaluate(candidate, parts, config)
+    rival = _comparable(champion, candidate)
+    champion_metrics = evaluate(rival, parts, config) if rival is not None else {}
+    paired = _paired(candidate, rival, parts) if rival is not None else None
+    result = _gate_and_export(
+        config, candidate, metrics, champion_metrics, run.held_rows, record, paired, rival
     )
     return _judge_on_reference(config, result, candidate, rival, reference)
 

@@ -1,4 +1,9 @@
-"""k-means on more rows than a Lambda holds: trained chunk by chunk from storage.
+"""Models trained on more rows than memory holds: chunk by chunk from storage.
+
+Which kinds stream (`streaming_refusal` says why one cannot): k-means,
+logistic regression and the MLP, each fed features directly. A model fed raw
+windows (a [signal] section) trains in memory: the streaming fits do not
+compute signal features.
 
 `fit_kmeans_streaming` makes passes over a chunk source (a callable that reads
 the data again from the start, e.g. batch objects in S3 or files on disk), so
@@ -13,6 +18,10 @@ memory is one chunk plus fixed-size samples, whatever the row count:
    on the training sample;
 3. the alarm threshold and score statistics from the training sample, and the
    silhouette on the held-out sample.
+
+`fit_classifier_streaming` does the same for the classifiers (see its docstring):
+a statistics pass for the scaler and the held-out sample, then passes of
+`partial_fit`.
 """
 
 from __future__ import annotations
@@ -25,8 +34,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
 
-from edgeloop.factory.config import KMeansParams, ModelConfig
+from edgeloop.factory.config import KMeansParams, LogisticParams, MLPParams, ModelConfig
+from edgeloop.factory.data import Batch
 from edgeloop.factory.training import (
     NotEnoughData,
     TrainedModel,
@@ -36,20 +49,53 @@ from edgeloop.factory.training import (
 )
 
 FloatArray = npt.NDArray[np.float64]
+LabelArray = npt.NDArray[np.int64]
 ChunkSource = Callable[[], Iterator[npt.NDArray[np.floating[Any]]]]
+# Classifiers read rows with their labels.
+LabelledChunkSource = Callable[[], Iterator[tuple[npt.NDArray[np.floating[Any]], LabelArray]]]
 CALIBRATION_SAMPLE = 50_000
+STREAMING_KINDS = ("kmeans_anomaly", "logistic_classifier", "mlp_classifier")
+# Held-out rows a streamed classifier is judged on (gate, champion, export check):
+# a uniform sample, so the accuracy's standard error stays below 0.2 points.
+CLASSIFIER_HOLDOUT_SAMPLE = 100_000
+# Rows per optimiser step. Larger than MLPClassifier's in-memory 200: at ten
+# million rows the per-step Python overhead, not the arithmetic, sets the time.
+STREAM_BATCH = 1000
+# Passes over the data: at least two, and enough for this many optimiser steps
+# on small data, at most MAX_EPOCHS.
+MIN_UPDATES = 2000
+MAX_EPOCHS = 50
+# Adam's step for streamed logistic regression: its convex loss takes a larger
+# step than an MLP's default 1e-3 without diverging on standardised features.
+LOGISTIC_LEARNING_RATE = 1e-2
+
+
+class CannotStream(ValueError):
+    """A run too large to train in memory, of a model that cannot train chunk by chunk."""
+
+
+def streaming_refusal(config: ModelConfig) -> str | None:
+    """Why this model cannot train chunk by chunk, or None when it can."""
+    if config.signal is not None:
+        return (
+            f"{config.model.name} is fed raw windows ([signal] section) and the streaming fits "
+            "do not compute signal features: it trains in memory"
+        )
+    if config.model.kind not in STREAMING_KINDS:
+        return f"{config.model.kind} has no chunk-by-chunk fit: it trains in memory"
+    return None
+
+
+def stream_chunk(batch: Batch) -> Any:
+    """What a chunk source yields for one upload: its rows, with its labels when it has them."""
+    return batch.X if batch.y is None else (batch.X, batch.y)
 
 
 def trains_streamed(config: ModelConfig, wire_bytes: int, stream_above_bytes: int) -> bool:
-    """Whether a run trains chunk by chunk: k-means whose uploads, as stored, exceed the
-    threshold. The retrain function, the training job and the hand-off estimate all ask
-    this, so they agree on which runs stream. Models fed raw windows (a signal
-    section) train in memory: the streaming fit does not compute features yet."""
-    return (
-        config.model.kind == "kmeans_anomaly"
-        and config.signal is None
-        and wire_bytes > stream_above_bytes
-    )
+    """Whether a run trains chunk by chunk: a model that can (`streaming_refusal`) whose
+    uploads, as stored, exceed the threshold. The retrain function, the training job and
+    the hand-off estimate all ask this, so they agree on which runs stream."""
+    return streaming_refusal(config) is None and wire_bytes > stream_above_bytes
 
 
 class _Reservoir:
@@ -173,3 +219,182 @@ def fit_kmeans_streaming(
     if len(held) > params.n_clusters:
         metrics["silhouette"] = silhouette(model, held, seed)
     return StreamedRun(model, metrics, rows, count, 1 + epochs, note, held)
+
+
+@dataclass(frozen=True)
+class StreamedClassifierRun:
+    model: TrainedModel
+    rows: int
+    train_rows: int
+    passes: int
+    note: str
+    # A uniform sample of the held-out rows and their labels: what the gate,
+    # the champion's figures and the export check use.
+    held_rows: FloatArray
+    held_labels: LabelArray
+    holdout_rows: int
+
+
+class _Moments:
+    """Per-feature mean and variance over a stream, merged chunk by chunk (Chan et al.),
+    which stays exact where a running sum of squares cancels on large offsets."""
+
+    def __init__(self, width: int) -> None:
+        self.count, self.mean, self.m2 = 0, np.zeros(width), np.zeros(width)
+
+    def add(self, X: FloatArray) -> None:
+        n = len(X)
+        if not n:
+            return
+        mean = X.mean(axis=0)
+        m2 = ((X - mean) ** 2).sum(axis=0)
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * n / total
+        self.m2 = self.m2 + m2 + delta**2 * self.count * n / total
+        self.count = total
+
+    def scale(self) -> FloatArray:
+        scale: FloatArray = np.sqrt(self.m2 / max(1, self.count))
+        scale[scale < 1e-12] = 1.0
+        return scale
+
+
+def _labelled(chunk: Any, width: int) -> tuple[FloatArray, LabelArray]:
+    X_raw, y_raw = chunk
+    X = np.asarray(X_raw, dtype=np.float64)
+    y = np.asarray(y_raw, dtype=np.int64).reshape(-1)
+    if X.ndim != 2 or X.shape[1] != width:
+        raise ValueError(f"a chunk has shape {X.shape}; this model takes rows of {width}")
+    if len(y) != len(X):
+        raise ValueError(f"a chunk has {len(X)} rows and {len(y)} labels")
+    finite = np.isfinite(X).all(axis=1)
+    return X[finite], y[finite]
+
+
+def epochs_for(train_rows: int) -> int:
+    """Passes of partial_fit over `train_rows`: two on big data, more on small."""
+    steps_per_epoch = max(1, -(-train_rows // STREAM_BATCH))
+    return int(min(MAX_EPOCHS, max(2, -(-MIN_UPDATES // steps_per_epoch))))
+
+
+def _streaming_estimator(
+    config: ModelConfig, params: MLPParams | LogisticParams, train_rows: int
+) -> MLPClassifier:
+    seed = config.train.seed
+    if isinstance(params, MLPParams):
+        return MLPClassifier(
+            hidden_layer_sizes=params.hidden_layer_sizes,
+            alpha=params.alpha,
+            learning_rate_init=params.learning_rate_init,
+            batch_size=STREAM_BATCH,
+            random_state=seed,
+        )
+    # Multinomial logistic regression is a network without hidden layers: a
+    # softmax (a sigmoid for two classes) over one linear layer, the same model
+    # and loss as LogisticRegression, fitted by mini-batch Adam. Its L2 penalty
+    # per step is alpha / batch x |W|^2 / 2; LogisticRegression's per row is
+    # |W|^2 / (2 C n), so alpha = batch / (C n) minimises the same objective.
+    # (SGDClassifier(loss="log_loss") fits one-vs-rest: its predict_proba is not
+    # the softmax the exported graph computes.)
+    return MLPClassifier(
+        hidden_layer_sizes=(),
+        alpha=STREAM_BATCH / (params.C * max(1, train_rows)),
+        learning_rate_init=LOGISTIC_LEARNING_RATE,
+        batch_size=STREAM_BATCH,
+        random_state=seed,
+    )
+
+
+def _as_logistic(net: MLPClassifier, params: LogisticParams, width: int) -> LogisticRegression:
+    """The fitted softmax layer as the LogisticRegression an in-memory fit produces, so
+    export, scoring and a later in-memory warm start read it the same way."""
+    model = LogisticRegression(C=params.C, max_iter=params.max_iter)
+    model.coef_ = np.ascontiguousarray(net.coefs_[0].T)
+    model.intercept_ = np.asarray(net.intercepts_[0], dtype=np.float64).copy()
+    model.classes_ = np.asarray(net.classes_)
+    model.n_features_in_ = width
+    model.n_iter_ = np.asarray([net.n_iter_])
+    return model
+
+
+def fit_classifier_streaming(
+    config: ModelConfig, chunks: LabelledChunkSource, epochs: int | None = None
+) -> StreamedClassifierRun:
+    """A classifier fitted chunk by chunk, memory one chunk plus a fixed-size sample:
+
+    1. statistics: rows, the classes, the scaler's mean and variance over every
+       training row (merged per chunk: the uploads arrive device by device, so
+       the first chunks are no fair sample of the scale), and a reservoir sample
+       of held-out rows; the held-out split is `training.split`'s row hash, so a
+       row is on the same side in every pass and every run;
+    2. passes of `partial_fit` over the standardised training rows of each chunk
+       (`epochs_for` passes unless given), in mini-batches, shuffled within each chunk.
+
+    Starts cold: a streamed run is one the data outgrew, and the scaler refit
+    rule (train.refit_scaler_growth) would start most of them cold anyway.
+    """
+    params = config.estimator_params()
+    if not isinstance(params, (MLPParams, LogisticParams)):
+        raise ValueError(f"streamed classifier training is not for {config.model.kind}")
+    refusal = streaming_refusal(config)
+    if refusal is not None:
+        raise CannotStream(refusal)
+    width, seed, share = config.model.n_features, config.train.seed, config.train.holdout
+    rng = np.random.default_rng(seed)
+    holdout = _Reservoir(CLASSIFIER_HOLDOUT_SAMPLE, width + 1, rng)
+    moments = _Moments(width)
+    seen: set[int] = set()
+    rows = 0
+    for raw in chunks():
+        X, y = _labelled(raw, width)
+        mask = holdout_mask(X, y, seed, share)
+        rows += len(X)
+        moments.add(X[~mask])
+        seen.update(int(c) for c in np.unique(y[~mask]))
+        holdout.add(np.column_stack([X[mask], y[mask]]))
+    count = moments.count
+    if count < config.gate.min_rows:
+        raise NotEnoughData(f"{count} training rows; gate.min_rows is {config.gate.min_rows}")
+    classes = config.model.classes or tuple(sorted(seen))
+    if len(classes) < 2:
+        raise NotEnoughData(f"training labels hold {len(classes)} class; a classifier needs two")
+    mean, scale = moments.mean, moments.scale()
+    net = _streaming_estimator(config, params, count)
+    passes = epochs if epochs is not None else epochs_for(count)
+    order = np.asarray(classes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(passes):
+            for raw in chunks():
+                X, y = _labelled(raw, width)
+                train = ~holdout_mask(X, y, seed, share)
+                if not train.any():
+                    continue
+                shuffle = rng.permutation(int(train.sum()))
+                Xs = ((X[train] - mean) / scale)[shuffle]
+                # A chunk smaller than a batch is one batch (scikit-learn warns otherwise).
+                net.set_params(batch_size=min(STREAM_BATCH, len(Xs)))
+                net.partial_fit(Xs, y[train][shuffle], classes=order)
+    estimator: Any = net if isinstance(params, MLPParams) else _as_logistic(net, params, width)
+    model = TrainedModel(
+        kind=config.model.kind,
+        n_features=width,
+        mean=mean,
+        scale=scale,
+        estimator=estimator,
+        classes=tuple(int(c) for c in classes),
+        scaler_rows=count,
+    )
+    held = holdout.array()
+    return StreamedClassifierRun(
+        model=model,
+        rows=rows,
+        train_rows=count,
+        passes=1 + passes,
+        note=f"cold start (streamed): scaler from every training row, {passes} passes of "
+        "partial_fit",
+        held_rows=np.ascontiguousarray(held[:, :width]),
+        held_labels=held[:, width].astype(np.int64),
+        holdout_rows=holdout.seen,
+    )

@@ -41,7 +41,7 @@ from edgeloop.factory.run import (
     train_batches,
     train_run_streamed,
 )
-from edgeloop.factory.stream import trains_streamed
+from edgeloop.factory.stream import stream_chunk, trains_streamed
 from functions.common.registry import Registry
 from functions.common.releases import ReleaseWriter, estimator_key
 from functions.common.runs import (
@@ -156,7 +156,7 @@ class Retrainer:
     configs: dict[str, ModelConfig]
     max_training_bytes: int
     announce: Callable[[str, int], bool]
-    # k-means data larger than this is trained chunk by chunk from S3
+    # Data larger than this is trained chunk by chunk from S3, for the kinds that can
     # (edgeloop.factory.stream) instead of being loaded whole.
     stream_above_bytes: int = 256 * 1024 * 1024
     # How many of the newest arrivals a run considers before the byte budget.
@@ -367,7 +367,7 @@ class Retrainer:
                 if first:
                     kept.append(key)
                     seen["batches"].append({"key": key, "sha256": item.sha256, "rows": item.rows})
-                yield item.X
+                yield stream_chunk(item)
             if first:
                 good = kept
 

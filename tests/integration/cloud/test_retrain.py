@@ -344,3 +344,31 @@ def test_kmeans_data_above_the_stream_threshold_trains_chunk_by_chunk(
     offers = cloud.thing_offers(NAMED_CANARIES)
     assert sorted(offers) == sorted(NAMED_CANARIES)
     assert set(offers.values()) == {nudge("vibration", 1)}
+
+
+def test_classifier_data_above_the_stream_threshold_trains_chunk_by_chunk(
+    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A classifier streams too: rows and labels read one upload at a time, the scaler
+    from a first pass, then partial_fit; the candidate is gated and its export checked."""
+    monkeypatch.setenv("STREAM_ABOVE_BYTES", "1000")
+    cloud.new_container()  # which reads the setting
+    response = retrain.handler(
+        upload_round(cloud, digit_batches(12, 0, 140), 1), FakeLambdaContext()
+    )
+    assert response == {"batchItemFailures": []}
+    run = registry_of(cloud).runs("digits")[0]
+    assert run["rows"] == 12 * 140
+    record = json.loads(
+        cloud.client("s3")
+        .get_object(
+            Bucket=cloud.names["REGISTRY_BUCKET"],
+            Key=f"registry/digits/runs/{run['run_id']}.json",
+        )["Body"]
+        .read()
+    )
+    assert record["streamed"]["rows"] == 12 * 140
+    assert record["streamed"]["passes"] >= 3
+    assert record["start"].startswith("cold start (streamed)")
+    assert record["export"]["check"]["ok"]
+    assert len(record["data"]["batches"]) == 12

@@ -17,10 +17,16 @@ from edge.uploads import encode_batch
 from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.data import read_batch
 from edgeloop.factory.handoff import RUN_ID, STREAM_ABOVE, config_hyperparameters
-from edgeloop.factory.job import ML_ROOT_ENV, JobOutcome, MlPaths
+from edgeloop.factory.job import MEMORY_BYTES, ML_ROOT_ENV, JobOutcome, MlPaths
 from edgeloop.factory.run import train_batches
 from edgeloop.runtime import CompiledModel
-from tests.factories import digits_config, kmeans_config, planted_outliers
+from tests.factories import (
+    digits_config,
+    kmeans_config,
+    planted_outliers,
+    signal_config,
+    signal_windows,
+)
 
 
 def _job_dir(root: Path, config: ModelConfig, uploads: dict[str, bytes], **extra: str) -> MlPaths:
@@ -135,3 +141,39 @@ def test_bad_hyperparameters_fail_the_job_with_their_reason(
     paths.hyperparameters.write_text(json.dumps(hyperparameters))
     assert _run(paths).returncode == 1
     assert paths.failure.read_text().startswith(reason)
+
+
+def test_a_classifier_above_the_streaming_threshold_trains_chunk_by_chunk(
+    tmp_path: Path,
+) -> None:
+    config = digits_config("logistic_classifier", threshold=0.9)
+    paths = _job_dir(tmp_path / "ml", config, _digit_uploads(6, 250), **{STREAM_ABOVE: "1"})
+    done = _run(paths)
+    assert done.returncode == 0, done.stderr
+    outcome = JobOutcome.read(paths.model)
+    assert outcome.record["streamed"]["rows"] == outcome.record["rows"] == 6 * 250
+    assert outcome.promoted, outcome.record["gate"]
+    assert outcome.tflite is not None
+    trained = outcome.trained()
+    assert trained is not None
+    X = load_digits().data[:8]
+    assert np.allclose(CompiledModel(outcome.tflite).predict(X), trained.outputs(X), atol=1e-4)
+
+
+def test_a_model_that_cannot_stream_is_refused_when_it_would_not_fit_in_memory(
+    tmp_path: Path,
+) -> None:
+    config = signal_config("mlp_classifier")
+    X, modes = signal_windows(64, seed=3)
+    uploads = {"data/pump/pump-0/0001.npz": encode_batch(X.astype(np.float32), modes)}
+    extra = {STREAM_ABOVE: "1", MEMORY_BYTES: str(64 * 2**20)}
+    paths = _job_dir(tmp_path / "ml", config, uploads, **extra)
+    done = _run(paths)
+    assert done.returncode == 1
+    reason = paths.failure.read_text()
+    assert reason.startswith("CannotStream: pump is fed raw windows ([signal] section)")
+    assert "above the 64 MiB this instance has" in reason
+    # With the memory it needs, the same run trains in memory as before.
+    roomy = _job_dir(tmp_path / "roomy", config, uploads, **{STREAM_ABOVE: "1"})
+    assert _run(roomy).returncode == 0
+    assert "streamed" not in JobOutcome.read(roomy.model).record

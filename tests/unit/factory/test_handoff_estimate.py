@@ -19,7 +19,7 @@ from edgeloop.factory.handoff import (
     manifest_keys,
 )
 from edgeloop.factory.stream import trains_streamed
-from tests.factories import digits_config, kmeans_config
+from tests.factories import digits_config, kmeans_config, signal_config
 
 MiB = 2**20
 
@@ -42,10 +42,14 @@ def test_streamed_kmeans_holds_one_upload_whatever_the_data() -> None:
     assert large.seconds == pytest.approx(10_240 * small.seconds, rel=1e-3)
 
 
-def test_kmeans_streams_on_stored_bytes_above_the_threshold_and_classifiers_never() -> None:
+def test_models_stream_on_stored_bytes_above_the_threshold_unless_fed_raw_windows() -> None:
     assert trains_streamed(kmeans_config(), 257 * MiB, 256 * MiB)
     assert not trains_streamed(kmeans_config(), 256 * MiB, 256 * MiB)
-    assert not trains_streamed(digits_config(), 10 * 1024 * MiB, 256 * MiB)
+    assert trains_streamed(digits_config(), 257 * MiB, 256 * MiB)
+    assert trains_streamed(digits_config("logistic_classifier"), 257 * MiB, 256 * MiB)
+    assert not trains_streamed(digits_config(), 256 * MiB, 256 * MiB)
+    assert not trains_streamed(signal_config("mlp_classifier"), 10 * 1024 * MiB, 256 * MiB)
+    assert not trains_streamed(signal_config(), 10 * 1024 * MiB, 256 * MiB)
 
 
 def test_a_wider_network_or_more_epochs_is_estimated_longer() -> None:
@@ -80,6 +84,11 @@ def test_the_config_round_trips_through_hyperparameters() -> None:
     hyperparameters = config_hyperparameters(config)
     assert all(isinstance(v, str) and len(v) <= 2500 for v in hyperparameters.values())
     assert config_from_hyperparameters(hyperparameters) == config
+
+
+def test_a_signal_model_keeps_its_signal_section_through_hyperparameters() -> None:
+    config = signal_config("mlp_classifier")
+    assert config_from_hyperparameters(config_hyperparameters(config)) == config
 
 
 def test_a_config_section_past_sagemakers_limit_is_refused_before_starting() -> None:
