@@ -186,7 +186,7 @@ class Retrainer:
 
     def _read_data(
         self, config: ModelConfig, objects: list[ObjectInfo]
-    ) -> tuple[list[Batch | Quarantined], int]:
+    ) -> tuple[list[Batch | Quarantined], int, int]:
         """Uploads read until their decoded size fills the training budget, device by device.
 
         The budget counts decoded bytes, not bytes on the wire: a compressed
@@ -196,9 +196,11 @@ class Retrainer:
         budget and push every other device's data out (the run's per-device cap
         and screening then see everyone). An upload that does not fit what is
         left is skipped, never quarantined: it is honest data for a later run.
-        Bad uploads are moved to quarantine/.
+        Bad uploads are moved to quarantine/. Returns the items, how many were
+        quarantined, and how many uploads the budget left out (skipped or not read).
         """
         items: list[Batch | Quarantined] = []
+        examined = skipped = 0
         left = self.max_training_bytes
         devices = {device_from_key(obj.key) for obj in objects}
         # The same cap the run applies to rows (train.max_device_share, or
@@ -210,6 +212,7 @@ class Retrainer:
         for obj in _by_device_in_turns(objects):
             if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
                 break  # the budget is full for practical purposes
+            examined += 1
             device = device_from_key(obj.key)
             room = min(left, quota - used.get(device, 0))
             try:
@@ -218,17 +221,20 @@ class Retrainer:
                 continue  # the arrival log outlives the data (quarantined, expired)
             if decoded_size(obj.key, data, config) > room:
                 skipped_in_a_row += 1
+                skipped += 1
                 continue
             item = self._parse(config, obj.key, data)
             if isinstance(item, Batch):
                 if item.decoded_bytes > room:
                     skipped_in_a_row += 1
+                    skipped += 1
                     continue
                 left -= item.decoded_bytes
                 used[device] = used.get(device, 0) + item.decoded_bytes
             skipped_in_a_row = 0
             items.append(item)
-        return items, sum(isinstance(item, Quarantined) for item in items)
+        left_out = skipped + len(objects) - examined
+        return items, sum(isinstance(item, Quarantined) for item in items), left_out
 
     def _reference(self, config: ModelConfig) -> Dataset | None:
         """The platform's reference set for this model, or None when the config names none.
@@ -465,7 +471,7 @@ class Retrainer:
             rows = int(result.record["data"]["rows"] or 0)
             quarantine_log = seen["quarantined"]
         else:
-            items, quarantined = self._read_data(config, objects)
+            items, quarantined, left_out = self._read_data(config, objects)
             try:
                 dataset = assemble(items, config)
             except NoUsableData as exc:
@@ -480,6 +486,17 @@ class Retrainer:
             dataset = contained_dataset(config, items, contained.culprits, culprits)
             rows = dataset.rows
             quarantine_log = [q.to_json() for q in dataset.quarantined]
+            if left_out:
+                # A model trained on a window of the fleet's data says so in its run.
+                result.record["data"]["left_out"] = {
+                    "uploads": left_out,
+                    "reason": (
+                        f"over the function's training budget of {self.max_training_bytes} "
+                        "decoded bytes (MAX_TRAINING_BYTES); they stay for later runs. A run "
+                        "the hand-off estimate sends to a training job (HANDOFF_MEMORY_BYTES, "
+                        "HANDOFF_SECONDS) trains on all of them"
+                    ),
+                }
         return self._ending.finish(
             config,
             run_id,

@@ -173,6 +173,9 @@ def test_the_training_budget_counts_decoded_bytes_not_bytes_on_the_wire(
     assert isinstance(data, dict)
     assert len(data["batches"]) == 1  # three fit the budget on the wire, one decoded
     assert _quarantined(cloud) == []  # the two that did not fit are kept for later runs
+    # A model trained on a window of the data says so in its run.
+    assert data["left_out"]["uploads"] == 2
+    assert "MAX_TRAINING_BYTES" in data["left_out"]["reason"]
 
 
 def test_a_reference_set_the_candidate_fails_refuses_the_run_in_the_cloud(
