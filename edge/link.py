@@ -87,6 +87,11 @@ class Link:
         self._client.on_connect = self._connected
         self._client.on_message = self._message
         self._client.on_disconnect = self._disconnected
+        # paho says why a socket failed only in its log: kept, so a connection the
+        # broker drops before CONNACK (a client certificate it does not accept) is
+        # not retried for ever in silence.
+        self._client.on_log = self._paho_log
+        self._socket_error = ""
         self._stop = threading.Event()
         self._is_connected = threading.Event()
         # Only answers to requests this agent made and still waits for are kept:
@@ -126,6 +131,7 @@ class Link:
     def _run(self) -> None:
         backoff = Backoff(self.broker.reconnect_min, self.broker.reconnect_max)
         while not self._stop.is_set():
+            self._socket_error = ""
             try:
                 self._client.connect(
                     self.broker.host, self.broker.port, keepalive=self.broker.keepalive
@@ -141,6 +147,7 @@ class Link:
                 self._stop.wait(pause)
                 continue
             started = time.monotonic()
+            connections = self.connections
             while not self._stop.is_set():
                 # paho wakes the select itself when another thread publishes, so a long
                 # timeout costs nothing but keeps an idle agent from spinning.
@@ -151,10 +158,39 @@ class Link:
                 backoff.reset()
             if not self._stop.is_set():
                 pause = backoff.next()
-                log.info("event=reconnecting broker=%s retry_in=%.1fs", self.broker.url, pause)
+                if connections == self.connections:
+                    self._dropped_before_connack(pause)
+                else:
+                    log.info("event=reconnecting broker=%s retry_in=%.1fs", self.broker.url, pause)
                 self._stop.wait(pause)
 
+    def _dropped_before_connack(self, pause: float) -> None:
+        """The broker closed the connection before accepting it: say why, and what to do."""
+        reason = self._socket_error or "closed by the broker"
+        hint = ""
+        if self.broker.cert is not None:
+            # Dropped before CONNACK with a client certificate: the broker did not take
+            # the certificate, or the identity behind it. Its reason is not sent back.
+            hint = (
+                ": most often the broker does not accept this device's certificate "
+                "(issued by another cloud's CA, revoked, or its thing's policy refuses "
+                "it); a device provisioned by an earlier local cloud: remove its state "
+                "directory's identity/ to provision again"
+            )
+        log.warning(
+            "event=connection_refused broker=%s reason=%r retry_in=%.1fs%s",
+            self.broker.url,
+            reason,
+            pause,
+            hint,
+        )
+
     # --- callbacks -------------------------------------------------------------------
+
+    def _paho_log(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+        # The first error of a connection is the cause; later ones are its echoes.
+        if level == mqtt.MQTT_LOG_ERR and not self._socket_error:
+            self._socket_error = text
 
     def _connected(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any = None

@@ -3,11 +3,13 @@ and an ACL from the registry, the local CA, and the agent's own exchange."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import stat
 import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -18,6 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import AgentConfig, parse_agent_config
 from edge.errors import ProvisioningFailed
+from edge.link import Link
 from edge.provision import ensure_identity, load_identity
 from edge.tls import broker_tls
 from edgeloop.contract.device_policy import MODEL_ATTRIBUTE
@@ -292,3 +295,30 @@ def test_the_broker_holds_each_certificate_to_its_own_thing_and_model(
     finally:
         device.close()
         cloud.close()
+
+
+def test_a_certificate_from_another_clouds_ca_is_refused_and_the_agent_says_why(
+    local_iot: LocalIot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A device kept the identity an earlier local cloud issued: the broker drops it
+    before CONNACK, and the agent says so and what to do, instead of reconnecting in
+    silence."""
+    other = LocalCa(local_iot.directory / "earlier-cloud-ca").key_pair("sn-old", "sn-old")
+    config = local_iot.agent_config("sn-old")
+    broker = replace(
+        config.broker, cert=other.cert, key=other.key, reconnect_min=0.1, reconnect_max=0.5
+    )
+    link = Link(broker, "sn-old", "digits", lambda _: None)
+    with caplog.at_level(logging.WARNING, logger="edge.link"):
+        link.start()
+        try:
+            deadline = time.monotonic() + 30
+            while "event=connection_refused" not in caplog.text:
+                assert time.monotonic() < deadline, caplog.text
+                time.sleep(0.05)
+        finally:
+            link.stop()
+    assert not link.connected
+    said = next(r.getMessage() for r in caplog.records if "connection_refused" in r.getMessage())
+    assert "does not accept this device's certificate" in said
+    assert "identity/" in said
