@@ -33,13 +33,34 @@ class ModelInfo:
 
 
 def model_path(path: str) -> Path:
-    """A .tflite file, or a run or release directory holding model.tflite."""
+    """A .tflite file; a run or version directory holding model.tflite; or a release
+    (`edgeloop release make` OUT), whose newest version of its one model is taken."""
     p = Path(path)
+    if p.is_dir() and not (p / "model.tflite").is_file():
+        p = _newest_released(p) or p
     if p.is_dir():
         p = p / "model.tflite"
     if not p.is_file():
         raise CliError(f"{p}: no such model file (pass a .tflite file or a run/release directory)")
     return p
+
+
+def _newest_released(release: Path) -> Path | None:
+    """The newest version directory of a release's one model, None if it is no release."""
+    found = [
+        q.parent
+        for q in release.glob("registry/*/versions/*/model.tflite")
+        if q.parent.name.isdigit()
+    ]
+    if not found:
+        return None
+    models = sorted({q.parents[1].name for q in found})
+    if len(models) > 1:
+        raise CliError(
+            f"{release} releases {', '.join(models)}: pass one version's directory, "
+            f"e.g. {release}/registry/{models[0]}/versions/N"
+        )
+    return max(found, key=lambda q: int(q.name))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -53,6 +53,8 @@ def _predict(args: argparse.Namespace) -> int:
         "columns": list(table.columns),
         "described_by": info.source,
     }
+    if table.labels is None:
+        summary["no_label_column"] = info.label_column
     if out.ndim == 2:
         _classify(out, info, table.labels, summary)
     else:
@@ -166,6 +168,11 @@ def _print(summary: dict[str, Any]) -> None:
                 f"accuracy against the file's {summary['label_column']!r} column: "
                 f"{summary['accuracy']:.4f}"
             )
+        elif "no_label_column" in summary:
+            print(
+                f"no accuracy: the file has no {summary['no_label_column']!r} column; pass "
+                "--label-column COLUMN (or --config) to score against the file's labels"
+            )
         print(f"predicted: {_more(summary['predicted'])}")
         return
     if "auc" in summary:
@@ -198,7 +205,11 @@ def register(sub: Any) -> None:
         "matched by the model's feature names; class labels, the label column and the alarm "
         "threshold come from --config, else run.json or manifest.json beside the model.",
     )
-    p.add_argument("model", help="a .tflite file, or a run (train --out) or release directory")
+    p.add_argument(
+        "model",
+        help="a .tflite file, a run (train --out) or version directory, or a release (its "
+        "newest version)",
+    )
     p.add_argument("data", help=".csv with a header line, or .npz with X (and y)")
     p.add_argument(
         "--config",

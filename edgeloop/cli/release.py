@@ -103,12 +103,21 @@ def _make(args: argparse.Namespace) -> int:
         )
     if earlier and version < max(earlier):
         raise CliError(f"--version {version} must be above every released one ({max(earlier)})")
+    tflite = (run / "model.tflite").read_bytes()
+    for v in sorted(earlier, reverse=True):
+        # A version is its bytes: the same run released twice would be two numbers
+        # for one model, and a rollout between them would change nothing.
+        if (registry_dir(out, model) / str(v) / "model.tflite").read_bytes() == tflite:
+            raise CliError(
+                f"{run} is already released as {model} v{v} in {out}: the same model bytes; "
+                "train a new run to release a new version",
+                "exists",
+            )
     bases = {
         v: (registry_dir(out, model) / str(v) / "model.tflite").read_bytes()
         for v in sorted(earlier)[-args.bases :]
         if args.bases > 0
     }
-    tflite = (run / "model.tflite").read_bytes()
     plan = plan_deltas(tflite, bases)
     manifest, files = build_release(config, version, tflite, plan, record)
 

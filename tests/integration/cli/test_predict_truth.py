@@ -140,6 +140,8 @@ def test_the_label_column_flag_overrides_the_models(
     (tmp_path / "renamed.csv").write_text(text)
     model = str(trained / "run")
     assert "accuracy" not in _predict([model, str(tmp_path / "renamed.csv")], capsys)
+    main(["predict", model, str(tmp_path / "renamed.csv")])
+    assert "no accuracy: the file has no 'digit_class' column" in capsys.readouterr().out
     doc = _predict([model, str(tmp_path / "renamed.csv"), "--label-column", "truth"], capsys)
     assert doc["accuracy"] > 0.9
 

@@ -159,3 +159,15 @@ def test_a_refused_run_or_a_taken_version_is_not_released(
     again = ["release", "make", str(release / "r2"), "-o", str(release / "cdn")]
     assert main([*again, "--version", "2"]) == 2
     assert "already released" in capsys.readouterr().err
+    # The same run again, under the next number: the same bytes are not a new version.
+    assert main(again) == 2
+    assert "already released as digits v2" in capsys.readouterr().err
+
+
+def test_predict_takes_a_release_and_scores_its_newest_version(
+    release: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["predict", str(release / "cdn"), str(release / "first.npz"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert "versions/2/manifest.json" in doc["described_by"]
