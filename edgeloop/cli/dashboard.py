@@ -414,9 +414,11 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-def start(read: Reader, source: str, port: int) -> Dashboard | None:
+def start(
+    read: Reader, source: str, port: int, option: str = "--dashboard-port"
+) -> Dashboard | None:
     """The dashboard on `port`, or None when it is 0; a port already taken is said on
-    stderr and the caller runs on without a dashboard."""
+    stderr (naming the caller's `option`) and the caller runs on without a dashboard."""
     if port == 0:
         return None
     try:
@@ -424,7 +426,7 @@ def start(read: Reader, source: str, port: int) -> Dashboard | None:
     except OSError as exc:
         print(
             f"warning: no dashboard: cannot listen on 127.0.0.1:{port} ({exc.strerror}); "
-            "pass --dashboard-port N (0: none)",
+            f"pass {option} N",
             file=sys.stderr,
             flush=True,
         )
@@ -497,9 +499,14 @@ def _run(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
-    dashboard = start(read, source, args.port)
-    if dashboard is None:
-        raise CliError(f"no dashboard on port {args.port}: pass --port N", "usage")
+    try:
+        dashboard: Dashboard | None = Dashboard(read, source, args.port)
+    except OSError as exc:
+        raise CliError(
+            f"no dashboard: cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); pass --port N",
+            "usage",
+        ) from exc
+    assert dashboard is not None
     print(f"dashboard of the {source}: {dashboard.url} (Ctrl-C stops it)", flush=True)
     while not stopping.wait(1.0):
         pass

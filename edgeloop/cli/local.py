@@ -385,6 +385,12 @@ def _watch_provisioning(provisioning: LocalProvisioning, seen: _Watch) -> None:
     seen.refused = len(provisioning.refusals)
 
 
+def _no_dashboard(port: int) -> str:
+    if port == 0:
+        return "none (--dashboard-port 0)"
+    return f"none: port {port} is taken (see the warning above; --dashboard-port N)"
+
+
 def _announce(
     state: dict[str, Any], models: dict[str, tuple[str, ModelConfig]], args: argparse.Namespace
 ) -> None:
@@ -413,7 +419,7 @@ def _announce(
         f"run a device:     edgeloop feed YOUR.csv --config MODEL.toml | "
         f"edgeloop-agent run --config {state['agent_config']}\n"
         f"see what it does: edgeloop local status --dir {Path(state['agent_config']).parent}\n"
-        f"dashboard:        {state['dashboard_url'] or 'none (--dashboard-port 0)'}\n"
+        f"dashboard:        {state['dashboard_url'] or _no_dashboard(args.dashboard_port)}\n"
         f"presence:         {PRESENCE_EMULATED}\n"
         + (
             f"identity:         enforced by the broker; claim bundle in {state['claim']}\n"

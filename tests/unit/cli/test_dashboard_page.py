@@ -129,7 +129,26 @@ def test_port_zero_is_no_dashboard_and_a_taken_port_only_warns(
 ) -> None:
     assert start(lambda: {}, "x", 0) is None
     assert start(lambda: {}, "x", served.port) is None
-    assert f"cannot listen on 127.0.0.1:{served.port}" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{served.port}" in said
+    assert "pass --dashboard-port N" in said
+
+
+def test_edgeloop_dashboard_on_a_taken_port_is_one_line_naming_its_own_option(
+    served: Dashboard,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        "edgeloop.cli.dashboard._reader", lambda args: ((lambda: {}), "local cloud in x")
+    )
+    assert main(["dashboard", "--local", str(tmp_path), "--port", str(served.port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"cannot listen on 127.0.0.1:{served.port}" in err
+    assert "pass --port N" in err
+    assert "--dashboard-port" not in err
 
 
 class _Counts:
