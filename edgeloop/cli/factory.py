@@ -62,6 +62,14 @@ def _load_champion(path: str, config: ModelConfig) -> TrainedModel:
 
 
 def _check_paths(paths: list[str]) -> None:
+    folders = [p for p in paths if Path(p).is_dir()]
+    if folders:
+        raise CliError(
+            f"{', '.join(folders)} is a directory: pass the data files in it (e.g. "
+            f"{folders[0].rstrip('/')}/*.csv)",
+            "missing_data",
+            exit_code=EXIT_FAILED,
+        )
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         raise CliError(

@@ -31,7 +31,9 @@ def _feed(args: argparse.Namespace) -> int:
     out = sys.stdout
     try:
         for i, row in enumerate(table.X):
-            doc: dict[str, Any] = {"x": [float(v) for v in row]}
+            # The shortest decimal that reads back as the same float32 (17.99, not
+            # 17.989999771118164): the agent reads float32, and the pipe stays short.
+            doc: dict[str, Any] = {"x": [float(str(v)) for v in row]}
             if table.labels is not None and config.is_classifier:
                 try:
                     doc["y"] = int(float(table.labels[i]))

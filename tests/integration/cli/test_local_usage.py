@@ -65,11 +65,12 @@ def test_feed_picks_the_models_columns_by_name(
     names = ["rms", "peak", "crest", "kurtosis", "band_low", "band_mid", "band_high", "temp"]
     header = ["temp", "timestamp", *names[:-1]]
     (tmp_path / "log.csv").write_text(
-        ",".join(header) + "\n" + "8,2026-01-01T00:00:00Z,1,2,3,4,5,6,7\n"
+        ",".join(header) + "\n" + "8,2026-01-01T00:00:00Z,1,2,3,4,5,6,17.99\n"
     )
     config = str(REPO / "models" / "vibration.toml")
     assert main(["feed", str(tmp_path / "log.csv"), "--config", config]) == 0
-    assert json.loads(capsys.readouterr().out) == {"x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]}
+    # 17.99 as the shortest float32 decimal, not float32 noise (17.989999771118164).
+    assert json.loads(capsys.readouterr().out) == {"x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 17.99, 8.0]}
     (tmp_path / "short.csv").write_text("rms,peak\n1,2\n")
     assert main(["feed", str(tmp_path / "short.csv"), "--config", config]) == 2
     assert "no column 'crest'" in _one_line(capsys.readouterr().err)

@@ -99,6 +99,7 @@ def test_json_prints_an_object_on_failure_too(w: Path, capsys: pytest.CaptureFix
     cases = [
         (["train", str(w / "digits.toml"), str(w / "broken.csv")], "no_usable_data", 1),
         (["train", str(w / "digits.toml"), str(w / "missing.npz")], "missing_data", 1),
+        (["train", str(w / "digits.toml"), str(w)], "missing_data", 1),
         (["train", str(w / "nothing.toml"), str(w / "digits.npz")], "bad_config", 2),
     ]
     for args, code, exit_code in cases:
