@@ -16,6 +16,7 @@ from edgeloop.cli.stack import (
     add_local_option,
     add_stack_option,
     aws_client,
+    local_cloud,
     resolve,
 )
 
@@ -162,6 +163,7 @@ def _fleet(args: argparse.Namespace) -> int:
     from functions.common.presence import PresenceTable
 
     presence_table = _presence_table(args)
+    _known_locally(args)
     with aws_errors(f"fleet table {table}"):
         dynamodb = aws_client(args, "dynamodb")
         records = FleetTable(dynamodb, table).for_model(args.model)
@@ -178,6 +180,18 @@ def _fleet(args: argparse.Namespace) -> int:
     if not docs:
         print(f"(no device has reported for model {args.model} yet)")
     return 0
+
+
+def _known_locally(args: argparse.Namespace) -> None:
+    """A local cloud knows its models (its model configs): a name it does not know is
+    a mistake, said with the names it knows. A deployed stack keeps no list of them."""
+    state = local_cloud(args)
+    known = sorted(state.get("models") or ()) if state is not None else []
+    if known and args.model not in known:
+        raise CliError(
+            f"the local cloud has no model {args.model!r}; its models: {', '.join(known)}",
+            "unknown_model",
+        )
 
 
 def _presence_table(args: argparse.Namespace) -> str | None:

@@ -54,6 +54,7 @@ def local_dir(moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         "region": "eu-west-1",
         "credentials": credentials,
         "presence_table": "",
+        "models": ["digits", "vibration"],
         **names,
     }
     (directory / "local.json").write_text(json.dumps(state))
@@ -90,6 +91,15 @@ def test_fleet_and_rollout_status_with_local(
     # No rollout yet: the registry table was found and read, and says so in one line.
     assert main(["rollout", "status", "--model", "vibration", "--local", str(local_dir)]) == 1
     assert "vibration has no rollout yet" in capsys.readouterr().err
+
+
+def test_a_model_the_local_cloud_does_not_have_is_one_line_naming_those_it_has(
+    local_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["fleet", "--model", "nope", "--local", str(local_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "has no model 'nope'; its models: digits, vibration" in err
 
 
 def test_the_default_local_cloud_is_used_when_nothing_else_is_named(
