@@ -75,6 +75,9 @@ class UpdateWorker:
         self._carried: dict[str, bytes] = {}  # the files the pending nudge brought
         self._ready = threading.Condition()
         self.refreshes = 0
+        # Every nudge's bytes, carried files included: what the device received over
+        # MQTT for its updates, beside what it fetched from the CDN.
+        self.nudge_bytes = 0
         # The version named by the last nudge whose refresh has finished: what a caller
         # waits on to know a nudge is settled, for its refresh may find nothing new.
         self.answered: int | None = None
@@ -83,6 +86,7 @@ class UpdateWorker:
         """The link's callback: ask for a refresh; one pending nudge stands for all."""
         nudge = read_nudge(raw)
         with self._ready:
+            self.nudge_bytes += len(raw)
             self._nudge = describe_nudge(raw)
             self._expected = None if nudge is None else nudge.version
             # The newest nudge's files stand for all: each was read after its publish.

@@ -47,9 +47,10 @@ def build_report(
             / max(1, c.scored_without_model),
             "upload_share_after_swap": c.uploaded_rows_with_model / max(1, with_model),
             "alarms": c.alarms,
-            "bytes_received": received.get(
-                agent.config.device.thing, dict.fromkeys(shipments.KINDS, 0)
-            ),
+            "bytes_received": {
+                shipments.NUDGE: agent.updates.nudge_bytes,
+                **received.get(agent.config.device.thing, dict.fromkeys(shipments.KINDS, 0)),
+            },
         }
     return {
         "scenario": scenario.name,
@@ -117,6 +118,7 @@ def update_lines(report: dict[str, Any]) -> list[str]:
         got = [x for x in report["shipments"] if x["version"] == version]
         patches = sorted({x["bytes"] for x in got if x["kind"] == "patch"})
         compressed = report["compressed_artifact_bytes"].get(str(version))
+        fetched_model = any(x["kind"] in ("compressed", "full") for x in got)
         if patches and compressed:
             sizes = f"{patches[0]}–{patches[-1]}" if len(patches) > 1 else str(patches[0])
             share = max(patches) / compressed
@@ -124,8 +126,14 @@ def update_lines(report: dict[str, Any]) -> list[str]:
                 f"v{version}: a patch of {sizes} B, {share:.0%} of the {compressed} B compressed "
                 f"model ({report['full_artifact_bytes'][str(version)]} B uncompressed)"
             )
-        elif compressed:
+        elif fetched_model and compressed:
             lines.append(f"v{version}: the compressed full model, {compressed} B")
+        elif compressed:
+            # Nothing of the model from the CDN: the patch rode in the nudge.
+            lines.append(
+                f"v{version}: its patch came inside the nudge (MQTT) beside the signed "
+                f"metadata; no model bytes from the CDN ({compressed} B compressed model)"
+            )
     return lines
 
 
@@ -180,20 +188,21 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         "## Devices",
         "",
-        "Bytes each device fetched: the signed metadata and the small files beside a "
-        "version (its spec, golden inputs when they changed), patches, the zstd-compressed "
-        "full model (what a device without a usable patch fetches) and the uncompressed "
-        "full model (the last resort).",
+        "Bytes each device received: its nudges over MQTT (with the signed metadata, the "
+        "spec and the patch they carry when those fit one message), then from the CDN the "
+        "signed metadata and the small files beside a version (its spec, golden inputs "
+        "when they changed), patches, the zstd-compressed full model (what a device "
+        "without a usable patch fetches) and the uncompressed full model (the last resort).",
         "",
-        "| device | stage | version | metadata | patches | compressed full (.zstd) "
-        "| full (.tflite) | upload share before swap | after |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| device | stage | version | nudges (MQTT) | metadata | patches "
+        "| compressed full (.zstd) | full (.tflite) | upload share before swap | after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, d in report["devices"].items():
         b = d["bytes_received"]
         version = f"v{d['final_version']}" if d["final_version"] else "-"
         lines.append(
-            f"| {name} | {d['stage']} | {version} "
+            f"| {name} | {d['stage']} | {version} | {b[shipments.NUDGE]} "
             f"| {b['metadata']} | {b['patch']} | {b['compressed']} | {b['full']} | "
             f"{d['upload_share_before_swap']:.0%} | {d['upload_share_after_swap']:.0%} |"
         )
@@ -243,11 +252,11 @@ def _picture(report: dict[str, Any], path: Path) -> None:
     ax = axes[0][1]
     names = list(report["devices"])
     bottom = [0] * len(names)
-    for kind in shipments.KINDS:
+    for kind in (shipments.NUDGE, *shipments.KINDS):
         heights = [report["devices"][n]["bytes_received"][kind] for n in names]
         ax.bar(names, heights, bottom=bottom, label=shipments.LABELS[kind])
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-    ax.set_title("bytes each device fetched")
+    ax.set_title("bytes each device received")
     ax.legend()
     ax.tick_params(axis="x", rotation=30)
 

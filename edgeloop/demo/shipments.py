@@ -15,7 +15,11 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 KINDS = ("metadata", "patch", "compressed", "full")
+# What came over MQTT rather than the CDN: the nudges, with the metadata, spec and
+# patch they carry when those fit one message (counted by each agent, not logged here).
+NUDGE = "nudge"
 LABELS = {
+    NUDGE: "nudges over MQTT (with what they carry)",
     "metadata": "signed metadata, spec, golden inputs",
     "patch": "patches",
     "compressed": "compressed full model (.zstd)",

@@ -147,10 +147,13 @@ def test_the_compressed_full_artifact_is_not_called_a_patch(
         # Every device fetched its first model compressed, and nothing but patches as patches.
         received = device["bytes_received"]
         assert received["compressed"] >= doc["compressed_artifact_bytes"][str(first)]
+        # What came over MQTT counts too: every device was nudged at least once.
+        assert received["nudge"] > 0
         assert received["patch"] == sum(
             s["bytes"] for s in doc["shipments"] if s["kind"] == "patch" and s["device"] == name
         )
     assert "compressed full (.zstd)" in (out / "report.md").read_text()
+    assert "nudges (MQTT)" in (out / "report.md").read_text()
 
 
 def test_events_are_stamped_as_they_happen_stage_by_stage(
