@@ -255,6 +255,28 @@ class Demo:
     def _runs(self) -> list[dict[str, Any]]:
         return self.registry.runs(self.scenario.model, limit=100)
 
+    def _where_it_stood(self, target: int) -> str:
+        """Each device's version and last step, the rollout's stage and what it counted
+        there, and what the local cloud's router saw fail: why a rollout is stuck."""
+        devices = ", ".join(
+            f"{a.config.device.thing} v{a.version} {a.step.value} "
+            f"({a.updates.nudge_bytes} B of nudges)"
+            for a in self.state.agents
+        )
+        rollout = self.registry.rollout(self.scenario.model) or {}
+        stage = rollout.get("stage")
+        counted = (
+            self.registry.stage_counts(self.scenario.model, target, int(stage))
+            if isinstance(stage, int) and stage >= 0
+            else {}
+        )
+        errors = "; ".join(self.cloud.router.errors[-3:]) or "none"
+        return (
+            f"devices: {devices}; rollout of v{rollout.get('version')} "
+            f"{rollout.get('state')} at stage {stage}, counted there {counted}; "
+            f"router errors: {errors}"
+        )
+
     def _round(self, number: int, data: str, feeds: list[list[Any]]) -> None:
         on_board = self.state.champion
         # Say what is true at the start of this round, whatever happened before it.
@@ -296,13 +318,7 @@ class Demo:
                     f"every device to run v{target}",
                 )
             except DemoFailed as exc:
-                # Say where each device and the rollout stood, so a stuck run says why.
-                devices = ", ".join(f"{a.config.device.thing} v{a.version}" for a in agents)
-                rollout = self.registry.rollout(self.scenario.model) or {}
-                raise DemoFailed(
-                    f"{exc} (devices: {devices}; rollout {rollout.get('state')} at stage "
-                    f"{rollout.get('stage')})"
-                ) from exc
+                raise DemoFailed(f"{exc} ({self._where_it_stood(target)})") from exc
             wait_until(
                 lambda: (
                     (self.registry.rollout(self.scenario.model) or {}).get("state") == "complete"
