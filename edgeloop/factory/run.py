@@ -385,18 +385,23 @@ def train_run_streamed(
     return _kmeans_streamed(config, chunks, champion, reference)
 
 
+def _streamed_record(config: ModelConfig) -> dict[str, Any]:
+    """A streamed run's record before it is judged: no data snapshot, the rows pass by."""
+    return {
+        "model": config.model.name,
+        "kind": config.model.kind,
+        "config": config.to_dict(),
+        "data": {},
+    }
+
+
 def _kmeans_streamed(
     config: ModelConfig,
     chunks: ChunkSource,
     champion: TrainedModel | None,
     reference: Dataset | None,
 ) -> RunResult:
-    record: dict[str, Any] = {
-        "model": config.model.name,
-        "kind": config.model.kind,
-        "config": config.to_dict(),
-        "data": {},
-    }
+    record = _streamed_record(config)
     try:
         run = fit_kmeans_streaming(config, chunks, champion)
     except NotEnoughData as exc:
@@ -427,12 +432,7 @@ def _classifier_streamed(
     champion: TrainedModel | None,
     reference: Dataset | None,
 ) -> RunResult:
-    record: dict[str, Any] = {
-        "model": config.model.name,
-        "kind": config.model.kind,
-        "config": config.to_dict(),
-        "data": {},
-    }
+    record = _streamed_record(config)
     try:
         run = fit_classifier_streaming(config, chunks)
     except NotEnoughData as exc:
