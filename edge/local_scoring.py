@@ -84,3 +84,11 @@ class LocalScoring:
                 delay = next_at - time.monotonic()
                 if delay > 0:
                     stop.wait(delay)
+        if not stop.is_set():
+            # A piped file has ended: said, so whoever fed it knows every line was read.
+            # The agent stays up: updates, uploads and status go on.
+            log.info(
+                "event=source_ended scored=%d: the source has no more samples; the agent "
+                "keeps running (updates, uploads, status) until it is stopped",
+                self._counters.scored,
+            )

@@ -250,6 +250,8 @@ class SignedRepository:
         self._clock = clock
         self._updater: Updater | None = None
         self._fetcher: CdnFetcher | None = None
+        # Whether the last refresh started from a root kept here, not the shipped one.
+        self._kept_root = False
         self._last: dict[str, tuple[float, Offer]] = {}
 
     def _received(self, n: int) -> None:
@@ -262,6 +264,13 @@ class SignedRepository:
         except tuf_errors.ExpiredMetadataError as exc:
             raise MetadataExpired(f"signed metadata has expired: {exc}", exc) from exc
         except tuf_errors.UnsignedMetadataError as exc:
+            if not self._kept_root:
+                # Nothing kept: the root this device ships with is not this cloud's.
+                raise TrustRefused(
+                    f"{type(exc).__name__}: {exc}; the trust root this device starts from "
+                    "([trust] root) is not this cloud's root: use the cloud's root.json",
+                    exc,
+                ) from exc
             # Most often a cloud set up anew (a new root) behind a device that kept the
             # old one; the fix is to forget it, which nothing should do unasked.
             raise TrustRefused(
@@ -283,6 +292,7 @@ class SignedRepository:
         self._metadata_dir.mkdir(parents=True, exist_ok=True)
         # The shipped root is the anchor only until a newer root has been verified and kept.
         have_root = (self._metadata_dir / "root.json").exists()
+        self._kept_root = have_root
         return Updater(
             metadata_dir=str(self._metadata_dir),
             metadata_base_url=self._http.base_url + METADATA,

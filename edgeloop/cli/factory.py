@@ -188,6 +188,12 @@ def _train(args: argparse.Namespace) -> int:
             print(f"  set aside {q['key']}: {q['reason']} ({q['detail']})")
         for line in result.record["data"].get("trimmed", ()):
             print(f"  trimmed {line}")
+        unseen = result.record.get("unseen_classes")
+        if unseen:
+            print(
+                f"  warning: no training row of class {', '.join(map(str, unseen))}: the model "
+                "outputs it (model.classes) but never learnt it"
+            )
         print(f"  wrote {', '.join(str(p) for p in wrote)}")
         if not result.promoted:
             print("  no model.tflite: a refused candidate is not shipped")

@@ -316,6 +316,13 @@ def train_run(
             "holdout_devices": list(parts.holdout_devices),
         },
     }
+    if config.model.classes and parts.y_train is not None:
+        # Declared classes the data never showed: the model outputs them but never
+        # learnt them, which a good accuracy on the others would hide.
+        seen = {int(c) for c in np.unique(parts.y_train)}
+        unseen = [c for c in config.model.classes if c not in seen]
+        if unseen:
+            record["unseen_classes"] = unseen
     try:
         candidate, warm = _fit(config, parts, champion, record)
     except NotEnoughData as exc:

@@ -27,9 +27,17 @@ def test_a_root_from_another_cloud_is_refused_with_the_fix(
 ) -> None:
     world.publish("digits", 1)
     device = world.device(root=other_root(tmp_path))
+    # Nothing kept yet: the root it starts from is the wrong one.
     with pytest.raises(TrustRefused) as refused:
         device.refresh("digits", "thing-1", None)
     said = str(refused.value)
+    assert "\n" not in said
+    assert "([trust] root) is not this cloud's root: use the cloud's root.json" in said
+    assert "remove" not in said
+    # Kept from then on: forgetting it is the fix.
+    with pytest.raises(TrustRefused) as again:
+        device.refresh("digits", "thing-1", None)
+    said = str(again.value)
     assert "\n" not in said
     assert "trust root is not its root" in said
     assert f"remove {tmp_path / 'device-1' / 'metadata'}" in said

@@ -147,3 +147,19 @@ def test_training_into_the_champions_own_directory_is_refused(
     assert main([*args, "--champion", str(w / "c")]) == 2
     assert "another directory than --champion" in _one_line(capsys.readouterr().err)
     assert (w / "c" / "estimator.joblib").exists()
+
+
+def test_a_declared_class_the_data_never_shows_is_warned_of(
+    w: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    X, y = load_digits(return_X_y=True)
+    keep = y != 9  # the config declares 0-9; nothing of class 9 arrives
+    np.savez(w / "no-nines.npz", X=X[keep][:900], y=y[keep][:900])
+    args = ["train", str(w / "digits.toml"), str(w / "no-nines.npz"), "--out", str(w / "r")]
+    capsys.readouterr()
+    main(args)
+    assert "warning: no training row of class 9" in capsys.readouterr().out
+    assert json.loads((w / "r" / "run.json").read_text())["unseen_classes"] == [9]
+    # Every class present: no warning.
+    main(["train", str(w / "digits.toml"), str(w / "digits.npz"), "--out", str(w / "all")])
+    assert "no training row" not in capsys.readouterr().out

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
 from edge.alarms import AlarmEvents
 from edge.config import UploadSection, WatchSection
@@ -64,3 +67,20 @@ def test_a_version_that_asks_for_half_its_samples_gets_about_half(tmp_path: Path
     # 2,000 confident samples: the device's 5% is about 100 rows, the version's 50% about 1,000.
     assert 50 < own < 160
     assert 900 < asked < 1100
+
+
+def test_the_end_of_the_source_is_said_with_the_samples_scored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    scorer = Scorer(0.6)
+    counters = Counters()
+    queue = UploadQueue(tmp_path / "queue", 8)
+    uploads = UploadPolicy(UploadSection(batch_rows=100), queue, counters, 3)
+    guard = SwapGuard(scorer, ModelStore(tmp_path / "store"), WatchSection(), _ignore)
+    scoring = LocalScoring(
+        scorer, guard, AlarmEvents("m", lambda _: None, counters), DriftWindow(), uploads, counters
+    )
+    samples = [Sample(np.zeros(8, dtype=np.float32)) for _ in range(3)]
+    with caplog.at_level(logging.INFO, logger="edge.local_scoring"):
+        scoring.run(samples, 0.0, threading.Event())
+    assert "event=source_ended scored=3" in caplog.text
