@@ -20,7 +20,7 @@ from edge.agent import Agent
 from edge.channel_sources import stdin_readings
 from edge.config import load_agent_config
 from edge.sources import Sample, SkippedLines
-from edgeloop.factory.config import parse_config
+from edgeloop.factory.config import ModelConfig, parse_config
 from edgeloop.factory.run import RunResult, train_run
 from edgeloop.factory.signal import frames
 from tests.factories import SIGNAL_RATE, SIGNAL_WINDOW, as_dataset, signal_doc, signal_windows
@@ -210,17 +210,23 @@ def test_raw_samples_from_a_local_mqtt_topic(world: World) -> None:
     assert agent.windows.windows == 8
 
 
+def half_window_run(hop: int, seed: int) -> tuple[ModelConfig, RunResult]:
+    """A v2 config cutting windows half as long at `hop`, and its promoted run."""
+    doc = _named(signal_doc())
+    doc["signal"]["window"] = SIGNAL_WINDOW // 2
+    doc["signal"]["hop"] = hop
+    short = parse_config(doc)
+    assert short.signal is not None
+    stream, _ = recording(200, seed=seed)
+    v2 = train_run(short, as_dataset(frames(short.signal, stream)[::4]))
+    assert v2.promoted, v2.decision.reason
+    return short, v2
+
+
 def test_an_update_that_changes_the_window_takes_effect_at_the_swap(world: World) -> None:
     """v2 windows half as long, with a hop of a quarter: it arrives as a patch of v1
     with its window spec signed beside it, and the next rows are v2's."""
-    doc = _named(signal_doc())
-    doc["signal"]["window"] = SIGNAL_WINDOW // 2
-    doc["signal"]["hop"] = SIGNAL_WINDOW // 8
-    short = parse_config(doc)
-    assert short.signal is not None
-    stream, _ = recording(200, seed=30)
-    v2 = train_run(short, as_dataset(frames(short.signal, stream)[::4]))
-    assert v2.promoted, v2.decision.reason
+    short, v2 = half_window_run(SIGNAL_WINDOW // 8, seed=30)
     live, _ = recording(6, seed=31)
     agent, _ = signal_agent(world, json_lines(live, 0.0))
     agent.start(score=False)
@@ -247,14 +253,7 @@ def test_a_rollback_across_a_change_of_window_brings_the_old_window_back(
     """v2 cuts shorter windows; the rollout is aborted and the pointer names v1 again.
     The device follows it down, and the rows it cuts are v1's width again: the window
     is signed with the version, so it rolls back with the model."""
-    doc = _named(signal_doc())
-    doc["signal"]["window"] = SIGNAL_WINDOW // 2
-    doc["signal"]["hop"] = SIGNAL_WINDOW // 4
-    short = parse_config(doc)
-    assert short.signal is not None
-    stream, _ = recording(200, seed=40)
-    v2 = train_run(short, as_dataset(frames(short.signal, stream)[::4]))
-    assert v2.promoted, v2.decision.reason
+    short, v2 = half_window_run(SIGNAL_WINDOW // 4, seed=40)
     live, _ = recording(8, seed=41)
     agent, _ = signal_agent(world, json_lines(live, 0.0))
     agent.start(score=False)
