@@ -35,11 +35,11 @@ import numpy.typing as npt
 from sklearn.metrics import roc_auc_score
 
 from bench.common import percentiles, time_calls
-from bench.signal_agent import json_lines, score_with_agent
+from bench.signal_agent import json_lines, paired_configs, score_with_agent
 from edge.channel_sources import parse_reading, synthetic_signal
 from edge.windowing import Reading, Windower
 from edgeloop.contract import WindowSpec
-from edgeloop.factory.config import ModelConfig, parse_config
+from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.data import Dataset
 from edgeloop.factory.deltas import plan_deltas
 from edgeloop.factory.run import RunResult, train_run
@@ -81,9 +81,7 @@ GATE = {"metric": "silhouette", "threshold": 0.2, "min_rows": 200}
 
 def _configs() -> tuple[ModelConfig, ModelConfig]:
     model = {"name": "pump", "kind": "kmeans_anomaly", "n_features": N_FEATURES}
-    signal = parse_config({"model": model, "signal": SIGNAL, "train": TRAIN, "gate": GATE})
-    features = parse_config({"model": model, "train": TRAIN, "gate": GATE})
-    return signal, features
+    return paired_configs(model, SIGNAL, TRAIN, GATE)
 
 
 def machine(

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +33,7 @@ from edge.channel_sources import stdin_readings
 from edge.config import parse_agent_config
 from edge.sources import SkippedLines
 from edge.windowing import Reading, WindowCounts
-from edgeloop.factory.config import ModelConfig
+from edgeloop.factory.config import ModelConfig, parse_config
 from edgeloop.factory.run import RunResult
 from edgeloop.local.broker import EmbeddedBroker, Mosquitto
 from tests.support_http import cdn_of_files
@@ -135,3 +136,13 @@ def _scores(agent: Agent, skipped: SkippedLines) -> AgentScores:
             f"scoring errors, running v{agent.version}"
         )
     return AgentScores(np.array(scores), np.array(alarms), agent.windows, skipped.count, install_s)
+
+
+def paired_configs(
+    model: dict[str, Any], signal: dict[str, Any], train: dict[str, Any], gate: dict[str, Any]
+) -> tuple[ModelConfig, ModelConfig]:
+    """The signal model's config (raw windows in, the features in its graph) and the
+    same estimator's on NumPy features: the pair every AUC here is compared across."""
+    with_signal = parse_config({"model": model, "signal": signal, "train": train, "gate": gate})
+    on_features = parse_config({"model": model, "train": train, "gate": gate})
+    return with_signal, on_features

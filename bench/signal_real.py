@@ -36,9 +36,9 @@ from bench.recordings import (
     basic_motions,
     read_pin,
 )
-from bench.signal_agent import json_lines, score_with_agent
+from bench.signal_agent import json_lines, paired_configs, score_with_agent
 from edge.windowing import Reading
-from edgeloop.factory.config import ModelConfig, parse_config
+from edgeloop.factory.config import ModelConfig
 from edgeloop.factory.data import Dataset
 from edgeloop.factory.run import train_run
 from edgeloop.factory.signal import SignalSection, extract, frames
@@ -68,9 +68,7 @@ GATE = {"metric": "silhouette", "threshold": 0.2, "min_rows": 100}
 def configs() -> tuple[ModelConfig, ModelConfig]:
     """The signal model's config (raw windows in) and the feature model's."""
     model = {"name": "wrist", "kind": "kmeans_anomaly", "n_features": N_FEATURES}
-    signal = parse_config({"model": model, "signal": SIGNAL, "train": TRAIN, "gate": GATE})
-    features = parse_config({"model": model, "train": TRAIN, "gate": GATE})
-    return signal, features
+    return paired_configs(model, SIGNAL, TRAIN, GATE)
 
 
 def case_windows(
