@@ -32,11 +32,13 @@ from typing import Any
 import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.metrics import f1_score
+from tuf.api.metadata import TargetFile
 
 from bench.common import BenchRepository
 from edge.download import HttpFetcher
 from edge.sources import synthetic_vibration
-from edge.trust import InstalledModel, Offer, SignedRepository, TrustLimits
+from edge.targets import InstalledModel, Offer
+from edge.trust import SignedRepository, TrustLimits
 from edgeloop.contract import CODECS, IOT_MESSAGE_UNIT, Nudge, announcement
 from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
 from edgeloop.delta import LayoutChanged, make_patch
@@ -147,6 +149,7 @@ class Device:
         packed = offer.compressed["zstd"]
         received["compressed_full"] = packed.length
         shipped = offer.patch[0] if offer.patch is not None else packed
+        assert isinstance(shipped, TargetFile)  # verified here, in this process
         # A patch the nudge carried is counted as the patch, not as nudge.
         carried = len(nudge.files.get("tuf/targets/" + shipped.get_prefixed_paths()[0], b""))
         received["nudge"] = packet - carried

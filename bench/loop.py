@@ -161,7 +161,13 @@ def measure() -> dict[str, Any]:
                             },
                             "broker": {"url": broker.url, "reconnect_min": 0.05},
                             "artifacts": {"base_url": cloud.cdn.base_url},
-                            "trust": {"root": "root.json", "min_refresh_seconds": 0.0},
+                            "trust": {
+                                "root": "root.json",
+                                "min_refresh_seconds": 0.0,
+                                # Many agents share two cores here: verifying in a child each
+                                # would measure the simulation (bench/swap.py times the child).
+                                "verify_in": "agent",
+                            },
                             "state": {"dir": f"d{i:02d}"},
                             "upload": {"batch_rows": 40, "sample_rate": 1.0, "retry_seconds": 0.2},
                             "status_interval": 1.0,

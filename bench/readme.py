@@ -130,14 +130,21 @@ def _floor_note(a: dict[str, Any]) -> str:
     floor = a.get("floor_rss_mb")
     if not floor:
         return ""
-    return (
-        f"; of the peak, {floor['verifying']} MB is the libraries alone (the bare "
+    note = (
+        f"; of the peak, {floor['link']} MB is the libraries alone (the bare "
         f"interpreter {floor['python']}, NumPy {floor['numpy'] - floor['python']:.1f}, "
         f"the TFLite interpreter with the model {floor['interpreter'] - floor['numpy']:.1f}, "
-        f"ssl and paho {floor['link'] - floor['interpreter']:.1f}, python-tuf and "
-        f"cryptography verifying {floor['verifying'] - floor['link']:.1f}) and "
+        f"ssl and paho {floor['link'] - floor['interpreter']:.1f}) and "
         f"{a['above_floor_mb']} MB the agent above them"
     )
+    if "with_children_peak_rss_mb" in a:
+        note += (
+            f"; python-tuf and cryptography verifying ({floor['verifying'] - floor['link']:.1f}"
+            " MB alone) run in a short-lived child per refresh: the agent with its children "
+            f"peaked at {a['with_children_peak_rss_mb']} MB during the install (sampled), "
+            f"the children alone at {a['children_peak_rss_mb']} MB"
+        )
+    return note
 
 
 def _footprint_rows(af: dict[str, Any]) -> list[Row]:

@@ -74,7 +74,13 @@ def worker(pipe: Any, spec: dict[str, Any]) -> None:
                 },
                 "broker": {"url": spec["broker"], "reconnect_min": 0.5, "reconnect_max": 15.0},
                 "artifacts": {"base_url": spec["cdn"], "timeout": 30.0, "retries": 6},
-                "trust": {"root": "root.json", "min_refresh_seconds": 0.0},
+                "trust": {
+                    "root": "root.json",
+                    "min_refresh_seconds": 0.0,
+                    # Many agents share two cores here: verifying in a child each
+                    # would measure the simulation (bench/swap.py times the child).
+                    "verify_in": "agent",
+                },
                 "state": {"dir": f"agent-{i:04d}"},
                 "upload": {"batch_rows": 40, "sample_rate": 1.0, "retry_seconds": 2.0},
                 "status_interval": 3600.0,

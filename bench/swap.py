@@ -32,7 +32,9 @@ from edge.probe import ChildProcessProbe, InProcessProbe
 from edge.scoring import Scorer
 from edge.sources import synthetic_vibration
 from edge.store import ModelStore
+from edge.targets import Repository
 from edge.trust import SignedRepository, TrustLimits
+from edge.trust_child import ChildRepository
 from edge.updater import Updater
 from edgeloop.contract import TensorSpec
 from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
@@ -74,15 +76,25 @@ class _Fleet:
         self.repository = BenchRepository.local(tmp / "cloud", config)
         self.cdn = cdn_of_files(self.repository.files)
 
-    def updater(self, tmp: Path, report: Any, probe: Any = None) -> Updater:
+    def updater(
+        self, tmp: Path, report: Any, probe: Any = None, verify_in_child: bool = False
+    ) -> Updater:
         store = ModelStore(tmp / "models")
-        repository = SignedRepository(
-            HttpFetcher(self.cdn.base_url + REPOSITORY_PREFIX, 10.0, 3),
-            self.repository.root,
-            tmp / "trust",
-            limits=TrustLimits(min_refresh_seconds=0.0),
-            staging=store.staging,
-        )
+        http = HttpFetcher(self.cdn.base_url + REPOSITORY_PREFIX, 10.0, 3)
+        repository: Repository
+        if verify_in_child:
+            (tmp / "root.json").write_bytes(self.repository.root)
+            repository = ChildRepository(
+                http, tmp / "root.json", tmp / "trust", staging=store.staging
+            )
+        else:
+            repository = SignedRepository(
+                http,
+                self.repository.root,
+                tmp / "trust",
+                limits=TrustLimits(min_refresh_seconds=0.0),
+                staging=store.staging,
+            )
         return Updater(
             model="vibration",
             thing="bench-1",
@@ -136,7 +148,9 @@ def _score_loop(
     }
 
 
-def _update_latency(runs: list[RunResult], probe: Any) -> tuple[list[float], int]:
+def _update_latency(
+    runs: list[RunResult], probe: Any, verify_in_child: bool = False
+) -> tuple[list[float], int]:
     """Seconds each update took, one after another, with nothing else running, and the
     peak of Python allocations on the device's side from the first install on (bytes).
 
@@ -157,7 +171,7 @@ def _update_latency(runs: list[RunResult], probe: Any) -> tuple[list[float], int
 
         serve(1)
         tracemalloc.start()
-        updater = fleet.updater(Path(tmp), lambda *_: None, probe)
+        updater = fleet.updater(Path(tmp), lambda *_: None, probe, verify_in_child)
         assert updater.handle().step == "succeeded"
         seconds = []
         for version in range(2, len(runs) + 1):
@@ -229,6 +243,8 @@ def measure() -> dict[str, Any]:
         fleet.cdn.stop()
     child, _ = _update_latency(runs, ChildProcessProbe(timeout=30.0))
     own, update_peak = _update_latency(runs, InProcessProbe())
+    # And as `run` does it now: verifying in a child too (edge.trust_child).
+    both, _ = _update_latency(runs, ChildProcessProbe(timeout=30.0), verify_in_child=True)
     # How long each update spent fetching its patch over HTTP: what carrying the
     # patch inside the nudge could save at most (on this loopback).
     fetch_ms, total_ms = [], []
@@ -256,6 +272,9 @@ def measure() -> dict[str, Any]:
             "in_process_check_p50": round(1000 * float(np.median(own)), 1),
             "added_p50": round(1000 * float(np.median(child) - np.median(own)), 1),
             "goal_added_ms": GOAL_PROBE_MS,
+            # What verifying in a child adds on top (python-tuf imported per update).
+            "child_verify_and_check_p50": round(1000 * float(np.median(both)), 1),
+            "verify_in_child_added_p50": round(1000 * float(np.median(both) - np.median(child)), 1),
         },
         "agent_memory": {
             "import_rss_mb": agent_import_rss_mb(),

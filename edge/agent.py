@@ -14,10 +14,11 @@ import gc
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 from edge.alarms import AlarmEvents
 from edge.channel_sources import readings_from_config
-from edge.config import AgentConfig
+from edge.config import AgentConfig, VerifyIn
 from edge.counters import Counters
 from edge.download import HttpFetcher
 from edge.drift import DriftWindow
@@ -30,7 +31,8 @@ from edge.sources import Sample, SkippedLines, source_from_config
 from edge.status import StatusBoard
 from edge.store import ModelStore
 from edge.supervisor import Supervisor
-from edge.trust import SignedRepository, TrustLimits
+from edge.targets import Repository
+from edge.trust_child import ChildRepository
 from edge.update_worker import UpdateWorker
 from edge.updater import ModelProbe, Updater
 from edge.upload_policy import UploadPolicy
@@ -60,7 +62,9 @@ class Agent:
         readings: Iterable[Reading] | None = None,
     ) -> None:
         """`readings` stands in for a raw source's sensor (source.channels); `source`
-        for a feature source."""
+        for a feature source; `http` for the CDN client, an object that lives in this
+        process, so with one the agent verifies here whatever `[trust] verify_in` says."""
+        in_child = http is None and config.trust.verify_in is VerifyIn.CHILD
         self.config = config
         self._stop = threading.Event()
         d = config.device
@@ -77,14 +81,7 @@ class Agent:
             user_agent=f"edgeloop-agent/{d.thing}",
             min_bytes_per_second=config.artifacts.min_bytes_per_second,
         )
-        # The worker paces refreshes; the repository answers every one it is asked.
-        self.repository = SignedRepository(
-            http,
-            config.trust.root.read_bytes(),
-            config.state_dir / "trust",
-            limits=TrustLimits(min_refresh_seconds=0.0),
-            staging=self.store.staging,
-        )
+        self.repository = _repository(config, http, self.store.staging, in_child)
         self.guard = SwapGuard(self.scorer, self.store, config.watch, self.board.record)
         self.updater = Updater(
             model=d.model,
@@ -142,6 +139,12 @@ class Agent:
 
     def restore(self) -> None:
         """Load the persisted model, so a restart scores at once, before any network."""
+        try:
+            self._restore()
+        finally:
+            self.repository.release()  # the kept metadata was asked; its child may go
+
+    def _restore(self) -> None:
         for installed in (self.store.current(), self.store.previous()):
             if installed is None:
                 continue
@@ -266,3 +269,21 @@ class Agent:
 
     def publish_status(self) -> None:
         self.board.publish()
+
+
+def _repository(
+    config: AgentConfig, http: HttpFetcher, staging: Path, in_child: bool
+) -> Repository:
+    """The fleet's repository, verified in a child process or in this one."""
+    if in_child:
+        return ChildRepository(http, config.trust.root, config.state_dir / "trust", staging=staging)
+    from edge.trust import SignedRepository, TrustLimits
+
+    # The worker paces refreshes; the repository answers every one it is asked.
+    return SignedRepository(
+        http,
+        config.trust.root.read_bytes(),
+        config.state_dir / "trust",
+        limits=TrustLimits(min_refresh_seconds=0.0),
+        staging=staging,
+    )

@@ -8,7 +8,6 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -163,6 +162,9 @@ DISTRIBUTION = "edgeloop-agent"
 
 def installed_version() -> str:
     """The installed edgeloop-agent's version, or the source tree's when it is not installed."""
+    # Imported here: importlib.metadata and its zipfile stay out of `run`'s resident set.
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version(DISTRIBUTION)
     except PackageNotFoundError:
@@ -171,13 +173,30 @@ def installed_version() -> str:
         return f"{__version__} (source tree, {DISTRIBUTION} not installed)"
 
 
+class _Version(argparse.Action):
+    """argparse's "version" action, with the version looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"{parser.prog} {installed_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeloop-agent",
         description="Device agent: refreshes the fleet's signed metadata, fetches and hot-swaps "
         "models, scores locally.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the agent with a config file")

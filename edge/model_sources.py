@@ -17,10 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from tuf.api.metadata import TargetFile
-
 from edge.store import Installed
-from edge.trust import Offer
+from edge.targets import Offer, SignedTarget
 from edgeloop.contract import FULL_ENCODINGS, Manifest, SizeMismatch, Step
 
 Progress = Callable[[Step, str], None]  # step, detail
@@ -35,7 +33,7 @@ class Update:
 
 
 class TargetDownloads(Protocol):
-    def download(self, target: TargetFile, keep: bool = False) -> bytes:
+    def download(self, target: SignedTarget, keep: bool = False) -> bytes:
         """The target's bytes, verified against its signed length and hashes."""
         ...
 

@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 from urllib.parse import quote
@@ -33,6 +33,7 @@ from edge.errors import (
     TrustRefused,
     TrustUnavailable,
 )
+from edge.targets import InstalledModel, Offer, SignedTarget, sha256_of
 from edgeloop.contract import CODECS, FULL_ENCODINGS, ContractError, SizeMismatch
 from edgeloop.contract.trust_targets import (
     PatchInfo,
@@ -79,37 +80,6 @@ class TrustLimits:
             snapshot_max_length=self.snapshot_max_bytes,
             targets_max_length=self.targets_max_bytes,
         )
-
-
-@dataclass(frozen=True)
-class InstalledModel:
-    version: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class Offer:
-    """What the signed pointer says this thing should run, and how to get it.
-
-    `version` is what the pointer names for this thing (None: nothing). `model`
-    and the rest are set only when the installed model is not that version's
-    signed bytes (higher, lower, or the same number with other bytes).
-    """
-
-    model_name: str
-    version: int | None
-    pointer: RolloutPointer | None
-    model: TargetFile | None = None
-    compressed: dict[str, TargetFile] = field(default_factory=dict)
-    patch: tuple[TargetFile, PatchInfo] | None = None
-    golden: TargetFile | None = None
-    golden_cached: bool = False
-    spec: TargetFile | None = None
-    fresh: bool = True  # False: a refresh within the rate limit, answered from the last one
-
-    @property
-    def update(self) -> bool:
-        return self.model is not None
 
 
 class CdnFetcher(FetcherInterface):
@@ -391,7 +361,7 @@ class SignedRepository:
         # A version is its bytes: "already running" only when the installed model has
         # the number and the signed hash. The pointer is followed both ways: a lower
         # version it names (an abort, a superseded rollout) is installed like a higher one.
-        if installed == InstalledModel(version, _sha256(full)):
+        if installed == InstalledModel(version, sha256_of(full)):
             return Offer(model, version, pointer)
         compressed = {
             encoding: target
@@ -465,6 +435,9 @@ class SignedRepository:
             return False
         return True
 
+    def release(self) -> None:
+        """Nothing to let go of: this repository verifies in the agent's own process."""
+
     def _target_file(self, target: TargetFile) -> Path:
         return self._targets_dir / quote(target.path, safe="")
 
@@ -478,7 +451,7 @@ class SignedRepository:
             return None
         return data
 
-    def download(self, target: TargetFile, keep: bool = False) -> bytes:
+    def download(self, target: SignedTarget, keep: bool = False) -> bytes:
         """The target's bytes, checked by ngclient against its signed length and hashes.
 
         With `keep`, the verified file stays for `cached` (content-addressed targets);
@@ -486,6 +459,8 @@ class SignedRepository:
         """
         if self._updater is None:
             raise TrustRefused("download before any refresh: nothing is trusted yet")
+        if not isinstance(target, TargetFile):
+            target = TargetFile(target.length, dict(target.hashes), target.path)
         held = self.cached(target)
         if held is not None:
             return held
@@ -514,8 +489,3 @@ class SignedRepository:
         finally:
             if not keep:
                 path.unlink(missing_ok=True)
-
-
-def _sha256(target: TargetFile) -> str:
-    sha: str = target.hashes["sha256"]
-    return sha

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from tuf.api.metadata import TargetFile
-
+from edge.allocator import return_free_memory
 from edge.binding import CLOCK_SKEW, check_binding
 from edge.errors import (
     ClockBehind,
@@ -44,7 +43,7 @@ from edge.model_sources import ModelSource, Update
 from edge.probe import ChildProcessProbe, ProbeVerdict
 from edge.scoring import LoadedModel, Scorer, run_health_checks
 from edge.store import Installed, ModelStore
-from edge.trust import InstalledModel, Offer, SignedRepository
+from edge.targets import InstalledModel, Offer, Repository, sha256_of
 from edgeloop.contract import (
     FULL_ENCODINGS,
     ArtifactRef,
@@ -98,7 +97,7 @@ class Updater:
         thing: str,
         store: ModelStore,
         scorer: Scorer,
-        repository: SignedRepository,
+        repository: Repository,
         sources: Sequence[ModelSource],
         device_input: TensorSpec,
         report: Report,
@@ -132,6 +131,13 @@ class Updater:
         `carried` (the files a nudge brought) spares CDN requests, verified as the
         CDN's own would be.
         """
+        try:
+            return self._handle(why, carried)
+        finally:
+            self.repository.release()
+            return_free_memory()
+
+    def _handle(self, why: str, carried: Mapping[str, bytes] | None) -> UpdateResult:
         self.report(Step.RECEIVED, None, why)
         current = self.scorer.model
         cdn_before = self.repository.bytes_received
@@ -147,6 +153,9 @@ class Updater:
         self.report(Step.VERIFIED, manifest.version, "")
         try:
             model_bytes = self._obtain(update, current)
+            # Verifying (a child process, by default) is over before the model is tried
+            # in another: the two never hold the device's memory at once.
+            self.repository.release()
             loaded = self._check(manifest, model_bytes)
             self._stage(manifest, model_bytes)
         except UpdateError as exc:
@@ -244,7 +253,7 @@ class Updater:
         for encoding in FULL_ENCODINGS:
             packed = offer.compressed.get(encoding)
             if packed is not None:
-                compressed = CompressedRef(encoding, packed.path, _sha(packed), packed.length)
+                compressed = CompressedRef(encoding, packed.path, sha256_of(packed), packed.length)
                 break
         deltas: tuple[DeltaRef, ...] = ()
         if offer.patch is not None:
@@ -255,11 +264,11 @@ class Updater:
                     info.base_sha256,
                     info.codec,
                     target.path,
-                    _sha(target),
+                    sha256_of(target),
                     target.length,
                 ),
             )
-        artifact = ArtifactRef(model.path, _sha(model), model.length, compressed)
+        artifact = ArtifactRef(model.path, sha256_of(model), model.length, compressed)
         return Update(spec.manifest(artifact, golden, deltas), offer)
 
     def _obtain(self, update: Update, current: LoadedModel | None) -> bytes:
@@ -376,8 +385,3 @@ def probe_refusal(reason: str) -> UpdateRefused:
 
 def _contract_refusal(exc: ContractError) -> ManifestRefused:
     return ManifestRefused(str(exc), exc)
-
-
-def _sha(target: TargetFile) -> str:
-    sha: str = target.hashes["sha256"]
-    return sha

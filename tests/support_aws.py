@@ -22,7 +22,8 @@ import requests
 from sklearn.datasets import load_digits
 
 from edge.download import HttpFetcher
-from edge.trust import InstalledModel, Offer, SignedRepository, TrustLimits
+from edge.targets import InstalledModel, Offer
+from edge.trust import SignedRepository, TrustLimits
 from edge.uploads import encode_batch
 from edgeloop.contract import Nudge, StagePlan, ThingTopics, announcement
 from edgeloop.contract.stages import BANDS

@@ -15,7 +15,8 @@ import pytest
 from securesystemslib.signer import CryptoSigner, Signer
 
 from edge.download import HttpFetcher
-from edge.trust import InstalledModel, SignedRepository, TrustLimits
+from edge.targets import InstalledModel
+from edge.trust import SignedRepository, TrustLimits
 from edgeloop.contract import sha256_hex
 from edgeloop.contract.trust_targets import RolloutPointer
 from edgeloop.trust.keys import generate_root_key

@@ -7,7 +7,8 @@ from typing import Any
 
 from bench.fleet.settings import MODEL
 from edge.download import HttpFetcher
-from edge.trust import InstalledModel, SignedRepository, TrustLimits
+from edge.targets import InstalledModel
+from edge.trust import SignedRepository, TrustLimits
 from edgeloop.contract import Nudge
 from edgeloop.contract.trust_targets import REPOSITORY_PREFIX
 from edgeloop.local.cdn import BucketOrigin, LocalCdn

@@ -33,20 +33,40 @@ def test_device_modules_import_without_scikit_learn_or_boto3() -> None:
     assert _fresh_interpreter(code) == ""
 
 
-def test_the_running_agent_leaves_out_signing_sdks_and_the_codecs(tmp_path: Path) -> None:
-    """`edgeloop-agent run` imports the whole agent, python-tuf with it, yet neither
-    boto3 (securesystemslib imports it for a signer the agent never uses, if it is
-    installed, as it is here with the cloud extras) nor the patch codecs, which only
-    an update needs."""
+_VERIFYING = ("tuf", "securesystemslib", "cryptography", "boto3", "botocore")
+
+
+def test_the_running_agent_leaves_out_verifying_signing_sdks_and_the_codecs(
+    tmp_path: Path,
+) -> None:
+    """`edgeloop-agent run` imports the whole agent, yet not python-tuf and
+    cryptography (verifying runs in edge.trust_child), nor boto3 (securesystemslib
+    imports it for a signer nobody here uses, if it is installed, as it is here with
+    the cloud extras), nor the patch codecs, which only an update needs."""
     code = (
         "import sys\n"
         "from edge.cli import main\n"
         f"code = main(['run', '--config', {str(tmp_path / 'absent.toml')!r}])\n"
         "loaded = lambda m: sys.modules.get(m) is not None\n"
-        "print(code, loaded('edge.agent'), loaded('securesystemslib.signer'),\n"
-        "      sorted(m for m in ('boto3', 'botocore', 'bsdiff4', 'zstandard') if loaded(m)))\n"
+        "print(code, loaded('edge.agent'),\n"
+        f"      sorted(m for m in {(*_VERIFYING, 'bsdiff4', 'zstandard')!r} if loaded(m)))\n"
     )
-    assert _fresh_interpreter(code) == "2 True True []"
+    assert _fresh_interpreter(code) == "2 True []"
+
+
+def test_the_verifying_child_leaves_out_signing_sdks() -> None:
+    """The child verifies with python-tuf; boto3 stays out of it all the same."""
+    code = (
+        "import io, sys\n"
+        "from edge.trust_child import serve\n"
+        "try:\n"
+        "    serve(io.BytesIO(b'{}\\n'), io.BytesIO())\n"
+        "except KeyError:\n"
+        "    pass  # no settings: it stops before it would serve\n"
+        "loaded = lambda m: sys.modules.get(m) is not None\n"
+        f"print(sorted(m for m in {_VERIFYING!r} if loaded(m)))\n"
+    )
+    assert _fresh_interpreter(code) == "['cryptography', 'securesystemslib', 'tuf']"
 
 
 _AGENT_TOML = (

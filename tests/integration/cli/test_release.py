@@ -14,7 +14,8 @@ from sklearn.datasets import load_digits
 
 from edge.cli import main as agent_main
 from edge.download import HttpFetcher
-from edge.trust import InstalledModel, SignedRepository, TrustLimits
+from edge.targets import InstalledModel
+from edge.trust import SignedRepository, TrustLimits
 from edgeloop.cli.main import main
 from edgeloop.contract import sha256_hex
 from edgeloop.delta import PatchSpec, apply_checked

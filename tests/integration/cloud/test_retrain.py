@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.trust import InstalledModel
+from edge.targets import InstalledModel
 from edgeloop.contract import Manifest, announcement, parse_manifest, sha256_hex
 from edgeloop.contract.stages import BANDS
 from edgeloop.contract.trust_targets import RolloutPointer, VersionSpec

@@ -77,6 +77,7 @@ def test_defaults_come_from_the_declaration_and_paths_from_the_config_file(tmp_p
         ("broker", "stack_name", "x" * 120, r"broker\.stack_name: stack name .* 1-112 characters"),
         ("trust", "root", "gone.json", r"trust\.root: .*gone\.json does not exist"),
         ("trust", "root", "not-root.json", r"trust\.root: .*is not TUF root metadata"),
+        ("trust", "verify_in", "cloud", r"trust\.verify_in 'cloud' is not one of child, agent"),
         # The pinned PEM of the hand-written manifests is gone: root is the only anchor.
         ("artifacts", "manifest_keys", ["k.pem"], r"artifacts\.manifest_keys: unknown key"),
         ("broker", "url", "http://localhost", r"broker\.url must look like mqtt://"),

@@ -64,3 +64,45 @@ def test_without_the_cap_each_thread_gets_an_arena_of_its_own() -> None:
 
 def test_the_operators_malloc_arena_max_wins() -> None:
     assert _arenas("cap", MALLOC_ARENA_MAX="3") == ("False", 3)
+
+
+_TRIM = """
+import sys
+from edge.allocator import return_free_memory
+
+def rss_kb():
+    for line in open('/proc/self/status'):
+        if line.startswith('RssAnon:'):
+            return int(line.split()[1])
+
+# Many small blocks, then all but the last freed: glibc keeps the freed heap below
+# the last block resident until it is trimmed.
+blocks = [bytearray(512) for _ in range(100_000)]
+for block in blocks:
+    block[0] = 1
+keep = bytearray(512)
+del blocks
+before = rss_kb()
+trimmed = return_free_memory() if sys.argv[1] == 'trim' else False
+print(trimmed, before - rss_kb())
+"""
+
+
+def _released_kb(mode: str) -> tuple[str, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", _TRIM, mode], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return out[0], int(out[1])
+
+
+def test_an_update_gives_its_freed_heap_back() -> None:
+    trimmed, released = _released_kb("trim")
+    assert trimmed == "True"
+    assert released > 10_000  # of the ~60 MB the blocks took, most goes back
+
+
+def test_without_the_trim_the_freed_heap_stays_resident() -> None:
+    """The control: the same frees, untrimmed."""
+    trimmed, released = _released_kb("none")
+    assert trimmed == "False"
+    assert released < 1_000

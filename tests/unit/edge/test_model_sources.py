@@ -16,7 +16,7 @@ from edge.model_sources import (
     model_sources,
 )
 from edge.store import Installed
-from edge.trust import Offer
+from edge.targets import Offer, SignedTarget
 from edgeloop.contract import (
     ArtifactRef,
     ContractError,
@@ -44,7 +44,7 @@ class SimulatedRepository:
         self.files[path] = data
         return TargetFile.from_data(path, data, ["sha256"])
 
-    def download(self, target: TargetFile, keep: bool = False) -> bytes:
+    def download(self, target: SignedTarget, keep: bool = False) -> bytes:
         self.fetched.append(target.path)
         return self.files[target.path]
 
