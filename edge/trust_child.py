@@ -338,8 +338,11 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> int:
         answer["length"] = len(data)
         answer["bytes_received"] = repository.bytes_received
         answer["logs"] = collected.take()
-        stdout.write(json.dumps(answer).encode() + b"\n" + data)
-        stdout.flush()
+        try:
+            stdout.write(json.dumps(answer).encode() + b"\n" + data)
+            stdout.flush()
+        except BrokenPipeError:
+            return 0  # the agent stopped while this worked: nobody to answer
     return 0
 
 
