@@ -34,6 +34,9 @@ def test_device_modules_import_without_scikit_learn_or_boto3() -> None:
 
 
 _VERIFYING = ("tuf", "securesystemslib", "cryptography", "boto3", "botocore")
+# The codecs serve an update; importlib.metadata (2.3 MB with the installed
+# distributions it reads) serves `--version`.
+_UPDATE_ONLY = ("bsdiff4", "zstandard", "importlib.metadata")
 
 
 def test_the_running_agent_leaves_out_verifying_signing_sdks_and_the_codecs(
@@ -42,14 +45,15 @@ def test_the_running_agent_leaves_out_verifying_signing_sdks_and_the_codecs(
     """`edgeloop-agent run` imports the whole agent, yet not python-tuf and
     cryptography (verifying runs in edge.trust_child), nor boto3 (securesystemslib
     imports it for a signer nobody here uses, if it is installed, as it is here with
-    the cloud extras), nor the patch codecs, which only an update needs."""
+    the cloud extras), nor the patch codecs, which only an update needs, nor the
+    distribution metadata, which only `--version` needs."""
     code = (
         "import sys\n"
         "from edge.cli import main\n"
         f"code = main(['run', '--config', {str(tmp_path / 'absent.toml')!r}])\n"
         "loaded = lambda m: sys.modules.get(m) is not None\n"
         "print(code, loaded('edge.agent'),\n"
-        f"      sorted(m for m in {(*_VERIFYING, 'bsdiff4', 'zstandard')!r} if loaded(m)))\n"
+        f"      sorted(m for m in {(*_VERIFYING, *_UPDATE_ONLY)!r} if loaded(m)))\n"
     )
     assert _fresh_interpreter(code) == "2 True []"
 
