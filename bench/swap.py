@@ -187,14 +187,15 @@ def _update_latency(
 
 
 def agent_import_rss_mb() -> float:
-    """The resident memory of a fresh interpreter that imported the agent: what a device
-    pays before its first model (python-tuf and securesystemslib's verifying side now).
+    """The resident memory of a fresh interpreter that imported what `run` imports (the
+    agent, without python-tuf: it verifies in a child): what a device pays before its
+    first model.
 
     The kernel's high-water mark of this interpreter's own memory (VmHWM), not
     ru_maxrss: Linux carries ru_maxrss across fork and exec, so a child of this
     benchmark reported the benchmark's 190 MB as the agent's."""
     code = (
-        "import edge.agent, edge.trust\n"
+        "import edge.agent, edge.cli\n"
         "for line in open('/proc/self/status'):\n"
         "    if line.startswith('VmHWM:'):\n"
         "        print(int(line.split()[1]) / 1024)\n"
