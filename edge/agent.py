@@ -221,6 +221,8 @@ class Agent:
     def stop(self) -> None:
         self._stop.set()
         self.updates.wake()
+        # A refresh under way ends with its child: nothing of the agent outlives it.
+        self.repository.abort()
         self.supervisor.join(timeout=5)
         self.flush_uploads()
         self.skipped.summary()

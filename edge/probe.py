@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edge.children import child_environment, python_module
 from edgeloop.runtime import CompiledModel, ModelLoadError
 
 # Exit codes of the child; anything else (a signal, a traceback) is a crash.
@@ -86,10 +87,11 @@ class InProcessProbe:
 
 @dataclass(frozen=True)
 class ChildProcessProbe:
-    """Runs the check in `command` (by default `python -m edge.probe`) within `timeout` seconds."""
+    """Runs the check in `command` (by default `python -P -m edge.probe`) within `timeout`
+    seconds."""
 
     timeout: float
-    command: Sequence[str] = field(default=(sys.executable, "-m", "edge.probe"))
+    command: Sequence[str] = field(default=python_module("edge.probe"))
 
     def check(self, model: bytes, n_features: int, checks: list[dict[str, Any]]) -> ProbeVerdict:
         header = json.dumps({"n_features": n_features, "checks": checks}).encode() + b"\n"
@@ -100,6 +102,7 @@ class ChildProcessProbe:
                 capture_output=True,
                 timeout=self.timeout,
                 check=False,
+                env=child_environment(),
             )
         except subprocess.TimeoutExpired:
             return ProbeVerdict(

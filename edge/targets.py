@@ -160,6 +160,10 @@ class Repository(Protocol):
         """Done with this refresh's targets: what verifying holds may go."""
         ...
 
+    def abort(self) -> None:
+        """The agent is stopping: end what verifying runs, from any thread."""
+        ...
+
 
 def encode_files(files: Mapping[str, bytes]) -> dict[str, str]:
     return {path: base64.b64encode(data).decode("ascii") for path, data in files.items()}

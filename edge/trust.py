@@ -438,6 +438,9 @@ class SignedRepository:
     def release(self) -> None:
         """Nothing to let go of: this repository verifies in the agent's own process."""
 
+    def abort(self) -> None:
+        """Nothing to end: a refresh here stops with the agent's process."""
+
     def _target_file(self, target: TargetFile) -> Path:
         return self._targets_dir / quote(target.path, safe="")
 

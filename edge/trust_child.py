@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edge import errors
+from edge.children import child_environment, python_module
 from edge.download import HttpFetcher
 from edge.errors import TrustUnavailable, UpdateError
 from edge.targets import InstalledModel, Offer, SignedTarget, decode_files, encode_files
@@ -46,6 +47,9 @@ log = logging.getLogger("edge.trust")
 GRACE_SECONDS = 60.0
 # What a refresh may download: root, timestamp, snapshot, the top-level and model roles.
 REFRESH_BYTES = 1024 * 1024
+# The fetches a refresh makes (the root probe, timestamp, snapshot, top-level and model
+# roles, a few root rotations), twice: a refused nudge is refreshed again from the CDN.
+REFRESH_FETCHES = 16
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class ChildRepository:
         state_dir: Path,
         *,
         staging: Path,
-        command: tuple[str, ...] = (sys.executable, "-m", "edge.trust_child"),
+        command: tuple[str, ...] = python_module("edge.trust_child"),
         grace: float = GRACE_SECONDS,
     ) -> None:
         self._http = http
@@ -92,7 +96,7 @@ class ChildRepository:
         self._command = command
         self._grace = grace
         self._child: subprocess.Popen[bytes] | None = None
-        self._buffer = b""
+        self._buffer = bytearray()
         self._child_bytes = 0
         self.bytes_received = 0
         self._lock = threading.Lock()
@@ -113,18 +117,21 @@ class ChildRepository:
             "installed": None if installed is None else [installed.version, installed.sha256],
             "carried": encode_files(carried or {}),
         }
-        answer, _ = self._ask(request, b"", REFRESH_BYTES)
+        http = self._http
+        budget = REFRESH_FETCHES * http.timeout + REFRESH_BYTES / http.min_bytes_per_second
+        answer, _ = self._ask(request, b"", budget)
         return Offer.from_json(answer["offer"])
 
     def download(self, target: SignedTarget, keep: bool = False) -> bytes:
         request = {"op": "download", "path": target.path, "keep": keep}
-        _, data = self._ask(request, b"", target.length)
+        # Twice one fetch's deadline: a carried copy refused is fetched again from the CDN.
+        _, data = self._ask(request, b"", 2 * self._http.deadline(target.length))
         return data
 
     def vouches_for(self, model: str, version: int, data: bytes) -> bool | None:
         request = {"op": "vouches_for", "model": model, "version": version, "length": len(data)}
         try:
-            answer, _ = self._ask(request, data, 0)
+            answer, _ = self._ask(request, data, self._http.timeout)
         except UpdateError as exc:
             # As when the kept metadata cannot be read: it vouches for nothing.
             log.error("event=kept_metadata_unusable model=%s reason=%r", model, exc.reason[:200])
@@ -135,7 +142,7 @@ class ChildRepository:
     def release(self) -> None:
         with self._lock:
             child, self._child = self._child, None
-            self._buffer = b""
+            self._buffer.clear()
             if child is None:
                 return
             assert child.stdin is not None
@@ -149,17 +156,24 @@ class ChildRepository:
 
     # --- the pipe ------------------------------------------------------------------------
 
+    def abort(self) -> None:
+        """End the child now, from any thread: the agent is stopping. A request under way
+        fails as a child that died does (retryable), and nothing outlives the agent."""
+        child = self._child
+        if child is not None:
+            with contextlib.suppress(OSError):
+                child.kill()
+
     def _ask(
-        self, request: dict[str, Any], body: bytes, length: int
+        self, request: dict[str, Any], body: bytes, seconds: float
     ) -> tuple[dict[str, Any], bytes]:
         with self._lock:
-            deadline = time.monotonic() + self._http.deadline(length) + self._grace
+            deadline = time.monotonic() + seconds + self._grace
             try:
-                child = self._started()
-                assert child.stdin is not None
+                child = self._started(deadline)
                 assert child.stdout is not None
-                child.stdin.write(json.dumps(request).encode() + b"\n" + body)
-                child.stdin.flush()
+                self._send(child, json.dumps(request).encode() + b"\n", deadline)
+                self._send(child, body, deadline)
                 answer = json.loads(self._read_line(child.stdout, deadline))
                 data = self._read_exact(child.stdout, int(answer.get("length", 0)), deadline)
             except (OSError, ValueError, _NoAnswer) as exc:
@@ -176,21 +190,41 @@ class ChildRepository:
             raise _error(answer)
         return answer, data
 
-    def _started(self) -> subprocess.Popen[bytes]:
-        if self._child is not None and self._child.poll() is None:
-            return self._child
-        # Buffered pipes: a write of a model's bytes goes whole (answers are read
-        # from the descriptor, under a deadline, never through the buffer).
-        self._child = subprocess.Popen(self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self._buffer = b""
+    def _started(self, deadline: float) -> subprocess.Popen[bytes]:
+        if self._child is not None:
+            if self._child.poll() is None:
+                return self._child
+            self._end_locked()  # exited between requests: its pipes go with it
+        # Unbuffered pipes, both ways read and written under the deadline.
+        child = subprocess.Popen(
+            self._command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+            env=child_environment(),
+        )
+        self._child = child
+        self._buffer.clear()
         self._child_bytes = 0
-        assert self._child.stdin is not None
-        self._child.stdin.write(json.dumps(self._settings.to_json()).encode() + b"\n")
-        return self._child
+        self._send(child, json.dumps(self._settings.to_json()).encode() + b"\n", deadline)
+        return child
+
+    def _send(self, child: subprocess.Popen[bytes], data: bytes, deadline: float) -> None:
+        """All of `data` to the child, or _NoAnswer once the deadline passes: a child that
+        stopped reading (a model's bytes fill the pipe) must not hold the agent."""
+        assert child.stdin is not None
+        fd = child.stdin.fileno()
+        view = memoryview(data)
+        while view:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([], [fd], [], remaining)[1]:
+                raise _NoAnswer("it took no request within its deadline; it was stopped")
+            # At most PIPE_BUF: a pipe select calls writable takes that much without blocking.
+            view = view[os.write(fd, view[: select.PIPE_BUF]) :]
 
     def _end_locked(self) -> None:
         child, self._child = self._child, None
-        self._buffer = b""
+        self._buffer.clear()
         if child is not None:
             child.kill()
             child.wait()
@@ -202,24 +236,26 @@ class ChildRepository:
             raise _NoAnswer("no answer within its deadline; it was stopped")
         chunk = os.read(stream.fileno(), 64 * 1024)
         if not chunk:
-            code = None
+            code: int | None = None
             if self._child is not None:
                 # Its output closed: it is exiting, if it has not yet.
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     code = self._child.wait(timeout=self._grace)
             raise _NoAnswer(f"it exited ({code}) before answering")
-        self._buffer += chunk
+        self._buffer += chunk  # a bytearray grows in place: a model is not copied per chunk
 
     def _read_line(self, stream: IO[bytes], deadline: float) -> bytes:
-        while b"\n" not in self._buffer:
+        while (end := self._buffer.find(b"\n")) < 0:
             self._fill(stream, deadline)
-        line, _, self._buffer = self._buffer.partition(b"\n")
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
         return line
 
     def _read_exact(self, stream: IO[bytes], n: int, deadline: float) -> bytes:
         while len(self._buffer) < n:
             self._fill(stream, deadline)
-        data, self._buffer = self._buffer[:n], self._buffer[n:]
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
         return data
 
 
@@ -272,6 +308,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> int:
         sys.modules.setdefault(sdk, None)  # type: ignore[arg-type]
     from edge.trust import SignedRepository, TrustLimits
 
+    _leave_with_parent()
     settings = json.loads(stdin.readline())
     collected = _Collected()
     edge_log = logging.getLogger("edge")
@@ -311,6 +348,13 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> int:
                 offered = _targets_of(offer)
                 answer["offer"] = offer.to_json()
             elif op == "download":
+                if not offered:
+                    # A child started after the refresh (the last one died): the update
+                    # is tried again, with a refresh, not refused.
+                    raise errors.TrustUnavailable(
+                        "this verifying process has not refreshed yet; the update is tried "
+                        "again later"
+                    )
                 target = offered.get(request["path"])
                 if target is None:
                     raise errors.TrustRefused(
@@ -344,6 +388,19 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> int:
         except BrokenPipeError:
             return 0  # the agent stopped while this worked: nobody to answer
     return 0
+
+
+def _leave_with_parent(every: float = 1.0) -> None:
+    """Exit once the agent that started this process is gone (killed, say, mid-download):
+    a child must not go on fetching into the staging directory a restarted agent uses."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _targets_of(offer: Offer) -> dict[str, Any]:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
 from edge.download import HttpFetcher
@@ -15,6 +19,7 @@ from edge.targets import Offer, SignedTarget, TargetRef
 from edge.trust_child import ChildRepository
 from tests.security.test_trust_root_mismatch import other_root
 from tests.support_trust import PREFIX, TrustWorld, installed, model_bytes, world
+from tests.support_world import wait_for
 
 __all__ = ["world"]
 
@@ -130,3 +135,117 @@ def test_a_child_that_cannot_run_vouches_for_nothing(
         assert there.vouches_for("digits", 1, model_bytes(1)) is False
     assert "event=kept_metadata_unusable" in caplog.text
     assert "exited (1) before answering" in caplog.text
+
+
+def test_a_child_that_stops_reading_cannot_hold_the_agent(
+    world: TrustWorld, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stored model's bytes fill the pipe to a child that reads nothing: the write
+    gives up at the deadline instead of blocking the agent's start."""
+    sleeper = (sys.executable, "-c", "import time; time.sleep(120)")
+    there = child_device(world, tmp_path, command=sleeper, grace=1.0)
+    with caplog.at_level(logging.ERROR, logger="edge.trust"):
+        assert there.vouches_for("digits", 1, bytes(4 * 2**20)) is False
+    assert "took no request within its deadline" in caplog.text
+    assert there._child is None
+
+
+def test_a_child_started_after_the_refresh_retries_rather_than_refuses(
+    world: TrustWorld, tmp_path: Path
+) -> None:
+    """The child died between the refresh and a download (the OOM killer, say): a fresh
+    one has verified nothing yet, so the update is retried, never refused for good."""
+    world.publish("digits", 1)
+    there = child_device(world, tmp_path)
+    offer = there.refresh("digits", "thing-1", None)
+    assert offer.model is not None
+    assert there._child is not None
+    there._child.kill()
+    there._child.wait()
+    with pytest.raises(TrustUnavailable, match="has not refreshed yet"):
+        there.download(offer.model)
+    there.release()
+
+
+def test_abort_ends_a_request_under_way_from_another_thread(
+    world: TrustWorld, tmp_path: Path
+) -> None:
+    world.publish("digits", 1)
+    sleeper = (sys.executable, "-c", "import time; time.sleep(120)")
+    there = child_device(world, tmp_path, command=sleeper)
+    failed: list[BaseException] = []
+
+    def refresh() -> None:
+        try:
+            there.refresh("digits", "thing-1", None)
+        except TrustUnavailable as exc:
+            failed.append(exc)
+
+    worker = threading.Thread(target=refresh)
+    worker.start()
+    wait_for(lambda: there._child is not None)
+    there.abort()  # as Agent.stop does
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert len(failed) == 1
+    assert there._child is None
+
+
+_ORPHANED = """
+import os, sys, threading, time
+from pathlib import Path
+from edge.download import HttpFetcher
+from edge.trust_child import ChildRepository
+base, tmp = sys.argv[1], Path(sys.argv[2])
+repository = ChildRepository(
+    HttpFetcher(base, timeout=120.0, retries=0), tmp / "root.json", tmp / "trust",
+    staging=tmp / "staging",
+)
+threading.Thread(
+    target=lambda: repository.refresh("digits", "thing-1", None), daemon=True
+).start()
+while repository._child is None:
+    time.sleep(0.01)
+print(repository._child.pid, flush=True)
+time.sleep(1.0)  # the child is inside its first fetch, which will not answer
+os._exit(0)  # killed, as far as the child can tell: no release, no word
+"""
+
+
+def test_the_child_leaves_when_its_agent_is_gone(tmp_path: Path, world: TrustWorld) -> None:
+    """An agent killed mid-refresh: its child, stuck in a fetch the CDN never answers
+    (a 120 s timeout), leaves within seconds instead of fetching on without it."""
+    (tmp_path / "root.json").write_bytes(world.shipped_root())
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        base = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        # The child inherits stderr: not a pipe here, or reading it would wait for the child.
+        agent = subprocess.Popen(
+            [sys.executable, "-c", _ORPHANED, base, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=Path(__file__).parents[3],
+        )
+        assert agent.stdout is not None
+        child = psutil.Process(int(agent.stdout.readline()))
+        assert agent.wait(timeout=30) == 0
+        agent.stdout.close()
+        wait_for(
+            lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE,
+            30,
+            "the orphaned child to exit",
+        )
+
+
+def test_a_planted_module_in_the_working_directory_is_not_imported(
+    world: TrustWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child runs with -P: a tuf/ where the agent runs does not replace python-tuf."""
+    world.publish("digits", 1)
+    planted = tmp_path / "cwd" / "tuf"
+    planted.mkdir(parents=True)
+    (planted / "__init__.py").write_text("raise ImportError('planted')\n")
+    monkeypatch.chdir(planted.parent)
+    there = child_device(world, tmp_path / "device")
+    assert there.refresh("digits", "thing-1", None).version == 1
+    there.release()
