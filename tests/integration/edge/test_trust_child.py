@@ -30,12 +30,13 @@ def child_device(
     root: bytes | None = None,
     command: tuple[str, ...] | None = None,
     grace: float = 60.0,
+    timeout: float = 2.0,
 ) -> ChildRepository:
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "root.json").write_bytes(root or world.shipped_root())
     # A fast link's deadlines: a refresh may take its timeout and a second or so.
     http = HttpFetcher(
-        world.cdn.base_url + PREFIX, timeout=2.0, retries=0, min_bytes_per_second=2**20
+        world.cdn.base_url + PREFIX, timeout=timeout, retries=0, min_bytes_per_second=2**20
     )
     extra = {} if command is None else {"command": command}
     return ChildRepository(
@@ -118,7 +119,9 @@ def test_a_child_that_dies_or_hangs_is_a_retryable_failure(
     world: TrustWorld, tmp_path: Path, code: str, said: str
 ) -> None:
     world.publish("digits", 1)
-    there = child_device(world, tmp_path, command=(sys.executable, "-c", code), grace=1.0)
+    # A refresh's budget is sixteen fetch timeouts: short ones, so the hang ends in seconds.
+    command = (sys.executable, "-c", code)
+    there = child_device(world, tmp_path, command=command, grace=1.0, timeout=0.1)
     with pytest.raises(TrustUnavailable, match=re.escape(said)) as failed:
         there.refresh("digits", "thing-1", None)
     assert failed.value.reason.startswith("TrustUnavailable: the verifying process failed")
@@ -143,7 +146,7 @@ def test_a_child_that_stops_reading_cannot_hold_the_agent(
     """A stored model's bytes fill the pipe to a child that reads nothing: the write
     gives up at the deadline instead of blocking the agent's start."""
     sleeper = (sys.executable, "-c", "import time; time.sleep(120)")
-    there = child_device(world, tmp_path, command=sleeper, grace=1.0)
+    there = child_device(world, tmp_path, command=sleeper, grace=1.0, timeout=0.1)
     with caplog.at_level(logging.ERROR, logger="edge.trust"):
         assert there.vouches_for("digits", 1, bytes(4 * 2**20)) is False
     assert "took no request within its deadline" in caplog.text
