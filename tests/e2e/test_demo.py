@@ -6,6 +6,7 @@ events are stamped as they happen, and the bytes are named for what they are.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -207,7 +208,16 @@ def test_the_report_states_the_gate_and_that_held_out_rows_grow(
         run["metrics"]["holdout_rows"] for r in doc["rounds"] for run in r["runs"] if run["metrics"]
     ]
     assert held == sorted(held)
-    assert len(set(held)) == len(held), "each round's run is judged on more held-out rows"
+    # Within a round a late batch of a few rows may all hash to the training side (a
+    # second run on 180 rows after one on 176 held out the same 36), so it is each
+    # round, not each run, that is judged on more held-out rows than the last.
+    per_round = [
+        max(run["metrics"]["holdout_rows"] for run in r["runs"] if run["metrics"])
+        for r in doc["rounds"]
+        if any(run["metrics"] for run in r["runs"])
+    ]
+    assert len(per_round) >= 2, per_round
+    assert all(a < b for a, b in itertools.pairwise(per_round)), per_round
 
 
 def test_the_anomaly_report_reads_as_sentences(report: tuple[dict[str, Any], Path]) -> None:
